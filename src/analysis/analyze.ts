@@ -1,0 +1,231 @@
+// Static analysis: which values hold data, which initializers are parameters and
+// where they enter the graph, which values need cotangents, and every problem
+// that makes the model ineligible.
+import { describeProblem, type Problem } from '../errors.js';
+import { hasSubgraph, isFloatType, nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
+import { LAYOUT_OPS } from '../grad/context.js';
+import { slotRules } from '../persample/registry.js';
+
+export interface ParameterUse {
+  /** Layout nodes between the parameter and the slot, in forward order. */
+  chain: Node[];
+  node: Node;
+  input: number;
+}
+
+export interface Parameter {
+  name: string;
+  dims: number[];
+  size: number;
+  /** First column of this parameter in the flat Jacobian. */
+  offset: number;
+  elemType: number;
+  uses: ParameterUse[];
+}
+
+export interface Constant {
+  name: string;
+  reason: string;
+}
+
+export interface Analysis {
+  graph: Graph;
+  output: string;
+  activations: Set<string>;
+  parameters: Parameter[];
+  constants: Constant[];
+  problems: Problem[];
+  unsupportedOps: string[];
+  /** Data values through which cotangents must flow back to a parameterized node. */
+  needed: Set<string>;
+  /** Nodes with a parameter in a slot, in graph order. */
+  slotNodes: Node[];
+  producers: Map<string, Node>;
+}
+
+export function differentiableInputs(node: Node): number[] {
+  const rule = gradRules[node.opType];
+  if (rule?.differentiableInputs) return rule.differentiableInputs(node);
+  return node.inputs.map((_, i) => i);
+}
+
+function differentiableOutputs(node: Node): number[] {
+  if (NON_DIFFERENTIABLE_OPS.has(node.opType)) return [];
+  const rule = gradRules[node.opType];
+  if (rule?.differentiableOutputs) return rule.differentiableOutputs(node);
+  return node.outputs.map((_, i) => i);
+}
+
+function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
+  const visit = (g: { node?: { input?: string[] | null; attribute?: Node['attributes'] | null }[] | null } | null | undefined): void => {
+    for (const n of g?.node ?? []) {
+      for (const i of n.input ?? []) if (!into.has(i)) into.set(i, node);
+      for (const a of n.attribute ?? []) {
+        if (a.g) visit(a.g as never);
+        for (const sub of a.graphs ?? []) visit(sub as never);
+      }
+    }
+  };
+  for (const a of node.attributes) {
+    if (a.g) visit(a.g as never);
+    for (const sub of a.graphs ?? []) visit(sub as never);
+  }
+}
+
+const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
+
+export function analyze(graph: Graph, output: string): Analysis {
+  const producers = new Map<string, Node>();
+  const consumers = new Map<string, { node: Node; input: number }[]>();
+  for (const n of graph.nodes) {
+    for (const o of n.outputs) producers.set(o, n);
+    n.inputs.forEach((name, input) => {
+      if (!name) return;
+      if (!consumers.has(name)) consumers.set(name, []);
+      consumers.get(name)!.push({ node: n, input });
+    });
+  }
+
+  // Data values: differentiable descendants of the data inputs.
+  const activations = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
+  const dataDependent = new Set(graph.inputs.map((v) => v.name));
+  for (const n of graph.nodes) {
+    if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
+    const diffIn = differentiableInputs(n);
+    if (diffIn.some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
+  }
+  // Integer inputs (indices) are data but carry no derivative; their float descendants do (Gather of a table).
+  for (const n of graph.nodes) {
+    if (n.opType === 'Gather' && dataDependent.has(n.inputs[1]) && !activations.has(n.outputs[0])) {
+      activations.add(n.outputs[0]);
+    }
+    if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
+  }
+
+  const problems: Problem[] = [];
+  const constants: Constant[] = [];
+  const parameters: Parameter[] = [];
+  const subgraphRefs = new Map<string, Node>();
+  for (const n of graph.nodes) if (hasSubgraph(n)) namesUsedInSubgraphs(n, subgraphRefs);
+
+  let offset = 0;
+  for (const [name, tensor] of graph.initializers) {
+    if (!isFloatType(tensor.dataType)) continue;
+    const uses: ParameterUse[] = [];
+    const paramProblems: Problem[] = [];
+    const nonSlot: { node: Node; input: number }[] = [];
+    const nonDifferentiable: string[] = [];
+    // Walk the data-independent descendants of the initializer.
+    const walk = (value: string, chain: Node[], viaNonLayout: Node | undefined): void => {
+      for (const { node, input } of consumers.get(value) ?? []) {
+        if (!differentiableInputs(node).includes(input)) {
+          nonDifferentiable.push(`${nodeLabel(node)} (${node.opType}) input ${input}`);
+          continue;
+        }
+        const meetsData = differentiableInputs(node).some((i) => activations.has(node.inputs[i]));
+        if (!meetsData) {
+          if (NON_DIFFERENTIABLE_OPS.has(node.opType)) continue;
+          if (LAYOUT_OPS.has(node.opType) && input === 0) {
+            walk(node.outputs[0], [...chain, node], viaNonLayout);
+            continue;
+          }
+          const both = PRODUCT_OPS.has(node.opType) && node.inputs.filter((i) => i === value).length > 1;
+          paramProblems.push({
+            parameter: name,
+            node: nodeLabel(node),
+            op: node.opType,
+            reason: both
+              ? 'on both inputs: y = W·W·x is not quasi-linear'
+              : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
+          });
+          for (const o of node.outputs) walk(o, [...chain, node], viaNonLayout ?? node);
+          continue;
+        }
+        const rule = slotRules[node.opType];
+        const paramInputs = node.inputs.map((v, i) => (v === value ? i : -1)).filter((i) => i >= 0);
+        if (rule && rule.slots(node).includes(input)) {
+          if (viaNonLayout) {
+            uses.push({ chain, node, input });
+            continue;
+          }
+          if (rule.product && paramInputs.length > 1) {
+            paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: 'on both inputs: y = W·W·x is not quasi-linear' });
+            continue;
+          }
+          const refusal = rule.refuse?.(node, input, graph);
+          if (refusal) paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: refusal });
+          uses.push({ chain, node, input });
+        } else {
+          nonSlot.push({ node, input });
+        }
+      }
+    };
+    walk(name, [], undefined);
+    const inBody = subgraphRefs.get(name);
+    if (inBody) {
+      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: 'used inside the body of this node, not at the top level of the graph' });
+    }
+    if (uses.length === 0 && !inBody) {
+      const where = nonSlot.map(({ node, input }) => `${nodeLabel(node)} (${node.opType}) input ${input}`);
+      constants.push({
+        name,
+        reason:
+          where.length > 0
+            ? `enters no parameter slot (used by ${where.join(', ')})`
+            : nonDifferentiable.length > 0
+              ? `enters only inputs that carry no derivative (${nonDifferentiable.join(', ')})`
+              : 'is not used by any node',
+      });
+      continue;
+    }
+    for (const { node, input } of nonSlot.slice(0, 1)) {
+      paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: `it also enters input ${input}, which is not a quasi-linear parameter slot` });
+    }
+    problems.push(...paramProblems);
+    const size = tensor.dims.reduce((a, b) => a * b, 1);
+    parameters.push({ name, dims: tensor.dims, size, offset, elemType: tensor.dataType, uses });
+    offset += size;
+  }
+
+  const slotNodes = graph.nodes.filter((n) => parameters.some((p) => p.uses.some((u) => u.node === n)));
+
+  // Values from which the chosen output can be reached along differentiable edges.
+  const reaches = new Set<string>([output]);
+  for (let i = graph.nodes.length - 1; i >= 0; i--) {
+    const n = graph.nodes[i];
+    if (!differentiableOutputs(n).some((o) => reaches.has(n.outputs[o]))) continue;
+    for (const k of differentiableInputs(n)) if (n.inputs[k]) reaches.add(n.inputs[k]);
+  }
+  // Values downstream of a parameterized node.
+  const downstream = new Set<string>();
+  for (const n of graph.nodes) {
+    if (slotNodes.includes(n) || differentiableInputs(n).some((k) => downstream.has(n.inputs[k]))) {
+      for (const o of differentiableOutputs(n)) if (n.outputs[o]) downstream.add(n.outputs[o]);
+    }
+  }
+  const needed = new Set([...activations].filter((v) => reaches.has(v) && downstream.has(v)));
+
+  const unsupported = new Set<string>();
+  for (const n of graph.nodes) {
+    if (!n.outputs.some((o) => needed.has(o))) continue;
+    const wanted = n.inputs.map((v, i) => needed.has(v) && differentiableInputs(n).includes(i));
+    if (!wanted.some(Boolean)) continue;
+    const rule = gradRules[n.opType];
+    if (!rule || n.domain !== '' && n.domain !== 'ai.onnx') {
+      unsupported.add(n.domain ? `${n.domain}.${n.opType}` : n.opType);
+      continue;
+    }
+    const refusal = rule.refuse?.(n, { opset: graph.opsetImports.get('') ?? 0, wanted });
+    if (refusal) problems.push({ node: nodeLabel(n), op: n.opType, reason: refusal });
+    if (hasSubgraph(n)) problems.push({ node: nodeLabel(n), op: n.opType, reason: 'derivatives through control flow (If/Loop/Scan) are not supported' });
+  }
+  if (unsupported.size > 0) {
+    problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });
+  }
+  return { graph, output, activations, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
+}
+
+export function problemLines(a: Pick<Analysis, 'problems'>): string[] {
+  return a.problems.map(describeProblem);
+}

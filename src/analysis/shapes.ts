@@ -1,0 +1,40 @@
+// Shapes and element types of every value, read off a probe run (onnxruntime-node
+// has no shape inference API). Data values are stored without their batch axis.
+import { DataType } from '../onnx/graph.js';
+
+export interface ValueShape {
+  dims: number[];
+  elemType: number;
+}
+
+export class ShapeTable {
+  constructor(
+    private readonly values: Map<string, ValueShape>,
+    /** Batch size of the probe run the dims were read from. */
+    readonly probeBatch: number,
+    private readonly batched: ReadonlySet<string>,
+  ) {}
+
+  has(name: string): boolean {
+    return this.values.has(name);
+  }
+
+  private get(name: string): ValueShape {
+    const v = this.values.get(name);
+    if (!v) throw new Error(`no shape known for value '${name}'`);
+    return v;
+  }
+
+  elemType(name: string): number {
+    return this.values.get(name)?.elemType ?? DataType.FLOAT;
+  }
+
+  dims(name: string): number[] {
+    return [...this.get(name).dims];
+  }
+
+  perSample(name: string): number[] {
+    if (!this.batched.has(name)) throw new Error(`value '${name}' has no batch axis`);
+    return this.get(name).dims.slice(1);
+  }
+}

@@ -1,0 +1,90 @@
+// Pooling: MaxPool routes the cotangent to the argmax through its Indices output;
+// AveragePool spreads it with a transposed depthwise convolution of ones.
+import { attrInt, attrInts } from '../../onnx/graph.js';
+import type { GradContext, GradRule } from '../context.js';
+import { convGeometry, outputPadding } from '../convGeometry.js';
+
+const firstInputOnly = () => [0];
+
+function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
+  const inDims = ctx.perSample(node.inputs[0]);
+  const kernel = attrInts(node, 'kernel_shape') ?? [];
+  return { inDims, outDims: ctx.perSample(node.outputs[0]), geo: convGeometry(node, inDims.slice(1), kernel) };
+}
+
+/** Windows of a pooling node overlap when a kernel extent exceeds its stride. */
+function overlaps(node: Parameters<GradRule['backward']>[1]): boolean {
+  const kernel = attrInts(node, 'kernel_shape') ?? [];
+  const strides = attrInts(node, 'strides') ?? kernel.map(() => 1);
+  const dilations = attrInts(node, 'dilations') ?? kernel.map(() => 1);
+  return kernel.some((k, i) => (k - 1) * dilations[i] + 1 > strides[i]);
+}
+
+export const MaxPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  differentiableOutputs: () => [0],
+  refuse(node, { opset }) {
+    if (opset < 16 && overlaps(node)) {
+      return `overlapping MaxPool windows need ScatterElements with reduction=add (opset 16); this model has opset ${opset}: convert it with onnx.version_converter.convert_version(model, 16)`;
+    }
+    if (attrInt(node, 'storage_order', 0) !== 0) return 'storage_order=1 is not supported';
+    return undefined;
+  },
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    // Ask the forward node for its argmax (flat indices into the whole input tensor).
+    if (!node.outputs[1]) node.outputs[1] = b.fresh('MaxPool_indices');
+    const x = node.inputs[0];
+    const flatShape = b.constInt64([-1]);
+    const zeros = b.op1('Reshape', [b.op1('Mul', [x, b.scalar(0)]), flatShape]);
+    const scattered = b.op1(
+      'ScatterElements',
+      [zeros, b.op1('Reshape', [node.outputs[1], flatShape]), b.op1('Reshape', [g, flatShape])],
+      b.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 },
+    );
+    return [ctx.toPerSample(scattered, ctx.perSample(x))];
+  },
+};
+
+export const AveragePool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  refuse(node) {
+    if (attrInt(node, 'ceil_mode', 0) !== 0) return 'ceil_mode=1 is not supported';
+    return undefined;
+  },
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const { inDims, outDims, geo } = poolGeometry(ctx, node);
+    const channels = inDims[0];
+    const kernel = geo.kernel;
+    const kernelSize = kernel.reduce((p, k) => p * k, 1);
+    const convAttrs = { strides: geo.strides, dilations: geo.dilations, pads: [...geo.padsBegin, ...geo.padsEnd], kernel_shape: kernel };
+    const padded = geo.padsBegin.some((p) => p > 0) || geo.padsEnd.some((p) => p > 0);
+    let divisor: string;
+    if (attrInt(node, 'count_include_pad', 0) === 1 || !padded) {
+      divisor = b.scalar(kernelSize);
+    } else {
+      // Each window's divisor is its count of non-pad elements: a Conv of ones with ones.
+      const ones = b.constFloat(Array(inDims.slice(1).reduce((p, k) => p * k, 1)).fill(1), [1, 1, ...inDims.slice(1)]);
+      divisor = b.op1('Conv', [ones, b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+    }
+    const spread = b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel]);
+    const dx = b.op1('ConvTranspose', [b.op1('Div', [g, divisor]), spread], {
+      ...convAttrs,
+      group: channels,
+      output_padding: outputPadding(geo, inDims.slice(1), outDims.slice(1)),
+    });
+    return [dx];
+  },
+};
+
+export const GlobalAveragePool: GradRule = {
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const inDims = ctx.perSample(node.inputs[0]);
+    const spatial = inDims.slice(1).reduce((p, k) => p * k, 1);
+    return [ctx.b.op1('Expand', [ctx.b.scale(g, 1 / spatial), ctx.b.op1('Shape', [node.inputs[0]])])];
+  },
+};

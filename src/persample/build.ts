@@ -1,0 +1,145 @@
+// Assembles the Jacobian graph: forward nodes, the reverse pass, and the per-sample
+// parameter gradients, with the Jacobian blocks (or their concatenation) as outputs.
+import type { Analysis, Parameter } from '../analysis/analyze.js';
+import type { ShapeTable } from '../analysis/shapes.js';
+import { GradContext } from '../grad/context.js';
+import { reversePass } from '../grad/reverse.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
+import { slotRules } from './registry.js';
+
+export interface JacobianGraphOptions {
+  /** One output holding the flat (rows, D) matrix, or one output per parameter. */
+  layout: 'flat' | 'tuple';
+  /**
+   * Copies of each sample in the run (one per output element, each seeded with a
+   * one-hot cotangent); 1 when the seed is all ones.
+   */
+  copies: number;
+}
+
+export interface JacobianGraph {
+  graph: Graph;
+  /** Name of the graph input that takes the output cotangent, (rows, ...K). */
+  seed: string;
+  /** Output names: one for 'flat', else one per parameter in parameter order. */
+  outputs: string[];
+  /** Graph input name for each data input of the model. */
+  feeds: Map<string, string>;
+}
+
+function cloneGraph(g: Graph): Graph {
+  return {
+    ...g,
+    nodes: g.nodes.map((n) => ({ ...n, inputs: [...n.inputs], outputs: [...n.outputs] })),
+    inputs: g.inputs.map((v) => ({ ...v })),
+    outputs: [],
+    initializers: new Map(g.initializers),
+  };
+}
+
+/** Looks up the numbers of a constant value: an initializer or a Constant node's tensor. */
+export function constantLookup(graph: Graph): (name: string) => number[] | undefined {
+  const constantNodes = new Map<string, Node>();
+  for (const n of graph.nodes) if (n.opType === 'Constant') constantNodes.set(n.outputs[0], n);
+  return (name) => {
+    const init = graph.initializers.get(name);
+    if (init) return tensorNumbers(init.proto);
+    const node = constantNodes.get(name);
+    if (!node) return undefined;
+    const attr = node.attributes[0];
+    if (attr.t) return tensorNumbers(attr.t);
+    if (attr.ints && attr.ints.length > 0) return attr.ints.map(Number);
+    if (attr.i !== undefined && attr.i !== null) return [Number(attr.i)];
+    if (attr.floats && attr.floats.length > 0) return [...attr.floats];
+    if (attr.f !== undefined && attr.f !== null) return [attr.f];
+    return undefined;
+  };
+}
+
+/**
+ * Repeats every data input `copies` times along the batch axis (sample-major). The
+ * graph inputs get new names; the tiled values take over the original ones, so the
+ * forward nodes stay as they are. Returns the feed name of each original input.
+ */
+function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: number): Map<string, string> {
+  const feeds = new Map<string, string>();
+  const start = graph.nodes.length;
+  for (const input of graph.inputs) {
+    const original = input.name;
+    input.name = b.fresh('untiled');
+    const perSample = shapes.perSample(original);
+    const expanded = b.op1('Expand', [b.unsqueeze(input.name, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
+    b.graph.nodes.push({ name: `${original}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [original], attributes: [] });
+    feeds.set(original, input.name);
+  }
+  graph.nodes.unshift(...graph.nodes.splice(start));
+  return feeds;
+}
+
+/** Maps a per-sample gradient of a layout node's output back to its input. */
+function throughLayout(ctx: GradContext, node: Node, grad: string): string {
+  const input = node.inputs[0];
+  const dims = ctx.dims(input);
+  if (node.opType === 'Transpose') {
+    const rank = dims.length;
+    const perm = attrInts(node, 'perm') ?? Array.from({ length: rank }, (_, i) => rank - 1 - i);
+    const inverse = Array<number>(rank);
+    perm.forEach((p, i) => (inverse[p] = i));
+    return ctx.b.transpose(grad, [0, ...inverse.map((p) => p + 1)]);
+  }
+  if (node.opType === 'Cast') return ctx.b.op1('Cast', [grad], { to: ctx.shapes.elemType(input) });
+  return ctx.toPerSample(grad, dims);
+}
+
+function perSampleGradient(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
+  const terms: string[] = [];
+  for (const use of parameter.uses) {
+    const g = slotGrads.get(use.node);
+    if (g === undefined) continue;
+    let grad = slotRules[use.node.opType].perSample(ctx, use.node, use.input, g);
+    for (let i = use.chain.length - 1; i >= 0; i--) grad = throughLayout(ctx, use.chain[i], grad);
+    terms.push(grad);
+  }
+  return terms.length > 0 ? ctx.b.sum(terms) : ctx.zerosPerSample(parameter.dims);
+}
+
+export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
+  const graph = cloneGraph(analysis.graph);
+  const floatType = shapes.elemType(analysis.output);
+  const b = new GraphBuilder(graph, floatType);
+  const feeds = options.copies > 1 ? tileInputs(b, graph, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const seed = b.fresh('seed');
+  graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
+  const ctx = new GradContext(b, shapes, analysis.activations, seed, constantLookup(graph));
+  const view: Analysis = { ...analysis, graph, slotNodes: [], parameters: [] };
+  // The clone's nodes stand in for the originals from here on.
+  const offset = graph.nodes.length - analysis.graph.nodes.length;
+  const cloneOf = new Map(analysis.graph.nodes.map((n, i) => [n, graph.nodes[i + offset]]));
+  view.slotNodes = analysis.slotNodes.map((n) => cloneOf.get(n)!);
+  view.parameters = analysis.parameters.map((p) => ({
+    ...p,
+    uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!) })),
+  }));
+  const slotGrads = reversePass(ctx, view, seed);
+  const blocks = view.parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
+  let outputs: string[];
+  if (options.layout === 'flat') {
+    const rows = view.parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));
+    outputs = [rows.length === 1 ? rows[0] : b.op1('Concat', rows, { axis: 1 })];
+  } else {
+    outputs = blocks;
+  }
+  // An output must be produced by a node of its own name; Identity gives each a stable name.
+  const named = outputs.map((o, i) => {
+    const name = options.layout === 'flat' ? 'jacobian' : `jacobian:${view.parameters[i].name}`;
+    graph.nodes.push({ name: `${name}/output`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
+    return name;
+  });
+  graph.outputs = named.map((name, i) => ({
+    name,
+    elemType: floatType,
+    dims: options.layout === 'flat' ? ['rows', view.parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...view.parameters[i].dims],
+  }));
+  return { graph, seed, outputs: named, feeds };
+}

@@ -1,0 +1,195 @@
+// The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
+import ort from 'onnxruntime-node';
+import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
+import type { ShapeTable } from '../analysis/shapes.js';
+import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
+import type { NpyArray, NpyDtype } from '../io/npy.js';
+import type { Graph } from '../onnx/graph.js';
+import { encodeModel } from '../onnx/proto.js';
+import { buildJacobianGraph } from '../persample/build.js';
+import { prepareGraph } from '../analysis/prepare.js';
+import { probeShapes } from './probe.js';
+import { makeSeed } from './seed.js';
+import { sessionOptions } from './session.js';
+import { ELEM_TYPE_NAME, sliceRows } from './tensors.js';
+
+export type Reduce = 'none' | 'sum';
+export type Layout = 'flat' | 'tuple';
+
+export interface JacobianOptions {
+  /** Model output to differentiate (default: the first). */
+  modelOutput?: string;
+  reduce?: Reduce;
+  layout?: Layout;
+  /** Samples per onnxruntime run (default: from maxMemory). */
+  batchSize?: number;
+  /** Memory budget in bytes for one run's outputs and activations (default 1 GiB). */
+  maxMemory?: number;
+  threads?: number;
+  onProgress?: (progress: Progress) => void;
+}
+
+export interface Progress {
+  samplesDone: number;
+  samples: number;
+  bytesWritten: number;
+}
+
+export interface OutputBlock {
+  /** Parameter name, or 'jacobian' for the flat matrix. */
+  name: string;
+  dtype: NpyDtype;
+  shape: number[];
+}
+
+/** Receives each chunk's rows: one buffer per output block, in block order. */
+export interface JacobianSink {
+  write(blocks: Uint8Array[]): Promise<void>;
+}
+
+export interface JacobianPlan {
+  analysis: Analysis;
+  shapes: ShapeTable;
+  parameters: Parameter[];
+  samples: number;
+  /** Per-sample output shape K. */
+  outputShape: number[];
+  /** Axes between the sample axis and the parameter axes of J: K, or none. */
+  elementShape: number[];
+  blocks: OutputBlock[];
+  batchSize: number;
+  /** Times of the phases so far, in milliseconds. */
+  timings: Record<string, number>;
+}
+
+export function resolveOutput(graph: Graph, requested: string | undefined): string {
+  if (graph.outputs.length === 0) throw new UsageError('the model has no outputs');
+  if (requested === undefined) return graph.outputs[0].name;
+  if (!graph.outputs.some((o) => o.name === requested)) {
+    throw new UsageError(`--model-output '${requested}' is not an output of the model; its outputs are: ${graph.outputs.map((o) => o.name).join(', ')}`);
+  }
+  return requested;
+}
+
+export function checkInputs(graph: Graph, inputs: Map<string, NpyArray>): number {
+  for (const name of inputs.keys()) {
+    if (!graph.inputs.some((i) => i.name === name)) {
+      throw new UsageError(`'${name}' is not a data input of the model; its inputs are: ${graph.inputs.map((i) => i.name).join(', ')}`);
+    }
+  }
+  let samples: number | undefined;
+  for (const input of graph.inputs) {
+    const arr = inputs.get(input.name);
+    if (!arr) throw new UsageError(`the model's input '${input.name}' has no data: pass --input ${input.name}=file.npy`);
+    if (arr.shape.length === 0) throw new UsageError(`input '${input.name}' is a scalar; axis 0 must be the batch axis`);
+    const expected = ELEM_TYPE_NAME[input.elemType];
+    if (expected && expected !== arr.dtype) {
+      throw new UsageError(`input '${input.name}' holds ${arr.dtype} but the model expects ${expected}: convert it with numpy's astype('${expected}')`);
+    }
+    if (input.dims) {
+      if (input.dims.length !== arr.shape.length) {
+        throw new UsageError(`input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects rank ${input.dims.length} (${input.dims.join(', ')})`);
+      }
+      input.dims.forEach((d, i) => {
+        if (i > 0 && typeof d === 'number' && d !== arr.shape[i]) {
+          throw new UsageError(`input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects (${input.dims!.join(', ')}) with the batch first`);
+        }
+      });
+    }
+    if (samples !== undefined && arr.shape[0] !== samples) {
+      throw new UsageError(`inputs disagree on the number of samples (axis 0): ${samples} and ${arr.shape[0]} for '${input.name}'`);
+    }
+    samples = arr.shape[0];
+  }
+  if (samples === undefined) throw new UsageError('the model has no data inputs');
+  if (samples === 0) throw new UsageError('the input batch is empty (0 samples on axis 0)');
+  return samples;
+}
+
+export function refuseIfIneligible(analysis: Analysis): void {
+  if (analysis.problems.length > 0) {
+    throw new ModelRefusedError(`the model is not eligible:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
+  }
+  if (analysis.parameters.length === 0) throw new ModelRefusedError('the model has no parameters (float initializers in a quasi-linear slot)');
+}
+
+const DEFAULT_MAX_MEMORY = 1 << 30;
+
+/** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
+export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, options: JacobianOptions = {}) {
+  const timings: Record<string, number> = {};
+  let t = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    timings[phase] = (timings[phase] ?? 0) + now - t;
+    t = now;
+  };
+  const graph = prepareGraph(model);
+  const output = resolveOutput(graph, options.modelOutput);
+  const samples = checkInputs(graph, inputs);
+  const analysis = analyze(graph, output);
+  refuseIfIneligible(analysis);
+  lap('analysis');
+  const shapes = await probeShapes(graph, inputs, analysis.activations, options.threads);
+  lap('probe');
+  const outputShape = shapes.perSample(output);
+  const outputElements = outputShape.reduce((a, b) => a * b, 1);
+  const reduce = options.reduce ?? 'none';
+  const oneHot = reduce === 'none' && outputElements > 1;
+  const copies = oneHot ? outputElements : 1;
+  const elementShape = oneHot ? outputShape : [];
+  const layout = options.layout ?? 'flat';
+  const dtype = ELEM_TYPE_NAME[shapes.elemType(output)] ?? 'float32';
+  const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
+  const blocks: OutputBlock[] =
+    layout === 'flat'
+      ? [{ name: 'jacobian', dtype, shape: [samples, ...elementShape, D] }]
+      : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
+
+  const itemSize = dtype === 'float64' ? 8 : 4;
+  const bytesPerSample = copies * D * itemSize;
+  const batchSize = Math.max(1, Math.min(samples, options.batchSize ?? Math.floor((options.maxMemory ?? DEFAULT_MAX_MEMORY) / (3 * bytesPerSample))));
+  const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
+  lap('graph');
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(encodeModel(jacobianGraph.graph), sessionOptions(options.threads));
+  } catch (err) {
+    throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
+  }
+  lap('session');
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, timings };
+
+  async function run(sink: JacobianSink): Promise<void> {
+    const seeds = new Map<number, ort.Tensor>();
+    let bytesWritten = 0;
+    try {
+      for (let start = 0; start < samples; start += batchSize) {
+        const end = Math.min(samples, start + batchSize);
+        const count = end - start;
+        if (!seeds.has(count)) seeds.set(count, await makeSeed(count, outputShape, oneHot, shapes.elemType(output)));
+        const feeds: Record<string, ort.Tensor> = { [jacobianGraph.seed]: seeds.get(count)! };
+        for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = sliceRows(arr, start, end);
+        let out: ort.InferenceSession.ReturnType;
+        try {
+          out = await session.run(feeds);
+        } catch (err) {
+          throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
+        }
+        lap('compute');
+        const buffers = jacobianGraph.outputs.map((name) => {
+          const data = out[name].data as Float32Array;
+          return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        });
+        await sink.write(buffers);
+        for (const t of Object.values(out)) t.dispose();
+        bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
+        lap('write');
+        options.onProgress?.({ samplesDone: end, samples, bytesWritten });
+      }
+    } finally {
+      await session.release();
+    }
+  }
+  return { plan, run };
+}

@@ -1,0 +1,12 @@
+import type ort from 'onnxruntime-node';
+import { availableParallelism } from 'node:os';
+
+export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+  };
+}
