@@ -33,6 +33,8 @@ export interface Analysis {
   graph: Graph;
   output: string;
   activations: Set<string>;
+  /** Values that depend on a data input at all (derivative or not). */
+  dataDependent: Set<string>;
   parameters: Parameter[];
   constants: Constant[];
   problems: Problem[];
@@ -223,7 +225,7 @@ export function analyze(graph: Graph, output: string): Analysis {
   if (unsupported.size > 0) {
     problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });
   }
-  return { graph, output, activations, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
+  return { graph, output, activations, dataDependent, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
 }
 
 export function problemLines(a: Pick<Analysis, 'problems'>): string[] {

@@ -13,7 +13,13 @@ export class ShapeTable {
     /** Batch size of the probe run the dims were read from. */
     readonly probeBatch: number,
     private readonly batched: ReadonlySet<string>,
+    /** Values of small integer tensors that do not depend on the data (pads, shapes, axes). */
+    private readonly smallConstants: Map<string, number[]> = new Map(),
   ) {}
+
+  constantValue(name: string): number[] | undefined {
+    return this.smallConstants.get(name);
+  }
 
   has(name: string): boolean {
     return this.values.has(name);

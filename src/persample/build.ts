@@ -111,7 +111,8 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   const feeds = options.copies > 1 ? tileInputs(b, graph, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
-  const ctx = new GradContext(b, shapes, analysis.activations, seed, constantLookup(graph));
+  const fromModel = constantLookup(graph);
+  const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
   const view: Analysis = { ...analysis, graph, slotNodes: [], parameters: [] };
   // The clone's nodes stand in for the originals from here on.
   const offset = graph.nodes.length - analysis.graph.nodes.length;

@@ -130,7 +130,7 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
   const analysis = analyze(graph, output);
   refuseIfIneligible(analysis);
   lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis.activations, options.threads);
+  const shapes = await probeShapes(graph, inputs, analysis, options.threads);
   lap('probe');
   const outputShape = shapes.perSample(output);
   const outputElements = outputShape.reduce((a, b) => a * b, 1);

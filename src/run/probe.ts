@@ -1,6 +1,7 @@
 // The probe: one run of the forward graph on a tiny batch with every value as an
 // output gives the shape and element type of every value.
 import ort from 'onnxruntime-node';
+import type { Analysis } from '../analysis/analyze.js';
 import { ShapeTable, type ValueShape } from '../analysis/shapes.js';
 import { ModelRefusedError } from '../errors.js';
 import { type Graph } from '../onnx/graph.js';
@@ -13,7 +14,13 @@ const ELEM_TYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32
 
 export const PROBE_BATCH = 2;
 
-export async function probeShapes(graph: Graph, inputs: Map<string, NpyArray>, activations: ReadonlySet<string>, threads?: number): Promise<ShapeTable> {
+export async function probeShapes(
+  graph: Graph,
+  inputs: Map<string, NpyArray>,
+  analysis: Pick<Analysis, 'activations' | 'dataDependent'>,
+  threads?: number,
+): Promise<ShapeTable> {
+  const { activations } = analysis;
   const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== ''))];
   const probe: Graph = { ...graph, outputs: values.map((name) => ({ name, elemType: 0, dims: undefined })) };
   const session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(threads));
@@ -26,7 +33,13 @@ export async function probeShapes(graph: Graph, inputs: Map<string, NpyArray>, a
   } finally {
     await session.release();
   }
-  for (const [name, t] of Object.entries(out)) results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE[t.type] ?? 0 });
+  const smallConstants = new Map<string, number[]>();
+  for (const [name, t] of Object.entries(out)) {
+    results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE[t.type] ?? 0 });
+    if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64 && !analysis.dataDependent.has(name)) {
+      smallConstants.set(name, Array.from(t.data as BigInt64Array | Int32Array, Number));
+    }
+  }
   for (const [name, arr] of inputs) results.set(name, { dims: [PROBE_BATCH, ...arr.shape.slice(1)], elemType: ELEM_TYPE[arr.dtype] ?? 0 });
   for (const [name, t] of graph.initializers) results.set(name, { dims: t.dims, elemType: t.dataType });
   const batched = new Set<string>();
@@ -40,5 +53,5 @@ export async function probeShapes(graph: Graph, inputs: Map<string, NpyArray>, a
     }
     batched.add(name);
   }
-  return new ShapeTable(results, PROBE_BATCH, batched);
+  return new ShapeTable(results, PROBE_BATCH, batched, smallConstants);
 }

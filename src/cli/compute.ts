@@ -1,0 +1,84 @@
+// `jacobian <model.onnx> --input batch.npy`: computes J and writes it as .npy or .npz.
+import { loadModel } from '../onnx/proto.js';
+import { openFileSink, type FileSink } from '../output.js';
+import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { bindInputs } from './inputs.js';
+import { formatBytes, progressPrinter } from './progress.js';
+
+export interface ComputeOptions {
+  input: string[];
+  output?: string;
+  asTuple?: boolean;
+  modelOutput?: string;
+  reduce: Reduce;
+  quiet?: boolean;
+  json?: boolean;
+  verbose?: boolean;
+  batchSize?: number;
+  maxMemory?: number;
+  threads?: number;
+}
+
+export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
+  const started = performance.now();
+  const archive = opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false);
+  const outputPath = opts.output ?? (archive ? 'jacobian.npz' : 'jacobian.npy');
+  const toStdout = outputPath === '-';
+  const info = toStdout ? process.stderr : process.stdout;
+  const loadStart = performance.now();
+  const graph = loadModel(modelPath);
+  const inputs = bindInputs(graph, opts.input);
+  const loadMs = performance.now() - loadStart;
+  const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
+  const progress = showProgress ? progressPrinter(process.stderr) : undefined;
+  const { plan, run } = await planJacobian(graph, inputs, {
+    modelOutput: opts.modelOutput,
+    reduce: opts.reduce,
+    layout: archive ? 'tuple' : 'flat',
+    batchSize: opts.batchSize,
+    maxMemory: opts.maxMemory,
+    threads: opts.threads,
+    onProgress: progress?.update,
+  });
+  let sink: FileSink | undefined;
+  try {
+    sink = await openFileSink(outputPath, plan.blocks, archive);
+    await run(sink);
+    await sink.commit();
+  } catch (err) {
+    await sink?.abort();
+    throw err;
+  } finally {
+    progress?.done();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const D = plan.parameters.reduce((s, p) => s + p.size, 0);
+  const bytes = plan.blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * (b.dtype === 'float64' ? 8 : 4), 0);
+  if (opts.json) {
+    const summary = {
+      ok: true,
+      output: outputPath,
+      format: archive ? 'npz' : 'npy',
+      samples: plan.samples,
+      outputShape: plan.outputShape,
+      columns: D,
+      blocks: plan.blocks,
+      parameters: plan.parameters.map((p) => ({ name: p.name, shape: p.dims, size: p.size, offset: p.offset })),
+      batchSize: plan.batchSize,
+      bytes,
+      seconds,
+    };
+    info.write(`${JSON.stringify(summary, null, 2)}\n`);
+  } else if (!opts.quiet) {
+    const shape = archive ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
+    info.write(
+      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${plan.samples} samples × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
+    );
+  }
+  if (opts.verbose) {
+    const t = { load: loadMs, ...plan.timings };
+    const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
+    process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,285 @@
+/**
+ * Output sinks for the .npy / .npz writers.
+ *
+ * - {@link AtomicFile}: a temporary file next to the target
+ *   (`.<basename>.tmp-<pid>-<random>`), written with positional writes and
+ *   renamed over the target on commit. On abort, or on any error while
+ *   writing or committing, the temporary file is removed and whatever was at
+ *   the target before is left untouched.
+ * - {@link StreamSink}: sequential writes to a stream (stdout for the path
+ *   `-`), with backpressure. Nothing can be made atomic there.
+ */
+import * as fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Writable } from 'node:stream';
+
+/**
+ * Largest single read or write handed to the OS. Node refuses requests over
+ * 2 GiB - 1 bytes, so bigger buffers are split into pieces of this size.
+ */
+export const IO_CHUNK = 1 << 30;
+
+/** Something the writers can put bytes into at known positions. */
+export interface OutputSink {
+  /** Writes all of `bytes` at byte offset `position`. The caller must not modify `bytes` until this resolves. */
+  writeAt(bytes: Uint8Array, position: number): Promise<void>;
+  /** Makes the output final (atomic rename for files). */
+  commit(): Promise<void>;
+  /** Discards the output as far as possible. Never throws; safe to call more than once. */
+  abort(): Promise<void>;
+  /** A name for messages: the target path, or `<stdout>`. */
+  readonly description: string;
+}
+
+/** Temporary files not yet committed or aborted; removed if the process exits first. */
+const liveTempFiles = new Set<string>();
+let exitHookInstalled = false;
+
+function registerTemp(tempPath: string): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const p of liveTempFiles) {
+        try {
+          fs.unlinkSync(p);
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+  liveTempFiles.add(tempPath);
+}
+
+/** The temporary file name used for `target`: same directory, hidden, `.<basename>.tmp-<pid>-<random>`. */
+export function tempPathFor(target: string): string {
+  const dir = path.dirname(target);
+  const base = path.basename(target);
+  return path.join(dir, `.${base}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A file written under a temporary name and renamed over `target` on commit. */
+export class AtomicFile implements OutputSink {
+  private handle: FileHandle | null;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+
+  private constructor(
+    readonly target: string,
+    readonly tempPath: string,
+    handle: FileHandle,
+  ) {
+    this.handle = handle;
+  }
+
+  get description(): string {
+    return this.target;
+  }
+
+  /**
+   * Creates the temporary file for `target`. Fails early (before anything is
+   * written) if `target` is an existing directory or its directory does not exist.
+   */
+  static async create(target: string): Promise<AtomicFile> {
+    if (target === '') throw new Error('output path is empty');
+    let st: fs.Stats | undefined;
+    try {
+      st = await fs.promises.stat(target);
+    } catch {
+      st = undefined; // does not exist yet: fine
+    }
+    if (st?.isDirectory()) {
+      throw new Error(`${target}: is a directory; give a file name for the output`);
+    }
+    const tempPath = tempPathFor(target);
+    let handle: FileHandle;
+    try {
+      handle = await fs.promises.open(tempPath, 'wx', 0o666);
+    } catch (err) {
+      throw new Error(
+        `${target}: cannot create the temporary output file ${tempPath}: ${errorMessage(err)}; ` +
+          'check that the directory exists and is writable',
+      );
+    }
+    registerTemp(tempPath);
+    return new AtomicFile(target, tempPath, handle);
+  }
+
+  /** Positional write of all of `bytes` (loops over short writes). On failure the file is aborted. */
+  async writeAt(bytes: Uint8Array, position: number): Promise<void> {
+    const handle = this.openHandle();
+    try {
+      let done = 0;
+      while (done < bytes.byteLength) {
+        const n = Math.min(bytes.byteLength - done, IO_CHUNK);
+        const { bytesWritten } = await handle.write(bytes, done, n, position + done);
+        if (bytesWritten <= 0) throw new Error('the OS accepted no bytes');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      const wasOpen = this.state === 'open';
+      await this.abort();
+      if (!wasOpen) throw err;
+      throw new Error(`${this.target}: writing the output failed: ${errorMessage(err)}; nothing was written to ${this.target}`);
+    }
+  }
+
+  /** fsyncs, closes and renames the temporary file over the target; fsyncs the directory (best effort). */
+  async commit(): Promise<void> {
+    const handle = this.openHandle();
+    try {
+      await handle.sync();
+      this.handle = null;
+      await handle.close();
+      await fs.promises.rename(this.tempPath, this.target);
+    } catch (err) {
+      this.handle = null;
+      await this.abort();
+      throw new Error(`${this.target}: finishing the output failed: ${errorMessage(err)}; ${this.target} was not changed`);
+    }
+    this.state = 'committed';
+    liveTempFiles.delete(this.tempPath);
+    await syncDirectory(path.dirname(this.target));
+  }
+
+  /** Closes and removes the temporary file. The target is never touched. */
+  async abort(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    const handle = this.handle;
+    this.handle = null;
+    if (handle) {
+      try {
+        await handle.close();
+      } catch {
+        // closing failed: the unlink below still removes the name
+      }
+    }
+    try {
+      await fs.promises.unlink(this.tempPath);
+    } catch {
+      // already gone
+    }
+    liveTempFiles.delete(this.tempPath);
+  }
+
+  private openHandle(): FileHandle {
+    if (this.state !== 'open' || this.handle === null) {
+      throw new Error(`${this.target}: output was already ${this.state === 'committed' ? 'committed' : 'aborted'}`);
+    }
+    return this.handle;
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  let h: FileHandle | undefined;
+  try {
+    h = await fs.promises.open(dir, 'r');
+    await h.sync();
+  } catch {
+    // not supported on every platform/filesystem; the rename itself has happened
+  } finally {
+    await h?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Sequential output to a stream (stdout). Positions must arrive in order
+ * (each write continues where the previous one ended). Each write resolves
+ * once the stream has handed the chunk to the OS, and waits for 'drain' when
+ * the stream signals backpressure, so callers may reuse their buffer as soon
+ * as write resolves and memory stays bounded.
+ */
+export class StreamSink implements OutputSink {
+  private offset = 0;
+  private failure: Error | null = null;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+  private readonly onError = (err: Error): void => {
+    this.failure ??= err;
+  };
+
+  constructor(
+    private readonly stream: Writable | NodeJS.WritableStream,
+    readonly description: string = '<stdout>',
+  ) {
+    // Without a listener, an 'error' event (e.g. EPIPE when the reader goes away) would crash the process.
+    this.stream.on('error', this.onError);
+  }
+
+  async writeAt(bytes: Uint8Array, position: number): Promise<void> {
+    if (this.state !== 'open') throw new Error(`${this.description}: output was already ${this.state}`);
+    if (position !== this.offset) {
+      throw new Error(
+        `${this.description}: a stream can only be written in order (next byte is at ${this.offset}, got a write at ${position})`,
+      );
+    }
+    this.offset += bytes.byteLength;
+    if (bytes.byteLength === 0) return;
+    if (this.failure) throw this.wrap(this.failure);
+    const stream = this.stream as Writable;
+    const ac = new AbortController();
+    let ok = true;
+    const written = new Promise<void>((resolve, reject) => {
+      ok = stream.write(bytes, (err) => (err ? reject(err) : resolve()));
+    });
+    const waits: Promise<unknown>[] = [written];
+    if (!ok) {
+      waits.push(
+        new Promise<void>((resolve, reject) => {
+          const onDrain = (): void => {
+            cleanup();
+            resolve();
+          };
+          const onFail = (err?: Error): void => {
+            cleanup();
+            reject(err ?? new Error('stream closed'));
+          };
+          const cleanup = (): void => {
+            stream.off('drain', onDrain);
+            stream.off('error', onFail);
+            stream.off('close', onFail);
+            ac.signal.removeEventListener('abort', onAbort);
+          };
+          const onAbort = (): void => {
+            cleanup();
+            resolve();
+          };
+          stream.on('drain', onDrain);
+          stream.on('error', onFail);
+          stream.on('close', onFail);
+          ac.signal.addEventListener('abort', onAbort);
+        }),
+      );
+    }
+    try {
+      await Promise.all(waits);
+    } catch (err) {
+      this.failure ??= err instanceof Error ? err : new Error(String(err));
+      throw this.wrap(this.failure);
+    } finally {
+      ac.abort(); // stop waiting for 'drain' if the write itself failed
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (this.state !== 'open') throw new Error(`${this.description}: output was already ${this.state}`);
+    this.state = 'committed';
+    this.stream.off('error', this.onError);
+    if (this.failure) throw this.wrap(this.failure);
+  }
+
+  async abort(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    this.stream.off('error', this.onError);
+  }
+
+  private wrap(err: Error): Error {
+    return new Error(`${this.description}: writing the output failed: ${err.message}`);
+  }
+}

@@ -1,0 +1,814 @@
+/**
+ * numpy `.npy` files: reading (format versions 1.0, 2.0 and 3.0, either byte
+ * order) and streaming, atomic writing of exactly the bytes `np.save` writes.
+ *
+ * The layout follows numpy/lib/format.py: the magic `\x93NUMPY`, two version
+ * bytes, the header length (uint16 LE for 1.0, uint32 LE for 2.0/3.0), then
+ * a Python dict literal such as
+ * `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }` padded with
+ * spaces and a final newline so that the data starts on a 64-byte boundary,
+ * then the raw elements in C order.
+ *
+ * TypeScript here only moves buffers: copies, byte swaps (Buffer.swap16/32/64)
+ * and CRCs all run in native code; there are no per-element loops.
+ */
+import * as fs from 'node:fs';
+import { endianness } from 'node:os';
+import { crc32 } from 'node:zlib';
+import type { Writable } from 'node:stream';
+import { AtomicFile, IO_CHUNK, StreamSink, type OutputSink } from './atomic.js';
+
+export type NpyDtype =
+  | 'float32'
+  | 'float64'
+  | 'float16'
+  | 'int8'
+  | 'uint8'
+  | 'int16'
+  | 'uint16'
+  | 'int32'
+  | 'uint32'
+  | 'int64'
+  | 'uint64'
+  | 'bool';
+
+export type NpyData =
+  | Float32Array
+  | Float64Array
+  | Uint16Array /* float16 raw bits */
+  | Int8Array
+  | Uint8Array /* uint8 and bool */
+  | Int16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array;
+
+export interface NpyArray {
+  dtype: NpyDtype;
+  shape: number[];
+  data: NpyData;
+}
+
+/** A file that is not a .npy/.npz we can read. The message names the file, the problem and what to do. */
+export class NpyFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NpyFormatError';
+  }
+}
+
+type TypedArrayConstructor = { new (buffer: ArrayBuffer): NpyData; readonly BYTES_PER_ELEMENT: number };
+
+interface DtypeInfo {
+  /** numpy's descr as np.save writes it (little-endian or not applicable). */
+  descr: string;
+  itemsize: 1 | 2 | 4 | 8;
+  ctor: TypedArrayConstructor;
+}
+
+const DTYPES: Record<NpyDtype, DtypeInfo> = {
+  float16: { descr: '<f2', itemsize: 2, ctor: Uint16Array },
+  float32: { descr: '<f4', itemsize: 4, ctor: Float32Array },
+  float64: { descr: '<f8', itemsize: 8, ctor: Float64Array },
+  int8: { descr: '|i1', itemsize: 1, ctor: Int8Array },
+  uint8: { descr: '|u1', itemsize: 1, ctor: Uint8Array },
+  int16: { descr: '<i2', itemsize: 2, ctor: Int16Array },
+  uint16: { descr: '<u2', itemsize: 2, ctor: Uint16Array },
+  int32: { descr: '<i4', itemsize: 4, ctor: Int32Array },
+  uint32: { descr: '<u4', itemsize: 4, ctor: Uint32Array },
+  int64: { descr: '<i8', itemsize: 8, ctor: BigInt64Array },
+  uint64: { descr: '<u8', itemsize: 8, ctor: BigUint64Array },
+  bool: { descr: '|b1', itemsize: 1, ctor: Uint8Array },
+};
+
+/** descr kind letter + item size (e.g. `f4`) to our dtype. */
+const DTYPE_BY_TYPESTR: Record<string, NpyDtype> = {
+  f2: 'float16',
+  f4: 'float32',
+  f8: 'float64',
+  i1: 'int8',
+  u1: 'uint8',
+  i2: 'int16',
+  u2: 'uint16',
+  i4: 'int32',
+  u4: 'uint32',
+  i8: 'int64',
+  u8: 'uint64',
+  b1: 'bool',
+};
+
+const SUPPORTED_DTYPES_TEXT = 'float16/32/64, int8/16/32/64, uint8/16/32/64 and bool';
+
+const HOST_LITTLE_ENDIAN = endianness() === 'LE';
+
+const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
+/** numpy's ARRAY_ALIGN: the data starts on a multiple of this. */
+const ARRAY_ALIGN = 64;
+/** numpy's GROWTH_AXIS_MAX_DIGITS: spare spaces so the first dimension can be rewritten in place. */
+const GROWTH_AXIS_MAX_DIGITS = 21;
+
+/** Item size in bytes of a dtype. */
+export function npyItemSize(dtype: NpyDtype): number {
+  return dtypeInfo(dtype).itemsize;
+}
+
+function dtypeInfo(dtype: NpyDtype): DtypeInfo {
+  const info = Object.prototype.hasOwnProperty.call(DTYPES, dtype) ? DTYPES[dtype] : undefined;
+  if (!info) throw new TypeError(`unknown npy dtype ${JSON.stringify(dtype)}; expected one of ${Object.keys(DTYPES).join(', ')}`);
+  return info;
+}
+
+/** Number of elements of `shape` (1 for a 0-d array). Throws if the shape is invalid or the size unsafe. */
+export function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) {
+      throw new TypeError(`invalid array shape [${shape.join(', ')}]: dimensions must be non-negative integers`);
+    }
+    n *= d;
+  }
+  if (!Number.isSafeInteger(n)) throw new RangeError(`array shape [${shape.join(', ')}] has too many elements`);
+  return n;
+}
+
+/** Python's repr of a shape tuple: `()`, `(5,)`, `(3, 4)`. */
+function shapeRepr(shape: readonly (number | bigint)[]): string {
+  if (shape.length === 1) return `(${shape[0]},)`;
+  return `(${shape.join(', ')})`;
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------
+
+/**
+ * Wraps a header dict string like numpy's `_wrap_header` for a given major
+ * version: preamble (magic, version, header length) + header + spaces + '\n',
+ * with the total a multiple of 64. Returns null if the header length does not
+ * fit the version's length field.
+ */
+function wrapHeader(header: string, major: 1 | 2): Buffer | null {
+  const lengthFieldSize = major === 1 ? 2 : 4;
+  const preamble = MAGIC.length + 2 + lengthFieldSize;
+  const hlen = header.length + 1; // + the final '\n'
+  // Same formula as numpy, including padlen == 64 (not 0) when already aligned.
+  const padlen = ARRAY_ALIGN - ((preamble + hlen) % ARRAY_ALIGN);
+  const fieldValue = hlen + padlen;
+  if (fieldValue > (major === 1 ? 0xffff : 0xffffffff)) return null;
+  const out = Buffer.alloc(preamble + fieldValue, 0x20);
+  MAGIC.copy(out, 0);
+  out[6] = major;
+  out[7] = 0;
+  if (major === 1) out.writeUInt16LE(fieldValue, 8);
+  else out.writeUInt32LE(fieldValue, 8);
+  out.write(header, preamble, 'latin1');
+  out[out.length - 1] = 0x0a;
+  return out;
+}
+
+/**
+ * The header `np.save` writes for a C-ordered array of `dtype` and `shape`:
+ * version 1.0 unless the header does not fit a uint16 length, then 2.0
+ * (numpy's `_write_array_header` / `_wrap_header_guess_version`; our headers
+ * are ASCII so 3.0 is never needed).
+ */
+export function npyHeader(dtype: NpyDtype, shape: readonly number[]): Buffer {
+  const { descr } = dtypeInfo(dtype);
+  shapeSize(shape); // validates
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeRepr(shape)}, }`;
+  if (shape.length > 0) {
+    header += ' '.repeat(Math.max(0, GROWTH_AXIS_MAX_DIGITS - String(shape[0]).length));
+  }
+  const wrapped = wrapHeader(header, 1) ?? wrapHeader(header, 2);
+  if (!wrapped) throw new RangeError(`npy header for shape with ${shape.length} dimensions is too long`);
+  return wrapped;
+}
+
+function checkArray(arr: NpyArray): DtypeInfo {
+  const info = dtypeInfo(arr.dtype);
+  const n = shapeSize(arr.shape);
+  if (!(arr.data instanceof info.ctor)) {
+    throw new TypeError(
+      `npy array of dtype ${arr.dtype} needs its data in a ${info.ctor.name}, got ${arr.data?.constructor?.name ?? typeof arr.data}`,
+    );
+  }
+  if (arr.data.length !== n) {
+    throw new RangeError(`npy array of shape [${arr.shape.join(', ')}] needs ${n} elements, its data has ${arr.data.length}`);
+  }
+  return info;
+}
+
+/** Little-endian bytes of a typed array (a view if the host is little-endian, else a swapped copy). */
+function littleEndianBytes(data: NpyData, itemsize: number): Uint8Array {
+  const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (HOST_LITTLE_ENDIAN || itemsize === 1) return view;
+  const copy = Buffer.from(view);
+  swapInPlace(copy, itemsize);
+  return copy;
+}
+
+function swapInPlace(buf: Buffer, itemsize: number): void {
+  if (itemsize === 2) buf.swap16();
+  else if (itemsize === 4) buf.swap32();
+  else if (itemsize === 8) buf.swap64();
+}
+
+/** A whole .npy file in memory (header + data): for small arrays and tests. */
+export function npyBytes(arr: NpyArray): Buffer {
+  const info = checkArray(arr);
+  const header = npyHeader(arr.dtype, arr.shape);
+  return Buffer.concat([header, littleEndianBytes(arr.data, info.itemsize)]);
+}
+
+export interface NpyWriterOptions {
+  /** Stream used for the path '-' (default process.stdout). */
+  stdout?: Writable | NodeJS.WritableStream;
+}
+
+/**
+ * Streaming .npy writer. The header is written on open; write() appends raw
+ * little-endian element bytes in C order; commit() checks that exactly
+ * prod(shape) * itemsize data bytes arrived, then makes the file appear at its
+ * path atomically. On abort() or on any error the temporary file is removed
+ * and an existing file at the path is left as it was.
+ *
+ * Files are written with positional writes (each write's position is fixed
+ * when write() is called, so writes need not be awaited one by one); the path
+ * '-' writes sequentially to stdout, which cannot be made atomic.
+ */
+export class NpyWriter {
+  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
+  private accepted = 0;
+  private readonly inflight = new Set<Promise<void>>();
+  private firstError: unknown = null;
+
+  private constructor(
+    private readonly sink: OutputSink,
+    readonly path: string,
+    readonly dtype: NpyDtype,
+    readonly shape: readonly number[],
+    private readonly headerLength: number,
+    /** prod(shape) * itemsize: the data bytes commit() expects. */
+    readonly expectedBytes: number,
+  ) {}
+
+  /** `path` '-' means process.stdout (or options.stdout). */
+  static async open(
+    path: string,
+    dtype: NpyDtype,
+    shape: readonly number[],
+    options: NpyWriterOptions = {},
+  ): Promise<NpyWriter> {
+    const header = npyHeader(dtype, shape); // validates dtype and shape before any file is created
+    const expectedBytes = shapeSize(shape) * dtypeInfo(dtype).itemsize;
+    if (!Number.isSafeInteger(expectedBytes)) throw new RangeError(`array of shape [${shape.join(', ')}] is too large`);
+    const sink: OutputSink =
+      path === '-' ? new StreamSink(options.stdout ?? process.stdout) : await AtomicFile.create(path);
+    const writer = new NpyWriter(sink, path, dtype, [...shape], header.length, expectedBytes);
+    try {
+      await sink.writeAt(header, 0);
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+    return writer;
+  }
+
+  /** Data bytes accepted by write() so far (the header is not counted). */
+  get bytesWritten(): number {
+    return this.accepted;
+  }
+
+  /**
+   * Appends the next raw little-endian element bytes (any number of bytes, e.g.
+   * a chunk of rows). Do not modify `bytes` until the returned promise
+   * resolves. Writing past prod(shape) * itemsize aborts the output and throws.
+   */
+  async write(bytes: ArrayBufferView): Promise<void> {
+    if (this.state !== 'open') throw new Error(`${this.path}: cannot write, the output was already ${this.stateText()}`);
+    const u8 = asBytes(bytes);
+    if (this.accepted + u8.byteLength > this.expectedBytes) {
+      const total = this.accepted + u8.byteLength;
+      await this.abort();
+      throw new Error(
+        `${this.path}: too much data: ${total} bytes written for shape [${this.shape.join(', ')}] ${this.dtype}, ` +
+          `which holds ${this.expectedBytes}; the output was discarded`,
+      );
+    }
+    const position = this.headerLength + this.accepted;
+    this.accepted += u8.byteLength;
+    await this.track(this.sink.writeAt(u8, position));
+  }
+
+  /**
+   * Waits for pending writes, checks the size, fsyncs and renames into place.
+   * If the size is wrong or anything fails, the output is aborted and this throws.
+   */
+  async commit(): Promise<void> {
+    if (this.state !== 'open') throw new Error(`${this.path}: cannot commit, the output was already ${this.stateText()}`);
+    this.state = 'committing';
+    await Promise.allSettled([...this.inflight]);
+    if (this.firstError !== null) {
+      await this.abortSink();
+      throw this.firstError;
+    }
+    if (this.accepted !== this.expectedBytes) {
+      await this.abortSink();
+      throw new Error(
+        `${this.path}: incomplete data: ${this.accepted} of ${this.expectedBytes} bytes written for shape ` +
+          `[${this.shape.join(', ')}] ${this.dtype}; the output was discarded` +
+          (this.path === '-' ? ' (stdout already received the partial array)' : ''),
+      );
+    }
+    try {
+      await this.sink.commit();
+    } catch (err) {
+      this.state = 'aborted';
+      throw err;
+    }
+    this.state = 'committed';
+  }
+
+  /** Removes the temporary file; the target path is untouched. No effect after commit. */
+  async abort(): Promise<void> {
+    if (this.state === 'committed' || this.state === 'aborted') return;
+    await this.abortSink();
+  }
+
+  private async abortSink(): Promise<void> {
+    this.state = 'aborted';
+    await this.sink.abort();
+  }
+
+  private async track(p: Promise<void>): Promise<void> {
+    const tracked = p.then(
+      () => {
+        this.inflight.delete(tracked);
+      },
+      async (err: unknown) => {
+        this.inflight.delete(tracked);
+        this.firstError ??= err;
+        if (this.state === 'open') await this.abortSink();
+        throw err;
+      },
+    );
+    this.inflight.add(tracked);
+    tracked.catch(() => undefined); // reported to the caller of write() and again by commit()
+    return tracked;
+  }
+
+  private stateText(): string {
+    return this.state === 'committing' ? 'being committed' : this.state;
+  }
+}
+
+/** A Uint8Array view of any typed array / DataView, without copying. */
+export function asBytes(view: ArrayBufferView): Uint8Array {
+  if (view instanceof Uint8Array) return view;
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+/** What the header says, plus where the data starts. */
+export interface NpyHeaderInfo {
+  version: [number, number];
+  dtype: NpyDtype;
+  shape: number[];
+  /** Byte order of the data in the file. */
+  littleEndian: boolean;
+  /** Offset of the first data byte (= total header length). */
+  dataOffset: number;
+  /** prod(shape) * itemsize. */
+  dataBytes: number;
+}
+
+const REMEDY_RESAVE = 'the file is damaged or was not written by numpy; re-create it with numpy.save';
+
+/**
+ * Total header length (preamble + dict) from the first bytes of a file, or the
+ * number of bytes needed to know it. Throws on bad magic or version.
+ */
+function headerEnd(bytes: Uint8Array, total: number, source: string): number {
+  const have = Math.min(bytes.length, MAGIC.length);
+  if (total === 0) throw new NpyFormatError(`${source}: file is empty, not a .npy array; ${REMEDY_RESAVE}`);
+  if (!MAGIC.subarray(0, have).equals(bytes.subarray(0, have))) {
+    throw new NpyFormatError(
+      `${source}: not a .npy file (it does not start with the bytes \\x93NUMPY; starts with ${JSON.stringify(
+        Buffer.from(bytes.subarray(0, Math.min(bytes.length, 8))).toString('latin1'),
+      )}); save arrays with numpy.save`,
+    );
+  }
+  if (total < 10) throw new NpyFormatError(`${source}: truncated .npy file (${total} bytes, shorter than the header preamble); ${REMEDY_RESAVE}`);
+  const major = bytes[6]!;
+  const minor = bytes[7]!;
+  if (!((major === 1 || major === 2 || major === 3) && minor === 0)) {
+    throw new NpyFormatError(
+      `${source}: unsupported .npy format version ${major}.${minor} (supported: 1.0, 2.0, 3.0); re-save it with numpy.save`,
+    );
+  }
+  const preamble = major === 1 ? 10 : 12;
+  if (total < preamble) throw new NpyFormatError(`${source}: truncated .npy file (${total} bytes, shorter than the header preamble); ${REMEDY_RESAVE}`);
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hlen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
+  const end = preamble + hlen;
+  if (end > total) {
+    throw new NpyFormatError(
+      `${source}: truncated .npy file: the header should be ${hlen} bytes but the file has only ${total - preamble} after the preamble; ${REMEDY_RESAVE}`,
+    );
+  }
+  return end;
+}
+
+/** Parses the complete header in `bytes` (which must hold at least headerEnd bytes). */
+function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderInfo {
+  const major = bytes[6]!;
+  const preamble = major === 1 ? 10 : 12;
+  const raw = bytes.subarray(preamble, end);
+  let text: string;
+  if (major === 3) {
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    } catch {
+      throw new NpyFormatError(`${source}: the .npy header (format 3.0) is not valid UTF-8; ${REMEDY_RESAVE}`);
+    }
+  } else {
+    text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+  }
+
+  let dict: PyValue;
+  try {
+    dict = parsePyLiteral(text);
+  } catch (err) {
+    if (!(err instanceof PyLiteralError)) throw err;
+    throw new NpyFormatError(
+      `${source}: malformed .npy header: ${err.message} in ${quoteHeader(text)}; ${REMEDY_RESAVE}`,
+    );
+  }
+  if (!(dict instanceof Map)) {
+    throw new NpyFormatError(`${source}: malformed .npy header: not a dict: ${quoteHeader(text)}; ${REMEDY_RESAVE}`);
+  }
+  const keys = [...dict.keys()].sort();
+  if (keys.join(',') !== 'descr,fortran_order,shape') {
+    throw new NpyFormatError(
+      `${source}: malformed .npy header: expected exactly the keys 'descr', 'fortran_order', 'shape', found ${
+        keys.map((k) => `'${k}'`).join(', ') || 'none'
+      }; ${REMEDY_RESAVE}`,
+    );
+  }
+
+  const descr = dict.get('descr')!;
+  if (typeof descr !== 'string') {
+    const what = Array.isArray(descr) || isTuple(descr) ? 'a structured (record) dtype' : 'an unsupported dtype';
+    throw new NpyFormatError(
+      `${source}: ${what} is not supported (descr ${pyRepr(descr)}); save a plain numeric array (${SUPPORTED_DTYPES_TEXT}), ` +
+        'e.g. one field at a time',
+    );
+  }
+  const m = /^([<>|=]?)([a-zA-Z])(\d+)$/.exec(descr);
+  const dtype = m ? DTYPE_BY_TYPESTR[`${m[2]}${m[3]}`] : undefined;
+  if (!m || !dtype) {
+    throw new NpyFormatError(
+      `${source}: unsupported dtype descr '${descr}'; supported are ${SUPPORTED_DTYPES_TEXT}; ` +
+        'convert before saving, e.g. numpy.save(path, arr.astype(numpy.float32))',
+    );
+  }
+  const order = m[1];
+  const littleEndian = order === '<' ? true : order === '>' ? false : HOST_LITTLE_ENDIAN;
+
+  const fortran = dict.get('fortran_order');
+  if (typeof fortran !== 'boolean') {
+    throw new NpyFormatError(`${source}: malformed .npy header: fortran_order is ${pyRepr(fortran!)}, not True/False; ${REMEDY_RESAVE}`);
+  }
+  if (fortran) {
+    throw new NpyFormatError(
+      `${source}: the array is stored in Fortran (column-major) order, which is not supported; ` +
+        're-save it in C order with numpy.save(path, numpy.ascontiguousarray(arr))',
+    );
+  }
+
+  const shapeValue = dict.get('shape')!;
+  if (!isTuple(shapeValue) || !shapeValue.items.every((d) => typeof d === 'bigint')) {
+    throw new NpyFormatError(`${source}: malformed .npy header: shape ${pyRepr(shapeValue)} is not a tuple of integers; ${REMEDY_RESAVE}`);
+  }
+  const dims = shapeValue.items as bigint[];
+  if (dims.some((d) => d < 0n)) {
+    throw new NpyFormatError(`${source}: malformed .npy header: negative dimension in shape ${shapeRepr(dims)}; ${REMEDY_RESAVE}`);
+  }
+  const itemsize = DTYPES[dtype].itemsize;
+  const dataBytes = dims.reduce((a, d) => a * d, 1n) * BigInt(itemsize);
+  if (dataBytes > BigInt(Number.MAX_SAFE_INTEGER) || dims.some((d) => d > BigInt(Number.MAX_SAFE_INTEGER))) {
+    throw new NpyFormatError(`${source}: shape ${shapeRepr(dims)} is too large to load`);
+  }
+  return {
+    version: [major, 0],
+    dtype,
+    shape: dims.map(Number),
+    littleEndian,
+    dataOffset: end,
+    dataBytes: Number(dataBytes),
+  };
+}
+
+function quoteHeader(text: string): string {
+  const t = text.trimEnd();
+  return JSON.stringify(t.length > 200 ? `${t.slice(0, 200)}...` : t);
+}
+
+function describeShape(info: NpyHeaderInfo): string {
+  return `shape ${shapeRepr(info.shape)} ${info.dtype}`;
+}
+
+function sizeMismatch(info: NpyHeaderInfo, available: number, source: string): NpyFormatError {
+  if (available < info.dataBytes) {
+    return new NpyFormatError(
+      `${source}: truncated .npy file: the header says ${describeShape(info)} = ${info.dataBytes} data bytes, ` +
+        `but only ${available} bytes follow the header; ${REMEDY_RESAVE}`,
+    );
+  }
+  return new NpyFormatError(
+    `${source}: ${available - info.dataBytes} unexpected bytes after the array data (the header says ${describeShape(info)} = ` +
+      `${info.dataBytes} data bytes); ${REMEDY_RESAVE}`,
+  );
+}
+
+/** An ArrayBuffer of `n` bytes, with a clear error if it cannot be allocated. */
+function allocate(n: number, info: NpyHeaderInfo, source: string): ArrayBuffer {
+  try {
+    return new ArrayBuffer(n);
+  } catch (err) {
+    throw new NpyFormatError(
+      `${source}: cannot allocate ${n} bytes for ${describeShape(info)} (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
+}
+
+/** Wraps the aligned data buffer in the dtype's typed array, swapping to host byte order if needed. */
+function finish(info: NpyHeaderInfo, data: ArrayBuffer): NpyArray {
+  const { itemsize, ctor } = DTYPES[info.dtype];
+  if (itemsize > 1 && info.littleEndian !== HOST_LITTLE_ENDIAN) swapInPlace(Buffer.from(data), itemsize);
+  return { dtype: info.dtype, shape: info.shape, data: new ctor(data) };
+}
+
+/** Reads just the header of an in-memory .npy file. */
+export function parseNpyHeader(bytes: Uint8Array, source: string): NpyHeaderInfo {
+  const end = headerEnd(bytes, bytes.length, source);
+  return parseHeader(bytes, end, source);
+}
+
+/** Parses a whole .npy file held in memory. The data is copied into a fresh, aligned buffer. */
+export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
+  const info = parseNpyHeader(bytes, source);
+  const available = bytes.length - info.dataOffset;
+  if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
+  const data = allocate(info.dataBytes, info, source);
+  new Uint8Array(data).set(bytes.subarray(info.dataOffset));
+  return finish(info, data);
+}
+
+/** Reads a .npy file. Any failure (missing file, permissions, bad contents) is an NpyFormatError naming the path. */
+export function readNpy(path: string): NpyArray {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (err) {
+    throw new NpyFormatError(`${path}: cannot open the .npy file: ${ioReason(err)}`);
+  }
+  try {
+    let size: number;
+    try {
+      const st = fs.fstatSync(fd);
+      if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not a .npy file`);
+      size = st.size;
+    } catch (err) {
+      if (err instanceof NpyFormatError) throw err;
+      throw new NpyFormatError(`${path}: cannot read the .npy file: ${ioReason(err)}`);
+    }
+    return readNpyRegion(fd, 0, size, path, false).array;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function ioReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOENT') return 'no such file';
+  if (e?.code === 'EACCES' || e?.code === 'EPERM') return 'permission denied';
+  if (e?.code === 'EISDIR') return 'is a directory';
+  return e instanceof Error ? e.message : String(err);
+}
+
+/**
+ * Reads the .npy stored in bytes [start, start + length) of an open file,
+ * reading the data straight into its final aligned buffer. With `wantCrc`,
+ * also returns the CRC-32 of the region's bytes as stored (for .npz members).
+ * @internal shared with npz.ts
+ */
+export function readNpyRegion(
+  fd: number,
+  start: number,
+  length: number,
+  source: string,
+  wantCrc: boolean,
+): { array: NpyArray; crc: number } {
+  const first = Buffer.alloc(Math.min(length, 12));
+  readExact(fd, first, start, source);
+  const end = headerEnd(first, length, source);
+  let headerBytes = first.subarray(0, end);
+  if (end > first.length) {
+    headerBytes = Buffer.alloc(end);
+    readExact(fd, headerBytes, start, source);
+  }
+  const info = parseHeader(headerBytes, end, source);
+  const available = length - end;
+  if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
+  const data = allocate(info.dataBytes, info, source);
+  const dataBytes = new Uint8Array(data);
+  readExact(fd, dataBytes, start + end, source);
+  const crc = wantCrc ? crc32Update(crc32Update(0, headerBytes), dataBytes) : 0;
+  return { array: finish(info, data), crc };
+}
+
+/** Fills `target` from `position` of `fd`; a short file is reported as truncated. */
+export function readExact(fd: number, target: Uint8Array, position: number, source: string): void {
+  let done = 0;
+  while (done < target.byteLength) {
+    let n: number;
+    try {
+      n = fs.readSync(fd, target, done, Math.min(target.byteLength - done, IO_CHUNK), position + done);
+    } catch (err) {
+      throw new NpyFormatError(`${source}: read error: ${ioReason(err)}`);
+    }
+    if (n === 0) {
+      throw new NpyFormatError(`${source}: truncated file: ended after ${position + done} bytes (was it changed while being read?)`);
+    }
+    done += n;
+  }
+}
+
+/** zlib.crc32 continued over `bytes`, fed to zlib in pieces of at most IO_CHUNK bytes. */
+export function crc32Update(crc: number, bytes: Uint8Array): number {
+  let c = crc;
+  for (let off = 0; off < bytes.byteLength; off += IO_CHUNK) {
+    c = crc32(bytes.subarray(off, Math.min(bytes.byteLength, off + IO_CHUNK)), c);
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+// Strict parser for the Python literal in the header (never eval)
+// ---------------------------------------------------------------------------
+
+interface PyTuple {
+  readonly kind: 'tuple';
+  items: PyValue[];
+}
+type PyValue = string | bigint | boolean | null | PyValue[] | PyTuple | Map<string, PyValue>;
+
+class PyLiteralError extends Error {}
+
+function isTuple(v: PyValue | undefined): v is PyTuple {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map) && v.kind === 'tuple';
+}
+
+function pyRepr(v: PyValue): string {
+  if (typeof v === 'string') return `'${v}'`;
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v === 'boolean') return v ? 'True' : 'False';
+  if (v === null) return 'None';
+  if (Array.isArray(v)) return `[${v.map(pyRepr).join(', ')}]`;
+  if (v instanceof Map) return `{${[...v].map(([k, x]) => `'${k}': ${pyRepr(x)}`).join(', ')}}`;
+  return v.items.length === 1 ? `(${pyRepr(v.items[0]!)},)` : `(${v.items.map(pyRepr).join(', ')})`;
+}
+
+const MAX_DEPTH = 32;
+
+/**
+ * Parses the subset of Python literal syntax numpy headers use: dicts with
+ * string keys, tuples, lists, strings, integers (an old Python 2 'L' suffix is
+ * accepted, as numpy does), True, False, None. Anything else is an error.
+ */
+function parsePyLiteral(text: string): PyValue {
+  let i = 0;
+  const fail = (what: string): never => {
+    throw new PyLiteralError(`${what} at offset ${i}`);
+  };
+  const skipWs = (): void => {
+    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  const expect = (ch: string): void => {
+    skipWs();
+    if (text[i] !== ch) fail(`expected '${ch}'${i < text.length ? `, found '${text[i]}'` : ', found end of header'}`);
+    i++;
+  };
+  // Items until `close`, separated by commas, trailing comma allowed; returns items and whether a comma was seen.
+  const sequence = (close: string, depth: number, item: () => void): { count: number; comma: boolean } => {
+    let count = 0;
+    let comma = false;
+    for (;;) {
+      skipWs();
+      if (text[i] === close) {
+        i++;
+        return { count, comma };
+      }
+      if (count > 0 && !comma) fail(`expected ',' or '${close}'`);
+      item();
+      count++;
+      skipWs();
+      comma = text[i] === ',';
+      if (comma) i++;
+      else if (text[i] !== close) fail(`expected ',' or '${close}'${i < text.length ? `, found '${text[i]}'` : ', found end of header'}`);
+    }
+  };
+  const value = (depth: number): PyValue => {
+    if (depth > MAX_DEPTH) fail('nesting too deep');
+    skipWs();
+    const c = text[i];
+    if (c === undefined) return fail('unexpected end of header');
+    if (c === '{') {
+      i++;
+      const map = new Map<string, PyValue>();
+      sequence('}', depth, () => {
+        skipWs();
+        const at = i;
+        const key = value(depth + 1);
+        if (typeof key !== 'string') {
+          i = at;
+          fail('dict key is not a string');
+        }
+        if (map.has(key as string)) {
+          i = at;
+          fail(`duplicate key '${key as string}'`);
+        }
+        expect(':');
+        map.set(key as string, value(depth + 1));
+      });
+      return map;
+    }
+    if (c === '(') {
+      i++;
+      const items: PyValue[] = [];
+      const { count, comma } = sequence(')', depth, () => items.push(value(depth + 1)));
+      // '(x)' is just x in Python, not a tuple
+      if (count === 1 && !comma) return items[0]!;
+      return { kind: 'tuple', items };
+    }
+    if (c === '[') {
+      i++;
+      const items: PyValue[] = [];
+      sequence(']', depth, () => items.push(value(depth + 1)));
+      return items;
+    }
+    if (c === "'" || c === '"') return pyString();
+    if (c === '-' || c === '+' || (c >= '0' && c <= '9')) return pyInt();
+    const word = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i, i + 64))?.[0];
+    if (word === 'True' || word === 'False' || word === 'None') {
+      i += word.length;
+      return word === 'True' ? true : word === 'False' ? false : null;
+    }
+    return fail(`unexpected ${word ? `name '${word}'` : `character '${c}'`}`);
+  };
+  const pyInt = (): bigint => {
+    const m = /^([+-]?)[ \t]*(0|[1-9][0-9]*)[lL]?(?![0-9A-Za-z_.])/.exec(text.slice(i, i + 400));
+    if (!m) return fail('invalid integer');
+    i += m[0].length;
+    const v = BigInt(m[2]!);
+    return m[1] === '-' ? -v : v;
+  };
+  const pyString = (): string => {
+    const quote = text[i];
+    i++;
+    let out = '';
+    for (;;) {
+      const ch = text[i];
+      if (ch === undefined || ch === '\n') return fail('unterminated string');
+      i++;
+      if (ch === quote) return out;
+      if (ch !== '\\') {
+        out += ch;
+        continue;
+      }
+      const e = text[i];
+      i++;
+      const simple: Record<string, string> = { '\\': '\\', "'": "'", '"': '"', n: '\n', t: '\t', r: '\r', '0': '\0' };
+      if (e !== undefined && simple[e] !== undefined) out += simple[e];
+      else if (e === 'x' || e === 'u' || e === 'U') {
+        const len = e === 'x' ? 2 : e === 'u' ? 4 : 8;
+        const hex = text.slice(i, i + len);
+        if (!new RegExp(`^[0-9a-fA-F]{${len}}$`).test(hex)) fail('invalid escape in string');
+        const cp = parseInt(hex, 16);
+        if (cp > 0x10ffff) fail('invalid escape in string');
+        out += String.fromCodePoint(cp);
+        i += len;
+      } else fail('unsupported escape in string');
+    }
+  };
+
+  const result = value(0);
+  skipWs();
+  if (i !== text.length) fail(`unexpected '${text[i]}' after the dict`);
+  return result;
+}
