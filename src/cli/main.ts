@@ -57,6 +57,7 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
       exitCode = await checkCommand(model, opts);
     });
 
+  program.enablePositionalOptions();
   program.exitOverride();
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   try {

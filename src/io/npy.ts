@@ -119,16 +119,27 @@ function dtypeInfo(dtype: NpyDtype): DtypeInfo {
   return info;
 }
 
-/** Number of elements of `shape` (1 for a 0-d array). Throws if the shape is invalid or the size unsafe. */
-export function shapeSize(shape: readonly number[]): number {
-  let n = 1;
+/** A shape for messages: `[3, 4]`, long shapes shortened. */
+export function formatShape(shape: readonly (number | bigint)[]): string {
+  if (shape.length <= 8) return `[${shape.join(', ')}]`;
+  return `[${shape.slice(0, 6).join(', ')}, ... (${shape.length} dimensions)]`;
+}
+
+function checkDims(shape: readonly number[]): void {
+  if (!Array.isArray(shape)) throw new TypeError(`invalid array shape ${String(shape)}: expected an array of dimensions`);
   for (const d of shape) {
     if (!Number.isSafeInteger(d) || d < 0) {
-      throw new TypeError(`invalid array shape [${shape.join(', ')}]: dimensions must be non-negative integers`);
+      throw new TypeError(`invalid array shape ${formatShape(shape)}: dimensions must be non-negative integers`);
     }
-    n *= d;
   }
-  if (!Number.isSafeInteger(n)) throw new RangeError(`array shape [${shape.join(', ')}] has too many elements`);
+}
+
+/** Number of elements of `shape` (1 for a 0-d array). Throws if the shape is invalid or the count unsafe. */
+export function shapeSize(shape: readonly number[]): number {
+  checkDims(shape);
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (!Number.isSafeInteger(n)) throw new RangeError(`array shape ${formatShape(shape)} has too many elements`);
   return n;
 }
 
@@ -136,6 +147,11 @@ export function shapeSize(shape: readonly number[]): number {
 function shapeRepr(shape: readonly (number | bigint)[]): string {
   if (shape.length === 1) return `(${shape[0]},)`;
   return `(${shape.join(', ')})`;
+}
+
+/** A shape from a file header, for messages: the Python form, long shapes shortened. */
+function headerShape(shape: readonly (number | bigint)[]): string {
+  return shape.length <= 8 ? shapeRepr(shape) : `(${shape.slice(0, 6).join(', ')}, ... (${shape.length} dimensions))`;
 }
 
 // ---------------------------------------------------------------------------
@@ -175,13 +191,13 @@ function wrapHeader(header: string, major: 1 | 2): Buffer | null {
  */
 export function npyHeader(dtype: NpyDtype, shape: readonly number[]): Buffer {
   const { descr } = dtypeInfo(dtype);
-  shapeSize(shape); // validates
+  checkDims(shape);
   let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeRepr(shape)}, }`;
   if (shape.length > 0) {
     header += ' '.repeat(Math.max(0, GROWTH_AXIS_MAX_DIGITS - String(shape[0]).length));
   }
   const wrapped = wrapHeader(header, 1) ?? wrapHeader(header, 2);
-  if (!wrapped) throw new RangeError(`npy header for shape with ${shape.length} dimensions is too long`);
+  if (!wrapped) throw new RangeError(`npy header for shape ${formatShape(shape)} is too long`);
   return wrapped;
 }
 
@@ -194,7 +210,7 @@ function checkArray(arr: NpyArray): DtypeInfo {
     );
   }
   if (arr.data.length !== n) {
-    throw new RangeError(`npy array of shape [${arr.shape.join(', ')}] needs ${n} elements, its data has ${arr.data.length}`);
+    throw new RangeError(`npy array of shape ${formatShape(arr.shape)} needs ${n} elements, its data has ${arr.data.length}`);
   }
   return info;
 }
@@ -262,7 +278,7 @@ export class NpyWriter {
   ): Promise<NpyWriter> {
     const header = npyHeader(dtype, shape); // validates dtype and shape before any file is created
     const expectedBytes = shapeSize(shape) * dtypeInfo(dtype).itemsize;
-    if (!Number.isSafeInteger(expectedBytes)) throw new RangeError(`array of shape [${shape.join(', ')}] is too large`);
+    if (!Number.isSafeInteger(expectedBytes)) throw new RangeError(`array of shape ${formatShape(shape)} is too large`);
     const sink: OutputSink =
       path === '-' ? new StreamSink(options.stdout ?? process.stdout) : await AtomicFile.create(path);
     const writer = new NpyWriter(sink, path, dtype, [...shape], header.length, expectedBytes);
@@ -292,7 +308,7 @@ export class NpyWriter {
       const total = this.accepted + u8.byteLength;
       await this.abort();
       throw new Error(
-        `${this.path}: too much data: ${total} bytes written for shape [${this.shape.join(', ')}] ${this.dtype}, ` +
+        `${this.path}: too much data: ${total} bytes written for shape ${formatShape(this.shape)} ${this.dtype}, ` +
           `which holds ${this.expectedBytes}; the output was discarded`,
       );
     }
@@ -317,7 +333,7 @@ export class NpyWriter {
       await this.abortSink();
       throw new Error(
         `${this.path}: incomplete data: ${this.accepted} of ${this.expectedBytes} bytes written for shape ` +
-          `[${this.shape.join(', ')}] ${this.dtype}; the output was discarded` +
+          `${formatShape(this.shape)} ${this.dtype}; the output was discarded` +
           (this.path === '-' ? ' (stdout already received the partial array)' : ''),
       );
     }
@@ -386,7 +402,7 @@ export interface NpyHeaderInfo {
   dataBytes: number;
 }
 
-const REMEDY_RESAVE = 'the file is damaged or was not written by numpy; re-create it with numpy.save';
+const REMEDY_RESAVE = 'the file is damaged or was not written by numpy; re-create it with np.save';
 
 /**
  * Total header length (preamble + dict) from the first bytes of a file, or the
@@ -399,7 +415,7 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
     throw new NpyFormatError(
       `${source}: not a .npy file (it does not start with the bytes \\x93NUMPY; starts with ${JSON.stringify(
         Buffer.from(bytes.subarray(0, Math.min(bytes.length, 8))).toString('latin1'),
-      )}); save arrays with numpy.save`,
+      )}); save arrays with np.save`,
     );
   }
   if (total < 10) throw new NpyFormatError(`${source}: truncated .npy file (${total} bytes, shorter than the header preamble); ${REMEDY_RESAVE}`);
@@ -407,7 +423,7 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   const minor = bytes[7]!;
   if (!((major === 1 || major === 2 || major === 3) && minor === 0)) {
     throw new NpyFormatError(
-      `${source}: unsupported .npy format version ${major}.${minor} (supported: 1.0, 2.0, 3.0); re-save it with numpy.save`,
+      `${source}: unsupported .npy format version ${major}.${minor} (supported: 1.0, 2.0, 3.0); re-save it with np.save`,
     );
   }
   const preamble = major === 1 ? 10 : 12;
@@ -464,7 +480,7 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
   if (typeof descr !== 'string') {
     const what = Array.isArray(descr) || isTuple(descr) ? 'a structured (record) dtype' : 'an unsupported dtype';
     throw new NpyFormatError(
-      `${source}: ${what} is not supported (descr ${pyRepr(descr)}); save a plain numeric array (${SUPPORTED_DTYPES_TEXT}), ` +
+      `${source}: ${what} is not supported (descr ${shortRepr(descr)}); save a plain numeric array (${SUPPORTED_DTYPES_TEXT}), ` +
         'e.g. one field at a time',
     );
   }
@@ -473,7 +489,7 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
   if (!m || !dtype) {
     throw new NpyFormatError(
       `${source}: unsupported dtype descr '${descr}'; supported are ${SUPPORTED_DTYPES_TEXT}; ` +
-        'convert before saving, e.g. numpy.save(path, arr.astype(numpy.float32))',
+        'convert before saving, e.g. np.save(path, arr.astype(np.float32))',
     );
   }
   const order = m[1];
@@ -481,27 +497,27 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
 
   const fortran = dict.get('fortran_order');
   if (typeof fortran !== 'boolean') {
-    throw new NpyFormatError(`${source}: malformed .npy header: fortran_order is ${pyRepr(fortran!)}, not True/False; ${REMEDY_RESAVE}`);
+    throw new NpyFormatError(`${source}: malformed .npy header: fortran_order is ${shortRepr(fortran!)}, not True/False; ${REMEDY_RESAVE}`);
   }
   if (fortran) {
     throw new NpyFormatError(
       `${source}: the array is stored in Fortran (column-major) order, which is not supported; ` +
-        're-save it in C order with numpy.save(path, numpy.ascontiguousarray(arr))',
+        're-save it in C order with np.save(path, np.ascontiguousarray(arr))',
     );
   }
 
   const shapeValue = dict.get('shape')!;
   if (!isTuple(shapeValue) || !shapeValue.items.every((d) => typeof d === 'bigint')) {
-    throw new NpyFormatError(`${source}: malformed .npy header: shape ${pyRepr(shapeValue)} is not a tuple of integers; ${REMEDY_RESAVE}`);
+    throw new NpyFormatError(`${source}: malformed .npy header: shape ${shortRepr(shapeValue)} is not a tuple of integers; ${REMEDY_RESAVE}`);
   }
   const dims = shapeValue.items as bigint[];
   if (dims.some((d) => d < 0n)) {
-    throw new NpyFormatError(`${source}: malformed .npy header: negative dimension in shape ${shapeRepr(dims)}; ${REMEDY_RESAVE}`);
+    throw new NpyFormatError(`${source}: malformed .npy header: negative dimension in shape ${headerShape(dims)}; ${REMEDY_RESAVE}`);
   }
   const itemsize = DTYPES[dtype].itemsize;
   const dataBytes = dims.reduce((a, d) => a * d, 1n) * BigInt(itemsize);
   if (dataBytes > BigInt(Number.MAX_SAFE_INTEGER) || dims.some((d) => d > BigInt(Number.MAX_SAFE_INTEGER))) {
-    throw new NpyFormatError(`${source}: shape ${shapeRepr(dims)} is too large to load`);
+    throw new NpyFormatError(`${source}: shape ${headerShape(dims)} is too large to load`);
   }
   return {
     version: [major, 0],
@@ -519,7 +535,7 @@ function quoteHeader(text: string): string {
 }
 
 function describeShape(info: NpyHeaderInfo): string {
-  return `shape ${shapeRepr(info.shape)} ${info.dtype}`;
+  return `shape ${headerShape(info.shape)} ${info.dtype}`;
 }
 
 function sizeMismatch(info: NpyHeaderInfo, available: number, source: string): NpyFormatError {
@@ -672,6 +688,12 @@ class PyLiteralError extends Error {}
 
 function isTuple(v: PyValue | undefined): v is PyTuple {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map) && v.kind === 'tuple';
+}
+
+/** pyRepr shortened for messages. */
+function shortRepr(v: PyValue): string {
+  const r = pyRepr(v);
+  return r.length > 120 ? `${r.slice(0, 120)}...` : r;
 }
 
 function pyRepr(v: PyValue): string {

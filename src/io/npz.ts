@@ -9,7 +9,7 @@
  * CRC-32s are accumulated with zlib.crc32 as chunks arrive and patched into
  * the local headers on commit, followed by the central directory. Like
  * np.savez, every member carries zip64 extra fields (here in the local and
- * the central headers), and the archive always ends with a zip64
+ * the central headers), and the archive ends with a zip64
  * end-of-central-directory record, so members and archives past 4 GiB work.
  * The file appears atomically at its path on commit (see atomic.ts).
  *
@@ -30,6 +30,7 @@ import {
   NpyFormatError,
   asBytes,
   crc32Update,
+  formatShape,
   npyHeader,
   npyItemSize,
   parseNpy,
@@ -155,8 +156,18 @@ function centralHeader(e: EntryLayout, when: { date: number; time: number }): Bu
   return b;
 }
 
-/** zip64 end of central directory record + locator + classic end record. */
+/**
+ * zip64 end of central directory record + locator + classic end record.
+ * An archive without members gets only the classic record: np.load
+ * recognises a zip by its first bytes, and an empty zip must start with the
+ * classic end record (which is also what np.savez writes for no arrays).
+ */
 function endRecords(count: number, cdOffset: number, cdSize: number): Buffer {
+  if (count === 0) {
+    const e = Buffer.alloc(EOCD_SIZE);
+    e.writeUInt32LE(SIG_EOCD, 0);
+    return e;
+  }
   const b = Buffer.alloc(ZIP64_EOCD_SIZE + ZIP64_LOCATOR_SIZE + EOCD_SIZE);
   const zip64Offset = cdOffset + cdSize;
   b.writeUInt32LE(SIG_ZIP64_EOCD, 0);
@@ -293,7 +304,7 @@ export class NpzWriter {
       await this.abort();
       throw new Error(
         `${this.path}: too much data for member '${e.spec.name}': ${total} bytes written for shape ` +
-          `[${e.spec.shape.join(', ')}] ${e.spec.dtype}, which holds ${e.dataBytes}; the archive was discarded`,
+          `${formatShape(e.spec.shape)} ${e.spec.dtype}, which holds ${e.dataBytes}; the archive was discarded`,
       );
     }
     const position = e.dataStart + e.written;
@@ -421,7 +432,7 @@ function u64(buf: Buffer, offset: number, source: string): number {
   return Number(v);
 }
 
-const REMEDY_NPZ = 'the archive is damaged or not an .npz; re-create it with numpy.savez';
+const REMEDY_NPZ = 'the archive is damaged or not an .npz; re-create it with np.savez';
 
 function readCentralDirectory(fd: number, fileSize: number, source: string): CentralEntry[] {
   if (fileSize < EOCD_SIZE) {
@@ -552,17 +563,17 @@ export function readNpz(path: string): Map<string, NpyArray> {
       const source = `${path}: member '${e.name}'`;
       if (!e.name.endsWith('.npy')) {
         throw new NpyFormatError(
-          `${source} is not a .npy array; an .npz must contain only .npy members (write it with numpy.savez)`,
+          `${source} is not a .npy array; an .npz must contain only .npy members (write it with np.savez)`,
         );
       }
       const key = e.name.slice(0, -4);
       if (result.has(key)) throw new NpyFormatError(`${path}: two members are named '${e.name}'; ${REMEDY_NPZ}`);
-      if (e.flags & FLAG_ENCRYPTED) throw new NpyFormatError(`${source} is encrypted, which is not supported; re-create the archive with numpy.savez`);
+      if (e.flags & FLAG_ENCRYPTED) throw new NpyFormatError(`${source} is encrypted, which is not supported; re-create the archive with np.savez`);
       if (e.method !== METHOD_STORED && e.method !== METHOD_DEFLATED) {
         const m = METHOD_NAMES[e.method];
         throw new NpyFormatError(
           `${source} uses zip compression method ${e.method}${m ? ` (${m})` : ''}; only stored and deflated members ` +
-            'are supported: re-create the archive with numpy.savez or numpy.savez_compressed',
+            'are supported: re-create the archive with np.savez or np.savez_compressed',
         );
       }
       const local = Buffer.alloc(LOCAL_FIXED);

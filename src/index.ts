@@ -1,0 +1,58 @@
+// The library API: what a TypeScript user imports.
+import { analyze, type Analysis } from './analysis/analyze.js';
+import { prepareGraph } from './analysis/prepare.js';
+import { readNpy, type NpyArray } from './io/npy.js';
+import type { Graph } from './onnx/graph.js';
+import { loadModel } from './onnx/proto.js';
+import { MemorySink, openFileSink } from './output.js';
+import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
+
+export type { Analysis, Parameter, Constant } from './analysis/analyze.js';
+export type { Problem } from './errors.js';
+export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
+export type { JacobianOptions, Progress, OutputBlock, JacobianSink } from './run/jacobian.js';
+export { planJacobian } from './run/jacobian.js';
+export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
+export { readNpz, NpzWriter } from './io/npz.js';
+export { loadModel } from './onnx/proto.js';
+
+export type InputSpec = string | NpyArray | Record<string, string | NpyArray>;
+
+function resolveInputs(graph: Graph, input: InputSpec): Map<string, NpyArray> {
+  const load = (v: string | NpyArray) => (typeof v === 'string' ? readNpy(v) : v);
+  if (typeof input === 'string' || 'data' in input) {
+    if (graph.inputs.length !== 1) throw new Error(`the model has ${graph.inputs.length} data inputs: pass an object { name: array }`);
+    return new Map([[graph.inputs[0].name, load(input as string | NpyArray)]]);
+  }
+  return new Map(Object.entries(input as Record<string, string | NpyArray>).map(([k, v]) => [k, load(v)]));
+}
+
+/** Computes J in memory: one block (flat) or one per parameter (layout 'tuple'). */
+export async function computeJacobian(model: string | Graph, options: JacobianOptions & { input: InputSpec }) {
+  const graph = typeof model === 'string' ? loadModel(model) : model;
+  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), options);
+  const sink = new MemorySink(plan.blocks);
+  await run(sink);
+  return { parameters: plan.parameters.map(({ name, dims, size, offset }) => ({ name, shape: dims, size, offset })), blocks: sink.result() };
+}
+
+/** Streams J into a .npy (flat) or .npz (per parameter) file, atomically. */
+export async function writeJacobian(model: string | Graph, path: string, options: JacobianOptions & { input: InputSpec }): Promise<void> {
+  const graph = typeof model === 'string' ? loadModel(model) : model;
+  const archive = options.layout === 'tuple' || path.toLowerCase().endsWith('.npz');
+  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), { ...options, layout: archive ? 'tuple' : 'flat' });
+  const sink = await openFileSink(path, plan.blocks, archive);
+  try {
+    await run(sink);
+    await sink.commit();
+  } catch (err) {
+    await sink.abort();
+    throw err;
+  }
+}
+
+/** The eligibility analysis `jacobian check` prints. */
+export function checkModel(model: string | Graph, modelOutput?: string): Analysis {
+  const graph = prepareGraph(typeof model === 'string' ? loadModel(model) : model);
+  return analyze(graph, resolveOutput(graph, modelOutput));
+}
