@@ -1,6 +1,8 @@
-// Normalizes a decoded model before analysis: checks the opset.
+// Normalizes a decoded model before analysis: checks the opset and inlines local
+// functions (ModelProto.functions, e.g. torch's export_modules_as_functions), so
+// every node the analysis sees is a standard op at the top level.
 import { ModelRefusedError } from '../errors.js';
-import { defaultOpset, type Graph } from '../onnx/graph.js';
+import { defaultOpset, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
 
 export const MIN_OPSET = 11;
 
@@ -8,8 +10,45 @@ export function prepareGraph(model: Graph): Graph {
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
-      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
+      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
     );
   }
-  return model;
+  if (model.functions.length === 0) return model;
+  return { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
+}
+
+function findFunction(functions: readonly LocalFunction[], node: Node): LocalFunction | undefined {
+  return functions.find((f) => f.name === node.opType && f.domain === node.domain);
+}
+
+/** Replaces every call of a local function by its body, renaming the body's values after the call. */
+function inlineFunctions(nodes: readonly Node[], functions: readonly LocalFunction[], depthPrefix: string, depth = 0): Node[] {
+  if (depth > 32) throw new ModelRefusedError('local functions call each other more than 32 levels deep (recursion?)');
+  const out: Node[] = [];
+  nodes.forEach((call, index) => {
+    const fn = findFunction(functions, call);
+    if (!fn) {
+      out.push(call);
+      return;
+    }
+    const prefix = `${depthPrefix}${call.name || `${fn.name}_${index}`}/`;
+    const rename = new Map<string, string>();
+    fn.inputs.forEach((name, i) => rename.set(name, call.inputs[i] ?? ''));
+    fn.outputs.forEach((name, i) => rename.set(name, call.outputs[i] ?? ''));
+    const mapped = (name: string) => (name === '' ? '' : (rename.get(name) ?? `${prefix}${name}`));
+    const callAttributes = new Map(call.attributes.map((a) => [a.name ?? '', a]));
+    const body = fn.nodes.map((n) => ({
+      ...n,
+      name: `${prefix}${n.name}`,
+      inputs: n.inputs.map(mapped),
+      outputs: n.outputs.map(mapped),
+      attributes: n.attributes.flatMap((a): Attribute[] => {
+        if (!a.refAttrName) return [a];
+        const given = callAttributes.get(a.refAttrName);
+        return given ? [{ ...given, name: a.name }] : [];
+      }),
+    }));
+    out.push(...inlineFunctions(body, functions, prefix, depth + 1));
+  });
+  return out;
 }

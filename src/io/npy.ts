@@ -382,6 +382,7 @@ export class NpyWriter {
 /** A Uint8Array view of any typed array / DataView, without copying. */
 export function asBytes(view: ArrayBufferView): Uint8Array {
   if (view instanceof Uint8Array) return view;
+  if (!ArrayBuffer.isView(view)) throw new TypeError('expected the data as a Uint8Array (or another typed array)');
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
@@ -405,8 +406,9 @@ export interface NpyHeaderInfo {
 const REMEDY_RESAVE = 'the file is damaged or was not written by numpy; re-create it with np.save';
 
 /**
- * Total header length (preamble + dict) from the first bytes of a file, or the
- * number of bytes needed to know it. Throws on bad magic or version.
+ * Total header length (preamble + dict) from the first (at least 12, if the
+ * file has them) bytes of a file of `total` bytes. Throws on bad magic,
+ * unknown version or a file too short for its header.
  */
 function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   const have = Math.min(bytes.length, MAGIC.length);
@@ -515,8 +517,13 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
     throw new NpyFormatError(`${source}: malformed .npy header: negative dimension in shape ${headerShape(dims)}; ${REMEDY_RESAVE}`);
   }
   const itemsize = DTYPES[dtype].itemsize;
-  const dataBytes = dims.reduce((a, d) => a * d, 1n) * BigInt(itemsize);
-  if (dataBytes > BigInt(Number.MAX_SAFE_INTEGER) || dims.some((d) => d > BigInt(Number.MAX_SAFE_INTEGER))) {
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  let dataBytes = dims.includes(0n) ? 0n : BigInt(itemsize);
+  for (const d of dims) {
+    if (d > limit) dataBytes = limit + 1n;
+    else if (dataBytes <= limit) dataBytes *= d;
+  }
+  if (dataBytes > limit) {
     throw new NpyFormatError(`${source}: shape ${headerShape(dims)} is too large to load`);
   }
   return {
@@ -551,22 +558,46 @@ function sizeMismatch(info: NpyHeaderInfo, available: number, source: string): N
   );
 }
 
-/** An ArrayBuffer of `n` bytes, with a clear error if it cannot be allocated. */
-function allocate(n: number, info: NpyHeaderInfo, source: string): ArrayBuffer {
+/**
+ * The result array for `info`: a fresh (hence aligned) ArrayBuffer wrapped
+ * in the dtype's typed array, with a clear error if this runtime cannot hold
+ * it (Node 20 typed arrays are limited to 2^32 elements).
+ */
+function allocate(info: NpyHeaderInfo, source: string): NpyArray {
+  const { ctor } = DTYPES[info.dtype];
   try {
-    return new ArrayBuffer(n);
+    return { dtype: info.dtype, shape: info.shape, data: new ctor(new ArrayBuffer(info.dataBytes)) };
   } catch (err) {
+    const elements = info.dataBytes / DTYPES[info.dtype].itemsize;
+    const why =
+      elements > 2 ** 32
+        ? `${elements} elements is more than a typed array can hold in this Node.js (2^32)`
+        : err instanceof Error
+          ? err.message
+          : String(err);
     throw new NpyFormatError(
-      `${source}: cannot allocate ${n} bytes for ${describeShape(info)} (${err instanceof Error ? err.message : String(err)})`,
+      `${source}: cannot hold ${describeShape(info)} (${info.dataBytes} bytes) in memory: ${why}; ` +
+        'split the array into smaller files',
     );
   }
 }
 
-/** Wraps the aligned data buffer in the dtype's typed array, swapping to host byte order if needed. */
-function finish(info: NpyHeaderInfo, data: ArrayBuffer): NpyArray {
-  const { itemsize, ctor } = DTYPES[info.dtype];
-  if (itemsize > 1 && info.littleEndian !== HOST_LITTLE_ENDIAN) swapInPlace(Buffer.from(data), itemsize);
-  return { dtype: info.dtype, shape: info.shape, data: new ctor(data) };
+/**
+ * Calls `fn` with consecutive byte views of at most IO_CHUNK bytes covering
+ * `data` (a single Uint8Array view of a buffer over 4 GiB cannot exist in Node 20).
+ */
+function forEachByteChunk(data: NpyData, fn: (chunk: Buffer, offset: number) => void): void {
+  for (let off = 0; off < data.byteLength; off += IO_CHUNK) {
+    fn(Buffer.from(data.buffer, data.byteOffset + off, Math.min(IO_CHUNK, data.byteLength - off)), off);
+  }
+}
+
+/** Swaps the filled result array to host byte order if the file's order differs. */
+function finish(info: NpyHeaderInfo, arr: NpyArray): NpyArray {
+  const { itemsize } = DTYPES[info.dtype];
+  // IO_CHUNK is a multiple of every item size, so no element straddles two chunks.
+  if (itemsize > 1 && info.littleEndian !== HOST_LITTLE_ENDIAN) forEachByteChunk(arr.data, (c) => swapInPlace(c, itemsize));
+  return arr;
 }
 
 /** Reads just the header of an in-memory .npy file. */
@@ -580,9 +611,9 @@ export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
   const info = parseNpyHeader(bytes, source);
   const available = bytes.length - info.dataOffset;
   if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
-  const data = allocate(info.dataBytes, info, source);
-  new Uint8Array(data).set(bytes.subarray(info.dataOffset));
-  return finish(info, data);
+  const arr = allocate(info, source);
+  forEachByteChunk(arr.data, (c, off) => c.set(bytes.subarray(info.dataOffset + off, info.dataOffset + off + c.length)));
+  return finish(info, arr);
 }
 
 /** Reads a .npy file. Any failure (missing file, permissions, bad contents) is an NpyFormatError naming the path. */
@@ -641,11 +672,13 @@ export function readNpyRegion(
   const info = parseHeader(headerBytes, end, source);
   const available = length - end;
   if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
-  const data = allocate(info.dataBytes, info, source);
-  const dataBytes = new Uint8Array(data);
-  readExact(fd, dataBytes, start + end, source);
-  const crc = wantCrc ? crc32Update(crc32Update(0, headerBytes), dataBytes) : 0;
-  return { array: finish(info, data), crc };
+  const arr = allocate(info, source);
+  let crc = wantCrc ? crc32Update(0, headerBytes) : 0;
+  forEachByteChunk(arr.data, (c, off) => {
+    readExact(fd, c, start + end + off, source);
+    if (wantCrc) crc = crc32Update(crc, c);
+  });
+  return { array: finish(info, arr), crc };
 }
 
 /** Fills `target` from `position` of `fd`; a short file is reported as truncated. */

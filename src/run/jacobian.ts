@@ -9,9 +9,9 @@ import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
-import { makeSeed } from './seed.js';
+import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
-import { ELEM_TYPE_NAME, sliceRows } from './tensors.js';
+import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
 export type Layout = 'flat' | 'tuple';
@@ -115,6 +115,13 @@ export function refuseIfIneligible(analysis: Analysis): void {
 
 const DEFAULT_MAX_MEMORY = 1 << 30;
 
+/** The batch size the model's inputs fix (exported without dynamic axes), if any. */
+export function fixedBatchSize(graph: Graph): number | undefined {
+  const sizes = new Set(graph.inputs.map((i) => i.dims?.[0]).filter((d): d is number => typeof d === 'number' && d > 0));
+  if (sizes.size > 1) throw new ModelRefusedError(`the model's inputs fix different batch sizes (${[...sizes].join(', ')})`);
+  return sizes.size === 1 ? [...sizes][0] : undefined;
+}
+
 /** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
 export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, options: JacobianOptions = {}) {
   const timings: Record<string, number> = {};
@@ -127,19 +134,23 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
   const graph = prepareGraph(model);
   const output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
+  const fixedBatch = fixedBatchSize(graph);
   const analysis = analyze(graph, output);
   refuseIfIneligible(analysis);
   lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis, options.threads);
+  const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
   lap('probe');
   const outputShape = shapes.perSample(output);
   const outputElements = outputShape.reduce((a, b) => a * b, 1);
   const reduce = options.reduce ?? 'none';
-  const oneHot = reduce === 'none' && outputElements > 1;
-  const copies = oneHot ? outputElements : 1;
-  const elementShape = oneHot ? outputShape : [];
+  const perElement = reduce === 'none' && outputElements > 1;
+  // A fixed batch size rules out repeating samples in the batch: one run per output element instead.
+  const copies = perElement && fixedBatch === undefined ? outputElements : 1;
+  const seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
+  const elementShape = perElement ? outputShape : [];
   const layout = options.layout ?? 'flat';
-  const dtype = ELEM_TYPE_NAME[shapes.elemType(output)] ?? 'float32';
+  const elemType = shapes.elemType(output);
+  const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const blocks: OutputBlock[] =
     layout === 'flat'
@@ -147,8 +158,9 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
 
   const itemSize = dtype === 'float64' ? 8 : 4;
-  const bytesPerSample = copies * D * itemSize;
-  const batchSize = Math.max(1, Math.min(samples, options.batchSize ?? Math.floor((options.maxMemory ?? DEFAULT_MAX_MEMORY) / (3 * bytesPerSample))));
+  const bytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
+  const batchSize =
+    fixedBatch ?? Math.max(1, Math.min(samples, options.batchSize ?? Math.floor((options.maxMemory ?? DEFAULT_MAX_MEMORY) / (3 * bytesPerSample))));
   const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
@@ -159,30 +171,52 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
   }
   lap('session');
   const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, timings };
+  const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
+
+  const seeds = new Map<string, ort.Tensor>();
+  async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
+    const key = `${rows}/${mode.kind}/${mode.kind === 'element' ? mode.element : ''}`;
+    if (!seeds.has(key)) seeds.set(key, await makeSeed(rows, outputShape, mode, elemType));
+    return seeds.get(key)!;
+  }
+
+  async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
+    try {
+      const out = await session.run(feeds);
+      return jacobianGraph.outputs.map((name) => out[name]);
+    } catch (err) {
+      throw new RuntimeFailure(`onnxruntime failed on samples ${first}–${last}: ${(err as Error).message}`);
+    }
+  }
 
   async function run(sink: JacobianSink): Promise<void> {
-    const seeds = new Map<number, ort.Tensor>();
     let bytesWritten = 0;
     try {
       for (let start = 0; start < samples; start += batchSize) {
         const end = Math.min(samples, start + batchSize);
-        const count = end - start;
-        if (!seeds.has(count)) seeds.set(count, await makeSeed(count, outputShape, oneHot, shapes.elemType(output)));
-        const feeds: Record<string, ort.Tensor> = { [jacobianGraph.seed]: seeds.get(count)! };
-        for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = sliceRows(arr, start, end);
-        let out: ort.InferenceSession.ReturnType;
-        try {
-          out = await session.run(feeds);
-        } catch (err) {
-          throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
+        const rows = fixedBatch ?? end - start;
+        const feeds: Record<string, ort.Tensor> = {};
+        for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
+        let results: ort.Tensor[];
+        if (seedMode.kind !== 'element') {
+          feeds[jacobianGraph.seed] = await seedFor(rows, seedMode);
+          results = await runOnce(feeds, start, end - 1);
+        } else {
+          const perElementResults: ort.Tensor[][] = [];
+          for (let element = 0; element < outputElements; element++) {
+            feeds[jacobianGraph.seed] = await seedFor(rows, { kind: 'element', element });
+            perElementResults.push(await runOnce(feeds, start, end - 1));
+          }
+          results = await stackElements(perElementResults);
         }
         lap('compute');
-        const buffers = jacobianGraph.outputs.map((name) => {
-          const data = out[name].data as Float32Array;
-          return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        // Padding rows of a fixed batch are dropped here.
+        const buffers = results.map((tensor, i) => {
+          const data = tensor.data as Float32Array;
+          return new Uint8Array(data.buffer, data.byteOffset, (end - start) * rowBytes[i]);
         });
         await sink.write(buffers);
-        for (const t of Object.values(out)) t.dispose();
+        for (const tensor of results) tensor.dispose();
         bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
         lap('write');
         options.onProgress?.({ samplesDone: end, samples, bytesWritten });

@@ -1,5 +1,6 @@
-// The probe: one run of the forward graph on a tiny batch with every value as an
-// output gives the shape and element type of every value.
+// The probe: runs of the forward graph on a tiny batch with every value as an output
+// give the shape and element type of every value, the values of small constants
+// computed in the graph, and a numerical check that samples do not interact.
 import ort from 'onnxruntime-node';
 import type { Analysis } from '../analysis/analyze.js';
 import { ShapeTable, type ValueShape } from '../analysis/shapes.js';
@@ -7,32 +8,45 @@ import { ModelRefusedError } from '../errors.js';
 import { type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { NpyArray } from '../io/npy.js';
-import { leadingRows } from './tensors.js';
+import { maxAbsDifference } from './compare.js';
+import { pickRows } from './tensors.js';
 import { sessionOptions } from './session.js';
 
 const ELEM_TYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
+/** Batch size of the probe when the model does not fix one. */
 export const PROBE_BATCH = 2;
+
+export interface ProbeOptions {
+  /** The model's fixed batch size, if its inputs declare one. */
+  batch?: number;
+  threads?: number;
+}
 
 export async function probeShapes(
   graph: Graph,
   inputs: Map<string, NpyArray>,
-  analysis: Pick<Analysis, 'activations' | 'dataDependent'>,
-  threads?: number,
+  analysis: Pick<Analysis, 'activations' | 'dataDependent' | 'output'>,
+  options: ProbeOptions = {},
 ): Promise<ShapeTable> {
   const { activations } = analysis;
+  const batch = options.batch ?? PROBE_BATCH;
+  const samples = [...inputs.values()][0].shape[0];
   const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== ''))];
   const probe: Graph = { ...graph, outputs: values.map((name) => ({ name, elemType: 0, dims: undefined })) };
-  const session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(threads));
-  const results = new Map<string, ValueShape>();
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const [name, arr] of inputs) feeds[name] = leadingRows(arr, PROBE_BATCH);
+  const session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(options.threads));
+  const rows = Array.from({ length: batch }, (_, i) => i % samples);
+  const feedsFor = (r: number[]) => Object.fromEntries([...inputs].map(([name, arr]) => [name, pickRows(arr, r)]));
   let out: ort.InferenceSession.ReturnType;
+  let changed: ort.InferenceSession.ReturnType | undefined;
   try {
-    out = await session.run(feeds);
+    out = await session.run(feedsFor(rows));
+    // Samples must not interact: replacing sample 0 must leave every other sample's output as it was.
+    if (samples > 1) changed = await session.run(feedsFor([1, ...rows.slice(1)]), [analysis.output]);
   } finally {
     await session.release();
   }
+  const results = new Map<string, ValueShape>();
   const smallConstants = new Map<string, number[]>();
   for (const [name, t] of Object.entries(out)) {
     results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE[t.type] ?? 0 });
@@ -40,18 +54,31 @@ export async function probeShapes(
       smallConstants.set(name, Array.from(t.data as BigInt64Array | Int32Array, Number));
     }
   }
-  for (const [name, arr] of inputs) results.set(name, { dims: [PROBE_BATCH, ...arr.shape.slice(1)], elemType: ELEM_TYPE[arr.dtype] ?? 0 });
+  for (const [name, arr] of inputs) results.set(name, { dims: [batch, ...arr.shape.slice(1)], elemType: ELEM_TYPE[arr.dtype] ?? 0 });
   for (const [name, t] of graph.initializers) results.set(name, { dims: t.dims, elemType: t.dataType });
   const batched = new Set<string>();
   for (const name of activations) {
     const shape = results.get(name);
     if (!shape) continue;
-    if (shape.dims[0] !== PROBE_BATCH) {
+    if (shape.dims[0] !== batch) {
       throw new ModelRefusedError(
-        `value '${name}' has shape [${shape.dims.join(', ')}] for a batch of ${PROBE_BATCH}: the model moves the batch off axis 0, so its samples cannot be kept apart`,
+        `value '${name}' has shape [${shape.dims.join(', ')}] for a batch of ${batch}: the model moves the batch off axis 0, so its samples cannot be kept apart`,
       );
     }
     batched.add(name);
   }
-  return new ShapeTable(results, PROBE_BATCH, batched, smallConstants);
+  if (changed) await checkIndependence(out[analysis.output], changed[analysis.output], analysis.output, results.get(analysis.output)!.elemType);
+  return new ShapeTable(results, batch, batched, smallConstants);
+}
+
+async function checkIndependence(before: ort.Tensor, after: ort.Tensor, output: string, elemType: number): Promise<void> {
+  if (before.dims[0] < 2) return;
+  const rowSize = before.size / before.dims[0];
+  const others = (t: ort.Tensor) => new ort.Tensor(t.type, (t.data as Float32Array).subarray(rowSize) as never, [t.size - rowSize]);
+  const { difference, scale } = await maxAbsDifference(others(before), others(after), elemType);
+  if (difference > 1e-5 * Math.max(1, scale)) {
+    throw new ModelRefusedError(
+      `the samples interact: changing sample 0 changed the output '${output}' of the other samples by up to ${difference.toPrecision(3)} (batch statistics, or ops that mix the batch axis); per-sample Jacobians need samples that do not influence each other`,
+    );
+  }
 }

@@ -1,27 +1,60 @@
 // The output cotangent fed to the Jacobian graph, made by onnxruntime: all ones
-// (one reverse pass per sample), or one-hot rows (one per output element).
+// (one reverse pass per sample), one-hot rows (samples repeated once per output
+// element), or one output element for every sample (one run per element).
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 
-export async function makeSeed(samples: number, perSample: readonly number[], oneHot: boolean, elemType: number): Promise<ort.Tensor> {
-  const graph: Graph = { name: 'seed', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
-  const b = new GraphBuilder(graph, elemType);
-  const K = perSample.reduce((a, c) => a * c, 1);
-  let seed: string;
-  if (oneHot) {
-    const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
-    seed = b.reshape(b.op1('Tile', [eye, b.constInt64([samples, 1])]), [samples * K, ...perSample]);
-  } else {
-    seed = b.op1('ConstantOfShape', [b.constInt64([samples, ...perSample])], { value: b.floatTensor([1]) });
-  }
-  graph.nodes.push({ name: 'seed', opType: 'Identity', domain: '', inputs: [seed], outputs: ['seed'], attributes: [] });
-  graph.outputs = [{ name: 'seed', elemType, dims: undefined }];
+export type SeedMode = { kind: 'ones' } | { kind: 'one-hot' } | { kind: 'element'; element: number };
+
+function emptyGraph(name: string): Graph {
+  return { name, nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+}
+
+async function runOnce(graph: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(encodeModel(graph));
   try {
-    return (await session.run({})).seed;
+    return (await session.run(feeds)).result;
   } finally {
     await session.release();
   }
+}
+
+export async function makeSeed(rows: number, perSample: readonly number[], mode: SeedMode, elemType: number): Promise<ort.Tensor> {
+  const graph = emptyGraph('seed');
+  const b = new GraphBuilder(graph, elemType);
+  const K = perSample.reduce((a, c) => a * c, 1);
+  let seed: string;
+  if (mode.kind === 'ones') {
+    seed = b.op1('ConstantOfShape', [b.constInt64([rows, ...perSample])], { value: b.floatTensor([1]) });
+  } else {
+    const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
+    seed =
+      mode.kind === 'one-hot'
+        ? b.reshape(b.op1('Tile', [eye, b.constInt64([rows, 1])]), [rows * K, ...perSample])
+        : b.reshape(b.op1('Tile', [b.op1('Gather', [eye, b.constInt64([mode.element])], { axis: 0 }), b.constInt64([rows, 1])]), [rows, ...perSample]);
+  }
+  graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [seed], outputs: ['result'], attributes: [] });
+  graph.outputs = [{ name: 'result', elemType, dims: undefined }];
+  return runOnce(graph, {});
+}
+
+/**
+ * Interleaves one run per output element into sample-major order: for every block,
+ * K tensors (rows, ...rest) become one (rows, K, ...rest).
+ */
+export async function stackElements(perElement: ort.Tensor[][]): Promise<ort.Tensor[]> {
+  return Promise.all(
+    perElement[0].map(async (first, block) => {
+      const graph = emptyGraph('stack');
+      const b = new GraphBuilder(graph);
+      graph.inputs = perElement.map((_, k) => ({ name: `e${k}`, elemType: first.type === 'float64' ? 11 : 1, dims: undefined }));
+      const stacked = b.op1('Concat', perElement.map((_, k) => b.unsqueeze(`e${k}`, [1])), { axis: 1 });
+      graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [stacked], outputs: ['result'], attributes: [] });
+      graph.outputs = [{ name: 'result', elemType: first.type === 'float64' ? 11 : 1, dims: undefined }];
+      const feeds = Object.fromEntries(perElement.map((tensors, k) => [`e${k}`, tensors[block]]));
+      return runOnce(graph, feeds);
+    }),
+  );
 }

@@ -23,24 +23,33 @@ export const ELEM_TYPE_NAME: Record<number, NpyDtype> = {
   [DataType.BOOL]: 'bool',
 };
 
-/** Rows [start, end) of a batch, as a view where possible. */
-export function sliceRows(arr: NpyArray, start: number, end: number): ort.Tensor {
-  const rowSize = arr.shape.slice(1).reduce((a: number, b: number) => a * b, 1);
-  const type = ORT_TYPE[arr.dtype];
-  if (!type) throw new Error(`unsupported input dtype ${arr.dtype}`);
-  const data = arr.data.subarray(start * rowSize, end * rowSize);
-  return new ort.Tensor(type, data as never, [end - start, ...arr.shape.slice(1)]);
+function rowSize(arr: NpyArray): number {
+  return arr.shape.slice(1).reduce((a: number, b: number) => a * b, 1);
 }
 
-/** The first `count` rows, repeating the batch when it has fewer (the probe's tiny batch). */
-export function leadingRows(arr: NpyArray, count: number): ort.Tensor {
-  if (arr.shape[0] >= count) return sliceRows(arr, 0, count);
-  const rowSize = arr.shape.slice(1).reduce((a: number, b: number) => a * b, 1);
+function ortType(arr: NpyArray): ort.Tensor.Type {
+  const type = ORT_TYPE[arr.dtype];
+  if (!type) throw new Error(`unsupported input dtype ${arr.dtype}`);
+  return type;
+}
+
+/** Rows [start, end) of a batch, as a view of the input buffer. */
+export function sliceRows(arr: NpyArray, start: number, end: number): ort.Tensor {
+  const size = rowSize(arr);
+  return new ort.Tensor(ortType(arr), arr.data.subarray(start * size, end * size) as never, [end - start, ...arr.shape.slice(1)]);
+}
+
+/** A batch made of the given rows of the input (copied row by row), e.g. to fill a fixed batch size. */
+export function pickRows(arr: NpyArray, rows: readonly number[]): ort.Tensor {
+  const size = rowSize(arr);
   const Ctor = arr.data.constructor as new (n: number) => NpyArray['data'];
-  const out = new Ctor(count * rowSize);
-  for (let filled = 0; filled < count; filled += arr.shape[0]) {
-    const rows = Math.min(arr.shape[0], count - filled);
-    (out as Float32Array).set((arr.data as Float32Array).subarray(0, rows * rowSize), filled * rowSize);
-  }
-  return new ort.Tensor(ORT_TYPE[arr.dtype]!, out as never, [count, ...arr.shape.slice(1)]);
+  const out = new Ctor(rows.length * size) as Float32Array;
+  rows.forEach((row, i) => out.set((arr.data as Float32Array).subarray(row * size, (row + 1) * size), i * size));
+  return new ort.Tensor(ortType(arr), out as never, [rows.length, ...arr.shape.slice(1)]);
+}
+
+/** Rows [start, end), padded to `total` rows by repeating the last one (a fixed batch size). */
+export function paddedRows(arr: NpyArray, start: number, end: number, total: number): ort.Tensor {
+  if (end - start === total) return sliceRows(arr, start, end);
+  return pickRows(arr, Array.from({ length: total }, (_, i) => Math.min(start + i, end - 1)));
 }
