@@ -82,6 +82,27 @@ describe('jacobian <model> --input', () => {
     expect(readNpy(join(dir, 'sum.npy')).shape).toEqual([6, 896]);
   });
 
+  it('streams a Jacobian larger than --max-memory in bounded chunks, equal to PyTorch', () => {
+    // J of lenet10 is 6 × 10 × 896 float32 = 215,040 bytes; 100kB allows one sample per run.
+    const r = jacobian(['lenet10/model.onnx', '-i', 'lenet10/input.npy', '--max-memory', '100kB', '-o', 'small.npy', '--json']);
+    expect(r.code).toBe(0);
+    const summary = JSON.parse(r.stdout);
+    expect(summary.bytes).toBeGreaterThan(100_000);
+    expect(summary.batchSize).toBe(1);
+    expectClose(readNpy(join(dir, 'small.npy')).data as Float32Array, readNpy(join(dir, 'lenet10', 'jacobian.npy')).data as Float32Array, 'chunked lenet');
+  });
+
+  it("writes the .npy to stdout with '-o -'", () => {
+    const r = spawnSync(process.execPath, [BIN, 'seed/model.onnx', '-i', 'seed/input.npy', '-o', '-', '--batch-size', '300'], { cwd: dir });
+    expect(r.status).toBe(0);
+    const path = join(dir, 'from-stdout.npy');
+    writeFileSync(path, r.stdout);
+    const got = readNpy(path);
+    expect(got.shape).toEqual([1000, 33]);
+    expectClose(got.data as Float32Array, readNpy(join(dir, 'seed', 'jacobian.npy')).data as Float32Array, 'stdout');
+    expect(r.stderr.toString()).toMatch(/wrote stdout/);
+  });
+
   it('prints help and version', () => {
     const help = jacobian(['--help']);
     expect(help.code).toBe(0);

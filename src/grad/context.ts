@@ -63,9 +63,15 @@ export class GradContext {
    * `target` it was broadcast from (same rank: both keep the batch axis in front).
    */
   unbroadcastToInput(grad: string, target: string, output: string): string {
-    const from = this.perSample(output);
-    const to = this.perSample(target);
-    if (to.length > from.length) throw new Error(`cannot unbroadcast ${target}`);
+    return this.unbroadcastPerSample(grad, this.perSample(output), this.perSample(target));
+  }
+
+  /**
+   * Sums a batched cotangent with per-sample dims `from` down to the per-sample dims
+   * `to` it was broadcast from (numpy rules, aligned on the right); never sums the batch axis.
+   */
+  unbroadcastPerSample(grad: string, from: readonly number[], to: readonly number[]): string {
+    if (to.length > from.length) throw new Error(`cannot unbroadcast (${from.join(', ')}) to (${to.join(', ')})`);
     const offset = from.length - to.length;
     const axes: number[] = [];
     for (let i = 0; i < from.length; i++) {

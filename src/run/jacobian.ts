@@ -114,6 +114,28 @@ export function refuseIfIneligible(analysis: Analysis): void {
 }
 
 const DEFAULT_MAX_MEMORY = 1 << 30;
+/** Output bytes per chunk beyond which larger chunks stop paying off (memory traffic, not arithmetic, dominates). */
+const CHUNK_OUTPUT_TARGET = 64 * 1024 * 1024;
+
+/**
+ * Samples per run: as many as fit `maxMemory`, counting per sample the forward values
+ * kept for the reverse pass and their cotangents (3× the activations measured by the
+ * probe, times the copies of each sample) and the Jacobian rows four times (the
+ * per-parameter blocks, their concatenation, onnxruntime's output, and the previous
+ * chunk still being written); and no more than a chunk output of CHUNK_OUTPUT_TARGET.
+ */
+function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, maxMemory = DEFAULT_MAX_MEMORY): number {
+  let activationBytes = 0;
+  for (const name of analysis.activations) {
+    if (!shapes.has(name)) continue;
+    const elemType = shapes.elemType(name);
+    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * (elemType === 11 || elemType === 7 ? 8 : 4);
+  }
+  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
+  const byMemory = Math.floor(maxMemory / bytesPerSample);
+  const byTraffic = Math.ceil(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
+  return Math.max(1, Math.min(samples, byMemory, byTraffic));
+}
 
 /** The batch size the model's inputs fix (exported without dynamic axes), if any. */
 export function fixedBatchSize(graph: Graph): number | undefined {
@@ -158,9 +180,7 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
 
   const itemSize = dtype === 'float64' ? 8 : 4;
-  const bytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
-  const batchSize =
-    fixedBatch ?? Math.max(1, Math.min(samples, options.batchSize ?? Math.floor((options.maxMemory ?? DEFAULT_MAX_MEMORY) / (3 * bytesPerSample))));
+  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
   const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
@@ -191,6 +211,7 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
 
   async function run(sink: JacobianSink): Promise<void> {
     let bytesWritten = 0;
+    let pendingWrite: Promise<void> = Promise.resolve();
     try {
       for (let start = 0; start < samples; start += batchSize) {
         const end = Math.min(samples, start + batchSize);
@@ -215,13 +236,21 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
           const data = tensor.data as Float32Array;
           return new Uint8Array(data.buffer, data.byteOffset, (end - start) * rowBytes[i]);
         });
-        await sink.write(buffers);
-        for (const tensor of results) tensor.dispose();
-        bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
+        // onnxruntime-node runs on this thread while file writes run on libuv's pool,
+        // so this chunk is written while the next one is computed.
+        await pendingWrite;
         lap('write');
-        options.onProgress?.({ samplesDone: end, samples, bytesWritten });
+        options.onProgress?.({ samplesDone: start, samples, bytesWritten });
+        pendingWrite = sink.write(buffers).then(() => {
+          for (const tensor of results) tensor.dispose();
+        });
+        bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
       }
+      await pendingWrite;
+      lap('write');
+      options.onProgress?.({ samplesDone: samples, samples, bytesWritten });
     } finally {
+      await pendingWrite.catch(() => undefined);
       await session.release();
     }
   }
