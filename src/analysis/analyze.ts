@@ -125,7 +125,8 @@ export function analyze(graph: Graph, output: string): Analysis {
           nonDifferentiable.push(`${nodeLabel(node)} (${node.opType}) input ${input}`);
           continue;
         }
-        const meetsData = differentiableInputs(node).some((i) => activations.has(node.inputs[i]));
+        // A Gather of a table by data indices meets the data through its integer input (its output holds data).
+        const meetsData = differentiableInputs(node).some((i) => activations.has(node.inputs[i])) || activations.has(node.outputs[0]);
         if (!meetsData) {
           if (NON_DIFFERENTIABLE_OPS.has(node.opType)) continue;
           if (LAYOUT_OPS.has(node.opType) && input === 0) {

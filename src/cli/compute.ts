@@ -75,6 +75,14 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${plan.samples} samples × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
     );
   }
+  // Float initializers that meet the data outside any parameter slot are not differentiated: say so.
+  const undifferentiated = plan.analysis.constants.filter((c) => c.reason.startsWith('enters no parameter slot'));
+  if (undifferentiated.length > 0 && !opts.quiet && !opts.json) {
+    const names = undifferentiated.slice(0, 5).map((c) => `'${c.name}'`).join(', ');
+    process.stderr.write(
+      `note: ${undifferentiated.length} float initializer${undifferentiated.length > 1 ? 's enter' : ' enters'} the network outside any parameter slot and ${undifferentiated.length > 1 ? 'are' : 'is'} treated as constant: ${names}${undifferentiated.length > 5 ? ', …' : ''} (jacobian check lists where)\n`,
+    );
+  }
   if (opts.verbose) {
     const t = { load: loadMs, ...plan.timings };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);

@@ -39,10 +39,13 @@ export async function probeShapes(
   const feedsFor = (r: number[]) => Object.fromEntries([...inputs].map(([name, arr]) => [name, pickRows(arr, r)]));
   let out: ort.InferenceSession.ReturnType;
   let changed: ort.InferenceSession.ReturnType | undefined;
+  // The second run replaces sample 0 (samples must not interact: the other samples'
+  // outputs must stay as they were) and, unless the model fixes the batch size, adds a
+  // sample, so that only the batch axis of a data value changes length between the runs.
+  const secondRows = [samples > 1 ? 1 : 0, ...rows.slice(1), ...(options.batch === undefined ? [0] : [])];
   try {
     out = await session.run(feedsFor(rows));
-    // Samples must not interact: replacing sample 0 must leave every other sample's output as it was.
-    if (samples > 1) changed = await session.run(feedsFor([1, ...rows.slice(1)]), [analysis.output]);
+    if (samples > 1 || options.batch === undefined) changed = await session.run(feedsFor(secondRows));
   } finally {
     await session.release();
   }
@@ -60,21 +63,25 @@ export async function probeShapes(
   for (const name of activations) {
     const shape = results.get(name);
     if (!shape) continue;
-    if (shape.dims[0] !== batch) {
+    const other = changed?.[name]?.dims;
+    const batchOnAxis0 =
+      shape.dims[0] === batch && (!other || (other[0] === secondRows.length && other.length === shape.dims.length && other.every((d, i) => i === 0 || d === shape.dims[i])));
+    if (!batchOnAxis0) {
       throw new ModelRefusedError(
-        `value '${name}' has shape [${shape.dims.join(', ')}] for a batch of ${batch}: the model moves the batch off axis 0, so its samples cannot be kept apart`,
+        `value '${name}' has shape [${shape.dims.join(', ')}] for a batch of ${batch}${other ? ` and [${other.join(', ')}] for ${secondRows.length}` : ''}: the model moves the batch off axis 0, so its samples cannot be kept apart`,
       );
     }
     batched.add(name);
   }
-  if (changed) await checkIndependence(out[analysis.output], changed[analysis.output], analysis.output, results.get(analysis.output)!.elemType);
+  if (changed && samples > 1) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
   return new ShapeTable(results, batch, batched, smallConstants);
 }
 
-async function checkIndependence(before: ort.Tensor, after: ort.Tensor, output: string, elemType: number): Promise<void> {
-  if (before.dims[0] < 2) return;
+/** Compares rows 1 … batch−1 of the chosen output between the two probe runs. */
+async function checkIndependence(before: ort.Tensor, after: ort.Tensor, batch: number, output: string, elemType: number): Promise<void> {
+  if (batch < 2) return;
   const rowSize = before.size / before.dims[0];
-  const others = (t: ort.Tensor) => new ort.Tensor(t.type, (t.data as Float32Array).subarray(rowSize) as never, [t.size - rowSize]);
+  const others = (t: ort.Tensor) => new ort.Tensor(t.type, (t.data as Float32Array).subarray(rowSize, batch * rowSize) as never, [(batch - 1) * rowSize]);
   const { difference, scale } = await maxAbsDifference(others(before), others(after), elemType);
   if (difference > 1e-5 * Math.max(1, scale)) {
     throw new ModelRefusedError(

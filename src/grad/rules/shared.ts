@@ -1,0 +1,93 @@
+// Helpers shared by the gradient rules (not rules themselves: the registry does not list this module).
+import { ModelRefusedError } from '../../errors.js';
+import { attrInt, attrInts, isFloatType, nodeLabel, type Node } from '../../onnx/graph.js';
+import type { GradContext, GradRule } from '../context.js';
+
+export const firstInputOnly = (): number[] => [0];
+export const firstOutputOnly = (): number[] => [0];
+
+export interface ElementwiseValues {
+  x: string;
+  y: string;
+  g: string;
+  node: Node;
+}
+
+/** A one-input elementwise op: dx = g ⊙ f'(x), written with the forward input x or output y. */
+export function elementwise(derivative: (ctx: GradContext, v: ElementwiseValues) => string): GradRule {
+  return {
+    differentiableInputs: firstInputOnly,
+    backward: (ctx, node, [g]) => [g === undefined ? undefined : derivative(ctx, { x: node.inputs[0], y: node.outputs[0], g, node })],
+  };
+}
+
+/** A refusal found while building: the node cannot be differentiated as configured. */
+export function refuseNode(node: Node, reason: string): ModelRefusedError {
+  return new ModelRefusedError(`node '${nodeLabel(node)}' (${node.opType}): ${reason}`, [{ node: nodeLabel(node), op: node.opType, reason }]);
+}
+
+/** An axis attribute made non-negative; an op that works along the batch axis would mix samples. */
+export function dataAxis(node: Node, axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (a === 0) throw refuseNode(node, 'it works along axis 0, the batch axis, so the samples are not independent');
+  return a;
+}
+
+/** The float element type of a value (the model's float type when unknown). */
+export function floatTypeOf(ctx: GradContext, name: string): number {
+  const t = ctx.shapes.elemType(name);
+  return isFloatType(t) ? t : ctx.b.floatType;
+}
+
+/** A Pad of `x` with zeros: `begins`/`ends` per axis of the full rank (0 for the batch axis). */
+export function zeroPad(ctx: GradContext, x: string, begins: readonly number[], ends: readonly number[]): string {
+  if (begins.every((p) => p === 0) && ends.every((p) => p === 0)) return x;
+  return ctx.b.op1('Pad', [x, ctx.b.constInt64([...begins, ...ends])], { mode: 'constant' });
+}
+
+/** Pads `x` with zeros on one axis. */
+export function zeroPadAxis(ctx: GradContext, x: string, rank: number, axis: number, begin: number, end: number): string {
+  const begins = Array<number>(rank).fill(0);
+  const ends = Array<number>(rank).fill(0);
+  begins[axis] = begin;
+  ends[axis] = end;
+  return zeroPad(ctx, x, begins, ends);
+}
+
+/** Reverses `x` along one axis. */
+export function reverseAxis(ctx: GradContext, x: string, axis: number): string {
+  return ctx.b.slice(x, [-1], [Number.MIN_SAFE_INTEGER], [axis], [-1]);
+}
+
+/**
+ * The axes a Reduce* node reduces, non-negative and sorted, or undefined when it is
+ * the identity (empty axes with noop_with_empty_axes=1). Axes come from the `axes`
+ * input when the node has one, else from the attribute; none means all axes.
+ */
+export function reducedAxes(ctx: GradContext, node: Node, rank: number): number[] | undefined {
+  let axes: number[] | undefined;
+  if (node.inputs[1]) {
+    axes = ctx.constantValue(node.inputs[1]);
+    if (axes === undefined) throw refuseNode(node, 'its axes are computed from the data; only constant axes are supported');
+  } else {
+    axes = attrInts(node, 'axes');
+  }
+  if (!axes || axes.length === 0) {
+    if (attrInt(node, 'noop_with_empty_axes', 0) === 1) return undefined;
+    axes = Array.from({ length: rank }, (_, i) => i);
+  }
+  const resolved = [...new Set(axes.map((a) => (a < 0 ? a + rank : a)))].sort((p, q) => p - q);
+  if (resolved[0] === 0) throw refuseNode(node, 'it reduces over axis 0, the batch axis, so the samples are not independent');
+  return resolved;
+}
+
+/** Inverse of a permutation. */
+export function inversePermutation(perm: readonly number[]): number[] {
+  const inverse = Array<number>(perm.length);
+  perm.forEach((p, i) => (inverse[p] = i));
+  return inverse;
+}
+
+export function product(dims: readonly number[]): number {
+  return dims.reduce((p, d) => p * d, 1);
+}

@@ -1,0 +1,80 @@
+// Models the tool must refuse, each with a reason that names what is wrong.
+// Built by hand: the assertion is the refusal, not a number.
+import onnxProto from 'onnx-proto';
+import { describe, expect, it } from 'vitest';
+import { analyze } from '../src/analysis/analyze.js';
+import { ModelRefusedError } from '../src/errors.js';
+import { GraphBuilder } from '../src/onnx/builder.js';
+import { DataType, type Graph } from '../src/onnx/graph.js';
+import { makeTensor } from '../src/onnx/proto.js';
+import { planJacobian } from '../src/run/jacobian.js';
+import { prepareGraph } from '../src/analysis/prepare.js';
+
+function graphWith(opset: number, build: (b: GraphBuilder, x: string, w: string) => string): Graph {
+  const graph: Graph = { name: 'g', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 7, functions: [] };
+  graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6]).buffer)));
+  const b = new GraphBuilder(graph);
+  const y = build(b, 'x', 'w');
+  graph.outputs = [{ name: y, elemType: DataType.FLOAT, dims: undefined }];
+  return graph;
+}
+
+const batch = { dtype: 'float32' as const, shape: [4, 3], data: new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((v) => v / 7)) };
+
+async function refusal(graph: Graph): Promise<string> {
+  try {
+    await planJacobian(graph, new Map([['x', batch]]));
+  } catch (err) {
+    expect(err).toBeInstanceOf(ModelRefusedError);
+    return (err as Error).message;
+  }
+  throw new Error('the model was not refused');
+}
+
+describe('refused models', () => {
+  it('samples that interact through a batch statistic', async () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const y = b.op1('Gemm', [x, w]);
+      return b.op1('Sub', [y, b.op1('ReduceMean', [y], { axes: [0], keepdims: 1 })]);
+    });
+    expect(await refusal(graph)).toMatch(/samples interact: changing sample 0 changed the output/);
+  });
+
+  it('a value that moves the batch off axis 0', async () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]));
+    expect(await refusal(graph)).toMatch(/moves the batch off axis 0/);
+  });
+
+  it('an opset older than 11, with how to convert it', () => {
+    const graph = graphWith(9, (b, x, w) => b.op1('Gemm', [x, w]));
+    expect(() => prepareGraph(graph)).toThrow(/opset 9; opset 11 or newer is needed: convert it with .*version_converter/);
+  });
+
+  it('every op type without a gradient rule, listed together', () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('Cos', [b.op1('Sin', [b.op1('Atan', [b.op1('Gemm', [x, w])])])]));
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.unsupportedOps).toEqual(['Atan', 'Cos', 'Sin']);
+    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types Atan, Cos, Sin');
+  });
+
+  it('a parameter used inside the body of an If node', () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const branch = (name: string): onnxProto.onnx.IGraphProto => ({
+        name,
+        node: [{ opType: 'Gemm', input: [x, w], output: [`${name}_y`] }],
+        output: [{ name: `${name}_y`, type: { tensorType: { elemType: DataType.FLOAT } } }],
+      });
+      const cond = b.constInt64([1], []);
+      const flag = b.op1('Cast', [cond], { to: DataType.BOOL });
+      const [y] = b.op('If', [flag], {}, 1);
+      const node = b.graph.nodes[b.graph.nodes.length - 1];
+      node.attributes = [
+        { name: 'then_branch', type: onnxProto.onnx.AttributeProto.AttributeType.GRAPH, g: branch('then') },
+        { name: 'else_branch', type: onnxProto.onnx.AttributeProto.AttributeType.GRAPH, g: branch('else') },
+      ];
+      return y;
+    });
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.problems.map((p) => `${p.parameter} ${p.op} ${p.reason}`)).toContainEqual(expect.stringMatching(/^w If .*not at the top level of the graph/));
+  });
+});
