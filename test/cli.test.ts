@@ -64,6 +64,11 @@ describe('jacobian <model> --input', () => {
     expect(column).toBe(D);
   });
 
+  it("--vector-strategy loop (one run per output element) gives PyTorch's full Jacobian too", () => {
+    expect(jacobian(['lenet10/model.onnx', '-i', 'lenet10/input.npy', '--vector-strategy', 'loop', '-o', 'loop.npy', '-q']).code).toBe(0);
+    expectClose(readNpy(join(dir, 'loop.npy')).data as Float32Array, readNpy(join(dir, 'lenet10', 'jacobian.npy')).data as Float32Array, 'lenet loop');
+  });
+
   it('a path ending in .npz implies --as-tuple', () => {
     expect(jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'seed.npz', '-q']).code).toBe(0);
     expect([...readNpz(join(dir, 'seed.npz')).keys()]).toEqual(['0.weight', '2.weight', '2.bias']);

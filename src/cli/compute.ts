@@ -17,6 +17,7 @@ export interface ComputeOptions {
   batchSize?: number;
   maxMemory?: number;
   threads?: number;
+  vectorStrategy?: 'tile' | 'loop';
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -38,6 +39,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     batchSize: opts.batchSize,
     maxMemory: opts.maxMemory,
     threads: opts.threads,
+    vectorStrategy: opts.vectorStrategy,
     onProgress: progress?.update,
   });
   let sink: FileSink | undefined;

@@ -27,6 +27,11 @@ export async function main(argv: string[]): Promise<number> {
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
+    .addOption(
+      new Option('--vector-strategy <how>', "for outputs with K > 1 elements: 'tile' repeats each sample K times in one run, 'loop' runs K times with one element seeded")
+        .choices(['tile', 'loop'])
+        .default('tile'),
+    )
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print a machine-readable summary of what was written')
     .option('--verbose', 'print a timing breakdown on stderr')

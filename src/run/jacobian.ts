@@ -26,6 +26,11 @@ export interface JacobianOptions {
   /** Memory budget in bytes for one run's outputs and activations (default 1 GiB). */
   maxMemory?: number;
   threads?: number;
+  /**
+   * How a vector output's K elements are seeded: 'tile' repeats each sample K times
+   * in one run (default); 'loop' makes K runs over each chunk with one element seeded.
+   */
+  vectorStrategy?: 'tile' | 'loop';
   onProgress?: (progress: Progress) => void;
 }
 
@@ -167,7 +172,7 @@ export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, 
   const reduce = options.reduce ?? 'none';
   const perElement = reduce === 'none' && outputElements > 1;
   // A fixed batch size rules out repeating samples in the batch: one run per output element instead.
-  const copies = perElement && fixedBatch === undefined ? outputElements : 1;
+  const copies = perElement && fixedBatch === undefined && options.vectorStrategy !== 'loop' ? outputElements : 1;
   const seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
   const elementShape = perElement ? outputShape : [];
   const layout = options.layout ?? 'flat';

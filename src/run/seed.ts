@@ -40,21 +40,36 @@ export async function makeSeed(rows: number, perSample: readonly number[], mode:
   return runOnce(graph, {});
 }
 
+const stackSessions = new Map<string, Promise<ort.InferenceSession>>();
+
+function stackSession(count: number, elemType: number): Promise<ort.InferenceSession> {
+  const key = `${count}/${elemType}`;
+  let session = stackSessions.get(key);
+  if (!session) {
+    const graph = emptyGraph('stack');
+    const b = new GraphBuilder(graph, elemType);
+    graph.inputs = Array.from({ length: count }, (_, k) => ({ name: `e${k}`, elemType, dims: undefined }));
+    const stacked = b.op1('Concat', graph.inputs.map((input) => b.unsqueeze(input.name, [1])), { axis: 1 });
+    graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [stacked], outputs: ['result'], attributes: [] });
+    graph.outputs = [{ name: 'result', elemType, dims: undefined }];
+    session = ort.InferenceSession.create(encodeModel(graph));
+    stackSessions.set(key, session);
+  }
+  return session;
+}
+
 /**
  * Interleaves one run per output element into sample-major order: for every block,
  * K tensors (rows, ...rest) become one (rows, K, ...rest).
  */
 export async function stackElements(perElement: ort.Tensor[][]): Promise<ort.Tensor[]> {
-  return Promise.all(
-    perElement[0].map(async (first, block) => {
-      const graph = emptyGraph('stack');
-      const b = new GraphBuilder(graph);
-      graph.inputs = perElement.map((_, k) => ({ name: `e${k}`, elemType: first.type === 'float64' ? 11 : 1, dims: undefined }));
-      const stacked = b.op1('Concat', perElement.map((_, k) => b.unsqueeze(`e${k}`, [1])), { axis: 1 });
-      graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [stacked], outputs: ['result'], attributes: [] });
-      graph.outputs = [{ name: 'result', elemType: first.type === 'float64' ? 11 : 1, dims: undefined }];
-      const feeds = Object.fromEntries(perElement.map((tensors, k) => [`e${k}`, tensors[block]]));
-      return runOnce(graph, feeds);
-    }),
-  );
+  const results: ort.Tensor[] = [];
+  for (let block = 0; block < perElement[0].length; block++) {
+    const elemType = perElement[0][block].type === 'float64' ? 11 : 1;
+    const session = await stackSession(perElement.length, elemType);
+    const feeds = Object.fromEntries(perElement.map((tensors, k) => [`e${k}`, tensors[block]]));
+    results.push((await session.run(feeds)).result);
+    for (const tensors of perElement) tensors[block].dispose();
+  }
+  return results;
 }
