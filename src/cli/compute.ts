@@ -52,6 +52,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     throw err;
   } finally {
     progress?.done();
+    for (const input of inputs.values()) input.close();
   }
   const seconds = (performance.now() - started) / 1000;
   const D = plan.parameters.reduce((s, p) => s + p.size, 0);

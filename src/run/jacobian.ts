@@ -4,6 +4,7 @@ import { analyze, problemLines, type Analysis, type Parameter } from '../analysi
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray, NpyDtype } from '../io/npy.js';
+import { asRowSource, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
@@ -76,7 +77,7 @@ export function resolveOutput(graph: Graph, requested: string | undefined): stri
   return requested;
 }
 
-export function checkInputs(graph: Graph, inputs: Map<string, NpyArray>): number {
+export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): number {
   for (const name of inputs.keys()) {
     if (!graph.inputs.some((i) => i.name === name)) {
       throw new UsageError(`'${name}' is not a data input of the model; its inputs are: ${graph.inputs.map((i) => i.name).join(', ')}`);
@@ -150,7 +151,8 @@ export function fixedBatchSize(graph: Graph): number | undefined {
 }
 
 /** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
-export async function planJacobian(model: Graph, inputs: Map<string, NpyArray>, options: JacobianOptions = {}) {
+export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
+  const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
   const timings: Record<string, number> = {};
   let t = performance.now();
   const lap = (phase: string) => {

@@ -7,7 +7,7 @@ import { ShapeTable, type ValueShape } from '../analysis/shapes.js';
 import { ModelRefusedError } from '../errors.js';
 import { type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
-import type { NpyArray } from '../io/npy.js';
+import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
 import { pickRows } from './tensors.js';
 import { sessionOptions } from './session.js';
@@ -25,7 +25,7 @@ export interface ProbeOptions {
 
 export async function probeShapes(
   graph: Graph,
-  inputs: Map<string, NpyArray>,
+  inputs: Map<string, RowSource>,
   analysis: Pick<Analysis, 'activations' | 'dataDependent' | 'output'>,
   options: ProbeOptions = {},
 ): Promise<ShapeTable> {

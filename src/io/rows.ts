@@ -1,0 +1,113 @@
+// Row-wise access to a batch: from a .npy file read chunk by chunk (memory bounded by
+// the chunk, not by N), or from an array already in memory.
+import fs from 'node:fs';
+import { NpyFormatError, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
+
+export interface RowSource {
+  dtype: NpyDtype;
+  shape: number[];
+  /** File name (or 'memory') for messages. */
+  source: string;
+  /** Rows [start, end) in a fresh, aligned, host-order array. */
+  rows(start: number, end: number): NpyData;
+  /** The given rows, in that order. */
+  pick(rows: readonly number[]): NpyData;
+  close(): void;
+}
+
+type TypedArrayConstructor = new (buffer: ArrayBuffer, byteOffset?: number, length?: number) => NpyData;
+
+const CONSTRUCTORS: Record<NpyDtype, [TypedArrayConstructor, number]> = {
+  float32: [Float32Array, 4],
+  float64: [Float64Array, 8],
+  float16: [Uint16Array, 2],
+  int8: [Int8Array, 1],
+  uint8: [Uint8Array, 1],
+  int16: [Int16Array, 2],
+  uint16: [Uint16Array, 2],
+  int32: [Int32Array, 4],
+  uint32: [Uint32Array, 4],
+  int64: [BigInt64Array as unknown as TypedArrayConstructor, 8],
+  uint64: [BigUint64Array as unknown as TypedArrayConstructor, 8],
+  bool: [Uint8Array, 1],
+};
+
+function rowElements(shape: readonly number[]): number {
+  return shape.slice(1).reduce((a, b) => a * b, 1);
+}
+
+export function arrayRows(arr: NpyArray): RowSource {
+  const size = rowElements(arr.shape);
+  const [Ctor] = CONSTRUCTORS[arr.dtype];
+  return {
+    dtype: arr.dtype,
+    shape: arr.shape,
+    source: 'memory',
+    rows: (start, end) => arr.data.subarray(start * size, end * size),
+    pick(rows) {
+      const out = new Ctor(new ArrayBuffer(rows.length * size * CONSTRUCTORS[arr.dtype][1]));
+      rows.forEach((row, i) => (out as Float32Array).set((arr.data as Float32Array).subarray(row * size, (row + 1) * size), i * size));
+      return out;
+    },
+    close: () => undefined,
+  };
+}
+
+export function openNpyRows(path: string): RowSource {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new NpyFormatError(`${path}: cannot open the .npy file: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const preamble = Buffer.alloc(Math.min(12, size));
+    fs.readSync(fd, preamble, 0, preamble.length, 0);
+    let headerLength = 0;
+    if (preamble.length >= 12 || (preamble.length >= 10 && preamble[6] === 1)) headerLength = preamble[6] === 1 ? 10 + preamble.readUInt16LE(8) : 12 + preamble.readUInt32LE(8);
+    const header = Buffer.alloc(Math.max(preamble.length, Math.min(headerLength, size)));
+    fs.readSync(fd, header, 0, header.length, 0);
+    const info = parseNpyHeader(header, path);
+    if (size - info.dataOffset !== info.dataBytes) {
+      throw new NpyFormatError(`${path}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but the file holds ${size - info.dataOffset}; re-create it with np.save`);
+    }
+    if (info.shape.length === 0) throw new NpyFormatError(`${path}: a 0-d array has no batch axis; axis 0 must index the samples`);
+    const [Ctor, itemSize] = CONSTRUCTORS[info.dtype];
+    const rowBytes = rowElements(info.shape) * itemSize;
+    const read = (start: number, into: Uint8Array) => {
+      readExact(fd, into, info.dataOffset + start * rowBytes, path);
+      if (!info.littleEndian && itemSize > 1) {
+        const b = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
+        if (itemSize === 2) b.swap16();
+        else if (itemSize === 4) b.swap32();
+        else b.swap64();
+      }
+    };
+    return {
+      dtype: info.dtype,
+      shape: info.shape,
+      source: path,
+      rows(start, end) {
+        const buffer = new ArrayBuffer((end - start) * rowBytes);
+        read(start, new Uint8Array(buffer));
+        return new Ctor(buffer);
+      },
+      pick(rows) {
+        const buffer = new ArrayBuffer(rows.length * rowBytes);
+        rows.forEach((row, i) => read(row, new Uint8Array(buffer, i * rowBytes, rowBytes)));
+        return new Ctor(buffer);
+      },
+      close: () => fs.closeSync(fd),
+    };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
+
+/** Inputs may be given as arrays in memory or as row sources. */
+export function asRowSource(input: NpyArray | RowSource): RowSource {
+  return 'rows' in input ? input : arrayRows(input);
+}
