@@ -10,8 +10,6 @@ import { planJacobian } from '../src/run/jacobian.js';
 import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 const names = readdirSync(FIXTURES).filter((n) => existsSync(join(FIXTURES, n, 'reference.json')));
-// Fixtures whose op or slot support is still being written; each leaves this list with its rule.
-const pending = new Set(['attention', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'layernorm_gelu13', 'layernorm_gelu17', 'linear3d_folded', 'linear3d_unfolded', 'tied']);
 
 async function compute(name: string, layout: 'flat' | 'tuple', batchSize?: number) {
   const ref = readReference(name);
@@ -22,7 +20,7 @@ async function compute(name: string, layout: 'flat' | 'tuple', batchSize?: numbe
   return { plan, blocks: sink.result(), ref };
 }
 
-describe.each(names.filter((n) => readReference(n).eligible && !pending.has(n)))('fixture %s', (name) => {
+describe.each(names.filter((n) => readReference(n).eligible))('fixture %s', (name) => {
   it('flat Jacobian matches PyTorch', async () => {
     const { blocks, ref } = await compute(name, 'flat', 5);
     const expected = readNpy(join(FIXTURES, name, ref.jacobian!));

@@ -9,6 +9,8 @@ import { DataType, type Graph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
+import { probeShapes } from '../src/run/probe.js';
+import { arrayRows } from '../src/io/rows.js';
 
 function graphWith(opset: number, build: (b: GraphBuilder, x: string, w: string) => string): Graph {
   const graph: Graph = { name: 'g', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 7, functions: [] };
@@ -32,12 +34,22 @@ async function refusal(graph: Graph): Promise<string> {
 }
 
 describe('refused models', () => {
-  it('samples that interact through a batch statistic', async () => {
+  it('an op that reduces over the batch axis', async () => {
     const graph = graphWith(13, (b, x, w) => {
       const y = b.op1('Gemm', [x, w]);
       return b.op1('Sub', [y, b.op1('ReduceMean', [y], { axes: [0], keepdims: 1 })]);
     });
-    expect(await refusal(graph)).toMatch(/samples interact: changing sample 0 changed the output/);
+    expect(await refusal(graph)).toMatch(/ReduceMean\): it reduces over axis 0, the batch axis/);
+  });
+
+  it('samples that interact numerically, found by the probe', async () => {
+    // The probe alone (no static rule involved): replacing sample 0 changes the others' outputs.
+    const graph = graphWith(13, (b, x, w) => {
+      const y = b.op1('Gemm', [x, w]);
+      return b.op1('Sub', [y, b.op1('ReduceMean', [y], { axes: [0], keepdims: 1 })]);
+    });
+    const analysis = { activations: new Set<string>(), dataDependent: new Set<string>(['x']), output: graph.outputs[0].name };
+    await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 
   it('a value that moves the batch off axis 0', async () => {

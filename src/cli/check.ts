@@ -1,7 +1,11 @@
 // `jacobian check <model.onnx>`: eligibility for CI, the parameter table and every problem.
 import { analyze } from '../analysis/analyze.js';
 import { prepareGraph } from '../analysis/prepare.js';
-import { describeProblem } from '../errors.js';
+import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
+import type { Graph } from '../onnx/graph.js';
+import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
+import { bindInputs } from './inputs.js';
 import { loadModel } from '../onnx/proto.js';
 import { nodeLabel } from '../onnx/graph.js';
 import { resolveOutput } from '../run/jacobian.js';
@@ -9,14 +13,40 @@ import { resolveOutput } from '../run/jacobian.js';
 export interface CheckOptions {
   json?: boolean;
   modelOutput?: string;
+  input: string[];
+  verify?: boolean;
+  directions?: number;
+  reduce?: Reduce;
+  threads?: number;
+}
+
+/** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
+async function checkWithData(graph: Graph, opts: CheckOptions): Promise<{ problem?: Problem; verify?: VerifyResult }> {
+  const inputs = bindInputs(graph, opts.input);
+  try {
+    const { run } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
+    void run;
+    if (!opts.verify) return {};
+    return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
+  } catch (err) {
+    if (err instanceof ModelRefusedError && err.problems.length === 0) return { problem: { reason: err.message } };
+    if (err instanceof ModelRefusedError) return {};
+    throw err;
+  } finally {
+    for (const input of inputs.values()) input.close();
+  }
 }
 
 export async function checkCommand(modelPath: string, opts: CheckOptions): Promise<number> {
+  if (opts.verify && opts.input.length === 0) throw new UsageError('--verify needs data: pass --input batch.npy (a few samples are enough)');
   const graph = prepareGraph(loadModel(modelPath));
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output);
   const noParameters = analysis.parameters.length === 0;
-  const eligible = analysis.problems.length === 0 && !noParameters;
+  const withData = opts.input.length > 0 && analysis.problems.length === 0 && !noParameters ? await checkWithData(graph, opts) : {};
+  if (withData.problem) analysis.problems.push(withData.problem);
+  const verify = withData.verify;
+  const eligible = analysis.problems.length === 0 && !noParameters && (verify === undefined || verify.passed);
   const parameters = analysis.parameters.map((p) => ({
     name: p.name,
     shape: p.dims,
@@ -36,6 +66,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       constants: analysis.constants,
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
+      ...(verify ? { verify: { passed: verify.passed, worstRelativeError: verify.worstRelativeError, tolerance: verify.tolerance, directions: verify.directions, samples: verify.samples, dtype: verify.dtype, epsilon: verify.epsilon } } : {}),
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return eligible ? 0 : 1;
@@ -48,6 +79,11 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
+  if (verify) {
+    out.push(
+      `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${verify.dtype}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verify.passed ? 'passed' : 'FAILED'}`,
+    );
+  }
   process.stdout.write(`${out.join('\n')}\n`);
   return eligible ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 // Commander wiring only: each command lives in its own file; errors go through one handler.
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { checkCommand } from './check.js';
+import { checkCommand, type CheckOptions } from './check.js';
 import { computeCommand, type ComputeOptions } from './compute.js';
 import { reportError } from './errors.js';
 import { parseCount, parseSize } from './parse.js';
@@ -56,8 +56,13 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
     .description('tell whether the model is eligible: parameters, their columns in J, and every problem (exit 0 eligible, 1 not)')
     .argument('<model.onnx>', 'the ONNX model')
     .option('--model-output <name>', 'which model output to check (default: the first)')
+    .option('-i, --input <[name=]file.npy>', 'sample data: also probe the model (batch axis, independent samples) and build its Jacobian graph', collect, [])
+    .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
+    .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
+    .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))
+    .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
     .option('--json', 'print the report as JSON (schema in docs/check-json.md)')
-    .action(async (model: string, opts: { json?: boolean; modelOutput?: string }) => {
+    .action(async (model: string, opts: CheckOptions) => {
       json = opts.json === true;
       exitCode = await checkCommand(model, opts);
     });

@@ -68,7 +68,8 @@ function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: n
   for (const input of graph.inputs) {
     const original = input.name;
     input.name = b.fresh('untiled');
-    const perSample = shapes.perSample(original);
+    // Integer inputs (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
+    const perSample = shapes.dims(original).slice(1);
     const expanded = b.op1('Expand', [b.unsqueeze(input.name, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
     b.graph.nodes.push({ name: `${original}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [original], attributes: [] });
     feeds.set(original, input.name);

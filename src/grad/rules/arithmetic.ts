@@ -1,17 +1,36 @@
-// Binary arithmetic with broadcasting: each data operand gets its share of the cotangent,
+// Arithmetic with broadcasting: each data operand gets its share of the cotangent,
 // summed back over the axes it was broadcast along.
-import type { GradRule } from '../context.js';
+import type { GradContext, GradRule } from '../context.js';
+import type { Node } from '../../onnx/graph.js';
+import { floatTypeOf } from './shared.js';
 
-export const Add: GradRule = {
+function none(node: Node): undefined[] {
+  return node.inputs.map(() => undefined);
+}
+
+/** Add and Sum (variadic): every data operand gets the whole cotangent. */
+const sum: GradRule = {
   backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+    if (g === undefined) return none(node);
     return node.inputs.map((input, i) => (wanted[i] ? ctx.unbroadcastToInput(g, input, node.outputs[0]) : undefined));
+  },
+};
+
+export const Add = sum;
+export const Sum = sum;
+
+/** Mean (variadic): every data operand gets the cotangent divided by the operand count. */
+export const Mean: GradRule = {
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined) return none(node);
+    const share = ctx.b.scale(g, 1 / node.inputs.length);
+    return node.inputs.map((input, i) => (wanted[i] ? ctx.unbroadcastToInput(share, input, node.outputs[0]) : undefined));
   },
 };
 
 export const Sub: GradRule = {
   backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+    if (g === undefined) return none(node);
     const [a, b] = node.inputs;
     return [
       wanted[0] ? ctx.unbroadcastToInput(g, a, node.outputs[0]) : undefined,
@@ -22,7 +41,7 @@ export const Sub: GradRule = {
 
 export const Mul: GradRule = {
   backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+    if (g === undefined) return none(node);
     const [a, b] = node.inputs;
     return [
       wanted[0] ? ctx.unbroadcastToInput(ctx.b.mul(g, b), a, node.outputs[0]) : undefined,
@@ -33,13 +52,81 @@ export const Mul: GradRule = {
 
 export const Div: GradRule = {
   backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+    if (g === undefined) return none(node);
     const [a, b] = node.inputs;
     const y = node.outputs[0];
     return [
       wanted[0] ? ctx.unbroadcastToInput(ctx.b.op1('Div', [g, b]), a, y) : undefined,
       // d(a/b)/db = −y/b
       wanted[1] ? ctx.unbroadcastToInput(ctx.b.op1('Neg', [ctx.b.op1('Div', [ctx.b.mul(g, y), b])]), b, y) : undefined,
+    ];
+  },
+};
+
+/** y = x^p with an exponent p that carries no derivative: dx = g·p·x^(p−1). */
+export const Pow: GradRule = {
+  refuse(_node, { wanted }) {
+    if (wanted[1]) return 'the exponent depends on the parameters; only an exponent that is constant or independent of the parameters is supported';
+    return undefined;
+  },
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined || !wanted[0]) return none(node);
+    const b = ctx.b;
+    const [x, exponent] = node.inputs;
+    const y = node.outputs[0];
+    const value = ctx.constantValue(exponent);
+    let derivative: string;
+    if (value?.length === 1 && value[0] === 1) {
+      derivative = g;
+    } else if (value?.length === 1 && value[0] === 2) {
+      derivative = b.mul(g, b.scale(x, 2));
+    } else {
+      const type = floatTypeOf(ctx, x);
+      const p = ctx.shapes.elemType(exponent) === type ? exponent : b.op1('Cast', [exponent], { to: type });
+      derivative = b.mul(g, b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])])));
+    }
+    return [ctx.unbroadcastToInput(derivative, x, y), undefined];
+  },
+};
+
+/**
+ * Min and Max (variadic) route the cotangent to the operand that gave the output. On a
+ * tie the first such operand (lowest input position) takes all of it, the others none.
+ */
+function extremum(ctx: GradContext, node: Node, g: string, wanted: boolean[]): (string | undefined)[] {
+  const b = ctx.b;
+  const y = node.outputs[0];
+  if (node.inputs.length === 1) return [g];
+  const lastWanted = wanted.lastIndexOf(true);
+  let taken: string | undefined;
+  return node.inputs.map((input, i) => {
+    if (i > lastWanted) return undefined;
+    const hit = b.op1('Equal', [input, y]);
+    const mine = taken === undefined ? hit : b.op1('And', [hit, b.op1('Not', [taken])]);
+    if (i < lastWanted) taken = taken === undefined ? hit : b.op1('Or', [taken, hit]);
+    return wanted[i] ? ctx.unbroadcastToInput(b.op1('Where', [mine, g, b.scalar(0)]), input, y) : undefined;
+  });
+}
+
+export const Max: GradRule = {
+  backward: (ctx, node, [g], wanted) => (g === undefined ? none(node) : extremum(ctx, node, g, wanted)),
+};
+
+export const Min = Max;
+
+/** Where(condition, a, b): the condition carries no derivative. */
+export const Where: GradRule = {
+  differentiableInputs: () => [1, 2],
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined) return none(node);
+    const b = ctx.b;
+    const [condition, a, other] = node.inputs;
+    const y = node.outputs[0];
+    const zero = b.scalar(0);
+    return [
+      undefined,
+      wanted[1] ? ctx.unbroadcastToInput(b.op1('Where', [condition, g, zero]), a, y) : undefined,
+      wanted[2] ? ctx.unbroadcastToInput(b.op1('Where', [condition, zero, g]), other, y) : undefined,
     ];
   },
 };

@@ -1,10 +1,10 @@
 // Pooling: MaxPool routes the cotangent to the argmax through its Indices output;
-// AveragePool spreads it with a transposed depthwise convolution of ones.
+// AveragePool spreads it with a transposed depthwise convolution of ones; the global
+// pools spread it over space.
 import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { convGeometry, outputPadding } from '../convGeometry.js';
-
-const firstInputOnly = () => [0];
+import { firstInputOnly, floatTypeOf } from './shared.js';
 
 function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
   const inDims = ctx.perSample(node.inputs[0]);
@@ -81,10 +81,25 @@ export const AveragePool: GradRule = {
 };
 
 export const GlobalAveragePool: GradRule = {
+  differentiableInputs: firstInputOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const inDims = ctx.perSample(node.inputs[0]);
     const spatial = inDims.slice(1).reduce((p, k) => p * k, 1);
-    return [ctx.b.op1('Expand', [ctx.b.scale(g, 1 / spatial), ctx.b.op1('Shape', [node.inputs[0]])])];
+    return [ctx.b.op1('Expand', [ctx.b.scale(g, 1 / spatial), ctx.b.constInt64([1, ...inDims])])];
+  },
+};
+
+/** The maximum over space: the cotangent goes to the positions that hold it, shared equally on a tie. */
+export const GlobalMaxPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const x = node.inputs[0];
+    const spatialAxes = ctx.perSample(x).slice(1).map((_, i) => i + 2);
+    const isMax = b.op1('Equal', [x, node.outputs[0]]);
+    const ties = b.reduceSum(b.op1('Cast', [isMax], { to: floatTypeOf(ctx, x) }), spatialAxes, true);
+    return [b.op1('Where', [isMax, b.op1('Div', [g, ties]), b.scalar(0)])];
   },
 };

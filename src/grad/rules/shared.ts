@@ -1,6 +1,7 @@
 // Helpers shared by the gradient rules (not rules themselves: the registry does not list this module).
 import { ModelRefusedError } from '../../errors.js';
 import { attrInt, attrInts, isFloatType, nodeLabel, type Node } from '../../onnx/graph.js';
+import { GraphBuilder } from '../../onnx/builder.js';
 import type { GradContext, GradRule } from '../context.js';
 
 export const firstInputOnly = (): number[] => [0];
@@ -26,10 +27,29 @@ export function refuseNode(node: Node, reason: string): ModelRefusedError {
   return new ModelRefusedError(`node '${nodeLabel(node)}' (${node.opType}): ${reason}`, [{ node: nodeLabel(node), op: node.opType, reason }]);
 }
 
+const BATCH_AXIS = 'the batch axis, so the samples are not independent';
+
+/**
+ * A refusal for an `axis` attribute that names axis 0 of a data input (known before
+ * the probe; a negative axis that resolves to 0 is caught when the rule builds).
+ */
+export function refuseBatchAxis(fallback: number, verb: string): NonNullable<GradRule['refuse']> {
+  return (node) => (attrInt(node, 'axis', fallback) === 0 ? `it ${verb} axis 0, ${BATCH_AXIS}` : undefined);
+}
+
+/** A refusal for a Reduce* node whose axes, as far as the node alone tells, include axis 0. */
+export function refuseBatchReduction(node: Node): string | undefined {
+  const axes = attrInts(node, 'axes');
+  if (axes?.includes(0)) return `it reduces over axis 0, ${BATCH_AXIS}`;
+  const noAxes = (!axes || axes.length === 0) && !node.inputs[1];
+  if (noAxes && attrInt(node, 'noop_with_empty_axes', 0) === 0) return `it reduces over all axes, axis 0 among them, ${BATCH_AXIS}`;
+  return undefined;
+}
+
 /** An axis attribute made non-negative; an op that works along the batch axis would mix samples. */
 export function dataAxis(node: Node, axis: number, rank: number): number {
   const a = axis < 0 ? axis + rank : axis;
-  if (a === 0) throw refuseNode(node, 'it works along axis 0, the batch axis, so the samples are not independent');
+  if (a === 0) throw refuseNode(node, `it works along axis 0, ${BATCH_AXIS}`);
   return a;
 }
 
@@ -60,11 +80,12 @@ export function reverseAxis(ctx: GradContext, x: string, axis: number): string {
 }
 
 /**
- * The axes a Reduce* node reduces, non-negative and sorted, or undefined when it is
- * the identity (empty axes with noop_with_empty_axes=1). Axes come from the `axes`
- * input when the node has one, else from the attribute; none means all axes.
+ * The axes a Reduce* node reduces, non-negative and sorted: none when it reduces
+ * nothing (empty axes with noop_with_empty_axes=1, where ReduceL2 and ReduceSumSquare
+ * still apply |x| and x²). Axes come from the `axes` input when the node has one,
+ * else from the attribute; none given means all axes.
  */
-export function reducedAxes(ctx: GradContext, node: Node, rank: number): number[] | undefined {
+export function reducedAxes(ctx: GradContext, node: Node, rank: number): number[] {
   let axes: number[] | undefined;
   if (node.inputs[1]) {
     axes = ctx.constantValue(node.inputs[1]);
@@ -73,11 +94,11 @@ export function reducedAxes(ctx: GradContext, node: Node, rank: number): number[
     axes = attrInts(node, 'axes');
   }
   if (!axes || axes.length === 0) {
-    if (attrInt(node, 'noop_with_empty_axes', 0) === 1) return undefined;
+    if (attrInt(node, 'noop_with_empty_axes', 0) === 1) return [];
     axes = Array.from({ length: rank }, (_, i) => i);
   }
   const resolved = [...new Set(axes.map((a) => (a < 0 ? a + rank : a)))].sort((p, q) => p - q);
-  if (resolved[0] === 0) throw refuseNode(node, 'it reduces over axis 0, the batch axis, so the samples are not independent');
+  if (resolved[0] === 0) throw refuseNode(node, `it reduces over axis 0, ${BATCH_AXIS}`);
   return resolved;
 }
 
@@ -90,4 +111,24 @@ export function inversePermutation(perm: readonly number[]): number[] {
 
 export function product(dims: readonly number[]): number {
   return dims.reduce((p, d) => p * d, 1);
+}
+
+const typedContexts = new WeakMap<GradContext, Map<number, GradContext>>();
+
+/**
+ * The context with a builder whose constants have the float type of `value` (a model
+ * may Cast between float types, e.g. to run one part in float32 of a float64 model).
+ */
+export function inFloatTypeOf(ctx: GradContext, value: string): GradContext {
+  const type = ctx.shapes.has(value) ? ctx.shapes.elemType(value) : ctx.b.floatType;
+  if (!isFloatType(type) || type === ctx.b.floatType) return ctx;
+  let byType = typedContexts.get(ctx);
+  if (!byType) typedContexts.set(ctx, (byType = new Map()));
+  let typed = byType.get(type);
+  if (!typed) {
+    typed = Object.create(ctx) as GradContext;
+    Object.defineProperty(typed, 'b', { value: new GraphBuilder(ctx.b.graph, type, `jacobian/type${type}`) });
+    byType.set(type, typed);
+  }
+  return typed;
 }

@@ -41,19 +41,16 @@ export const ConvTranspose: SlotRule = {
     const dilations = attrInts(node, 'dilations') ?? Array(r).fill(1);
     const group = attrInt(node, 'group', 1);
     const begin = padsBegin(node, inSpatial, outSpatial, kernel, strides, dilations);
-    // End pads just large enough for one patch per input position; extra patches are sliced off.
+    // End pads that give exactly one patch per input position: onnxruntime accepts no output
+    // longer than the natural size plus stride − 1, so there is never a patch too many.
     const end = inSpatial.map((s, i) => Math.max(0, strides[i] * (s - 1) + dilations[i] * (kernel[i] - 1) + 1 - outSpatial[i] - begin[i]));
-    const patchCount = inSpatial.map((_, i) => Math.floor((outSpatial[i] + begin[i] + end[i] - dilations[i] * (kernel[i] - 1) - 1) / strides[i]) + 1);
-    let patches = b.op1('Conv', [g, patchKernels(ctx, outChannels, kernel)], {
+    const patches = b.op1('Conv', [g, patchKernels(ctx, outChannels, kernel)], {
       group: outChannels,
       strides,
       dilations,
       pads: [...begin, ...end],
       kernel_shape: kernel,
-    }); // (n, O·K, ...patchCount)
-    if (patchCount.some((c, i) => c !== inSpatial[i])) {
-      patches = b.slice(patches, inSpatial.map(() => 0), inSpatial, inSpatial.map((_, i) => i + 2));
-    }
+    }); // (n, O·K, ...inSpatial)
     const K = kernel.reduce((p, k) => p * k, 1);
     const P = inSpatial.reduce((p, k) => p * k, 1);
     const groupInChannels = inChannels / group;

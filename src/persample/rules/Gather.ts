@@ -2,7 +2,8 @@
 // per sample, dE[n] = Σₜ onehot(idx[n, t]) ⊗ g[n, t]. From opset 16 a ScatterElements with
 // reduction=add writes the rows in place (cost linear in the cotangent); before, a OneHot matrix
 // (batch, T, V) is contracted with the cotangent by MatMul.
-import { attrInt } from '../../onnx/graph.js';
+import { attrInt, DataType } from '../../onnx/graph.js';
+import { makeTensor } from '../../onnx/proto.js';
 import type { SlotRule } from '../rule.js';
 
 export const Gather: SlotRule = {
@@ -24,7 +25,10 @@ export const Gather: SlotRule = {
       const positions = b.op1('Expand', [b.reshape(indices, [-1, T, 1]), b.constInt64([1, 1, D])]);
       perSample = b.op1('ScatterElements', [ctx.zerosPerSample([rows, D]), positions, updates], { axis: 1, reduction: 'add' });
     } else {
-      const oneHot = b.op1('OneHot', [b.reshape(indices, [-1, T]), b.constInt64([rows]), b.constFloat([0, 1])]); // (n, T, V)
+      // onnxruntime's OneHot takes int64 indices and depth with float32 values; other types are cast.
+      const positions = b.reshape(b.op1('Cast', [indices], { to: DataType.INT64 }), [-1, T]);
+      const values = b.op1('Cast', [b.op1('Constant', [], { value: makeTensor('value', DataType.FLOAT, [2], new Uint8Array(new Float32Array([0, 1]).buffer)) })], { to: b.floatType });
+      const oneHot = b.op1('OneHot', [positions, b.constInt64([rows]), values]); // (n, T, V)
       perSample = b.op1('MatMul', [b.transpose(oneHot, [0, 2, 1]), updates]);
     }
     return ctx.toPerSample(perSample, [rows, ...rowDims]);

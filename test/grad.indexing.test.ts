@@ -1,0 +1,114 @@
+// Rules of ops that select, join or pad parts of tensors, against central differences (float64).
+import { describe, expect, it } from 'vitest';
+import type { GraphBuilder } from '../src/onnx/builder.js';
+import { gradcheck, refusals, type GradCase } from './gradcheck.js';
+
+async function check(c: GradCase): Promise<void> {
+  expect((await gradcheck(c)).worst).toBeLessThanOrEqual(1);
+}
+
+/** Output multiplied by a fixed varying tensor, so every element's cotangent differs. */
+function weighted(b: GraphBuilder, x: string, dims: number[]): string {
+  const size = dims.reduce((p, d) => p * d, 1);
+  return b.mul(x, b.constFloat(Array.from({ length: size }, (_, i) => 1 + ((i * 7) % 5) / 4), dims));
+}
+
+describe('Concat', () => {
+  it('splits the cotangent between data inputs and skips a value without derivative', () =>
+    check({
+      opset: 13,
+      inputs: { a: [2, 3], c: [2, 1] },
+      build: (b, { a, c }) => {
+        // A constant broadcast to the batch through Shape: data-dependent in shape only, so it takes no cotangent.
+        const fixed = b.op1('Expand', [b.constFloat([0.5, 0.25], [1, 1, 2]), b.op1('Shape', [c])]);
+        return weighted(b, b.op1('Concat', [a, fixed, c], { axis: -1 }), [2, 6]);
+      },
+    }));
+  it('matches central differences along axis 1 with the same input twice', () =>
+    check({ opset: 11, inputs: { a: [2, 3] }, build: (b, { a }) => weighted(b, b.op1('Concat', [a, b.op1('Tanh', [a])], { axis: 1 }), [4, 3]) }));
+  it('refuses to work along the batch axis', () => {
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Concat', [x, x], { axis: 0 }) })).toEqual(['it concatenates along axis 0, the batch axis, so the samples are not independent']);
+  });
+});
+
+describe('Split', () => {
+  const joined = (b: GraphBuilder, parts: string[]) => b.op1('Concat', parts.map((p) => b.op1('Flatten', [p], { axis: 1 })), { axis: 1 });
+  it('matches central differences with equal parts (opset 11, no split attribute)', () =>
+    check({ opset: 11, inputs: { x: [6, 2] }, build: (b, { x }) => weighted(b, joined(b, b.op('Split', [x], { axis: 1 }, 3).reverse()), [12]) }));
+  it('matches central differences with split sizes as an attribute (opset 11)', () =>
+    check({ opset: 11, inputs: { x: [2, 5] }, build: (b, { x }) => weighted(b, joined(b, b.op('Split', [x], { axis: -1, split: [1, 4] }, 2)), [10]) }));
+  it('matches central differences with split sizes as an input (opset 13)', () =>
+    check({ opset: 13, inputs: { x: [5, 2] }, build: (b, { x }) => weighted(b, joined(b, b.op('Split', [x, b.constInt64([3, 2])], { axis: 1 }, 2)), [10]) }));
+  it('matches central differences with num_outputs and an uneven last part (opset 18)', () =>
+    check({ opset: 18, inputs: { x: [2, 5] }, build: (b, { x }) => weighted(b, joined(b, b.op('Split', [x], { axis: 2, num_outputs: 2 }, 2)), [10]) }));
+  it('gives zeros for a part nothing flows back to', () =>
+    check({ opset: 13, inputs: { x: [6] }, build: (b, { x }) => b.op('Split', [x, b.constInt64([2, 4])], { axis: 1 }, 2)[1] }));
+  it('refuses to work along the batch axis', () => {
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op('Split', [x], {}, 2)[0] })).toEqual(['it splits along axis 0, the batch axis, so the samples are not independent']);
+  });
+});
+
+describe('Slice', () => {
+  const slice = (opset: number, dims: number[], starts: number[], ends: number[], axes?: number[], steps?: number[]): GradCase => ({
+    opset,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const inputs = [x, b.constInt64(starts), b.constInt64(ends)];
+      if (axes) inputs.push(b.constInt64(axes));
+      if (steps) inputs.push(b.constInt64(steps));
+      const y = b.op1('Slice', inputs);
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences with positive starts and ends on two axes', () => check(slice(13, [5, 6], [1, 2], [4, 5], [1, 2])));
+  it('matches central differences with negative indices and clamped ends', () => check(slice(13, [5, 6], [-4, -100], [1000, -1], [-2, 2])));
+  it('matches central differences without axes (the first axes, batch kept whole)', () => check(slice(11, [5, 6], [0, 1], [2 ** 62, 3])));
+  it('matches central differences with step 2 and step 3', () => check(slice(13, [7, 8], [1, 0], [7, 8], [1, 2], [2, 3])));
+  it('matches central differences with negative steps', () => check(slice(13, [7, 8], [-1, 6], [-100, 0], [1, 2], [-1, -2])));
+});
+
+describe('Gather', () => {
+  const gather = (dims: number[], indices: number[], indexDims: number[], axis: number): GradCase => ({
+    opset: 13,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const y = b.op1('Gather', [x, b.constInt64(indices, indexDims)], { axis });
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences along axis 1 with repeated and negative indices', () => check(gather([5, 3], [0, 4, -1, 2, 0], [5], 1)));
+  it('matches central differences along a middle axis with 2-D indices', () => check(gather([2, 4, 3], [3, 1, -4, 3], [2, 2], 2)));
+  it('matches central differences along the last axis with a scalar index', () => check(gather([2, 4], [-2], [], -1)));
+  it('matches central differences with int32 indices', () =>
+    check({
+      opset: 13,
+      inputs: { x: [5] },
+      build: (b, { x }) => {
+        const y = b.op1('Gather', [x, b.op1('Cast', [b.constInt64([4, 4, 1], [3])], { to: 6 })], { axis: 1 });
+        return b.mul(y, b.op1('Tanh', [y]));
+      },
+    }));
+  it('refuses to work along the batch axis', () => {
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Gather', [x, b.constInt64([0])]) })).toEqual(['it gathers along axis 0, the batch axis, so the samples are not independent']);
+  });
+});
+
+describe('Pad', () => {
+  const pad = (opset: number, mode: string, dims: number[], pads: number[], axes?: number[]): GradCase => ({
+    opset,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const inputs = [x, b.constInt64(pads)];
+      if (axes) inputs.push(b.scalar(0.5), b.constInt64(axes));
+      const y = b.op1('Pad', inputs, { mode });
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences in constant mode', () => check(pad(13, 'constant', [2, 4, 3], [0, 0, 1, 2, 0, 1, 0, 1])));
+  it('matches central differences in constant mode with negative pads (cropping)', () => check(pad(13, 'constant', [3, 5], [0, -1, 2, 0, 1, -2])));
+  it('matches central differences in constant mode with axes (opset 18)', () => check(pad(18, 'constant', [2, 4, 3], [1, 2, 0, 1], [1, -1])));
+  it('matches central differences in reflect mode', () => check(pad(13, 'reflect', [2, 4, 5], [0, 0, 2, 3, 0, 0, 3, 1])));
+  it('matches central differences in edge mode', () => check(pad(13, 'edge', [4, 3], [0, 1, 3, 0, 2, 1])));
+  it('matches central differences in wrap mode (opset 19)', () => check(pad(19, 'wrap', [3, 4], [0, 2, 1, 0, 1, 3])));
+  it('matches central differences in reflect mode at opset 11', () => check(pad(11, 'reflect', [4, 3], [0, 1, 2, 0, 3, 1])));
+});

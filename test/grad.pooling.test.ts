@@ -1,0 +1,102 @@
+// Pooling and nearest-neighbour Resize against central differences. onnxruntime runs
+// AveragePool, GlobalAveragePool, GlobalMaxPool and Resize in float32 only; MaxPool
+// also in float64.
+import { describe, expect, it } from 'vitest';
+import { DataType } from '../src/onnx/graph.js';
+import { makeTensor } from '../src/onnx/proto.js';
+import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
+import { distinct, gradcheck, refusals, type GradCase } from './gradcheck.js';
+
+async function check(c: GradCase): Promise<void> {
+  expect((await gradcheck(c)).worst).toBeLessThanOrEqual(1);
+}
+
+/** y·tanh(y): a nonlinear read-out, so the check sees every output element with its own weight. */
+function readOut(b: GraphBuilder, y: string): string {
+  return b.mul(y, b.op1('Tanh', [y]));
+}
+
+function pool(op: string, attrs: Attrs, dims: number[], opset = 13, float32 = op !== 'MaxPool'): GradCase {
+  return { opset, float32, inputs: { x: { dims, draw: distinct() } }, build: (b, { x }) => readOut(b, b.op1(op, [x], attrs)) };
+}
+
+describe('MaxPool', () => {
+  it('matches central differences in 2-D with stride = kernel', () => check(pool('MaxPool', { kernel_shape: [2, 2], strides: [2, 2] }, [2, 4, 6])));
+  it('matches central differences in 1-D with padding (opset 11)', () => check(pool('MaxPool', { kernel_shape: [3], strides: [3], pads: [1, 1] }, [2, 7], 11)));
+  it('matches central differences in 3-D', () => check(pool('MaxPool', { kernel_shape: [2, 2, 2], strides: [2, 2, 2] }, [2, 4, 2, 4])));
+  it('matches central differences with overlapping windows and dilations (opset 16)', () =>
+    check(pool('MaxPool', { kernel_shape: [3, 2], strides: [1, 2], dilations: [2, 1] }, [2, 7, 6], 16)));
+  it('matches central differences with auto_pad SAME_UPPER (opset 16)', () =>
+    check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], auto_pad: 'SAME_UPPER' }, [1, 5, 6], 16)));
+  it('matches central differences with ceil_mode = 1 (a last window cut short)', () =>
+    check(pool('MaxPool', { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, [2, 5, 3])));
+  it('refuses overlapping windows before opset 16, with how to convert the model', () => {
+    expect(refusals(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [1, 5], 13))[0]).toMatch(/overlapping MaxPool windows need ScatterElements with reduction=add \(opset 16\)/);
+  });
+});
+
+describe('AveragePool', () => {
+  it('matches central differences in 2-D with overlapping windows (float32)', () => check(pool('AveragePool', { kernel_shape: [3, 2], strides: [1, 2] }, [2, 5, 6])));
+  it('matches central differences with padding, count_include_pad = 0 (float32)', () =>
+    check(pool('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 0] }, [2, 5, 6])));
+  it('matches central differences with padding, count_include_pad = 1 (float32)', () =>
+    check(pool('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 0], count_include_pad: 1 }, [2, 5, 6])));
+  it('matches central differences in 1-D and 3-D (float32)', async () => {
+    await check(pool('AveragePool', { kernel_shape: [2], strides: [2] }, [3, 6]));
+    await check(pool('AveragePool', { kernel_shape: [2, 1, 2], strides: [1, 1, 2], auto_pad: 'SAME_UPPER' }, [2, 3, 2, 4]));
+  });
+  it('matches central differences with dilations (opset 19, float32)', () =>
+    check(pool('AveragePool', { kernel_shape: [2, 2], dilations: [2, 1] }, [2, 5, 4], 19)));
+});
+
+describe('GlobalAveragePool', () => {
+  it('matches central differences in 2-D and 1-D (float32)', async () => {
+    await check(pool('GlobalAveragePool', {}, [3, 4, 5]));
+    await check(pool('GlobalAveragePool', {}, [3, 4]));
+  });
+});
+
+describe('GlobalMaxPool', () => {
+  it('matches central differences in 2-D (float32)', () => check(pool('GlobalMaxPool', {}, [3, 4, 5])));
+  it('shares the cotangent between tied maxima (float32)', () =>
+    check({ opset: 13, float32: true, inputs: { x: [2, 3] }, build: (b, { x }) => readOut(b, b.op1('GlobalMaxPool', [b.op1('Concat', [x, x], { axis: 2 })])) }));
+});
+
+describe('Resize', () => {
+  /** A float32 constant (Resize's scales are float32 whatever the data type). */
+  const floats = (b: GraphBuilder, values: number[]): string => {
+    const name = b.fresh('scales');
+    b.graph.initializers.set(name, makeTensor(name, DataType.FLOAT, [values.length], new Uint8Array(new Float32Array(values).buffer)));
+    return name;
+  };
+  const resize = (opset: number, attrs: Attrs, dims: number[], how: (b: GraphBuilder, x: string) => string[]): GradCase => ({
+    opset,
+    float32: true,
+    inputs: { x: dims },
+    build: (b, { x }) => readOut(b, b.op1('Resize', [x, ...how(b, x)], { mode: 'nearest', ...attrs })),
+  });
+  const roi = (b: GraphBuilder) => floats(b, []);
+  it('matches central differences upsampling by 2 with scales (opset 13)', () => check(resize(13, {}, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])])));
+  it('matches central differences with fractional scales, asymmetric and floor (opset 13)', () =>
+    check(resize(13, { coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' }, [2, 5, 4], (b) => ['', floats(b, [1, 1, 1.7, 0.6])])));
+  it('matches central differences with round_prefer_ceil and align_corners (opset 11)', () =>
+    check(resize(11, { coordinate_transformation_mode: 'align_corners', nearest_mode: 'round_prefer_ceil' }, [2, 4, 3], (b) => [roi(b), floats(b, [1, 1, 1.5, 2.5])])));
+  it('matches central differences with sizes that name the batch (opset 13)', () =>
+    check(
+      resize(13, {}, [2, 3, 5], (b, x) => {
+        const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
+        return ['', '', b.op1('Concat', [batch, b.constInt64([2, 7, 3])], { axis: 0 })];
+      }),
+    ));
+  it('matches central differences with sizes for some axes and keep_aspect_ratio_policy (opset 18)', () =>
+    check(resize(18, { axes: [2, 3], keep_aspect_ratio_policy: 'not_larger' }, [2, 4, 6], (b) => ['', '', b.constInt64([7, 7])])));
+  it('matches central differences downsampling a 1-D signal (opset 19, half_pixel_symmetric)', () =>
+    check(resize(19, { coordinate_transformation_mode: 'half_pixel_symmetric' }, [2, 9], (b) => ['', floats(b, [1, 1, 0.5])])));
+  it('refuses linear and cubic modes', () => {
+    for (const mode of ['linear', 'cubic']) {
+      expect(refusals(resize(13, { mode }, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])]))).toEqual([
+        `mode '${mode}' is not supported: only mode 'nearest', whose output copies input elements`,
+      ]);
+    }
+  });
+});

@@ -1,0 +1,222 @@
+// Finite-difference verification: it passes on the PyTorch fixtures (whose Jacobians the
+// fixture tests check against autograd), fails on Jacobians corrupted on purpose, and its
+// float64 forms of onnxruntime's float32-only ops compute what those ops compute.
+import ort from 'onnxruntime-node';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { analyze } from '../src/analysis/analyze.js';
+import { UsageError } from '../src/errors.js';
+import { arrayRows } from '../src/io/rows.js';
+import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
+import type { Graph } from '../src/onnx/graph.js';
+import { encodeModel, loadModel } from '../src/onnx/proto.js';
+import { MemorySink } from '../src/output.js';
+import { planJacobian } from '../src/run/jacobian.js';
+import { probeShapes } from '../src/run/probe.js';
+import { toDouble } from '../src/verify/double.js';
+import { checkJacobian, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
+import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
+import { seededRandom, slotModel } from './persample.model.js';
+
+function fixture(name: string) {
+  const ref = readReference(name);
+  return { graph: loadModel(join(FIXTURES, name, 'model.onnx')), inputs: fixtureInputs(name, ref), options: { modelOutput: ref.output, reduce: ref.reduce } };
+}
+
+function describeWorst(result: VerifyResult): string {
+  const worst = result.details.reduce((a, d) => (d.relativeError > a.relativeError ? d : a));
+  return `worst relative error ${worst.relativeError} (${worst.parameter ?? 'all parameters'}, direction ${worst.direction}) against tolerance ${result.tolerance}`;
+}
+
+/** J for the first `count` samples of a fixture, from the pipeline. */
+async function fixtureJacobian(name: string, count: number) {
+  const { graph, inputs, options } = fixture(name);
+  const batch = new Map([...inputs].map(([k, arr]) => [k, arrayRows({ ...arr, shape: [count, ...arr.shape.slice(1)], data: arr.data.subarray(0, (count * arr.data.length) / arr.shape[0]) })]));
+  const { plan, run } = await planJacobian(graph, batch, { ...options, layout: 'flat' });
+  const sink = new MemorySink(plan.blocks);
+  await run(sink);
+  return { graph, inputs, options, jacobian: sink.result()[0], parameters: plan.parameters };
+}
+
+describe('verifyJacobian on the fixtures', () => {
+  const float64 = ['seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
+  it.each(float64)('%s passes, with the forward model in float64', async (name) => {
+    const { graph, inputs, options } = fixture(name);
+    const result = await verifyJacobian(graph, inputs, options);
+    expect(result.dtype).toBe('float64');
+    expect(result.passed, describeWorst(result)).toBe(true);
+    expect(result.samples).toBe(Math.min(64, [...inputs.values()][0].shape[0], name === 'fixed_batch' ? 4 : 64));
+  });
+
+  it.each(['layernorm_gelu13', 'layernorm_gelu17'])('%s passes in float32 (onnxruntime has no float64 Erf)', async (name) => {
+    const { graph, inputs, options } = fixture(name);
+    const result = await verifyJacobian(graph, inputs, options);
+    expect(result.dtype).toBe('float32');
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+
+  it.each(['mlp_tanh_sigmoid', 'residual', 'tied'])('%s passes with the forward model forced to float32', async (name) => {
+    const { graph, inputs, options } = fixture(name);
+    const result = await verifyJacobian(graph, inputs, { ...options, precision: 'float32' });
+    expect(result.dtype).toBe('float32');
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+
+  it('checks every direction over all parameters and each parameter alone', async () => {
+    const { graph, inputs, options } = fixture('nested');
+    const result = await verifyJacobian(graph, inputs, { ...options, directions: 2, seed: 5 });
+    const names = analyze(graph, options.modelOutput).parameters.map((p) => p.name);
+    expect(result.directions).toBe(2);
+    expect(result.details.map((d) => [d.direction, d.parameter])).toEqual([0, 1].flatMap((r) => [[r, undefined], ...names.map((n) => [r, n])]));
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+});
+
+describe('checkJacobian on corrupted Jacobians', () => {
+  /** The column of J with the largest entry, and the parameter it belongs to. */
+  function largestColumn(data: Float32Array | Float64Array, D: number, parameters: { name: string; offset: number; size: number }[]) {
+    let best = 0;
+    for (let i = 0; i < data.length; i++) if (Math.abs(data[i]) > Math.abs(data[best])) best = i;
+    const column = best % D;
+    return { column, parameter: parameters.find((p) => column >= p.offset && column < p.offset + p.size)!.name };
+  }
+
+  function flipColumn(data: Float32Array | Float64Array, D: number, column: number) {
+    const corrupted = data.slice();
+    for (let i = column; i < corrupted.length; i += D) corrupted[i] = -corrupted[i];
+    return corrupted;
+  }
+
+  it.each([
+    ['lenet10', 'float64'],
+    ['conv1d', 'float64'],
+    ['layernorm_gelu17', 'float32'],
+  ])('%s: the true J passes and J with one column sign-flipped fails, naming its parameter (%s)', async (name, dtype) => {
+    const { graph, inputs, options, jacobian, parameters } = await fixtureJacobian(name, 4);
+    const D = jacobian.shape[jacobian.shape.length - 1];
+    const honest = await checkJacobian(graph, inputs, jacobian, options);
+    expect(honest.dtype).toBe(dtype);
+    expect(honest.passed, describeWorst(honest)).toBe(true);
+    const { column, parameter } = largestColumn(jacobian.data, D, parameters);
+    const result = await checkJacobian(graph, inputs, { ...jacobian, data: flipColumn(jacobian.data, D, column) }, options);
+    expect(result.passed).toBe(false);
+    const worst = result.details.reduce((a, d) => (d.relativeError > a.relativeError ? d : a));
+    expect(worst.parameter).toBe(parameter);
+  });
+
+  it('a bias block off by 1% fails in float64', async () => {
+    const { graph, inputs, options, jacobian, parameters } = await fixtureJacobian('lenet10', 4);
+    const D = jacobian.shape[jacobian.shape.length - 1];
+    const bias = parameters.find((p) => p.name === '3.bias')!;
+    const corrupted = jacobian.data.slice();
+    for (let row = 0; row < corrupted.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) corrupted[row + i] *= 1.01;
+    const result = await checkJacobian(graph, inputs, { ...jacobian, data: corrupted }, options);
+    expect(result.passed).toBe(false);
+    const failing = result.details.filter((d) => d.relativeError > result.tolerance);
+    expect(failing.filter((d) => d.parameter === '3.bias')).toHaveLength(result.directions);
+    expect(failing.every((d) => d.parameter === '3.bias' || d.parameter === undefined)).toBe(true);
+  });
+
+  it('refuses a Jacobian whose shape does not fit the model', async () => {
+    const { graph, inputs, options, jacobian } = await fixtureJacobian('residual', 2);
+    await expect(checkJacobian(graph, inputs, { data: jacobian.data.subarray(1), shape: [2, jacobian.shape[1] - 1] }, options)).rejects.toThrow(UsageError);
+  });
+});
+
+describe('float64 forms of the ops onnxruntime runs only in float32', () => {
+  async function run(graph: Graph, x: Float32Array, dims: number[]) {
+    const session = await ort.InferenceSession.create(encodeModel(graph), { logSeverityLevel: 3 });
+    try {
+      const out = await session.run({ x: new ort.Tensor('float32', x, dims) });
+      return out[graph.outputs[0].name];
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** The float64 graph gives the float32 graph's output up to float32 rounding. */
+  async function expectSameOutput(opset: number, dims: number[], build: (b: GraphBuilder, x: string) => string, draw = (r: () => number) => 4 * r() - 2) {
+    const { graph, inputs } = slotModel({ opset, data: { x: { dims: dims.slice(1), draw } }, parameters: {}, build: (b, { x }) => build(b, x), batch: dims[0] });
+    const x = inputs.get('x')!.data as Float32Array;
+    const analysis = analyze(graph, graph.outputs[0].name);
+    const shapes = await probeShapes(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), analysis, { batch: dims[0] });
+    const doubled = toDouble(graph, (name) => shapes.dims(name)).graph;
+    const expected = await run(graph, x, dims);
+    const actual = await run(doubled, x, dims);
+    expect(actual.type).toBe('float64');
+    expect(actual.dims).toEqual(expected.dims);
+    const e = expected.data as Float32Array;
+    const a = actual.data as Float64Array;
+    let scale = 1;
+    let error = 0;
+    for (let i = 0; i < e.length; i++) {
+      scale = Math.max(scale, Math.abs(e[i]));
+      error = Math.max(error, Math.abs(a[i] - e[i]));
+    }
+    expect(error).toBeLessThanOrEqual(1e-5 * scale);
+  }
+
+  const weights = (b: GraphBuilder, dims: number[], seed = 3) => {
+    const random = seededRandom(seed);
+    return b.constFloat(Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => 2 * random() - 1), dims);
+  };
+  const conv = (attrs: Attrs, w: number[], bias = true) => (b: GraphBuilder, x: string) =>
+    b.op1('Conv', bias ? [x, weights(b, w), weights(b, [w[0]], 4)] : [x, weights(b, w)], attrs);
+  const convTranspose = (attrs: Attrs, w: number[], outChannels: number) => (b: GraphBuilder, x: string) =>
+    b.op1('ConvTranspose', [x, weights(b, w), weights(b, [outChannels], 4)], attrs);
+
+  it('Conv: 2-D grouped with strides, dilations and asymmetric pads; SAME_LOWER; 1-D; 3-D without bias', async () => {
+    await expectSameOutput(13, [2, 4, 7, 6], conv({ group: 2, strides: [2, 1], dilations: [1, 2], pads: [1, 0, 2, 1] }, [6, 2, 3, 2]));
+    await expectSameOutput(13, [2, 3, 5, 5], conv({ auto_pad: 'SAME_LOWER', strides: [2, 2] }, [2, 3, 2, 2]));
+    await expectSameOutput(13, [2, 3, 8], conv({ strides: [3], pads: [2, 2] }, [4, 3, 3]));
+    await expectSameOutput(13, [2, 2, 4, 3, 3], conv({ pads: [1, 0, 1, 1, 0, 1] }, [3, 2, 2, 2, 2], false));
+  });
+
+  it('ConvTranspose: grouped with output_padding; SAME_UPPER; output_shape; 1-D with dilation', async () => {
+    await expectSameOutput(13, [2, 4, 3, 3], convTranspose({ group: 2, strides: [2, 2], output_padding: [1, 0], pads: [0, 1, 1, 0] }, [4, 3, 2, 3], 6));
+    await expectSameOutput(13, [2, 2, 3, 3], convTranspose({ auto_pad: 'SAME_UPPER', strides: [2, 2] }, [2, 2, 2, 2], 2));
+    await expectSameOutput(13, [2, 2, 3], convTranspose({ strides: [2], output_shape: [8] }, [2, 3, 3], 3));
+    await expectSameOutput(13, [2, 2, 4], convTranspose({ dilations: [2], pads: [1, 1] }, [2, 1, 3], 1));
+  });
+
+  it('AveragePool with and without count_include_pad; GlobalAveragePool; GlobalMaxPool', async () => {
+    await expectSameOutput(13, [2, 3, 5, 6], (b, x) => b.op1('AveragePool', [x], { kernel_shape: [3, 2], strides: [2, 2], pads: [1, 1, 1, 0] }));
+    await expectSameOutput(13, [2, 3, 5, 6], (b, x) => b.op1('AveragePool', [x], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], count_include_pad: 1 }));
+    await expectSameOutput(13, [2, 3, 7], (b, x) => b.op1('AveragePool', [x], { kernel_shape: [2], auto_pad: 'SAME_UPPER', strides: [2] }));
+    await expectSameOutput(13, [2, 3, 4, 5], (b, x) => b.op1('GlobalAveragePool', [x]));
+    await expectSameOutput(18, [2, 3, 4, 5], (b, x) => b.op1('GlobalMaxPool', [x]));
+  });
+
+  it('InstanceNormalization, PRelu (opset 13), Mean, nearest Resize', async () => {
+    await expectSameOutput(13, [2, 3, 4, 5], (b, x) => b.op1('InstanceNormalization', [x, weights(b, [3]), weights(b, [3], 5)], { epsilon: b.float(1e-3) }));
+    await expectSameOutput(13, [2, 3, 4], (b, x) => b.op1('PRelu', [x, weights(b, [3, 1])]));
+    await expectSameOutput(13, [2, 3, 4], (b, x) => b.op1('Mean', [x, b.op1('Tanh', [x]), weights(b, [4])]));
+    await expectSameOutput(13, [2, 2, 3, 3], (b, x) => b.op1('Resize', [x, '', b.constFloat([1, 1, 2, 1.5])], { mode: 'nearest' }));
+  });
+
+  it.each<[string, Attrs]>([
+    ['Elu', { alpha: 0.7 }],
+    ['Selu', {}],
+    ['Celu', { alpha: 1.5 }],
+    ['Softplus', {}],
+    ['Softsign', {}],
+    ['HardSigmoid', { alpha: 0.3 }],
+    ['HardSwish', {}],
+    ['ThresholdedRelu', { alpha: 0.5 }],
+  ])('%s', (op, attrs) => expectSameOutput(14, [3, 40], (b, x) => b.op1(op, [x], attrs), (r) => 100 * r() - 50));
+});
+
+describe('verifyJacobian options', () => {
+  it('uses at most 64 samples and honours an explicit step and tolerance', async () => {
+    const { graph, inputs, options } = fixture('seed');
+    const opts: VerifyOptions = { ...options, epsilon: 1e-6, tolerance: 1e-2, directions: 1 };
+    const result = await verifyJacobian(graph, inputs, opts);
+    expect([result.samples, result.epsilon, result.tolerance, result.directions]).toEqual([64, 1e-6, 1e-2, 1]);
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+
+  it('refuses an ineligible model as the pipeline does', async () => {
+    const { graph, inputs } = fixture('ineligible_exp');
+    await expect(verifyJacobian(graph, inputs)).rejects.toThrow(/not eligible/);
+  });
+});
