@@ -52,6 +52,7 @@ describe('verifyJacobian on the fixtures', () => {
     const { graph, inputs, options } = fixture(name);
     const result = await verifyJacobian(graph, inputs, options);
     expect(result.dtype).toBe('float32');
+    expect(result.fallback).toMatch(/Erf/);
     expect(result.passed, describeWorst(result)).toBe(true);
   });
 

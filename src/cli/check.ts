@@ -24,8 +24,8 @@ export interface CheckOptions {
 async function checkWithData(graph: Graph, opts: CheckOptions): Promise<{ problem?: Problem; verify?: VerifyResult }> {
   const inputs = bindInputs(graph, opts.input);
   try {
-    const { run } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
-    void run;
+    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
+    await release();
     if (!opts.verify) return {};
     return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
   } catch (err) {

@@ -261,5 +261,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       await session.release();
     }
   }
-  return { plan, run };
+  /** Frees the session when `run` is not going to be called. */
+  const release = () => session.release();
+  return { plan, run, release };
 }

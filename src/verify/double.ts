@@ -2,9 +2,9 @@
 // little rounding noise. The float32 values that enter the graph — data inputs, float
 // initializers, outputs of constant-making nodes (Constant, ConstantOfShape, Random*, EyeLike)
 // — are cast to float64 where they enter, and Cast nodes to float32 cast to float64 instead.
-// onnxruntime lacks float64 kernels for some ops (Conv, for one); the caller falls back to
-// float32 when the session cannot be made or run. Ops that onnxruntime runs only in float32
-// are replaced by their float64 forms from ./lower.ts where there is one.
+// Ops that onnxruntime runs only in float32 (Conv, for one) are replaced by their float64
+// forms from ./lower.ts; where there is none, the caller falls back to float32 when
+// onnxruntime rejects the graph.
 import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrTensor, DataType, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
@@ -37,10 +37,10 @@ function makesFloat32(node: Node): boolean {
   }
 }
 
-/** `dims` gives the full dims of a value of `source` (from the probe), for the ops that need them to be rewritten. */
 /** Inputs that onnxruntime takes in float32 whatever the type of the data (Resize's scales, for one). */
 const FLOAT32_INPUTS: Record<string, number[]> = { Resize: [2], Upsample: [1] };
 
+/** `dims` gives the full dims of a value of `source` (from the probe), for the ops that need them to be rewritten. */
 export function toDouble(source: Graph, dims: (name: string) => number[]): DoubleGraph {
   const graph: Graph = {
     ...source,

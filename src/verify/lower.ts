@@ -30,11 +30,14 @@ const product = (dims: readonly number[]) => dims.reduce((p, d) => p * d, 1);
 function oneHotKernels(b32: GraphBuilder, channels: number, kernel: readonly number[], transpose: boolean): string {
   const K = product(kernel);
   const eye = b32.op1('EyeLike', [b32.op1('ConstantOfShape', [b32.constInt64([K, K])], { value: b32.floatTensor([0]) })]);
-  if (transpose) return b32.op1('Tile', [b32.reshape(eye, [1, K, ...kernel]), b32.constInt64([channels, 1, ...kernel.map(() => 1)])]);
-  return b32.op1('Tile', [b32.reshape(eye, [K, 1, ...kernel]), b32.constInt64([channels, 1, ...kernel.map(() => 1)])]);
+  const perChannel = b32.reshape(eye, transpose ? [1, K, ...kernel] : [K, 1, ...kernel]);
+  return b32.op1('Tile', [perChannel, b32.constInt64([channels, 1, ...kernel.map(() => 1)])]);
 }
 
-/** A float32 op applied exactly to a float64 value: to both float32 halves, summed in float64. */
+/**
+ * A float32 op that only moves values (each output is one input times 1, plus zeros) applied
+ * to a float64 value without rounding: to both float32 halves, the results summed in float64.
+ */
 function exactly(ctx: LowerContext, x: string, apply: (half: string) => string): string {
   const { b } = ctx;
   const hi = b.op1('Cast', [x], { to: DataType.FLOAT });

@@ -92,6 +92,8 @@ export interface VerifyResult {
   directions: number;
   epsilon: number;
   dtype: VerifyDtype;
+  /** Why the forward model ran in float32: onnxruntime's message on the float64 graph. */
+  fallback?: string;
   tolerance: number;
   worstRelativeError: number;
   passed: boolean;
@@ -120,6 +122,8 @@ type FloatData = Float32Array | Float64Array;
 
 interface Forward {
   dtype: VerifyDtype;
+  /** Why the forward model runs in float32 when float64 was tried (onnxruntime's message). */
+  fallback?: string;
   parameters: Parameter[];
   /** Per-sample shape of the output. */
   outputShape: number[];
@@ -179,15 +183,17 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
     }
   };
   const failed = (err: unknown) => new RuntimeFailure(`onnxruntime could not run the forward model for verification: ${(err as Error).message}`);
+  let fallback: string | undefined;
   if (precision !== 'float32') {
     try {
       return await attempt('float64');
     } catch (err) {
       if (precision === 'float64') throw failed(err);
+      fallback = (err as Error).message;
     }
   }
   try {
-    return await attempt('float32');
+    return { ...(await attempt('float32')), fallback };
   } catch (err) {
     throw failed(err);
   }
@@ -289,7 +295,7 @@ async function compareAlongDirections(
   }
   // NaN (a forward output that is not finite) counts as a failure.
   const worstRelativeError = Math.max(...details.map((d) => (Number.isNaN(d.relativeError) ? Infinity : d.relativeError)));
-  return { samples: count, directions: R, epsilon, dtype, tolerance, worstRelativeError, passed: worstRelativeError <= tolerance, details };
+  return { samples: count, directions: R, epsilon, dtype, fallback: forward.fallback, tolerance, worstRelativeError, passed: worstRelativeError <= tolerance, details };
 }
 
 /**

@@ -20,13 +20,3 @@ export function sumToParameter(ctx: GradContext, grad: string, gradDims: readonl
   }
   return ctx.toPerSample(ctx.b.reduceSum(grad, axes, true), paramDims);
 }
-
-/** The per-sample dims of the broadcast of two shapes (numpy rules), the batch axis left out. */
-export function broadcastDims(a: readonly number[], b: readonly number[]): number[] {
-  const rank = Math.max(a.length, b.length);
-  return Array.from({ length: rank }, (_, i) => {
-    const x = a[a.length - rank + i] ?? 1;
-    const y = b[b.length - rank + i] ?? 1;
-    return x === 1 ? y : x;
-  });
-}
