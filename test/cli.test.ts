@@ -177,6 +177,20 @@ describe('jacobian check', () => {
     }
   });
 
+  it('--verify compares J with finite differences on the given data', () => {
+    const r = jacobian(['check', 'lenet10/model.onnx', '-i', 'lenet10/input.npy', '--verify', '--json']);
+    expect(r.code).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(json.verify).toMatchObject({ passed: true, dtype: 'float64', directions: 3 });
+    expect(json.verify.worstRelativeError).toBeLessThanOrEqual(json.verify.tolerance);
+    const plain = jacobian(['check', 'seed/model.onnx', '-i', 'seed/input.npy', '--verify']);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/verify: worst relative error .* passed/);
+    const noData = jacobian(['check', 'seed/model.onnx', '--verify']);
+    expect(noData.code).toBe(2);
+    expect(noData.stderr).toContain('--input');
+  });
+
   it('exits 2 on an unreadable model', () => {
     const r = jacobian(['check', 'missing.onnx']);
     expect(r.code).toBe(2);
