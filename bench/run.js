@@ -3,7 +3,8 @@
 // loop) and numpy's np.save floor on the models of bench/models.py, checks the
 // CLI's J against functorch's at a small N first, and prints one table.
 //
-//   node bench/run.js [--only name[,name]] [--quick] [--markdown] [--repeat n]
+//   node bench/run.js [--only name[,name]] [--quick] [--markdown] [--repeat n] [--cli-arg arg ...]
+//   node bench/run.js --sweep [--repeat n] [--markdown]   (mlp784 at several --batch-size)
 //
 // Each measurement is a separate process timed from outside (wall clock, spawn
 // to exit); peak RSS comes from /usr/bin/time -f %M, or from polling VmHWM in
@@ -23,6 +24,9 @@ const PYTHON = '/usr/bin/python3';
 const GNU_TIME = '/usr/bin/time';
 const MODELS_DIR = path.join(BENCH, 'models');
 const NAIVE_BUDGET_S = 120;
+/** --sweep: mlp784 batch sizes around glibc's 32 MiB mmap threshold (35 rows = 31.2 MiB, 36 rows = 32.1 MiB) and up to one chunk. */
+const SWEEP_N = 1000;
+const SWEEP_BATCHES = [8, 16, 26, 35, 36, 72, 144, 382, 1000];
 
 /** The benchmark cases: D and K are known here so the table can be printed even for a missing model. */
 const MODELS = [
@@ -40,7 +44,7 @@ const TARGETS = {
 };
 
 function parseArgs(argv) {
-  const opts = { only: null, quick: false, markdown: false, repeat: 1 };
+  const opts = { only: null, quick: false, markdown: false, repeat: 1, cliArgs: [], sweep: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -50,15 +54,20 @@ function parseArgs(argv) {
     if (a === '--only') opts.only = [...(opts.only ?? []), ...value().split(',').filter(Boolean)];
     else if (a.startsWith('--only=')) opts.only = [...(opts.only ?? []), ...a.slice(7).split(',').filter(Boolean)];
     else if (a === '--quick') opts.quick = true;
+    else if (a === '--sweep') opts.sweep = true;
     else if (a === '--markdown') opts.markdown = true;
     else if (a === '--repeat') opts.repeat = Number(value());
+    else if (a === '--cli-arg') opts.cliArgs.push(value());
+    else if (a.startsWith('--cli-arg=')) opts.cliArgs.push(a.slice(10));
     else if (a === '-h' || a === '--help') {
       process.stdout.write(
-        'usage: node bench/run.js [--only name[,name]] [--quick] [--markdown] [--repeat n]\n' +
+        'usage: node bench/run.js [--only name[,name]] [--quick] [--markdown] [--repeat n] [--cli-arg arg ...] [--sweep]\n' +
           `  --only      models to run (${MODELS.map((m) => m.name).join(', ')})\n` +
           '  --quick     skip the N=10,000 memory row and the naive loop\n' +
           '  --markdown  print the tables as markdown (for docs/performance.md)\n' +
-          '  --repeat n  run every timed measurement n times and keep the median (default 1)\n',
+          '  --repeat n  run every timed measurement n times and keep the median (default 1)\n' +
+          "  --cli-arg a pass an extra argument to the CLI's timed runs, e.g. --cli-arg=--max-memory=256MB\n" +
+          `  --sweep     only time the CLI on mlp784 (N=${SWEEP_N}) at --batch-size ${SWEEP_BATCHES.join(', ')} (chunk size vs time, page faults, RSS)\n`,
       );
       process.exit(0);
     } else fail(`unknown option ${a} (try --help)`);
@@ -107,7 +116,7 @@ function pollPeakRss(pid) {
 function measure(cmd, args, { rss = false, tmp } = {}) {
   const useTime = rss && HAVE_GNU_TIME;
   const rssFile = useTime ? path.join(tmp, `rss-${process.pid}-${Date.now()}.txt`) : undefined;
-  const [file, argv] = useTime ? [GNU_TIME, ['-f', '%M', '-o', rssFile, cmd, ...args]] : [cmd, args];
+  const [file, argv] = useTime ? [GNU_TIME, ['-f', '%M %U %S %R', '-o', rssFile, cmd, ...args]] : [cmd, args];
   return new Promise((resolve) => {
     const started = performance.now();
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
@@ -119,15 +128,22 @@ function measure(cmd, args, { rss = false, tmp } = {}) {
     child.on('close', (code) => {
       const seconds = (performance.now() - started) / 1000;
       let peakRss = stopPolling?.();
+      let cpuSeconds;
+      let sysSeconds;
+      let minorFaults;
       if (rssFile) {
         try {
-          peakRss = Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()) * 1024;
+          const [kb, user, sys, faults] = fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
+          peakRss = kb * 1024;
+          cpuSeconds = user + sys;
+          sysSeconds = sys;
+          minorFaults = faults;
           fs.rmSync(rssFile);
         } catch {
           peakRss = undefined;
         }
       }
-      resolve({ code, seconds, stdout, stderr, peakRss });
+      resolve({ code, seconds, stdout, stderr, peakRss, cpuSeconds, sysSeconds, minorFaults });
     });
   });
 }
@@ -156,7 +172,8 @@ async function repeated(times, once) {
     runs.push(r);
   }
   const m = median(runs.map((r) => r.seconds));
-  return { ...runs.find((r) => r.seconds === m), allSeconds: runs.map((r) => r.seconds) };
+  const reports = runs.map((r) => r.report).filter(Boolean);
+  return { ...runs.find((r) => r.seconds === m), allSeconds: runs.map((r) => r.seconds), allReports: reports.length > 1 ? reports : undefined };
 }
 
 // ---------------------------------------------------------------------------
@@ -216,12 +233,12 @@ function parseTimings(stderr) {
   return { batchSize: Number(m[1]), phases };
 }
 
-async function runCli(files, input, out, tmp) {
-  const r = await measure(process.execPath, [CLI, files.model, '--input', input, '-o', out, '-q', '--verbose'], { rss: true, tmp });
+async function runCli(files, input, out, tmp, cliArgs) {
+  const r = await measure(process.execPath, [CLI, files.model, '--input', input, '-o', out, '-q', '--verbose', ...cliArgs], { rss: true, tmp });
   const ok = r.code === 0 && fs.existsSync(out);
   removeAndSync(out);
   if (!ok) return { error: `CLI exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
-  return { seconds: r.seconds, peakRss: r.peakRss, timings: parseTimings(r.stderr) };
+  return { seconds: r.seconds, peakRss: r.peakRss, cpuSeconds: r.cpuSeconds, sysSeconds: r.sysSeconds, minorFaults: r.minorFaults, timings: parseTimings(r.stderr) };
 }
 
 async function runPython(mode, name, n, out, extra = [], tmp) {
@@ -229,7 +246,7 @@ async function runPython(mode, name, n, out, extra = [], tmp) {
   removeAndSync(out);
   const report = lastJsonLine(r.stdout);
   if (r.code !== 0 || !report) return { error: `${mode} exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
-  return { seconds: r.seconds, peakRss: r.peakRss, report };
+  return { seconds: r.seconds, peakRss: r.peakRss, cpuSeconds: r.cpuSeconds, report };
 }
 
 async function verify(model, files, tmp) {
@@ -262,11 +279,12 @@ async function benchmarkCase(model, files, n, tmp, opts, { torchRows }) {
     return row;
   }
   log(`${model.name} N=${n}: CLI ...`);
-  row.cli = await repeated(opts.repeat, () => runCli(files, input, out, tmp));
+  row.cli = await repeated(opts.repeat, () => runCli(files, input, out, tmp, opts.cliArgs));
   if (HAVE_NUMPY) {
     if (os.totalmem() > 2.5 * jBytes) {
       log(`${model.name} N=${n}: np.save floor ...`);
-      row.floor = await repeated(opts.repeat, () => runPython('floor', model.name, n, out, ['--fsync'], tmp));
+      const shape = [n, ...(model.k > 1 ? [model.k] : []), model.d].join(',');
+      row.floor = await repeated(opts.repeat, () => runPython('floor', model.name, n, out, ['--shape', shape, '--fsync'], tmp));
     } else row.floor = { skipped: `needs ${formatBytes(jBytes)} of RAM` };
   } else row.floor = { skipped: 'skipped: python3-numpy not installed' };
   if (!torchRows) {
@@ -352,7 +370,7 @@ function mainTable(rows) {
     'CLI/functorch', 'CLI/floor', 'functorch/CLI', 'naive/CLI', 'CLI peak RSS', 'RSS/J',
   ];
   const body = rows.map((row) => {
-    if (row.skipped) return [row.name, String(row.n), String(row.d), formatBytes(row.jBytes), row.skipped, ...Array(10).fill('')];
+    if (row.skipped) return [row.name, String(row.n), String(row.d), formatBytes(row.jBytes), 'skipped†', ...Array(10).fill('')];
     const x = derived(row);
     const shape = row.k > 1 ? `${row.d} (K=${row.k})` : String(row.d);
     return [
@@ -378,19 +396,24 @@ function mainTable(rows) {
 
 function breakdownTable(rows) {
   const phases = ['load', 'analysis', 'probe', 'graph', 'session', 'compute', 'write'];
-  const header = ['model', 'N', 'batch', ...phases, 'other', 'CLI s'];
+  const header = ['model', 'N', 'batch', ...phases, 'other', 'CLI s', 'CLI cpu s', 'CLI runs s'];
   const body = rows
     .filter((r) => r.cli?.timings)
     .map((r) => {
       const t = r.cli.timings.phases;
       const sum = phases.reduce((s, p) => s + (t[p] ?? 0), 0);
-      return [r.name, String(r.n), String(r.cli.timings.batchSize), ...phases.map((p) => sec(t[p])), sec(r.cli.seconds - sum), sec(r.cli.seconds)];
+      return [r.name, String(r.n), String(r.cli.timings.batchSize), ...phases.map((p) => sec(t[p])), sec(r.cli.seconds - sum), sec(r.cli.seconds), sec(r.cli.cpuSeconds), runsOf(r.cli)];
     });
   return { header, body };
 }
 
+/** Wall seconds of every repetition, in the order they ran. */
+function runsOf(result) {
+  return result?.allSeconds && result.allSeconds.length > 1 ? result.allSeconds.map(sec).join(' / ') : '—';
+}
+
 function pythonDetailTable(rows) {
-  const header = ['model', 'N', 'functorch setup', 'functorch compute', 'functorch save', 'functorch RSS', 'naive loop', 'naive save', 'floor fill', 'floor save', 'floor fsync'];
+  const header = ['model', 'N', 'functorch setup', 'functorch compute', 'functorch save', 'functorch cpu s', 'functorch RSS', 'functorch runs s', 'naive loop', 'naive save', 'floor fill', 'floor save', 'floor fsync', 'floor save runs s'];
   const body = rows.map((r) => {
     const f = r.functorch?.report;
     const nv = r.naive?.report;
@@ -398,9 +421,9 @@ function pythonDetailTable(rows) {
     const loop = nv ? (nv.extrapolated ? `~${sec(nv.loop_full_s)}* (${nv.samples_timed}/${nv.n} samples in ${sec(nv.loop_s)})` : sec(nv.loop_s)) : '—';
     return [
       r.name, String(r.n),
-      sec(f?.setup_s), sec(f?.compute_s), sec(f?.save_s), f ? formatBytes(r.functorch.peakRss) : '—',
+      sec(f?.setup_s), sec(f?.compute_s), sec(f?.save_s), sec(r.functorch?.cpuSeconds), f ? formatBytes(r.functorch.peakRss) : '—', runsOf(r.functorch),
       loop, sec(nv?.save_s),
-      sec(fl?.fill_s), sec(fl?.save_s), sec(fl?.fsync_s ?? undefined),
+      sec(fl?.fill_s), sec(fl?.save_s), sec(fl?.fsync_s ?? undefined), r.floor?.allReports ? r.floor.allReports.map((x) => sec(x.save_s)).join(' / ') : '—',
     ];
   });
   return { header, body };
@@ -472,6 +495,48 @@ function machine() {
   ];
 }
 
+/** CLI on mlp784 at several batch sizes: where the chunk size stops paying off. */
+async function sweep(opts) {
+  const model = MODELS.find((m) => m.name === 'mlp784');
+  const files = locateModels([model.name]).get(model.name);
+  if (!files) fail('mlp784 is missing: generate it with /usr/bin/python3 bench/models.py (needs python3-torch python3-onnx)');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-jacobian-bench-'));
+  const rowBytes = model.k * model.d * 4;
+  const body = [];
+  try {
+    const input = path.join(tmp, 'input.npy');
+    sliceNpy(files.input, SWEEP_N, input);
+    const out = path.join(tmp, 'J.npy');
+    const results = new Map(SWEEP_BATCHES.map((b) => [b, []]));
+    // Batch sizes interleaved within each repetition, so that a burst of load elsewhere hits them all alike.
+    for (let i = 0; i < opts.repeat; i++) {
+      for (const b of SWEEP_BATCHES) {
+        log(`mlp784 N=${SWEEP_N} --batch-size ${b} (${i + 1}/${opts.repeat}) ...`);
+        const r = await runCli(files, input, out, tmp, ['--batch-size', String(b), ...opts.cliArgs]);
+        if (r.error) fail(r.error);
+        results.get(b).push(r);
+      }
+    }
+    for (const [b, runs] of results) {
+      const mid = (f) => (runs.some((r) => f(r) === undefined) ? undefined : median(runs.map(f)));
+      const faults = mid((r) => r.minorFaults);
+      body.push([
+        String(b), formatBytes(b * rowBytes), sec(mid((r) => r.seconds)), sec(Math.min(...runs.map((r) => r.seconds))),
+        sec(mid((r) => r.timings?.phases.compute)), sec(mid((r) => r.timings?.phases.write)),
+        sec(mid((r) => r.cpuSeconds)), sec(mid((r) => r.sysSeconds)), faults === undefined ? '—' : String(faults),
+        formatBytes(mid((r) => r.peakRss)), pct(mid((r) => r.peakRss) / (SWEEP_N * rowBytes)),
+      ]);
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  const header = ['batch', 'chunk output', 'CLI s', 'min s', 'compute s', 'write s', 'cpu s', 'sys s', 'minor faults', 'peak RSS', 'RSS/J'];
+  const md = opts.markdown;
+  const lines = [...machine().map((l) => (md ? `- ${l}` : l)), md ? `- command: \`node bench/run.js ${process.argv.slice(2).join(' ')}\`` : `command: node bench/run.js ${process.argv.slice(2).join(' ')}`, ''];
+  lines.push(`mlp784, N=${SWEEP_N}, J ${formatBytes(SWEEP_N * rowBytes)}; medians of ${opts.repeat}:`, '', render({ header, body }, md));
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 // ---------------------------------------------------------------------------
 
 const HAVE_GNU_TIME = works(GNU_TIME, ['-f', '%M', 'true']);
@@ -481,6 +546,7 @@ const HAVE_TORCH = HAVE_NUMPY && works(PYTHON, ['-c', 'import torch, functorch, 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) fail('the CLI is not built: run `npm run bench` (it builds first) or `npm run build`');
+  if (opts.sweep) return sweep(opts);
   const selected = MODELS.filter((m) => !opts.only || opts.only.includes(m.name));
   const header = machine();
   if (!HAVE_TORCH) log('python3-torch not installed: the torch rows and the correctness check are skipped (apt-get install python3-torch python3-onnx python3-numpy)');
@@ -492,7 +558,7 @@ async function main() {
     for (const model of selected) {
       const files = located.get(model.name);
       if (!files) {
-        rows.push({ name: model.name, n: model.n, d: model.d, k: model.k, jBytes: model.n * model.k * model.d * 4, skipped: 'missing: needs python3-torch to generate (see bench/models.py)' });
+        rows.push({ name: model.name, n: model.n, d: model.d, k: model.k, jBytes: model.n * model.k * model.d * 4, skipped: 'missing: generate it with /usr/bin/python3 bench/models.py (needs python3-torch python3-onnx)' });
         continue;
       }
       if (HAVE_TORCH) {
@@ -521,10 +587,12 @@ async function main() {
   out.push(render(verifyTable(checks), md));
   section(`Timings (whole process, seconds${opts.repeat > 1 ? `, median of ${opts.repeat}` : ''})`);
   out.push(render(mainTable(rows), md));
+  for (const r of rows.filter((x) => x.skipped)) out.push('', `† ${r.name} N=${r.n}: ${r.skipped}`);
   if (rows.some((r) => r.naive?.report?.extrapolated)) out.push('', `* extrapolated: the naive loop stopped after ${NAIVE_BUDGET_S} s and its time was scaled to all N samples.`);
   section('Targets');
   const t = targets(rows);
   out.push(...t.map((l) => `${md ? '- ' : '  '}${l.pass ? 'PASS' : 'MISS'}  ${l.label}: ${l.value}`));
+  if (t.length === 0) out.push(`${md ? '- ' : '  '}none measured in this run`);
   section('CLI time by phase (--verbose; "other" = node start-up, imports, reading the input, fsync and rename, exit)');
   out.push(render(breakdownTable(rows), md));
   section('Python side by phase (seconds inside the process)');

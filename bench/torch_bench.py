@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/torch_bench.py functorch NAME [--n N] [--out J.npy]
     /usr/bin/python3 bench/torch_bench.py naive     NAME [--n N] [--out J.npy] [--budget S]
-    /usr/bin/python3 bench/torch_bench.py floor     NAME [--n N] [--out J.npy] [--fsync]
+    /usr/bin/python3 bench/torch_bench.py floor     NAME [--n N] [--out J.npy] [--fsync] [--shape N,D]
     /usr/bin/python3 bench/torch_bench.py verify    NAME  --n N --jacobian CLI.npy
 
 functorch: functorch.vmap(functorch.jacrev(f)) over the batch (2 threads),
@@ -174,7 +174,10 @@ def cmd_naive(args):
 def cmd_floor(args):
     import numpy as np
 
-    shape = jacobian_shape(args.name, args.n or meta(args.name)["samples"])
+    if args.shape:
+        shape = tuple(int(d) for d in args.shape.split(","))
+    else:
+        shape = jacobian_shape(args.name, args.n or meta(args.name)["samples"])
     t = time.perf_counter()
     arr = np.full(shape, 1.0, dtype=np.float32)
     fill_s = time.perf_counter() - t
@@ -233,6 +236,7 @@ def main():
     p.add_argument("--out", default=None, help="where to write J (default: a file in the current directory)")
     p.add_argument("--budget", type=float, default=None, help="naive: stop the loop after this many seconds and extrapolate")
     p.add_argument("--fsync", action="store_true", help="floor: also time fsync of the written file")
+    p.add_argument("--shape", help="floor: J's shape as N,D or N,K,D (default: from meta.json)")
     p.add_argument("--jacobian", help="verify: the CLI's J.npy")
     args = p.parse_args()
     if args.out is None:
