@@ -129,11 +129,14 @@ export class AtomicFile implements OutputSink {
     }
   }
 
-  /** fsyncs, closes and renames the temporary file over the target; fsyncs the directory (best effort). */
+  /**
+   * Closes and renames the temporary file over the target. Readers see the old file or
+   * the whole new one, never a part. No fsync: forcing gigabytes to disk would double
+   * the cost of a run (np.save does not either); the page cache writes them out.
+   */
   async commit(): Promise<void> {
     const handle = this.openHandle();
     try {
-      await handle.sync();
       this.handle = null;
       await handle.close();
       await fs.promises.rename(this.tempPath, this.target);
@@ -144,7 +147,6 @@ export class AtomicFile implements OutputSink {
     }
     this.state = 'committed';
     liveTempFiles.delete(this.tempPath);
-    await syncDirectory(path.dirname(this.target));
   }
 
   /** Closes and removes the temporary file. The target is never touched. */
@@ -176,17 +178,6 @@ export class AtomicFile implements OutputSink {
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  let h: FileHandle | undefined;
-  try {
-    h = await fs.promises.open(dir, 'r');
-    await h.sync();
-  } catch {
-    // not supported on every platform/filesystem; the rename itself has happened
-  } finally {
-    await h?.close().catch(() => undefined);
-  }
-}
 
 /**
  * Sequential output to a stream (stdout). Positions must arrive in order

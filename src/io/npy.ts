@@ -318,7 +318,7 @@ export class NpyWriter {
   }
 
   /**
-   * Waits for pending writes, checks the size, fsyncs and renames into place.
+   * Waits for pending writes, checks the size and renames into place.
    * If the size is wrong or anything fails, the output is aborted and this throws.
    */
   async commit(): Promise<void> {
