@@ -274,3 +274,38 @@ export class StreamSink implements OutputSink {
     return new Error(`${this.description}: writing the output failed: ${err.message}`);
   }
 }
+
+/**
+ * Positional writes in flight on one output: the first failure aborts the output (through
+ * `onFailure`) and is thrown again by `settle`, so a caller that did not await a write
+ * still learns of it at commit.
+ */
+export class PendingWrites {
+  private readonly inflight = new Set<Promise<void>>();
+  private firstError: unknown = null;
+
+  constructor(private readonly onFailure: () => Promise<void>) {}
+
+  track(p: Promise<void>): Promise<void> {
+    const tracked = p.then(
+      () => {
+        this.inflight.delete(tracked);
+      },
+      async (err: unknown) => {
+        this.inflight.delete(tracked);
+        this.firstError ??= err;
+        await this.onFailure();
+        throw err;
+      },
+    );
+    this.inflight.add(tracked);
+    tracked.catch(() => undefined); // reported to the caller of write() and again by settle()
+    return tracked;
+  }
+
+  /** Waits for every write in flight; throws the first failure, if any. */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.inflight]);
+    if (this.firstError !== null) throw this.firstError;
+  }
+}

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import type { Writable } from 'node:stream';
-import { AtomicFile, IO_CHUNK, StreamSink, type OutputSink } from './atomic.js';
+import { AtomicFile, IO_CHUNK, PendingWrites, StreamSink, type OutputSink } from './atomic.js';
 
 export type NpyDtype =
   | 'float32'
@@ -256,8 +256,9 @@ export interface NpyWriterOptions {
 export class NpyWriter {
   private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
   private accepted = 0;
-  private readonly inflight = new Set<Promise<void>>();
-  private firstError: unknown = null;
+  private readonly pending = new PendingWrites(async () => {
+    if (this.state === 'open') await this.abortSink();
+  });
 
   private constructor(
     private readonly sink: OutputSink,
@@ -314,7 +315,7 @@ export class NpyWriter {
     }
     const position = this.headerLength + this.accepted;
     this.accepted += u8.byteLength;
-    await this.track(this.sink.writeAt(u8, position));
+    await this.pending.track(this.sink.writeAt(u8, position));
   }
 
   /**
@@ -324,10 +325,11 @@ export class NpyWriter {
   async commit(): Promise<void> {
     if (this.state !== 'open') throw new Error(`${this.path}: cannot commit, the output was already ${this.stateText()}`);
     this.state = 'committing';
-    await Promise.allSettled([...this.inflight]);
-    if (this.firstError !== null) {
+    try {
+      await this.pending.settle();
+    } catch (err) {
       await this.abortSink();
-      throw this.firstError;
+      throw err;
     }
     if (this.accepted !== this.expectedBytes) {
       await this.abortSink();
@@ -355,23 +357,6 @@ export class NpyWriter {
   private async abortSink(): Promise<void> {
     this.state = 'aborted';
     await this.sink.abort();
-  }
-
-  private async track(p: Promise<void>): Promise<void> {
-    const tracked = p.then(
-      () => {
-        this.inflight.delete(tracked);
-      },
-      async (err: unknown) => {
-        this.inflight.delete(tracked);
-        this.firstError ??= err;
-        if (this.state === 'open') await this.abortSink();
-        throw err;
-      },
-    );
-    this.inflight.add(tracked);
-    tracked.catch(() => undefined); // reported to the caller of write() and again by commit()
-    return tracked;
   }
 
   private stateText(): string {

@@ -25,7 +25,7 @@
  */
 import * as fs from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
-import { AtomicFile } from './atomic.js';
+import { AtomicFile, PendingWrites } from './atomic.js';
 import {
   NpyFormatError,
   asBytes,
@@ -209,8 +209,9 @@ function endRecords(count: number, cdOffset: number, cdSize: number): Buffer {
  */
 export class NpzWriter {
   private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
-  private readonly inflight = new Set<Promise<void>>();
-  private firstError: unknown = null;
+  private readonly pending = new PendingWrites(async () => {
+    if (this.state === 'open') await this.abortFile();
+  });
 
   private constructor(
     private readonly file: AtomicFile,
@@ -311,17 +312,18 @@ export class NpzWriter {
     e.written += u8.byteLength;
     // CRC in call order: each member's chunks arrive in order, even if the writes complete out of order.
     e.crc = crc32Update(e.crc, u8);
-    await this.track(this.file.writeAt(u8, position));
+    await this.pending.track(this.file.writeAt(u8, position));
   }
 
   /** Checks sizes, patches CRCs, writes the central directory, renames into place. Aborts and throws on any problem. */
   async commit(): Promise<void> {
     if (this.state !== 'open') throw new Error(`${this.path}: cannot commit, the archive was already ${this.stateText()}`);
     this.state = 'committing';
-    await Promise.allSettled([...this.inflight]);
-    if (this.firstError !== null) {
+    try {
+      await this.pending.settle();
+    } catch (err) {
       await this.abortFile();
-      throw this.firstError;
+      throw err;
     }
     const short = this.entries.filter((e) => e.written !== e.dataBytes);
     if (short.length > 0) {
@@ -366,23 +368,6 @@ export class NpzWriter {
   private async abortFile(): Promise<void> {
     this.state = 'aborted';
     await this.file.abort();
-  }
-
-  private async track(p: Promise<void>): Promise<void> {
-    const tracked = p.then(
-      () => {
-        this.inflight.delete(tracked);
-      },
-      async (err: unknown) => {
-        this.inflight.delete(tracked);
-        this.firstError ??= err;
-        if (this.state === 'open') await this.abortFile();
-        throw err;
-      },
-    );
-    this.inflight.add(tracked);
-    tracked.catch(() => undefined); // reported to the caller of write() and again by commit()
-    return tracked;
   }
 
   private stateText(): string {
