@@ -43,10 +43,13 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     onProgress: progress?.update,
   });
   let sink: FileSink | undefined;
+  let finishMs = 0;
   try {
     sink = await openFileSink(outputPath, plan.blocks, archive);
     await run(sink);
+    const finishStart = performance.now();
     await sink.commit();
+    finishMs = performance.now() - finishStart;
   } catch (err) {
     await sink?.abort();
     throw err;
@@ -87,7 +90,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     );
   }
   if (opts.verbose) {
-    const t = { load: loadMs, ...plan.timings };
+    const t = { load: loadMs, ...plan.timings, finish: finishMs, total: performance.now() - started };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
     process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\n`);
   }
