@@ -36,6 +36,9 @@ const MODELS = [
   { name: 'lenet10', n: 256, k: 10, d: 44426, verifyN: 16 },
 ];
 
+/** Below this J size, CLI/floor and RSS/J say nothing: start-up and the runtime's fixed memory dominate. */
+const SMALL_J = 100e6;
+
 const TARGETS = {
   cliOverFunctorch: 0.5,
   mlpCliOverFloor: 2,
@@ -384,11 +387,11 @@ function mainTable(rows) {
       cellOf(row.floor, sec(x.floorSave)),
       cellOf(row.floor, sec(x.floorProcess)),
       ratio(x.cliOverFunctorch),
-      ratio(x.cliOverFloor),
+      row.jBytes >= SMALL_J ? ratio(x.cliOverFloor) : '—',
       times(x.functorchSpeedup),
       times(x.naiveSpeedup),
       cellOf(row.cli, formatBytes(x.rss)),
-      pct(x.rssOverJ),
+      row.jBytes >= SMALL_J ? pct(x.rssOverJ) : '—',
     ];
   });
   return { header, body };
@@ -587,13 +590,14 @@ async function main() {
   out.push(render(verifyTable(checks), md));
   section(`Timings (whole process, seconds${opts.repeat > 1 ? `, median of ${opts.repeat}` : ''})`);
   out.push(render(mainTable(rows), md));
+  if (rows.some((r) => r.jBytes < SMALL_J)) out.push('', `CLI/floor and RSS/J are left out where J < ${formatBytes(SMALL_J)}: there start-up and the runtime's fixed memory are all there is to see.`);
   for (const r of rows.filter((x) => x.skipped)) out.push('', `† ${r.name} N=${r.n}: ${r.skipped}`);
   if (rows.some((r) => r.naive?.report?.extrapolated)) out.push('', `* extrapolated: the naive loop stopped after ${NAIVE_BUDGET_S} s and its time was scaled to all N samples.`);
   section('Targets');
   const t = targets(rows);
   out.push(...t.map((l) => `${md ? '- ' : '  '}${l.pass ? 'PASS' : 'MISS'}  ${l.label}: ${l.value}`));
   if (t.length === 0) out.push(`${md ? '- ' : '  '}none measured in this run`);
-  section('CLI time by phase (--verbose; "other" = node start-up, imports, reading the input, fsync and rename, exit)');
+  section('CLI time by phase (--verbose; "other" = node start-up, imports, fsync and rename of the output, exit)');
   out.push(render(breakdownTable(rows), md));
   section('Python side by phase (seconds inside the process)');
   out.push(render(pythonDetailTable(rows), md));
