@@ -120,8 +120,13 @@ export function refuseIfIneligible(analysis: Analysis): void {
 }
 
 const DEFAULT_MAX_MEMORY = 1 << 30;
-/** Output bytes per chunk beyond which larger chunks stop paying off (memory traffic, not arithmetic, dominates). */
-const CHUNK_OUTPUT_TARGET = 64 * 1024 * 1024;
+/**
+ * Output bytes per chunk. Larger chunks stop paying off (memory traffic, not arithmetic,
+ * dominates), and past glibc's 32 MiB mmap threshold every chunk's buffers come from a
+ * fresh mmap whose pages fault in again: 72-row chunks of mlp784 (67 MB) ran 2.4× slower
+ * than 26-row ones (docs/performance.md).
+ */
+const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
 
 /**
  * Samples per run: as many as fit `maxMemory`, counting per sample the forward values
