@@ -144,7 +144,7 @@ function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: numbe
   }
   const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
   const byMemory = Math.floor(maxMemory / bytesPerSample);
-  const byTraffic = Math.ceil(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
+  const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
 }
 
