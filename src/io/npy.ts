@@ -745,7 +745,7 @@ function parsePyLiteral(text: string): PyValue {
     i++;
   };
   // Items until `close`, separated by commas, trailing comma allowed; returns items and whether a comma was seen.
-  const sequence = (close: string, depth: number, item: () => void): { count: number; comma: boolean } => {
+  const sequence = (close: string, item: () => void): { count: number; comma: boolean } => {
     let count = 0;
     let comma = false;
     for (;;) {
@@ -771,7 +771,7 @@ function parsePyLiteral(text: string): PyValue {
     if (c === '{') {
       i++;
       const map = new Map<string, PyValue>();
-      sequence('}', depth, () => {
+      sequence('}', () => {
         skipWs();
         const at = i;
         const key = value(depth + 1);
@@ -791,7 +791,7 @@ function parsePyLiteral(text: string): PyValue {
     if (c === '(') {
       i++;
       const items: PyValue[] = [];
-      const { count, comma } = sequence(')', depth, () => items.push(value(depth + 1)));
+      const { count, comma } = sequence(')', () => items.push(value(depth + 1)));
       // '(x)' is just x in Python, not a tuple
       if (count === 1 && !comma) return items[0]!;
       return { kind: 'tuple', items };
@@ -799,7 +799,7 @@ function parsePyLiteral(text: string): PyValue {
     if (c === '[') {
       i++;
       const items: PyValue[] = [];
-      sequence(']', depth, () => items.push(value(depth + 1)));
+      sequence(']', () => items.push(value(depth + 1)));
       return items;
     }
     if (c === "'" || c === '"') return pyString();
