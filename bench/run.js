@@ -597,7 +597,7 @@ async function main() {
   const t = targets(rows);
   out.push(...t.map((l) => `${md ? '- ' : '  '}${l.pass ? 'PASS' : 'MISS'}  ${l.label}: ${l.value}`));
   if (t.length === 0) out.push(`${md ? '- ' : '  '}none measured in this run`);
-  section('CLI time by phase (--verbose; "other" = node start-up, imports, fsync and rename of the output, exit)');
+  section('CLI time by phase (--verbose; "other" = node start-up, imports, rename of the output, exit)');
   out.push(render(breakdownTable(rows), md));
   section('Python side by phase (seconds inside the process)');
   out.push(render(pythonDetailTable(rows), md));
