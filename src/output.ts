@@ -1,5 +1,5 @@
 // Sinks that stream Jacobian chunks into .npy / .npz files (atomically) or memory.
-import { UsageError } from './errors.js';
+import { RuntimeFailure, UsageError } from './errors.js';
 import { NpyWriter } from './io/npy.js';
 import { NpzWriter } from './io/npz.js';
 import type { JacobianSink, OutputBlock } from './run/jacobian.js';
@@ -9,23 +9,39 @@ export interface FileSink extends JacobianSink {
   abort(): Promise<void>;
 }
 
+/** Opening the output is a usage problem (exit 2: a missing folder, no permission); failing later is a runtime one. */
+async function opening<T>(open: () => Promise<T>): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function writing(write: () => Promise<void>): Promise<void> {
+  return write().catch((err: unknown) => {
+    throw err instanceof UsageError ? err : new RuntimeFailure((err as Error).message);
+  });
+}
+
 export async function openFileSink(path: string, blocks: readonly OutputBlock[], archive: boolean): Promise<FileSink> {
   if (!archive) {
     if (blocks.length !== 1) throw new Error('a .npy output holds one block');
-    const writer = await NpyWriter.open(path, blocks[0].dtype, blocks[0].shape);
+    const writer = await opening(() => NpyWriter.open(path, blocks[0].dtype, blocks[0].shape));
     return {
-      write: async ([bytes]) => writer.write(bytes),
-      commit: () => writer.commit(),
+      write: ([bytes]) => writing(() => writer.write(bytes)),
+      commit: () => writing(() => writer.commit()),
       abort: () => writer.abort(),
     };
   }
   if (path === '-') throw new UsageError('--as-tuple writes a .npz archive, which cannot go to stdout; give a file with -o');
-  const writer = await NpzWriter.open(path, blocks.map((b) => ({ name: b.name, dtype: b.dtype, shape: b.shape })));
+  const writer = await opening(() => NpzWriter.open(path, blocks.map((b) => ({ name: b.name, dtype: b.dtype, shape: b.shape }))));
   return {
-    write: async (buffers) => {
-      for (let i = 0; i < buffers.length; i++) await writer.write(i, buffers[i]);
-    },
-    commit: () => writer.commit(),
+    write: (buffers) =>
+      writing(async () => {
+        for (let i = 0; i < buffers.length; i++) await writer.write(i, buffers[i]);
+      }),
+    commit: () => writing(() => writer.commit()),
     abort: () => writer.abort(),
   };
 }

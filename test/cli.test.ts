@@ -108,6 +108,16 @@ describe('jacobian <model> --input', () => {
     expect(r.stderr.toString()).toMatch(/wrote stdout/);
   });
 
+  it('shows progress on a terminal, and nothing on stderr when piped', () => {
+    // `script` gives the CLI a pseudo-terminal, as an interactive shell would.
+    const r = spawnSync('script', ['-qfec', `"${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o tty.npy --batch-size 100`, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/\r500\/1000 samples +\d+\/s +ETA [\d.]+ s +[\d.]+ KiB written/);
+    expect(r.stdout).toMatch(/wrote tty\.npy/);
+    const piped = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'piped.npy', '--batch-size', '100']);
+    expect(piped.stderr).toBe('');
+  });
+
   it('prints help and version', () => {
     const help = jacobian(['--help']);
     expect(help.code).toBe(0);
@@ -141,6 +151,13 @@ describe('errors and exit codes', () => {
     const wrongOutput = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '--model-output', 'nope']);
     expect(wrongOutput.code).toBe(2);
     expect(wrongOutput.stderr).toContain("'nope'");
+    const noFolder = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'missing-folder/J.npy']);
+    expect(noFolder.code).toBe(2);
+    expect(noFolder.stderr).toContain('missing-folder/J.npy');
+    expect(noFolder.stderr).not.toContain('internal error');
+    const wrongDtype = jacobian(['seed/model.onnx', '-i', 'lenet10/input.npy']);
+    expect(wrongDtype.code).toBe(2);
+    expect(wrongDtype.stderr).toMatch(/input 'input' has shape \(6, 1, 16, 16\) but the model expects/);
     const unnamed = jacobian(['two_inputs/model.onnx', '-i', 'two_inputs/a.npy']);
     expect(unnamed.code).toBe(2);
     expect(unnamed.stderr).toMatch(/a=file\.npy|name each/);

@@ -18,6 +18,7 @@ export function progressPrinter(stream: NodeJS.WriteStream): { update(p: Progres
   let shown = false;
   return {
     update(p) {
+      if (p.samplesDone === 0) return;
       const seconds = (performance.now() - start) / 1000;
       const rate = p.samplesDone / Math.max(seconds, 1e-9);
       const eta = (p.samples - p.samplesDone) / Math.max(rate, 1e-9);
