@@ -1,0 +1,39 @@
+// The library API as a TypeScript user calls it.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { checkModel, computeJacobian, ModelRefusedError, readNpy, readNpz, writeJacobian } from '../src/index.js';
+import { expectClose, FIXTURES, readReference } from './helpers.js';
+
+describe('library API', () => {
+  it('computeJacobian gives the flat matrix of PyTorch and the parameter table', async () => {
+    const result = await computeJacobian(join(FIXTURES, 'lenet10', 'model.onnx'), { input: join(FIXTURES, 'lenet10', 'input.npy') });
+    expect(result.blocks[0].shape).toEqual([6, 10, 896]);
+    expectClose(result.blocks[0].data, readNpy(join(FIXTURES, 'lenet10', 'jacobian.npy')).data as Float32Array, 'lenet10');
+    expect(result.parameters.map((p) => p.name)).toEqual(readReference('lenet10').parameters!.map((p) => p.name));
+  });
+
+  it('takes several inputs by name, as arrays or paths', async () => {
+    const ref = readReference('two_inputs');
+    const result = await computeJacobian(join(FIXTURES, 'two_inputs', 'model.onnx'), {
+      input: { a: readNpy(join(FIXTURES, 'two_inputs', 'a.npy')), b: join(FIXTURES, 'two_inputs', 'b.npy') },
+      layout: 'tuple',
+    });
+    for (const [i, p] of ref.parameters!.entries()) expectClose(result.blocks[i].data, readNpy(join(FIXTURES, 'two_inputs', p.file)).data as Float32Array, p.name);
+  });
+
+  it('writeJacobian streams a .npz archive', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'jacobian-lib-')), 'J.npz');
+    await writeJacobian(join(FIXTURES, 'seed', 'model.onnx'), path, { input: join(FIXTURES, 'seed', 'input.npy') });
+    const entries = readNpz(path);
+    const ref = readReference('seed');
+    for (const p of ref.parameters!) expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
+  });
+
+  it('checkModel reports the problems; computeJacobian refuses with ModelRefusedError', async () => {
+    const analysis = checkModel(join(FIXTURES, 'ineligible_exp', 'model.onnx'));
+    expect(analysis.problems.map((p) => p.parameter)).toContain('w');
+    await expect(computeJacobian(join(FIXTURES, 'ineligible_exp', 'model.onnx'), { input: join(FIXTURES, 'ineligible_exp', 'input.npy') })).rejects.toBeInstanceOf(ModelRefusedError);
+  });
+});
