@@ -89,19 +89,13 @@ export function analyze(graph: Graph, output: string): Analysis {
     });
   }
 
-  // Data values: differentiable descendants of the data inputs.
+  // Data values: differentiable descendants of the data inputs, and the float rows a Gather
+  // picks by data indices (an embedding: integer indices are data but carry no derivative).
   const activations = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
   const dataDependent = new Set(graph.inputs.map((v) => v.name));
   for (const n of graph.nodes) {
     if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
-    const diffIn = differentiableInputs(n);
-    if (diffIn.some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
-  }
-  // Integer inputs (indices) are data but carry no derivative; their float descendants do (Gather of a table).
-  for (const n of graph.nodes) {
-    if (n.opType === 'Gather' && dataDependent.has(n.inputs[1]) && !activations.has(n.outputs[0])) {
-      activations.add(n.outputs[0]);
-    }
+    if (n.opType === 'Gather' && dataDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
     if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
   }
 
