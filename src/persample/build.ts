@@ -132,10 +132,10 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   } else {
     outputs = blocks;
   }
-  // An output must be produced by a node of its own name; Identity gives each a stable name.
-  const named = outputs.map((o, i) => {
-    const name = options.layout === 'flat' ? 'jacobian' : `jacobian:${view.parameters[i].name}`;
-    graph.nodes.push({ name: `${name}/output`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
+  // Graph inputs and initializers cannot be outputs as they are: an Identity gives each block a fresh name.
+  const named = outputs.map((o) => {
+    const name = b.fresh('output');
+    graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
     return name;
   });
   graph.outputs = named.map((name, i) => ({
