@@ -3,6 +3,7 @@
 // GradContext and probe) gives the input cotangents dx, and for random directions u
 // ⟨dx[n], u[n]⟩ must match the central difference ⟨(f(x+εu) − f(x−εu))[n]/2ε, g[n]⟩
 // of the forward graph run in onnxruntime, for every sample n on its own.
+import { seededRandom } from './helpers.js';
 import ort from 'onnxruntime-node';
 import { analyze, differentiableInputs, type Analysis } from '../src/analysis/analyze.js';
 import { GradContext } from '../src/grad/context.js';
@@ -47,17 +48,6 @@ export interface GradcheckReport {
 }
 
 const DIRECTIONS = 2;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const awayFromZero = (random: () => number): number => (random() < 0.5 ? -1 : 1) * (0.25 + 1.75 * random());
 export const positive = (random: () => number): number => 0.25 + 1.75 * random();
@@ -162,7 +152,7 @@ export async function gradcheck(c: GradCase): Promise<GradcheckReport> {
   const refused = refusals(c);
   if (refused.length > 0) throw new Error(`refused: ${refused.join('; ')}`);
   const { graph, floatType, output, entries, analysis, needed } = prepare(c);
-  const random = mulberry32(c.seed ?? 12345);
+  const random = seededRandom(c.seed ?? 12345);
   const batch = c.batch ?? 3;
   const specs = Object.entries(c.inputs).map(([name, input]) => ({ name, ...spec(input) }));
   const data = new Map(specs.map((s) => [s.name, Array.from({ length: batch * s.dims.reduce((p, d) => p * d, 1) }, () => (s.draw ?? awayFromZero)(random))]));

@@ -44,3 +44,18 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     throw new Error(`${what}: max|err| = ${maxErr} at flat index ${worst} (got ${actual[worst]}, expected ${expected[worst]}) exceeds ${tolerance}`);
   }
 }
+
+/** A seeded uniform [0, 1) generator (mulberry32) for test data. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A file of the numpy-written fixtures of the .npy/.npz readers (fixtures/npy/generate.py). */
+export const npyFixture = (name: string): string => join(FIXTURES, 'npy', name);

@@ -1,3 +1,4 @@
+import { npyFixture } from './helpers.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -5,7 +6,6 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import {
   NpyFormatError,
   NpyWriter,
@@ -19,8 +19,7 @@ import {
 } from '../src/io/npy.js';
 
 // Fixtures and expected values are written by numpy: fixtures/npy/generate.py.
-const FIXTURES = fileURLToPath(new URL('../fixtures/npy/', import.meta.url));
-const fixture = (name: string): string => path.join(FIXTURES, name);
+const fixture = npyFixture;
 
 interface ExpectedArray {
   descr: string;

@@ -1,15 +1,14 @@
+import { npyFixture } from './helpers.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
-import { fileURLToPath } from 'node:url';
 import { NpyFormatError, npyBytes, type NpyArray, type NpyData } from '../src/io/npy.js';
 import { NpzWriter, readNpz, type NpzEntrySpec } from '../src/io/npz.js';
 
 // Fixtures and expected values are written by numpy: fixtures/npy/generate.py.
-const FIXTURES = fileURLToPath(new URL('../fixtures/npy/', import.meta.url));
-const fixture = (name: string): string => path.join(FIXTURES, name);
+const fixture = npyFixture;
 
 interface ExpectedArray {
   descr: string;

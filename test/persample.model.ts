@@ -8,17 +8,9 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian, type VerifyResult } from '../src/verify/verify.js';
+import { seededRandom } from './helpers.js';
 
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 export interface DataSpec {
   /** Dims of one sample. */
