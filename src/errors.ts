@@ -33,6 +33,8 @@ export interface Problem {
 }
 
 export function describeProblem(p: Problem): string {
+  // "… (Mul) on both inputs: …" reads as one sentence; other reasons follow a colon.
+  const join = p.reason.startsWith('on ') ? ' ' : ': ';
   const where = p.node !== undefined ? ` enters node '${p.node}' (${p.op})` : '';
-  return p.parameter !== undefined ? `parameter '${p.parameter}'${where}: ${p.reason}` : p.node !== undefined ? `node '${p.node}' (${p.op}): ${p.reason}` : p.reason;
+  return p.parameter !== undefined ? `parameter '${p.parameter}'${where}${join}${p.reason}` : p.node !== undefined ? `node '${p.node}' (${p.op})${join}${p.reason}` : p.reason;
 }

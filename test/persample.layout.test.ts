@@ -1,7 +1,10 @@
 // A parameter reaching its slot through layout-only ops gets the slot's per-sample
 // gradient mapped back through them; against central differences.
-import { describe, it } from 'vitest';
-import { expectSlotCase } from './persample.model.js';
+import { describe, expect, it } from 'vitest';
+import { DataType } from '../src/onnx/graph.js';
+import { makeTensor } from '../src/onnx/proto.js';
+import { verifyJacobian } from '../src/verify/verify.js';
+import { expectSlotCase, slotModel } from './persample.model.js';
 
 describe('parameters behind layout ops', () => {
   it('Reshape, Transpose and Cast before a MatMul', () =>
@@ -35,4 +38,23 @@ describe('parameters behind layout ops', () => {
       parameters: { W: [3, 2] },
       build: (b, { x }, { W }) => b.op1('Sigmoid', [b.op1('Gemm', [x, b.squeeze(b.unsqueeze(W, [0]), [0])])]),
     }));
+});
+
+describe('a parameter stored in another float type', () => {
+  it('float64 and float16 parameters cast to float32 before their slots: J in float32, against central differences', async () => {
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [3] },
+      parameters: { W: [3, 2], b: [2] },
+      build: (builder, { x }, { W, b }) => builder.op1('Tanh', [builder.add(builder.op1('MatMul', [x, builder.op1('Cast', [W], { to: DataType.FLOAT })]), builder.op1('Cast', [b], { to: DataType.FLOAT }))]),
+    });
+    // Store W as float64 and b as float16 (exactly representable values), as some exporters do.
+    const w = graph.initializers.get('W')!;
+    const wValues = new Float32Array(new Uint8Array(w.proto.rawData!).slice().buffer);
+    graph.initializers.set('W', makeTensor('W', DataType.DOUBLE, w.dims, new Uint8Array(Float64Array.from(wValues).buffer)));
+    // float16 bit patterns of 0.5 and −0.25
+    graph.initializers.set('b', makeTensor('b', DataType.FLOAT16, [2], new Uint8Array(new Uint16Array([0x3800, 0xb400]).buffer)));
+    const result = await verifyJacobian(graph, inputs, { directions: 2, threads: 1 });
+    expect(result.passed, `worst relative error ${result.worstRelativeError}`).toBe(true);
+  });
 });

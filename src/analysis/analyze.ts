@@ -114,7 +114,11 @@ export function analyze(graph: Graph, output: string): Analysis {
     const nonDifferentiable: string[] = [];
     // Walk the data-independent descendants of the initializer.
     const walk = (value: string, chain: Node[], viaNonLayout: Node | undefined): void => {
+      // A node that takes the value on several inputs is judged once (Mul(W, W) is one problem).
+      const judged = new Set<Node>();
       for (const { node, input } of consumers.get(value) ?? []) {
+        if (judged.has(node)) continue;
+        judged.add(node);
         if (!differentiableInputs(node).includes(input)) {
           nonDifferentiable.push(`${nodeLabel(node)} (${node.opType}) input ${input}`);
           continue;

@@ -6,6 +6,7 @@ import type { Graph } from '../onnx/graph.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
 import { bindInputs } from './inputs.js';
+import type { RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
 import { nodeLabel } from '../onnx/graph.js';
 import { resolveOutput } from '../run/jacobian.js';
@@ -21,19 +22,15 @@ export interface CheckOptions {
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
-async function checkWithData(graph: Graph, opts: CheckOptions): Promise<{ problem?: Problem; verify?: VerifyResult }> {
-  const inputs = bindInputs(graph, opts.input);
+async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
   try {
     const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
     await release();
     if (!opts.verify) return {};
     return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
   } catch (err) {
-    if (err instanceof ModelRefusedError && err.problems.length === 0) return { problem: { reason: err.message } };
-    if (err instanceof ModelRefusedError) return {};
+    if (err instanceof ModelRefusedError) return { problems: err.problems.length > 0 ? err.problems : [{ reason: err.message }] };
     throw err;
-  } finally {
-    for (const input of inputs.values()) input.close();
   }
 }
 
@@ -43,8 +40,15 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output);
   const noParameters = analysis.parameters.length === 0;
-  const withData = opts.input.length > 0 && analysis.problems.length === 0 && !noParameters ? await checkWithData(graph, opts) : {};
-  if (withData.problem) analysis.problems.push(withData.problem);
+  // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
+  const inputs = opts.input.length > 0 ? bindInputs(graph, opts.input) : undefined;
+  let withData: { problems?: Problem[]; verify?: VerifyResult } = {};
+  try {
+    if (inputs && analysis.problems.length === 0 && !noParameters) withData = await checkWithData(graph, inputs, opts);
+  } finally {
+    for (const input of inputs?.values() ?? []) input.close();
+  }
+  analysis.problems.push(...(withData.problems ?? []));
   const verify = withData.verify;
   const eligible = analysis.problems.length === 0 && !noParameters && (verify === undefined || verify.passed);
   const parameters = analysis.parameters.map((p) => ({
@@ -77,6 +81,9 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
   const out: string[] = [`${modelPath}: output '${output}', ${parameters.length} parameters, D = ${analysis.parameters.reduce((s, p) => s + p.size, 0)}`];
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
+  if (analysis.constants.length > 0) {
+    out.push('', `constants (float initializers not differentiated):`, ...analysis.constants.map((c) => `  ${c.name}: ${c.reason}`));
+  }
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
   if (verify) {

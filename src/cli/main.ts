@@ -51,6 +51,11 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
       exitCode = await computeCommand(model, opts);
     });
 
+  // Set before the subcommand exists: commander copies these settings when it creates one.
+  program.enablePositionalOptions();
+  program.exitOverride();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
   program
     .command('check')
     .description('tell whether the model is eligible: parameters, their columns in J, and every problem (exit 0 eligible, 1 not)')
@@ -67,15 +72,14 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
       exitCode = await checkCommand(model, opts);
     });
 
-  program.enablePositionalOptions();
-  program.exitOverride();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // --help and --version end here with code 0; usage errors get 2.
-      return err.exitCode === 0 ? 0 : 2;
+      // --help and --version end here with code 0; usage errors get 2 (commander printed the message).
+      if (err.exitCode === 0) return 0;
+      if (json) process.stdout.write(`${JSON.stringify({ ok: false, exitCode: 2, error: err.message.replace(/^error: /, '') }, null, 2)}\n`);
+      return 2;
     }
     return reportError(err, json);
   }

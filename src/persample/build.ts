@@ -89,7 +89,8 @@ function throughLayout(ctx: GradContext, node: Node, grad: string): string {
     perm.forEach((p, i) => (inverse[p] = i));
     return ctx.b.transpose(grad, [0, ...inverse.map((p) => p + 1)]);
   }
-  if (node.opType === 'Cast') return ctx.b.op1('Cast', [grad], { to: ctx.shapes.elemType(input) });
+  // A Cast's derivative is the identity; J stays in the output's float type whatever the parameter's.
+  if (node.opType === 'Cast') return grad;
   return ctx.toPerSample(grad, dims);
 }
 

@@ -12,7 +12,7 @@ import { LOWERINGS } from './lower.js';
 
 export interface DoubleGraph {
   graph: Graph;
-  /** The float64 value that stands for each float32 initializer. */
+  /** The float64 value that stands for each float initializer (float16 and float32 ones cast, float64 ones as they are). */
   doubleOf: Map<string, string>;
 }
 
@@ -62,7 +62,8 @@ export function toDouble(source: Graph, dims: (name: string) => number[]): Doubl
   for (const input of graph.inputs) if (input.elemType === DataType.FLOAT) graph.nodes.push(castToDouble(input.name));
   const doubleOf = new Map<string, string>();
   for (const [name, tensor] of graph.initializers) {
-    if (tensor.dataType !== DataType.FLOAT) continue;
+    if (tensor.dataType === DataType.DOUBLE) doubleOf.set(name, name);
+    if (tensor.dataType !== DataType.FLOAT && tensor.dataType !== DataType.FLOAT16) continue;
     graph.nodes.push(castToDouble(name));
     doubleOf.set(name, retyped.get(name)!);
   }

@@ -31,7 +31,10 @@ export function perturbedForward(source: Graph, parameters: readonly Parameter[]
     const value = valueOf(p.name);
     const stretch = b.reshape(b.slice(DIRECTION_INPUT, [p.offset], [p.offset + p.size], [0]), p.dims);
     const step = b.op1('Gather', [STEP_INPUT, b.constInt64([i], [])], { axis: 0 });
-    moved.set(value, b.add(value, b.mul(step, stretch)));
+    const delta = b.mul(step, stretch);
+    // A parameter kept in its own float type (float16, say) takes the step in that type.
+    const valueType = value === p.name ? p.elemType : floatType;
+    moved.set(value, b.add(value, valueType === floatType ? delta : b.op1('Cast', [delta], { to: valueType })));
   });
   const added = graph.nodes.splice(start);
   for (const node of graph.nodes) node.inputs = node.inputs.map((v) => moved.get(v) ?? v);
