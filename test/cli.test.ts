@@ -158,6 +158,12 @@ describe('errors and exit codes', () => {
     const wrongDtype = jacobian(['seed/model.onnx', '-i', 'lenet10/input.npy']);
     expect(wrongDtype.code).toBe(2);
     expect(wrongDtype.stderr).toMatch(/input 'input' has shape \(6, 1, 16, 16\) but the model expects/);
+    const tupleAsNpy = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '--as-tuple', '-o', 'tuple.npy']);
+    expect(tupleAsNpy.code).toBe(2);
+    expect(tupleAsNpy.stderr).toContain('name it .npz');
+    const badCheckFlag = jacobian(['check', 'seed/model.onnx', '--frob', '--json']);
+    expect(badCheckFlag.code).toBe(2);
+    expect(JSON.parse(badCheckFlag.stdout)).toMatchObject({ ok: false, exitCode: 2 });
     const unnamed = jacobian(['two_inputs/model.onnx', '-i', 'two_inputs/a.npy']);
     expect(unnamed.code).toBe(2);
     expect(unnamed.stderr).toMatch(/a=file\.npy|name each/);

@@ -7,7 +7,7 @@ import { ModelRefusedError } from '../src/errors.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
-import { planJacobian } from '../src/run/jacobian.js';
+import { planJacobian, resolveOutput } from '../src/run/jacobian.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
 import { probeShapes } from '../src/run/probe.js';
 import { arrayRows } from '../src/io/rows.js';
@@ -67,6 +67,21 @@ describe('refused models', () => {
     const analysis = analyze(graph, graph.outputs[0].name);
     expect(analysis.unsupportedOps).toEqual(['Atan', 'Cos', 'Sin']);
     expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types Atan, Cos, Sin');
+  });
+
+  it('Dropout with a training_mode input', () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const training = b.op1('Cast', [b.constInt64([1], [])], { to: DataType.BOOL });
+      return b.op('Dropout', [b.op1('Gemm', [x, w]), b.constFloat([0.5], []), training], {}, 1)[0];
+    });
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/training_mode input.*eval mode/));
+  });
+
+  it('an output that holds integers', () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('ArgMax', [b.op1('Gemm', [x, w])], { axis: 1 }));
+    graph.outputs[0].elemType = DataType.INT64;
+    expect(() => resolveOutput(graph, undefined)).toThrow(/holds int64 values, which have no derivative; choose a float output with --model-output/);
   });
 
   it('a parameter used inside the body of an If node', () => {

@@ -1,4 +1,5 @@
 // `jacobian <model.onnx> --input batch.npy`: computes J and writes it as .npy or .npz.
+import { UsageError } from '../errors.js';
 import { loadModel } from '../onnx/proto.js';
 import { openFileSink, type FileSink } from '../output.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
@@ -24,6 +25,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const started = performance.now();
   const archive = opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false);
   const outputPath = opts.output ?? (archive ? 'jacobian.npz' : 'jacobian.npy');
+  if (archive && outputPath.toLowerCase().endsWith('.npy')) {
+    throw new UsageError(`--as-tuple writes a .npz archive, but the output is named ${outputPath}: name it .npz, or drop --as-tuple for the flat .npy`);
+  }
   const toStdout = outputPath === '-';
   const info = toStdout ? process.stderr : process.stdout;
   const loadStart = performance.now();
@@ -56,6 +60,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   } finally {
     progress?.done();
     for (const input of inputs.values()) input.close();
+  }
+  if (opts.batchSize !== undefined && opts.batchSize !== plan.batchSize && !opts.quiet) {
+    process.stderr.write(`note: the model fixes its batch size at ${plan.batchSize}, so it ran in chunks of ${plan.batchSize}, not --batch-size ${opts.batchSize}\n`);
   }
   const seconds = (performance.now() - started) / 1000;
   const D = plan.parameters.reduce((s, p) => s + p.size, 0);

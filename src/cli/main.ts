@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
 import { computeCommand, type ComputeOptions } from './compute.js';
 import { reportError } from './errors.js';
+import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -12,7 +13,18 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Ctrl-C or a kill leaves no partial output: the temporary file goes, then the process with the signal's code. */
+function removeOutputsOnSignals(): void {
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.once(signal, () => {
+      removeTemporaryFiles();
+      process.exit(code);
+    });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  removeOutputsOnSignals();
   let exitCode = 0;
   let json = argv.includes('--json');
   const program = new Command('jacobian')

@@ -37,18 +37,22 @@ export interface OutputSink {
 const liveTempFiles = new Set<string>();
 let exitHookInstalled = false;
 
+/** Removes every temporary file not yet committed (on exit, or when a signal ends the process). */
+export function removeTemporaryFiles(): void {
+  for (const p of liveTempFiles) {
+    try {
+      fs.unlinkSync(p);
+    } catch {
+      // already gone
+    }
+  }
+  liveTempFiles.clear();
+}
+
 function registerTemp(tempPath: string): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const p of liveTempFiles) {
-        try {
-          fs.unlinkSync(p);
-        } catch {
-          // already gone
-        }
-      }
-    });
+    process.on('exit', removeTemporaryFiles);
   }
   liveTempFiles.add(tempPath);
 }

@@ -5,7 +5,7 @@ import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray, NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
-import type { Graph } from '../onnx/graph.js';
+import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
 import { prepareGraph } from '../analysis/prepare.js';
@@ -70,11 +70,19 @@ export interface JacobianPlan {
 
 export function resolveOutput(graph: Graph, requested: string | undefined): string {
   if (graph.outputs.length === 0) throw new UsageError('the model has no outputs');
-  if (requested === undefined) return graph.outputs[0].name;
-  if (!graph.outputs.some((o) => o.name === requested)) {
+  const chosen = requested === undefined ? graph.outputs[0] : graph.outputs.find((o) => o.name === requested);
+  if (!chosen) {
     throw new UsageError(`--model-output '${requested}' is not an output of the model; its outputs are: ${graph.outputs.map((o) => o.name).join(', ')}`);
   }
-  return requested;
+  refuseNonFloatOutput(chosen.name, chosen.elemType);
+  return chosen.name;
+}
+
+/** Only float outputs have derivatives (an ArgMax or a class index has none). */
+function refuseNonFloatOutput(name: string, elemType: number): void {
+  if (elemType !== 0 && !isFloatType(elemType)) {
+    throw new UsageError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
+  }
 }
 
 export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): number {
@@ -174,6 +182,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   lap('analysis');
   const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
   lap('probe');
+  refuseNonFloatOutput(output, shapes.elemType(output));
   const outputShape = shapes.perSample(output);
   const outputElements = outputShape.reduce((a, b) => a * b, 1);
   const reduce = options.reduce ?? 'none';
@@ -256,6 +265,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
         });
+        // Handled here so a failed write waits for the await above instead of crashing the process.
+        pendingWrite.catch(() => undefined);
         bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
       }
       await pendingWrite;

@@ -4,7 +4,7 @@
 import ort from 'onnxruntime-node';
 import type { Analysis } from '../analysis/analyze.js';
 import { ShapeTable, type ValueShape } from '../analysis/shapes.js';
-import { ModelRefusedError } from '../errors.js';
+import { ModelRefusedError, RuntimeFailure } from '../errors.js';
 import { type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
@@ -34,7 +34,12 @@ export async function probeShapes(
   const samples = [...inputs.values()][0].shape[0];
   const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== ''))];
   const probe: Graph = { ...graph, outputs: values.map((name) => ({ name, elemType: 0, dims: undefined })) };
-  const session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(options.threads));
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(options.threads));
+  } catch (err) {
+    throw new RuntimeFailure(`onnxruntime cannot load the model: ${(err as Error).message}`);
+  }
   const rows = Array.from({ length: batch }, (_, i) => i % samples);
   const feedsFor = (r: number[]) => Object.fromEntries([...inputs].map(([name, arr]) => [name, pickRows(arr, r)]));
   let out: ort.InferenceSession.ReturnType;
@@ -46,6 +51,8 @@ export async function probeShapes(
   try {
     out = await session.run(feedsFor(rows));
     if (samples > 1 || options.batch === undefined) changed = await session.run(feedsFor(secondRows));
+  } catch (err) {
+    throw new RuntimeFailure(`onnxruntime failed to run the model on the first samples: ${(err as Error).message}`);
   } finally {
     await session.release();
   }

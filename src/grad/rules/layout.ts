@@ -20,6 +20,9 @@ export const Identity: GradRule = { differentiableInputs: firstInputOnly, backwa
 export const Dropout: GradRule = {
   differentiableInputs: firstInputOnly,
   differentiableOutputs: firstOutputOnly,
+  // A training_mode input (opset ≥ 12) may switch on random masks: J would be of one random draw.
+  refuse: (node) =>
+    node.inputs[2] ? 'Dropout has a training_mode input, so it may drop units at random; export the model in eval mode (model.eval())' : undefined,
   backward: (_ctx, _node, [g]) => [g],
 };
 
