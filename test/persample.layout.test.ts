@@ -58,3 +58,18 @@ describe('a parameter stored in another float type', () => {
     expect(result.passed, `worst relative error ${result.worstRelativeError}`).toBe(true);
   });
 });
+
+describe('slice bounds computed from shapes', () => {
+  it('a Slice whose end is Shape(h)[1] − 1 (exported dynamic shapes) is differentiated', () =>
+    expectSlotCase({
+      opset: 13,
+      data: { x: [3] },
+      parameters: { W: [3, 4] },
+      build: (b, { x }, { W }) => {
+        const h = b.op1('MatMul', [x, W]);
+        const width = b.op1('Gather', [b.op1('Shape', [h]), b.constInt64([1])], { axis: 0 });
+        const end = b.op1('Sub', [width, b.constInt64([1])]);
+        return b.op1('Tanh', [b.op1('Slice', [h, b.constInt64([0]), end, b.constInt64([1])])]);
+      },
+    }));
+});

@@ -35,6 +35,8 @@ export interface Analysis {
   activations: Set<string>;
   /** Values that depend on a data input at all (derivative or not). */
   dataDependent: Set<string>;
+  /** Values that depend on the data's values, not only on its shape (Shape and Size cut the chain). */
+  valueDependent: Set<string>;
   parameters: Parameter[];
   constants: Constant[];
   problems: Problem[];
@@ -93,8 +95,10 @@ export function analyze(graph: Graph, output: string): Analysis {
   // picks by data indices (an embedding: integer indices are data but carry no derivative).
   const activations = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
   const dataDependent = new Set(graph.inputs.map((v) => v.name));
+  const valueDependent = new Set(dataDependent);
   for (const n of graph.nodes) {
     if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
+    if (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => valueDependent.has(i))) n.outputs.forEach((o) => valueDependent.add(o));
     if (n.opType === 'Gather' && dataDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
     if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
   }
@@ -224,7 +228,7 @@ export function analyze(graph: Graph, output: string): Analysis {
   if (unsupported.size > 0) {
     problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });
   }
-  return { graph, output, activations, dataDependent, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
+  return { graph, output, activations, dataDependent, valueDependent, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
 }
 
 export function problemLines(a: Pick<Analysis, 'problems'>): string[] {

@@ -26,7 +26,7 @@ export interface ProbeOptions {
 export async function probeShapes(
   graph: Graph,
   inputs: Map<string, RowSource>,
-  analysis: Pick<Analysis, 'activations' | 'dataDependent' | 'output'>,
+  analysis: Pick<Analysis, 'activations' | 'valueDependent' | 'output'>,
   options: ProbeOptions = {},
 ): Promise<ShapeTable> {
   const { activations } = analysis;
@@ -60,8 +60,14 @@ export async function probeShapes(
   const smallConstants = new Map<string, number[]>();
   for (const [name, t] of Object.entries(out)) {
     results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE[t.type] ?? 0 });
-    if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64 && !analysis.dataDependent.has(name)) {
-      smallConstants.set(name, Array.from(t.data as BigInt64Array | Int32Array, Number));
+    // Small integers (pads, axes, slice bounds) count as constants when no data value enters
+    // them and they are the same for both probe batches: computed from per-sample dims via
+    // Shape, never from the batch size.
+    if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64 && !analysis.valueDependent.has(name)) {
+      const values = Array.from(t.data as BigInt64Array | Int32Array, Number);
+      const again = changed?.[name];
+      const sameForBothBatches = !again || (again.size === t.size && Array.from(again.data as BigInt64Array | Int32Array, Number).every((v, i) => v === values[i]));
+      if (sameForBothBatches) smallConstants.set(name, values);
     }
   }
   for (const [name, arr] of inputs) results.set(name, { dims: [batch, ...arr.shape.slice(1)], elemType: ELEM_TYPE[arr.dtype] ?? 0 });
