@@ -80,6 +80,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       batchSize: plan.batchSize,
       bytes,
       seconds,
+      peakMemoryBytes: process.resourceUsage().maxRSS * 1024,
     };
     info.write(`${JSON.stringify(summary, null, 2)}\n`);
   } else if (!opts.quiet) {
@@ -99,7 +100,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   if (opts.verbose) {
     const t = { load: loadMs, ...plan.timings, finish: finishMs, total: performance.now() - started };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
-    process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\n`);
+    process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`);
   }
   return 0;
 }
