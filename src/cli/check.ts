@@ -70,7 +70,23 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       constants: analysis.constants,
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
-      ...(verify ? { verify: { passed: verify.passed, worstRelativeError: verify.worstRelativeError, tolerance: verify.tolerance, directions: verify.directions, samples: verify.samples, dtype: verify.dtype, epsilon: verify.epsilon } } : {}),
+      ...(verify
+        ? {
+            verify: {
+              passed: verify.passed,
+              inconclusive: verify.inconclusive,
+              ...(verify.reason ? { reason: verify.reason } : {}),
+              worstRelativeError: verify.worstRelativeError,
+              tolerance: verify.tolerance,
+              directions: verify.directions,
+              samples: verify.samples,
+              dtype: verify.dtype,
+              float32Ops: verify.float32Ops,
+              ...(verify.fallback ? { fallback: verify.fallback } : {}),
+              epsilon: verify.epsilon,
+            },
+          }
+        : {}),
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return eligible ? 0 : 1;
@@ -87,9 +103,12 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
   if (verify) {
+    const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;
+    const verdict = verify.passed ? 'passed' : verify.inconclusive ? 'INCONCLUSIVE' : 'FAILED';
     out.push(
-      `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${verify.dtype}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verify.passed ? 'passed' : 'FAILED'}`,
+      `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verdict}`,
     );
+    if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
   }
   process.stdout.write(`${out.join('\n')}\n`);
   return eligible ? 0 : 1;

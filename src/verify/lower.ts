@@ -5,9 +5,12 @@
 // one-hot kernels — every output is one input value times 1 plus zeros, so no rounding —
 // and the patches are added in float64 and contracted with the weight by a float64 MatMul.
 // ConvTranspose scatters instead of gathering, and nearest-neighbour Resize copies, with the
-// same exactness. The activations are written out with float64 elementwise ops. An op with no
-// float64 form here (Erf, LRN, linear Resize, …) stays as it is, and the caller falls back to
-// float32 when onnxruntime rejects it.
+// same exactness. The activations are written out with float64 elementwise ops; Gelu as
+// x·(1 + erf(x/√2))/2 with its Erf emitted through `kernel`, so that the Erf can go to a
+// float32 island like a model's own (onnxruntime has no float64 Gelu, and expands its function
+// body, whose Erf it cannot name as a node of the graph). An op with no float64 form here (Erf,
+// LRN, linear Resize, …) stays as it is, and the caller puts it in a float32 island (./double.ts)
+// or falls back to float32 when onnxruntime rejects it.
 import { GraphBuilder } from '../onnx/builder.js';
 import { attrFloat, attrInt, attrInts, attrString, DataType, type Node } from '../onnx/graph.js';
 import type { Attrs } from '../onnx/builder.js';
@@ -19,6 +22,8 @@ export interface LowerContext {
   b32: GraphBuilder;
   /** Full dims of a value of the original graph (from the probe; axis 0 is the probe's batch). */
   dims(originalName: string): number[];
+  /** Emits an op that may have no float64 kernel: in float64, or in a float32 island when the caller asks for one. */
+  kernel(opType: string, inputs: string[], attrs?: Attrs): string;
 }
 
 /** Emits the float64 form of `node` (inputs already float64) and returns its output value, or undefined when it has none. */
@@ -185,6 +190,11 @@ const HardSigmoid: Lowering = ({ b }, node) => hardSigmoid(b, node.inputs[0], at
 const HardSwish: Lowering = ({ b }, node) => b.mul(node.inputs[0], hardSigmoid(b, node.inputs[0], 1 / 6, 0.5));
 const ThresholdedRelu: Lowering = ({ b }, node) =>
   b.op1('Where', [b.op1('Greater', [node.inputs[0], b.scalar(attrFloat(node, 'alpha', 1))]), node.inputs[0], b.scalar(0)]);
+const Gelu: Lowering = ({ b, kernel }, node) => {
+  if (attrString(node, 'approximate', 'none') !== 'none') return undefined; // the tanh form runs in float64 as it is
+  const x = node.inputs[0];
+  return b.scale(b.mul(x, b.add(b.scalar(1), kernel('Erf', [b.scale(x, Math.SQRT1_2)]))), 0.5);
+};
 const Mean: Lowering = ({ b }, node) => b.scale(node.inputs.slice(1).reduce((sum, x) => b.add(sum, x), node.inputs[0]), 1 / node.inputs.length);
 
 export const LOWERINGS: Record<string, Lowering> = {
@@ -193,6 +203,7 @@ export const LOWERINGS: Record<string, Lowering> = {
   Conv,
   ConvTranspose,
   Elu,
+  Gelu,
   GlobalAveragePool,
   GlobalMaxPool,
   HardSigmoid,

@@ -8,24 +8,44 @@
 //   J·u                                   the Jacobian rows times u, with
 //   FD = (f(θ + εu) − f(θ − εu)) / 2ε     the forward model with the parameters moved along u.
 // The relative error of a scope is
-//   max_{n,k} |J·u − FD|  /  max( max_{n,k} |FD|,  max_{n,k} |J·u|,  floor )
-// and the check passes when every scope's relative error is at most the tolerance. The floor
-// turns the tolerance into an absolute one where the derivatives are too small to be resolved:
-//   floor = 64 · ( u_J · S  +  u_f · max_{n,k} |f(θ)| / ε ) / tolerance,
-// with S the largest |J·u| or |FD| over the scopes of that direction, u_J the unit roundoff of
-// J's element type (2⁻²⁴ for float32) and u_f that of the forward model's: 64 times the
-// rounding noise of J and of the finite difference, which blocks far smaller than S (or
-// derivatives far smaller than the output) cannot get below.
+//   max_{n,k} |J·u − FD|  /  max( G,  floor ),   G = max( max_{n,k} |FD|,  max_{n,k} |J·u| ),
+// and a scope fails when its relative error is above the tolerance. The floor keeps rounding
+// noise from failing a right J: it is 64 times the noise of J·u − FD over the tolerance,
+//   floor = 64 · ( u_J · S  +  (u_f · max_{n,k} |f(θ)|  +  u_32 · R) / ε ) / tolerance,
+// with S the largest G over the scopes of that direction, u_J the unit roundoff of J's element
+// type (2⁻²⁴ for float32), u_f that of the forward model (float64's with float32 islands), and
+// R (only with float32 islands, below) how far the islands' float32 rounding moves the output.
+//
+// Where G is at most the floor, the scope's derivatives are below the noise: its relative error
+// is then measured against the floor, an absolute bound, and the scope is marked inconclusive. A
+// small block among large ones is routinely so (in honest models too), and is still bounded by
+// tolerance × floor, at most tolerance × S when the direction resolves. But when every scope
+// of a direction is inconclusive (S ≤ floor), nothing about J was resolved: a J of zeros or one
+// off by half could pass. The result is then inconclusive (not passed, with the reason) unless
+// some scope failed outright. So a pass means: along every direction the largest derivatives
+// agree to the tolerance, and every block to within tolerance × S.
 //
 // The forward model runs in float64 where onnxruntime allows: data inputs, float initializers
 // and float constants are cast to float64, and the ops onnxruntime runs only in float32 are
 // rewritten (./lower.ts). Then ε = 1e-7 and the tolerance is 1e-3: the finite difference is
 // accurate to about 1e-9 (a step this small crosses no ReLU or max-pool kink in practice),
 // and what is left is the float32 rounding of J itself, typically 1e-7 to 1e-5 relative.
-// Otherwise (an op with no float64 form, such as Erf) the model runs in float32 with ε = 1e-3
-// and tolerance 2e-2: float32 rounding of f, divided by 2ε, and the model's curvature over a
-// step of ε limit the finite difference to a few parts in a thousand on smooth models; a step
-// that crosses kinks of ReLU-like ops can exceed that.
+// An op with neither a float64 kernel nor a float64 form (Erf, for one, also inside Gelu's
+// float64 form; onnxruntime names it when it rejects the graph, and the next attempt keeps it
+// in float32) runs in float32 inside the float64 graph, cast down and back up (a float32
+// island; dtype 'mixed'), so that only its own values are rounded to float32 and large values
+// elsewhere (a large bias after it, say) are not. How far that rounding moves the output is
+// measured, not assumed: every island input and output multiplied by 1 + η·r (r uniform in
+// [−1, 1], a stand-in for a rounding of relative size η = 2⁻¹²) moves the output by η·R, R taken
+// as the largest max_{n,k} |f_jittered − f| / η of two such runs. With float32 islands, and in
+// plain float32 (the last resort, or asked for), ε = 1e-3 and the tolerance is 2e-2: float32
+// rounding divided by 2ε and the model's curvature over a step of ε limit the finite difference
+// to a few parts in a thousand on smooth models; a step that crosses kinks of ReLU-like ops can
+// exceed that. A larger step does not rescue a float32 model whose outputs dwarf its
+// derivatives: with outputs 1e3 times the derivatives (a bias of 1000 after an Erf), the step
+// that brings the floor under the derivatives, about 0.06, is one over which the curvature
+// alone moves the finite difference by 20%. Such a model is inconclusive in float32, and
+// resolved with Erf in a float32 island.
 //
 // Verification is for small batches: it uses the first MAX_SAMPLES samples at most (fewer when
 // J for them would exceed JACOBIAN_BUDGET bytes, or the model fixes a smaller batch size).
@@ -42,36 +62,47 @@ import { MemorySink } from '../output.js';
 import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
 import { probeShapes } from '../run/probe.js';
+import type { ShapeTable } from '../analysis/shapes.js';
 import { paddedRows } from '../run/tensors.js';
 import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
-import { toDouble } from './double.js';
+import { ROUNDOFF_INPUT, toDouble } from './double.js';
 import { DIRECTION_INPUT, perturbedForward, STEP_INPUT } from './perturb.js';
 
 export const MAX_SAMPLES = 64;
 export const JACOBIAN_BUDGET = 256 * 1024 * 1024;
 
-export type VerifyDtype = 'float64' | 'float32';
+/** Precision of the forward model: float64, float64 with float32 islands ('mixed'), or float32. */
+export type VerifyDtype = 'float64' | 'mixed' | 'float32';
 
 /** Step size and tolerance for each precision of the forward model (see the comment at the top). */
 export const PRECISION: Record<VerifyDtype, { epsilon: number; tolerance: number }> = {
   float64: { epsilon: 1e-7, tolerance: 1e-3 },
+  mixed: { epsilon: 1e-3, tolerance: 2e-2 },
   float32: { epsilon: 1e-3, tolerance: 2e-2 },
 };
-const UNIT_ROUNDOFF: Record<VerifyDtype, number> = { float64: 2 ** -53, float32: 2 ** -24 };
+const UNIT_ROUNDOFF = { float64: 2 ** -53, float32: 2 ** -24 };
 /** Margin over the rounding noise of J and of the finite difference (see the floor above). */
 const NOISE_MARGIN = 64;
+/** η of the runs that measure what the float32 islands' rounding does to the output, and their count. */
+const ROUNDOFF_PROBE = 2 ** -12;
+const ROUNDOFF_DRAWS = 2;
+/** At most this many op types are put in float32 islands before falling back to plain float32. */
+const MAX_FLOAT32_OPS = 8;
 
 export interface VerifyOptions {
   modelOutput?: string;
   reduce?: Reduce;
   /** Random directions (default 3). */
   directions?: number;
-  /** Step ε (default by precision: 1e-7 in float64, 1e-3 in float32). */
+  /** Step ε (default by precision: 1e-7 in float64, 1e-3 with float32 islands or in float32). */
   epsilon?: number;
-  /** Tolerance on the relative error (default by precision: 1e-3 in float64, 2e-2 in float32). */
+  /** Tolerance on the relative error (default by precision: 1e-3 in float64, 2e-2 with float32 islands or in float32). */
   tolerance?: number;
-  /** Precision of the forward model: float64 where onnxruntime allows, else float32 (default); or forced. */
-  precision?: 'auto' | VerifyDtype;
+  /**
+   * Precision of the forward model: 'auto' (default) is float64 where onnxruntime allows, else
+   * float64 with float32 islands, else float32; 'float64' or 'float32' forces one (no islands).
+   */
+  precision?: 'auto' | 'float64' | 'float32';
   /** Seed of the random directions (default 0). */
   seed?: number;
   threads?: number;
@@ -85,6 +116,10 @@ export interface VerifyCheck {
   maxAbsError: number;
   maxAbsFiniteDifference: number;
   maxAbsProduct: number;
+  /** The noise floor of this direction (the same for all its scopes). */
+  floor: number;
+  /** max|FD| and max|J·u| are both at most the floor: the relative error is against the floor, not the derivatives. */
+  inconclusive: boolean;
 }
 
 export interface VerifyResult {
@@ -92,11 +127,18 @@ export interface VerifyResult {
   directions: number;
   epsilon: number;
   dtype: VerifyDtype;
-  /** Why the forward model ran in float32: onnxruntime's message on the float64 graph. */
+  /** Why the forward model is not plain float64: onnxruntime's message on the float64 graph. */
   fallback?: string;
+  /** Op types run in float32 inside the float64 model (dtype 'mixed'); empty otherwise. */
+  float32Ops: string[];
   tolerance: number;
   worstRelativeError: number;
+  /** No check failed and none of the directions is inconclusive. */
   passed: boolean;
+  /** No check failed, but along some direction every scope is below the noise floor: J was not resolved. */
+  inconclusive: boolean;
+  /** Why the result is not a pass (a failure or an inconclusive check); undefined when it passed. */
+  reason?: string;
   /** One check per direction and scope, directions outer. */
   details: VerifyCheck[];
 }
@@ -122,17 +164,26 @@ type FloatData = Float32Array | Float64Array;
 
 interface Forward {
   dtype: VerifyDtype;
-  /** Why the forward model runs in float32 when float64 was tried (onnxruntime's message). */
+  /** Why the forward model is not plain float64 when float64 was tried (onnxruntime's message). */
   fallback?: string;
+  float32Ops: string[];
+  /** True when the float32 precision was asked for, not fallen back to. */
+  forced: boolean;
   parameters: Parameter[];
   /** Per-sample shape of the output. */
   outputShape: number[];
   release(): Promise<void>;
   /**
    * The model output (count, ...K) for the first `count` samples, each parameter moved by
-   * its entry of `steps` times its stretch of `direction` (all zeros when undefined).
+   * its entry of `steps` times its stretch of `direction` (all zeros when undefined), and
+   * the float32 islands' values jittered by `roundoff` (η; 0 by default).
    */
-  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[]): Promise<FloatData>;
+  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff?: number): Promise<FloatData>;
+}
+
+/** The op onnxruntime names when it has no kernel for a node in the graph's types. */
+function missingKernel(message: string): string | undefined {
+  return /Could not find an implementation for (\w+)\(\d+\) node/.exec(message)?.[1];
 }
 
 /** The perturbed forward model in float64 if onnxruntime runs it so, else in float32. */
@@ -143,25 +194,30 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
   const parameters = analysis.parameters;
   const fixedBatch = fixedBatchSize(graph);
   const D = parameters.reduce((s, p) => s + p.size, 0);
-  const attempt = async (dtype: VerifyDtype): Promise<Forward> => {
+  let shapes: ShapeTable | undefined;
+  const attempt = async (dtype: 'float64' | 'float32', float32Ops: ReadonlySet<string>): Promise<Omit<Forward, 'fallback' | 'forced'>> => {
     const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
     let model: Graph;
+    let islands = 0;
     if (dtype === 'float64') {
-      const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads });
-      const { graph: doubled, doubleOf } = toDouble(graph, (name) => shapes.dims(name));
-      model = perturbedForward(doubled, parameters, output, elemType, (name) => doubleOf.get(name) ?? name);
+      shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads });
+      const table = shapes;
+      const doubled = toDouble(graph, (name) => table.dims(name), { float32Ops, elemType: (name) => table.elemType(name) });
+      islands = doubled.islands;
+      model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name);
     } else {
       model = perturbedForward(graph, parameters, output, elemType, (name) => name);
     }
     const session = await ort.InferenceSession.create(encodeModel(model), sessionOptions(threads));
     const vector = (values: ArrayLike<number>) => (dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values));
     const zeros = vector(new Float64Array(D));
-    const run = async (batch: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[]) => {
+    const run = async (batch: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff = 0) => {
       const rows = fixedBatch ?? count;
       const feeds: Record<string, ort.Tensor> = {
         [DIRECTION_INPUT]: new ort.Tensor(dtype, (direction ?? zeros) as never, [D]),
         [STEP_INPUT]: new ort.Tensor(dtype, vector(steps) as never, [steps.length]),
       };
+      if (islands > 0) feeds[ROUNDOFF_INPUT] = new ort.Tensor('float64', Float64Array.of(roundoff), []);
       for (const [name, source] of batch) feeds[name] = paddedRows(source, 0, count, rows);
       const result = (await session.run(feeds))[output];
       const rowSize = result.dims.slice(1).reduce((a, b) => a * b, 1);
@@ -171,11 +227,12 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
       // A float64 graph may be accepted and still fail in a kernel: one run settles it.
       const { shape } = await run(inputs, 1, undefined, parameters.map(() => 0));
       return {
-        dtype,
+        dtype: islands > 0 ? 'mixed' : dtype,
+        float32Ops: islands > 0 ? [...float32Ops] : [],
         parameters,
         outputShape: shape,
         release: () => session.release(),
-        run: async (batch, count, direction, steps) => (await run(batch, count, direction, steps)).data,
+        run: async (batch, count, direction, steps, roundoff) => (await run(batch, count, direction, steps, roundoff)).data,
       };
     } catch (err) {
       await session.release();
@@ -184,16 +241,29 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
   };
   const failed = (err: unknown) => new RuntimeFailure(`onnxruntime could not run the forward model for verification: ${(err as Error).message}`);
   let fallback: string | undefined;
+  let islandFailure: { ops: ReadonlySet<string>; message: string } | undefined;
   if (precision !== 'float32') {
-    try {
-      return await attempt('float64');
-    } catch (err) {
-      if (precision === 'float64') throw failed(err);
-      fallback = (err as Error).message;
+    // onnxruntime names one op without a float64 kernel per refusal: each goes to a float32 island in turn.
+    const float32Ops = new Set<string>();
+    for (;;) {
+      try {
+        return { ...(await attempt('float64', float32Ops)), fallback, forced: false };
+      } catch (err) {
+        if (precision === 'float64') throw failed(err);
+        const message = (err as Error).message;
+        fallback ??= message;
+        const op = missingKernel(message);
+        if (op === undefined || float32Ops.has(op) || float32Ops.size >= MAX_FLOAT32_OPS) {
+          if (float32Ops.size > 0) islandFailure = { ops: float32Ops, message };
+          break;
+        }
+        float32Ops.add(op);
+      }
     }
   }
+  if (islandFailure !== undefined) fallback = `${fallback}; with ${[...islandFailure.ops].join(', ')} in float32: ${islandFailure.message}`;
   try {
-    return { ...(await attempt('float32')), fallback };
+    return { ...(await attempt('float32', new Set())), fallback, forced: precision === 'float32' };
   } catch (err) {
     throw failed(err);
   }
@@ -235,7 +305,8 @@ async function compareAlongDirections(
   options: VerifyOptions,
 ): Promise<VerifyResult> {
   const { parameters, dtype } = forward;
-  const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
+  const tensorType = dtype === 'float32' ? 'float32' : 'float64';
+  const elemType = dtype === 'float32' ? DataType.FLOAT : DataType.DOUBLE;
   const precision = PRECISION[dtype];
   const epsilon = options.epsilon ?? precision.epsilon;
   const count = jacobian.shape[0];
@@ -248,8 +319,9 @@ async function compareAlongDirections(
   const R = options.directions ?? 3;
   const directions = await randomDirections(R, D, elemType, options.seed ?? 0, options.threads);
   const scopes = parameters.length > 1 ? [undefined, ...parameters.map((_, i) => i)] : [undefined];
+  const still = parameters.map(() => 0);
 
-  const reference = await forward.run(inputs, count, undefined, parameters.map(() => 0));
+  const reference = await forward.run(inputs, count, undefined, still);
   const plus: FloatData[] = [];
   const minus: FloatData[] = [];
   for (let r = 0; r < R; r++) {
@@ -260,29 +332,44 @@ async function compareAlongDirections(
       }
     }
   }
+  // R: how far the float32 rounding of the islands can move the output (see the comment at the top).
+  let islandSensitivity = 0;
+  if (dtype === 'mixed') {
+    for (let draw = 0; draw < ROUNDOFF_DRAWS; draw++) {
+      const jittered = await forward.run(inputs, count, undefined, still, ROUNDOFF_PROBE);
+      for (let i = 0; i < jittered.length; i++) islandSensitivity = Math.max(islandSensitivity, Math.abs(jittered[i] - reference[i]) / ROUNDOFF_PROBE);
+    }
+  }
   const compare = compareGraph(parameters, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon);
   const stackedDims = [R, scopes.length, count, outputElements];
   const out = await runGraph(
     compare,
     {
       jacobian: new ort.Tensor(jacobian.data instanceof Float64Array ? 'float64' : 'float32', jacobian.data as never, [count, elements, D]),
-      directions: new ort.Tensor(dtype, directions as never, [R, D]),
-      plus: new ort.Tensor(dtype, concat(plus, elemType) as never, stackedDims),
-      minus: new ort.Tensor(dtype, concat(minus, elemType) as never, stackedDims),
-      reference: new ort.Tensor(dtype, reference as never, [count, outputElements]),
+      directions: new ort.Tensor(tensorType, directions as never, [R, D]),
+      plus: new ort.Tensor(tensorType, concat(plus, elemType) as never, stackedDims),
+      minus: new ort.Tensor(tensorType, concat(minus, elemType) as never, stackedDims),
+      reference: new ort.Tensor(tensorType, reference as never, [count, outputElements]),
     },
     options.threads,
   );
   const [maxError, maxDifference, maxProduct, maxOutput] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
   const tolerance = options.tolerance ?? precision.tolerance;
   const jacobianRoundoff = UNIT_ROUNDOFF[jacobian.data instanceof Float64Array ? 'float64' : 'float32'];
+  // Rounding noise of the finite difference: of the output, and of the islands' values.
+  const forwardNoise = (UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'] * maxOutput[0] + UNIT_ROUNDOFF.float32 * islandSensitivity) / epsilon;
   const details: VerifyCheck[] = [];
+  const unresolved: { direction: number; largest: number; floor: number; jacobianNoise: number }[] = [];
   for (let r = 0; r < R; r++) {
     const at = (s: number) => r * scopes.length + s;
     const largest = Math.max(...scopes.map((_, s) => Math.max(maxDifference[at(s)], maxProduct[at(s)])));
-    const floor = (NOISE_MARGIN * (jacobianRoundoff * largest + (UNIT_ROUNDOFF[dtype] * maxOutput[0]) / epsilon)) / tolerance;
+    const jacobianNoise = jacobianRoundoff * largest;
+    const floor = (NOISE_MARGIN * (jacobianNoise + forwardNoise)) / tolerance;
+    // NaN (a forward output that is not finite) is left to fail below.
+    if (largest <= floor) unresolved.push({ direction: r, largest, floor, jacobianNoise });
     scopes.forEach((scope, s) => {
-      const scale = Math.max(maxDifference[at(s)], maxProduct[at(s)], floor, Number.MIN_VALUE);
+      const derivatives = Math.max(maxDifference[at(s)], maxProduct[at(s)]);
+      const scale = Math.max(derivatives, floor, Number.MIN_VALUE);
       details.push({
         direction: r,
         parameter: scope === undefined ? undefined : parameters[scope].name,
@@ -290,12 +377,72 @@ async function compareAlongDirections(
         maxAbsError: maxError[at(s)],
         maxAbsFiniteDifference: maxDifference[at(s)],
         maxAbsProduct: maxProduct[at(s)],
+        floor,
+        inconclusive: derivatives <= floor,
       });
     });
   }
   // NaN (a forward output that is not finite) counts as a failure.
-  const worstRelativeError = Math.max(...details.map((d) => (Number.isNaN(d.relativeError) ? Infinity : d.relativeError)));
-  return { samples: count, directions: R, epsilon, dtype, fallback: forward.fallback, tolerance, worstRelativeError, passed: worstRelativeError <= tolerance, details };
+  const errorOf = (d: VerifyCheck) => (Number.isNaN(d.relativeError) ? Infinity : d.relativeError);
+  const worst = details.reduce((a, d) => (errorOf(d) > errorOf(a) ? d : a));
+  const worstRelativeError = errorOf(worst);
+  const failed = worstRelativeError > tolerance;
+  const inconclusive = !failed && unresolved.length > 0;
+  let reason: string | undefined;
+  if (failed) {
+    const where = `${worst.parameter === undefined ? 'all parameters' : `parameter '${worst.parameter}'`}, direction ${worst.direction}`;
+    reason = Number.isFinite(worstRelativeError)
+      ? `J·u and the finite differences differ by ${worstRelativeError.toExponential(2)} relative (${where}), above the tolerance ${plain(tolerance)}`
+      : `J·u or the finite differences are not finite (${where})`;
+  } else if (inconclusive) {
+    const worstUnresolved = unresolved.reduce((a, u) => (u.largest / u.floor < a.largest / a.floor ? u : a));
+    reason = unresolvedReason(forward, { ...worstUnresolved, forwardNoise, maxOutput: maxOutput[0], islandSensitivity, epsilon, tolerance, jacobianRoundoff });
+  }
+  return {
+    samples: count,
+    directions: R,
+    epsilon,
+    dtype,
+    fallback: forward.fallback,
+    float32Ops: forward.float32Ops,
+    tolerance,
+    worstRelativeError,
+    passed: !failed && !inconclusive,
+    inconclusive,
+    reason,
+    details,
+  };
+}
+
+const magnitude = (x: number) => `~1e${Math.round(Math.log10(x))}`;
+const exp = (x: number) => x.toExponential(1);
+/** A tolerance or step as one would write it: 0.02, 1e-6. */
+const plain = (x: number) => (x !== 0 && Math.abs(x) < 1e-3 ? x.toExponential() : String(x));
+
+/** Why a direction's derivatives are not resolved: the forward model's precision, and which noise covers them. */
+function unresolvedReason(
+  forward: Forward,
+  u: { direction: number; largest: number; floor: number; jacobianNoise: number; forwardNoise: number; maxOutput: number; islandSensitivity: number; epsilon: number; tolerance: number; jacobianRoundoff: number },
+): string {
+  const head = 'the finite differences cannot resolve these derivatives';
+  if (!(u.largest > 0)) return `${head}: the output does not move along direction ${u.direction} (every finite difference and J·u is 0)`;
+  const along = `derivatives up to ${exp(u.largest)} along direction ${u.direction}, noise floor ${exp(u.floor)}`;
+  if (u.jacobianNoise >= u.forwardNoise) {
+    return `${head}: the tolerance ${plain(u.tolerance)} is below what the rounding of J allows (${NOISE_MARGIN} × its unit roundoff ${exp(u.jacobianRoundoff)} = ${exp(NOISE_MARGIN * u.jacobianRoundoff)}; ${along})`;
+  }
+  const larger = (x: number) => `${magnitude(x / u.largest)} times larger than the derivatives`;
+  const outputs = `outputs ${larger(u.maxOutput)} (max |f(θ)| ${exp(u.maxOutput)}, ${along}; ε = ${plain(u.epsilon)})`;
+  if (forward.dtype === 'float32') {
+    const op = forward.fallback === undefined ? undefined : missingKernel(forward.fallback);
+    const why = forward.forced ? "precision 'float32' asked for" : op !== undefined ? `${op} has no float64 kernel in onnxruntime` : `onnxruntime: ${forward.fallback}`;
+    return `${head}: float32 forward model (${why}) and ${outputs}`;
+  }
+  if (forward.dtype === 'mixed' && UNIT_ROUNDOFF.float32 * u.islandSensitivity >= UNIT_ROUNDOFF.float64 * u.maxOutput) {
+    const ops = forward.float32Ops.join(', ');
+    const many = forward.float32Ops.length > 1;
+    return `${head}: ${ops} run${many ? '' : 's'} in float32 (no float64 kernel in onnxruntime), and the output's sensitivity to ${many ? 'their' : 'its'} values is ${larger(u.islandSensitivity)} (${exp(u.islandSensitivity)}, ${along}; ε = ${plain(u.epsilon)})`;
+  }
+  return `${head}: ${outputs}, even in float64`;
 }
 
 /**
