@@ -24,10 +24,11 @@ export interface CheckOptions {
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
 async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
   try {
+    // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
+    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
     const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
     await release();
-    if (!opts.verify) return {};
-    return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
+    return {};
   } catch (err) {
     if (err instanceof ModelRefusedError) return { problems: err.problems.length > 0 ? err.problems : [{ reason: err.message }] };
     throw err;

@@ -1,5 +1,6 @@
 // `jacobian <model.onnx> --input batch.npy`: computes J and writes it as .npy or .npz.
 import { UsageError } from '../errors.js';
+import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
 import { openFileSink, type FileSink } from '../output.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
@@ -66,7 +67,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   }
   const seconds = (performance.now() - started) / 1000;
   const D = plan.parameters.reduce((s, p) => s + p.size, 0);
-  const bytes = plan.blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * (b.dtype === 'float64' ? 8 : 4), 0);
+  const bytes = plan.blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * npyItemSize(b.dtype), 0);
   if (opts.json) {
     const summary = {
       ok: true,

@@ -113,6 +113,11 @@ export function npyItemSize(dtype: NpyDtype): number {
   return dtypeInfo(dtype).itemsize;
 }
 
+/** The dtype's typed array over `buffer` (raw bits for float16). */
+export function npyTypedArray(dtype: NpyDtype, buffer: ArrayBuffer): NpyData {
+  return new (dtypeInfo(dtype).ctor)(buffer);
+}
+
 function dtypeInfo(dtype: NpyDtype): DtypeInfo {
   const info = Object.prototype.hasOwnProperty.call(DTYPES, dtype) ? DTYPES[dtype] : undefined;
   if (!info) throw new TypeError(`unknown npy dtype ${JSON.stringify(dtype)}; expected one of ${Object.keys(DTYPES).join(', ')}`);

@@ -1,7 +1,7 @@
 // Row-wise access to a batch: from a .npy file read chunk by chunk (memory bounded by
 // the chunk, not by N), or from an array already in memory.
 import fs from 'node:fs';
-import { NpyFormatError, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
+import { NpyFormatError, npyItemSize, npyTypedArray, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
 
 export interface RowSource {
   dtype: NpyDtype;
@@ -15,37 +15,19 @@ export interface RowSource {
   close(): void;
 }
 
-type TypedArrayConstructor = new (buffer: ArrayBuffer, byteOffset?: number, length?: number) => NpyData;
-
-const CONSTRUCTORS: Record<NpyDtype, [TypedArrayConstructor, number]> = {
-  float32: [Float32Array, 4],
-  float64: [Float64Array, 8],
-  float16: [Uint16Array, 2],
-  int8: [Int8Array, 1],
-  uint8: [Uint8Array, 1],
-  int16: [Int16Array, 2],
-  uint16: [Uint16Array, 2],
-  int32: [Int32Array, 4],
-  uint32: [Uint32Array, 4],
-  int64: [BigInt64Array as unknown as TypedArrayConstructor, 8],
-  uint64: [BigUint64Array as unknown as TypedArrayConstructor, 8],
-  bool: [Uint8Array, 1],
-};
-
 function rowElements(shape: readonly number[]): number {
   return shape.slice(1).reduce((a, b) => a * b, 1);
 }
 
 export function arrayRows(arr: NpyArray): RowSource {
   const size = rowElements(arr.shape);
-  const [Ctor] = CONSTRUCTORS[arr.dtype];
   return {
     dtype: arr.dtype,
     shape: arr.shape,
     source: 'memory',
     rows: (start, end) => arr.data.subarray(start * size, end * size),
     pick(rows) {
-      const out = new Ctor(new ArrayBuffer(rows.length * size * CONSTRUCTORS[arr.dtype][1]));
+      const out = npyTypedArray(arr.dtype, new ArrayBuffer(rows.length * size * npyItemSize(arr.dtype)));
       rows.forEach((row, i) => (out as Float32Array).set((arr.data as Float32Array).subarray(row * size, (row + 1) * size), i * size));
       return out;
     },
@@ -74,7 +56,7 @@ export function openNpyRows(path: string): RowSource {
       throw new NpyFormatError(`${path}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but the file holds ${size - info.dataOffset}; re-create it with np.save`);
     }
     if (info.shape.length === 0) throw new NpyFormatError(`${path}: a 0-d array has no batch axis; axis 0 must index the samples`);
-    const [Ctor, itemSize] = CONSTRUCTORS[info.dtype];
+    const itemSize = npyItemSize(info.dtype);
     const rowBytes = rowElements(info.shape) * itemSize;
     const read = (start: number, into: Uint8Array) => {
       readExact(fd, into, info.dataOffset + start * rowBytes, path);
@@ -92,12 +74,12 @@ export function openNpyRows(path: string): RowSource {
       rows(start, end) {
         const buffer = new ArrayBuffer((end - start) * rowBytes);
         read(start, new Uint8Array(buffer));
-        return new Ctor(buffer);
+        return npyTypedArray(info.dtype, buffer);
       },
       pick(rows) {
         const buffer = new ArrayBuffer(rows.length * rowBytes);
         rows.forEach((row, i) => read(row, new Uint8Array(buffer, i * rowBytes, rowBytes)));
-        return new Ctor(buffer);
+        return npyTypedArray(info.dtype, buffer);
       },
       close: () => fs.closeSync(fd),
     };

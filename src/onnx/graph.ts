@@ -47,6 +47,11 @@ export interface Graph {
   functions: LocalFunction[];
 }
 
+/** An empty model at opset 13, for the small helper graphs the tool runs on its own (seeds, comparisons). */
+export function standaloneGraph(name: string): Graph {
+  return { name, nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+}
+
 export const DataType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10, DOUBLE: 11 } as const;
 
 export function isFloatType(t: number): boolean {

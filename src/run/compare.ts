@@ -1,7 +1,7 @@
 // max |a − b| and max |a| of two tensors, computed by onnxruntime.
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
-import type { Graph } from '../onnx/graph.js';
+import { standaloneGraph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 
 const sessions = new Map<number, Promise<ort.InferenceSession>>();
@@ -9,7 +9,7 @@ const sessions = new Map<number, Promise<ort.InferenceSession>>();
 function compareSession(elemType: number): Promise<ort.InferenceSession> {
   let session = sessions.get(elemType);
   if (!session) {
-    const graph: Graph = { name: 'compare', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+    const graph = standaloneGraph('compare');
     const b = new GraphBuilder(graph, elemType);
     graph.inputs = [
       { name: 'a', elemType, dims: ['n'] },

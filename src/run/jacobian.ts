@@ -3,7 +3,7 @@ import ort from 'onnxruntime-node';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
-import type { NpyArray, NpyDtype } from '../io/npy.js';
+import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
@@ -147,8 +147,7 @@ function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: numbe
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    const elemType = shapes.elemType(name);
-    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * (elemType === 11 || elemType === 7 ? 8 : 4);
+    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
   const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
   const byMemory = Math.floor(maxMemory / bytesPerSample);
@@ -200,7 +199,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       ? [{ name: 'jacobian', dtype, shape: [samples, ...elementShape, D] }]
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
 
-  const itemSize = dtype === 'float64' ? 8 : 4;
+  const itemSize = npyItemSize(dtype);
   const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
   const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');

@@ -9,10 +9,8 @@ import { type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
-import { pickRows } from './tensors.js';
+import { ELEM_TYPE_OF, pickRows } from './tensors.js';
 import { sessionOptions } from './session.js';
-
-const ELEM_TYPE: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
 /** Batch size of the probe when the model does not fix one. */
 export const PROBE_BATCH = 2;
@@ -59,7 +57,7 @@ export async function probeShapes(
   const results = new Map<string, ValueShape>();
   const smallConstants = new Map<string, number[]>();
   for (const [name, t] of Object.entries(out)) {
-    results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE[t.type] ?? 0 });
+    results.set(name, { dims: [...t.dims], elemType: ELEM_TYPE_OF[t.type] ?? 0 });
     // Small integers (pads, axes, slice bounds) count as constants when no data value enters
     // them and they are the same for both probe batches: computed from per-sample dims via
     // Shape, never from the batch size.
@@ -70,7 +68,7 @@ export async function probeShapes(
       if (sameForBothBatches) smallConstants.set(name, values);
     }
   }
-  for (const [name, arr] of inputs) results.set(name, { dims: [batch, ...arr.shape.slice(1)], elemType: ELEM_TYPE[arr.dtype] ?? 0 });
+  for (const [name, arr] of inputs) results.set(name, { dims: [batch, ...arr.shape.slice(1)], elemType: ELEM_TYPE_OF[arr.dtype] ?? 0 });
   for (const [name, t] of graph.initializers) results.set(name, { dims: t.dims, elemType: t.dataType });
   const batched = new Set<string>();
   for (const name of activations) {

@@ -3,14 +3,11 @@
 // element), or one output element for every sample (one run per element).
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
-import type { Graph } from '../onnx/graph.js';
+import { standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
+import { ELEM_TYPE_OF } from './tensors.js';
 
 export type SeedMode = { kind: 'ones' } | { kind: 'one-hot' } | { kind: 'element'; element: number };
-
-function emptyGraph(name: string): Graph {
-  return { name, nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
-}
 
 async function runOnce(graph: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(encodeModel(graph));
@@ -22,7 +19,7 @@ async function runOnce(graph: Graph, feeds: Record<string, ort.Tensor>): Promise
 }
 
 export async function makeSeed(rows: number, perSample: readonly number[], mode: SeedMode, elemType: number): Promise<ort.Tensor> {
-  const graph = emptyGraph('seed');
+  const graph = standaloneGraph('seed');
   const b = new GraphBuilder(graph, elemType);
   const K = perSample.reduce((a, c) => a * c, 1);
   let seed: string;
@@ -46,7 +43,7 @@ function stackSession(count: number, elemType: number): Promise<ort.InferenceSes
   const key = `${count}/${elemType}`;
   let session = stackSessions.get(key);
   if (!session) {
-    const graph = emptyGraph('stack');
+    const graph = standaloneGraph('stack');
     const b = new GraphBuilder(graph, elemType);
     graph.inputs = Array.from({ length: count }, (_, k) => ({ name: `e${k}`, elemType, dims: undefined }));
     const stacked = b.op1('Concat', graph.inputs.map((input) => b.unsqueeze(input.name, [1])), { axis: 1 });
@@ -65,7 +62,7 @@ function stackSession(count: number, elemType: number): Promise<ort.InferenceSes
 export async function stackElements(perElement: ort.Tensor[][]): Promise<ort.Tensor[]> {
   const results: ort.Tensor[] = [];
   for (let block = 0; block < perElement[0].length; block++) {
-    const elemType = perElement[0][block].type === 'float64' ? 11 : 1;
+    const elemType = ELEM_TYPE_OF[perElement[0][block].type];
     const session = await stackSession(perElement.length, elemType);
     const feeds = Object.fromEntries(perElement.map((tensors, k) => [`e${k}`, tensors[block]]));
     results.push((await session.run(feeds)).result);

@@ -22,7 +22,11 @@ export const ELEM_TYPE_NAME: Record<number, NpyDtype> = {
   [DataType.UINT8]: 'uint8',
   [DataType.INT8]: 'int8',
   [DataType.BOOL]: 'bool',
+  [DataType.FLOAT16]: 'float16',
 };
+
+/** ONNX element type of an npy dtype or onnxruntime tensor type (their names agree). */
+export const ELEM_TYPE_OF: Record<string, number> = Object.fromEntries(Object.entries(ELEM_TYPE_NAME).map(([type, name]) => [name, Number(type)]));
 
 function ortType(source: RowSource): ort.Tensor.Type {
   const type = ORT_TYPE[source.dtype];

@@ -3,7 +3,7 @@
 // reduced to the maxima the relative error is made of. Everything is computed in float64.
 import type { Parameter } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { DataType, type Graph } from '../onnx/graph.js';
+import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 
 export const COMPARE_OUTPUTS = ['maxError', 'maxDifference', 'maxProduct', 'maxOutput'] as const;
 
@@ -24,7 +24,7 @@ export interface CompareShape {
  * elements of |J·u − FD|, of |FD| and of |J·u|; and max |f(θ)|.
  */
 export function compareGraph(parameters: readonly Parameter[], shape: CompareShape, epsilon: number): Graph {
-  const graph: Graph = { name: 'compare', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+  const graph = standaloneGraph('compare');
   const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
   const D = parameters.reduce((s, p) => s + p.size, 0);
   graph.inputs = [

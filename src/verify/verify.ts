@@ -56,7 +56,7 @@ import { RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray } from '../io/npy.js';
 import { arrayRows, asRowSource, type RowSource } from '../io/rows.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { DataType, type Graph } from '../onnx/graph.js';
+import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { MemorySink } from '../output.js';
 import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Reduce } from '../run/jacobian.js';
@@ -280,7 +280,7 @@ async function runGraph(graph: Graph, feeds: Record<string, ort.Tensor>, threads
 
 /** Standard normal directions (count, D) from onnxruntime's RandomNormal with a fixed seed. */
 async function randomDirections(count: number, D: number, elemType: number, seed: number, threads: number | undefined): Promise<FloatData> {
-  const graph: Graph = { name: 'directions', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+  const graph = standaloneGraph('directions');
   const b = new GraphBuilder(graph, elemType, 'verify');
   const directions = b.op1('RandomNormal', [], { shape: [count, D], dtype: elemType, mean: b.float(0), scale: b.float(1), seed: b.float(seed) });
   graph.nodes.push({ name: 'directions', opType: 'Identity', domain: '', inputs: [directions], outputs: ['directions'], attributes: [] });
