@@ -1,12 +1,10 @@
 // dX of a convolution is the transposed convolution of the cotangent with the same weight.
 import { convGeometry, outputPadding } from '../convGeometry.js';
 import type { GradRule } from '../context.js';
+import { refuseDataWeights } from './shared.js';
 
 export const Conv: GradRule = {
-  refuse(_node, { wanted }) {
-    if (wanted[1] || wanted[2]) return 'the weight or bias holds data; only constant or parameter weights are supported';
-    return undefined;
-  },
+  refuse: refuseDataWeights,
   backward(ctx, node, [g], wanted) {
     if (g === undefined || !wanted[0]) return [undefined, undefined, undefined];
     const inDims = ctx.perSample(node.inputs[0]);

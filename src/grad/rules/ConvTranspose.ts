@@ -3,7 +3,7 @@
 import { attrInt, attrInts, attrString } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { refuseNode } from './shared.js';
+import { refuseDataWeights, refuseNode } from './shared.js';
 
 /**
  * Begin/end pads of a ConvTranspose. With auto_pad or output_shape the total comes
@@ -31,10 +31,7 @@ function transposePads(node: Node, inSpatial: number[], outSpatial: number[], ke
 }
 
 export const ConvTranspose: GradRule = {
-  refuse(_node, { wanted }) {
-    if (wanted[1] || wanted[2]) return 'the weight or bias holds data; only constant or parameter weights are supported';
-    return undefined;
-  },
+  refuse: refuseDataWeights,
   backward(ctx, node, [g], wanted) {
     if (g === undefined || !wanted[0]) return [undefined, undefined, undefined];
     const inSpatial = ctx.perSample(node.inputs[0]).slice(1);

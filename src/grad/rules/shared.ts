@@ -132,3 +132,8 @@ export function inFloatTypeOf(ctx: GradContext, value: string): GradContext {
   }
   return typed;
 }
+
+/** Conv-like ops: only the data input may carry a cotangent; weight and bias are constants or parameters. */
+export function refuseDataWeights(_node: Node, { wanted }: { wanted: boolean[] }): string | undefined {
+  return wanted[1] || wanted[2] ? 'the weight or bias holds data; only constant or parameter weights are supported' : undefined;
+}
