@@ -2,7 +2,8 @@
 import { RuntimeFailure, UsageError } from './errors.js';
 import { NpyWriter } from './io/npy.js';
 import { NpzWriter } from './io/npz.js';
-import type { JacobianSink, OutputBlock } from './run/jacobian.js';
+import { safeArrayName, ZarrWriter, type ZarrCompressor } from './io/zarr.js';
+import type { JacobianPlan, JacobianSink, OutputBlock } from './run/jacobian.js';
 
 export interface FileSink extends JacobianSink {
   commit(): Promise<void>;
@@ -42,6 +43,55 @@ export async function openFileSink(path: string, blocks: readonly OutputBlock[],
         for (let i = 0; i < buffers.length; i++) await writer.write(i, buffers[i]);
       }),
     commit: () => writing(() => writer.commit()),
+    abort: () => writer.abort(),
+  };
+}
+
+/** Does this output path name a Zarr store? */
+export function isZarrPath(path: string): boolean {
+  return /\.zarr\/?$/i.test(path);
+}
+
+/**
+ * A Zarr store of all `plan.samples` rows, of which this run writes `plan.rows`: one chunk
+ * per run chunk (plan.batchSize rows), so shards, which are runs of whole chunks, never
+ * share one. Flat: one array (samples, *K, D); tuple: a group, one array per parameter.
+ * Attributes say which parameter each column (or array) is; `_ARRAY_DIMENSIONS` names the
+ * axes for xarray. Nothing shard-specific goes into metadata: every shard writes the same bytes.
+ */
+export async function openZarrSink(path: string, plan: JacobianPlan, options: { tuple: boolean; compressor: ZarrCompressor }): Promise<FileSink> {
+  const { rows, batchSize: chunkRows, samples } = plan;
+  if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
+    throw new UsageError(
+      `--rows ${rows.start}:${rows.end} cuts through a chunk of the Zarr store (chunks of ${chunkRows} rows): writers of one store must write whole chunks, ` +
+        `so start and end at multiples of ${chunkRows} (or end at ${samples}), or use --shard I/N, which does`,
+    );
+  }
+  const elementAxes = plan.elementShape.map((_, i) => `output_${i}`);
+  const common = { model_output: plan.analysis.output, output_shape: plan.outputShape };
+  const parameters = plan.parameters.map((p) => ({ name: p.name, shape: p.dims, offset: p.offset, size: p.size }));
+  const taken = new Set<string>();
+  const flat = !options.tuple;
+  const arrays = flat
+    ? [{ name: '', dtype: plan.blocks[0].dtype, shape: [samples, ...plan.blocks[0].shape.slice(1)], chunkRows, attributes: { ...common, parameters, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, 'parameter'] } }]
+    : plan.blocks.map((block, i) => {
+        const name = safeArrayName(block.name, taken);
+        const dims = plan.parameters[i].dims.map((_, axis) => `${name}_${axis}`);
+        return { name, dtype: block.dtype, shape: [samples, ...block.shape.slice(1)], chunkRows, attributes: { ...common, parameter: block.name, offset: plan.parameters[i].offset, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...dims] } };
+      });
+  const group = flat ? undefined : { ...common, parameters: parameters.map((p, i) => ({ ...p, array: arrays[i].name })) };
+  const writer = await opening(() => ZarrWriter.open(path, { arrays, group, compressor: options.compressor }));
+  let row = rows.start;
+  return {
+    write: (buffers) =>
+      writing(async () => {
+        const chunk = row / chunkRows;
+        for (let i = 0; i < buffers.length; i++) await writer.writeChunk(i, chunk, buffers[i]);
+        row = Math.min(samples, row + chunkRows);
+      }),
+    commit: async () => {
+      if (row !== rows.end) throw new RuntimeFailure(`${path}: wrote rows ${rows.start} to ${row}, expected up to ${rows.end}`);
+    },
     abort: () => writer.abort(),
   };
 }

@@ -2,8 +2,10 @@
 import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
-import { openFileSink, type FileSink } from '../output.js';
+import type { ZarrCompressor } from '../io/zarr.js';
+import { isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
+import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from './inputs.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
@@ -20,11 +22,19 @@ export interface ComputeOptions {
   maxMemory?: number;
   threads?: number;
   vectorStrategy?: 'tile' | 'loop';
+  rows?: RowSelection;
+  shard?: RowSelection;
+  compressor?: ZarrCompressor;
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
   const started = performance.now();
-  const archive = opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false);
+  const zarr = opts.output !== undefined && isZarrPath(opts.output);
+  const archive = !zarr && (opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false));
+  if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
+  if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr) {
+    throw new UsageError(`--compressor applies to Zarr stores only: name the output J.zarr, or drop --compressor ${opts.compressor}`);
+  }
   const outputPath = opts.output ?? (archive ? 'jacobian.npz' : 'jacobian.npy');
   if (archive && outputPath.toLowerCase().endsWith('.npy')) {
     throw new UsageError(`--as-tuple writes a .npz archive, but the output is named ${outputPath}: name it .npz, or drop --as-tuple for the flat .npy`);
@@ -40,7 +50,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const { plan, run } = await planJacobian(graph, inputs, {
     modelOutput: opts.modelOutput,
     reduce: opts.reduce,
-    layout: archive ? 'tuple' : 'flat',
+    layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
+    rows: opts.shard ?? opts.rows,
     batchSize: opts.batchSize,
     maxMemory: opts.maxMemory,
     threads: opts.threads,
@@ -50,7 +61,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   let sink: FileSink | undefined;
   let finishMs = 0;
   try {
-    sink = await openFileSink(outputPath, plan.blocks, archive);
+    sink = zarr ? await openZarrSink(outputPath, plan, { tuple: opts.asTuple === true, compressor: opts.compressor ?? 'none' }) : await openFileSink(outputPath, plan.blocks, archive);
     await run(sink);
     const finishStart = performance.now();
     await sink.commit();
@@ -72,8 +83,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     const summary = {
       ok: true,
       output: outputPath,
-      format: archive ? 'npz' : 'npy',
+      format: zarr ? 'zarr' : archive ? 'npz' : 'npy',
       samples: plan.samples,
+      rows: [plan.rows.start, plan.rows.end],
+      ...(plan.rows.shard ? { shard: plan.rows.shard } : {}),
       outputShape: plan.outputShape,
       columns: D,
       blocks: plan.blocks,
@@ -85,10 +98,18 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     };
     info.write(`${JSON.stringify(summary, null, 2)}\n`);
   } else if (!opts.quiet) {
-    const shape = archive ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
+    const shape = archive || (zarr && opts.asTuple) ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
+    const { start, end, shard } = plan.rows;
+    const rowsText = start === 0 && end === plan.samples ? `${plan.samples} samples` : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
     info.write(
-      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${plan.samples} samples × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
+      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${rowsText} × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
     );
+    if (start === end) {
+      process.stderr.write(
+        `note: shard ${shard?.index}/${shard?.count} has no rows: the ${plan.samples} samples fill only ${Math.ceil(plan.samples / plan.batchSize)} chunks of ${plan.batchSize} rows; ` +
+          'to split finer, give every run the same smaller --batch-size\n',
+      );
+    }
   }
   // Float initializers that meet the data outside any parameter slot are not differentiated: say so.
   const undifferentiated = plan.analysis.constants.filter((c) => c.reason.startsWith('enters no parameter slot'));

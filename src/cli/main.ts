@@ -6,6 +6,7 @@ import { computeCommand, type ComputeOptions } from './compute.js';
 import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
+import { parseRows, parseShard } from '../run/shards.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -32,8 +33,11 @@ export async function main(argv: string[]): Promise<number> {
     .version(version, '-V, --version')
     .argument('<model.onnx>', 'the ONNX model')
     .option('-i, --input <[name=]file.npy>', 'input batch (axis 0 = samples); repeat as name=file.npy for several inputs', collect, [])
-    .option('-o, --output <file>', "output file: .npy (flat N × D matrix) or .npz (one entry per parameter); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
-    .option('--as-tuple', 'write one array per parameter into a .npz archive')
+    .option('-o, --output <file>', "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
+    .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
+    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run', parseRows)
+    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options', parseShard)
+    .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
@@ -55,6 +59,7 @@ Examples:
   jacobian model.onnx --input batch.npy                  writes jacobian.npy, shape (N, D) or (N, *K, D)
   jacobian model.onnx --input batch.npy --as-tuple       writes jacobian.npz, one (N, *K, *shape) entry per parameter
   jacobian model.onnx -i a=a.npy -i b=b.npy -o J.npy     a model with two inputs
+  jacobian model.onnx -i batch.npy --shard 0/4 -o J.zarr  shard 0 of 4 (run 0/4 … 3/4 anywhere) into one Zarr store
   jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
 
 Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,

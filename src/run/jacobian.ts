@@ -10,6 +10,7 @@ import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
+import { resolveRows, type RowRange, type RowSelection } from './shards.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
@@ -32,6 +33,8 @@ export interface JacobianOptions {
    * in one run (default); 'loop' makes K runs over each chunk with one element seeded.
    */
   vectorStrategy?: 'tile' | 'loop';
+  /** Only these rows of J (default all); each row's bytes equal those of the whole run (src/run/shards.ts). */
+  rows?: RowSelection;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -62,8 +65,12 @@ export interface JacobianPlan {
   outputShape: number[];
   /** Axes between the sample axis and the parameter axes of J: K, or none. */
   elementShape: number[];
+  /** Blocks of the rows computed: axis 0 has rows.end − rows.start entries. */
   blocks: OutputBlock[];
+  /** Samples per run; run chunks start at multiples of it, also when only some rows are computed. */
   batchSize: number;
+  /** The rows of J computed, of `samples`. */
+  rows: RowRange;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
 }
@@ -194,13 +201,14 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const elemType = shapes.elemType(output);
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
-  const blocks: OutputBlock[] =
-    layout === 'flat'
-      ? [{ name: 'jacobian', dtype, shape: [samples, ...elementShape, D] }]
-      : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
-
   const itemSize = npyItemSize(dtype);
   const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
+  const rowRange = resolveRows(options.rows, samples, batchSize);
+  const rowCount = rowRange.end - rowRange.start;
+  const blocks: OutputBlock[] =
+    layout === 'flat'
+      ? [{ name: 'jacobian', dtype, shape: [rowCount, ...elementShape, D] }]
+      : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [rowCount, ...elementShape, ...p.dims] }));
   const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
@@ -210,7 +218,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
   }
   lap('session');
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, timings };
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, rows: rowRange, timings };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();
@@ -233,8 +241,11 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     let bytesWritten = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      for (let start = 0; start < samples; start += batchSize) {
+      // Whole chunks of the unsharded run, from the one holding the first requested row.
+      for (let start = rowRange.start - (rowRange.start % batchSize); start < rowRange.end; start += batchSize) {
         const end = Math.min(samples, start + batchSize);
+        const keepStart = Math.max(start, rowRange.start);
+        const keepEnd = Math.min(end, rowRange.end);
         const rows = fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
@@ -251,16 +262,16 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           results = await stackElements(perElementResults);
         }
         lap('compute');
-        // Padding rows of a fixed batch are dropped here.
+        // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
         const buffers = results.map((tensor, i) => {
           const data = tensor.data as Float32Array;
-          return new Uint8Array(data.buffer, data.byteOffset, (end - start) * rowBytes[i]);
+          return new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * rowBytes[i], (keepEnd - keepStart) * rowBytes[i]);
         });
         // onnxruntime-node runs on this thread while file writes run on libuv's pool,
         // so this chunk is written while the next one is computed.
         await pendingWrite;
         lap('write');
-        options.onProgress?.({ samplesDone: start, samples, bytesWritten });
+        options.onProgress?.({ samplesDone: keepStart - rowRange.start, samples: rowCount, bytesWritten });
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
         });
@@ -270,7 +281,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       }
       await pendingWrite;
       lap('write');
-      options.onProgress?.({ samplesDone: samples, samples, bytesWritten });
+      options.onProgress?.({ samplesDone: rowCount, samples: rowCount, bytesWritten });
     } finally {
       await pendingWrite.catch(() => undefined);
       await session.release();
