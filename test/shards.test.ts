@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { computeJacobian, writeJacobian } from '../src/index.js';
 import { readNpy } from '../src/io/npy.js';
 import { parseRows, parseShard, shardRange } from '../src/run/shards.js';
 import { expectClose, FIXTURES, readReference } from './helpers.js';
@@ -269,5 +270,20 @@ print(json.dumps({
     expect(got).toMatchObject({ flat: [6, 10, 896], chunks: [2, 10, 896], flatEqual: true, zlibEqual: true });
     expect(got.arrays).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx__MatMul_11']);
     expect(got.names).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx::MatMul_11']);
+  });
+});
+
+describe('library', () => {
+  it('computeJacobian with rows, and writeJacobian of shards into a store, match the whole Jacobian', async () => {
+    const model = join(FIXTURES, 'mlp_tanh_sigmoid', 'model.onnx');
+    const input = join(FIXTURES, 'mlp_tanh_sigmoid', 'input.npy');
+    const whole = (await computeJacobian(model, { input, batchSize: 5 })).blocks[0].data as Float32Array;
+    const part = (await computeJacobian(model, { input, batchSize: 5, rows: { start: 3, end: 12 } })).blocks[0];
+    expect(part.shape).toEqual([9, 107]);
+    expect(Buffer.from(part.data.buffer).equals(Buffer.from(whole.buffer, 3 * 107 * 4, 9 * 107 * 4))).toBe(true);
+    for (const shard of [1, 0]) await writeJacobian(model, join(dir, 'lib.zarr'), { input, batchSize: 5, rows: { shard, of: 2 } });
+    const { data } = readZarrArray('lib.zarr');
+    expect(data.equals(Buffer.from(whole.buffer))).toBe(true);
+    expectClose(whole, readNpy(join(FIXTURES, 'mlp_tanh_sigmoid', 'jacobian.npy')).data as Float32Array, 'mlp_tanh_sigmoid');
   });
 });
