@@ -59,6 +59,8 @@ function filesOf(folder: string): Map<string, Buffer> {
 
 const pythonZarr = spawnSync(PYTHON, ['-c', 'import zarr, numpy'], { encoding: 'utf8' }).status === 0;
 if (!pythonZarr) console.warn(`skipping the zarr-python reads of the stores: ${PYTHON} cannot import zarr and numpy (apt-get install python3-zarr python3-numpy)`);
+const pythonXarray = pythonZarr && spawnSync(PYTHON, ['-c', 'import xarray, dask.array'], { encoding: 'utf8' }).status === 0;
+if (!pythonXarray) console.warn(`skipping the xarray reads of the stores: ${PYTHON} cannot import xarray and dask (apt-get install python3-xarray python3-dask)`);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-shards-'));
@@ -270,6 +272,30 @@ print(json.dumps({
     expect(got).toMatchObject({ flat: [6, 10, 896], chunks: [2, 10, 896], flatEqual: true, zlibEqual: true });
     expect(got.arrays).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx__MatMul_11']);
     expect(got.names).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx::MatMul_11']);
+  });
+
+  it.skipIf(!pythonXarray)('xarray opens the group as a dataset and the flat array with its named axes', () => {
+    const script = `
+import json, numpy as np, xarray as xr, zarr, dask.array as da
+ds = xr.open_zarr('tuple.zarr', consolidated=False)
+z = zarr.open('three.zarr', mode='r')
+J = xr.DataArray(da.from_zarr('three.zarr'), dims=z.attrs['_ARRAY_DIMENSIONS'])
+print(json.dumps({
+  'variables': sorted(ds.data_vars),
+  'dims': list(ds['onnx__MatMul_11'].dims),
+  'parameter': ds['onnx__MatMul_11'].attrs['parameter'],
+  'flatDims': list(J.dims),
+  'flatEqual': bool(np.array_equal(J.values, np.load('lenet.npy'))),
+}))`;
+    const r = spawnSync(PYTHON, ['-c', script], { cwd: dir, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      variables: ['fc.bias', 'head.bias', 'head.weight', 'onnx__MatMul_11'],
+      dims: ['sample', 'onnx__MatMul_11_0', 'onnx__MatMul_11_1'],
+      parameter: 'onnx::MatMul_11',
+      flatDims: ['sample', 'output_0', 'parameter'],
+      flatEqual: true,
+    });
   });
 });
 
