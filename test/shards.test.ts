@@ -9,7 +9,7 @@ import { inflateSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { computeJacobian, writeJacobian } from '../src/index.js';
 import { readNpy } from '../src/io/npy.js';
-import { parseRows, parseShard, shardRange } from '../src/run/shards.js';
+import { parseRows, parseShard, rangeChunks, shardRange } from '../src/run/shards.js';
 import { expectClose, FIXTURES, readReference } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
@@ -83,6 +83,16 @@ describe('shard arithmetic', () => {
         expect(Math.max(...chunksPer) - Math.min(...chunksPer)).toBeLessThanOrEqual(1);
       }
     }
+  });
+
+  it('a range runs the whole chunks of the unsharded run that hold its rows, keeping only its rows', () => {
+    expect([...rangeChunks({ start: 3, end: 9 }, 4, 10)]).toEqual([
+      { start: 0, end: 4, keepStart: 3, keepEnd: 4 },
+      { start: 4, end: 8, keepStart: 4, keepEnd: 8 },
+      { start: 8, end: 10, keepStart: 8, keepEnd: 9 },
+    ]);
+    expect([...rangeChunks({ start: 8, end: 10 }, 4, 10)]).toEqual([{ start: 8, end: 10, keepStart: 8, keepEnd: 10 }]);
+    expect([...rangeChunks({ start: 10, end: 10 }, 4, 10)]).toEqual([]);
   });
 
   it('parses --rows and --shard, refusing empty, reversed and out-of-range values', () => {

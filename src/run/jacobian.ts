@@ -10,7 +10,7 @@ import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
-import { resolveRows, type RowRange, type RowSelection } from './shards.js';
+import { rangeChunks, resolveRows, type RowRange, type RowSelection } from './shards.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
@@ -241,11 +241,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     let bytesWritten = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      // Whole chunks of the unsharded run, from the one holding the first requested row.
-      for (let start = rowRange.start - (rowRange.start % batchSize); start < rowRange.end; start += batchSize) {
-        const end = Math.min(samples, start + batchSize);
-        const keepStart = Math.max(start, rowRange.start);
-        const keepEnd = Math.min(end, rowRange.end);
+      // Whole chunks of the unsharded run, so each row's bytes are the same in any range.
+      for (const { start, end, keepStart, keepEnd } of rangeChunks(rowRange, batchSize, samples)) {
         const rows = fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);

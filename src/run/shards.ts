@@ -62,3 +62,20 @@ export function resolveRows(selection: RowSelection | undefined, samples: number
   }
   return { start: selection.start, end };
 }
+
+/** One run chunk: it computes rows [start, end) of the whole batch and keeps [keepStart, keepEnd). */
+export interface RangeChunk {
+  start: number;
+  end: number;
+  keepStart: number;
+  keepEnd: number;
+}
+
+/** The chunks of the unsharded run that hold the rows of `range`, in order (any chunk loop, J's or a statistic's, can use it). */
+export function* rangeChunks(range: RowRange, chunkRows: number, samples: number): Generator<RangeChunk> {
+  if (range.end <= range.start) return;
+  for (let start = range.start - (range.start % chunkRows); start < range.end; start += chunkRows) {
+    const end = Math.min(samples, start + chunkRows);
+    yield { start, end, keepStart: Math.max(start, range.start), keepEnd: Math.min(end, range.end) };
+  }
+}
