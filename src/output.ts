@@ -57,9 +57,10 @@ export function isZarrPath(path: string): boolean {
  * per run chunk (plan.batchSize rows), so shards, which are runs of whole chunks, never
  * share one. Flat: one array (samples, *K, D); tuple: a group, one array per parameter.
  * Attributes say which parameter each column (or array) is; `_ARRAY_DIMENSIONS` names the
- * axes for xarray. Nothing shard-specific goes into metadata: every shard writes the same bytes.
+ * axes for xarray; `source` says what it was computed from. Nothing shard-specific goes into
+ * metadata: every shard writes the same bytes.
  */
-export async function openZarrSink(path: string, plan: JacobianPlan, options: { tuple: boolean; compressor: ZarrCompressor }): Promise<FileSink> {
+export async function openZarrSink(path: string, plan: JacobianPlan, options: { tuple: boolean; compressor: ZarrCompressor; source?: Record<string, unknown> }): Promise<FileSink> {
   const { rows, batchSize: chunkRows, samples } = plan;
   if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
     throw new UsageError(
@@ -68,7 +69,8 @@ export async function openZarrSink(path: string, plan: JacobianPlan, options: { 
     );
   }
   const elementAxes = plan.elementShape.map((_, i) => `output_${i}`);
-  const common = { model_output: plan.analysis.output, output_shape: plan.outputShape };
+  // `source` (the model's hash, the inputs' shapes) makes a shard of another model refuse the store instead of mixing chunks into it.
+  const common = { model_output: plan.analysis.output, output_shape: plan.outputShape, ...(options.source ? { source: options.source } : {}) };
   const parameters = plan.parameters.map((p) => ({ name: p.name, shape: p.dims, offset: p.offset, size: p.size }));
   const taken = new Set<string>();
   const flat = !options.tuple;

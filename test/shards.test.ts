@@ -204,6 +204,15 @@ describe('-o J.zarr', () => {
     expect(tuple.code).toBe(2);
     expect(tuple.stderr).toMatch(/holds a single array, but this run writes a group/);
     expect(filesOf('rerun.zarr')).toEqual(before);
+    // The same network with other contents (here a doc_string appended: protobuf field 6) is another model.
+    const model = readFileSync(join(dir, 'lenet10', 'model.onnx'));
+    writeFileSync(join(dir, 'lenet10', 'other.onnx'), Buffer.concat([model, Buffer.from([0x32, 5]), Buffer.from('other')]));
+    const otherModel = jacobian(['lenet10/other.onnx', '-i', 'lenet10/input.npy', '--batch-size', '2', '--shard', '0/3', '-o', 'rerun.zarr']);
+    expect(otherModel.code).toBe(2);
+    expect(otherModel.stderr).toMatch(/rerun\.zarr already holds a different array \(\.zattrs differs/);
+    expect(filesOf('rerun.zarr')).toEqual(before);
+    expect(jacobian(['lenet10/other.onnx', '-i', 'lenet10/input.npy', '--batch-size', '2', '-o', 'other.npy']).code).toBe(0);
+    expect(npyData('other.npy').equals(npyData('lenet.npy'))).toBe(true); // the appended field changes nothing but the file
   });
 
   it('refuses a path that is a file or a folder of other things, and --rows cutting a chunk', () => {

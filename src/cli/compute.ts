@@ -1,4 +1,6 @@
 // `jacobian <model.onnx> --input batch.npy`: computes J and writes it as .npy or .npz.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
@@ -25,6 +27,15 @@ export interface ComputeOptions {
   rows?: RowSelection;
   shard?: RowSelection;
   compressor?: ZarrCompressor;
+}
+
+/** What a Zarr store was computed from, so shards of another model or input refuse it (the input's values are not hashed: it may be huge). */
+function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shape: number[] }>, reduce: Reduce): Record<string, unknown> {
+  return {
+    model_sha256: createHash('sha256').update(readFileSync(modelPath)).digest('hex'),
+    inputs: Object.fromEntries([...inputs].map(([name, input]) => [name, { dtype: input.dtype, shape: input.shape }])),
+    reduce,
+  };
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -61,7 +72,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   let sink: FileSink | undefined;
   let finishMs = 0;
   try {
-    sink = zarr ? await openZarrSink(outputPath, plan, { tuple: opts.asTuple === true, compressor: opts.compressor ?? 'none' }) : await openFileSink(outputPath, plan.blocks, archive);
+    sink = zarr
+      ? await openZarrSink(outputPath, plan, { tuple: opts.asTuple === true, compressor: opts.compressor ?? 'none', source: zarrSource(modelPath, inputs, opts.reduce) })
+      : await openFileSink(outputPath, plan.blocks, archive);
     await run(sink);
     const finishStart = performance.now();
     await sink.commit();
