@@ -61,7 +61,9 @@ export function isZarrPath(path: string): boolean {
  * metadata: every shard writes the same bytes.
  */
 export async function openZarrSink(path: string, plan: JacobianPlan, options: { tuple: boolean; compressor: ZarrCompressor; source?: Record<string, unknown> }): Promise<FileSink> {
-  const { rows, batchSize: chunkRows, samples } = plan;
+  const { rows, samples } = plan;
+  // A --batch-size above N runs one chunk of N rows: store that, not a chunk mostly padding.
+  const chunkRows = Math.min(plan.batchSize, samples);
   if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
     throw new UsageError(
       `--rows ${rows.start}:${rows.end} cuts through a chunk of the Zarr store (chunks of ${chunkRows} rows): writers of one store must write whole chunks, ` +

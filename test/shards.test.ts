@@ -254,6 +254,10 @@ describe('-o J.zarr', () => {
     const { meta, data } = readZarrArray('zlib.zarr');
     expect(meta.compressor).toEqual({ id: 'zlib', level: 1 });
     expect(data.equals(readZarrArray('one.zarr').data)).toBe(true);
+    // A batch larger than N is one chunk of N rows, not N rows padded to the batch size.
+    expect(jacobian(['lenet10/model.onnx', '-i', 'lenet10/input.npy', '--batch-size', '1000', '-o', 'big.zarr']).code).toBe(0);
+    expect(readZarrArray('big.zarr').meta.chunks).toEqual([6, 10, 896]);
+    expect(readZarrArray('big.zarr').data.equals(data)).toBe(true);
   });
 
   it('--as-tuple writes a group, one array per parameter under a safe name, the original name in its attributes', () => {
