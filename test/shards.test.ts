@@ -281,6 +281,7 @@ describe('-o J.zarr', () => {
 import json, sys, numpy as np, zarr
 flat = zarr.open('three.zarr', mode='r')
 group = zarr.open_group('tuple.zarr', mode='r')
+consolidated = zarr.open_consolidated('tuple.zarr', mode='r')
 zl = zarr.open('zlib.zarr', mode='r')
 print(json.dumps({
   'flat': list(flat.shape), 'chunks': list(flat.chunks),
@@ -288,6 +289,7 @@ print(json.dumps({
   'zlibEqual': bool(np.array_equal(zl[:], flat[:])),
   'arrays': sorted(group.array_keys()),
   'names': [group[k].attrs['parameter'] for k in sorted(group.array_keys())],
+  'consolidatedEqual': all(np.array_equal(consolidated[k][:], group[k][:]) for k in group.array_keys()),
 }))`;
     const r = spawnSync(PYTHON, ['-c', script], { cwd: dir, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
@@ -295,12 +297,13 @@ print(json.dumps({
     expect(got).toMatchObject({ flat: [6, 10, 896], chunks: [2, 10, 896], flatEqual: true, zlibEqual: true });
     expect(got.arrays).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx__MatMul_11']);
     expect(got.names).toEqual(['fc.bias', 'head.bias', 'head.weight', 'onnx::MatMul_11']);
+    expect(got.consolidatedEqual).toBe(true);
   });
 
   it.skipIf(!pythonXarray)('xarray opens the group as a dataset and the flat array with its named axes', () => {
     const script = `
 import json, numpy as np, xarray as xr, zarr, dask.array as da
-ds = xr.open_zarr('tuple.zarr', consolidated=False)
+ds = xr.open_zarr('tuple.zarr')  # consolidated metadata (.zmetadata)
 z = zarr.open('three.zarr', mode='r')
 J = xr.DataArray(da.from_zarr('three.zarr'), dims=z.attrs['_ARRAY_DIMENSIONS'])
 print(json.dumps({

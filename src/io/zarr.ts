@@ -146,22 +146,30 @@ export class ZarrWriter {
     }
     if ((await readIfPresent(path.join(root, rootKind))) === undefined) {
       // Another shard may be writing the metadata right now: its temporary files and the arrays' folders are expected.
-      const expected = new Set(['.zattrs', ...spec.arrays.map((a) => a.name)]);
+      const expected = new Set(['.zattrs', '.zmetadata', ...spec.arrays.map((a) => a.name)]);
       const stray = (await fs.promises.readdir(root)).filter((f) => !expected.has(f) && !(f.startsWith('.') && f.includes('.tmp-')));
       if (stray.length > 0) {
         throw new UsageError(`${root} is a folder that is not a Zarr store (it holds ${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ', …' : ''}): choose a new path or an empty folder`);
       }
     }
+    const consolidated: Record<string, unknown> = {};
     for (const array of spec.arrays) {
       const folder = path.join(root, array.name);
       if (array.name !== '') await makeFolder(folder);
-      await writeOnce(path.join(folder, '.zarray'), arrayMetadata(array, spec.compressor), root);
+      const metadata = arrayMetadata(array, spec.compressor);
+      await writeOnce(path.join(folder, '.zarray'), metadata, root);
       await writeOnce(path.join(folder, '.zattrs'), canonicalJson(array.attributes), root);
+      consolidated[`${array.name}/.zarray`] = JSON.parse(metadata);
+      consolidated[`${array.name}/.zattrs`] = array.attributes;
     }
     // The group's own metadata last: a store with .zgroup has every array's metadata.
     if (spec.group) {
       await writeOnce(path.join(root, '.zattrs'), canonicalJson(spec.group), root);
-      await writeOnce(path.join(root, '.zgroup'), canonicalJson({ zarr_format: 2 }), root);
+      // zarr-python's consolidated metadata (zarr.open_consolidated, xarray's default): one read instead of one per array.
+      const zgroup = { zarr_format: 2 };
+      const all = { '.zattrs': spec.group, '.zgroup': zgroup, ...consolidated };
+      await writeOnce(path.join(root, '.zmetadata'), canonicalJson({ metadata: all, zarr_consolidated_format: 1 }), root);
+      await writeOnce(path.join(root, '.zgroup'), canonicalJson(zgroup), root);
     }
     return new ZarrWriter(root, spec);
   }
