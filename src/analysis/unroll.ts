@@ -1,0 +1,631 @@
+// Recurrent layers (ONNX LSTM, GRU, RNN) unrolled into per-step standard ops before the
+// analysis. Every step uses the same W, R, B (and LSTM's P) through Transpose/Reshape
+// only, so each use is a quasi-linear slot (MatMul, Add, Mul) and the shared-parameter
+// sum over the slots is the per-sample gradient of the recurrence (Σ over the steps).
+// Columns stay in the layout of the original W, R, B initializers.
+//
+// The samples stay on axis 0 of every value the unrolled cell computes: the input
+// projection runs on X read batch-first ([batch, dirs, T, input]), the states are
+// [batch, dirs, hidden], and Y is assembled as [batch, T, dirs, hidden]. ONNX's own
+// layouts (X as [T, batch, input], Y as [T, dirs, batch, hidden]) exist only as
+// "views": a value that equals Transpose(src, perm) of a batch-first src is not
+// materialized; Transpose, Squeeze, Gather, Slice and Reshape nodes that read it are
+// rewritten onto src, so PyTorch's Transpose → LSTM → Transpose/Reshape chains never
+// put the batch elsewhere. A view that some other op reads is materialized there.
+import { ModelRefusedError } from '../errors.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import {
+  attrFloat,
+  attrInt,
+  attrInts,
+  attrString,
+  attrTensor,
+  DataType,
+  hasAttribute,
+  hasSubgraph,
+  nodeLabel,
+  tensorNumbers,
+  type Attribute,
+  type Graph,
+  type Node,
+} from '../onnx/graph.js';
+import { makeAttribute, makeTensor } from '../onnx/proto.js';
+
+const RECURRENT_OPS = new Set(['LSTM', 'GRU', 'RNN']);
+/** Gates per cell and the activation functions one direction uses (ONNX defaults). */
+const CELLS: Record<string, { gates: number; activations: string[] }> = {
+  LSTM: { gates: 4, activations: ['Sigmoid', 'Tanh', 'Tanh'] },
+  GRU: { gates: 3, activations: ['Sigmoid', 'Tanh'] },
+  RNN: { gates: 1, activations: ['Tanh'] },
+};
+/** How many of activation_alpha / activation_beta each function consumes, and their defaults (onnxruntime's rnn_helpers). */
+const ACTIVATION_ARGS: Record<string, { alpha?: number; beta?: number }> = {
+  relu: {},
+  tanh: {},
+  sigmoid: {},
+  softsign: {},
+  softplus: {},
+  affine: { alpha: 1, beta: 0 },
+  leakyrelu: { alpha: 0.01 },
+  thresholdedrelu: { alpha: 1 },
+  scaledtanh: { alpha: 1, beta: 1 },
+  hardsigmoid: { alpha: 0.2, beta: 0.5 },
+  elu: { alpha: 1 },
+};
+/** Ops that act elementwise on one input: a view passes through them. */
+const UNARY_ELEMENTWISE = new Set(['Relu', 'Tanh', 'Sigmoid', 'Identity', 'LeakyRelu', 'Elu', 'Neg', 'Abs', 'Exp', 'Softplus', 'Softsign', 'Gelu', 'Erf', 'Selu', 'Celu', 'HardSigmoid']);
+
+export function hasRecurrentNodes(graph: Graph): boolean {
+  return graph.nodes.some((n) => RECURRENT_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx'));
+}
+
+/** A value equal to Transpose(src, perm), where src is materialized with the samples on axis 0. */
+interface View {
+  src: string;
+  perm: number[];
+}
+
+interface Activation {
+  name: string;
+  alpha: number;
+  beta: number;
+}
+
+const identity = (rank: number) => Array.from({ length: rank }, (_, i) => i);
+const isIdentity = (perm: readonly number[]) => perm.every((p, i) => p === i);
+const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
+/** Unknown extent (the batch, or a dimension the model leaves symbolic). */
+const UNKNOWN = -7;
+
+export function unrollRecurrences(model: Graph): Graph {
+  if (!hasRecurrentNodes(model)) return model;
+  return new Unroller(model).run();
+}
+
+class Unroller {
+  private readonly out: Graph;
+  private readonly b: GraphBuilder;
+  private readonly producers = new Map<string, Node>();
+  private readonly dataDependent = new Set<string>();
+  private readonly views = new Map<string, View>();
+  /** Static dims of values made here (UNKNOWN for the batch). */
+  private readonly knownDims = new Map<string, number[] | undefined>();
+
+  constructor(private readonly model: Graph) {
+    this.out = { ...model, nodes: [...model.nodes], initializers: new Map(model.initializers) };
+    const floatType = [...model.initializers.values()].find((t) => t.dataType === DataType.DOUBLE || t.dataType === DataType.FLOAT)?.dataType ?? DataType.FLOAT;
+    this.b = new GraphBuilder(this.out, floatType, 'unroll');
+    this.out.nodes = [];
+    for (const n of model.nodes) for (const o of n.outputs) this.producers.set(o, n);
+    for (const v of model.inputs) this.dataDependent.add(v.name);
+    for (const n of model.nodes) if (n.inputs.some((i) => this.dataDependent.has(i))) n.outputs.forEach((o) => this.dataDependent.add(o));
+  }
+
+  run(): Graph {
+    for (const node of this.model.nodes) {
+      if (RECURRENT_OPS.has(node.opType) && (node.domain === '' || node.domain === 'ai.onnx')) {
+        this.unroll(node);
+        continue;
+      }
+      if (this.viewThrough(node)) continue;
+      if (hasSubgraph(node)) for (const name of [...this.views.keys()]) this.materialize(name);
+      for (const input of node.inputs) if (this.views.has(input)) this.materialize(input);
+      this.out.nodes.push(node);
+    }
+    for (const o of this.model.outputs) if (this.views.has(o.name)) this.materialize(o.name);
+    return this.out;
+  }
+
+  // ---------------------------------------------------------------- views
+
+  private materialize(name: string): void {
+    const view = this.views.get(name)!;
+    this.views.delete(name);
+    const perm = isIdentity(view.perm);
+    this.out.nodes.push({
+      name: this.b.fresh(perm ? 'Identity_node' : 'Transpose_node'),
+      opType: perm ? 'Identity' : 'Transpose',
+      domain: '',
+      inputs: [view.src],
+      outputs: [name],
+      attributes: perm ? [] : [makeAttribute('perm', view.perm)],
+    });
+  }
+
+  /** A batch-first value equal to Transpose(value, perm), materialized. */
+  private transposed(value: string, perm: number[]): string {
+    const view = this.views.get(value);
+    if (!view) return this.b.transpose(value, perm);
+    const composed = perm.map((p) => view.perm[p]);
+    return this.b.transpose(view.src, composed);
+  }
+
+  private setView(name: string, src: string, perm: number[], srcDims?: number[]): void {
+    if (srcDims) this.knownDims.set(src, srcDims);
+    this.views.set(name, { src, perm });
+  }
+
+  /** Rewrites a layout node that reads a view (or a Transpose of data) as a view of its own; false when it cannot. */
+  private viewThrough(node: Node): boolean {
+    if (node.domain !== '' && node.domain !== 'ai.onnx') return false;
+    const input = node.inputs[0];
+    const view = this.views.get(input);
+    const output = node.outputs[0];
+    if (node.opType === 'Transpose' && node.outputs.length === 1 && (view || this.dataDependent.has(input))) {
+      const rank = this.dims(input)?.length;
+      const perm = attrInts(node, 'perm') ?? (rank === undefined ? undefined : identity(rank).reverse());
+      if (!perm) return false;
+      const base = view ?? { src: input, perm: identity(perm.length) };
+      this.views.set(output, { src: base.src, perm: perm.map((p) => base.perm[p]) });
+      return true;
+    }
+    if (!view) return false;
+    const srcDims = this.dims(view.src);
+    const rank = view.perm.length;
+    const batchAt = view.perm.indexOf(0);
+    const norm = (a: number) => (a < 0 ? a + rank : a);
+    if (UNARY_ELEMENTWISE.has(node.opType) && node.inputs.length === 1 && node.outputs.length === 1) {
+      const src = this.b.fresh(node.opType);
+      this.out.nodes.push({ ...node, inputs: [view.src], outputs: [src] });
+      this.setView(output, src, view.perm, srcDims);
+      return true;
+    }
+    if (node.opType === 'Squeeze') {
+      const axes = (this.b.opset >= 13 ? this.constantInts(node.inputs[1]) : attrInts(node, 'axes'))?.map(norm);
+      if (!axes || axes.includes(batchAt)) return false;
+      const srcAxes = axes.map((a) => view.perm[a]);
+      const src = this.b.squeeze(view.src, srcAxes);
+      this.setView(output, src, dropAxes(view.perm, axes), srcDims?.filter((_, i) => !srcAxes.includes(i)));
+      return true;
+    }
+    if (node.opType === 'Gather') {
+      const indices = this.constantTensor(node.inputs[1]);
+      const axis = norm(attrInt(node, 'axis', 0));
+      if (!indices || axis === batchAt || indices.dims.length > 1) return false;
+      const src = this.b.op1('Gather', [view.src, node.inputs[1]], { axis: view.perm[axis] });
+      if (indices.dims.length === 0) {
+        this.setView(output, src, dropAxes(view.perm, [axis]), srcDims?.filter((_, i) => i !== view.perm[axis]));
+      } else {
+        this.setView(output, src, view.perm, srcDims?.map((d, i) => (i === view.perm[axis] ? indices.dims[0] : d)));
+      }
+      return true;
+    }
+    if (node.opType === 'Slice' && this.b.opset >= 10) {
+      const [starts, ends, axesGiven, steps] = [1, 2, 3, 4].map((i) => (node.inputs[i] ? this.constantInts(node.inputs[i]) : undefined));
+      if (!starts || !ends || (node.inputs[3] && !axesGiven) || (node.inputs[4] && !steps)) return false;
+      const axes = (axesGiven ?? identity(starts.length)).map(norm);
+      if (axes.includes(batchAt)) return false;
+      const srcAxes = axes.map((a) => view.perm[a]);
+      const src = this.b.slice(view.src, starts, ends, srcAxes, steps);
+      const dims = srcDims?.map((d, i) => {
+        const k = srcAxes.indexOf(i);
+        return k < 0 || d === UNKNOWN ? d : sliceLength(starts[k], ends[k], steps?.[k] ?? 1, d);
+      });
+      this.setView(output, src, view.perm, dims);
+      return true;
+    }
+    if (node.opType === 'Reshape') return this.reshapeView(node, view, srcDims);
+    if (node.opType === 'Shape' && !hasAttribute(node, 'start') && !hasAttribute(node, 'end')) {
+      this.out.nodes.push({ ...node, inputs: [view.src], outputs: [this.b.fresh('Shape')] });
+      const srcShape = this.out.nodes[this.out.nodes.length - 1].outputs[0];
+      this.out.nodes.push({ name: this.b.fresh('Gather_node'), opType: 'Gather', domain: '', inputs: [srcShape, this.b.constInt64(view.perm)], outputs: [output], attributes: [] });
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Reshape of a view: possible when every group of axes it merges or splits is
+   * contiguous and in order in src, and the unknown (batch) axis stays a group of its own.
+   */
+  private reshapeView(node: Node, view: View, srcDims: number[] | undefined): boolean {
+    const shape = this.constantInts(node.inputs[1]);
+    if (!shape || !srcDims || attrInt(node, 'allowzero', 0) !== 0) return false;
+    const inDims = view.perm.map((p) => srcDims[p]);
+    if (inDims.filter((d) => d === UNKNOWN).length !== 1 || inDims.includes(1)) return false;
+    const target = shape.map((d, i) => (d === 0 ? inDims[i] : d));
+    const inferred = target.indexOf(-1);
+    if (inferred >= 0) {
+      if (target.includes(UNKNOWN, inferred + 1)) return false;
+      const known = product(inDims.filter((d) => d !== UNKNOWN)) / product(target.filter((d, k) => d !== UNKNOWN && k !== inferred));
+      // The -1 stands for the batch when the unknown axis is not copied by a 0.
+      if (!shape.some((d, i) => d === 0 && inDims[i] === UNKNOWN)) {
+        if (known !== 1) return false;
+      } else {
+        if (!Number.isInteger(known)) return false;
+        target[inferred] = known;
+      }
+    }
+    if (target.includes(1) || target.filter((d) => d === UNKNOWN).length !== 1) return false;
+    // Groups: runs of input axes and output axes with equal products.
+    const groups: { inAxes: number[]; outAxes: number[] }[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < inDims.length && j < target.length) {
+      if (inDims[i] === UNKNOWN || target[j] === UNKNOWN) {
+        if (inDims[i] !== UNKNOWN || target[j] !== UNKNOWN) return false;
+        groups.push({ inAxes: [i++], outAxes: [j++] });
+        continue;
+      }
+      const group = { inAxes: [i], outAxes: [j] };
+      let pin = inDims[i++];
+      let pout = target[j++];
+      while (pin !== pout) {
+        if (pin < pout) {
+          if (i >= inDims.length || inDims[i] === UNKNOWN) return false;
+          group.inAxes.push(i);
+          pin *= inDims[i++];
+        } else {
+          if (j >= target.length || target[j] === UNKNOWN) return false;
+          group.outAxes.push(j);
+          pout *= target[j++];
+        }
+      }
+      groups.push(group);
+    }
+    if (i < inDims.length || j < target.length) return false;
+    for (const g of groups) {
+      const srcAxes = g.inAxes.map((a) => view.perm[a]);
+      if (srcAxes.some((a, k) => k > 0 && a !== srcAxes[k - 1] + 1)) return false;
+    }
+    // src order of the groups gives the new src shape; the view order gives the new perm.
+    const bySrc = [...groups].sort((a, c) => view.perm[a.inAxes[0]] - view.perm[c.inAxes[0]]);
+    const newSrcDims: number[] = [];
+    const newAxisOf = new Map<number, number>();
+    for (const g of bySrc) for (const o of g.outAxes) {
+      newAxisOf.set(o, newSrcDims.length);
+      newSrcDims.push(target[o]);
+    }
+    const src = this.b.reshape(view.src, newSrcDims.map((d) => (d === UNKNOWN ? -1 : d)));
+    this.setView(node.outputs[0], src, target.map((_, o) => newAxisOf.get(o)!), newSrcDims);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- constants and static shapes
+
+  private constantTensor(name: string | undefined): { dims: number[]; values: number[] } | undefined {
+    if (!name) return undefined;
+    const init = this.model.initializers.get(name);
+    if (init) return { dims: init.dims, values: tensorNumbers(init.proto) };
+    const producer = this.producers.get(name);
+    if (producer?.opType !== 'Constant') return undefined;
+    const t = attrTensor(producer, 'value');
+    if (t) return { dims: (t.dims ?? []).map(Number), values: tensorNumbers(t) };
+    const ints = attrInts(producer, 'value_ints');
+    if (ints) return { dims: [ints.length], values: ints };
+    if (hasAttribute(producer, 'value_int')) return { dims: [], values: [attrInt(producer, 'value_int', 0)] };
+    return undefined;
+  }
+
+  private constantInts(name: string | undefined): number[] | undefined {
+    return this.constantTensor(name)?.values;
+  }
+
+  private readonly dimsMemo = new Map<string, number[] | undefined>();
+
+  /** Static dims of a value where the model fixes them (UNKNOWN elsewhere); undefined when even the rank is unknown. */
+  private dims(name: string): number[] | undefined {
+    const view = this.views.get(name);
+    if (view) {
+      const src = this.dims(view.src);
+      return src && view.perm.map((p) => src[p]);
+    }
+    if (this.knownDims.has(name)) return this.knownDims.get(name);
+    if (!this.dimsMemo.has(name)) {
+      this.dimsMemo.set(name, undefined);
+      this.dimsMemo.set(name, this.inferDims(name));
+    }
+    return this.dimsMemo.get(name);
+  }
+
+  private inferDims(name: string): number[] | undefined {
+    const init = this.model.initializers.get(name);
+    if (init) return init.dims;
+    const input = this.model.inputs.find((v) => v.name === name);
+    if (input) return input.dims?.map((d) => (typeof d === 'number' && d > 0 ? d : UNKNOWN));
+    const node = this.producers.get(name);
+    if (!node) return undefined;
+    const op = node.opType;
+    const x = node.inputs[0] ? this.dims(node.inputs[0]) : undefined;
+    if (op === 'Constant') return this.constantTensor(name)?.dims;
+    if (UNARY_ELEMENTWISE.has(op) || ['Dropout', 'Cast', 'Clip', 'Softmax', 'LogSoftmax', 'LayerNormalization', 'BatchNormalization', 'Sqrt', 'Reciprocal'].includes(op)) {
+      return node.outputs[0] === name ? x : undefined;
+    }
+    if (['Add', 'Sub', 'Mul', 'Div', 'Pow', 'PRelu', 'Where', 'Max', 'Min', 'Sum'].includes(op)) {
+      const all = node.inputs.map((i) => this.dims(i));
+      if (all.some((d) => !d)) return undefined;
+      return broadcast(all as number[][]);
+    }
+    if (!x) return undefined;
+    if (op === 'MatMul') {
+      const w = this.dims(node.inputs[1]);
+      if (!w || x.length < 2 || w.length < 2) return undefined;
+      return [...broadcast([x.slice(0, -2), w.slice(0, -2)]), x[x.length - 2], w[w.length - 1]];
+    }
+    if (op === 'Gemm') {
+      const w = this.dims(node.inputs[1]);
+      if (!w) return undefined;
+      return [x[attrInt(node, 'transA', 0) ? 1 : 0], w[attrInt(node, 'transB', 0) ? 0 : 1]];
+    }
+    if (op === 'Transpose') return (attrInts(node, 'perm') ?? identity(x.length).reverse()).map((p) => x[p]);
+    if (op === 'Squeeze' || op === 'Unsqueeze') {
+      const axes = this.b.opset >= 13 ? this.constantInts(node.inputs[1]) : attrInts(node, 'axes');
+      if (!axes) return undefined;
+      if (op === 'Squeeze') return x.filter((_, i) => !axes.map((a) => (a < 0 ? a + x.length : a)).includes(i));
+      const rank = x.length + axes.length;
+      const at = axes.map((a) => (a < 0 ? a + rank : a));
+      const rest = [...x];
+      return identity(rank).map((i) => (at.includes(i) ? 1 : rest.shift()!));
+    }
+    if (op === 'Reshape') {
+      const shape = this.constantInts(node.inputs[1]);
+      if (!shape) return undefined;
+      const target = shape.map((d, i) => (d === 0 ? x[i] : d));
+      const inferred = target.indexOf(-1);
+      if (inferred >= 0) {
+        const rest = target.filter((_, i) => i !== inferred);
+        target[inferred] = x.includes(UNKNOWN) || rest.includes(UNKNOWN) ? UNKNOWN : product(x) / product(rest);
+      }
+      return target;
+    }
+    if (op === 'Gather') {
+      const indices = this.dims(node.inputs[1]);
+      if (!indices) return undefined;
+      const axis = attrInt(node, 'axis', 0);
+      const a = axis < 0 ? axis + x.length : axis;
+      return [...x.slice(0, a), ...indices, ...x.slice(a + 1)];
+    }
+    if (op === 'Concat') {
+      const all = node.inputs.map((i) => this.dims(i));
+      if (all.some((d) => !d)) return undefined;
+      const axis = attrInt(node, 'axis', 0);
+      const a = axis < 0 ? axis + x.length : axis;
+      return x.map((d, i) => (i !== a ? d : all.some((t) => t![a] === UNKNOWN) ? UNKNOWN : all.reduce((s, t) => s + t![a], 0)));
+    }
+    if (RECURRENT_OPS.has(op)) return undefined;
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- helpers for the cell
+
+  private refuse(node: Node, reason: string): never {
+    throw new ModelRefusedError(`node '${nodeLabel(node)}' (${node.opType}): ${reason}`, [{ node: nodeLabel(node), op: node.opType, reason }]);
+  }
+
+  /** A float constant as a Constant node (a float initializer would be taken for a parameter). */
+  private floatConstant(value: number): string {
+    return this.b.op1('Constant', [], { value: makeTensor('value', this.b.floatType, [], this.b.floatTensor([value]).proto.rawData!) });
+  }
+
+  /** Whether an initial state is known to be zero (absent, ConstantOfShape of 0, or an all-zero initializer, through layout ops). */
+  private isZero(name: string | undefined): boolean {
+    if (!name) return true;
+    const init = this.model.initializers.get(name);
+    if (init) return tensorNumbers(init.proto).every((v) => v === 0);
+    const node = this.producers.get(name);
+    if (!node) return false;
+    if (node.opType === 'ConstantOfShape') {
+      const value = attrTensor(node, 'value');
+      return !value || tensorNumbers(value).every((v) => v === 0);
+    }
+    if (['Slice', 'Transpose', 'Squeeze', 'Unsqueeze', 'Reshape', 'Expand', 'Identity', 'Gather', 'Cast'].includes(node.opType)) return this.isZero(node.inputs[0]);
+    return false;
+  }
+
+  private activate(x: string, fn: Activation): string {
+    const b = this.b;
+    switch (fn.name.toLowerCase()) {
+      case 'sigmoid':
+        return b.op1('Sigmoid', [x]);
+      case 'tanh':
+        return b.op1('Tanh', [x]);
+      case 'relu':
+        return b.op1('Relu', [x]);
+      case 'softsign':
+        return b.op1('Softsign', [x]);
+      case 'softplus':
+        return b.op1('Softplus', [x]);
+      case 'leakyrelu':
+        return b.op1('LeakyRelu', [x], { alpha: b.float(fn.alpha) });
+      case 'elu':
+        return b.op1('Elu', [x], { alpha: b.float(fn.alpha) });
+      case 'hardsigmoid':
+        return b.op1('HardSigmoid', [x], { alpha: b.float(fn.alpha), beta: b.float(fn.beta) });
+      case 'affine':
+        return b.add(b.mul(x, this.floatConstant(fn.alpha)), this.floatConstant(fn.beta));
+      case 'scaledtanh':
+        return b.mul(b.op1('Tanh', [b.mul(x, this.floatConstant(fn.beta))]), this.floatConstant(fn.alpha));
+      case 'thresholdedrelu':
+        return b.op1('Where', [b.op1('Greater', [x, this.floatConstant(fn.alpha)]), x, this.floatConstant(0)]);
+      default:
+        throw new Error(`unknown activation ${fn.name}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- the unrolled cell
+
+  private unroll(node: Node): void {
+    const b = this.b;
+    const op = node.opType;
+    const cell = CELLS[op];
+    const [X, W, R, B, sequenceLens, initialH, initialC, P] = node.inputs;
+    const direction = attrString(node, 'direction', 'forward');
+    if (!['forward', 'reverse', 'bidirectional'].includes(direction)) this.refuse(node, `unknown direction '${direction}'`);
+    const D = direction === 'bidirectional' ? 2 : 1;
+    const layout = attrInt(node, 'layout', 0);
+    const H = attrInt(node, 'hidden_size', this.dims(R)?.[2] ?? 0);
+    if (!(H > 0)) this.refuse(node, 'its hidden_size is not given and R does not fix it');
+    const G = cell.gates;
+    if (op === 'LSTM' && attrInt(node, 'input_forget', 0) !== 0) this.refuse(node, 'input_forget=1 (coupled input and forget gates) is not supported');
+
+    const xDims = this.dims(X);
+    const T = xDims?.[layout === 0 ? 0 : 1];
+    if (T === undefined || T === UNKNOWN) {
+      this.refuse(
+        node,
+        `its sequence length (axis ${layout === 0 ? 0 : 1} of input '${X}') is not fixed in the model, and the recurrence is differentiated by unrolling it into one copy of the cell per step; export the model with a fixed sequence length (no dynamic axis on the sequence dimension)`,
+      );
+    }
+    if (sequenceLens) {
+      const lens = this.constantInts(sequenceLens);
+      if (!lens) this.refuse(node, `its sequence_lens input '${sequenceLens}' is not a constant; only sequences that all have the full length ${T} are supported`);
+      if (lens.some((l) => l !== T)) this.refuse(node, `its sequence_lens (${lens.join(', ')}) are shorter than the sequence length ${T}; only full-length sequences are supported`);
+    }
+
+    // Activation functions, one list per direction, with their alpha/beta.
+    const names = (attrStrings(node, 'activations') ?? []).map((s) => s);
+    const perDirection = cell.activations.length;
+    const listed = names.length === 0 ? [...cell.activations, ...(D === 2 ? cell.activations : [])] : names.length === perDirection && D === 2 ? [...names, ...names] : names;
+    if (listed.length !== perDirection * D) this.refuse(node, `it lists ${names.length} activation functions; ${perDirection * D} expected`);
+    const alphas = [...(attrFloats(node, 'activation_alpha') ?? [])];
+    const betas = [...(attrFloats(node, 'activation_beta') ?? [])];
+    const functions: Activation[] = listed.map((name) => {
+      const args = ACTIVATION_ARGS[name.toLowerCase()];
+      if (!args) this.refuse(node, `activation function '${name}' is not one the ONNX specification lists`);
+      const alpha = args.alpha === undefined ? 0 : (alphas.shift() ?? args.alpha);
+      const beta = args.beta === undefined ? 0 : (betas.shift() ?? args.beta);
+      return { name, alpha, beta };
+    });
+    const clip = hasAttribute(node, 'clip') ? attrFloat(node, 'clip', 0) : undefined;
+    const clipped = (x: string) => (clip === undefined ? x : b.op1('Clip', [x, this.floatConstant(-clip), this.floatConstant(clip)]));
+    // Activation k of the cell applied to a [batch, dirs, …] value (split by direction when they differ).
+    const act = (k: number, x: string): string => {
+      const fwd = functions[k];
+      const bwd = functions[perDirection + k] ?? fwd;
+      const input = clipped(x);
+      if (D === 1 || (fwd.name.toLowerCase() === bwd.name.toLowerCase() && fwd.alpha === bwd.alpha && fwd.beta === bwd.beta)) return this.activate(input, fwd);
+      const parts = [fwd, bwd].map((fn, d) => this.activate(b.slice(input, [d], [d + 1], [1]), fn));
+      return b.op1('Concat', parts, { axis: 1 });
+    };
+    const gate = (x: string, k: number) => b.slice(x, [k * H], [(k + 1) * H], [2]);
+
+    // X batch first: [batch, T, input]; stacked per direction (the reverse one reads time backwards).
+    const xBatchFirst = layout === 0 ? this.transposed(X, [1, 0, 2]) : this.transposed(X, [0, 1, 2]);
+    const reversedTime = (x: string, axis: number) => b.slice(x, [-1], [Number.MIN_SAFE_INTEGER], [axis], [-1]);
+    const stacked =
+      direction === 'forward'
+        ? b.unsqueeze(xBatchFirst, [1])
+        : direction === 'reverse'
+          ? b.unsqueeze(reversedTime(xBatchFirst, 1), [1])
+          : b.op1('Concat', [b.unsqueeze(xBatchFirst, [1]), b.unsqueeze(reversedTime(xBatchFirst, 1), [1])], { axis: 1 });
+    // Input projection of all steps at once: [batch, dirs, T, G·H]; one MatMul slot for W.
+    const projected = b.op1('MatMul', [stacked, b.transpose(W, [0, 2, 1])]);
+    // Biases: [xW, 0] + [Wb, Rb] on a new axis, one Add slot for B.
+    let preAll = projected;
+    let recurrentBiasAll: string | undefined;
+    let linearBeforeReset = false;
+    if (op === 'GRU') linearBeforeReset = attrInt(node, 'linear_before_reset', 0) !== 0;
+    if (B) {
+      const padded = b.op1('Pad', [b.unsqueeze(projected, [2]), b.constInt64([0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]);
+      const withBias = b.add(padded, b.reshape(B, [D, 2, 1, G * H]));
+      if (linearBeforeReset) {
+        preAll = b.op1('Gather', [withBias, b.constInt64([0], [])], { axis: 2 });
+        recurrentBiasAll = b.op1('Gather', [withBias, b.constInt64([1], [])], { axis: 2 });
+      } else {
+        preAll = b.reduceSum(withBias, [2], false);
+      }
+    }
+    const Rt = b.transpose(R, [0, 2, 1]);
+    const recurrent = (h: string) => b.squeeze(b.op1('MatMul', [b.unsqueeze(h, [2]), Rt]), [2]);
+    const peephole = op === 'LSTM' && P ? b.reshape(P, [D, 3, H]) : undefined;
+    // P ⊙ c for peephole k (0: input, 1: output, 2: forget gate): one Mul slot per use.
+    const peep = (c: string, k: number) => b.op1('Gather', [b.op1('Mul', [b.unsqueeze(c, [2]), peephole!]), b.constInt64([k], [])], { axis: 2 });
+
+    // Initial states as [batch, dirs, hidden]; undefined when zero.
+    const initial = (name: string | undefined) => (this.isZero(name) ? undefined : layout === 0 ? this.transposed(name!, [1, 0, 2]) : this.transposed(name!, [0, 1, 2]));
+    let h = initial(initialH);
+    let c = op === 'LSTM' ? initial(initialC) : undefined;
+    const states: string[] = [];
+    for (let s = 0; s < T; s++) {
+      const step = b.constInt64([s], []);
+      const pre = b.op1('Gather', [preAll, step], { axis: 2 });
+      const hr = h && recurrent(h);
+      if (op === 'RNN') {
+        h = act(0, hr ? b.add(pre, hr) : pre);
+      } else if (op === 'LSTM') {
+        const z = hr ? b.add(pre, hr) : pre;
+        let i = gate(z, 0);
+        let f = gate(z, 2);
+        if (peephole && c) {
+          i = b.add(i, peep(c, 0));
+          f = b.add(f, peep(c, 2));
+        }
+        const it = act(0, i);
+        const ft = act(0, f);
+        const ct = act(1, gate(z, 3));
+        const cNext = c ? b.add(b.mul(ft, c), b.mul(it, ct)) : b.mul(it, ct);
+        let o = gate(z, 1);
+        if (peephole) o = b.add(o, peep(cNext, 1));
+        const ot = act(0, o);
+        h = b.mul(ot, act(2, cNext));
+        c = cNext;
+      } else {
+        // GRU, gates z, r, h.
+        const rb = recurrentBiasAll && b.op1('Gather', [recurrentBiasAll, step], { axis: 2 });
+        let hrb = hr;
+        if (rb) hrb = hr ? b.add(hr, rb) : rb;
+        const zr = hrb ? b.add(pre, hrb) : pre;
+        const zt = act(0, gate(zr, 0));
+        const rt = act(0, gate(zr, 1));
+        let candidate: string;
+        if (linearBeforeReset) {
+          candidate = hrb ? b.add(gate(pre, 2), b.mul(rt, gate(hrb, 2))) : gate(pre, 2);
+        } else {
+          candidate = h ? b.add(gate(pre, 2), gate(recurrent(b.mul(rt, h)), 2)) : gate(pre, 2);
+        }
+        const ht = act(1, candidate);
+        // (1 − z)·h̃ + z·h = h̃ + z·(h − h̃)
+        h = b.add(ht, b.mul(zt, h ? b.op1('Sub', [h, ht]) : b.op1('Neg', [ht])));
+      }
+      states.push(h);
+    }
+
+    const [Y, Yh, Yc] = node.outputs;
+    const stateDims = [UNKNOWN, D, H];
+    if (Y) {
+      // [batch, step, dirs, hidden], then the reverse direction's steps put back in time order.
+      const bySteps = T === 1 ? b.unsqueeze(states[0], [1]) : b.op1('Concat', states.map((st) => b.unsqueeze(st, [1])), { axis: 1 });
+      const inTime =
+        direction === 'forward'
+          ? bySteps
+          : direction === 'reverse'
+            ? reversedTime(bySteps, 1)
+            : b.op1('Concat', [b.slice(bySteps, [0], [1], [2]), reversedTime(b.slice(bySteps, [1], [2], [2]), 1)], { axis: 2 });
+      this.setView(Y, inTime, layout === 0 ? [1, 2, 0, 3] : [0, 1, 2, 3], [UNKNOWN, T, D, H]);
+    }
+    if (Yh) this.setView(Yh, h!, layout === 0 ? [1, 0, 2] : [0, 1, 2], stateDims);
+    if (Yc && op === 'LSTM') this.setView(Yc, c!, layout === 0 ? [1, 0, 2] : [0, 1, 2], stateDims);
+  }
+}
+
+function attrStrings(n: Node, name: string): string[] | undefined {
+  const a = n.attributes.find((x: Attribute) => x.name === name);
+  return a?.strings && a.strings.length > 0 ? a.strings.map((s) => Buffer.from(s).toString('utf8')) : undefined;
+}
+
+function attrFloats(n: Node, name: string): number[] | undefined {
+  const a = n.attributes.find((x: Attribute) => x.name === name);
+  return a?.floats && a.floats.length > 0 ? [...a.floats] : undefined;
+}
+
+/** The perm of a view after the view axes `removed` are dropped (and src's matching axes with them). */
+function dropAxes(perm: readonly number[], removed: readonly number[]): number[] {
+  const srcRemoved = removed.map((a) => perm[a]);
+  return perm.filter((_, i) => !removed.includes(i)).map((p) => p - srcRemoved.filter((r) => r < p).length);
+}
+
+function broadcast(all: number[][]): number[] {
+  const rank = Math.max(...all.map((d) => d.length));
+  return identity(rank).map((i) => {
+    const ds = all.map((d) => d[d.length - rank + i]).filter((d) => d !== undefined);
+    if (ds.includes(UNKNOWN)) return ds.find((d) => d !== 1 && d !== UNKNOWN) ?? UNKNOWN;
+    return Math.max(...ds);
+  });
+}
+
+function sliceLength(start: number, end: number, step: number, dim: number): number {
+  const resolve = (v: number) => (v < 0 ? v + dim : v);
+  const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
+  if (step > 0) return Math.max(0, Math.ceil((clamp(resolve(end), 0, dim) - clamp(resolve(start), 0, dim)) / step));
+  return Math.max(0, Math.ceil((clamp(resolve(start), 0, dim - 1) - clamp(resolve(end), -1, dim - 1)) / -step));
+}
