@@ -489,10 +489,10 @@ class Unroller {
     const clip = hasAttribute(node, 'clip') ? attrFloat(node, 'clip', 0) : undefined;
     const clipped = (x: string) => (clip === undefined ? x : b.op1('Clip', [x, this.floatConstant(-clip), this.floatConstant(clip)]));
     // Activation k of the cell applied to a [batch, dirs, …] value (split by direction when they differ).
-    const act = (k: number, x: string): string => {
+    const act = (k: number, x: string, clip = true): string => {
       const fwd = functions[k];
       const bwd = functions[perDirection + k] ?? fwd;
-      const input = clipped(x);
+      const input = clip ? clipped(x) : x;
       if (D === 1 || (fwd.name.toLowerCase() === bwd.name.toLowerCase() && fwd.alpha === bwd.alpha && fwd.beta === bwd.beta)) return this.activate(input, fwd);
       const parts = [fwd, bwd].map((fn, d) => this.activate(b.slice(input, [d], [d + 1], [1]), fn));
       return b.op1('Concat', parts, { axis: 1 });
@@ -557,7 +557,7 @@ class Unroller {
         let o = gate(z, 1);
         if (peephole) o = b.add(o, peep(cNext, 1));
         const ot = act(0, o);
-        h = b.mul(ot, act(2, cNext));
+        h = b.mul(ot, act(2, cNext, false));
         c = cNext;
       } else {
         // GRU, gates z, r, h.
