@@ -104,7 +104,10 @@ class Unroller {
   run(): Graph {
     for (const node of this.model.nodes) {
       if (RECURRENT_OPS.has(node.opType) && (node.domain === '' || node.domain === 'ai.onnx')) {
+        const first = this.out.nodes.length;
         this.unroll(node);
+        // The per-step nodes carry the recurrent node's name (check's "used by" column points at it).
+        for (const n of this.out.nodes.slice(first)) n.name = `${nodeLabel(node)}/${n.name.replace(/^unroll\//, '')}`;
         continue;
       }
       if (this.viewThrough(node)) continue;
