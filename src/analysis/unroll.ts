@@ -162,6 +162,7 @@ class Unroller {
       this.views.set(output, { src: base.src, perm: perm.map((p) => base.perm[p]) });
       return true;
     }
+    if (node.opType === 'Concat' && view) return this.concatViews(node);
     if (!view) return false;
     const srcDims = this.dims(view.src);
     const rank = view.perm.length;
@@ -215,6 +216,21 @@ class Unroller {
       return true;
     }
     return false;
+  }
+
+  /** Concat of views that share one perm, along an axis other than the batch's (PyTorch's h_n of several layers). */
+  private concatViews(node: Node): boolean {
+    const views = node.inputs.map((i) => this.views.get(i));
+    const perm = views[0]!.perm;
+    if (views.some((v) => !v || v.perm.length !== perm.length || v.perm.some((p, i) => p !== perm[i]))) return false;
+    const axisGiven = attrInt(node, 'axis', 0);
+    const axis = axisGiven < 0 ? axisGiven + perm.length : axisGiven;
+    if (perm[axis] === 0) return false;
+    const parts = views.map((v) => this.dims(v!.src));
+    const src = this.b.op1('Concat', views.map((v) => v!.src), { axis: perm[axis] });
+    const dims = parts.every(Boolean) ? parts[0]!.map((d, i) => (i === perm[axis] ? parts.reduce((s, p) => s + p![i], 0) : d)) : undefined;
+    this.setView(node.outputs[0], src, perm, dims);
+    return true;
   }
 
   /**
