@@ -29,7 +29,7 @@ import {
   type Graph,
   type Node,
 } from '../onnx/graph.js';
-import { makeAttribute, makeTensor } from '../onnx/proto.js';
+import { decodeGraph, makeAttribute, makeTensor } from '../onnx/proto.js';
 
 const RECURRENT_OPS = new Set(['LSTM', 'GRU', 'RNN']);
 /** Gates per cell and the activation functions one direction uses (ONNX defaults). */
@@ -55,8 +55,19 @@ const ACTIVATION_ARGS: Record<string, { alpha?: number; beta?: number }> = {
 /** Ops that act elementwise on one input: a view passes through them. */
 const UNARY_ELEMENTWISE = new Set(['Relu', 'Tanh', 'Sigmoid', 'Identity', 'LeakyRelu', 'Elu', 'Neg', 'Abs', 'Exp', 'Softplus', 'Softsign', 'Gelu', 'Erf', 'Selu', 'Celu', 'HardSigmoid']);
 
+const UNROLLED_OPS = new Set([...RECURRENT_OPS, 'Loop', 'Scan']);
+/** More iterations than this are not unrolled. */
+const MAX_ITERATIONS = 4096;
+
 export function hasRecurrentNodes(graph: Graph): boolean {
-  return graph.nodes.some((n) => RECURRENT_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx'));
+  return graph.nodes.some((n) => UNROLLED_OPS.has(n.opType) && (n.domain === '' || n.domain === 'ai.onnx'));
+}
+
+const notUnrolled = new WeakMap<Node, string>();
+
+/** Why a Loop or Scan node was left as it is (the analysis refuses derivatives through it). */
+export function whyNotUnrolled(node: Node): string | undefined {
+  return notUnrolled.get(node);
 }
 
 /** A value equal to Transpose(src, perm), where src is materialized with the samples on axis 0. */
@@ -98,25 +109,184 @@ class Unroller {
     this.out.nodes = [];
     for (const n of model.nodes) for (const o of n.outputs) this.producers.set(o, n);
     for (const v of model.inputs) this.dataDependent.add(v.name);
-    for (const n of model.nodes) if (n.inputs.some((i) => this.dataDependent.has(i))) n.outputs.forEach((o) => this.dataDependent.add(o));
   }
 
   run(): Graph {
-    for (const node of this.model.nodes) {
-      if (RECURRENT_OPS.has(node.opType) && (node.domain === '' || node.domain === 'ai.onnx')) {
-        const first = this.out.nodes.length;
-        this.unroll(node);
-        // The per-step nodes carry the recurrent node's name (check's "used by" column points at it).
-        for (const n of this.out.nodes.slice(first)) n.name = `${nodeLabel(node)}/${n.name.replace(/^unroll\//, '')}`;
-        continue;
-      }
-      if (this.viewThrough(node)) continue;
-      if (hasSubgraph(node)) for (const name of [...this.views.keys()]) this.materialize(name);
-      for (const input of node.inputs) if (this.views.has(input)) this.materialize(input);
-      this.out.nodes.push(node);
-    }
+    for (const node of this.model.nodes) this.visit(node);
     for (const o of this.model.outputs) if (this.views.has(o.name)) this.materialize(o.name);
     return this.out;
+  }
+
+  /** Emits one node of the model (or of an unrolled loop body), rewritten where it must be. */
+  private visit(node: Node): void {
+    for (const o of node.outputs) if (!this.producers.has(o)) this.producers.set(o, node);
+    if (node.inputs.some((i) => this.dataDependent.has(i))) node.outputs.forEach((o) => this.dataDependent.add(o));
+    const standard = node.domain === '' || node.domain === 'ai.onnx';
+    if (standard && RECURRENT_OPS.has(node.opType)) {
+      const first = this.out.nodes.length;
+      this.unroll(node);
+      // The per-step nodes carry the recurrent node's name (check's "used by" column points at it).
+      for (const n of this.out.nodes.slice(first)) n.name = `${nodeLabel(node)}/${n.name.replace(/^unroll\//, '')}`;
+      return;
+    }
+    if (standard && (node.opType === 'Loop' || node.opType === 'Scan')) {
+      const reason = node.opType === 'Loop' ? this.unrollLoop(node) : this.unrollScan(node);
+      if (reason === undefined) return;
+      notUnrolled.set(node, reason);
+    }
+    if (this.viewThrough(node)) return;
+    if (hasSubgraph(node)) for (const name of [...this.views.keys()]) this.materialize(name);
+    for (const input of node.inputs) if (this.views.has(input)) this.materialize(input);
+    this.out.nodes.push(node);
+  }
+
+  /** `name` made equal to `value` (a view stays a view). */
+  private alias(name: string, value: string): void {
+    if (this.dataDependent.has(value)) this.dataDependent.add(name);
+    const view = this.views.get(value);
+    if (view) this.views.set(name, view);
+    else this.out.nodes.push({ name: this.b.fresh('Identity_node'), opType: 'Identity', domain: '', inputs: [value], outputs: [name], attributes: [] });
+  }
+
+  // ---------------------------------------------------------------- Loop and Scan
+
+  /** The body of a Loop/Scan, or why it cannot be inlined. */
+  private body(node: Node): ReturnType<typeof decodeGraph> | string {
+    const attr = node.attributes.find((a) => a.name === 'body');
+    if (!attr?.g) return 'it has no body graph';
+    const body = decodeGraph(attr.g);
+    const nested = body.nodes.find((n) => hasSubgraph(n));
+    if (nested) return `its body holds control flow (${nested.opType}), which is not unrolled`;
+    return body;
+  }
+
+  /**
+   * One copy of the body: its inputs bound to `bound`, its own values renamed under
+   * `prefix`, names from the enclosing graph left alone. Returns the body outputs' values.
+   */
+  private inline(body: ReturnType<typeof decodeGraph>, bound: string[], prefix: string, shared: Map<string, string>): string[] {
+    const rename = new Map<string, string>();
+    body.inputs.forEach((v, i) => rename.set(v.name, bound[i]));
+    for (const [name, renamed] of shared) rename.set(name, renamed);
+    const local = new Set(body.nodes.flatMap((n) => n.outputs));
+    const mapped = (name: string) => (name === '' ? '' : (rename.get(name) ?? (local.has(name) ? `${prefix}${name}` : name)));
+    body.nodes.forEach((n, k) => {
+      this.visit({ ...n, name: `${prefix}${n.name || `${n.opType}_${k}`}`, inputs: n.inputs.map(mapped), outputs: n.outputs.map(mapped) });
+    });
+    return body.outputs.map((o) => mapped(o.name));
+  }
+
+  /** The body's initializers, added once for all iterations (a float one is one parameter used at every step). */
+  private shareInitializers(body: ReturnType<typeof decodeGraph>, prefix: string): Map<string, string> {
+    const shared = new Map<string, string>();
+    for (const [name, tensor] of body.initializers) {
+      const renamed = `${prefix}${name}`;
+      this.out.initializers.set(renamed, { ...tensor, name: renamed, proto: { ...tensor.proto, name: renamed } });
+      shared.set(name, renamed);
+    }
+    return shared;
+  }
+
+  /** Stacks per-iteration values along a new axis, keeping the batch first where the rank is known. */
+  private stack(name: string, items: string[], axisGiven: number): void {
+    const dims = this.dims(items[0]);
+    const rank = dims ? dims.length + 1 : undefined;
+    const axis = axisGiven < 0 && rank !== undefined ? axisGiven + rank : axisGiven;
+    if (axis === 0 && rank !== undefined && rank > 1 && items.every((v) => this.dataDependent.has(v))) {
+      const batchFirst = items.length === 1 ? this.b.unsqueeze(this.viewSource(items[0]), [1]) : this.b.op1('Concat', items.map((v) => this.b.unsqueeze(this.viewSource(v), [1])), { axis: 1 });
+      this.dataDependent.add(batchFirst);
+      this.setView(name, batchFirst, [1, 0, ...identity(rank).slice(2)], dims && [dims[0], items.length, ...dims.slice(1)]);
+      this.dataDependent.add(name);
+      return;
+    }
+    if (axis < 0) {
+      this.visit({ name: this.b.fresh('Concat_node'), opType: 'Concat', domain: '', inputs: items.map((v) => this.b.unsqueeze(this.viewSource(v), [axisGiven])), outputs: [name], attributes: [makeAttribute('axis', axisGiven)] });
+      return;
+    }
+    const parts = items.map((v) => this.b.unsqueeze(this.viewSource(v), [axis]));
+    this.visit({ name: this.b.fresh('Concat_node'), opType: 'Concat', domain: '', inputs: parts, outputs: [name], attributes: [makeAttribute('axis', axis)] });
+  }
+
+  /** A value's materialized form (a view is materialized under its own name first). */
+  private viewSource(value: string): string {
+    if (this.views.has(value)) this.materialize(value);
+    return value;
+  }
+
+  private unrollLoop(node: Node): string | undefined {
+    const body = this.body(node);
+    if (typeof body === 'string') return body;
+    const [M, cond, ...initial] = node.inputs;
+    const trip = this.constantInts(M);
+    if (!M || !trip) return 'its trip count M is not a constant, so the number of iterations is known only when it runs';
+    if (cond && this.constantInts(cond)?.every((v) => v !== 0) !== true) return 'its condition input is not a constant true';
+    const [condIn] = [body.inputs[1]?.name];
+    const condOut = body.outputs[0]?.name;
+    const producer = body.nodes.find((n) => n.outputs.includes(condOut));
+    const passesCondition = condOut === condIn || (producer?.opType === 'Identity' && producer.inputs[0] === condIn);
+    const constantTrue = producer?.opType === 'Constant' && tensorNumbers(attrTensor(producer, 'value') ?? {}).every((v) => v !== 0);
+    if (!passesCondition && !constantTrue) return 'its body computes the loop condition, so the number of iterations is known only when it runs';
+    const count = trip[0];
+    if (count < 1 || count > MAX_ITERATIONS) return `its trip count ${count} is outside 1…${MAX_ITERATIONS}`;
+    const label = nodeLabel(node);
+    const shared = this.shareInitializers(body, `${label}/`);
+    const isTrue = this.b.op1('Constant', [], { value: makeTensor('value', DataType.BOOL, [], new Uint8Array([1])) });
+    let carried = initial;
+    const scans: string[][] = [];
+    for (let i = 0; i < count; i++) {
+      const outputs = this.inline(body, [this.b.constInt64([i], []), isTrue, ...carried], `${label}/iteration${i}/`, shared);
+      carried = outputs.slice(1, 1 + initial.length);
+      outputs.slice(1 + initial.length).forEach((v, k) => (scans[k] ??= []).push(v));
+    }
+    node.outputs.slice(0, initial.length).forEach((o, k) => o && this.alias(o, carried[k]));
+    node.outputs.slice(initial.length).forEach((o, k) => o && this.stack(o, scans[k], 0));
+    return undefined;
+  }
+
+  private unrollScan(node: Node): string | undefined {
+    const body = this.body(node);
+    if (typeof body === 'string') return body;
+    const scanCount = attrInt(node, 'num_scan_inputs', 0);
+    const stateCount = node.inputs.length - scanCount;
+    const scanInputs = node.inputs.slice(stateCount);
+    const inputAxes = attrInts(node, 'scan_input_axes') ?? scanInputs.map(() => 0);
+    const inputDirections = attrInts(node, 'scan_input_directions') ?? scanInputs.map(() => 0);
+    const outputCount = node.outputs.length - stateCount;
+    const outputAxes = attrInts(node, 'scan_output_axes') ?? Array.from({ length: outputCount }, () => 0);
+    const outputDirections = attrInts(node, 'scan_output_directions') ?? Array.from({ length: outputCount }, () => 0);
+    const lengths = scanInputs.map((v, j) => {
+      const dims = this.dims(v);
+      if (!dims) return undefined;
+      const axis = inputAxes[j] < 0 ? inputAxes[j] + dims.length : inputAxes[j];
+      return dims[axis];
+    });
+    const count = lengths[0];
+    if (count === undefined || count === UNKNOWN || lengths.some((l) => l !== count)) {
+      return `the length of its scan inputs along the scanned axis is not fixed in the model, so the number of iterations is known only when it runs`;
+    }
+    if (count < 1 || count > MAX_ITERATIONS) return `its ${count} iterations are outside 1…${MAX_ITERATIONS}`;
+    const label = nodeLabel(node);
+    const shared = this.shareInitializers(body, `${label}/`);
+    let states = node.inputs.slice(0, stateCount);
+    const scans: string[][] = [];
+    for (let t = 0; t < count; t++) {
+      const elements = scanInputs.map((v, j) => {
+        const element = this.b.fresh('scan_element');
+        const index = this.b.constInt64([inputDirections[j] ? count - 1 - t : t], []);
+        this.visit({ name: this.b.fresh('Gather_node'), opType: 'Gather', domain: '', inputs: [v, index], outputs: [element], attributes: [makeAttribute('axis', inputAxes[j])] });
+        return element;
+      });
+      const outputs = this.inline(body, [...states, ...elements], `${label}/iteration${t}/`, shared);
+      states = outputs.slice(0, stateCount);
+      outputs.slice(stateCount).forEach((v, k) => (scans[k] ??= []).push(v));
+    }
+    node.outputs.slice(0, stateCount).forEach((o, k) => o && this.alias(o, states[k]));
+    node.outputs.slice(stateCount).forEach((o, k) => {
+      if (!o) return;
+      const items = outputDirections[k] ? [...scans[k]].reverse() : scans[k];
+      this.stack(o, items, outputAxes[k]);
+    });
+    return undefined;
   }
 
   // ---------------------------------------------------------------- views
@@ -304,7 +474,7 @@ class Unroller {
 
   private constantTensor(name: string | undefined): { dims: number[]; values: number[] } | undefined {
     if (!name) return undefined;
-    const init = this.model.initializers.get(name);
+    const init = this.out.initializers.get(name);
     if (init) return { dims: init.dims, values: tensorNumbers(init.proto) };
     const producer = this.producers.get(name);
     if (producer?.opType !== 'Constant') return undefined;
@@ -338,7 +508,7 @@ class Unroller {
   }
 
   private inferDims(name: string): number[] | undefined {
-    const init = this.model.initializers.get(name);
+    const init = this.out.initializers.get(name);
     if (init) return init.dims;
     const input = this.model.inputs.find((v) => v.name === name);
     if (input) return input.dims?.map((d) => (typeof d === 'number' && d > 0 ? d : UNKNOWN));
