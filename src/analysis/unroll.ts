@@ -12,6 +12,10 @@
 // materialized; Transpose, Squeeze, Gather, Slice and Reshape nodes that read it are
 // rewritten onto src, so PyTorch's Transpose → LSTM → Transpose/Reshape chains never
 // put the batch elsewhere. A view that some other op reads is materialized there.
+//
+// Scan and Loop with a number of iterations fixed in the model are inlined the same
+// way, one renamed copy of the body per iteration; others are left as they are, with
+// the reason kept for the analysis (whyNotUnrolled).
 import { ModelRefusedError } from '../errors.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import {
