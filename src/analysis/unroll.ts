@@ -59,6 +59,10 @@ const ACTIVATION_ARGS: Record<string, { alpha?: number; beta?: number }> = {
 /** Ops that act elementwise on one input: a view passes through them. */
 const UNARY_ELEMENTWISE = new Set(['Relu', 'Tanh', 'Sigmoid', 'Identity', 'LeakyRelu', 'Elu', 'Neg', 'Abs', 'Exp', 'Softplus', 'Softsign', 'Gelu', 'Erf', 'Selu', 'Celu', 'HardSigmoid']);
 
+/** Reductions and binary ops a view passes through (with a constant of rank 0 or 1 for the latter). */
+const REDUCE_OPS = new Set(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin']);
+const BINARY_ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div']);
+
 const UNROLLED_OPS = new Set([...RECURRENT_OPS, 'Loop', 'Scan']);
 /** More iterations than this are not unrolled. */
 const MAX_ITERATIONS = 4096;
@@ -337,6 +341,7 @@ class Unroller {
       return true;
     }
     if (node.opType === 'Concat' && view) return this.concatViews(node);
+    if (BINARY_ELEMENTWISE.has(node.opType) && node.inputs.length === 2 && node.outputs.length === 1) return this.binaryView(node);
     if (!view) return false;
     const srcDims = this.dims(view.src);
     const rank = view.perm.length;
@@ -383,6 +388,31 @@ class Unroller {
       return true;
     }
     if (node.opType === 'Reshape') return this.reshapeView(node, view, srcDims);
+    if (REDUCE_OPS.has(node.opType)) {
+      const axesInput = node.inputs[1];
+      const axes = (axesInput ? this.constantInts(axesInput) : attrInts(node, 'axes'))?.map(norm);
+      if (!axes || axes.length === 0 || axes.includes(batchAt)) return false;
+      const srcAxes = axes.map((a) => view.perm[a]);
+      const keep = attrInt(node, 'keepdims', 1) !== 0;
+      const src = this.b.fresh(node.opType);
+      const attributes = node.attributes.filter((a) => a.name !== 'axes');
+      if (!axesInput) attributes.push(makeAttribute('axes', srcAxes));
+      this.out.nodes.push({ ...node, inputs: axesInput ? [view.src, this.b.constInt64(srcAxes)] : [view.src], outputs: [src], attributes });
+      const dims = srcDims?.flatMap((d, i) => (!srcAxes.includes(i) ? [d] : keep ? [1] : []));
+      this.setView(output, src, keep ? view.perm : dropAxes(view.perm, axes), dims);
+      return true;
+    }
+    // A Linear applied at every step of a time-major value: MatMul with a matrix, and a bias,
+    // act on the last axis only, which the view keeps last.
+    const lastKept = view.perm[rank - 1] === rank - 1;
+    if (node.opType === 'MatMul' && input === node.inputs[0] && !this.views.has(node.inputs[1]) && lastKept) {
+      const weight = this.dims(node.inputs[1]);
+      if (weight?.length !== 2) return false;
+      const src = this.b.op1('MatMul', [view.src, node.inputs[1]]);
+      this.setView(output, src, view.perm, srcDims?.map((d, i) => (i === rank - 1 ? weight[1] : d)));
+      return true;
+    }
+
     if (node.opType === 'Shape' && !hasAttribute(node, 'start') && !hasAttribute(node, 'end')) {
       this.out.nodes.push({ ...node, inputs: [view.src], outputs: [this.b.fresh('Shape')] });
       const srcShape = this.out.nodes[this.out.nodes.length - 1].outputs[0];
@@ -390,6 +420,23 @@ class Unroller {
       return true;
     }
     return false;
+  }
+
+  /** A view (on either side) with a scalar, or with a vector along its last axis when the view keeps that axis last (a bias). */
+  private binaryView(node: Node): boolean {
+    const at = node.inputs.findIndex((i) => this.views.has(i));
+    if (at < 0) return false;
+    const view = this.views.get(node.inputs[at])!;
+    const other = node.inputs[1 - at];
+    const rank = view.perm.length;
+    const otherRank = this.dims(other)?.length;
+    if (this.views.has(other) || otherRank === undefined || otherRank > 1 || (otherRank === 1 && view.perm[rank - 1] !== rank - 1)) return false;
+    const src = this.b.fresh(node.opType);
+    this.out.nodes.push({ ...node, inputs: at === 0 ? [view.src, other] : [other, view.src], outputs: [src] });
+    const dims = this.dims(view.src);
+    const otherDims = this.dims(other)!;
+    this.setView(node.outputs[0], src, view.perm, otherRank === 1 && dims ? dims.map((d, i) => (i === rank - 1 && d === 1 ? otherDims[0] : d)) : dims);
+    return true;
   }
 
   /** Concat of views that share one perm, along an axis other than the batch's (PyTorch's h_n of several layers). */
