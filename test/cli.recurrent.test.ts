@@ -70,7 +70,16 @@ describe('recurrent models: check and the run agree', () => {
     const run = jacobian(['open.onnx', '-i', 'open.npy', '-o', 'open-j.npy']);
     for (const r of [check, run]) {
       expect(r.code).toBe(1);
-      expect(r.stderr + r.stdout).toMatch(/node 'lstm' \(LSTM\): its sequence length \(axis 0 of input .*\) is not fixed in the model.*export the model with a fixed sequence length/);
+      expect(r.stderr + r.stdout).toMatch(/node 'lstm' \(LSTM\): its sequence length \(axis 0 of its input X, .*\) is not fixed in the model.*export the model with a fixed sequence length/);
+      expect(r.stderr + r.stdout).toContain("or fix axis 1 of input 'x' in the model");
     }
+  });
+
+  it('the fix the refusal suggests (a fixed dim on the input) makes the model eligible', () => {
+    const graph = openLengthModel();
+    graph.inputs[0].dims = ['N', 4, 2];
+    writeFileSync(join(dir, 'fixed.onnx'), encodeModel(graph));
+    expect(jacobian(['check', 'fixed.onnx']).code).toBe(0);
+    expect(jacobian(['fixed.onnx', '-i', 'open.npy', '-o', 'fixed-j.npy', '-q']).code).toBe(0);
   });
 });
