@@ -783,10 +783,18 @@ class Unroller {
     const initial = (name: string | undefined) => (this.isZero(name) ? undefined : layout === 0 ? this.transposed(name!, [1, 0, 2]) : this.transposed(name!, [0, 1, 2]));
     let h = initial(initialH);
     let c = op === 'LSTM' ? initial(initialC) : undefined;
+    // The steps cut apart by one Split (its gradient is one Concat; T Gathers would each scatter back into all T steps).
+    const bySteps = (x: string) => {
+      if (T === 1) return [b.squeeze(x, [2])];
+      const sizes = Array.from({ length: T }, () => 1);
+      const parts = b.opset >= 13 ? b.op('Split', [x, b.constInt64(sizes)], { axis: 2 }, T) : b.op('Split', [x], { axis: 2, split: sizes }, T);
+      return parts.map((part) => b.squeeze(part, [2]));
+    };
+    const preSteps = bySteps(preAll);
+    const recurrentBiasSteps = recurrentBiasAll === undefined ? undefined : bySteps(recurrentBiasAll);
     const states: string[] = [];
     for (let s = 0; s < T; s++) {
-      const step = b.constInt64([s], []);
-      const pre = b.op1('Gather', [preAll, step], { axis: 2 });
+      const pre = preSteps[s];
       const hr = h && recurrent(h);
       if (op === 'RNN') {
         h = act(0, hr ? b.add(pre, hr) : pre);
@@ -809,7 +817,7 @@ class Unroller {
         c = cNext;
       } else {
         // GRU, gates z, r, h.
-        const rb = recurrentBiasAll && b.op1('Gather', [recurrentBiasAll, step], { axis: 2 });
+        const rb = recurrentBiasSteps?.[s];
         let hrb = hr;
         if (rb) hrb = hr ? b.add(hr, rb) : rb;
         const zr = hrb ? b.add(pre, hrb) : pre;
