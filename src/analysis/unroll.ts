@@ -622,8 +622,36 @@ class Unroller {
       const a = axis < 0 ? axis + x.length : axis;
       return x.map((d, i) => (i !== a ? d : all.some((t) => t![a] === UNKNOWN) ? UNKNOWN : all.reduce((s, t) => s + t![a], 0)));
     }
-    if (RECURRENT_OPS.has(op)) return undefined;
+    if (op === 'Conv' || op === 'MaxPool' || op === 'AveragePool') return this.windowDims(node, x);
+    if (op === 'Flatten') {
+      const axis = attrInt(node, 'axis', 1);
+      const a = axis < 0 ? axis + x.length : axis;
+      const merge = (d: number[]) => (d.includes(UNKNOWN) ? UNKNOWN : product(d));
+      return [merge(x.slice(0, a)), merge(x.slice(a))];
+    }
     return undefined;
+  }
+
+  /** Output dims of a Conv or pooling node over [batch, channels, ...spatial] (CNN layers before a recurrent one). */
+  private windowDims(node: Node, x: number[]): number[] | undefined {
+    const spatial = x.slice(2);
+    const weight = node.opType === 'Conv' ? this.dims(node.inputs[1]) : undefined;
+    if (node.opType === 'Conv' && !weight) return undefined;
+    const kernel = attrInts(node, 'kernel_shape') ?? weight?.slice(2);
+    if (!kernel || kernel.length !== spatial.length) return undefined;
+    const strides = attrInts(node, 'strides') ?? spatial.map(() => 1);
+    const dilations = attrInts(node, 'dilations') ?? spatial.map(() => 1);
+    const pads = attrInts(node, 'pads') ?? spatial.flatMap(() => [0, 0]);
+    const autoPad = attrString(node, 'auto_pad', 'NOTSET');
+    const round = attrInt(node, 'ceil_mode', 0) ? Math.ceil : Math.floor;
+    const out = spatial.map((length, i) => {
+      if (length === UNKNOWN) return UNKNOWN;
+      if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') return Math.ceil(length / strides[i]);
+      const extent = dilations[i] * (kernel[i] - 1) + 1;
+      const padded = autoPad === 'VALID' ? length : length + pads[i] + pads[i + spatial.length];
+      return round((padded - extent) / strides[i]) + 1;
+    });
+    return [x[0], weight ? weight[0] : x[1], ...out];
   }
 
   // ---------------------------------------------------------------- helpers for the cell
