@@ -749,7 +749,7 @@ class Unroller {
     }
 
     // Activation functions, one list per direction, with their alpha/beta.
-    const names = (attrStrings(node, 'activations') ?? []).map((s) => s);
+    const names = attrStrings(node, 'activations') ?? [];
     const perDirection = cell.activations.length;
     const listed = names.length === 0 ? [...cell.activations, ...(D === 2 ? cell.activations : [])] : names.length === perDirection && D === 2 ? [...names, ...names] : names;
     if (listed.length !== perDirection * D) this.refuse(node, `it lists ${names.length} activation functions; ${perDirection * D} expected`);
@@ -765,10 +765,10 @@ class Unroller {
     const clip = hasAttribute(node, 'clip') ? attrFloat(node, 'clip', 0) : undefined;
     const clipped = (x: string) => (clip === undefined ? x : b.op1('Clip', [x, this.floatConstant(-clip), this.floatConstant(clip)]));
     // Activation k of the cell applied to a [batch, dirs, …] value (split by direction when they differ).
-    const act = (k: number, x: string, clip = true): string => {
+    const act = (k: number, x: string, withClip = true): string => {
       const fwd = functions[k];
       const bwd = functions[perDirection + k] ?? fwd;
-      const input = clip ? clipped(x) : x;
+      const input = withClip ? clipped(x) : x;
       if (D === 1 || (fwd.name.toLowerCase() === bwd.name.toLowerCase() && fwd.alpha === bwd.alpha && fwd.beta === bwd.beta)) return this.activate(input, fwd);
       const parts = [fwd, bwd].map((fn, d) => this.activate(b.slice(input, [d], [d + 1], [1]), fn));
       return b.op1('Concat', parts, { axis: 1 });
@@ -784,13 +784,12 @@ class Unroller {
         : direction === 'reverse'
           ? b.unsqueeze(reversedTime(xBatchFirst, 1), [1])
           : b.op1('Concat', [b.unsqueeze(xBatchFirst, [1]), b.unsqueeze(reversedTime(xBatchFirst, 1), [1])], { axis: 1 });
-    // Input projection of all steps at once: [batch, dirs, T, G·H]; one MatMul slot for W.
+    // Input projection of all steps at once: [batch, dirs, T, G·H]; one MatMul slot for W (the MatMul rule sums over T).
     const projected = b.op1('MatMul', [stacked, b.transpose(W, [0, 2, 1])]);
     // Biases: [xW, 0] + [Wb, Rb] on a new axis, one Add slot for B.
     let preAll = projected;
     let recurrentBiasAll: string | undefined;
-    let linearBeforeReset = false;
-    if (op === 'GRU') linearBeforeReset = attrInt(node, 'linear_before_reset', 0) !== 0;
+    const linearBeforeReset = op === 'GRU' && attrInt(node, 'linear_before_reset', 0) !== 0;
     if (B) {
       const padded = b.op1('Pad', [b.unsqueeze(projected, [2]), b.constInt64([0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]);
       const withBias = b.add(padded, b.reshape(B, [D, 2, 1, G * H]));
