@@ -221,6 +221,35 @@ class Unroller {
     return value;
   }
 
+  /**
+   * The `count` slices of a value along an axis, that axis dropped: one Split (its gradient
+   * is one Concat, where a Gather per slice would scatter into the whole value each time).
+   * A view is cut along its src's axis and its slices stay views.
+   */
+  private cutApart(value: string, axisGiven: number, count: number): string[] {
+    const view = this.views.get(value);
+    const rank = view ? view.perm.length : this.dims(value)?.length;
+    const axis = axisGiven < 0 && rank !== undefined ? axisGiven + rank : axisGiven;
+    const source = view ? view.src : value;
+    const srcAxis = view ? view.perm[axis] : axis;
+    const sizes = Array.from({ length: count }, () => 1);
+    const parts =
+      count === 1 ? [source] : this.b.opset >= 13 ? this.b.op('Split', [source, this.b.constInt64(sizes)], { axis: srcAxis }, count) : this.b.op('Split', [source], { axis: srcAxis, split: sizes }, count);
+    const srcDims = this.dims(source);
+    return parts.map((part) => {
+      const slice = this.b.squeeze(part, [srcAxis]);
+      if (this.dataDependent.has(value)) this.dataDependent.add(slice);
+      if (view) {
+        const element = this.b.fresh('scan_element');
+        if (this.dataDependent.has(value)) this.dataDependent.add(element);
+        this.setView(element, slice, dropAxes(view.perm, [axis]), srcDims?.filter((_, i) => i !== srcAxis));
+        return element;
+      }
+      if (srcDims) this.knownDims.set(slice, srcDims.filter((_, i) => i !== srcAxis));
+      return slice;
+    });
+  }
+
   private unrollLoop(node: Node): string | undefined {
     const body = this.body(node);
     if (typeof body === 'string') return body;
@@ -277,13 +306,9 @@ class Unroller {
     const shared = this.shareInitializers(body, `${label}/`);
     let states = node.inputs.slice(0, stateCount);
     const scans: string[][] = [];
+    const slices = scanInputs.map((v, j) => this.cutApart(v, inputAxes[j], count));
     for (let t = 0; t < count; t++) {
-      const elements = scanInputs.map((v, j) => {
-        const element = this.b.fresh('scan_element');
-        const index = this.b.constInt64([inputDirections[j] ? count - 1 - t : t], []);
-        this.visit({ name: this.b.fresh('Gather_node'), opType: 'Gather', domain: '', inputs: [v, index], outputs: [element], attributes: [makeAttribute('axis', inputAxes[j])] });
-        return element;
-      });
+      const elements = slices.map((parts, j) => parts[inputDirections[j] ? count - 1 - t : t]);
       const outputs = this.inline(body, [...states, ...elements], `${label}/iteration${t}/`, shared);
       states = outputs.slice(0, stateCount);
       outputs.slice(stateCount).forEach((v, k) => (scans[k] ??= []).push(v));
