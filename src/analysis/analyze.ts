@@ -6,6 +6,7 @@ import { hasSubgraph, isFloatType, nodeLabel, type Graph, type Node } from '../o
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
 import { LAYOUT_OPS } from '../grad/context.js';
 import { slotRules } from '../persample/registry.js';
+import { whyNotUnrolled } from './unroll.js';
 
 export interface ParameterUse {
   /** Layout nodes between the parameter and the slot, in forward order. */
@@ -169,7 +170,8 @@ export function analyze(graph: Graph, output: string): Analysis {
     walk(name, [], undefined);
     const inBody = subgraphRefs.get(name);
     if (inBody) {
-      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: 'used inside the body of this node, not at the top level of the graph' });
+      const why = whyNotUnrolled(inBody);
+      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: why ? `used inside the body of this node, which is not unrolled: ${why}` : 'used inside the body of this node, not at the top level of the graph' });
     }
     if (uses.length === 0 && !inBody) {
       const where = nonSlot.map(({ node, input }) => `${nodeLabel(node)} (${node.opType}) input ${input}`);
@@ -223,7 +225,10 @@ export function analyze(graph: Graph, output: string): Analysis {
     }
     const refusal = rule.refuse?.(n, { opset: graph.opsetImports.get('') ?? 0, wanted });
     if (refusal) problems.push({ node: nodeLabel(n), op: n.opType, reason: refusal });
-    if (hasSubgraph(n)) problems.push({ node: nodeLabel(n), op: n.opType, reason: 'derivatives through control flow (If/Loop/Scan) are not supported' });
+    if (hasSubgraph(n)) {
+      const why = whyNotUnrolled(n);
+      problems.push({ node: nodeLabel(n), op: n.opType, reason: why ? `not unrolled: ${why}` : 'derivatives through control flow (If/Loop/Scan) are not supported' });
+    }
   }
   if (unsupported.size > 0) {
     problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });

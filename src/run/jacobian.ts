@@ -146,17 +146,22 @@ const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
 /**
  * Samples per run: as many as fit `maxMemory`, counting per sample the forward values
  * kept for the reverse pass and their cotangents (3× the activations measured by the
- * probe, times the copies of each sample) and the Jacobian rows four times (the
+ * probe, times the copies of each sample), the Jacobian rows four times (the
  * per-parameter blocks, their concatenation, onnxruntime's output, and the previous
- * chunk still being written); and no more than a chunk output of CHUNK_OUTPUT_TARGET.
+ * chunk still being written) and the per-use terms of shared parameters; and no more
+ * than a chunk output of CHUNK_OUTPUT_TARGET.
  */
-function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, maxMemory = DEFAULT_MAX_MEMORY): number {
+function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, itemSize: number, maxMemory = DEFAULT_MAX_MEMORY): number {
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
     activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
-  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
+  // A parameter used in several slots (a weight at every step of an unrolled recurrence) has
+  // all its per-sample gradient terms alive before they are summed, each also copied once
+  // on its way back through layout ops: about 2 · uses · size per row.
+  const sharedTermBytes = analysis.parameters.filter((p) => p.uses.length > 1).reduce((s, p) => s + 2 * p.uses.length * p.size, 0) * itemSize;
+  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample + copies * sharedTermBytes;
   const byMemory = Math.floor(maxMemory / bytesPerSample);
   const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
@@ -202,7 +207,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const itemSize = npyItemSize(dtype);
-  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
+  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, itemSize, options.maxMemory);
   const rowRange = resolveRows(options.rows, samples, batchSize);
   const rowCount = rowRange.end - rowRange.start;
   const blocks: OutputBlock[] =
