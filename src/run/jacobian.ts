@@ -12,6 +12,8 @@ import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
+import { reportStage } from './stage.js';
+import { checkGraphConsistency } from '../analysis/consistency.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
@@ -203,8 +205,10 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
   const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
+  checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
   try {
+    reportStage('loading the Jacobian graph into onnxruntime');
     session = await ort.InferenceSession.create(encodeModel(jacobianGraph.graph), sessionOptions(options.threads));
   } catch (err) {
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
@@ -222,6 +226,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
     try {
+      reportStage(`running the Jacobian graph on samples ${first}–${last}`);
       const out = await session.run(feeds);
       return jacobianGraph.outputs.map((name) => out[name]);
     } catch (err) {

@@ -11,6 +11,8 @@ import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
 import { ELEM_TYPE_OF, pickRows } from './tensors.js';
 import { sessionOptions } from './session.js';
+import { reportStage } from './stage.js';
+import { checkGraphConsistency } from '../analysis/consistency.js';
 
 /** Batch size of the probe when the model does not fix one. */
 export const PROBE_BATCH = 2;
@@ -32,9 +34,13 @@ export async function probeShapes(
   const samples = [...inputs.values()][0].shape[0];
   const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== ''))];
   const probe: Graph = { ...graph, outputs: values.map((name) => ({ name, elemType: 0, dims: undefined })) };
+  // Every value is a graph output here, which onnxruntime's graph optimizer does not always respect
+  // (GatherToSliceFusion removes a Range whose output feeds a Gather: SIGSEGV); the probe runs the graph as written.
+  checkGraphConsistency(probe, { what: 'the probe graph (the model with every value as an output)', optimized: false });
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(encodeModel(probe), sessionOptions(options.threads));
+    reportStage(`loading the probe graph (the model with every value as an output) into onnxruntime`);
+    session = await ort.InferenceSession.create(encodeModel(probe), { ...sessionOptions(options.threads), graphOptimizationLevel: 'disabled' });
   } catch (err) {
     throw new RuntimeFailure(`onnxruntime cannot load the model: ${(err as Error).message}`);
   }
@@ -47,6 +53,7 @@ export async function probeShapes(
   // sample, so that only the batch axis of a data value changes length between the runs.
   const secondRows = [samples > 1 ? 1 : 0, ...rows.slice(1), ...(options.batch === undefined ? [0] : [])];
   try {
+    reportStage(`running the probe graph (the model with every value as an output) on ${rows.length} samples`);
     out = await session.run(feedsFor(rows));
     if (samples > 1 || options.batch === undefined) changed = await session.run(feedsFor(secondRows));
   } catch (err) {
