@@ -39,6 +39,21 @@ export class ShapeTable {
     return [...this.get(name).dims];
   }
 
+  /**
+   * A view in which the given values, which have no batch axis, count as data values with a
+   * batch axis in front: for mapping a per-sample gradient back along a parameter's path.
+   */
+  withBatchAxisOn(names: Iterable<string>): ShapeTable {
+    const values = new Map(this.values);
+    const batched = new Set(this.batched);
+    for (const name of names) {
+      const v = this.get(name);
+      values.set(name, { ...v, dims: [this.probeBatch, ...v.dims] });
+      batched.add(name);
+    }
+    return new ShapeTable(values, this.probeBatch, batched, this.smallConstants);
+  }
+
   perSample(name: string): number[] {
     if (!this.batched.has(name)) throw new Error(`value '${name}' has no batch axis`);
     return this.get(name).dims.slice(1);
