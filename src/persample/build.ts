@@ -9,6 +9,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
+import { batchFirstSlot } from './batchFirst.js';
 
 export interface JacobianGraphOptions {
   /** One output holding the flat (rows, D) matrix, or one output per parameter. */
@@ -131,7 +132,8 @@ function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, paramete
   for (const use of parameter.uses) {
     const g = slotGrads.get(use.node);
     if (g === undefined) continue;
-    let grad = slotRules[use.node.opType].perSample(ctx, use.node, use.input, g);
+    const rule = slotRules[use.node.opType];
+    let grad = batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ?? rule.perSample(ctx, use.node, use.input, g);
     for (let i = use.chain.length - 1; i >= 0; i--) {
       const node = use.chain[i];
       grad = SELECTION_OPS.has(node.opType) ? throughSelection(selectionCtx, node, use.values[i], use.values[i + 1], grad) : throughLayout(ctx, node, grad);

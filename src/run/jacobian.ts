@@ -149,7 +149,7 @@ function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: numbe
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    activationBytes += (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
   const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
   const byMemory = Math.floor(maxMemory / bytesPerSample);
@@ -203,7 +203,11 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   const itemSize = npyItemSize(dtype);
   const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
-  const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
+  // Values that carry the samples off axis 0 need exact shapes in the graph: it is built for runs of
+  // exactly batchSize samples (the last chunk padded), as for a model with a fixed batch size.
+  const runRows = fixedBatch ?? (shapes.hasMovedBatch() ? batchSize : undefined);
+  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  const jacobianGraph = buildJacobianGraph(analysis, graphShapes, { layout, copies });
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -240,7 +244,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     try {
       for (let start = 0; start < samples; start += batchSize) {
         const end = Math.min(samples, start + batchSize);
-        const rows = fixedBatch ?? end - start;
+        const rows = runRows ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];

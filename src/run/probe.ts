@@ -3,9 +3,9 @@
 // computed in the graph, and a numerical check that samples do not interact.
 import ort from 'onnxruntime-node';
 import type { Analysis } from '../analysis/analyze.js';
-import { ShapeTable, type ValueShape } from '../analysis/shapes.js';
+import { BATCH_FIRST, describeLayout, isBatchFirst, ShapeTable, type BatchLayout, type ValueShape } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure } from '../errors.js';
-import { type Graph } from '../onnx/graph.js';
+import { nodeLabel, type Graph, type Node } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
@@ -78,21 +78,108 @@ export async function probeShapes(
   for (const [name, arr] of inputs) results.set(name, { dims: [batch, ...arr.shape.slice(1)], elemType: ELEM_TYPE_OF[arr.dtype] ?? 0 });
   for (const [name, t] of graph.initializers) results.set(name, { dims: t.dims, elemType: t.dataType });
   const batched = new Set<string>();
-  for (const name of activations) {
-    const shape = results.get(name);
-    if (!shape) continue;
-    const other = changed?.[name]?.dims;
-    const batchOnAxis0 =
-      shape.dims[0] === batch && (!other || (other[0] === secondRows.length && other.length === shape.dims.length && other.every((d, i) => i === 0 || d === shape.dims[i])));
-    if (!batchOnAxis0) {
-      throw new ModelRefusedError(
-        `value '${name}' has shape [${shape.dims.join(', ')}] for a batch of ${batch}${other ? ` and [${other.join(', ')}] for ${secondRows.length}` : ''}: the model moves the batch off axis 0, so its samples cannot be kept apart`,
-      );
+  const layouts = new Map<string, BatchLayout>();
+  if (options.batch === undefined && changed) {
+    const second = new Map(Object.entries(changed).map(([name, t]) => [name, [...t.dims]]));
+    for (const [name, arr] of inputs) second.set(name, [secondRows.length, ...arr.shape.slice(1)]);
+    const found = inferLayouts(graph, results, second, batch, secondRows.length, activations);
+    for (const [name, layout] of found) {
+      batched.add(name);
+      layouts.set(name, layout);
     }
-    batched.add(name);
+  } else {
+    // A fixed batch size gives one probe batch only: data values must keep it on axis 0.
+    for (const name of activations) {
+      const shape = results.get(name);
+      if (!shape) continue;
+      if (shape.dims[0] !== batch) {
+        throw new ModelRefusedError(
+          `value '${name}' has shape [${shape.dims.join(', ')}] for the model's fixed batch of ${batch}: with a fixed batch size the samples must stay on axis 0 (export the model with a dynamic batch axis to let the tool follow them)`,
+        );
+      }
+      batched.add(name);
+    }
+  }
+  const outputLayout = layouts.get(analysis.output);
+  if (outputLayout && !isBatchFirst(outputLayout)) {
+    throw new ModelRefusedError(
+      `the output '${analysis.output}' carries the samples on ${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
+    );
   }
   if (changed && samples > 1) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
-  return new ShapeTable(results, batch, batched, smallConstants);
+  return new ShapeTable(results, batch, batched, smallConstants, layouts);
+}
+
+const RESHAPES = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
+const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
+
+/**
+ * The axis whose length is c·batch for both probe batches (every other axis unchanged), or
+ * 'none' when no axis changes, or 'unclear'.
+ */
+function batchAxis(first: number[], second: number[], b1: number, b2: number): { axis: number; factor: number } | 'none' | 'unclear' {
+  if (first.length !== second.length) return 'unclear';
+  const changed = first.map((_, i) => i).filter((i) => first[i] !== second[i]);
+  if (changed.length === 0) return 'none';
+  if (changed.length > 1) return 'unclear';
+  const axis = changed[0];
+  if (first[axis] % b1 !== 0 || second[axis] % b2 !== 0 || first[axis] / b1 !== second[axis] / b2) return 'unclear';
+  return { axis, factor: first[axis] / b1 };
+}
+
+/**
+ * Where every value carries the samples (GUIDE §7): the probe's two batch sizes give the axis and
+ * the factor c merged with the batch; a Reshape-like node tells how the batch sits in the merged axis
+ * (flat positions are kept, so the batch's stride carries over), any other node keeps its input's.
+ * A data value whose samples cannot be followed is refused, naming the node that made it.
+ */
+function inferLayouts(graph: Graph, first: Map<string, ValueShape>, second: Map<string, number[]>, b1: number, b2: number, activations: ReadonlySet<string>): Map<string, BatchLayout> {
+  const layouts = new Map<string, BatchLayout>();
+  for (const input of graph.inputs) layouts.set(input.name, BATCH_FIRST);
+  for (const node of graph.nodes) {
+    for (const name of node.outputs) {
+      const d1 = first.get(name)?.dims;
+      const d2 = second.get(name);
+      if (!name || !d1 || !d2) continue;
+      const found = batchAxis(d1, d2, b1, b2);
+      let layout: BatchLayout | undefined;
+      let why = '';
+      if (found === 'none') why = `has the same shape [${d1.join(', ')}] for batches of ${b1} and ${b2}: no axis carries the samples (they are summed or mixed)`;
+      else if (found === 'unclear') why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: no single axis grows with the batch`;
+      else {
+        layout = layoutOf(node, name, found, first, layouts);
+        if (!layout) why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
+      }
+      if (layout) layouts.set(name, layout);
+      else if (activations.has(name)) {
+        throw new ModelRefusedError(`value '${name}' (output of node '${nodeLabel(node)}' (${node.opType})) ${why}, so the samples cannot be kept apart`, [
+          { node: nodeLabel(node), op: node.opType, reason: why },
+        ]);
+      }
+    }
+  }
+  return layouts;
+}
+
+function layoutOf(node: Node, name: string, found: { axis: number; factor: number }, first: Map<string, ValueShape>, layouts: Map<string, BatchLayout>): BatchLayout | undefined {
+  const { axis, factor } = found;
+  const dims = first.get(name)!.dims;
+  if (RESHAPES.has(node.opType)) {
+    const input = layouts.get(node.inputs[0]);
+    const inDims = first.get(node.inputs[0])?.dims;
+    if (!input || !inDims) return undefined;
+    const stride = input.inner * product(inDims.slice(input.axis + 1));
+    const after = product(dims.slice(axis + 1));
+    if (stride % after !== 0) return undefined;
+    const inner = stride / after;
+    if (factor % inner !== 0) return undefined;
+    const outer = factor / inner;
+    if (product(inDims.slice(0, input.axis)) * input.outer !== product(dims.slice(0, axis)) * outer) return undefined;
+    return { axis, outer, inner };
+  }
+  if (factor === 1) return { axis, outer: 1, inner: 1 };
+  const same = node.inputs.map((i) => layouts.get(i)).find((l) => l && l.outer * l.inner === factor);
+  return same ? { axis, outer: same.outer, inner: same.inner } : undefined;
 }
 
 /** Compares rows 1 … batch−1 of the chosen output between the two probe runs. */

@@ -1,0 +1,83 @@
+// Slots whose data carry the samples off axis 0 (PyTorch's MultiheadAttention: (T, B, E),
+// (T·B, E), (T, B·heads, d)): the data operand and the output's cotangent are reshaped and
+// transposed to (batch, …) (a merged axis is split into its outer and inner factors around
+// the batch) and the slot rule runs on those. The graph then has a static batch size, so
+// the shapes here are exact.
+import type { GradContext } from '../grad/context.js';
+import { refuseNode } from '../grad/rules/shared.js';
+import { isBatchFirst } from '../analysis/shapes.js';
+import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
+import { makeAttribute } from '../onnx/proto.js';
+import { sumToParameter } from './rules/broadcast.js';
+
+/** Slot kinds whose rule reads only the data operands and the output's shape, so they can run batch-first. */
+const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'PRelu']);
+
+function moved(ctx: GradContext, value: string): boolean {
+  return value !== '' && ctx.shapes.isBatched(value) && !isBatchFirst(ctx.shapes.layout(value));
+}
+
+/** `value` (laid out as the batched value `like`) as (batch, …): returns its name, recorded in the shape table. */
+function toBatchFirst(ctx: GradContext, like: string, value: string): string {
+  const { axis, outer, inner } = ctx.shapes.layout(like);
+  const dims = ctx.shapes.dims(like);
+  const batch = dims[axis] / (outer * inner);
+  const split = [...dims.slice(0, axis), ...(outer > 1 ? [outer] : []), batch, ...(inner > 1 ? [inner] : []), ...dims.slice(axis + 1)];
+  const batchAxis = axis + (outer > 1 ? 1 : 0);
+  const perm = [batchAxis, ...split.map((_, i) => i).filter((i) => i !== batchAxis)];
+  const result = ctx.b.transpose(ctx.b.reshape(value, split), perm);
+  const name = ctx.b.op1('Identity', [result]);
+  ctx.shapes.define(name, perm.slice(1).map((i) => split[i]), ctx.shapes.elemType(like));
+  return name;
+}
+
+/**
+ * The per-sample gradient of the parameter in slot `input`, running the slot rule on batch-first
+ * copies of the node's data when they carry the samples elsewhere; undefined when nothing moved.
+ */
+export function batchFirstSlot(
+  ctx: GradContext,
+  node: Node,
+  input: number,
+  g: string,
+  rule: (node: Node, g: string) => string,
+): string | undefined {
+  const output = node.outputs[0];
+  const data = node.inputs.filter((v, i) => i !== input && ctx.shapes.isBatched(v));
+  if (!moved(ctx, output) && !data.some((v) => moved(ctx, v))) return undefined;
+  const layout = ctx.shapes.layout(output);
+  const rank = ctx.shapes.dims(output).length;
+  const refuse = (why: string) => refuseNode(node, `its data carry the samples on axis ${layout.axis} (merged ${layout.outer}×batch×${layout.inner}) and ${why}`);
+  const paramRank = ctx.shapes.dims(node.inputs[input]).length;
+  const gFirst = toBatchFirst(ctx, output, g);
+  const inputs = node.inputs.map((v) => (moved(ctx, v) ? toBatchFirst(ctx, v, v) : v));
+  if (ELEMENTWISE.has(node.opType)) {
+    if (paramRank > rank - layout.axis - 1) throw refuse(`the parameter is broadcast across that axis`);
+    return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
+  }
+  if (node.opType === 'MatMul') {
+    // Rows of the data operand are independent: the batch may sit among the leading axes or be the rows of X·W.
+    if (paramRank !== 2 || !(layout.axis < rank - 2 || (input === 1 && layout.axis === rank - 2))) throw refuse('this MatMul contracts or broadcasts across it');
+    return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
+  }
+  if (node.opType === 'LayerNormalization') {
+    const axis = attrInt(node, 'axis', -1);
+    const first = axis < 0 ? axis + rank : axis;
+    if (first <= layout.axis) throw refuse('the normalized axes include it');
+    const attributes = [...node.attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', first - rank)];
+    return rule({ ...node, inputs, outputs: [gFirst], attributes }, gFirst);
+  }
+  if (node.opType === 'Gemm') return gemm(ctx, node, input, inputs[0], gFirst, refuse);
+  throw refuse(`per-sample gradients of ${node.opType} parameters need the samples on axis 0`);
+}
+
+/** Gemm with A (T·B, I) as A (batch, T, I): dB' = alpha·Σₜ A[n,t]ᵀ ⊗ g[n,t] by one batched MatMul; dC = beta·Σₜ g[n,t]. */
+function gemm(ctx: GradContext, node: Node, input: number, a: string, g: string, refuse: (why: string) => Error): string {
+  const b = ctx.b;
+  if (input === 0 || attrInt(node, 'transA', 0) !== 0) throw refuse('transA=1 or a parameter in A is not supported there');
+  const gDims = ctx.perSample(g);
+  if (input === 2) return sumToParameter(ctx, b.scale(g, attrFloat(node, 'beta', 1)), gDims, ctx.dims(node.inputs[2]));
+  const swap = (x: string) => b.transpose(x, [0, 2, 1]);
+  const product = attrInt(node, 'transB', 0) === 0 ? b.op1('MatMul', [swap(a), g]) : b.op1('MatMul', [swap(g), a]);
+  return b.scale(product, attrFloat(node, 'alpha', 1));
+}
