@@ -20,7 +20,17 @@ function jacobian(args: string[], env: Record<string, string> = {}) {
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-crash-'));
-  cpSync(join(FIXTURES, 'embedding'), join(dir, 'embedding'), { recursive: true });
+  for (const name of ['embedding', 'gpt_block14']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+});
+
+describe('the GPT-style block that crashed onnxruntime', () => {
+  it('runs: positions = Range(Shape(idx)[1]) → Gather are probed without the optimizer that crashed on them', () => {
+    // Before: SIGSEGV (exit 139) in the probe, whose every value is a graph output.
+    const r = jacobian(['gpt_block14/model.onnx', '-i', 'gpt_block14/input.npy', '--reduce', 'sum', '-o', 'gpt.npy', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).ok).not.toBe(false);
+  });
 });
 
 describe('a crash of the computing process', () => {

@@ -52,9 +52,19 @@ describe('refused models', () => {
     await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 
-  it('a value that moves the batch off axis 0', async () => {
+  it('an output that carries the samples off axis 0, with what to do', async () => {
     const graph = graphWith(13, (b, x, w) => b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]));
-    expect(await refusal(graph)).toMatch(/moves the batch off axis 0/);
+    expect(await refusal(graph)).toMatch(/output '.*' carries the samples on axis 1 of 2; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/);
+  });
+
+  it('a Reshape that scrambles the samples with other positions, naming the node', async () => {
+    // (N, 2) → Transpose (2, N) → Reshape (N, 2): row n now holds entries of two samples.
+    const graph = graphWith(13, (b, x, w) => {
+      const t = b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] });
+      const scrambled = b.op1('Reshape', [t, b.constInt64([-1, 2])]);
+      return b.op1('Tanh', [scrambled]);
+    });
+    expect(await refusal(graph)).toMatch(/\(output of node '.*Reshape.*' \(Reshape\)\) has shape \[2, 2\] for a batch of 2 and \[3, 2\] for 3: its axis 0 mixes the samples with other positions/);
   });
 
   it('an opset older than 11, with how to convert it', () => {
