@@ -67,6 +67,16 @@ describe('refused models', () => {
     expect(await refusal(graph)).toMatch(/\(output of node '.*Reshape.*' \(Reshape\)\) has shape \[2, 2\] for a batch of 2 and \[3, 2\] for 3: its axis 0 mixes the samples with other positions/);
   });
 
+  it('a data value broadcast along axis 0 when the samples sit on axis 1 (instead of a wrong sum)', async () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const y = b.op1('Gemm', [x, w]); // (N, 2)
+      const t = b.op1('Transpose', [y], { perm: [1, 0] }); // (2, N): the samples on axis 1
+      const total = b.unsqueeze(b.reduceSum(y, [1], false), [0]); // (1, N)
+      return b.op1('Transpose', [b.op1('Add', [t, total])], { perm: [1, 0] });
+    });
+    expect(await refusal(graph)).toMatch(/\(Add\): its data carry the samples off axis 0 and input '.*' \(1×\d+\) is broadcast against \(2×\d+\) along axis 0/);
+  });
+
   it('an opset older than 11, with how to convert it', () => {
     const graph = graphWith(9, (b, x, w) => b.op1('Gemm', [x, w]));
     expect(() => prepareGraph(graph)).toThrow(/opset 9; opset 11 or newer is needed: convert it with .*version_converter/);

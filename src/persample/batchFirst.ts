@@ -81,3 +81,28 @@ function gemm(ctx: GradContext, node: Node, input: number, a: string, g: string,
   const product = attrInt(node, 'transB', 0) === 0 ? b.op1('MatMul', [swap(a), g]) : b.op1('MatMul', [swap(g), a]);
   return b.scale(product, attrFloat(node, 'alpha', 1));
 }
+
+/** Ops whose reverse rules sum a cotangent over broadcast axes, never over axis 0. */
+const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Where', 'Max', 'Min', 'Sum', 'Mean', 'PRelu', 'MatMul', 'Expand']);
+
+/**
+ * In a graph of static batch size, the reverse rules read axis 0 as the batch even for values that
+ * carry the samples elsewhere. That is exact for every rule except the un-broadcasting ones when a
+ * data operand was broadcast along axis 0 (or has a lower rank): refused here, naming the node,
+ * rather than summed wrongly.
+ */
+export function refuseBroadcastOffBatch(ctx: GradContext, nodes: readonly Node[], needed: ReadonlySet<string>): void {
+  for (const node of nodes) {
+    if (!BROADCASTING.has(node.opType) || !needed.has(node.outputs[0])) continue;
+    const out = ctx.shapes.dims(node.outputs[0]);
+    const moves = [node.outputs[0], ...node.inputs].some((v) => moved(ctx, v));
+    if (!moves) continue;
+    for (const input of node.inputs) {
+      if (!needed.has(input)) continue;
+      const dims = ctx.shapes.dims(input);
+      if (dims.length !== out.length || dims[0] !== out[0]) {
+        throw refuseNode(node, `its data carry the samples off axis 0 and input '${input}' (${dims.join('×')}) is broadcast against (${out.join('×')}) along axis 0 or by rank; this is not supported`);
+      }
+    }
+  }
+}

@@ -9,7 +9,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
-import { batchFirstSlot } from './batchFirst.js';
+import { batchFirstSlot, refuseBroadcastOffBatch } from './batchFirst.js';
 
 export interface JacobianGraphOptions {
   /** One output holding the flat (rows, D) matrix, or one output per parameter. */
@@ -167,6 +167,7 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
     ...p,
     uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!), values: u.values })),
   }));
+  if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
   const slotGrads = reversePass(ctx, view, seed);
   const selectionCtx = selectionContext(b, shapes, analysis, seed, ctx, view.parameters);
   const blocks = view.parameters.map((p) => perSampleGradient(ctx, selectionCtx, p, slotGrads));
