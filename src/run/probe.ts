@@ -32,7 +32,9 @@ export async function probeShapes(
   const { activations } = analysis;
   const batch = options.batch ?? PROBE_BATCH;
   const samples = [...inputs.values()][0].shape[0];
-  const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== ''))];
+  // onnxruntime-node returns tensors only: sequence values (torch's repeat_interleave exports a Loop over them) stay inside.
+  const sequences = sequenceValues(graph);
+  const values = [...new Set(graph.nodes.flatMap((n) => n.outputs).filter((o) => o !== '' && !sequences.has(o)))];
   const probe: Graph = { ...graph, outputs: values.map((name) => ({ name, elemType: 0, dims: undefined })) };
   // Every value is a graph output here, which onnxruntime's graph optimizer does not always respect
   // (GatherToSliceFusion removes a Range whose output feeds a Gather: SIGSEGV); the probe runs the graph as written.
@@ -108,6 +110,19 @@ export async function probeShapes(
   }
   if (changed && samples > 1) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
   return new ShapeTable(results, batch, batched, smallConstants, layouts);
+}
+
+const SEQUENCE_OPS = new Set(['SequenceEmpty', 'SequenceConstruct', 'SequenceInsert', 'SequenceErase', 'SplitToSequence', 'Optional']);
+
+/** Values that hold sequences (or optionals), not tensors: made by sequence ops, carried through Loop and Identity. */
+function sequenceValues(graph: Graph): Set<string> {
+  const sequences = new Set<string>();
+  for (const node of graph.nodes) {
+    if (SEQUENCE_OPS.has(node.opType)) node.outputs.forEach((o) => sequences.add(o));
+    else if (node.opType === 'Identity' && sequences.has(node.inputs[0])) sequences.add(node.outputs[0]);
+    else if (node.opType === 'Loop') node.outputs.forEach((o, k) => sequences.has(node.inputs[k + 2]) && sequences.add(o));
+  }
+  return sequences;
 }
 
 const RESHAPES = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
