@@ -77,6 +77,15 @@ describe('refused models', () => {
     expect(await refusal(graph)).toMatch(/\(Add\): its data carry the samples off axis 0 and input '.*' \(1×\d+\) is broadcast against \(2×\d+\) along axis 0/);
   });
 
+  it('a parameter indexed by the batch position (Range over the batch size): not a selection', async () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const batchSize = b.op1('Gather', [b.op1('Shape', [x]), b.constInt64([0], [])], { axis: 0 });
+      const rows = b.op1('Gather', [w, b.op1('Range', [b.constInt64([0], []), batchSize, b.constInt64([1], [])])], { axis: 0 }); // (N, 2)
+      return b.op1('Mul', [b.slice(x, [0], [2], [1]), rows]);
+    });
+    expect(await refusal(graph)).toMatch(/\(Gather\): it picks entries of parameter 'w' by indices that depend on the batch size/);
+  });
+
   it('an opset older than 11, with how to convert it', () => {
     const graph = graphWith(9, (b, x, w) => b.op1('Gemm', [x, w]));
     expect(() => prepareGraph(graph)).toThrow(/opset 9; opset 11 or newer is needed: convert it with .*version_converter/);

@@ -9,6 +9,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
+import { refuseNode } from '../grad/rules/shared.js';
 import { batchFirstSlot, refuseBroadcastOffBatch } from './batchFirst.js';
 
 export interface JacobianGraphOptions {
@@ -132,6 +133,9 @@ function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, paramete
   for (const use of parameter.uses) {
     const g = slotGrads.get(use.node);
     if (g === undefined) continue;
+    // Indices built from the batch size (Range(Shape(x)[0])) give each sample its own entries: not a selection of the parameter.
+    const perSampleSelection = use.chain.find((node) => node.outputs.some((o) => o && ctx.shapes.isBatched(o)));
+    if (perSampleSelection) throw refuseNode(perSampleSelection, `it picks entries of parameter '${parameter.name}' by indices that depend on the batch size, so each sample gets different entries`);
     const rule = slotRules[use.node.opType];
     let grad = batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ?? rule.perSample(ctx, use.node, use.input, g);
     for (let i = use.chain.length - 1; i >= 0; i--) {
