@@ -103,6 +103,11 @@ export class ShapeTable {
     (this.batched as Set<string>).add(name);
   }
 
+  /** Records the dims of a value without a batch axis that the Jacobian graph refers to. */
+  defineConstant(name: string, dims: readonly number[], elemType: number): void {
+    this.values.set(name, { dims: [...dims], elemType });
+  }
+
   /**
    * A view in which the given values, which have no batch axis, count as data values with a
    * batch axis in front: for mapping a per-sample gradient back along a parameter's path.

@@ -10,7 +10,7 @@ import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { sumToParameter } from './rules/broadcast.js';
 
-/** Slot kinds whose rule reads only the data operands and the output's shape, so they can run batch-first. */
+/** Slot kinds whose rule reads only the data operands and the output's shape, so they can run batch-first as they are. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'PRelu']);
 
 function moved(ctx: GradContext, value: string): boolean {
@@ -52,8 +52,16 @@ export function batchFirstSlot(
   const gFirst = toBatchFirst(ctx, output, g);
   const inputs = node.inputs.map((v) => (moved(ctx, v) ? toBatchFirst(ctx, v, v) : v));
   if (ELEMENTWISE.has(node.opType)) {
-    if (paramRank > rank - layout.axis - 1) throw refuse(`the parameter is broadcast across that axis`);
-    return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
+    if (paramRank <= rank - layout.axis - 1) return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
+    // The parameter spans the batch axis with size 1 (a learned position table (T, 1, E) added to (T, B, E)):
+    // the rule runs for the parameter without that axis, which then comes back as size 1.
+    const paramDims = ctx.shapes.dims(node.inputs[input]);
+    const at = layout.axis - (rank - paramRank);
+    if (paramDims[at] !== 1 || layout.outer !== 1 || layout.inner !== 1) throw refuse('the parameter is broadcast across that axis');
+    const squeezed = ctx.b.fresh('parameter_without_batch_axis');
+    ctx.shapes.defineConstant(squeezed, paramDims.filter((_, i) => i !== at), ctx.shapes.elemType(node.inputs[input]));
+    const shadowInputs = inputs.map((v, i) => (i === input ? squeezed : v));
+    return ctx.b.unsqueeze(rule({ ...node, inputs: shadowInputs, outputs: [gFirst] }, gFirst), [at + 1]);
   }
   if (node.opType === 'MatMul') {
     // Rows of the data operand are independent: the batch may sit among the leading axes or be the rows of X·W.
@@ -68,6 +76,11 @@ export function batchFirstSlot(
     return rule({ ...node, inputs, outputs: [gFirst], attributes }, gFirst);
   }
   if (node.opType === 'Gemm') return gemm(ctx, node, input, inputs[0], gFirst, refuse);
+  if (node.opType === 'Gather') {
+    // An embedding looked up by sequence-first token ids (T, B): the batch axis is one of the indices' axes.
+    if (layout.axis >= ctx.shapes.dims(node.inputs[1]).length) throw refuse('it is not an axis of the indices');
+    return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
+  }
   throw refuse(`per-sample gradients of ${node.opType} parameters need the samples on axis 0`);
 }
 
