@@ -7,7 +7,8 @@ import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
-import { buildJacobianGraph } from '../persample/build.js';
+import { buildJacobianGraph, constantLookup } from '../persample/build.js';
+import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
@@ -174,14 +175,32 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     timings[phase] = (timings[phase] ?? 0) + now - t;
     t = now;
   };
-  const graph = prepareGraph(model);
+  let graph = prepareGraph(model);
   const output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
-  const analysis = analyze(graph, output);
-  refuseIfIneligible(analysis);
+  let analysis = analyze(graph, output);
   lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
+  let shapes: ShapeTable | undefined;
+  if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
+    // Ops along axis 0 read it as the batch; where the probe finds the samples elsewhere, they run on batch-first data.
+    try {
+      shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+    } catch (err) {
+      refuseIfIneligible(analysis); // the named node, rather than what the probe saw of it
+      throw err;
+    }
+    const lookup = constantLookup(graph);
+    const table = shapes;
+    const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
+    if (rewritten) {
+      graph = rewritten;
+      analysis = analyze(graph, output);
+      shapes = undefined;
+    }
+  }
+  refuseIfIneligible(analysis);
+  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
   const outputShape = shapes.perSample(output);
