@@ -20,6 +20,14 @@ describe('slots with the samples off axis 0', () => {
       reduce: 'sum',
     }));
 
+  it('Gemm on (N·T, K) rows, as the Conv1D of HuggingFace GPT-2 (addmm on x.view(-1, K)) exports', () =>
+    expectSlotCase({
+      opset: 13,
+      data: { x: [4, 3] },
+      parameters: { W: [3, 5], C: [5] },
+      build: (b, { x }, { W, C }) => b.reshape(b.op1('Tanh', [b.op1('Gemm', [b.reshape(x, [-1, 3]), W, C])]), [-1, 4, 5]),
+    }));
+
   it('MatMul, a bias and a scale on (T, N, K)', () =>
     expectSlotCase({
       opset: 13,
