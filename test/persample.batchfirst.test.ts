@@ -61,6 +61,19 @@ describe('slots with the samples off axis 0', () => {
       },
     }));
 
+  it('Conv on frames merged into the batch: (N·T, C, H, W), weight and bias summed over the frames of each sample', () =>
+    expectSlotCase({
+      opset: 13,
+      data: { x: [3, 2, 5, 5] },
+      parameters: { K: [4, 2, 3, 3], bias: [4], scale: [4, 1, 1] },
+      build: (b, { x }, { K, bias, scale }) => {
+        const frames = b.reshape(x, [-1, 2, 5, 5]); // (N·3, 2, 5, 5)
+        const y = b.op1('Mul', [b.op1('Tanh', [b.op1('Conv', [frames, K, bias])]), scale]); // (N·3, 4, 3, 3)
+        return b.reshape(y, [-1, 3 * 4 * 3 * 3]);
+      },
+      reduce: 'sum',
+    }));
+
   it('refuses a Conv slot whose input carries the samples on a spatial axis, naming the node', async () => {
     const { graph, inputs } = slotModel({
       opset: 13,

@@ -5,7 +5,7 @@
 // the shapes here are exact.
 import type { GradContext } from '../grad/context.js';
 import { refuseNode } from '../grad/rules/shared.js';
-import { isBatchFirst } from '../analysis/shapes.js';
+import { isBatchFirst, type BatchLayout } from '../analysis/shapes.js';
 import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { sumToParameter } from './rules/broadcast.js';
@@ -15,6 +15,10 @@ const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'PRelu']);
 
 function moved(ctx: GradContext, value: string): boolean {
   return value !== '' && ctx.shapes.isBatched(value) && !isBatchFirst(ctx.shapes.layout(value));
+}
+
+function sameMergeOnAxis0(a: BatchLayout, b: BatchLayout): boolean {
+  return a.axis === 0 && b.axis === 0 && a.outer === b.outer && a.inner === b.inner;
 }
 
 /** `value` (laid out as the batched value `like`) as (batch, …): returns its name, recorded in the shape table. */
@@ -49,6 +53,15 @@ export function batchFirstSlot(
   const rank = ctx.shapes.dims(output).length;
   const refuse = (why: string) => refuseNode(node, `its data carry the samples on axis ${layout.axis} (merged ${layout.outer}×batch×${layout.inner}) and ${why}`);
   const paramRank = ctx.shapes.dims(node.inputs[input]).length;
+  const batched = [output, ...data];
+  if (node.opType !== 'Gather' && batched.every((v) => sameMergeOnAxis0(ctx.shapes.layout(v), layout))) {
+    // The samples merged with other positions on axis 0 ((N·T, C, H, W) frames of a video, (N·T, K) rows): the rule
+    // runs with every row as a sample, and each sample's rows are summed.
+    const perRow = rule(node, g);
+    const batch = ctx.shapes.dims(output)[0] / (layout.outer * layout.inner);
+    const paramDims = ctx.shapes.dims(node.inputs[input]);
+    return ctx.b.reduceSum(ctx.b.reshape(perRow, [layout.outer, batch, layout.inner, ...paramDims]), [0, 2], false);
+  }
   const gFirst = toBatchFirst(ctx, output, g);
   const inputs = node.inputs.map((v) => (moved(ctx, v) ? toBatchFirst(ctx, v, v) : v));
   if (ELEMENTWISE.has(node.opType)) {
