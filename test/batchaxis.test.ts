@@ -54,3 +54,31 @@ describe('static run size when the batch moves', () => {
   it('a vector output one element per run, chunks of 1', () => jacobian('encoder_seq13', 1, 'loop'));
   it('the decoder with two data inputs and a mask, chunks of 2 (N = 3)', () => jacobian('decoder14', 2));
 });
+
+describe('an output that carries the samples on another axis', () => {
+  it('is transposed to batch-first: y = tanh(x·W)ᵀ of shape (2, N) gives J (N, 2, D) with dy_k/dW_jk = (1 − y_k²)·x_j', async () => {
+    const { GraphBuilder } = await import('../src/onnx/builder.js');
+    const { DataType } = await import('../src/onnx/graph.js');
+    const { makeTensor } = await import('../src/onnx/proto.js');
+    const W = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6]; // (3, 2)
+    const graph = { name: 'g', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] } as never as import('../src/onnx/graph.js').Graph;
+    graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array(W).buffer)));
+    const b = new GraphBuilder(graph);
+    const y = b.op1('Transpose', [b.op1('Tanh', [b.op1('MatMul', ['x', 'w'])])], { perm: [1, 0] });
+    graph.outputs = [{ name: y, elemType: DataType.FLOAT, dims: undefined }];
+    const x = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((v) => v / 10);
+    const { plan, run } = await planJacobian(graph, new Map([['x', { dtype: 'float32' as const, shape: [4, 3], data: new Float32Array(x) }]]), { batchSize: 3 });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [J] = sink.result();
+    expect(J.shape).toEqual([4, 2, 6]);
+    const expected = new Float32Array(4 * 2 * 6);
+    for (let n = 0; n < 4; n++) {
+      for (let k = 0; k < 2; k++) {
+        const yk = Math.tanh(x[3 * n] * W[k] + x[3 * n + 1] * W[2 + k] + x[3 * n + 2] * W[4 + k]);
+        for (let j = 0; j < 3; j++) expected[(n * 2 + k) * 6 + j * 2 + k] = (1 - yk * yk) * x[3 * n + j];
+      }
+    }
+    expectClose(J.data, expected, 'transposed output');
+  });
+});

@@ -52,9 +52,10 @@ describe('refused models', () => {
     await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 
-  it('an output that carries the samples off axis 0, with what to do', async () => {
-    const graph = graphWith(13, (b, x, w) => b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]));
-    expect(await refusal(graph)).toMatch(/output '.*' carries the samples on axis 1 of 2; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/);
+  it('an output that merges the samples with other positions, with what to do', async () => {
+    // (N, 2) → Transpose (2, N) → Reshape (2·N): the output's rows are not the samples.
+    const graph = graphWith(13, (b, x, w) => b.reshape(b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]), [-1]));
+    expect(await refusal(graph)).toMatch(/output '.*' carries the samples on axis 0 of 1 merged with 2 outer positions; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/);
   });
 
   it('a Reshape that scrambles the samples with other positions, naming the node', async () => {

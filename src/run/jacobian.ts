@@ -1,12 +1,12 @@
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
-import type { ShapeTable } from '../analysis/shapes.js';
+import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
-import { encodeModel } from '../onnx/proto.js';
+import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { prepareGraph } from '../analysis/prepare.js';
@@ -123,6 +123,14 @@ export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): numbe
   return samples;
 }
 
+/** The graph with a Transpose that brings the output's batch axis to the front, and the new output's name. */
+function withBatchFirstOutput(graph: Graph, output: string, axis: number, rank: number): { graph: Graph; output: string } {
+  const name = `${output}/batch_first`;
+  const perm = [axis, ...Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis)];
+  const transpose = { name, opType: 'Transpose', domain: '', inputs: [output], outputs: [name], attributes: [makeAttribute('perm', perm)] };
+  return { graph: { ...graph, nodes: [...graph.nodes, transpose], outputs: [...graph.outputs, { name, elemType: 0, dims: undefined }] }, output: name };
+}
+
 export function refuseIfIneligible(analysis: Analysis): void {
   if (analysis.problems.length > 0) {
     throw new ModelRefusedError(`the model is not eligible:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
@@ -176,7 +184,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     t = now;
   };
   let graph = prepareGraph(model);
-  const output = resolveOutput(graph, options.modelOutput);
+  let output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   let analysis = analyze(graph, output);
@@ -185,7 +193,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
     // Ops along axis 0 read it as the batch; where the probe finds the samples elsewhere, they run on batch-first data.
     try {
-      shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+      shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
     } catch (err) {
       refuseIfIneligible(analysis); // the named node, rather than what the probe saw of it
       throw err;
@@ -200,7 +208,13 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     }
   }
   refuseIfIneligible(analysis);
-  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
+  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
+  if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
+    // A sequence-first output (T, N, V): J's rows need the samples first, so the output is transposed to (N, T, V).
+    ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
+    analysis = analyze(graph, output);
+    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+  }
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
   const outputShape = shapes.perSample(output);

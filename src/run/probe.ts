@@ -21,6 +21,8 @@ export interface ProbeOptions {
   /** The model's fixed batch size, if its inputs declare one. */
   batch?: number;
   threads?: number;
+  /** Accept an output that carries the samples on one other axis (the caller transposes it); default: refuse. */
+  movedOutput?: boolean;
 }
 
 export async function probeShapes(
@@ -103,12 +105,13 @@ export async function probeShapes(
     }
   }
   const outputLayout = layouts.get(analysis.output);
-  if (outputLayout && !isBatchFirst(outputLayout)) {
+  const transposable = options.movedOutput === true && outputLayout?.outer === 1 && outputLayout.inner === 1;
+  if (outputLayout && !isBatchFirst(outputLayout) && !transposable) {
     throw new ModelRefusedError(
       `the output '${analysis.output}' carries the samples on ${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
     );
   }
-  if (changed && samples > 1) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
+  if (changed && samples > 1 && (!outputLayout || isBatchFirst(outputLayout))) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
   return new ShapeTable(results, batch, batched, smallConstants, layouts);
 }
 
