@@ -116,8 +116,8 @@ export function analyze(graph: Graph, output: string): Analysis {
     if (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => valueDependent.has(i))) n.outputs.forEach((o) => valueDependent.add(o));
     // Indices computed from the data's shape only (Range(Shape(x)[1]) for positions) select the same rows for every sample.
     if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
-    // A constant broadcast to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
-    if (n.opType === 'Expand' && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
+    // A constant broadcast or tiled to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
+    if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
     if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
   }
 

@@ -15,6 +15,7 @@ import { MatMul } from './rules/MatMul.js';
 import { Mul } from './rules/Mul.js';
 import { PRelu } from './rules/PRelu.js';
 import { Sub } from './rules/Sub.js';
+import { Tile } from './rules/Tile.js';
 
 export const slotRules: Record<string, SlotRule> = {
   Add,
@@ -32,4 +33,5 @@ export const slotRules: Record<string, SlotRule> = {
   Mul,
   PRelu,
   Sub,
+  Tile,
 };
