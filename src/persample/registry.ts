@@ -5,6 +5,7 @@ import { BatchNormalization } from './rules/BatchNormalization.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
 import { Div } from './rules/Div.js';
+import { Expand } from './rules/Expand.js';
 import { Gather } from './rules/Gather.js';
 import { Gemm } from './rules/Gemm.js';
 import { GroupNormalization } from './rules/GroupNormalization.js';
@@ -14,6 +15,7 @@ import { MatMul } from './rules/MatMul.js';
 import { Mul } from './rules/Mul.js';
 import { PRelu } from './rules/PRelu.js';
 import { Sub } from './rules/Sub.js';
+import { Tile } from './rules/Tile.js';
 
 export const slotRules: Record<string, SlotRule> = {
   Add,
@@ -21,6 +23,7 @@ export const slotRules: Record<string, SlotRule> = {
   Conv,
   ConvTranspose,
   Div,
+  Expand,
   Gather,
   Gemm,
   GroupNormalization,
@@ -30,4 +33,5 @@ export const slotRules: Record<string, SlotRule> = {
   Mul,
   PRelu,
   Sub,
+  Tile,
 };

@@ -1,18 +1,21 @@
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
-import type { ShapeTable } from '../analysis/shapes.js';
+import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
-import { encodeModel } from '../onnx/proto.js';
-import { buildJacobianGraph } from '../persample/build.js';
+import { encodeModel, makeAttribute } from '../onnx/proto.js';
+import { buildJacobianGraph, constantLookup } from '../persample/build.js';
+import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
 import { rangeChunks, resolveRows, type RowRange, type RowSelection } from './shards.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
+import { reportStage } from './stage.js';
+import { checkGraphConsistency } from '../analysis/consistency.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
@@ -127,6 +130,14 @@ export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): numbe
   return samples;
 }
 
+/** The graph with a Transpose that brings the output's batch axis to the front, and the new output's name. */
+function withBatchFirstOutput(graph: Graph, output: string, axis: number, rank: number): { graph: Graph; output: string } {
+  const name = `${output}/batch_first`;
+  const perm = [axis, ...Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis)];
+  const transpose = { name, opType: 'Transpose', domain: '', inputs: [output], outputs: [name], attributes: [makeAttribute('perm', perm)] };
+  return { graph: { ...graph, nodes: [...graph.nodes, transpose], outputs: [...graph.outputs, { name, elemType: 0, dims: undefined }] }, output: name };
+}
+
 export function refuseIfIneligible(analysis: Analysis): void {
   if (analysis.problems.length > 0) {
     throw new ModelRefusedError(`the model is not eligible:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
@@ -155,7 +166,7 @@ function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: numbe
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    activationBytes += (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
   // A parameter used in several slots (a weight at every step of an unrolled recurrence) has
   // all its per-sample gradient terms alive before they are summed, each also copied once
@@ -184,14 +195,38 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     timings[phase] = (timings[phase] ?? 0) + now - t;
     t = now;
   };
-  const graph = prepareGraph(model);
-  const output = resolveOutput(graph, options.modelOutput);
+  let graph = prepareGraph(model);
+  let output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
-  const analysis = analyze(graph, output);
-  refuseIfIneligible(analysis);
+  let analysis = analyze(graph, output);
   lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
+  let shapes: ShapeTable | undefined;
+  if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
+    // Ops along axis 0 read it as the batch; where the probe finds the samples elsewhere, they run on batch-first data.
+    try {
+      shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
+    } catch (err) {
+      refuseIfIneligible(analysis); // the named node, rather than what the probe saw of it
+      throw err;
+    }
+    const lookup = constantLookup(graph);
+    const table = shapes;
+    const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
+    if (rewritten) {
+      graph = rewritten;
+      analysis = analyze(graph, output);
+      shapes = undefined;
+    }
+  }
+  refuseIfIneligible(analysis);
+  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
+  if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
+    // A sequence-first output (T, N, V): J's rows need the samples first, so the output is transposed to (N, T, V).
+    ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
+    analysis = analyze(graph, output);
+    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+  }
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
   const outputShape = shapes.perSample(output);
@@ -214,10 +249,16 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     layout === 'flat'
       ? [{ name: 'jacobian', dtype, shape: [rowCount, ...elementShape, D] }]
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [rowCount, ...elementShape, ...p.dims] }));
-  const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
+  // Values that carry the samples off axis 0 need exact shapes in the graph: it is built for runs of
+  // exactly batchSize samples (the last chunk padded), as for a model with a fixed batch size.
+  const runRows = fixedBatch ?? (shapes.hasMovedBatch() ? batchSize : undefined);
+  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  const jacobianGraph = buildJacobianGraph(analysis, graphShapes, { layout, copies });
   lap('graph');
+  checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
   try {
+    reportStage('loading the Jacobian graph into onnxruntime');
     session = await ort.InferenceSession.create(encodeModel(jacobianGraph.graph), sessionOptions(options.threads));
   } catch (err) {
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
@@ -235,6 +276,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
     try {
+      reportStage(`running the Jacobian graph on samples ${first}–${last}`);
       const out = await session.run(feeds);
       return jacobianGraph.outputs.map((name) => out[name]);
     } catch (err) {
@@ -248,7 +290,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     try {
       // Whole chunks of the unsharded run, so each row's bytes are the same in any range.
       for (const { start, end, keepStart, keepEnd } of rangeChunks(rowRange, batchSize, samples)) {
-        const rows = fixedBatch ?? end - start;
+        const rows = runRows ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
