@@ -47,6 +47,6 @@ export const gradRules: Record<string, GradRule> = Object.fromEntries(Object.ent
 export const NON_DIFFERENTIABLE_OPS = new Set([
   'Shape', 'Size', 'ConstantOfShape', 'Range', 'EyeLike', 'Constant', 'OneHot',
   'Equal', 'Greater', 'GreaterOrEqual', 'Less', 'LessOrEqual', 'Not', 'And', 'Or', 'Xor',
-  'ArgMax', 'ArgMin', 'NonZero', 'IsNaN', 'IsInf', 'Floor', 'Ceil', 'Round', 'Sign',
+  'ArgMax', 'ArgMin', 'NonZero', 'IsNaN', 'IsInf', 'Floor', 'Ceil', 'Round', 'Sign', 'Hardmax',
   'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli',
 ]);
