@@ -1,6 +1,6 @@
 // Rules of ops that select, join or pad parts of tensors, against central differences (float64).
 import { describe, expect, it } from 'vitest';
-import type { GraphBuilder } from '../src/onnx/builder.js';
+import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
 import { gradcheck, refusals, type GradCase } from './gradcheck.js';
 
 async function check(c: GradCase): Promise<void> {
@@ -111,4 +111,21 @@ describe('Pad', () => {
   it('matches central differences in edge mode', () => check(pad(13, 'edge', [4, 3], [0, 1, 3, 0, 2, 1])));
   it('matches central differences in wrap mode (opset 19)', () => check(pad(19, 'wrap', [3, 4], [0, 2, 1, 0, 1, 3])));
   it('matches central differences in reflect mode at opset 11', () => check(pad(11, 'reflect', [4, 3], [0, 1, 2, 0, 3, 1])));
+});
+
+describe('Trilu', () => {
+  const trilu = (attrs: Attrs, k?: number, dims = [2, 3, 4]): GradCase => ({
+    opset: 14,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const y = b.op1('Trilu', k === undefined ? [x] : [x, b.constInt64([k], [])], attrs);
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for the upper triangle', () => check(trilu({})));
+  it('matches central differences for the lower triangle with k = -1', () => check(trilu({ upper: 0 }, -1)));
+  it('matches central differences for the upper triangle with k = 2', () => check(trilu({ upper: 1 }, 2, [3, 4])));
+  it('refuses matrices that span the batch axis', async () => {
+    await expect(gradcheck(trilu({}, undefined, [4]))).rejects.toThrow(/its matrices span axis 0/);
+  });
 });

@@ -139,3 +139,13 @@ export const Gather: GradRule = {
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
 };
+
+/** Trilu keeps a triangle of the last two axes: the cotangent keeps the same triangle. */
+export const Trilu: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined, undefined];
+    if (ctx.rank(node.inputs[0]) < 3) throw refuseNode(node, 'its matrices span axis 0, the batch axis, so the samples are not independent');
+    return [ctx.b.op1('Trilu', node.inputs[1] ? [g, node.inputs[1]] : [g], { upper: attrInt(node, 'upper', 1) }), undefined];
+  },
+};
