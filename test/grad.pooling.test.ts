@@ -58,6 +58,14 @@ describe('AveragePool', () => {
     await check(pool('AveragePool', { kernel_shape: [2], strides: [2] }, [3, 6]));
     await check(pool('AveragePool', { kernel_shape: [2, 1, 2], strides: [1, 1, 2], auto_pad: 'SAME_UPPER' }, [2, 3, 2, 4]));
   });
+  for (const includePad of [0, 1]) {
+    it(`matches central differences with ceil_mode = 1 and pads, count_include_pad = ${includePad} (float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 0, 1, 1], ceil_mode: 1, count_include_pad: includePad }, [2, 6, 7])));
+    it(`matches central differences with ceil_mode = 1 without pads, count_include_pad = ${includePad} (float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [3, 2], strides: [2, 2], ceil_mode: 1, count_include_pad: includePad }, [2, 6, 5])));
+    it(`matches central differences with ceil_mode = 1 in 1-D, stride 3, count_include_pad = ${includePad} (opset 11, float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [2], strides: [3], pads: [1, 0], ceil_mode: 1, count_include_pad: includePad }, [2, 9], 11)));
+  }
   it('matches central differences with dilations (opset 19, float32)', () =>
     check(pool('AveragePool', { kernel_shape: [2, 2], dilations: [2, 1] }, [2, 5, 4], 19)));
 });

@@ -4,7 +4,7 @@
 import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { convGeometry, outputPadding } from '../convGeometry.js';
-import { firstInputOnly, floatTypeOf } from './shared.js';
+import { firstInputOnly, floatTypeOf, product, zeroPad } from './shared.js';
 
 function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
   const inDims = ctx.perSample(node.inputs[0]);
@@ -73,34 +73,48 @@ export const MaxPool: GradRule = {
   },
 };
 
+/**
+ * AveragePool spreads g/divisor over each window with a transposed depthwise convolution
+ * of ones. With ceil_mode=1 the last window may run past the padded input: that overhang
+ * is treated as extra end padding that never counts. The divisor of each window is the
+ * count of the elements it covers that count (the input, plus the pads when
+ * count_include_pad=1): a convolution of ones with a mask of those elements.
+ */
 export const AveragePool: GradRule = {
   differentiableInputs: firstInputOnly,
-  refuse(node) {
-    if (attrInt(node, 'ceil_mode', 0) !== 0) return 'ceil_mode=1 is not supported';
-    return undefined;
-  },
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
     const { inDims, outDims, geo } = poolGeometry(ctx, node);
+    const spatial = inDims.slice(1);
     const channels = inDims[0];
     const kernel = geo.kernel;
-    const kernelSize = kernel.reduce((p, k) => p * k, 1);
-    const convAttrs = { strides: geo.strides, dilations: geo.dilations, pads: [...geo.padsBegin, ...geo.padsEnd], kernel_shape: kernel };
+    const kernelSize = product(kernel);
+    const extents = kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
+    const overhang = spatial.map((s, i) => Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])));
+    const padsEnd = geo.padsEnd.map((p, i) => p + overhang[i]);
+    const convAttrs = { strides: geo.strides, dilations: geo.dilations, kernel_shape: kernel };
     const padded = geo.padsBegin.some((p) => p > 0) || geo.padsEnd.some((p) => p > 0);
+    const includePad = attrInt(node, 'count_include_pad', 0) === 1;
     let divisor: string;
-    if (attrInt(node, 'count_include_pad', 0) === 1 || !padded) {
+    if (overhang.every((o) => o === 0) && (includePad || !padded)) {
       divisor = b.scalar(kernelSize);
     } else {
-      // Each window's divisor is its count of non-pad elements: a Conv of ones with ones.
-      const ones = b.constFloat(Array(inDims.slice(1).reduce((p, k) => p * k, 1)).fill(1), [1, 1, ...inDims.slice(1)]);
-      divisor = b.op1('Conv', [ones, b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+      const counted = includePad ? spatial.map((s, i) => s + geo.padsBegin[i] + geo.padsEnd[i]) : spatial;
+      const mask = b.constFloat(Array(product(counted)).fill(1), [1, 1, ...counted]);
+      const before = includePad ? spatial.map(() => 0) : geo.padsBegin;
+      const after = includePad ? overhang : padsEnd;
+      const counts = b.op1('Conv', [zeroPad(ctx, mask, [0, 0, ...before], [0, 0, ...after]), b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+      // A window wholly in the overhang (onnxruntime keeps some) counts nothing and sends nothing back.
+      divisor = b.op1('Max', [counts, b.scalar(1)]);
     }
     const spread = b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel]);
+    const extended = { ...geo, padsEnd };
     const dx = b.op1('ConvTranspose', [b.op1('Div', [g, divisor]), spread], {
       ...convAttrs,
+      pads: [...geo.padsBegin, ...padsEnd],
       group: channels,
-      output_padding: outputPadding(geo, inDims.slice(1), outDims.slice(1)),
+      output_padding: outputPadding(extended, spatial, outDims.slice(1)),
     });
     return [dx];
   },
