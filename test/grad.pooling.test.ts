@@ -121,3 +121,16 @@ describe('Resize', () => {
     }
   });
 });
+
+describe('MaxUnpool', () => {
+  it('matches central differences after a MaxPool whose indices it takes (float32)', () =>
+    check({
+      opset: 11,
+      float32: true,
+      inputs: { x: { dims: [2, 4, 6], draw: distinct() } },
+      build: (b, { x }) => {
+        const [y, indices] = b.op('MaxPool', [x], { kernel_shape: [2, 2], strides: [2, 2] }, 2);
+        return readOut(b, b.op1('MaxUnpool', [b.op1('Tanh', [y]), indices], { kernel_shape: [2, 2], strides: [2, 2] }));
+      },
+    }));
+});

@@ -143,3 +143,15 @@ export const GlobalMaxPool: GradRule = {
     return [b.op1('Where', [isMax, b.op1('Div', [g, ties]), b.scalar(0)])];
   },
 };
+
+/** MaxUnpool writes x[i] at the flat position I[i] of the output: x[i] gets the cotangent there. */
+export const MaxUnpool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return node.inputs.map(() => undefined);
+    const b = ctx.b;
+    const [x, indices] = node.inputs;
+    const picked = b.op1('Gather', [b.reshape(g, [-1]), b.reshape(indices, [-1])], { axis: 0 });
+    return [ctx.toPerSample(picked, ctx.perSample(x)), ...node.inputs.slice(1).map(() => undefined)];
+  },
+};
