@@ -4,6 +4,7 @@ import * as activations from './rules/activations.js';
 import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
 import * as layout from './rules/layout.js';
@@ -35,6 +36,7 @@ const rules: Record<string, GradRule> = {
   ...softmax,
   Conv,
   ConvTranspose,
+  Einsum,
   Gemm,
   MatMul,
   Pad,
