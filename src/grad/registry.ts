@@ -8,6 +8,7 @@ import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
 import * as layout from './rules/layout.js';
+import * as losses from './rules/losses.js';
 import * as math from './rules/math.js';
 import { MatMul } from './rules/MatMul.js';
 import * as normalization from './rules/normalization.js';
@@ -29,6 +30,7 @@ const rules: Record<string, GradRule> = {
   ...arithmetic,
   ...indexing,
   ...layout,
+  ...losses,
   ...math,
   ...normalization,
   ...pooling,
