@@ -3,7 +3,7 @@
 // also in float64.
 import { describe, expect, it } from 'vitest';
 import { DataType } from '../src/onnx/graph.js';
-import { makeTensor } from '../src/onnx/proto.js';
+import { FloatValue, makeTensor } from '../src/onnx/proto.js';
 import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
 import { distinct, gradcheck, refusals, type GradCase } from './gradcheck.js';
 
@@ -113,13 +113,24 @@ describe('Resize', () => {
     check(resize(18, { axes: [2, 3], keep_aspect_ratio_policy: 'not_larger' }, [2, 4, 6], (b) => ['', '', b.constInt64([7, 7])])));
   it('matches central differences downsampling a 1-D signal (opset 19, half_pixel_symmetric)', () =>
     check(resize(19, { coordinate_transformation_mode: 'half_pixel_symmetric' }, [2, 9], (b) => ['', floats(b, [1, 1, 0.5])])));
-  it('refuses linear and cubic modes', () => {
-    for (const mode of ['linear', 'cubic']) {
-      expect(refusals(resize(13, { mode }, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])]))).toEqual([
-        `mode '${mode}' is not supported: only mode 'nearest', whose output copies input elements`,
-      ]);
-    }
-  });
+  // Linear and cubic modes mix neighbours: the matrices come from the same Resize on basis tensors.
+  it('matches central differences in linear mode, half_pixel, upsampling by 2 (opset 13)', () =>
+    check(resize(13, { mode: 'linear' }, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])])));
+  it('matches central differences in linear mode, align_corners, fractional scales (opset 11)', () =>
+    check(resize(11, { mode: 'linear', coordinate_transformation_mode: 'align_corners' }, [2, 5, 4], (b) => [roi(b), floats(b, [1, 1, 1.7, 0.6])])));
+  it('matches central differences in linear mode, pytorch_half_pixel, with sizes (opset 13)', () =>
+    check(
+      resize(13, { mode: 'linear', coordinate_transformation_mode: 'pytorch_half_pixel' }, [2, 3, 5], (b, x) => {
+        const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
+        return ['', '', b.op1('Concat', [batch, b.constInt64([2, 6, 3])], { axis: 0 })];
+      }),
+    ));
+  it('matches central differences in linear mode with antialias, downsampling (opset 18)', () =>
+    check(resize(18, { mode: 'linear', antialias: 1 }, [2, 8, 7], (b) => ['', floats(b, [1, 1, 0.5, 0.6])])));
+  it('matches central differences in cubic mode with exclude_outside and cubic_coeff_a (opset 13)', () =>
+    check(resize(13, { mode: 'cubic', exclude_outside: 1, cubic_coeff_a: new FloatValue(-0.5) }, [2, 4, 5], (b) => ['', floats(b, [1, 1, 2, 1.5])])));
+  it('matches central differences in cubic mode, asymmetric, sizes for some axes (opset 18)', () =>
+    check(resize(18, { mode: 'cubic', coordinate_transformation_mode: 'asymmetric', axes: [2, 3] }, [2, 4, 5], (b) => ['', '', b.constInt64([7, 3])])));
 });
 
 describe('MaxUnpool', () => {
