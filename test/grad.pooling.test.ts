@@ -145,3 +145,18 @@ describe('MaxUnpool', () => {
       },
     }));
 });
+
+describe('LpPool', () => {
+  it('matches central differences with p = 2, overlapping windows and pads (float32)', () =>
+    check(pool('LpPool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 5, 6])));
+  it('matches central differences with p = 3 in 1-D (float32)', () => check(pool('LpPool', { kernel_shape: [2], strides: [1], p: 3 }, [2, 6])));
+  it('matches central differences with ceil_mode = 1 (opset 18, float32)', () =>
+    check(pool('LpPool', { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, [2, 5, 5], 18)));
+});
+
+describe('GlobalLpPool', () => {
+  it('matches central differences with p = 2 and p = 3 (float32)', async () => {
+    await check(pool('GlobalLpPool', {}, [3, 4, 5]));
+    await check(pool('GlobalLpPool', { p: 3 }, [3, 4]));
+  });
+});

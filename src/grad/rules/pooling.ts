@@ -74,26 +74,44 @@ export const MaxPool: GradRule = {
 };
 
 /**
- * AveragePool spreads g/divisor over each window with a transposed depthwise convolution
- * of ones. With ceil_mode=1 the last window may run past the padded input: that overhang
- * is treated as extra end padding that never counts. The divisor of each window is the
+ * A pooling node's windows, with ceil_mode's overhang (the part of the last window past
+ * the padded input) as extra end padding, and `spread(v)`: the sum over the windows
+ * covering each input element of v at those windows (a transposed depthwise
+ * convolution of ones).
+ */
+function windows(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
+  const b = ctx.b;
+  const { inDims, outDims, geo } = poolGeometry(ctx, node);
+  const spatial = inDims.slice(1);
+  const channels = inDims[0];
+  const kernel = geo.kernel;
+  const kernelSize = product(kernel);
+  const extents = kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
+  const overhang = spatial.map((s, i) => Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])));
+  const padsEnd = geo.padsEnd.map((p, i) => p + overhang[i]);
+  const convAttrs = { strides: geo.strides, dilations: geo.dilations, kernel_shape: kernel };
+  const spread = (v: string): string =>
+    b.op1('ConvTranspose', [v, b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel])], {
+      ...convAttrs,
+      pads: [...geo.padsBegin, ...padsEnd],
+      group: channels,
+      output_padding: outputPadding({ ...geo, padsEnd }, spatial, outDims.slice(1)),
+    });
+  return { geo, spatial, kernel, kernelSize, overhang, padsEnd, convAttrs, spread };
+}
+
+/**
+ * AveragePool spreads g/divisor over each window. The divisor of each window is the
  * count of the elements it covers that count (the input, plus the pads when
- * count_include_pad=1): a convolution of ones with a mask of those elements.
+ * count_include_pad=1; never ceil_mode's overhang): a convolution of ones with a mask
+ * of those elements.
  */
 export const AveragePool: GradRule = {
   differentiableInputs: firstInputOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
-    const { inDims, outDims, geo } = poolGeometry(ctx, node);
-    const spatial = inDims.slice(1);
-    const channels = inDims[0];
-    const kernel = geo.kernel;
-    const kernelSize = product(kernel);
-    const extents = kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
-    const overhang = spatial.map((s, i) => Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])));
-    const padsEnd = geo.padsEnd.map((p, i) => p + overhang[i]);
-    const convAttrs = { strides: geo.strides, dilations: geo.dilations, kernel_shape: kernel };
+    const { geo, spatial, kernel, kernelSize, overhang, padsEnd, convAttrs, spread } = windows(ctx, node);
     const padded = geo.padsBegin.some((p) => p > 0) || geo.padsEnd.some((p) => p > 0);
     const includePad = attrInt(node, 'count_include_pad', 0) === 1;
     let divisor: string;
@@ -108,15 +126,38 @@ export const AveragePool: GradRule = {
       // A window wholly in the overhang (onnxruntime keeps some) counts nothing and sends nothing back.
       divisor = b.op1('Max', [counts, b.scalar(1)]);
     }
-    const spread = b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel]);
-    const extended = { ...geo, padsEnd };
-    const dx = b.op1('ConvTranspose', [b.op1('Div', [g, divisor]), spread], {
-      ...convAttrs,
-      pads: [...geo.padsBegin, ...padsEnd],
-      group: channels,
-      output_padding: outputPadding(extended, spatial, outDims.slice(1)),
-    });
-    return [dx];
+    return [spread(b.op1('Div', [g, divisor]))];
+  },
+};
+
+/** |x|^(p−1)·sign(x): the derivative of |x|^p / p. */
+function lpWeight(ctx: GradContext, x: string, p: number): string {
+  const b = ctx.b;
+  if (p === 2) return x;
+  if (p === 1) return b.op1('Sign', [x]);
+  return b.mul(b.op1('Pow', [b.op1('Abs', [x]), b.scalar(p - 1)]), b.op1('Sign', [x]));
+}
+
+/** y = (Σ_window |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·Σ_windows g·y^(1−p). */
+export const LpPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const p = attrInt(node, 'p', 2);
+    const scaled = b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)]));
+    return [b.mul(lpWeight(ctx, node.inputs[0], p), windows(ctx, node).spread(scaled))];
+  },
+};
+
+/** y = (Σ_space |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·g·y^(1−p). */
+export const GlobalLpPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const p = attrInt(node, 'p', 2);
+    return [b.mul(lpWeight(ctx, node.inputs[0], p), b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)])))];
   },
 };
 
