@@ -247,3 +247,17 @@ describe('ReverseSequence', () => {
     ]);
   });
 });
+
+describe('CenterCropPad', () => {
+  it('matches central differences cropping one axis and padding another (opset 18)', () =>
+    check({ opset: 18, inputs: { x: [3, 5, 4] }, build: (b, { x }) => readOut(b, b.op1('CenterCropPad', [x, b.constInt64([4, 7])], { axes: [2, -1] })) }));
+  it('matches central differences with a shape for every axis, the batch kept (opset 18)', () =>
+    check({
+      opset: 18,
+      inputs: { x: [6, 3] },
+      build: (b, { x }) => {
+        const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
+        return readOut(b, b.op1('CenterCropPad', [x, b.op1('Concat', [batch, b.constInt64([3, 4])], { axis: 0 })]));
+      },
+    }));
+});

@@ -129,3 +129,29 @@ describe('Einsum', () => {
     await expect(gradcheck(einsum('ni,ni->i', { a: [3], c: [3] }))).rejects.toThrow(/does not keep the batch axis|moves the batch off axis 0/);
   });
 });
+
+describe('Det', () => {
+  // onnxruntime runs Det in float32 only.
+  const det = (dims: number[]): GradCase => ({
+    opset: 13,
+    float32: true,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const y = b.op1('Det', [x]);
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for 3×3 matrices (float32)', () => check(det([3, 3])));
+  it('matches central differences for a batch of 2×2 matrices per sample (float32)', () => check(det([2, 2, 2])));
+  it('matches central differences for 1×1 matrices (float32)', () => check(det([1, 1])));
+  it('matches central differences at singular matrices (third row = first row + c, c = 0, float32)', () =>
+    check({
+      opset: 13,
+      float32: true,
+      inputs: { x: [2, 3], c: { dims: [1, 3], draw: () => 0 } },
+      build: (b, { x, c }) => {
+        // det = 0 here, where y·tanh(y) is flat: the read-out is y itself.
+        return b.op1('Det', [b.op1('Concat', [x, b.add(b.slice(x, [0], [1], [1]), c)], { axis: 1 })]);
+      },
+    }));
+});

@@ -4,6 +4,7 @@ import * as activations from './rules/activations.js';
 import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { Det } from './rules/Det.js';
 import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
@@ -38,6 +39,7 @@ const rules: Record<string, GradRule> = {
   ...softmax,
   Conv,
   ConvTranspose,
+  Det,
   Einsum,
   Gemm,
   MatMul,

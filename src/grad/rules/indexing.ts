@@ -1,6 +1,6 @@
 // Ops that select or join parts of tensors: the cotangent is cut apart, joined, or put
 // back at the positions the forward op read from (zeros elsewhere).
-import { attrInt, attrString, DataType } from '../../onnx/graph.js';
+import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { dataAxis, firstInputOnly, floatTypeOf, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
@@ -324,4 +324,28 @@ export const ReverseSequence: GradRule = {
     g === undefined ? undefined : ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
     undefined,
   ],
+};
+
+/**
+ * CenterCropPad crops or pads each listed axis about its centre; the cotangent is
+ * cropped or padded back to the input's shape the same way (the offsets agree).
+ */
+export const CenterCropPad: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined, undefined];
+    const b = ctx.b;
+    const x = node.inputs[0];
+    const rank = ctx.rank(x);
+    const inDims = ctx.perSample(x);
+    const axes = (attrInts(node, 'axes') ?? Array.from({ length: rank }, (_, i) => i)).map((a) => (a < 0 ? a + rank : a));
+    if (axes.includes(0)) {
+      if (axes.length === rank) {
+        // The shape names the batch too; it must keep it.
+        return [b.op1('CenterCropPad', [g, b.op1('Concat', [ctx.batchSize(), b.constInt64(inDims)], { axis: 0 })]), undefined];
+      }
+      throw refuseNode(node, 'it crops or pads axis 0, the batch axis, so the samples are not independent');
+    }
+    return [b.op1('CenterCropPad', [g, b.constInt64(axes.map((a) => inDims[a - 1]))], { axes }), undefined];
+  },
 };
