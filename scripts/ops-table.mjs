@@ -116,14 +116,12 @@ const OTHERS = {
   Upsample: ['not applicable', 'deprecated at opset 10 (Resize replaces it, and has a rule); the tool reads opsets 11 to 21'],
   Scatter: ['not applicable', 'deprecated at opset 11 in favour of ScatterElements, which has a rule; onnxruntime runs it only before opset 11'],
   GridSample: ['refused', 'no gradient rule yet'],
-  RoiAlign: ['refused', 'no gradient rule yet'],
-  MaxRoiPool: ['refused', 'no gradient rule yet'],
+  RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
+  MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   DeformConv: ['refused', 'no gradient rule yet'],
   Col2Im: ['refused', 'no gradient rule yet'],
   DFT: ['refused', 'no gradient rule yet'],
   STFT: ['refused', 'no gradient rule yet'],
-  AffineGrid: ['refused', 'no gradient rule yet'],
-  CastLike: ['refused', 'no gradient rule yet'],
 };
 
 /** The first opset that defines `op`. */

@@ -18,6 +18,7 @@ import * as pooling from './rules/pooling.js';
 import * as reduce from './rules/reduce.js';
 import { Resize } from './rules/Resize.js';
 import * as softmax from './rules/softmax.js';
+import * as spatial from './rules/spatial.js';
 
 import { inFloatTypeOf } from './rules/shared.js';
 
@@ -37,6 +38,7 @@ const rules: Record<string, GradRule> = {
   ...pooling,
   ...reduce,
   ...softmax,
+  ...spatial,
   Conv,
   ConvTranspose,
   Det,
