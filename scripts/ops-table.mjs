@@ -119,7 +119,6 @@ const OTHERS = {
   RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   DeformConv: ['refused', 'no gradient rule yet'],
-  Col2Im: ['refused', 'no gradient rule yet'],
   DFT: ['refused', 'no gradient rule yet'],
   STFT: ['refused', 'no gradient rule yet'],
 };

@@ -33,3 +33,17 @@ describe('AffineGrid', () => {
       build: (b, { theta }) => readOut(b, b.op1('AffineGrid', [theta, sizeFor(b, theta, [2, 2, 3, 4])])),
     }));
 });
+
+describe('Col2Im', () => {
+  it('matches central differences with overlapping blocks, pads, strides and dilations (opset 18, float32)', () =>
+    check({
+      opset: 18,
+      float32: true,
+      // C = 2 channels of 2×2 blocks on a 5×4 image: (5 + 1 − 3)/1 + 1 = 4 by (4 + 1 − 2)/2 + 1 = 2 blocks.
+      inputs: { x: [8, 8] },
+      build: (b, { x }) =>
+        readOut(b, b.op1('Col2Im', [x, b.constInt64([5, 4]), b.constInt64([2, 2])], { dilations: [2, 1], pads: [1, 0, 0, 1], strides: [1, 2] })),
+    }));
+  it('matches central differences in the plain form (opset 18, float32)', () =>
+    check({ opset: 18, float32: true, inputs: { x: [9, 4] }, build: (b, { x }) => readOut(b, b.op1('Col2Im', [x, b.constInt64([4, 4]), b.constInt64([3, 3])])) }));
+});

@@ -1,7 +1,8 @@
-// Sampling grids and images: AffineGrid makes a grid linear in theta.
-import { attrInt } from '../../onnx/graph.js';
+// Sampling grids and images: AffineGrid makes a grid linear in theta; Col2Im folds
+// patches into an image.
+import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { firstInputOnly, product } from './shared.js';
+import { firstInputOnly, product, refuseNode } from './shared.js';
 
 /**
  * AffineGrid: grid[n, p, i] = Σ_j theta[n, i, j]·base[p, j], base = (coordinates, 1) at
@@ -25,5 +26,34 @@ export const AffineGrid: GradRule = {
     const base = b.op1('Concat', [b.reshape(coordinates, [positions, rank]), b.constFloat(Array(positions).fill(1), [positions, 1])], { axis: 1 });
     const flat = b.transpose(b.reshape(g, [-1, positions, rank]), [0, 2, 1]);
     return [b.op1('MatMul', [flat, base]), undefined];
+  },
+};
+
+/**
+ * Col2Im adds column entries back into an image (N, C·K, L) → (N, C, …image); its
+ * adjoint cuts the image into the same patches again: a grouped convolution whose K
+ * kernels per channel are one-hot, with the node's pads, strides and dilations.
+ */
+export const Col2Im: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined, undefined, undefined];
+    const b = ctx.b;
+    const block = ctx.constantValue(node.inputs[2]);
+    if (block === undefined) throw refuseNode(node, 'its block_shape is computed from the data; only a constant one is supported');
+    const [columns, length] = ctx.perSample(node.inputs[0]);
+    const kernelSize = product(block);
+    const channels = columns / kernelSize;
+    const oneHot = Array<number>(columns * kernelSize).fill(0);
+    for (let row = 0; row < columns; row++) oneHot[row * kernelSize + (row % kernelSize)] = 1;
+    const rank = block.length;
+    const patches = b.op1('Conv', [g, b.constFloat(oneHot, [columns, 1, ...block])], {
+      kernel_shape: block,
+      group: channels,
+      pads: attrInts(node, 'pads') ?? Array(2 * rank).fill(0),
+      strides: attrInts(node, 'strides') ?? Array(rank).fill(1),
+      dilations: attrInts(node, 'dilations') ?? Array(rank).fill(1),
+    });
+    return [ctx.toPerSample(patches, [columns, length]), undefined, undefined];
   },
 };
