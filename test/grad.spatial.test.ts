@@ -1,5 +1,5 @@
-// Sampling grids and images against central differences (float32: onnxruntime runs
-// AffineGrid and GridSample in float32).
+// Sampling grids and images against central differences (float32 where onnxruntime runs
+// the op in float32 only: AffineGrid, Col2Im, GridSample before opset 20).
 import { describe, expect, it } from 'vitest';
 import type { GraphBuilder } from '../src/onnx/builder.js';
 import { gradcheck, type GradCase } from './gradcheck.js';
@@ -46,4 +46,46 @@ describe('Col2Im', () => {
     }));
   it('matches central differences in the plain form (opset 18, float32)', () =>
     check({ opset: 18, float32: true, inputs: { x: [9, 4] }, build: (b, { x }) => readOut(b, b.op1('Col2Im', [x, b.constInt64([4, 4]), b.constInt64([3, 3])])) }));
+});
+
+describe('GridSample', () => {
+  /** Grid coordinates in (−1.2, 1.2): some locations fall outside the image, where the padding mode matters. */
+  const gridDraw = (r: () => number): number => 2.4 * r() - 1.2;
+  const gridSample = (opset: number, attrs: Record<string, string | number>, image: number[], out: number[]): GradCase => ({
+    opset,
+    float32: opset < 20,
+    inputs: { x: image, grid: { dims: [...out, image.length - 1], draw: gridDraw } },
+    build: (b, { x, grid }) => readOut(b, b.op1('GridSample', [x, grid], attrs)),
+  });
+  for (const padding of ['zeros', 'border', 'reflection']) {
+    for (const alignCorners of [0, 1]) {
+      it(`matches central differences in the image and the grid, linear, ${padding}, align_corners = ${alignCorners} (opset 20)`, () =>
+        check(gridSample(20, { mode: 'linear', padding_mode: padding, align_corners: alignCorners }, [2, 4, 5], [3, 4])));
+    }
+  }
+  /** A constant grid (3 × 4 locations) for the batch of `x`: only the image carries a derivative. */
+  const constantGrid = (b: GraphBuilder, x: string): string => {
+    const values = Array.from({ length: 3 * 4 * 2 }, (_, i) => Math.sin(i * 1.7) * 1.1);
+    const shape = b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64([3, 4, 2])], { axis: 0 });
+    return b.op1('Expand', [b.constFloat(values, [1, 3, 4, 2]), shape]);
+  };
+  // In float32 the finite-difference step would carry grid locations across pixel borders (kinks): the image only.
+  it('matches central differences in bilinear mode, the grid a constant (opset 16, float32)', () =>
+    check({
+      opset: 16,
+      float32: true,
+      inputs: { x: [2, 4, 5] },
+      build: (b, { x }) => readOut(b, b.op1('GridSample', [x, constantGrid(b, x)], { mode: 'bilinear', padding_mode: 'reflection' })),
+    }));
+  it('gives the grid no derivative in nearest mode, piecewise constant (opset 20)', () =>
+    check(gridSample(20, { mode: 'nearest', padding_mode: 'zeros' }, [2, 4, 5], [3, 4])));
+  it('matches central differences for a volume in linear mode (opset 20)', () =>
+    check(gridSample(20, { mode: 'linear', padding_mode: 'border' }, [2, 3, 4, 3], [2, 2, 3])));
+  it('matches central differences in nearest mode, the grid a constant (opset 20)', () =>
+    check({
+      opset: 20,
+      inputs: { x: [2, 4, 5] },
+      build: (b, { x }) => readOut(b, b.op1('GridSample', [x, constantGrid(b, x)], { mode: 'nearest', padding_mode: 'reflection' })),
+    }));
+
 });

@@ -1,8 +1,9 @@
-// Sampling grids and images: AffineGrid makes a grid linear in theta; Col2Im folds
+// Sampling grids and images: AffineGrid makes a grid linear in theta, GridSample reads an
+// image at a grid's locations, Col2Im folds
 // patches into an image.
-import { attrInt, attrInts } from '../../onnx/graph.js';
+import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { firstInputOnly, product, refuseNode } from './shared.js';
+import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
 
 /**
  * AffineGrid: grid[n, p, i] = Σ_j theta[n, i, j]·base[p, j], base = (coordinates, 1) at
@@ -55,5 +56,126 @@ export const Col2Im: GradRule = {
       dilations: attrInts(node, 'dilations') ?? Array(rank).fill(1),
     });
     return [ctx.toPerSample(patches, [columns, length]), undefined, undefined];
+  },
+};
+
+/**
+ * GridSample in linear and nearest modes, as onnxruntime computes it: each output
+ * position reads the pixels at the corners around its (unclamped) location, with the
+ * padding mode applied to each corner's integer index (zeros outside, border clamps,
+ * reflection reflects), weighted by the linear weights of the location (one corner,
+ * rounded half to even, in nearest mode). X gets its cotangent by scattering g·weight
+ * back to the corners; the grid gets, per coordinate, Σ g·pixel·∂weight/∂location times
+ * the scale of the denormalization (0 in nearest mode, piecewise constant).
+ */
+export const GridSample: GradRule = {
+  differentiableInputs: () => [0, 1],
+  refuse(node) {
+    const mode = attrString(node, 'mode', 'linear');
+    return ['linear', 'bilinear', 'nearest'].includes(mode) ? undefined : `mode '${mode}' has no gradient rule yet: only linear (bilinear) and nearest`;
+  },
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined) return [undefined, undefined];
+    const b = ctx.b;
+    const [x, grid] = node.inputs;
+    const [channels, ...spatial] = ctx.perSample(x);
+    const outSpatial = ctx.perSample(node.outputs[0]).slice(1);
+    const rank = spatial.length;
+    const pixels = product(spatial);
+    const positions = product(outSpatial);
+    const alignCorners = attrInt(node, 'align_corners', 0) === 1;
+    const padding = attrString(node, 'padding_mode', 'zeros');
+    const nearest = attrString(node, 'mode', 'linear') === 'nearest';
+    const type = floatTypeOf(ctx, x);
+    const flatGrid = b.reshape(grid, [-1, positions, rank]);
+    const gFlat = b.reshape(g, [-1, channels, positions]);
+    const xFlat = b.reshape(x, [-1, channels, pixels]);
+
+    // Per spatial axis d (grid component rank − 1 − d): the location in pixels, (N, O).
+    const scales = spatial.map((length) => (alignCorners ? (length - 1) / 2 : length / 2));
+    const location = spatial.map((length, d) => {
+      const normalized = b.squeeze(b.slice(flatGrid, [rank - 1 - d], [rank - d], [2]), [2]);
+      return b.add(b.scale(normalized, scales[d]), b.scalar((length - 1) / 2));
+    });
+    const base = location.map((l) => b.op1(nearest ? 'Round' : 'Floor', [l]));
+    const fraction = location.map((l, d) => b.op1('Sub', [l, base[d]]));
+
+    /** The padding mode applied to integer positions (as floats) along axis d: (index, valid). */
+    const mapIndex = (position: string, d: number): { index: string; valid?: string } => {
+      const length = spatial[d];
+      const clamp = (v: string) => b.op1('Max', [b.op1('Min', [v, b.scalar(length - 1)]), b.scalar(0)]);
+      if (padding === 'zeros') {
+        const inside = b.op1('And', [b.op1('GreaterOrEqual', [position, b.scalar(0)]), b.op1('LessOrEqual', [position, b.scalar(length - 1)])]);
+        return { index: clamp(position), valid: b.op1('Cast', [inside], { to: type }) };
+      }
+      if (padding === 'border') return { index: clamp(position) };
+      // Reflection about [low, high], repeated: onnxruntime's GsReflect, then truncation.
+      const [low, high] = alignCorners ? [0, length - 1] : [-0.5, length - 0.5];
+      const range = high - low;
+      const reflect = (distance: string, from: number, towards: number) => {
+        const folds = b.op1('Floor', [b.scale(distance, 1 / range)]);
+        const rest = b.op1('Sub', [distance, b.scale(folds, range)]);
+        const even = b.op1('Equal', [b.op1('Mod', [b.op1('Cast', [folds], { to: DataType.INT64 }), b.constInt64([2], [])], { fmod: 0 }), b.constInt64([0], [])]);
+        const sign = towards > from ? 1 : -1;
+        return b.op1('Where', [even, b.add(b.scalar(from), b.scale(rest, sign)), b.add(b.scalar(towards), b.scale(rest, -sign))]);
+      };
+      let reflected = b.op1('Where', [b.op1('Less', [position, b.scalar(low)]), reflect(b.op1('Sub', [b.scalar(low), position]), low, high), position]);
+      reflected = b.op1('Where', [b.op1('Greater', [position, b.scalar(high)]), reflect(b.op1('Sub', [position, b.scalar(high)]), high, low), reflected]);
+      const truncated = b.mul(b.op1('Sign', [reflected]), b.op1('Floor', [b.op1('Abs', [reflected])]));
+      return { index: clamp(truncated) };
+    };
+
+    const corners = nearest ? [0] : Array.from({ length: 2 ** rank }, (_, k) => k);
+    const strides = spatial.map((_, d) => product(spatial.slice(d + 1)));
+    const indices: string[] = [];
+    const xUpdates: string[] = [];
+    const gridTerms: string[][] = spatial.map(() => []);
+    for (const corner of corners) {
+      const bits = spatial.map((_, d) => (corner >> (rank - 1 - d)) & 1);
+      let flat: string | undefined;
+      let valid: string | undefined;
+      const weights: string[] = [];
+      spatial.forEach((_, d) => {
+        const mapped = mapIndex(bits[d] ? b.add(base[d], b.scalar(1)) : base[d], d);
+        const term = b.scale(mapped.index, strides[d]);
+        flat = flat === undefined ? term : b.add(flat, term);
+        if (mapped.valid) valid = valid === undefined ? mapped.valid : b.mul(valid, mapped.valid);
+        weights.push(bits[d] ? fraction[d] : b.op1('Sub', [b.scalar(1), fraction[d]]));
+      });
+      // (N, O) → (N, C, O) int64 indices into the flattened image.
+      const index = b.op1('Expand', [b.unsqueeze(b.op1('Cast', [flat!], { to: DataType.INT64 }), [1]), b.op1('Shape', [gFlat])]);
+      const weight = nearest ? valid : [...weights, ...(valid ? [valid] : [])].reduce((p, q) => b.mul(p, q));
+      if (wanted[0]) {
+        indices.push(index);
+        xUpdates.push(weight === undefined ? gFlat : b.mul(gFlat, b.unsqueeze(weight, [1])));
+      }
+      if (wanted[1] && !nearest) {
+        // Σ_c g·pixel at this corner, times ∂weight/∂location_d = ±Π_{e≠d} weight_e.
+        const picked = b.reduceSum(b.mul(gFlat, b.op1('GatherElements', [xFlat, index], { axis: 2 })), [1], false);
+        const seen = valid ? b.mul(picked, valid) : picked;
+        spatial.forEach((_, d) => {
+          const others = weights.filter((_, e) => e !== d);
+          const slope = others.length === 0 ? seen : b.mul(seen, others.reduce((p, q) => b.mul(p, q)));
+          gridTerms[d].push(bits[d] ? slope : b.op1('Neg', [slope]));
+        });
+      }
+    }
+    let dx: string | undefined;
+    if (wanted[0]) {
+      const zeros = b.op1('Expand', [b.scalar(0), b.op1('Shape', [xFlat])]);
+      const scattered = b.op1(
+        'ScatterElements',
+        [zeros, b.op1('Concat', indices, { axis: 2 }), b.op1('Concat', xUpdates, { axis: 2 })],
+        { axis: 2, reduction: 'add' },
+      );
+      dx = ctx.toPerSample(scattered, [channels, ...spatial]);
+    }
+    let dGrid: string | undefined;
+    if (wanted[1]) {
+      const components = spatial.map((_, d) => (nearest ? b.op1('Mul', [location[d], b.scalar(0)]) : b.scale(b.sum(gridTerms[d]), scales[d])));
+      // Grid components run over the spatial axes from the last to the first.
+      dGrid = ctx.toPerSample(b.op1('Concat', components.reverse().map((c) => b.unsqueeze(c, [2])), { axis: 2 }), [...outSpatial, rank]);
+    }
+    return [dx, dGrid];
   },
 };
