@@ -1,6 +1,5 @@
 // Sampling grids and images: AffineGrid makes a grid linear in theta, GridSample reads an
-// image at a grid's locations, Col2Im folds
-// patches into an image.
+// image at a grid's locations, Col2Im folds patches into an image.
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
 import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
