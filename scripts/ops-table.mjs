@@ -26,6 +26,7 @@ const RULE_NOTES = {
   Concat: 'not along axis 0',
   CumSum: 'constant axis other than 0; exclusive and reverse included',
   Det: 'matrices in axes other than 0; cofactors, exact at singular matrices',
+  DFT: 'not along axis 0; a one-sided inverse (real output) refused',
   Dropout: 'inference (identity); a training_mode input refused',
   Einsum: 'the batch letter must lead every data operand and the output',
   Gather: 'constant or data indices; not along axis 0',
@@ -119,7 +120,6 @@ const OTHERS = {
   RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   DeformConv: ['refused', 'no gradient rule yet'],
-  DFT: ['refused', 'no gradient rule yet'],
   STFT: ['refused', 'no gradient rule yet'],
 };
 

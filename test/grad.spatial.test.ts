@@ -89,3 +89,21 @@ describe('GridSample', () => {
     }));
 
 });
+
+describe('DFT', () => {
+  const dft = (opset: number, dims: number[], attrs: Record<string, number>, length?: number, axis?: number): GradCase => ({
+    opset,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const inputs = [x, length === undefined ? '' : b.constInt64([length], [])];
+      if (opset >= 20 && axis !== undefined) inputs.push(b.constInt64([axis], []));
+      while (inputs[inputs.length - 1] === '') inputs.pop();
+      return readOut(b, b.op1('DFT', inputs, opset >= 20 || axis === undefined ? attrs : { ...attrs, axis }));
+    },
+  });
+  it('matches central differences for a real signal (opset 17)', () => check(dft(17, [6, 1], {})));
+  it('matches central differences for a complex signal, inverse, along axis 2 (opset 17)', () => check(dft(17, [3, 5, 2], { inverse: 1 }, undefined, 2)));
+  it('matches central differences one-sided with a longer dft_length (opset 17)', () => check(dft(17, [5, 1], { onesided: 1 }, 8)));
+  it('matches central differences with a shorter dft_length and the axis as an input (opset 20)', () => check(dft(20, [7, 3, 2], {}, 4, 1)));
+  it('matches central differences along the default axis −2 (opset 20)', () => check(dft(20, [3, 4, 2], { inverse: 1 })));
+});

@@ -5,6 +5,7 @@ import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
 import { Det } from './rules/Det.js';
+import { DFT } from './rules/DFT.js';
 import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
@@ -42,6 +43,7 @@ const rules: Record<string, GradRule> = {
   Conv,
   ConvTranspose,
   Det,
+  DFT,
   Einsum,
   Gemm,
   MatMul,
