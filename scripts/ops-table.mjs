@@ -32,7 +32,7 @@ const RULE_NOTES = {
   Gather: 'constant or data indices; not along axis 0',
   GatherElements: 'not along axis 0',
   GatherND: 'batch_dims ≥ 1 (batch_dims = 0 indexes the batch axis: refused)',
-  GridSample: 'linear (bilinear) and nearest modes, every padding mode, 2-D and 3-D; cubic refused',
+  GridSample: 'every mode and padding mode, image and grid (the grid has no derivative in nearest mode)',
   GlobalMaxPool: 'ties share the cotangent',
   LayerNormalization: 'not from axis 0',
   LogSoftmax: 'not along axis 0',

@@ -77,6 +77,17 @@ describe('GridSample', () => {
       inputs: { x: [2, 4, 5] },
       build: (b, { x }) => readOut(b, b.op1('GridSample', [x, constantGrid(b, x)], { mode: 'bilinear', padding_mode: 'reflection' })),
     }));
+  it('matches central differences in bicubic mode, the grid a constant (opset 16, float32)', () =>
+    check({
+      opset: 16,
+      float32: true,
+      inputs: { x: [2, 4, 5] },
+      build: (b, { x }) => readOut(b, b.op1('GridSample', [x, constantGrid(b, x)], { mode: 'bicubic', padding_mode: 'border' })),
+    }));
+  for (const padding of ['zeros', 'border', 'reflection']) {
+    it(`matches central differences in the image and the grid, cubic, ${padding} (opset 20)`, () =>
+      check(gridSample(20, { mode: 'cubic', padding_mode: padding, align_corners: padding === 'border' ? 1 : 0 }, [2, 5, 6], [3, 2])));
+  }
   it('gives the grid no derivative in nearest mode, piecewise constant (opset 20)', () =>
     check(gridSample(20, { mode: 'nearest', padding_mode: 'zeros' }, [2, 4, 5], [3, 4])));
   it('matches central differences for a volume in linear mode (opset 20)', () =>

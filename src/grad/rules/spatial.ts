@@ -1,7 +1,7 @@
 // Sampling grids and images: AffineGrid makes a grid linear in theta, GridSample reads an
 // image at a grid's locations, Col2Im folds patches into an image.
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
-import type { GradRule } from '../context.js';
+import type { GradContext, GradRule } from '../context.js';
 import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
 
 /**
@@ -59,19 +59,42 @@ export const Col2Im: GradRule = {
 };
 
 /**
- * GridSample in linear and nearest modes, as onnxruntime computes it: each output
- * position reads the pixels at the corners around its (unclamped) location, with the
- * padding mode applied to each corner's integer index (zeros outside, border clamps,
- * reflection reflects), weighted by the linear weights of the location (one corner,
- * rounded half to even, in nearest mode). X gets its cotangent by scattering g·weight
- * back to the corners; the grid gets, per coordinate, Σ g·pixel·∂weight/∂location times
- * the scale of the denormalization (0 in nearest mode, piecewise constant).
+ * Keys' cubic convolution weights of the taps −1, 0, 1, 2 at fraction f (a = −0.75, as
+ * onnxruntime's GridSample), and their slopes in f.
+ */
+function cubicTaps(ctx: GradContext): { offset: number; weight: (f: string) => string; slope: (f: string) => string }[] {
+  const b = ctx.b;
+  const a = -0.75;
+  /** Σ c_k·t^k by Horner's rule. */
+  const poly = (t: string, c: number[]): string => c.slice(0, -1).reduceRight((acc, ck) => b.add(b.mul(acc, t), b.scalar(ck)), b.scalar(c[c.length - 1]));
+  // Outer taps at distance u ∈ [1, 2]: a·u³ − 5a·u² + 8a·u − 4a; inner taps at distance v ∈ [0, 1]: (a+2)·v³ − (a+3)·v² + 1.
+  const outer = [-4 * a, 8 * a, -5 * a, a];
+  const outerSlope = [8 * a, -10 * a, 3 * a];
+  const inner = [1, 0, -(a + 3), a + 2];
+  const innerSlope = [0, -2 * (a + 3), 3 * (a + 2)];
+  const distance = (f: string, offset: number) => (offset <= 0 ? b.add(f, b.scalar(-offset)) : b.op1('Sub', [b.scalar(offset), f]));
+  return [-1, 0, 1, 2].map((offset) => {
+    const [c, slope] = offset === -1 || offset === 2 ? [outer, outerSlope] : [inner, innerSlope];
+    // The distance grows with f for taps at or before the base, shrinks for the others.
+    const sign = offset <= 0 ? 1 : -1;
+    return { offset, weight: (f) => poly(distance(f, offset), c), slope: (f) => b.scale(poly(distance(f, offset), slope), sign) };
+  });
+}
+
+/**
+ * GridSample as onnxruntime computes it: each output position reads the pixels at the
+ * taps around its (unclamped) location (2 per axis in linear mode, 4 in cubic mode, the
+ * nearest one, rounded half to even, in nearest mode), with the padding mode applied to
+ * each tap's integer index (zeros outside, border clamps, reflection reflects), weighted
+ * by the interpolation weights of the location. X gets its cotangent by scattering
+ * g·weight back to the taps; the grid gets, per coordinate, Σ g·pixel·∂weight/∂location
+ * times the scale of the denormalization (0 in nearest mode, piecewise constant).
  */
 export const GridSample: GradRule = {
   differentiableInputs: () => [0, 1],
   refuse(node) {
     const mode = attrString(node, 'mode', 'linear');
-    return ['linear', 'bilinear', 'nearest'].includes(mode) ? undefined : `mode '${mode}' has no gradient rule yet: only linear (bilinear) and nearest`;
+    return ['linear', 'bilinear', 'nearest', 'cubic', 'bicubic'].includes(mode) ? undefined : `mode '${mode}' is not supported`;
   },
   backward(ctx, node, [g], wanted) {
     if (g === undefined) return [undefined, undefined];
@@ -84,7 +107,9 @@ export const GridSample: GradRule = {
     const positions = product(outSpatial);
     const alignCorners = attrInt(node, 'align_corners', 0) === 1;
     const padding = attrString(node, 'padding_mode', 'zeros');
-    const nearest = attrString(node, 'mode', 'linear') === 'nearest';
+    const mode = attrString(node, 'mode', 'linear');
+    const nearest = mode === 'nearest';
+    const cubic = mode === 'cubic' || mode === 'bicubic';
     const type = floatTypeOf(ctx, x);
     const flatGrid = b.reshape(grid, [-1, positions, rank]);
     const gFlat = b.reshape(g, [-1, channels, positions]);
@@ -96,6 +121,7 @@ export const GridSample: GradRule = {
       const normalized = b.squeeze(b.slice(flatGrid, [rank - 1 - d], [rank - d], [2]), [2]);
       return b.add(b.scale(normalized, scales[d]), b.scalar((length - 1) / 2));
     });
+    // The base position (rounded half to even in nearest mode) and the fraction past it.
     const base = location.map((l) => b.op1(nearest ? 'Round' : 'Floor', [l]));
     const fraction = location.map((l, d) => b.op1('Sub', [l, base[d]]));
 
@@ -124,39 +150,49 @@ export const GridSample: GradRule = {
       return { index: clamp(truncated) };
     };
 
-    const corners = nearest ? [0] : Array.from({ length: 2 ** rank }, (_, k) => k);
+    // Taps per axis, as offsets from the base position, with their weight and its slope in the fraction f.
+    const taps: { offset: number; weight: (f: string) => string; slope: (f: string) => string }[] = nearest
+      ? [{ offset: 0, weight: (f) => f, slope: (f) => f }]
+      : cubic
+        ? cubicTaps(ctx)
+        : [
+            { offset: 0, weight: (f) => b.op1('Sub', [b.scalar(1), f]), slope: () => b.scalar(-1) },
+            { offset: 1, weight: (f) => f, slope: () => b.scalar(1) },
+          ];
     const strides = spatial.map((_, d) => product(spatial.slice(d + 1)));
     const indices: string[] = [];
     const xUpdates: string[] = [];
     const gridTerms: string[][] = spatial.map(() => []);
-    for (const corner of corners) {
-      const bits = spatial.map((_, d) => (corner >> (rank - 1 - d)) & 1);
+    for (let combination = 0; combination < taps.length ** rank; combination++) {
+      const chosen = spatial.map((_, d) => taps[Math.floor(combination / taps.length ** (rank - 1 - d)) % taps.length]);
       let flat: string | undefined;
       let valid: string | undefined;
       const weights: string[] = [];
+      const slopes: string[] = [];
       spatial.forEach((_, d) => {
-        const mapped = mapIndex(bits[d] ? b.add(base[d], b.scalar(1)) : base[d], d);
+        const tap = chosen[d];
+        const mapped = mapIndex(tap.offset === 0 ? base[d] : b.add(base[d], b.scalar(tap.offset)), d);
         const term = b.scale(mapped.index, strides[d]);
         flat = flat === undefined ? term : b.add(flat, term);
         if (mapped.valid) valid = valid === undefined ? mapped.valid : b.mul(valid, mapped.valid);
-        weights.push(bits[d] ? fraction[d] : b.op1('Sub', [b.scalar(1), fraction[d]]));
+        if (!nearest) {
+          weights.push(tap.weight(fraction[d]));
+          slopes.push(tap.slope(fraction[d]));
+        }
       });
       // (N, O) → (N, C, O) int64 indices into the flattened image.
       const index = b.op1('Expand', [b.unsqueeze(b.op1('Cast', [flat!], { to: DataType.INT64 }), [1]), b.op1('Shape', [gFlat])]);
-      const weight = nearest ? valid : [...weights, ...(valid ? [valid] : [])].reduce((p, q) => b.mul(p, q));
+      const factors = [...weights, ...(valid ? [valid] : [])];
+      const weight = factors.length === 0 ? undefined : factors.reduce((p, q) => b.mul(p, q));
       if (wanted[0]) {
         indices.push(index);
         xUpdates.push(weight === undefined ? gFlat : b.mul(gFlat, b.unsqueeze(weight, [1])));
       }
       if (wanted[1] && !nearest) {
-        // Σ_c g·pixel at this corner, times ∂weight/∂location_d = ±Π_{e≠d} weight_e.
+        // Σ_c g·pixel at this tap, times ∂weight/∂location_d = slope_d·Π_{e≠d} weight_e.
         const picked = b.reduceSum(b.mul(gFlat, b.op1('GatherElements', [xFlat, index], { axis: 2 })), [1], false);
         const seen = valid ? b.mul(picked, valid) : picked;
-        spatial.forEach((_, d) => {
-          const others = weights.filter((_, e) => e !== d);
-          const slope = others.length === 0 ? seen : b.mul(seen, others.reduce((p, q) => b.mul(p, q)));
-          gridTerms[d].push(bits[d] ? slope : b.op1('Neg', [slope]));
-        });
+        spatial.forEach((_, d) => gridTerms[d].push([seen, slopes[d], ...weights.filter((_, e) => e !== d)].reduce((p, q) => b.mul(p, q))));
       }
     }
     let dx: string | undefined;
