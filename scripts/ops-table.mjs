@@ -60,6 +60,7 @@ const RULE_NOTES = {
   Slice: 'constant starts, ends, axes, steps; not the batch axis',
   Softmax: 'not along axis 0',
   SoftmaxCrossEntropyLoss: "reduction='none' (mean and sum reduce over the batch: refused); log_prob output included",
+  STFT: 'constant frame_step and frame_length; the window carries no derivative',
   Split: 'not along axis 0',
   TopK: 'not along axis 0',
   Trilu: 'matrices in axes other than 0',
@@ -120,7 +121,6 @@ const OTHERS = {
   RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   DeformConv: ['refused', 'no gradient rule yet'],
-  STFT: ['refused', 'no gradient rule yet'],
 };
 
 /** The first opset that defines `op`. */

@@ -118,3 +118,20 @@ describe('DFT', () => {
   it('matches central differences with a shorter dft_length and the axis as an input (opset 20)', () => check(dft(20, [7, 3, 2], {}, 4, 1)));
   it('matches central differences along the default axis −2 (opset 20)', () => check(dft(20, [3, 4, 2], { inverse: 1 })));
 });
+
+describe('STFT', () => {
+  const stft = (opset: number, dims: number[], step: number, options: { window?: number[]; length?: number; onesided?: number }): GradCase => ({
+    opset,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const inputs = [x, b.constInt64([step], []), options.window ? b.constFloat(options.window) : '', options.length === undefined ? '' : b.constInt64([options.length], [])];
+      while (inputs[inputs.length - 1] === '') inputs.pop();
+      return readOut(b, b.op1('STFT', inputs, options.onesided === undefined ? {} : { onesided: options.onesided }));
+    },
+  });
+  it('matches central differences for a real signal with a window, one-sided, overlapping frames (opset 17)', () =>
+    check(stft(17, [13, 1], 2, { window: [0.2, 0.7, 1, 0.7, 0.2] })));
+  it('matches central differences for a complex signal, two-sided, frame_length and a tail left over (opset 17)', () =>
+    check(stft(17, [12, 2], 3, { length: 4, onesided: 0 })));
+  it('matches central differences with frames that do not overlap (opset 20)', () => check(stft(20, [9, 1], 4, { length: 3 })));
+});

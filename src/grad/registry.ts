@@ -5,7 +5,7 @@ import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
 import { Det } from './rules/Det.js';
-import { DFT } from './rules/DFT.js';
+import { DFT, STFT } from './rules/DFT.js';
 import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
@@ -49,6 +49,7 @@ const rules: Record<string, GradRule> = {
   MatMul,
   Pad,
   Resize,
+  STFT,
 };
 
 export const gradRules: Record<string, GradRule> = Object.fromEntries(Object.entries(rules).map(([op, rule]) => [op, inNodeFloatType(rule)]));
