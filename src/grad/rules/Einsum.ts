@@ -59,6 +59,58 @@ function checkBatch(ctx: GradContext, node: Node, subscripts: Subscripts): void 
   });
 }
 
+/**
+ * The cotangent of operand k of an Einsum node from the output's cotangent g; with
+ * `perSample`, one per sample: the batch letter is kept in front (for a parameter operand,
+ * which has no batch axis).
+ */
+export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, g: string, perSample = false): string {
+  const b = ctx.b;
+  const ranks = node.inputs.map((v) => ctx.rank(v));
+  const dims = node.inputs.map((v) => ctx.shapes.dims(v));
+  const subscripts = parseEquation(attrString(node, 'equation', ''), ranks);
+  checkBatch(ctx, node, subscripts);
+  const spare = spareLetters(subscripts);
+  // Letter sizes; an axis of length 1 under a longer letter was broadcast: it gets a letter of its own.
+  const size = new Map<string, number>();
+  subscripts.inputs.forEach((term, j) => term.forEach((l, i) => size.set(l, Math.max(size.get(l) ?? 1, dims[j][i]))));
+  const terms = subscripts.inputs.map((term, j) =>
+    term.map((l, i) => {
+      if (dims[j][i] !== 1 || size.get(l) === 1) return l;
+      const own = spare.shift()!;
+      size.set(own, 1);
+      return own;
+    }),
+  );
+  const operands = [g];
+  const inputTerms = [subscripts.output];
+  node.inputs.forEach((other, j) => {
+    if (j === k) return;
+    operands.push(other);
+    inputTerms.push(terms[j]);
+  });
+  const target: string[] = perSample ? [subscripts.output[0]] : [];
+  for (const l of terms[k]) {
+    if (!target.includes(l)) {
+      target.push(l);
+      continue;
+    }
+    // A diagonal: the repeated axis gets a letter of its own, tied to the first by an identity.
+    const twin = spare.shift()!;
+    const n = size.get(l)!;
+    operands.push(b.constFloat(Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)), [n, n]));
+    inputTerms.push([l, twin]);
+    target.push(twin);
+  }
+  for (const l of target) {
+    if (inputTerms.some((t) => t.includes(l))) continue;
+    operands.push(b.constFloat(Array(size.get(l)!).fill(1), [size.get(l)!]));
+    inputTerms.push([l]);
+  }
+  const equation = `${inputTerms.map((t) => t.join('')).join(',')}->${target.join('')}`;
+  return b.op1('Einsum', operands, { equation });
+}
+
 export const Einsum: GradRule = {
   refuse(node) {
     const equation = attrString(node, 'equation', '');
@@ -68,52 +120,6 @@ export const Einsum: GradRule = {
   },
   backward(ctx, node, [g], wanted) {
     if (g === undefined) return node.inputs.map(() => undefined);
-    const b = ctx.b;
-    const ranks = node.inputs.map((v) => ctx.rank(v));
-    const dims = node.inputs.map((v) => ctx.shapes.dims(v));
-    const subscripts = parseEquation(attrString(node, 'equation', ''), ranks);
-    checkBatch(ctx, node, subscripts);
-    const spare = spareLetters(subscripts);
-    // Letter sizes; an axis of length 1 under a longer letter was broadcast: it gets a letter of its own.
-    const size = new Map<string, number>();
-    subscripts.inputs.forEach((term, k) => term.forEach((l, i) => size.set(l, Math.max(size.get(l) ?? 1, dims[k][i]))));
-    const terms = subscripts.inputs.map((term, k) =>
-      term.map((l, i) => {
-        if (dims[k][i] !== 1 || size.get(l) === 1) return l;
-        const own = spare.shift()!;
-        size.set(own, 1);
-        return own;
-      }),
-    );
-    return node.inputs.map((_, k) => {
-      if (!wanted[k]) return undefined;
-      const operands = [g];
-      const inputTerms = [subscripts.output];
-      node.inputs.forEach((other, j) => {
-        if (j === k) return;
-        operands.push(other);
-        inputTerms.push(terms[j]);
-      });
-      const target: string[] = [];
-      for (const l of terms[k]) {
-        if (!target.includes(l)) {
-          target.push(l);
-          continue;
-        }
-        // A diagonal: the repeated axis gets a letter of its own, tied to the first by an identity.
-        const twin = spare.shift()!;
-        const n = size.get(l)!;
-        operands.push(b.constFloat(Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)), [n, n]));
-        inputTerms.push([l, twin]);
-        target.push(twin);
-      }
-      for (const l of target) {
-        if (inputTerms.some((t) => t.includes(l))) continue;
-        operands.push(b.constFloat(Array(size.get(l)!).fill(1), [size.get(l)!]));
-        inputTerms.push([l]);
-      }
-      const equation = `${inputTerms.map((t) => t.join('')).join(',')}->${target.join('')}`;
-      return b.op1('Einsum', operands, { equation });
-    });
+    return node.inputs.map((_, k) => (wanted[k] ? einsumOperandCotangent(ctx, node, k, g) : undefined));
   },
 };
