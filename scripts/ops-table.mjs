@@ -1,7 +1,7 @@
 // Writes docs/ops.md: every ai.onnx operator and what the tool does with it. The ops
-// with a gradient rule and those that cut the chain come from the registry itself
-// (src/grad/registry.ts); this file adds the notes on rules and the reasons for the
-// others. test/ops.doc.test.ts fails when docs/ops.md and this output differ.
+// with a gradient rule, those that cut the chain and those refused in every
+// configuration come from the registry itself (src/grad/registry.ts); this file adds
+// the notes on rules and the reasons for the others. test/ops.doc.test.ts fails when docs/ops.md and this output differ.
 //
 //   npm run build && node scripts/ops-table.mjs          (rewrites docs/ops.md)
 //   node scripts/ops-table.mjs --check                   (exit 1 if it is stale)
@@ -95,8 +95,6 @@ const OTHERS = {
   QLinearConv: ['not applicable', QUANTIZED],
   QLinearMatMul: ['not applicable', QUANTIZED],
   DequantizeLinear: ['not applicable', QUANTIZED],
-  QuantizeLinear: ['refused', 'rounding to integers has derivative 0 almost everywhere: a fake-quantized model would get J = 0 through it'],
-  DynamicQuantizeLinear: ['refused', 'rounding to integers has derivative 0 almost everywhere'],
   Optional: ['not applicable', SEQUENCES],
   OptionalGetElement: ['not applicable', SEQUENCES],
   OptionalHasElement: ['not applicable', SEQUENCES],
@@ -115,11 +113,8 @@ const OTHERS = {
   LSTM: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   GRU: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   RNN: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
-  Unique: ['refused', 'which values are unique depends on every sample of the batch (and without an axis it flattens the batch), so the samples are not independent'],
   Upsample: ['not applicable', 'deprecated at opset 10: onnxruntime rejects it in opsets 11 to 21; Resize replaces it and has a rule'],
   Scatter: ['not applicable', 'deprecated at opset 11: onnxruntime rejects it from then on; ScatterElements replaces it and has a rule'],
-  RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
-  MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
   DeformConv: ['refused', 'no gradient rule yet'],
 };
 
@@ -129,10 +124,11 @@ function introduced(op) {
 }
 
 /** The status and note of every ONNX operator, from the registry's lists. */
-export function opStatuses(ruleOps, noDerivativeOps) {
+export function opStatuses(ruleOps, noDerivativeOps, refusedOps) {
   const rules = new Set(ruleOps);
   const cuts = new Set(noDerivativeOps);
   return Object.keys(OPERATORS.operators).map((op) => {
+    if (op in refusedOps) return { op, status: 'refused', note: refusedOps[op] };
     if (rules.has(op)) return { op, status: 'gradient rule', note: RULE_NOTES[op] ?? '' };
     if (cuts.has(op)) return { op, status: 'no derivative (chain cut)', note: '' };
     const since = introduced(op);
@@ -148,8 +144,8 @@ export function unknownOps(ops) {
   return ops.filter((op) => !(op in OPERATORS.operators));
 }
 
-export function opsTable(ruleOps, noDerivativeOps) {
-  const rows = opStatuses(ruleOps, noDerivativeOps);
+export function opsTable(ruleOps, noDerivativeOps, refusedOps) {
+  const rows = opStatuses(ruleOps, noDerivativeOps, refusedOps);
   const count = (status) => rows.filter((r) => r.status === status).length;
   const lines = [
     '# ONNX operators and their derivatives',
@@ -178,11 +174,11 @@ export function opsTable(ruleOps, noDerivativeOps) {
 }
 
 async function main() {
-  const { gradRules, NON_DIFFERENTIABLE_OPS } = await import(pathToFileURL(join(root, 'dist', 'grad', 'registry.js')).href);
+  const { gradRules, NON_DIFFERENTIABLE_OPS, REFUSED_OPS } = await import(pathToFileURL(join(root, 'dist', 'grad', 'registry.js')).href);
   const ruleOps = Object.keys(gradRules);
   const unknown = unknownOps([...ruleOps, ...NON_DIFFERENTIABLE_OPS]);
   if (unknown.length > 0) console.warn(`not ONNX operators: ${unknown.join(', ')}`);
-  const text = opsTable(ruleOps, [...NON_DIFFERENTIABLE_OPS]);
+  const text = opsTable(ruleOps, [...NON_DIFFERENTIABLE_OPS], REFUSED_OPS);
   if (process.argv.includes('--check')) {
     const current = readFileSync(OPS_DOC, 'utf8');
     if (current !== text) {
