@@ -42,7 +42,7 @@ const RULE_NOTES = {
   Mod: 'fmod=1 on floats',
   NegativeLogLikelihoodLoss: "reduction='none' (mean and sum reduce over the batch: refused)",
   Pad: 'constant, reflect, edge and wrap modes; not the batch axis',
-  Pow: 'exponent without derivative',
+  Pow: 'base and exponent (the exponent gets 0 where the base is 0)',
   ReduceL1: 'axes must not include 0',
   ReduceL2: 'axes must not include 0',
   ReduceLogSum: 'axes must not include 0',
