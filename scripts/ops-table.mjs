@@ -25,6 +25,7 @@ const RULE_NOTES = {
   Compress: 'along an axis other than 0; without an axis (flattening the batch) refused',
   Concat: 'not along axis 0',
   CumSum: 'constant axis other than 0; exclusive and reverse included',
+  DeformConv: '2-D; input, offsets and mask; weight and bias are parameter slots',
   Det: 'matrices in axes other than 0; cofactors, exact at singular matrices',
   DFT: 'not along axis 0; a one-sided inverse (real output) refused',
   Dropout: 'inference (identity); a training_mode input refused',
@@ -115,7 +116,6 @@ const OTHERS = {
   RNN: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   Upsample: ['not applicable', 'deprecated at opset 10: onnxruntime rejects it in opsets 11 to 21; Resize replaces it and has a rule'],
   Scatter: ['not applicable', 'deprecated at opset 11: onnxruntime rejects it from then on; ScatterElements replaces it and has a rule'],
-  DeformConv: ['refused', 'no gradient rule yet'],
 };
 
 /** The first opset that defines `op`. */
