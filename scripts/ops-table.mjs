@@ -69,7 +69,7 @@ const RULE_NOTES = {
 
 const INTEGER = 'integer, boolean or string values carry no derivative';
 const QUANTIZED = 'quantized (integer) tensors carry no derivative';
-const SEQUENCES = 'sequences and optionals are not differentiated';
+const SEQUENCES = 'no gradient rule: sequences and optionals are not differentiated';
 const CONTROL_FLOW = 'derivatives through control flow (If/Loop/Scan) are not supported';
 
 /** Ops with neither a rule nor a cut: [status, reason]. */
@@ -96,18 +96,18 @@ const OTHERS = {
   QLinearConv: ['not applicable', QUANTIZED],
   QLinearMatMul: ['not applicable', QUANTIZED],
   DequantizeLinear: ['not applicable', QUANTIZED],
-  Optional: ['not applicable', SEQUENCES],
-  OptionalGetElement: ['not applicable', SEQUENCES],
-  OptionalHasElement: ['not applicable', SEQUENCES],
-  ConcatFromSequence: ['not applicable', SEQUENCES],
-  SequenceAt: ['not applicable', SEQUENCES],
-  SequenceConstruct: ['not applicable', SEQUENCES],
-  SequenceEmpty: ['not applicable', SEQUENCES],
-  SequenceErase: ['not applicable', SEQUENCES],
-  SequenceInsert: ['not applicable', SEQUENCES],
-  SequenceLength: ['not applicable', SEQUENCES],
-  SequenceMap: ['not applicable', SEQUENCES],
-  SplitToSequence: ['not applicable', SEQUENCES],
+  Optional: ['refused', SEQUENCES],
+  OptionalGetElement: ['refused', SEQUENCES],
+  OptionalHasElement: ['refused', SEQUENCES],
+  ConcatFromSequence: ['refused', SEQUENCES],
+  SequenceAt: ['refused', SEQUENCES],
+  SequenceConstruct: ['refused', SEQUENCES],
+  SequenceEmpty: ['refused', SEQUENCES],
+  SequenceErase: ['refused', SEQUENCES],
+  SequenceInsert: ['refused', SEQUENCES],
+  SequenceLength: ['refused', SEQUENCES],
+  SequenceMap: ['refused', SEQUENCES],
+  SplitToSequence: ['refused', SEQUENCES],
   If: ['refused', CONTROL_FLOW],
   Loop: ['refused', CONTROL_FLOW],
   Scan: ['refused', CONTROL_FLOW],
