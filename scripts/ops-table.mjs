@@ -163,7 +163,7 @@ export function opsTable(ruleOps, noDerivativeOps, refusedOps) {
     '  (comparisons, indices, shapes, random draws); nothing flows back through them.',
     `- **refused** (${count('refused')}): \`check\` names the node and the reason; the run exits with code 1.`,
     `- **not applicable** (${count('not applicable')}): the op cannot carry a derivative of float data in`,
-    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer, string or sequence values, or not in those opsets).`,
+    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer or string values, constants, or not in those opsets).`,
     '',
     '| Operator | Status | Note |',
     '|---|---|---|',
