@@ -4,8 +4,10 @@ import { Add } from './rules/Add.js';
 import { BatchNormalization } from './rules/BatchNormalization.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { DeformConv } from './rules/DeformConv.js';
 import { Div } from './rules/Div.js';
 import { Expand } from './rules/Expand.js';
+import { Einsum } from './rules/Einsum.js';
 import { Gather } from './rules/Gather.js';
 import { Gemm } from './rules/Gemm.js';
 import { GroupNormalization } from './rules/GroupNormalization.js';
@@ -22,8 +24,10 @@ export const slotRules: Record<string, SlotRule> = {
   BatchNormalization,
   Conv,
   ConvTranspose,
+  DeformConv,
   Div,
   Expand,
+  Einsum,
   Gather,
   Gemm,
   GroupNormalization,
