@@ -2,7 +2,7 @@
 import { analyze } from '../analysis/analyze.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import ort from 'onnxruntime-node';
-import { describeProblem, ModelFileError, ModelRefusedError, UsageError, type Problem } from '../errors.js';
+import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import { encodeModel } from '../onnx/proto.js';
 import { exitCodeOf } from './errors.js';
 import type { Graph } from '../onnx/graph.js';
@@ -38,16 +38,17 @@ async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts:
   }
 }
 
-/** onnxruntime must be able to load the model as it is, or no run can succeed: said before any verdict. */
-async function checkLoads(graph: Graph, modelPath: string): Promise<void> {
+/** onnxruntime must be able to load the model as it is, or no run can succeed: a problem when it cannot. */
+async function loadProblem(graph: Graph): Promise<Problem | undefined> {
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 4 });
   } catch (err) {
     const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-    throw new ModelFileError(`${modelPath}: onnxruntime cannot load the model: ${message}; check it with onnx.checker.check_model(onnx.load(path), full_check=True)`);
+    return { reason: `onnxruntime cannot load the model: ${message}; check it with onnx.checker.check_model(onnx.load(path), full_check=True)` };
   }
   await session.release();
+  return undefined;
 }
 
 /**
@@ -87,7 +88,7 @@ export async function checkCommand(modelPaths: string[], opts: CheckOptions): Pr
 
 async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report: unknown) => void): Promise<number> {
   const loaded = loadModel(modelPath);
-  await checkLoads(loaded, modelPath);
+  const unloadable = await loadProblem(loaded);
   const graph = prepareGraph(loaded);
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output);
@@ -100,6 +101,8 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   } finally {
     for (const input of inputs?.values() ?? []) input.close();
   }
+  if (unloadable) analysis.problems.push(unloadable);
+  if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   analysis.problems.push(...(withData.problems ?? []));
   const verify = withData.verify;
   const eligible = analysis.problems.length === 0 && !noParameters && (verify === undefined || verify.passed);

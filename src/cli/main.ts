@@ -1,4 +1,5 @@
 // Commander wiring only: each command lives in its own file; errors go through one handler.
+import '../telemetry.js';
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
