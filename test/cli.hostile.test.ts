@@ -230,6 +230,18 @@ describe('exit codes and messages', () => {
     expect(dup.stderr).toBe("jacobian: dup.onnx: two initializers are named '0.weight'; the model is invalid (onnx.checker rejects it): re-export it\n");
   });
 
+  it('a cyclic graph and a value produced twice are damaged models (exit 2), not a stack overflow', () => {
+    seedVariant('cycle.onnx', (m) => (m.graph!.node![0].input![0] = '/3/Relu_output_0'));
+    const cycle = jacobian(['check', 'cycle.onnx']);
+    expect(cycle.code).toBe(2);
+    expect(cycle.stderr).toBe("jacobian: cycle.onnx: the graph has a cycle through node '/0/Conv' (Conv); the model is invalid (onnx.checker rejects it): re-export it\n");
+    seedVariant('twice.onnx', (m) => (m.graph!.node![3].output = ['/1/Relu_output_0']));
+    const twice = jacobian(['twice.onnx', '-i', 'seed/input.npy', '-o', 'twice.npy']);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toBe("jacobian: twice.onnx: value '/1/Relu_output_0' is produced by two nodes, '/1/Relu' (Relu) and '/3/Relu' (Relu); the model is invalid (onnx.checker rejects it): re-export it\n");
+    expect(existsSync(join(dir, 'twice.npy'))).toBe(false);
+  });
+
   it('check: a model onnxruntime cannot load is not eligible (exit 1) and says why', () => {
     seedVariant('badop.onnx', (m) => (m.graph!.node![1].opType = 'Frobnicate'));
     const r = jacobian(['check', 'badop.onnx', '--json']);

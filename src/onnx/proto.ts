@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { Attribute, Graph, Node, Tensor, ValueInfo } from './graph.js';
 import { ModelFileError } from '../errors.js';
 import { resolveTensors } from './tensorData.js';
+import { checkGraphStructure } from './validate.js';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
@@ -74,7 +75,9 @@ export function decodeModel(bytes: Uint8Array, source: string, modelPath?: strin
     attributeNames: [...(f.attribute ?? [])],
     nodes: (f.node ?? []).map(decodeNode),
   }));
-  return { ...decodeGraph(model.graph), opsetImports, irVersion: toNumber(model.irVersion), functions };
+  const graph = { ...decodeGraph(model.graph), opsetImports, irVersion: toNumber(model.irVersion), functions };
+  checkGraphStructure(graph, source);
+  return graph;
 }
 
 export function loadModel(path: string): Graph {
