@@ -143,6 +143,13 @@ describe('security: nothing read or written outside what the user named', () => 
     const devNull = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', '/dev/null', '-q']);
     expect(devNull.code).toBe(0);
     expect(statSync('/dev/null').isCharacterDevice()).toBe(true);
+    // An .npz is built in a private temporary folder, copied through, and the folder removed.
+    const temp = mkdtempSync(join(tmpdir(), 'jacobian-spool-'));
+    const npzNull = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', '/dev/null', '--as-tuple', '-q'], { env: { ...process.env, TMPDIR: temp } });
+    expect(npzNull.stderr).toBe('');
+    expect(npzNull.code).toBe(0);
+    expect(statSync('/dev/null').isCharacterDevice()).toBe(true);
+    expect(readdirSync(temp)).toEqual([]);
     const toStdout = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', '/dev/stdout', '-q']);
     expect(toStdout.code).toBe(0);
     writeFileSync(join(dir, 'dev-stdout.npy'), toStdout.stdoutBytes);
@@ -312,13 +319,15 @@ describe('exit codes and messages', () => {
   it('Ctrl-C on a terminal ends the progress line and removes the partial output', () => {
     // A pseudo-terminal (script) and a SIGINT once the progress line shows.
     const big = readNpy(join(dir, 'seed', 'input.npy'));
-    const many = new Float32Array(200 * (big.data as Float32Array).length);
-    for (let k = 0; k < 200; k++) many.set(big.data as Float32Array, k * (big.data as Float32Array).length);
-    writeFileSync(join(dir, 'many.npy'), npyBytes({ dtype: 'float32', shape: [200_000, 1, 6, 6, 6], data: many }));
-    const command = `"${process.execPath}" "${BIN}" seed/model.onnx -i many.npy -o interrupted.npy --batch-size 100 & pid=$!; sleep 2.5; kill -INT $pid; wait $pid; echo "exit=$?"`;
+    const many = new Float32Array(50 * (big.data as Float32Array).length);
+    for (let k = 0; k < 50; k++) many.set(big.data as Float32Array, k * (big.data as Float32Array).length);
+    writeFileSync(join(dir, 'many.npy'), npyBytes({ dtype: 'float32', shape: [50_000, 1, 6, 6, 6], data: many }));
+    // Interrupt once the output is being written (its temporary file exists) and a progress line is up.
+    const command = `"${process.execPath}" "${BIN}" seed/model.onnx -i many.npy -o interrupted.npy --batch-size 2 --threads 1 & pid=$!; for i in $(seq 200); do ls -a | grep -q '^\\.interrupted\\.npy\\.tmp-' && break; sleep 0.1; done; sleep 1; kill -INT $pid; wait $pid; echo "exit=$?"`;
     const r = spawnSync('script', ['-qfec', command, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
     expect(r.stdout).toMatch(/samples .*\r\x1b\[Kjacobian: interrupted \(SIGINT\); no output was written\r?\n/);
     expect(r.stdout).toMatch(/exit=130/);
+    expect(r.stdout).not.toContain('"ok"');
     expect(existsSync(join(dir, 'interrupted.npy'))).toBe(false);
     expect(tempFiles().filter((f) => f.startsWith('.interrupted'))).toEqual([]);
   });

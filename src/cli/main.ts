@@ -16,12 +16,14 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** Ctrl-C or a kill leaves no partial output: the progress line ends, the temporary file goes, then the process with the signal's code. */
-function removeOutputsOnSignals(): void {
+function removeOutputsOnSignals(jsonStream: () => NodeJS.WritableStream | undefined): void {
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     process.once(signal, () => {
       endProgressLine();
       removeTemporaryFiles();
-      process.stderr.write(`jacobian: interrupted (${signal}); no output was written\n`);
+      const message = `interrupted (${signal}); no output was written`;
+      jsonStream()?.write(`${JSON.stringify({ ok: false, exitCode: code, error: message }, null, 2)}\n`);
+      process.stderr.write(`jacobian: ${message}\n`);
       process.exit(code);
     });
   }
@@ -49,11 +51,11 @@ Examples:
 Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runtime failure (the worst over several models).`;
 
 export async function main(argv: string[]): Promise<number> {
-  removeOutputsOnSignals();
   let exitCode = 0;
   let json = argv.includes('--json');
   // With the Jacobian on stdout, JSON (summary or error) goes to stderr.
   let jsonStream: NodeJS.WriteStream = process.stdout;
+  removeOutputsOnSignals(() => (json ? jsonStream : undefined));
   const program = new Command('jacobian')
     .description('Per-sample Jacobians J[n, i] = ∂z⁽ⁿ⁾/∂θᵢ of an ONNX model, in one forward and one backward pass')
     .version(version, '-V, --version', 'print the version')
