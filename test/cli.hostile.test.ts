@@ -207,6 +207,16 @@ describe('security: nothing read or written outside what the user named', () => 
 });
 
 describe('exit codes and messages', () => {
+  it('onnxruntime failing to load (ulimit -v) is a runtime failure (exit 3) with a message, not a stack trace', () => {
+    const r = spawnSync('sh', ['-c', `ulimit -v 1048576; exec "${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o ulimit.npy`], { cwd: dir, encoding: 'utf8' });
+    // Below some limit Node itself cannot start (V8 reserves its code range first): nothing of ours to test then.
+    if (/Fatal process OOM/.test(r.stderr)) return;
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/^jacobian: cannot load onnxruntime-node: .*\n  check the memory limit \(ulimit -v\)/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(dir, 'ulimit.npy'))).toBe(false);
+  });
+
   it('a directory as --input is a usage error naming it', () => {
     const r = jacobian(['seed/model.onnx', '-i', 'seed', '-o', 'dir.npy']);
     expect(r.code).toBe(2);
