@@ -266,6 +266,10 @@ describe('exit codes and messages', () => {
     const report = JSON.parse(r.stdout);
     expect(report.eligible).toBe(false);
     expect(report.problems.map((p: { message: string }) => p.message)).toContainEqual(expect.stringContaining('onnxruntime cannot load the model: '));
+    // With data, the verdict is the same: the model is not probed.
+    const withData = jacobian(['check', 'badop.onnx', '-i', 'seed/input.npy', '--json']);
+    expect(withData.code).toBe(1);
+    expect(JSON.parse(withData.stdout).eligible).toBe(false);
   });
 
   it('a model without data inputs is refused with a clear message', () => {

@@ -93,6 +93,9 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output);
   const noParameters = analysis.parameters.length === 0;
+  // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
+  if (unloadable) analysis.problems.push(unloadable);
+  if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
   let withData: { problems?: Problem[]; verify?: VerifyResult } = {};
@@ -101,8 +104,6 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   } finally {
     for (const input of inputs?.values() ?? []) input.close();
   }
-  if (unloadable) analysis.problems.push(unloadable);
-  if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   analysis.problems.push(...(withData.problems ?? []));
   const verify = withData.verify;
   const eligible = analysis.problems.length === 0 && !noParameters && (verify === undefined || verify.passed);
