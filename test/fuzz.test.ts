@@ -88,6 +88,37 @@ function mutateNpy(random: Random): Buffer {
 const OPS = ['Relu', 'Exp', 'Conv', 'Gemm', 'MatMul', 'Add', 'Mul', 'Reshape', 'Flatten', 'Pad', 'AveragePool', 'Frobnicate', '', 'Loop', 'If', 'Scan'];
 const HUGE = [0, 1, -1, 7, 2 ** 31, 2 ** 40, 2 ** 53 + 2];
 
+/** One plausible edit that keeps the model well-formed, so the run gets past the parsers to the analysis, the probe and onnxruntime. */
+function mildMutation(random: Random): Buffer {
+  const m = onnx.ModelProto.decode(seedModel);
+  const g = m.graph!;
+  switch (int(random, 5)) {
+    case 0:
+      pick(random, g.node!.filter((n) => n.opType === 'Relu')).opType = pick(random, ['Exp', 'Sigmoid', 'Tanh', 'Identity', 'Neg', 'Abs', 'Softplus', 'Frobnicate']);
+      break;
+    case 1: {
+      const conv = pick(random, g.node!.filter((n) => n.opType === 'Conv' || n.opType === 'AveragePool'));
+      const a = pick(random, conv.attribute!.filter((x) => x.ints && x.ints.length > 0));
+      if (a) a.ints = a.ints!.map(() => int(random, 4));
+      break;
+    }
+    case 2:
+      m.opsetImport = [{ domain: '', version: pick(random, [9, 11, 13, 17, 18, 21]) }];
+      break;
+    case 3:
+      g.output![0].type!.tensorType!.elemType = pick(random, [1, 7, 10, 11]);
+      break;
+    default: {
+      const t = pick(random, g.initializer!);
+      const dims = t.dims!.map(Number);
+      const k = int(random, dims.length);
+      [dims[k], dims[(k + 1) % dims.length]] = [dims[(k + 1) % dims.length], dims[k]];
+      t.dims = dims;
+    }
+  }
+  return Buffer.from(onnx.ModelProto.encode(m).finish());
+}
+
 /** A structure-aware mutation of the seed model, then (sometimes) a byte-level one. */
 function mutateModel(random: Random): Buffer {
   const m = onnx.ModelProto.decode(seedModel);
@@ -255,7 +286,7 @@ async function runAll(cases: { args: string[]; what: string }[], cwd: string): P
 }
 
 function expectContract({ what, outcome }: { what: string; outcome: Outcome }, output: string, cwd: string): void {
-  const context = `${what}: exit ${outcome.code}, signal ${outcome.signal}, stderr ${JSON.stringify(outcome.stderr.slice(0, 400))}`;
+  const context = `${what} (in ${cwd}): exit ${outcome.code}, signal ${outcome.signal}, stderr ${JSON.stringify(outcome.stderr.slice(0, 400))}`;
   expect(outcome.signal, context).toBeNull();
   expect([0, 1, 2, 3], context).toContain(outcome.code);
   // No stack trace, no JavaScript error printed as such (onnxruntime's own wording, e.g. "Type Error:", may appear inside a message).
@@ -282,14 +313,15 @@ describe('fuzz, through the CLI', () => {
       cases.push({ args: ['model.onnx', '-i', `in${i}.npy`, '-o', `J-in${i}.npy`], what: `npy ${i}`, output: `J-in${i}.npy` });
     }
     for (let i = 0; i < 22; i++) {
-      writeFileSync(join(cwd, `m${i}.onnx`), mutateModel(random));
+      writeFileSync(join(cwd, `m${i}.onnx`), i % 2 === 0 ? mildMutation(random) : mutateModel(random));
       const check = i % 3 === 0;
       cases.push({ args: check ? ['check', `m${i}.onnx`, '--json'] : [`m${i}.onnx`, '-i', 'input.npy', '-o', `J-m${i}.npz`], what: `model ${i}${check ? ' (check)' : ''}`, output: `J-m${i}.npz` });
     }
     const results = await runAll(cases, cwd);
     for (const r of results) expectContract(r, cases.find((c) => c.what === r.what)!.output, cwd);
-    // The mutations reach every exit code the contract has, not only the parser's refusals.
-    const codes = new Set(results.map((r) => r.outcome.code));
-    expect(codes.has(2) && codes.has(1)).toBe(true);
+    // The mutations reach past the parsers (some models run or are refused by the analysis), not only their refusals.
+    const codes = results.map((r) => r.outcome.code);
+    expect(codes.filter((c) => c === 2).length, `exit codes ${codes.join(' ')}`).toBeGreaterThan(0);
+    expect(codes.filter((c) => c === 0 || c === 1 || c === 3).length, `exit codes ${codes.join(' ')}`).toBeGreaterThan(3);
   });
 });

@@ -1,6 +1,7 @@
 // Commander wiring only: each command lives in its own file; errors go through one handler.
 import '../telemetry.js';
 import { Command, CommanderError, Option } from 'commander';
+import ort from 'onnxruntime-node';
 import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
 import { computeCommand, jsonStreamFor, type ComputeOptions } from './compute.js';
@@ -51,6 +52,8 @@ Examples:
 Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runtime failure (the worst over several models).`;
 
 export async function main(argv: string[]): Promise<number> {
+  // onnxruntime's own log lines (colored, timestamped) would mix with the CLI's messages: its errors arrive as exceptions.
+  ort.env.logLevel = 'fatal';
   let exitCode = 0;
   let json = argv.includes('--json');
   // With the Jacobian on stdout, JSON (summary or error) goes to stderr.

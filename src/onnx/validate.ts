@@ -1,5 +1,6 @@
 // Structure every valid ONNX graph has, checked once after decoding so that later walks can
-// rely on it: each value produced once, and no cycles (a cycle would make them loop forever).
+// rely on it: each value produced once and defined before use, every output computed, and
+// no cycles (a cycle would make them loop forever).
 import { ModelFileError } from '../errors.js';
 import type { Graph } from './graph.js';
 
@@ -17,6 +18,14 @@ export function checkGraphStructure(graph: Graph, source: string): void {
       producer.set(output, i);
     }
   });
+  const defined = (name: string) => producer.has(name) || graph.initializers.has(name) || graph.inputs.some((v) => v.name === name);
+  graph.nodes.forEach((node, i) => {
+    const missing = node.inputs.find((x) => x !== '' && !defined(x));
+    if (missing !== undefined) throw new ModelFileError(`${source}: node ${label(i)} reads '${missing}', which no node, graph input or initializer defines; the model is invalid: re-export it`);
+  });
+  for (const output of graph.outputs) {
+    if (!defined(output.name)) throw new ModelFileError(`${source}: graph output '${output.name}' is not computed by any node; the model is invalid: re-export it`);
+  }
   // Kahn's algorithm over the node dependencies: nodes left over lie on a cycle.
   const waiting = graph.nodes.map((node) => new Set(node.inputs.filter((x) => producer.has(x)).map((x) => producer.get(x)!)).size);
   const consumers = graph.nodes.map(() => [] as number[]);

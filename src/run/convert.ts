@@ -24,7 +24,7 @@ function tinyGraph(inputType: number, outputType: number, nodes: Node[], outputs
 }
 
 async function runOnce(graph: Graph, x: ort.Tensor): Promise<ort.Tensor[]> {
-  const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 4 });
   try {
     const out = await session.run({ x });
     return graph.outputs.map((o) => out[o.name]);
@@ -108,7 +108,7 @@ export async function countNonFiniteRows(source: RowSource): Promise<{ rows: num
     { name: 'first', opType: 'ArgMax', domain: '', inputs: ['row'], outputs: ['first'], attributes: [...attr('axis', 0), ...attr('keepdims', 0), ...attr('select_last_index', 0)] },
   ];
   const graph = tinyGraph(elemType, DataType.INT64, nodes, ['y', 'first']);
-  const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], logSeverityLevel: 4 });
   const chunk = Math.max(1, Math.floor(SCAN_BYTES / (rowElements * npyItemSize(source.dtype))));
   let rows = 0;
   let first: number | undefined;
