@@ -222,6 +222,15 @@ describe('exit codes and messages', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('jacobian: seed: is a directory, not a .npy file; pass the file inside it, e.g. --input seed/input.npy\n');
     expect(existsSync(join(dir, 'dir.npy'))).toBe(false);
+    // An endless device is read no further than its first bytes.
+    const zero = jacobian(['seed/model.onnx', '-i', '/dev/zero', '-o', 'zero.npy']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/^jacobian: \/dev\/zero: not a \.npy file/);
+    // A stream holding a .npy and more is read up to the array's end.
+    const stream = Buffer.concat([readFileSync(join(dir, 'seed', 'input.npy')), Buffer.alloc(1 << 20)]);
+    const r2 = jacobian(['seed/model.onnx', '-i', '-', '-o', 'stream.npy', '-q'], { input: stream });
+    expect(r2.code).toBe(0);
+    expectClose(readNpy(join(dir, 'stream.npy')).data as Float32Array, seedJacobian(), 'stream with trailing bytes');
   });
 
   it('a batch dimension fixed at 2^40 is refused (exit 1), not an internal error', () => {

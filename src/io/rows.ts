@@ -38,11 +38,19 @@ export function arrayRows(arr: NpyArray): RowSource {
   };
 }
 
-/** Reads all of a stream-like file (stdin, a FIFO, a device) into memory. */
+/**
+ * Reads a stream-like file (stdin, a FIFO, a device) into memory, no further than its
+ * contents need: a stream that is neither a .npy nor a zip stops after its first bytes, and
+ * a .npy stops where its header says the data ends, so `-i /dev/zero` or an endless pipe
+ * cannot grow memory beyond what the array itself would take.
+ */
 function readWhole(fd: number, path: string): Buffer {
   const parts: Buffer[] = [];
-  for (;;) {
-    const part = Buffer.alloc(1 << 20);
+  let total = 0;
+  let limit = Number.POSITIVE_INFINITY;
+  const head = () => Buffer.concat(parts, total);
+  while (total < limit) {
+    const part = Buffer.alloc(Math.min(1 << 20, limit - total));
     let n: number;
     try {
       n = fs.readSync(fd, part, 0, part.length, null);
@@ -54,8 +62,20 @@ function readWhole(fd: number, path: string): Buffer {
     }
     if (n === 0) break;
     parts.push(part.subarray(0, n));
+    total += n;
+    if (limit === Number.POSITIVE_INFINITY && total >= 12) {
+      const start = head();
+      if (start[0] === 0x50 && start[1] === 0x4b) continue; // a zip: read to its end
+      if (start.subarray(0, 6).toString('latin1') !== '\x93NUMPY') break; // the parser names what it is not
+      const headerEnd = start[6] === 1 ? 10 + start.readUInt16LE(8) : 12 + start.readUInt32LE(8);
+      if (headerEnd > 12 + MAX_HEADER_BYTES) break; // the parser refuses it
+      if (total >= headerEnd) {
+        const info = parseNpyHeader(start.subarray(0, headerEnd), path, { allowFortran: true });
+        limit = info.dataOffset + info.dataBytes;
+      }
+    }
   }
-  return Buffer.concat(parts);
+  return head();
 }
 
 /** A .npy held in memory (read from stdin or a FIFO) as rows. */
