@@ -13,8 +13,6 @@ import { parseInputSpec } from './parse.js';
 
 export interface BoundInputs {
   inputs: Map<string, RowSource>;
-  /** Files read (for the check that the output is none of them). */
-  paths: string[];
 }
 
 const isZip = (bytes: Uint8Array) => bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && (bytes[2] === 3 || bytes[2] === 5);
@@ -80,7 +78,6 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
   }
   if (specs.length === 0) throw new UsageError(`no input data: pass --input batch.npy (axis 0 is the batch axis)${names.length > 1 ? `, one per model input: ${names.map((n) => `--input ${n}=${n}.npy`).join(' ')}` : ''}`);
   const bound = new Map<string, RowSource>();
-  const paths: string[] = [];
   const bind = (target: string, spec: string, source: RowSource) => {
     if (!names.includes(target)) throw new UsageError(`--input ${spec}: the model has no data input '${target}'; its inputs are: ${names.join(', ')}`);
     if (bound.has(target)) throw new UsageError(`--input given twice for '${target}'`);
@@ -89,7 +86,6 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
   try {
     for (const spec of specs) {
       const { name, path, entry } = parseInputSpec(spec);
-      if (path !== '-') paths.push(path);
       const opened = openData(path);
       const label = path === '-' ? '<stdin>' : path;
       if (opened.npy) {
@@ -126,5 +122,5 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
     for (const source of bound.values()) source.close();
     throw err;
   }
-  return { inputs: bound, paths };
+  return { inputs: bound };
 }
