@@ -105,6 +105,7 @@ describe('CLI conventions', () => {
     expect(check.stdout).toMatch(/^Usage: jacobian check/);
     expect(check.stdout).toContain('Examples:');
     expect(check.stdout).toContain('docs/ci.md');
+    expect(check.stdout).not.toContain('default: []');
     expect(jacobian(['check', '--help']).stdout).toBe(check.stdout);
     expect(jacobian(['-V']).stdout.trim()).toBe(JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')).version);
   });
