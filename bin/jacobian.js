@@ -8,6 +8,8 @@ import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// No telemetry files from onnxruntime (see src/telemetry.ts); set before its library loads.
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
 
@@ -19,7 +21,20 @@ if (!existsSync(fileURLToPath(entry))) {
 
 if (process.env.JACOBIAN_STAGE_FD !== undefined || process.env.JACOBIAN_NO_GUARD) {
   // The guarded child (or a user who asked for no guard): run the CLI in this process.
-  const { main } = await import(entry.href);
+  let main;
+  try {
+    ({ main } = await import(entry.href));
+  } catch (err) {
+    // Most often onnxruntime's native library failing to load: too little memory (ulimit -v), a
+    // missing system library, or an unsupported platform. Exit 3: a runtime failure, not a refusal.
+    const message = String(err?.message ?? err).split('\n')[0];
+    process.stderr.write(
+      `jacobian: cannot load onnxruntime-node: ${message}\n` +
+        '  check the memory limit (ulimit -v), that the platform is one onnxruntime-node ships binaries for, and reinstall with npm install\n',
+    );
+    if (process.env.JACOBIAN_DEBUG) process.stderr.write(`${err?.stack ?? ''}\n`);
+    process.exit(3);
+  }
   process.exitCode = await main(process.argv);
 } else {
   await guard();

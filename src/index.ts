@@ -1,4 +1,5 @@
 // The library API: what a TypeScript user imports.
+import './telemetry.js';
 import { analyze, type Analysis } from './analysis/analyze.js';
 import { prepareGraph } from './analysis/prepare.js';
 import { readNpy, type NpyArray } from './io/npy.js';

@@ -232,7 +232,7 @@ describe('-o J.zarr', () => {
     expect(cut.stderr).toMatch(/--rows 1:4 cuts through a chunk of the Zarr store \(chunks of 2 rows\).*--shard/);
     const missing = lenet(['-o', 'no/such/folder/J.zarr']);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/parent folder does not exist/);
+    expect(missing.stderr).toMatch(/folder no\/such\/folder does not exist/);
   });
 
   it('a run that fails part-way leaves whole chunks only, and no temporary files', () => {

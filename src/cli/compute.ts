@@ -5,7 +5,9 @@ import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
 import type { ZarrCompressor } from '../io/zarr.js';
-import { isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
+import { checkOutputPath, isStdoutName, isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
+import { countNonFiniteRows } from '../run/convert.js';
+import { parseInputSpec } from './parse.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
 import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from './inputs.js';
@@ -38,6 +40,11 @@ function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shap
   };
 }
 
+/** Where --json goes: stdout, unless the Jacobian itself goes there. */
+export function jsonStreamFor(output: string | undefined): NodeJS.WriteStream {
+  return output !== undefined && isStdoutName(output) ? process.stderr : process.stdout;
+}
+
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
   const started = performance.now();
   const zarr = opts.output !== undefined && isZarrPath(opts.output);
@@ -50,25 +57,50 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   if (archive && outputPath.toLowerCase().endsWith('.npy')) {
     throw new UsageError(`--as-tuple writes a .npz archive, but the output is named ${outputPath}: name it .npz, or drop --as-tuple for the flat .npy`);
   }
-  const toStdout = outputPath === '-';
+  const toStdout = isStdoutName(outputPath);
   const info = toStdout ? process.stderr : process.stdout;
+  // Everything about the output that can fail is checked before any computing.
+  checkOutputPath(outputPath, { archive, readPaths: [modelPath, ...opts.input.map((spec) => parseInputSpec(spec).path).filter((p) => p !== '-')] });
+  const notes: string[] = [];
+  const note = (line: string) => {
+    notes.push(line);
+    if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
+  };
   const loadStart = performance.now();
   const graph = loadModel(modelPath);
-  const inputs = bindInputs(graph, opts.input);
+  const { inputs } = await bindInputs(graph, opts.input, note);
+  const nonFiniteRows: Record<string, number> = {};
+  try {
+    for (const [name, source] of inputs) {
+      const { rows, first } = await countNonFiniteRows(source);
+      nonFiniteRows[name] = rows;
+      if (rows > 0) note(`input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ${first}); their rows of J will not be finite`);
+    }
+  } catch (err) {
+    for (const input of inputs.values()) input.close();
+    throw err;
+  }
   const loadMs = performance.now() - loadStart;
   const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
-  const { plan, run } = await planJacobian(graph, inputs, {
-    modelOutput: opts.modelOutput,
-    reduce: opts.reduce,
-    layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
-    rows: opts.shard ?? opts.rows,
-    batchSize: opts.batchSize,
-    maxMemory: opts.maxMemory,
-    threads: opts.threads,
-    vectorStrategy: opts.vectorStrategy,
-    onProgress: progress?.update,
-  });
+  let planned: Awaited<ReturnType<typeof planJacobian>>;
+  try {
+    planned = await planJacobian(graph, inputs, {
+      modelOutput: opts.modelOutput,
+      reduce: opts.reduce,
+      layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
+      rows: opts.shard ?? opts.rows,
+      batchSize: opts.batchSize,
+      maxMemory: opts.maxMemory,
+      threads: opts.threads,
+      vectorStrategy: opts.vectorStrategy,
+      onProgress: progress?.update,
+    });
+  } catch (err) {
+    for (const input of inputs.values()) input.close();
+    throw err;
+  }
+  const { plan, run } = planned;
   let sink: FileSink | undefined;
   let finishMs = 0;
   try {
@@ -108,6 +140,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       bytes,
       seconds,
       peakMemoryBytes: process.resourceUsage().maxRSS * 1024,
+      nonFiniteRows,
+      notes,
     };
     info.write(`${JSON.stringify(summary, null, 2)}\n`);
   } else if (!opts.quiet) {

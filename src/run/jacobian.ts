@@ -91,7 +91,7 @@ export function resolveOutput(graph: Graph, requested: string | undefined): stri
 /** Only float outputs have derivatives (an ArgMax or a class index has none). */
 function refuseNonFloatOutput(name: string, elemType: number): void {
   if (elemType !== 0 && !isFloatType(elemType)) {
-    throw new UsageError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
+    throw new ModelRefusedError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
   }
 }
 
@@ -185,6 +185,17 @@ export function fixedBatchSize(graph: Graph): number | undefined {
   return sizes.size === 1 ? [...sizes][0] : undefined;
 }
 
+/** A fixed batch whose inputs alone exceed the memory budget (2^40 samples, say) cannot run at all. */
+function refuseOversizedBatch(fixedBatch: number | undefined, inputs: Map<string, RowSource>, maxMemory = 1024 ** 3): void {
+  if (fixedBatch === undefined) return;
+  const rowBytes = [...inputs.values()].reduce((sum, input) => sum + input.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(input.dtype), 0);
+  if (fixedBatch * rowBytes > maxMemory) {
+    throw new ModelRefusedError(
+      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
+    );
+  }
+}
+
 /** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
 export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
   const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
@@ -199,6 +210,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   let output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
+  refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
   let analysis = analyze(graph, output);
   lap('analysis');
   let shapes: ShapeTable | undefined;
