@@ -1,13 +1,15 @@
 // The library API: what a TypeScript user imports.
 import { analyze, type Analysis } from './analysis/analyze.js';
 import { prepareGraph } from './analysis/prepare.js';
+import type { ParameterSelection } from './analysis/select.js';
 import { readNpy, type NpyArray } from './io/npy.js';
 import type { Graph } from './onnx/graph.js';
 import { loadModel } from './onnx/proto.js';
 import { MemorySink, openFileSink } from './output.js';
 import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
 
-export type { Analysis, Parameter, Constant } from './analysis/analyze.js';
+export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysis/analyze.js';
+export type { ParameterSelection } from './analysis/select.js';
 export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
 export type { JacobianOptions, Progress, OutputBlock, JacobianSink } from './run/jacobian.js';
@@ -52,7 +54,7 @@ export async function writeJacobian(model: string | Graph, path: string, options
 }
 
 /** The eligibility analysis `jacobian check` prints. */
-export function checkModel(model: string | Graph, modelOutput?: string): Analysis {
+export function checkModel(model: string | Graph, modelOutput?: string, selection: ParameterSelection = {}): Analysis {
   const graph = prepareGraph(typeof model === 'string' ? loadModel(model) : model);
-  return analyze(graph, resolveOutput(graph, modelOutput));
+  return analyze(graph, resolveOutput(graph, modelOutput), selection);
 }

@@ -14,7 +14,7 @@ const names = readdirSync(FIXTURES).filter((n) => existsSync(join(FIXTURES, n, '
 async function compute(name: string, layout: 'flat' | 'tuple', batchSize?: number) {
   const ref = readReference(name);
   const graph = loadModel(join(FIXTURES, name, 'model.onnx'));
-  const { plan, run } = await planJacobian(graph, fixtureInputs(name, ref), { modelOutput: ref.output, reduce: ref.reduce, layout, batchSize });
+  const { plan, run } = await planJacobian(graph, fixtureInputs(name, ref), { modelOutput: ref.output, reduce: ref.reduce, layout, batchSize, params: ref.params });
   const sink = new MemorySink(plan.blocks);
   await run(sink);
   return { plan, blocks: sink.result(), ref };

@@ -19,14 +19,16 @@ export interface CheckOptions {
   directions?: number;
   reduce?: Reduce;
   threads?: number;
+  params?: string[];
+  exclude?: string[];
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
 async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
-    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
-    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
+    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude }) };
+    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1, params: opts.params, exclude: opts.exclude });
     await release();
     return {};
   } catch (err) {
@@ -39,7 +41,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   if (opts.verify && opts.input.length === 0) throw new UsageError('--verify needs data: pass --input batch.npy (a few samples are enough)');
   const graph = prepareGraph(loadModel(modelPath));
   const output = resolveOutput(graph, opts.modelOutput);
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude });
   const noParameters = analysis.parameters.length === 0;
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? bindInputs(graph, opts.input) : undefined;
@@ -69,6 +71,14 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       columns: analysis.parameters.reduce((s, p) => s + p.size, 0),
       parameters,
       constants: analysis.constants,
+      excluded: analysis.excluded.map((e) => ({
+        name: e.name,
+        shape: e.dims,
+        size: e.size,
+        modelColumns: e.columns,
+        reason: e.reason,
+        problems: e.problems.map((p) => ({ ...p, message: describeProblem(p) })),
+      })),
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
       ...(verify
@@ -98,11 +108,21 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
   const out: string[] = [`${modelPath}: output '${output}', ${parameters.length} parameters, D = ${analysis.parameters.reduce((s, p) => s + p.size, 0)}`];
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
+  if (analysis.excluded.length > 0) {
+    out.push(
+      '',
+      `excluded (not columns of J, treated as constants; columns as numbered without a selection):`,
+      ...analysis.excluded.map(
+        (e) =>
+          `  ${e.name} (${e.dims.join(', ')}), columns ${e.columns[0]}–${e.columns[1] - 1}: ${e.reason}${e.problems.length > 0 ? `; would not be eligible: ${e.problems.map((p) => p.reason).join('; ')}` : ''}`,
+      ),
+    );
+  }
   if (analysis.constants.length > 0) {
     out.push('', `constants (float initializers not differentiated):`, ...analysis.constants.map((c) => `  ${c.name}: ${c.reason}`));
   }
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
-  else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
+  else out.push('', `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`);
   if (verify) {
     const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;
     const verdict = verify.passed ? 'passed' : verify.inconclusive ? 'INCONCLUSIVE' : 'FAILED';

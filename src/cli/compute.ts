@@ -20,6 +20,8 @@ export interface ComputeOptions {
   maxMemory?: number;
   threads?: number;
   vectorStrategy?: 'tile' | 'loop';
+  params: string[];
+  exclude: string[];
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -45,6 +47,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     maxMemory: opts.maxMemory,
     threads: opts.threads,
     vectorStrategy: opts.vectorStrategy,
+    params: opts.params,
+    exclude: opts.exclude,
     onProgress: progress?.update,
   });
   let sink: FileSink | undefined;

@@ -9,6 +9,7 @@ import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
 import { prepareGraph } from '../analysis/prepare.js';
+import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
@@ -17,7 +18,7 @@ import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 export type Reduce = 'none' | 'sum';
 export type Layout = 'flat' | 'tuple';
 
-export interface JacobianOptions {
+export interface JacobianOptions extends ParameterSelection {
   /** Model output to differentiate (default: the first). */
   modelOutput?: string;
   reduce?: Reduce;
@@ -176,7 +177,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, options);
   refuseIfIneligible(analysis);
   lap('analysis');
   const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
