@@ -28,13 +28,31 @@ export interface JacobianGraph {
   feeds: Map<string, string>;
 }
 
-function cloneGraph(g: Graph): Graph {
+export function cloneGraph(g: Graph): Graph {
   return {
     ...g,
     nodes: g.nodes.map((n) => ({ ...n, inputs: [...n.inputs], outputs: [...n.outputs] })),
     inputs: g.inputs.map((v) => ({ ...v })),
     outputs: [],
     initializers: new Map(g.initializers),
+  };
+}
+
+/**
+ * The analysis restated on a clone of its graph (whose last nodes are the clones of the
+ * original nodes, in order): slot nodes and parameter uses point into the clone.
+ */
+export function analysisOnClone(analysis: Analysis, graph: Graph): Analysis {
+  const offset = graph.nodes.length - analysis.graph.nodes.length;
+  const cloneOf = new Map(analysis.graph.nodes.map((n, i) => [n, graph.nodes[i + offset]]));
+  return {
+    ...analysis,
+    graph,
+    slotNodes: analysis.slotNodes.map((n) => cloneOf.get(n)!),
+    parameters: analysis.parameters.map((p) => ({
+      ...p,
+      uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!) })),
+    })),
   };
 }
 
@@ -115,15 +133,7 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
   const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
-  const view: Analysis = { ...analysis, graph, slotNodes: [], parameters: [] };
-  // The clone's nodes stand in for the originals from here on.
-  const offset = graph.nodes.length - analysis.graph.nodes.length;
-  const cloneOf = new Map(analysis.graph.nodes.map((n, i) => [n, graph.nodes[i + offset]]));
-  view.slotNodes = analysis.slotNodes.map((n) => cloneOf.get(n)!);
-  view.parameters = analysis.parameters.map((p) => ({
-    ...p,
-    uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!) })),
-  }));
+  const view = analysisOnClone(analysis, graph);
   const slotGrads = reversePass(ctx, view, seed);
   const blocks = view.parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
   let outputs: string[];

@@ -8,6 +8,8 @@ import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { buildJacobianGraph } from '../persample/build.js';
+import { buildForwardJacobianGraph } from '../forward/build.js';
+import { chooseMode } from '../forward/choose.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
@@ -17,6 +19,7 @@ import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
 export type Layout = 'flat' | 'tuple';
+export type Mode = 'auto' | 'reverse' | 'forward';
 
 export interface JacobianOptions extends ParameterSelection {
   /** Model output to differentiate (default: the first). */
@@ -33,6 +36,11 @@ export interface JacobianOptions extends ParameterSelection {
    * in one run (default); 'loop' makes K runs over each chunk with one element seeded.
    */
   vectorStrategy?: 'tile' | 'loop';
+  /**
+   * 'reverse' runs one cotangent per output element (K seeds), 'forward' one tangent per
+   * parameter column (D directions); 'auto' (default) picks the cheaper from the probe's shapes.
+   */
+  mode?: Mode;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -65,6 +73,9 @@ export interface JacobianPlan {
   elementShape: number[];
   blocks: OutputBlock[];
   batchSize: number;
+  /** How J is computed, and why. */
+  mode: 'reverse' | 'forward';
+  modeReason: string;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
 }
@@ -201,8 +212,10 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
 
   const itemSize = npyItemSize(dtype);
-  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
-  const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
+  const { mode, reason: modeReason } = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D });
+  const rowsPerSample = mode === 'forward' ? D : copies;
+  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, rowsPerSample, options.maxMemory);
+  const jacobianGraph = mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
   try {
@@ -211,7 +224,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
   }
   lap('session');
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, timings };
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, mode, modeReason, timings };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();
@@ -240,7 +253,9 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
-        if (seedMode.kind !== 'element') {
+        if (mode === 'forward') {
+          results = await runOnce(feeds, start, end - 1);
+        } else if (seedMode.kind !== 'element') {
           feeds[jacobianGraph.seed] = await seedFor(rows, seedMode);
           results = await runOnce(feeds, start, end - 1);
         } else {

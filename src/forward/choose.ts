@@ -1,0 +1,53 @@
+// Reverse or forward mode, from the probe's shapes. Reverse mode runs one cotangent per
+// output element of a sample (K seeds), forward mode one tangent per column of J (D
+// directions); both carry that many copies of the activations through the network, so
+// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode
+// also holds a D_p × D_p one-hot block per parameter, which bounds its D.
+import type { Analysis } from '../analysis/analyze.js';
+import { differentiableInputs } from '../analysis/analyze.js';
+import { UsageError } from '../errors.js';
+import { jvpRules } from './registry.js';
+
+/** Largest parameter (entries) forward mode takes: its one-hot directions are size² elements. */
+export const FORWARD_MAX_PARAMETER_SIZE = 8192;
+
+export interface ModeChoice {
+  mode: 'reverse' | 'forward';
+  reason: string;
+}
+
+/** Op types on the tangent path that have no forward rule. */
+export function missingTangentRules(analysis: Analysis): string[] {
+  const missing = new Set<string>();
+  for (const n of analysis.graph.nodes) {
+    if (!n.outputs.some((o) => analysis.needed.has(o))) continue;
+    if (!differentiableInputs(n).some((i) => analysis.needed.has(n.inputs[i]))) continue;
+    if (!jvpRules[n.opType]) missing.add(n.opType);
+  }
+  return [...missing].sort();
+}
+
+export function chooseMode(
+  analysis: Analysis,
+  { requested, perElement, outputElements, columns }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number },
+): ModeChoice {
+  const largest = analysis.parameters.reduce((m, p) => Math.max(m, p.size), 0);
+  const missing = missingTangentRules(analysis);
+  const forwardBlocked =
+    missing.length > 0
+      ? `no forward (tangent) rule for ${missing.join(', ')}`
+      : largest > FORWARD_MAX_PARAMETER_SIZE
+        ? `a parameter has ${largest} entries, more than the ${FORWARD_MAX_PARAMETER_SIZE} forward mode takes (select fewer with --params)`
+        : undefined;
+  const seeds = perElement ? outputElements : 1;
+  if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
+  if (requested === 'forward') {
+    if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
+    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample` };
+  }
+  if (columns < seeds) {
+    if (forwardBlocked) return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
+    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample` };
+  }
+  return { mode: 'reverse', reason: seeds === 1 ? 'one reverse pass per sample (a single output element or --reduce sum)' : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample` };
+}
