@@ -3,7 +3,8 @@ import { analyze } from '../analysis/analyze.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import type { Graph } from '../onnx/graph.js';
-import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
+import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
 import { bindInputs } from './inputs.js';
 import type { RowSource } from '../io/rows.js';
@@ -21,16 +22,32 @@ export interface CheckOptions {
   threads?: number;
   params?: string[];
   exclude?: string[];
+  mode?: Mode;
+  maxMemory?: number;
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
-async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
+interface WithData {
+  problems?: Problem[];
+  verify?: VerifyResult;
+  plan?: JacobianPlan;
+}
+
+async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
     if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude }) };
-    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1, params: opts.params, exclude: opts.exclude });
+    const { plan, release } = await planJacobian(graph, inputs, {
+      modelOutput: opts.modelOutput,
+      reduce: opts.reduce,
+      threads: opts.threads,
+      params: opts.params,
+      exclude: opts.exclude,
+      mode: opts.mode,
+      maxMemory: opts.maxMemory,
+    });
     await release();
-    return {};
+    return { plan };
   } catch (err) {
     if (err instanceof ModelRefusedError) return { problems: err.problems.length > 0 ? err.problems : [{ reason: err.message }] };
     throw err;
@@ -45,7 +62,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   const noParameters = analysis.parameters.length === 0;
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? bindInputs(graph, opts.input) : undefined;
-  let withData: { problems?: Problem[]; verify?: VerifyResult } = {};
+  let withData: WithData = {};
   try {
     if (inputs && analysis.problems.length === 0 && !noParameters) withData = await checkWithData(graph, inputs, opts);
   } finally {
@@ -81,6 +98,18 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       })),
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
+      ...(withData.plan
+        ? {
+            plan: {
+              blocks: withData.plan.blocks,
+              bytes: withData.plan.memory.outputBytes,
+              mode: withData.plan.mode,
+              modeReason: withData.plan.modeReason,
+              batchSize: withData.plan.batchSize,
+              memory: withData.plan.memory,
+            },
+          }
+        : {}),
       ...(verify
         ? {
             verify: {
@@ -123,6 +152,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   }
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`);
+  if (withData.plan) out.push('', ...planLines(withData.plan));
   if (verify) {
     const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;
     const verdict = verify.passed ? 'passed' : verify.inconclusive ? 'INCONCLUSIVE' : 'FAILED';

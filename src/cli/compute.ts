@@ -3,7 +3,7 @@ import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
 import { openFileSink, type FileSink } from '../output.js';
-import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import { bindInputs } from './inputs.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
@@ -22,6 +22,20 @@ export interface ComputeOptions {
   vectorStrategy?: 'tile' | 'loop';
   params: string[];
   exclude: string[];
+  mode?: Mode;
+}
+
+/** The plan in a few lines: how J is computed and what it costs (for --verbose and check --input). */
+export function planLines(plan: JacobianPlan): string[] {
+  const m = plan.memory;
+  const perSample = m.measuredBytesPerSample !== undefined ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured on a trial chunk (estimated ${formatBytes(m.estimatedBytesPerSample)})` : `${formatBytes(m.estimatedBytesPerSample)} per sample estimated`;
+  const shape = plan.blocks.length === 1 ? `(${plan.blocks[0].shape.join(', ')})` : `${plan.blocks.length} arrays`;
+  return [
+    `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
+    `mode: ${plan.mode} (${plan.modeReason})`,
+    `chunks of ${plan.batchSize} sample${plan.batchSize > 1 ? 's' : ''}: ${perSample}; budget (--max-memory) ${formatBytes(m.budget)}`,
+    `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,
+  ];
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -49,6 +63,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     vectorStrategy: opts.vectorStrategy,
     params: opts.params,
     exclude: opts.exclude,
+    mode: opts.mode,
     onProgress: progress?.update,
   });
   let sink: FileSink | undefined;
@@ -83,6 +98,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       blocks: plan.blocks,
       parameters: plan.parameters.map((p) => ({ name: p.name, shape: p.dims, size: p.size, offset: p.offset })),
       batchSize: plan.batchSize,
+      mode: plan.mode,
+      modeReason: plan.modeReason,
+      memory: plan.memory,
       bytes,
       seconds,
       peakMemoryBytes: process.resourceUsage().maxRSS * 1024,
@@ -105,7 +123,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   if (opts.verbose) {
     const t = { load: loadMs, ...plan.timings, finish: finishMs, total: performance.now() - started };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
-    process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`);
+    const peak = process.resourceUsage().maxRSS * 1024;
+    process.stderr.write(
+      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(peak)}: fixed cost ${formatBytes(plan.memory.fixedBytes)} + ${formatBytes(Math.max(0, peak - plan.memory.fixedBytes))} (budget ${formatBytes(plan.memory.budget)})\n`,
+    );
   }
   return 0;
 }

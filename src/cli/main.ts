@@ -44,6 +44,11 @@ export async function main(argv: string[]): Promise<number> {
         .choices(['tile', 'loop'])
         .default('tile'),
     )
+    .addOption(
+      new Option('--mode <mode>', "'reverse': one backward pass per output element (K seeds); 'forward': one tangent per parameter column (D directions); 'auto' picks the cheaper")
+        .choices(['auto', 'reverse', 'forward'])
+        .default('auto'),
+    )
     .option('--params <pattern>', "differentiate only these parameters: a glob on initializer names ('fc.*') or a column range as check prints it (100-355); repeatable", collect, [])
     .option('--exclude <pattern>', 'leave these parameters out (treated as constants); same patterns as --params; repeatable', collect, [])
     .option('-q, --quiet', 'print nothing but errors')
@@ -79,6 +84,8 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
     .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
     .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
     .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))
+    .addOption(new Option('--mode <mode>', 'as for the main command').choices(['auto', 'reverse', 'forward']).default('auto'))
+    .option('--max-memory <size>', 'as for the main command: the chunk size check --input reports follows it', parseSize)
     .option('--params <pattern>', 'judge only these parameters (as for the main command); repeatable', collect, [])
     .option('--exclude <pattern>', 'leave these parameters out (as for the main command); repeatable', collect, [])
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))

@@ -48,6 +48,8 @@ export interface Progress {
   samplesDone: number;
   samples: number;
   bytesWritten: number;
+  /** Bytes of the whole J, once written. */
+  bytesTotal: number;
 }
 
 export interface OutputBlock {
@@ -73,11 +75,28 @@ export interface JacobianPlan {
   elementShape: number[];
   blocks: OutputBlock[];
   batchSize: number;
+  /** The memory budget and what the planner expects (and, after a trial chunk, measured). */
+  memory: MemoryPlan;
   /** How J is computed, and why. */
   mode: 'reverse' | 'forward';
   modeReason: string;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
+}
+
+export interface MemoryPlan {
+  /** --max-memory: bytes a chunk may take beyond the fixed cost. */
+  budget: number;
+  /** Resident memory before the first chunk: node, onnxruntime, the model, the session. */
+  fixedBytes: number;
+  /** Bytes per sample of one chunk, estimated from the probe's shapes. */
+  estimatedBytesPerSample: number;
+  /** Bytes per sample measured on the first (trial) chunk, when there was one. */
+  measuredBytesPerSample?: number;
+  /** fixedBytes plus a chunk at the chosen size. */
+  estimatedPeakBytes: number;
+  /** Output bytes of the whole J (all blocks). */
+  outputBytes: number;
 }
 
 export function resolveOutput(graph: Graph, requested: string | undefined): string {
@@ -155,16 +174,24 @@ const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
  * per-parameter blocks, their concatenation, onnxruntime's output, and the previous
  * chunk still being written); and no more than a chunk output of CHUNK_OUTPUT_TARGET.
  */
-function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, maxMemory = DEFAULT_MAX_MEMORY): number {
+function estimatedBytesPerSample(analysis: Analysis, shapes: ShapeTable, outputBytesPerSample: number, copies: number): number {
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
     activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
-  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
+  return 3 * copies * activationBytes + 4 * outputBytesPerSample;
+}
+
+function batchSizeFor(bytesPerSample: number, samples: number, outputBytesPerSample: number, maxMemory: number): number {
   const byMemory = Math.floor(maxMemory / bytesPerSample);
   const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
+}
+
+/** Rows of the trial chunk that measures the memory a sample takes: a quarter of the estimated chunk. */
+function trialRows(batchSize: number): number {
+  return Math.max(1, Math.floor(batchSize / 4));
 }
 
 /** The batch size the model's inputs fix (exported without dynamic axes), if any. */
@@ -214,7 +241,13 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const itemSize = npyItemSize(dtype);
   const { mode, reason: modeReason } = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D });
   const rowsPerSample = mode === 'forward' ? D : copies;
-  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, rowsPerSample, options.maxMemory);
+  const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
+  const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;
+  const estimate = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
+  let batchSize = fixedBatch ?? options.batchSize ?? batchSizeFor(estimate, samples, outputBytesPerSample, budget);
+  // Where the planner chose the chunk, the first one is a trial a quarter that size: the
+  // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
+  const trial = fixedBatch === undefined && options.batchSize === undefined && batchSize > 1 && samples > trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const jacobianGraph = mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
@@ -224,7 +257,15 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
   }
   lap('session');
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, mode, modeReason, timings };
+  const fixedBytes = process.memoryUsage().rss;
+  const memory: MemoryPlan = {
+    budget,
+    fixedBytes,
+    estimatedBytesPerSample: estimate,
+    estimatedPeakBytes: fixedBytes + batchSize * estimate,
+    outputBytes: blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * itemSize, 0),
+  };
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, memory, mode, modeReason, timings };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();
@@ -247,8 +288,10 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     let bytesWritten = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      for (let start = 0; start < samples; start += batchSize) {
-        const end = Math.min(samples, start + batchSize);
+      let size = trial ?? batchSize;
+      for (let start = 0, end = 0; start < samples; start = end) {
+        end = Math.min(samples, start + size);
+        const rssBefore = process.memoryUsage().rss;
         const rows = fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
@@ -267,6 +310,15 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           results = await stackElements(perElementResults);
         }
         lap('compute');
+        if (size === trial && start === 0) {
+          // Peak RSS only grows, so the peak after the trial less the RSS before it bounds what
+          // the trial took; the chunk still being written while the next computes adds its output.
+          const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - rssBefore);
+          memory.measuredBytesPerSample = taken / trial + outputBytesPerSample;
+          batchSize = plan.batchSize = batchSizeFor(Math.max(memory.measuredBytesPerSample, 1), samples, outputBytesPerSample, budget);
+          memory.estimatedPeakBytes = fixedBytes + batchSize * memory.measuredBytesPerSample;
+          size = batchSize;
+        }
         // Padding rows of a fixed batch are dropped here.
         const buffers = results.map((tensor, i) => {
           const data = tensor.data as Float32Array;
@@ -276,7 +328,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         // so this chunk is written while the next one is computed.
         await pendingWrite;
         lap('write');
-        options.onProgress?.({ samplesDone: start, samples, bytesWritten });
+        options.onProgress?.({ samplesDone: start, samples, bytesWritten, bytesTotal: memory.outputBytes });
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
         });
@@ -286,7 +338,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       }
       await pendingWrite;
       lap('write');
-      options.onProgress?.({ samplesDone: samples, samples, bytesWritten });
+      options.onProgress?.({ samplesDone: samples, samples, bytesWritten, bytesTotal: memory.outputBytes });
     } finally {
       await pendingWrite.catch(() => undefined);
       await session.release();
