@@ -54,8 +54,29 @@ SPECS = collections.OrderedDict(
                 "Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)",
             ),
         ),
+        (
+            "instnorm",
+            ((1, 32, 32), 2, "Conv2d(1,10,1), InstanceNorm2d(10): K = (10,32,32) = 10,240 outputs, D = 20 (forward mode)"),
+        ),
+        (
+            "autoenc",
+            (
+                (3, 32, 32),
+                64,
+                "Conv2d(3,2,2,s=2), GroupNorm(1,2), Tanh, ConvTranspose2d(2,3,2,s=2,bias=False), Sigmoid: K = (3,32,32), D = 54 (forward mode; torch: jacfwd)",
+            ),
+        ),
+        (
+            "resnet18",
+            ((3, 64, 64), 256, "torchvision resnet18(num_classes=10), only fc.* differentiated (--params 'fc.*'; torch: functorch restricted to fc)"),
+        ),
     ]
 )
+
+# Parameters differentiated when not all of them (torch side and --params), and the
+# functorch transform the torch side uses (jacrev by default).
+SELECTED = {"resnet18": ["fc.weight", "fc.bias"]}
+TORCH_JACOBIAN = {"instnorm": "jacfwd", "autoenc": "jacfwd"}
 
 
 def network(name):
@@ -102,6 +123,20 @@ def network(name):
             nn.ReLU(),
             nn.Linear(84, 10),
         )
+    if name == "instnorm":
+        return nn.Sequential(nn.Conv2d(1, 10, 1), nn.InstanceNorm2d(10))
+    if name == "autoenc":
+        return nn.Sequential(
+            nn.Conv2d(3, 2, 2, stride=2),
+            nn.GroupNorm(1, 2),
+            nn.Tanh(),
+            nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False),
+            nn.Sigmoid(),
+        )
+    if name == "resnet18":
+        import torchvision
+
+        return torchvision.models.resnet18(num_classes=10)
     raise KeyError(name)
 
 
@@ -144,7 +179,10 @@ def export(name):
     meta["samples"] = SPECS[name][1]
     meta["inputShape"] = list(SPECS[name][0])
     meta["outputShape"] = k_shape
-    meta["parameters"] = sum(p.numel() for p in module.parameters())
+    named = dict(module.named_parameters())
+    meta["selected"] = SELECTED.get(name)
+    meta["parameters"] = sum(named[p].numel() for p in SELECTED.get(name, named))
+    meta["torchJacobian"] = TORCH_JACOBIAN.get(name, "jacrev")
     meta["opset"] = OPSET
     meta["torch"] = torch.__version__
     with open(os.path.join(d, "meta.json"), "w") as f:

@@ -76,23 +76,53 @@ export function constantLookup(graph: Graph): (name: string) => number[] | undef
 }
 
 /**
- * Repeats every data input `copies` times along the batch axis (sample-major). The
- * graph inputs get new names; the tiled values take over the original ones, so the
- * forward nodes stay as they are. Returns the feed name of each original input.
+ * Repeats the samples `copies` times along the batch axis (sample-major) where the
+ * reverse pass starts to need them: at the first node on the cotangent path (a slot node
+ * or a node with a needed output), every data value computed before it (or a data input)
+ * and used from there on is tiled. Nodes before that point run once per sample, not once
+ * per copy (only a last layer differentiated: the trunk runs once). Values computed from
+ * shapes (Shape of a data value) that cross the point would name the untiled batch, so
+ * their producers move the point earlier. Producers and graph inputs of tiled values get
+ * new names; the tiled values take over the originals, so the later nodes stay as they
+ * are. Returns the feed name of each original input.
  */
-function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: number): Map<string, string> {
-  const feeds = new Map<string, string>();
-  const start = graph.nodes.length;
-  for (const input of graph.inputs) {
-    const original = input.name;
-    input.name = b.fresh('untiled');
-    // Integer inputs (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
-    const perSample = shapes.dims(original).slice(1);
-    const expanded = b.op1('Expand', [b.unsqueeze(input.name, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
-    b.graph.nodes.push({ name: `${original}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [original], attributes: [] });
-    feeds.set(original, input.name);
+function tileAtFrontier(b: GraphBuilder, graph: Graph, view: Analysis, shapes: ShapeTable, copies: number): Map<string, string> {
+  const feeds = new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const slotNodes = new Set(view.slotNodes);
+  let first = graph.nodes.findIndex((n) => slotNodes.has(n) || n.outputs.some((o) => view.needed.has(o)));
+  if (first < 0) first = 0;
+  const producerIndex = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producerIndex.set(o, i)));
+  const isInput = (v: string) => graph.inputs.some((i) => i.name === v);
+  const crossing = (): string[] => {
+    const before = (v: string) => isInput(v) || (producerIndex.get(v) ?? Infinity) < first;
+    return [...new Set(graph.nodes.slice(first).flatMap((n) => n.inputs.filter((v) => v && view.dataDependent.has(v) && before(v))))];
+  };
+  for (;;) {
+    const shapeValues = crossing().filter((v) => !view.valueDependent.has(v) && !isInput(v));
+    if (shapeValues.length === 0) break;
+    first = Math.min(...shapeValues.map((v) => producerIndex.get(v)!));
   }
-  graph.nodes.unshift(...graph.nodes.splice(start));
+  const tiled = crossing().filter((v) => view.valueDependent.has(v) && shapes.has(v));
+  const earlier = graph.nodes.slice(0, first);
+  const start = graph.nodes.length;
+  for (const value of tiled) {
+    const untiled = b.fresh('untiled');
+    const input = graph.inputs.find((i) => i.name === value);
+    if (input) {
+      input.name = untiled;
+      feeds.set(value, untiled);
+    } else {
+      const producer = graph.nodes[producerIndex.get(value)!];
+      producer.outputs = producer.outputs.map((o) => (o === value ? untiled : o));
+    }
+    for (const n of earlier) n.inputs = n.inputs.map((v) => (v === value ? untiled : v));
+    // Integer values (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
+    const perSample = shapes.dims(value).slice(1);
+    const expanded = b.op1('Expand', [b.unsqueeze(untiled, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
+    b.graph.nodes.push({ name: `${value}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [value], attributes: [] });
+  }
+  graph.nodes.splice(first, 0, ...graph.nodes.splice(start));
   return feeds;
 }
 
@@ -128,12 +158,13 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   const graph = cloneGraph(analysis.graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const feeds = options.copies > 1 ? tileInputs(b, graph, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  // The clone's nodes stand in for the originals from here on.
+  const view = analysisOnClone(analysis, graph);
+  const feeds = options.copies > 1 ? tileAtFrontier(b, graph, view, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
   const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
-  const view = analysisOnClone(analysis, graph);
   const slotGrads = reversePass(ctx, view, seed);
   const blocks = view.parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
   let outputs: string[];
