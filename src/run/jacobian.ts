@@ -1,5 +1,7 @@
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
@@ -159,6 +161,19 @@ export function refuseIfIneligible(analysis: Analysis): void {
 }
 
 const DEFAULT_MAX_MEMORY = 1 << 30;
+
+/**
+ * onnxruntime-node returns each output in a JavaScript ArrayBuffer, freed only when V8
+ * collects it; V8 does not count that memory as pressure, so without a collection the
+ * chunks written already pile up far beyond the budget. A full collection (a few
+ * milliseconds on this small heap) returns them; it runs once the written chunks add up
+ * to an eighth of the budget.
+ */
+const collectGarbage: () => void = (() => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  return () => gc();
+})();
 /**
  * Output bytes per chunk. Larger chunks stop paying off (memory traffic, not arithmetic,
  * dominates), and past glibc's 32 MiB mmap threshold every chunk's buffers come from a
@@ -175,24 +190,32 @@ const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
  * chunk still being written); and no more than a chunk output of CHUNK_OUTPUT_TARGET.
  */
 function estimatedBytesPerSample(analysis: Analysis, shapes: ShapeTable, outputBytesPerSample: number, copies: number): number {
-  let activationBytes = 0;
+  // Values on the derivative path exist once per copy (seed or direction) with their cotangents
+  // or tangents; the others once per sample.
+  let pathBytes = 0;
+  let otherBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    const bytes = shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    if (analysis.needed.has(name)) pathBytes += bytes;
+    else otherBytes += bytes;
   }
-  return 3 * copies * activationBytes + 4 * outputBytesPerSample;
+  return 3 * copies * pathBytes + 2 * otherBytes + 4 * outputBytesPerSample;
 }
 
 function batchSizeFor(bytesPerSample: number, samples: number, outputBytesPerSample: number, maxMemory: number): number {
-  const byMemory = Math.floor(maxMemory / bytesPerSample);
+  const byMemory = Math.floor((BUDGET_SHARE * maxMemory) / bytesPerSample);
   const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
 }
 
 /** Rows of the trial chunk that measures the memory a sample takes: a quarter of the estimated chunk. */
 function trialRows(batchSize: number): number {
-  return Math.max(1, Math.floor(batchSize / 4));
+  return Math.max(2, Math.floor(batchSize / 4));
 }
+
+/** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
+const BUDGET_SHARE = 0.8;
 
 /** The batch size the model's inputs fix (exported without dynamic axes), if any. */
 export function fixedBatchSize(graph: Graph): number | undefined {
@@ -247,7 +270,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   let batchSize = fixedBatch ?? options.batchSize ?? batchSizeFor(estimate, samples, outputBytesPerSample, budget);
   // Where the planner chose the chunk, the first one is a trial a quarter that size: the
   // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
-  const trial = fixedBatch === undefined && options.batchSize === undefined && batchSize > 1 && samples > trialRows(batchSize) ? trialRows(batchSize) : undefined;
+  const trial = fixedBatch === undefined && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const jacobianGraph = mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, shapes, { layout, copies });
   lap('graph');
   let session: ort.InferenceSession;
@@ -286,12 +309,15 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   async function run(sink: JacobianSink): Promise<void> {
     let bytesWritten = 0;
+    let uncollected = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      let size = trial ?? batchSize;
+      // With a trial: one sample first (onnxruntime's one-time allocations join the fixed
+      // cost), then the trial chunk, then chunks of the size the trial gives.
+      let phase: 'warm-up' | 'trial' | 'steady' = trial === undefined ? 'steady' : 'warm-up';
+      let size = phase === 'warm-up' ? 1 : batchSize;
       for (let start = 0, end = 0; start < samples; start = end) {
         end = Math.min(samples, start + size);
-        const rssBefore = process.memoryUsage().rss;
         const rows = fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
@@ -310,13 +336,22 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           results = await stackElements(perElementResults);
         }
         lap('compute');
-        if (size === trial && start === 0) {
-          // Peak RSS only grows, so the peak after the trial less the RSS before it bounds what
+        if (phase === 'warm-up') {
+          memory.fixedBytes = process.memoryUsage().rss;
+          phase = 'trial';
+          size = trial!;
+        } else if (phase === 'trial') {
+          // Peak RSS only grows, so the peak after the trial less the fixed cost bounds what
           // the trial took; the chunk still being written while the next computes adds its output.
-          const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - rssBefore);
-          memory.measuredBytesPerSample = taken / trial + outputBytesPerSample;
-          batchSize = plan.batchSize = batchSizeFor(Math.max(memory.measuredBytesPerSample, 1), samples, outputBytesPerSample, budget);
-          memory.estimatedPeakBytes = fixedBytes + batchSize * memory.measuredBytesPerSample;
+          // Heap that earlier phases freed but the allocator kept can hide part of it: the
+          // measurement corrects the estimate upwards only.
+          const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - memory.fixedBytes, process.memoryUsage().rss - memory.fixedBytes);
+          // The warm-up sample's buffers are in the fixed cost already: the trial grows by size − 1 samples.
+          memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
+          phase = 'steady';
+          const perSample = Math.max(memory.measuredBytesPerSample, estimate);
+          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, budget);
+          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * perSample;
           size = batchSize;
         }
         // Padding rows of a fixed batch are dropped here.
@@ -329,8 +364,14 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         await pendingWrite;
         lap('write');
         options.onProgress?.({ samplesDone: start, samples, bytesWritten, bytesTotal: memory.outputBytes });
+        const chunkBytes = buffers.reduce((s, b) => s + b.byteLength, 0);
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
+          uncollected += chunkBytes;
+          if (uncollected > budget / 8) {
+            collectGarbage();
+            uncollected = 0;
+          }
         });
         // Handled here so a failed write waits for the await above instead of crashing the process.
         pendingWrite.catch(() => undefined);
