@@ -77,6 +77,9 @@ SPECS = collections.OrderedDict(
 # functorch transform the torch side uses (jacrev by default).
 SELECTED = {"resnet18": ["fc.weight", "fc.bias"]}
 TORCH_JACOBIAN = {"instnorm": "jacfwd", "autoenc": "jacfwd"}
+# Exported without constant folding, so that every initializer keeps its parameter's name
+# (folding turns GroupNorm's weight, unsqueezed, into a new initializer onnx::Mul_…).
+NO_FOLDING = {"autoenc"}
 
 
 def network(name):
@@ -168,6 +171,7 @@ def export(name):
         output_names=["output"],
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         opset_version=OPSET,
+        do_constant_folding=name not in NO_FOLDING,
     )
     onnx.checker.check_model(onnx.load(path))
     np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.float32))

@@ -15,7 +15,7 @@ import { chooseMode } from '../forward/choose.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
-import { makeSeed, stackElements, type SeedMode } from './seed.js';
+import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
@@ -214,6 +214,9 @@ function trialRows(batchSize: number): number {
   return Math.max(2, Math.floor(batchSize / 4));
 }
 
+/** Seed blocks are sized with this factor on the estimate (measured: 4× on an InstanceNormalization output). */
+const SEED_BLOCK_MARGIN = 5;
+
 /** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
 const BUDGET_SHARE = 0.8;
 
@@ -249,8 +252,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const reduce = options.reduce ?? 'none';
   const perElement = reduce === 'none' && outputElements > 1;
   // A fixed batch size rules out repeating samples in the batch: one run per output element instead.
-  const copies = perElement && fixedBatch === undefined && options.vectorStrategy !== 'loop' ? outputElements : 1;
-  const seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
+  let copies = perElement && fixedBatch === undefined && options.vectorStrategy !== 'loop' ? outputElements : 1;
+  let seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
   const elementShape = perElement ? outputShape : [];
   const layout = options.layout ?? 'flat';
   const elemType = shapes.elemType(output);
@@ -262,10 +265,26 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
 
   const itemSize = npyItemSize(dtype);
-  const { mode, reason: modeReason } = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D });
-  const rowsPerSample = mode === 'forward' ? D : copies;
+  const choice = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D });
+  const mode = choice.mode;
+  let modeReason = choice.reason;
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
   const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;
+  if (mode === 'reverse' && copies > 1 && options.batchSize === undefined) {
+    // When one sample with all K seeds would not fit the budget, the seeds go in blocks of
+    // as many as fit, one run per block (the blocks' outputs are joined per chunk).
+    // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
+    // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
+    const perSeed = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0);
+    const fitting = Math.max(1, Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1)));
+    if (fitting < copies) {
+      copies = fitting;
+      seedMode = { kind: 'block', first: 0, count: copies, copies };
+      modeReason += `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`;
+    }
+  }
+  const rowsPerSample = mode === 'forward' ? D : copies;
   const estimate = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
   let batchSize = fixedBatch ?? options.batchSize ?? batchSizeFor(estimate, samples, outputBytesPerSample, budget);
   // Where the planner chose the chunk, the first one is a trial a quarter that size: the
@@ -293,7 +312,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   const seeds = new Map<string, ort.Tensor>();
   async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
-    const key = `${rows}/${mode.kind}/${mode.kind === 'element' ? mode.element : ''}`;
+    const key = `${rows}/${mode.kind}/${mode.kind === 'element' ? mode.element : mode.kind === 'block' ? `${mode.first}/${mode.count}` : ''}`;
     if (!seeds.has(key)) seeds.set(key, await makeSeed(rows, outputShape, mode, elemType));
     return seeds.get(key)!;
   }
@@ -324,6 +343,13 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         let results: ort.Tensor[];
         if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
+        } else if (seedMode.kind === 'block') {
+          const perBlock: ort.Tensor[][] = [];
+          for (let first = 0; first < outputElements; first += copies) {
+            feeds[jacobianGraph.seed] = await seedFor(rows, { kind: 'block', first, count: Math.min(copies, outputElements - first), copies });
+            perBlock.push(await runOnce(feeds, start, end - 1));
+          }
+          results = await joinSeedBlocks(perBlock, copies, outputElements);
         } else if (seedMode.kind !== 'element') {
           feeds[jacobianGraph.seed] = await seedFor(rows, seedMode);
           results = await runOnce(feeds, start, end - 1);
