@@ -1,0 +1,62 @@
+// Reverse or forward mode: auto picks forward when the selected columns are fewer than the
+// output elements; reverse mode that cannot fit one sample's seeds in --max-memory runs them
+// in blocks; check --input tells the cost before it is paid. All against the PyTorch references.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readNpy } from '../src/io/npy.js';
+import { loadModel } from '../src/onnx/proto.js';
+import { MemorySink } from '../src/output.js';
+import { planJacobian, type JacobianOptions } from '../src/run/jacobian.js';
+import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
+
+function columns(data: Float32Array, D: number, lo: number, hi: number): Float32Array {
+  const out: number[] = [];
+  for (let r = 0; r < data.length / D; r++) for (let c = lo; c < hi; c++) out.push(data[r * D + c]);
+  return Float32Array.from(out);
+}
+
+async function lenet(options: JacobianOptions) {
+  const ref = readReference('lenet10');
+  const { plan, run } = await planJacobian(loadModel(join(FIXTURES, 'lenet10', 'model.onnx')), fixtureInputs('lenet10', ref), options);
+  const sink = new MemorySink(plan.blocks);
+  await run(sink);
+  return { plan, J: sink.result()[0], expected: readNpy(join(FIXTURES, 'lenet10', ref.jacobian!)) };
+}
+
+describe('the mode', () => {
+  it('auto picks forward mode for 4 columns against 10 outputs, and says why', async () => {
+    const { plan, J, expected } = await lenet({ params: ['0.bias'] });
+    expect(plan.mode).toBe('forward');
+    expect(plan.modeReason).toMatch(/D = 4 parameter directions < K = 10 output seeds/);
+    expectClose(J.data, columns(expected.data as Float32Array, 896, 100, 104), 'lenet10 0.bias, forward');
+  });
+
+  it('auto picks reverse mode for 896 columns against 10 outputs', async () => {
+    const { plan } = await lenet({ batchSize: 6 });
+    expect(plan.mode).toBe('reverse');
+    expect(plan.modeReason).toMatch(/K = 10 output seeds ≤ D = 896/);
+  });
+
+  it('reverse mode runs the seeds in blocks when one sample does not fit the budget', async () => {
+    const { plan, J, expected } = await lenet({ mode: 'reverse', maxMemory: 300_000 });
+    expect(plan.modeReason).toMatch(/the seeds in \d+ runs of \d+ to fit --max-memory/);
+    expectClose(J.data, expected.data as Float32Array, 'lenet10 in seed blocks');
+  });
+});
+
+describe('check --input', () => {
+  it('prints J, the mode and why, the chunk size and the estimated peak before computing', () => {
+    const bin = join(__dirname, '..', 'bin', 'jacobian.js');
+    const dir = join(FIXTURES, 'lenet10');
+    const r = spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.*', '--max-memory', '64MB'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/J: float32 \(6, 10, 104\), 24\.4 KiB on disk/);
+    expect(r.stdout).toMatch(/mode: reverse \(K = 10 output seeds ≤ D = 104 parameter directions per sample\)/);
+    expect(r.stdout).toMatch(/chunks of 6 samples: .* per sample estimated; budget \(--max-memory\) 61\.0 MiB/);
+    expect(r.stdout).toMatch(/memory: fixed cost [\d.]+ MiB .*, estimated peak [\d.]+ MiB/);
+    const json = JSON.parse(spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.bias', '--json'], { encoding: 'utf8' }).stdout);
+    expect(json.plan.mode).toBe('forward');
+    expect(json.plan.blocks[0].shape).toEqual([6, 10, 4]);
+  });
+});
