@@ -60,7 +60,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { MemorySink } from '../output.js';
-import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Reduce } from '../run/jacobian.js';
+import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Mode, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
 import { probeShapes } from '../run/probe.js';
 import type { ShapeTable } from '../analysis/shapes.js';
@@ -92,6 +92,8 @@ const MAX_FLOAT32_OPS = 8;
 
 export interface VerifyOptions extends ParameterSelection {
   modelOutput?: string;
+  /** How the checked J is computed (default: auto). */
+  mode?: Mode;
   reduce?: Reduce;
   /** Random directions (default 3). */
   directions?: number;
@@ -480,7 +482,7 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude });
+    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude, mode: options.mode });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();
