@@ -8,6 +8,7 @@ import { readNpy } from '../src/io/npy.js';
 import { loadModel } from '../src/onnx/proto.js';
 import { MemorySink } from '../src/output.js';
 import { planJacobian, type JacobianOptions } from '../src/run/jacobian.js';
+import { jvpRules } from '../src/forward/registry.js';
 import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 function columns(data: Float32Array, D: number, lo: number, hi: number): Float32Array {
@@ -36,6 +37,20 @@ describe('the mode', () => {
     const { plan } = await lenet({ batchSize: 6 });
     expect(plan.mode).toBe('reverse');
     expect(plan.modeReason).toMatch(/K = 10 output seeds ≤ D = 896/);
+  });
+
+  it('auto falls back to reverse mode when an op on the path has no tangent rule, and --mode forward refuses', async () => {
+    const relu = jvpRules.Relu;
+    delete jvpRules.Relu;
+    try {
+      const { plan, J, expected } = await lenet({ params: ['0.bias'] });
+      expect(plan.mode).toBe('reverse');
+      expect(plan.modeReason).toMatch(/forward mode would be cheaper \(D = 4 directions < K = 10 seeds\) but no forward \(tangent\) rule for Relu/);
+      expectClose(J.data, columns(expected.data as Float32Array, 896, 100, 104), 'lenet10 0.bias, reverse');
+      await expect(lenet({ params: ['0.bias'], mode: 'forward' })).rejects.toThrow(/--mode forward: no forward \(tangent\) rule for Relu; use --mode reverse/);
+    } finally {
+      jvpRules.Relu = relu;
+    }
   });
 
   it('reverse mode runs the seeds in blocks when one sample does not fit the budget', async () => {
