@@ -12,7 +12,7 @@ export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysi
 export type { ParameterSelection } from './analysis/select.js';
 export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
-export type { JacobianOptions, Progress, OutputBlock, JacobianSink } from './run/jacobian.js';
+export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan } from './run/jacobian.js';
 export { planJacobian } from './run/jacobian.js';
 export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
 export { readNpz, NpzWriter } from './io/npz.js';

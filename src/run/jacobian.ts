@@ -214,8 +214,8 @@ function trialRows(batchSize: number): number {
   return Math.max(2, Math.floor(batchSize / 4));
 }
 
-/** Seed blocks are sized with this factor on the estimate (measured: 4× on an InstanceNormalization output). */
-const SEED_BLOCK_MARGIN = 5;
+/** Seed blocks are sized with this factor on the estimate (measured: 7.5× on an InstanceNormalization output). */
+const SEED_BLOCK_MARGIN = 8;
 
 /** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
 const BUDGET_SHARE = 0.8;
@@ -286,7 +286,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   }
   const rowsPerSample = mode === 'forward' ? D : copies;
   const estimate = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
-  let batchSize = fixedBatch ?? options.batchSize ?? batchSizeFor(estimate, samples, outputBytesPerSample, budget);
+  // Seed blocks are sized for one sample at a time.
+  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, budget));
   // Where the planner chose the chunk, the first one is a trial a quarter that size: the
   // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
   const trial = fixedBatch === undefined && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
