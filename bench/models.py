@@ -64,10 +64,35 @@ SPECS = collections.OrderedDict(
                 "output the log-likelihood of the next tokens (one scalar per sample)",
             ),
         ),
+        (
+            "instnorm",
+            ((1, 32, 32), 2, "Conv2d(1,10,1), InstanceNorm2d(10): K = (10,32,32) = 10,240 outputs, D = 20 (forward mode)"),
+        ),
+        (
+            "autoenc",
+            (
+                (3, 32, 32),
+                64,
+                "Conv2d(3,2,2,s=2), GroupNorm(1,2), Tanh, ConvTranspose2d(2,3,2,s=2,bias=False), Sigmoid: K = (3,32,32), D = 54 (forward mode; torch: jacfwd)",
+            ),
+        ),
+        (
+            "resnet18",
+            ((3, 64, 64), 256, "torchvision resnet18(num_classes=10), only fc.* differentiated (--params 'fc.*'; torch: functorch restricted to fc)"),
+        ),
     ]
 )
 
 GPT_VOCAB = 256
+
+
+# Parameters differentiated when not all of them (torch side and --params), and the
+# functorch transform the torch side uses (jacrev by default).
+SELECTED = {"resnet18": ["fc.weight", "fc.bias"]}
+TORCH_JACOBIAN = {"instnorm": "jacfwd", "autoenc": "jacfwd"}
+# Exported without constant folding, so that every initializer keeps its parameter's name
+# (folding turns GroupNorm's weight, unsqueezed, into a new initializer onnx::Mul_…).
+NO_FOLDING = {"autoenc"}
 
 
 def network(name):
@@ -116,6 +141,20 @@ def network(name):
         )
     if name == "gpt":
         return gpt_network()
+    if name == "instnorm":
+        return nn.Sequential(nn.Conv2d(1, 10, 1), nn.InstanceNorm2d(10))
+    if name == "autoenc":
+        return nn.Sequential(
+            nn.Conv2d(3, 2, 2, stride=2),
+            nn.GroupNorm(1, 2),
+            nn.Tanh(),
+            nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False),
+            nn.Sigmoid(),
+        )
+    if name == "resnet18":
+        import torchvision
+
+        return torchvision.models.resnet18(num_classes=10)
     raise KeyError(name)
 
 
@@ -198,7 +237,7 @@ def export(name):
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         opset_version=OPSET,
         # The GPT keeps its initializers named after the parameters (MatMul through a Transpose), for the check against functorch.
-        do_constant_folding=name != "gpt",
+        do_constant_folding=name != "gpt" and name not in NO_FOLDING,
     )
     onnx.checker.check_model(onnx.load(path))
     np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.int64 if name == "gpt" else np.float32))
@@ -210,7 +249,10 @@ def export(name):
     meta["samples"] = SPECS[name][1]
     meta["inputShape"] = list(SPECS[name][0])
     meta["outputShape"] = k_shape
-    meta["parameters"] = sum(p.numel() for p in module.parameters())
+    named = dict(module.named_parameters())
+    meta["selected"] = SELECTED.get(name)
+    meta["parameters"] = sum(named[p].numel() for p in SELECTED.get(name, named))
+    meta["torchJacobian"] = TORCH_JACOBIAN.get(name, "jacrev")
     meta["opset"] = OPSET
     meta["torch"] = torch.__version__
     with open(os.path.join(d, "meta.json"), "w") as f:

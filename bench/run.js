@@ -35,6 +35,10 @@ const MODELS = [
   { name: 'cnn28', n: 1000, k: 1, d: 105281, verifyN: 32 },
   { name: 'lenet10', n: 256, k: 10, d: 44426, verifyN: 16 },
   { name: 'gpt', n: 32, k: 1, d: 470528, verifyN: 4 },
+  // Forward mode (K ≫ D), and a parameter subset (the last layer of a ResNet-18).
+  { name: 'instnorm', n: 2, k: 10240, d: 20, verifyN: 2, maxSeconds: 2 },
+  { name: 'autoenc', n: 64, k: 3072, d: 54, verifyN: 4 },
+  { name: 'resnet18', n: 256, k: 10, d: 5130, verifyN: 4, cliArgs: ['--params', 'fc.*'] },
 ];
 
 /** Below this J size, CLI/floor and RSS/J say nothing: start-up and the runtime's fixed memory dominate. */
@@ -239,12 +243,21 @@ function parseTimings(stderr) {
   return { batchSize: Number(m[1]), phases };
 }
 
+/** "peak memory (RSS) …: fixed cost … + … (budget …)" of --verbose, in bytes. */
+function parseMemory(stderr) {
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+  const size = (v, u) => Number(v) * unit[u];
+  const m = /peak memory \(RSS\) ([\d.]+) (\w+): fixed cost ([\d.]+) (\w+) \+ ([\d.]+) (\w+) \(budget ([\d.]+) (\w+)\)/.exec(stderr);
+  if (!m) return undefined;
+  return { peak: size(m[1], m[2]), fixed: size(m[3], m[4]), beyondFixed: size(m[5], m[6]), budget: size(m[7], m[8]) };
+}
+
 async function runCli(files, input, out, tmp, cliArgs) {
   const r = await measure(process.execPath, [CLI, files.model, '--input', input, '-o', out, '-q', '--verbose', ...cliArgs], { rss: true, tmp });
   const ok = r.code === 0 && fs.existsSync(out);
   removeAndSync(out);
   if (!ok) return { error: `CLI exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
-  return { seconds: r.seconds, peakRss: r.peakRss, cpuSeconds: r.cpuSeconds, sysSeconds: r.sysSeconds, minorFaults: r.minorFaults, timings: parseTimings(r.stderr) };
+  return { seconds: r.seconds, peakRss: r.peakRss, cpuSeconds: r.cpuSeconds, sysSeconds: r.sysSeconds, minorFaults: r.minorFaults, timings: parseTimings(r.stderr), memory: parseMemory(r.stderr), mode: /mode: (\w+)/.exec(r.stderr)?.[1] };
 }
 
 async function runPython(mode, name, n, out, extra = [], tmp) {
@@ -259,7 +272,7 @@ async function verify(model, files, tmp) {
   const input = path.join(tmp, `${model.name}-verify-input.npy`);
   const out = path.join(tmp, `${model.name}-verify-J.npy`);
   sliceNpy(files.input, model.verifyN, input);
-  const cli = await measure(process.execPath, [CLI, files.model, '--input', input, '-o', out, '-q']);
+  const cli = await measure(process.execPath, [CLI, files.model, '--input', input, '-o', out, '-q', ...(model.cliArgs ?? [])]);
   if (cli.code !== 0) return { ok: false, reason: `CLI exit ${cli.code}: ${cli.stderr.trim()}` };
   const r = await measure(PYTHON, [path.join(BENCH, 'torch_bench.py'), 'verify', model.name, '--n', String(model.verifyN), '--jacobian', out]);
   fs.rmSync(out, { force: true });
@@ -285,7 +298,7 @@ async function benchmarkCase(model, files, n, tmp, opts, { torchRows }) {
     return row;
   }
   log(`${model.name} N=${n}: CLI ...`);
-  row.cli = await repeated(opts.repeat, () => runCli(files, input, out, tmp, opts.cliArgs));
+  row.cli = await repeated(opts.repeat, () => runCli(files, input, out, tmp, [...(model.cliArgs ?? []), ...opts.cliArgs]));
   if (HAVE_NUMPY) {
     if (os.totalmem() > 2.5 * jBytes) {
       log(`${model.name} N=${n}: np.save floor ...`);
@@ -452,6 +465,18 @@ function targets(rows) {
   for (const r of main) {
     const x = derived(r);
     if (x.cliOverFunctorch !== undefined) check(`${r.name}: CLI ≤ ${TARGETS.cliOverFunctorch} × functorch`, `${ratio(x.cliOverFunctorch)} ×`, x.cliOverFunctorch <= TARGETS.cliOverFunctorch);
+    const model = MODELS.find((m) => m.name === r.name);
+    if (model?.maxSeconds !== undefined && x.cli !== undefined) check(`${r.name}: CLI under ${model.maxSeconds} s whole-process (${r.cli.mode ?? '?'} mode)`, `${x.cli.toFixed(2)} s`, x.cli < model.maxSeconds);
+  }
+  for (const r of rows.filter((x) => !x.skipped)) {
+    const m = r.cli?.memory;
+    if (m) {
+      check(
+        `${r.name} N=${r.n}: peak RSS within --max-memory plus the fixed cost`,
+        `${formatBytes(m.peak)} = fixed ${formatBytes(m.fixed)} + ${formatBytes(m.beyondFixed)} (budget ${formatBytes(m.budget)})`,
+        m.beyondFixed <= m.budget,
+      );
+    }
   }
   const mlp = main.find((r) => r.name === 'mlp784');
   if (mlp) {

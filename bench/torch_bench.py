@@ -76,17 +76,31 @@ def load_torch(name, n):
     return torch, module, xt, k
 
 
-def functorch_jacobian(torch, module, x, k):
-    """Per-parameter per-sample Jacobians (N, [K,] *p.shape), in named_parameters order."""
+def functorch_jacobian(torch, module, x, k, name=None):
+    """Per-parameter per-sample Jacobians (N, [K,] *p.shape), in named_parameters order
+    (only the parameters models.SELECTED lists for `name`, if any), by functorch's jacrev
+    or, where models.TORCH_JACOBIAN says so, jacfwd."""
     import functorch
+    from torch.nn.utils.stateless import functional_call
 
-    fmodel, params, buffers = functorch.make_functional_with_buffers(module)
+    transform = getattr(functorch, models.TORCH_JACOBIAN.get(name, "jacrev"))
+    selected = models.SELECTED.get(name)
+    if selected is None:
+        fmodel, params, buffers = functorch.make_functional_with_buffers(module)
 
-    def single(ps, xi):
-        out = fmodel(ps, buffers, xi.unsqueeze(0))[0]
-        return out.reshape(()) if k == 1 else out
+        def single(ps, xi):
+            out = fmodel(ps, buffers, xi.unsqueeze(0))[0]
+            return out.reshape(()) if k == 1 else out
 
-    jac = functorch.vmap(functorch.jacrev(single), in_dims=(None, 0))(params, x)
+    else:
+        named = dict(module.named_parameters())
+        params = tuple(named[s].detach() for s in selected)
+
+        def single(ps, xi):
+            out = functional_call(module, dict(zip(selected, ps)), (xi.unsqueeze(0),))[0]
+            return out.reshape(()) if k == 1 else out
+
+    jac = functorch.vmap(transform(single), in_dims=(None, 0))(params, x)
     return [j.detach() for j in jac]
 
 
@@ -95,9 +109,10 @@ def flatten(torch, blocks, n, k):
     return torch.cat([b.reshape(lead + (-1,)) for b in blocks], dim=-1)
 
 
-def naive_jacobian(torch, module, x, k, budget=None):
+def naive_jacobian(torch, module, x, k, budget=None, name=None):
     """J by N forward and N*K backward passes; returns (J, samples done, loop seconds)."""
-    params = list(module.parameters())
+    named = dict(module.named_parameters())
+    params = [named[s] for s in models.SELECTED.get(name, named)]
     n = x.shape[0]
     d = sum(p.numel() for p in params)
     jac = torch.zeros((n, d) if k == 1 else (n, k, d))
@@ -140,7 +155,7 @@ def cmd_functorch(args):
 
     import_s = time.perf_counter() - t
     t = time.perf_counter()
-    blocks = functorch_jacobian(torch, module, x, k)
+    blocks = functorch_jacobian(torch, module, x, k, args.name)
     jac = flatten(torch, blocks, x.shape[0], k)
     del blocks
     compute_s = time.perf_counter() - t
@@ -152,7 +167,7 @@ def cmd_naive(args):
     t = time.perf_counter()
     torch, module, x, k = load_torch(args.name, args.n)
     setup_s = time.perf_counter() - t
-    jac, done, loop_s = naive_jacobian(torch, module, x, k, args.budget)
+    jac, done, loop_s = naive_jacobian(torch, module, x, k, args.budget, args.name)
     n = x.shape[0]
     extrapolated = done < n
     loop_full_s = loop_s * n / done
@@ -193,10 +208,15 @@ def cmd_verify(args):
     torch, module, x, k = load_torch(args.name, args.n)
     n = x.shape[0]
     named = dict(module.named_parameters())
+    selected = models.SELECTED.get(args.name)
+    if selected is not None:
+        named = {s: named[s] for s in selected}
     names = list(named)
     model = onnx.load(os.path.join(models.MODELS_DIR, args.name, "model.onnx"))
     order = []
     for init in model.graph.initializer:
+        if selected is not None and init.name not in named:
+            continue  # a constant here (folded BatchNorm, unselected layers)
         arr = numpy_helper.to_array(init)
         if arr.dtype != np.float32:
             continue  # buffers such as a boolean causal mask
@@ -208,9 +228,9 @@ def cmd_verify(args):
     if sorted(order) != list(range(len(names))):
         raise SystemExit("%s: initializers and torch parameters do not match one to one" % args.name)
 
-    blocks = functorch_jacobian(torch, module, x, k)
+    blocks = functorch_jacobian(torch, module, x, k, args.name)
     ref = flatten(torch, [blocks[i] for i in order], n, k).numpy()
-    loop, _, _ = naive_jacobian(torch, module, x, k)
+    loop, _, _ = naive_jacobian(torch, module, x, k, name=args.name)
     loop = loop.numpy()
     loop_ref = np.concatenate(
         [np.split(loop, np.cumsum([named[nm].numel() for nm in names])[:-1], axis=-1)[i] for i in order], axis=-1
@@ -219,6 +239,8 @@ def cmd_verify(args):
     torch_err = float(np.abs(loop_ref - ref).max())
 
     cli = np.load(args.jacobian)
+    if cli.size == ref.size and cli.shape[0] == n and cli.shape[-1] == ref.shape[-1]:
+        cli = cli.reshape(ref.shape)  # K of several axes: the CLI keeps them, flatten() joins them
     fields = dict(mode="verify", name=args.name, n=n, shape=list(ref.shape), cli_shape=list(cli.shape), max_ref=float(np.abs(ref).max()))
     fields["functorch_vs_naive"] = torch_err
     if cli.shape != ref.shape or cli.dtype != np.float32:

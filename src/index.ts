@@ -2,6 +2,7 @@
 import './telemetry.js';
 import { analyze, type Analysis } from './analysis/analyze.js';
 import { prepareGraph } from './analysis/prepare.js';
+import type { ParameterSelection } from './analysis/select.js';
 import { readNpy, type NpyArray } from './io/npy.js';
 import type { Graph } from './onnx/graph.js';
 import { loadModel } from './onnx/proto.js';
@@ -9,10 +10,11 @@ import { isZarrPath, MemorySink, openFileSink, openZarrSink } from './output.js'
 import type { ZarrCompressor } from './io/zarr.js';
 import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
 
-export type { Analysis, Parameter, Constant } from './analysis/analyze.js';
+export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysis/analyze.js';
+export type { ParameterSelection } from './analysis/select.js';
 export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
-export type { JacobianOptions, Progress, OutputBlock, JacobianSink } from './run/jacobian.js';
+export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan } from './run/jacobian.js';
 export type { RowSelection, RowRange } from './run/shards.js';
 export { planJacobian } from './run/jacobian.js';
 export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
@@ -47,7 +49,7 @@ export async function writeJacobian(model: string | Graph, path: string, options
   const graph = typeof model === 'string' ? loadModel(model) : model;
   const zarr = isZarrPath(path);
   const archive = options.layout === 'tuple' || (!zarr && path.toLowerCase().endsWith('.npz'));
-  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), { ...options, layout: archive ? 'tuple' : 'flat' });
+  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), { ...options, layout: archive ? 'tuple' : 'flat', fixedChunks: zarr || options.fixedChunks });
   const sink = zarr ? await openZarrSink(path, plan, { tuple: archive, compressor: options.compressor ?? 'none' }) : await openFileSink(path, plan.blocks, archive);
   try {
     await run(sink);
@@ -59,7 +61,7 @@ export async function writeJacobian(model: string | Graph, path: string, options
 }
 
 /** The eligibility analysis `jacobian check` prints. */
-export function checkModel(model: string | Graph, modelOutput?: string): Analysis {
+export function checkModel(model: string | Graph, modelOutput?: string, selection: ParameterSelection = {}): Analysis {
   const graph = prepareGraph(typeof model === 'string' ? loadModel(model) : model);
-  return analyze(graph, resolveOutput(graph, modelOutput));
+  return analyze(graph, resolveOutput(graph, modelOutput), selection);
 }

@@ -112,7 +112,7 @@ describe('jacobian <model> --input', () => {
     // `script` gives the CLI a pseudo-terminal, as an interactive shell would.
     const r = spawnSync('script', ['-qfec', `"${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o tty.npy --batch-size 100`, '/dev/null'], { cwd: dir, encoding: 'utf8' });
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/\r500\/1000 samples +\d+\/s +ETA [\d.]+ s +[\d.]+ KiB written/);
+    expect(r.stdout).toMatch(/\r500\/1000 samples +\d+\/s +ETA [\d.]+ s +[\d.]+ KiB of 128.9 KiB written/);
     expect(r.stdout).toMatch(/wrote tty\.npy/);
     const piped = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'piped.npy', '--batch-size', '100']);
     expect(piped.stderr).toBe('');

@@ -39,7 +39,7 @@ describe('a crash of the computing process', () => {
     const r = jacobian(['embedding/model.onnx', '-i', 'embedding/input.npy', '-o', 'J.npy'], { JACOBIAN_TEST_CRASH_AT: 'running the Jacobian graph' });
     expect(r.signal).toBeNull();
     expect(r.code).toBe(3);
-    expect(r.stderr).toMatch(/crashed with SIGSEGV while running the Jacobian graph on samples 0–7/);
+    expect(r.stderr).toMatch(/crashed with SIGSEGV while running the Jacobian graph on samples 0–\d+/);
     expect(r.stderr).toMatch(/embedding\/model\.onnx/);
     expect(readFileSync(join(dir, 'J.npy'), 'utf8')).toBe('keep');
     expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);

@@ -12,6 +12,8 @@ export interface Reference {
   output: string;
   reduce: 'none' | 'sum';
   eligible: boolean;
+  /** --params patterns the reference's columns are for (default: every parameter). */
+  params?: string[];
   parameters?: { name: string; shape: number[]; file: string }[];
   jacobian?: string;
   problem?: { parameter: string; node: string; op: string };

@@ -7,6 +7,7 @@ import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
 import { LAYOUT_OPS } from '../grad/context.js';
 import { slotRules } from '../persample/registry.js';
 import { whyNotUnrolled } from './unroll.js';
+import { ParameterSelector, type Candidate, type ParameterSelection } from './select.js';
 
 export interface ParameterUse {
   /** Layout and selection nodes between the parameter and the slot, in forward order. */
@@ -32,6 +33,18 @@ export interface Constant {
   reason: string;
 }
 
+/** A parameter left out by --params/--exclude: a constant, whatever its slots. */
+export interface ExcludedParameter {
+  name: string;
+  dims: number[];
+  size: number;
+  /** Its columns [first, end) when every parameter is selected (as `check` numbers them). */
+  columns: [number, number];
+  reason: string;
+  /** What would make it ineligible were it selected. */
+  problems: Problem[];
+}
+
 export interface Analysis {
   graph: Graph;
   output: string;
@@ -42,6 +55,8 @@ export interface Analysis {
   valueDependent: Set<string>;
   parameters: Parameter[];
   constants: Constant[];
+  /** Parameters left out by the selection (empty without one). */
+  excluded: ExcludedParameter[];
   problems: Problem[];
   unsupportedOps: string[];
   /** Data values through which cotangents must flow back to a parameterized node. */
@@ -95,7 +110,12 @@ function isSelection(node: Node, input: number, valueDependent: ReadonlySet<stri
 
 const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
 
-export function analyze(graph: Graph, output: string): Analysis {
+export function analyze(graph: Graph, output: string, selection: ParameterSelection = {}): Analysis {
+  const selector = new ParameterSelector(selection);
+  selector.know(graph.initializers.keys());
+  const candidates: Candidate[] = [];
+  const excluded: ExcludedParameter[] = [];
+  let fullOffset = 0;
   const producers = new Map<string, Node>();
   const consumers = new Map<string, { node: Node; input: number }[]>();
   for (const n of graph.nodes) {
@@ -212,12 +232,21 @@ export function analyze(graph: Graph, output: string): Analysis {
     for (const { node, input } of nonSlot.slice(0, 1)) {
       paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: `it also enters input ${input}, which is not a quasi-linear parameter slot` });
     }
-    problems.push(...paramProblems);
     const size = tensor.dims.reduce((a, b) => a * b, 1);
+    const candidate = { name, first: fullOffset, size };
+    candidates.push(candidate);
+    fullOffset += size;
+    const choice = selector.selected(candidate);
+    if (!choice.selected) {
+      excluded.push({ name, dims: tensor.dims, size, columns: [candidate.first, candidate.first + size], reason: choice.reason!, problems: paramProblems });
+      continue;
+    }
+    problems.push(...paramProblems);
     parameters.push({ name, dims: tensor.dims, size, offset, elemType: tensor.dataType, uses });
     offset += size;
   }
 
+  selector.finish(candidates, parameters.length);
   const slotNodes = graph.nodes.filter((n) => parameters.some((p) => p.uses.some((u) => u.node === n)));
 
   // Values from which the chosen output can be reached along differentiable edges.
@@ -256,7 +285,7 @@ export function analyze(graph: Graph, output: string): Analysis {
   if (unsupported.size > 0) {
     problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });
   }
-  return { graph, output, activations, dataDependent, valueDependent, parameters, constants, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
+  return { graph, output, activations, dataDependent, valueDependent, parameters, constants, excluded, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
 }
 
 export function problemLines(a: Pick<Analysis, 'problems'>): string[] {

@@ -6,7 +6,8 @@ import { describeProblem, ModelRefusedError, UsageError, type Problem } from '..
 import { encodeModel } from '../onnx/proto.js';
 import { exitCodeOf } from './errors.js';
 import type { Graph } from '../onnx/graph.js';
-import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
+import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
 import { bindInputs } from './inputs.js';
 import type { RowSource } from '../io/rows.js';
@@ -22,16 +23,34 @@ export interface CheckOptions {
   directions?: number;
   reduce?: Reduce;
   threads?: number;
+  params?: string[];
+  exclude?: string[];
+  mode?: Mode;
+  maxMemory?: number;
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
-async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
+interface WithData {
+  problems?: Problem[];
+  verify?: VerifyResult;
+  plan?: JacobianPlan;
+}
+
+async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
-    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
-    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
+    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude, mode: opts.mode }) };
+    const { plan, release } = await planJacobian(graph, inputs, {
+      modelOutput: opts.modelOutput,
+      reduce: opts.reduce,
+      threads: opts.threads,
+      params: opts.params,
+      exclude: opts.exclude,
+      mode: opts.mode,
+      maxMemory: opts.maxMemory,
+    });
     await release();
-    return {};
+    return { plan };
   } catch (err) {
     if (err instanceof ModelRefusedError) return { problems: err.problems.length > 0 ? err.problems : [{ reason: err.message }] };
     throw err;
@@ -91,14 +110,14 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const unloadable = await loadProblem(loaded);
   const graph = prepareGraph(loaded);
   const output = resolveOutput(graph, opts.modelOutput);
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude });
   const noParameters = analysis.parameters.length === 0;
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
   if (unloadable) analysis.problems.push(unloadable);
   if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
-  let withData: { problems?: Problem[]; verify?: VerifyResult } = {};
+  let withData: WithData = {};
   try {
     if (inputs && analysis.problems.length === 0 && !noParameters) withData = await checkWithData(graph, inputs, opts);
   } finally {
@@ -124,8 +143,28 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
       columns: analysis.parameters.reduce((s, p) => s + p.size, 0),
       parameters,
       constants: analysis.constants,
+      excluded: analysis.excluded.map((e) => ({
+        name: e.name,
+        shape: e.dims,
+        size: e.size,
+        modelColumns: e.columns,
+        reason: e.reason,
+        problems: e.problems.map((p) => ({ ...p, message: describeProblem(p) })),
+      })),
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
+      ...(withData.plan
+        ? {
+            plan: {
+              blocks: withData.plan.blocks,
+              bytes: withData.plan.memory.outputBytes,
+              mode: withData.plan.mode,
+              modeReason: withData.plan.modeReason,
+              batchSize: withData.plan.batchSize,
+              memory: withData.plan.memory,
+            },
+          }
+        : {}),
       ...(verify
         ? {
             verify: {
@@ -154,11 +193,22 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
   const out: string[] = [`${modelPath}: output '${output}', ${parameters.length} parameters, D = ${analysis.parameters.reduce((s, p) => s + p.size, 0)}`];
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
+  if (analysis.excluded.length > 0) {
+    out.push(
+      '',
+      `excluded (not columns of J, treated as constants; columns as numbered without a selection):`,
+      ...analysis.excluded.map(
+        (e) =>
+          `  ${e.name} (${e.dims.join(', ')}), columns ${e.columns[0]}–${e.columns[1] - 1}: ${e.reason}${e.problems.length > 0 ? `; would not be eligible: ${e.problems.map((p) => p.reason).join('; ')}` : ''}`,
+      ),
+    );
+  }
   if (analysis.constants.length > 0) {
     out.push('', `constants (float initializers not differentiated):`, ...analysis.constants.map((c) => `  ${c.name}: ${c.reason}`));
   }
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
-  else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
+  else out.push('', `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`);
+  if (withData.plan) out.push('', ...planLines(withData.plan));
   if (verify) {
     const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;
     const verdict = verify.passed ? 'passed' : verify.inconclusive ? 'INCONCLUSIVE' : 'FAILED';

@@ -8,7 +8,7 @@ import type { ZarrCompressor } from '../io/zarr.js';
 import { checkOutputPath, isStdoutName, isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
 import { countNonFiniteRows } from '../run/convert.js';
 import { parseInputSpec } from './parse.js';
-import { planJacobian, type Reduce } from '../run/jacobian.js';
+import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from './inputs.js';
 import { formatBytes, progressPrinter } from './progress.js';
@@ -29,6 +29,22 @@ export interface ComputeOptions {
   rows?: RowSelection;
   shard?: RowSelection;
   compressor?: ZarrCompressor;
+  params: string[];
+  exclude: string[];
+  mode?: Mode;
+}
+
+/** The plan in a few lines: how J is computed and what it costs (for --verbose and check --input). */
+export function planLines(plan: JacobianPlan): string[] {
+  const m = plan.memory;
+  const perSample = m.measuredBytesPerSample !== undefined ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured on a trial chunk (estimated ${formatBytes(m.estimatedBytesPerSample)})` : `${formatBytes(m.estimatedBytesPerSample)} per sample estimated`;
+  const shape = plan.blocks.length === 1 ? `(${plan.blocks[0].shape.join(', ')})` : `${plan.blocks.length} arrays`;
+  return [
+    `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
+    `mode: ${plan.mode} (${plan.modeReason})`,
+    `chunks of ${plan.batchSize} sample${plan.batchSize > 1 ? 's' : ''}: ${perSample}; budget (--max-memory) ${formatBytes(m.budget)}`,
+    `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,
+  ];
 }
 
 /** What a Zarr store was computed from, so shards of another model or input refuse it (the input's values are not hashed: it may be huge). */
@@ -90,6 +106,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       reduce: opts.reduce,
       layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
       rows: opts.shard ?? opts.rows,
+      fixedChunks: zarr,
+      params: opts.params,
+      exclude: opts.exclude,
+      mode: opts.mode,
       batchSize: opts.batchSize,
       maxMemory: opts.maxMemory,
       threads: opts.threads,
@@ -137,6 +157,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       blocks: plan.blocks,
       parameters: plan.parameters.map((p) => ({ name: p.name, shape: p.dims, size: p.size, offset: p.offset })),
       batchSize: plan.batchSize,
+      mode: plan.mode,
+      modeReason: plan.modeReason,
+      memory: plan.memory,
       bytes,
       seconds,
       peakMemoryBytes: process.resourceUsage().maxRSS * 1024,
@@ -169,7 +192,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   if (opts.verbose) {
     const t = { load: loadMs, ...plan.timings, finish: finishMs, total: performance.now() - started };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
-    process.stderr.write(`timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`);
+    const peak = process.resourceUsage().maxRSS * 1024;
+    process.stderr.write(
+      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(peak)}: fixed cost ${formatBytes(plan.memory.fixedBytes)} + ${formatBytes(Math.max(0, peak - plan.memory.fixedBytes))} (budget ${formatBytes(plan.memory.budget)})\n`,
+    );
   }
   return 0;
 }

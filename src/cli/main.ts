@@ -81,6 +81,13 @@ export async function main(argv: string[]): Promise<number> {
         .choices(['tile', 'loop'])
         .default('tile'),
     )
+    .addOption(
+      new Option('--mode <mode>', "'reverse': one backward pass per output element (K seeds); 'forward': one tangent per parameter column (D directions); 'auto' picks the cheaper")
+        .choices(['auto', 'reverse', 'forward'])
+        .default('auto'),
+    )
+    .option('--params <pattern>', "differentiate only these parameters: a glob on initializer names ('fc.*') or a column range as check prints it (100-355); repeatable", collect, [])
+    .option('--exclude <pattern>', 'leave these parameters out (treated as constants); same patterns as --params; repeatable', collect, [])
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print a machine-readable summary (or error) as JSON')
     .option('--verbose', 'print a timing breakdown on stderr')
@@ -96,8 +103,9 @@ export async function main(argv: string[]): Promise<number> {
   program.enablePositionalOptions();
   program.exitOverride();
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  // The default [] of --input is no useful default to show.
-  program.configureHelp({ optionDescription: (o) => (o.long === '--input' ? o.description : new Command().createHelp().optionDescription(o)) });
+  // The default [] of the repeatable options is no useful default to show.
+  const repeatable = new Set(['--input', '--params', '--exclude']);
+  program.configureHelp({ optionDescription: (o) => (repeatable.has(o.long ?? '') ? o.description : new Command().createHelp().optionDescription(o)) });
 
   program
     .command('check')
@@ -108,6 +116,10 @@ export async function main(argv: string[]): Promise<number> {
     .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
     .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
     .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))
+    .addOption(new Option('--mode <mode>', 'as for the main command').choices(['auto', 'reverse', 'forward']).default('auto'))
+    .option('--max-memory <size>', 'as for the main command: the chunk size check --input reports follows it', parseSize)
+    .option('--params <pattern>', 'judge only these parameters (as for the main command); repeatable', collect, [])
+    .option('--exclude <pattern>', 'leave these parameters out (as for the main command); repeatable', collect, [])
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
     .option('--json', 'print the report as JSON (schema in docs/check-json.md)')
     .addHelpText('after', CHECK_EXAMPLES)

@@ -32,13 +32,31 @@ export interface JacobianGraph {
   feeds: Map<string, string>;
 }
 
-function cloneGraph(g: Graph): Graph {
+export function cloneGraph(g: Graph): Graph {
   return {
     ...g,
     nodes: g.nodes.map((n) => ({ ...n, inputs: [...n.inputs], outputs: [...n.outputs] })),
     inputs: g.inputs.map((v) => ({ ...v })),
     outputs: [],
     initializers: new Map(g.initializers),
+  };
+}
+
+/**
+ * The analysis restated on a clone of its graph (whose last nodes are the clones of the
+ * original nodes, in order): slot nodes and parameter uses point into the clone.
+ */
+export function analysisOnClone(analysis: Analysis, graph: Graph): Analysis {
+  const offset = graph.nodes.length - analysis.graph.nodes.length;
+  const cloneOf = new Map(analysis.graph.nodes.map((n, i) => [n, graph.nodes[i + offset]]));
+  return {
+    ...analysis,
+    graph,
+    slotNodes: analysis.slotNodes.map((n) => cloneOf.get(n)!),
+    parameters: analysis.parameters.map((p) => ({
+      ...p,
+      uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!), values: u.values })),
+    })),
   };
 }
 
@@ -59,6 +77,57 @@ export function constantLookup(graph: Graph): (name: string) => number[] | undef
     if (attr.f !== undefined && attr.f !== null) return [attr.f];
     return undefined;
   };
+}
+
+/**
+ * Repeats the samples `copies` times along the batch axis (sample-major) where the
+ * reverse pass starts to need them: at the first node on the cotangent path (a slot node
+ * or a node with a needed output), every data value computed before it (or a data input)
+ * and used from there on is tiled. Nodes before that point run once per sample, not once
+ * per copy (only a last layer differentiated: the trunk runs once). Values computed from
+ * shapes (Shape of a data value) that cross the point would name the untiled batch, so
+ * their producers move the point earlier. Producers and graph inputs of tiled values get
+ * new names; the tiled values take over the originals, so the later nodes stay as they
+ * are. Returns the feed name of each original input.
+ */
+function tileAtFrontier(b: GraphBuilder, graph: Graph, view: Analysis, shapes: ShapeTable, copies: number): Map<string, string> {
+  const feeds = new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const slotNodes = new Set(view.slotNodes);
+  let first = graph.nodes.findIndex((n) => slotNodes.has(n) || n.outputs.some((o) => view.needed.has(o)));
+  if (first < 0) first = 0;
+  const producerIndex = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.outputs.forEach((o) => o && producerIndex.set(o, i)));
+  const isInput = (v: string) => graph.inputs.some((i) => i.name === v);
+  const crossing = (): string[] => {
+    const before = (v: string) => isInput(v) || (producerIndex.get(v) ?? Infinity) < first;
+    return [...new Set(graph.nodes.slice(first).flatMap((n) => n.inputs.filter((v) => v && view.dataDependent.has(v) && before(v))))];
+  };
+  for (;;) {
+    const shapeValues = crossing().filter((v) => !view.valueDependent.has(v) && !isInput(v));
+    if (shapeValues.length === 0) break;
+    first = Math.min(...shapeValues.map((v) => producerIndex.get(v)!));
+  }
+  const tiled = crossing().filter((v) => view.valueDependent.has(v) && shapes.has(v));
+  const earlier = graph.nodes.slice(0, first);
+  const start = graph.nodes.length;
+  for (const value of tiled) {
+    const untiled = b.fresh('untiled');
+    const input = graph.inputs.find((i) => i.name === value);
+    if (input) {
+      input.name = untiled;
+      feeds.set(value, untiled);
+    } else {
+      const producer = graph.nodes[producerIndex.get(value)!];
+      producer.outputs = producer.outputs.map((o) => (o === value ? untiled : o));
+    }
+    for (const n of earlier) n.inputs = n.inputs.map((v) => (v === value ? untiled : v));
+    // Integer values (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
+    const perSample = shapes.dims(value).slice(1);
+    const expanded = b.op1('Expand', [b.unsqueeze(untiled, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
+    b.graph.nodes.push({ name: `${value}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [value], attributes: [] });
+  }
+  graph.nodes.splice(first, 0, ...graph.nodes.splice(start));
+  return feeds;
 }
 
 /**
@@ -157,20 +226,15 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   const graph = cloneGraph(analysis.graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const feeds = options.copies > 1 ? tileInputs(b, graph, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  // The clone's nodes stand in for the originals from here on.
+  const view = analysisOnClone(analysis, graph);
+  // Where values carry the samples off axis 0, the samples are tiled at the inputs, which always carry them on axis 0.
+  const feeds =
+    options.copies <= 1 ? new Map(graph.inputs.map((i) => [i.name, i.name])) : shapes.hasMovedBatch() ? tileInputs(b, graph, shapes, options.copies) : tileAtFrontier(b, graph, view, shapes, options.copies);
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
   const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
-  const view: Analysis = { ...analysis, graph, slotNodes: [], parameters: [] };
-  // The clone's nodes stand in for the originals from here on.
-  const offset = graph.nodes.length - analysis.graph.nodes.length;
-  const cloneOf = new Map(analysis.graph.nodes.map((n, i) => [n, graph.nodes[i + offset]]));
-  view.slotNodes = analysis.slotNodes.map((n) => cloneOf.get(n)!);
-  view.parameters = analysis.parameters.map((p) => ({
-    ...p,
-    uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!), values: u.values })),
-  }));
   if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
   const slotGrads = reversePass(ctx, view, seed);
   const selectionCtx = selectionContext(b, shapes, analysis, seed, ctx, view.parameters);

@@ -1,5 +1,7 @@
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
 import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
@@ -9,10 +11,13 @@ import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
+import { buildForwardJacobianGraph } from '../forward/build.js';
+import { chooseMode } from '../forward/choose.js';
 import { prepareGraph } from '../analysis/prepare.js';
+import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
-import { rangeChunks, resolveRows, type RowRange, type RowSelection } from './shards.js';
-import { makeSeed, stackElements, type SeedMode } from './seed.js';
+import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
+import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
 import { reportStage } from './stage.js';
 import { checkGraphConsistency } from '../analysis/consistency.js';
@@ -20,8 +25,9 @@ import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
 export type Layout = 'flat' | 'tuple';
+export type Mode = 'auto' | 'reverse' | 'forward';
 
-export interface JacobianOptions {
+export interface JacobianOptions extends ParameterSelection {
   /** Model output to differentiate (default: the first). */
   modelOutput?: string;
   reduce?: Reduce;
@@ -38,6 +44,16 @@ export interface JacobianOptions {
   vectorStrategy?: 'tile' | 'loop';
   /** Only these rows of J (default all); each row's bytes equal those of the whole run (src/run/shards.ts). */
   rows?: RowSelection;
+  /**
+   * 'reverse' runs one cotangent per output element (K seeds), 'forward' one tangent per
+   * parameter column (D directions); 'auto' (default) picks the cheaper from the probe's shapes.
+   */
+  mode?: Mode;
+  /**
+   * Chunks of exactly the batch size from row 0, with no trial chunk to resize them (a Zarr
+   * store's chunks are the run's chunks). Row ranges and shards always run so.
+   */
+  fixedChunks?: boolean;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -45,6 +61,8 @@ export interface Progress {
   samplesDone: number;
   samples: number;
   bytesWritten: number;
+  /** Bytes of the whole J, once written. */
+  bytesTotal: number;
 }
 
 export interface OutputBlock {
@@ -74,8 +92,28 @@ export interface JacobianPlan {
   batchSize: number;
   /** The rows of J computed, of `samples`. */
   rows: RowRange;
+  /** The memory budget and what the planner expects (and, after a trial chunk, measured). */
+  memory: MemoryPlan;
+  /** How J is computed, and why. */
+  mode: 'reverse' | 'forward';
+  modeReason: string;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
+}
+
+export interface MemoryPlan {
+  /** --max-memory: bytes a chunk may take beyond the fixed cost. */
+  budget: number;
+  /** Resident memory before the first chunk: node, onnxruntime, the model, the session. */
+  fixedBytes: number;
+  /** Bytes per sample of one chunk, estimated from the probe's shapes. */
+  estimatedBytesPerSample: number;
+  /** Bytes per sample measured on the first (trial) chunk, when there was one. */
+  measuredBytesPerSample?: number;
+  /** fixedBytes plus a chunk at the chosen size. */
+  estimatedPeakBytes: number;
+  /** Output bytes of the whole J (all blocks). */
+  outputBytes: number;
 }
 
 export function resolveOutput(graph: Graph, requested: string | undefined): string {
@@ -146,6 +184,23 @@ export function refuseIfIneligible(analysis: Analysis): void {
 }
 
 const DEFAULT_MAX_MEMORY = 1 << 30;
+
+/**
+ * onnxruntime-node returns each output in a JavaScript ArrayBuffer, freed only when V8
+ * collects it; V8 does not count that memory as pressure, so without a collection the
+ * chunks written already pile up far beyond the budget. A full collection (a few
+ * milliseconds on this small heap) returns them; it runs once the written chunks add up
+ * to an eighth of the budget.
+ */
+let gc: (() => void) | undefined;
+function collectGarbage(): void {
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
+}
+
 /**
  * Output bytes per chunk. Larger chunks stop paying off (memory traffic, not arithmetic,
  * dominates), and past glibc's 32 MiB mmap threshold every chunk's buffers come from a
@@ -162,21 +217,42 @@ const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
  * chunk still being written) and the per-use terms of shared parameters; and no more
  * than a chunk output of CHUNK_OUTPUT_TARGET.
  */
-function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, itemSize: number, maxMemory = DEFAULT_MAX_MEMORY): number {
-  let activationBytes = 0;
+function estimatedBytesPerSample(analysis: Analysis, shapes: ShapeTable, outputBytesPerSample: number, copies: number): number {
+  // Values on the derivative path exist once per copy (seed or direction) with their cotangents
+  // or tangents; the others once per sample.
+  let pathBytes = 0;
+  let otherBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    activationBytes += (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    const bytes = (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    if (analysis.needed.has(name)) pathBytes += bytes;
+    else otherBytes += bytes;
   }
   // A parameter used in several slots (a weight at every step of an unrolled recurrence) has
   // all its per-sample gradient terms alive before they are summed, each also copied once
   // on its way back through layout ops: about 2 · uses · size per row.
-  const sharedTermBytes = analysis.parameters.filter((p) => p.uses.length > 1).reduce((s, p) => s + 2 * p.uses.length * p.size, 0) * itemSize;
-  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample + copies * sharedTermBytes;
-  const byMemory = Math.floor(maxMemory / bytesPerSample);
+  const sharedTermBytes = analysis.parameters
+    .filter((p) => p.uses.length > 1)
+    .reduce((sum, p) => sum + 2 * p.uses.length * p.size * npyItemSize(ELEM_TYPE_NAME[p.elemType] ?? 'float32'), 0);
+  return 3 * copies * pathBytes + 2 * otherBytes + 4 * outputBytesPerSample + copies * sharedTermBytes;
+}
+
+function batchSizeFor(bytesPerSample: number, samples: number, outputBytesPerSample: number, maxMemory: number): number {
+  const byMemory = Math.floor((BUDGET_SHARE * maxMemory) / bytesPerSample);
   const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
 }
+
+/** Rows of the trial chunk that measures the memory a sample takes: a quarter of the estimated chunk. */
+function trialRows(batchSize: number): number {
+  return Math.max(2, Math.floor(batchSize / 4));
+}
+
+/** Seed blocks are sized with this factor on the estimate (measured: 3.5× on an InstanceNormalization output). */
+const SEED_BLOCK_MARGIN = 4;
+
+/** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
+const BUDGET_SHARE = 0.8;
 
 /** The batch size the model's inputs fix (exported without dynamic axes), if any. */
 export function fixedBatchSize(graph: Graph): number | undefined {
@@ -211,7 +287,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
-  let analysis = analyze(graph, output);
+  let analysis = analyze(graph, output, options);
   lap('analysis');
   let shapes: ShapeTable | undefined;
   if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
@@ -227,7 +303,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
     if (rewritten) {
       graph = rewritten;
-      analysis = analyze(graph, output);
+      analysis = analyze(graph, output, options);
       shapes = undefined;
     }
   }
@@ -236,7 +312,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
     // A sequence-first output (T, N, V): J's rows need the samples first, so the output is transposed to (N, T, V).
     ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
-    analysis = analyze(graph, output);
+    analysis = analyze(graph, output, options);
     shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
   }
   lap('probe');
@@ -246,15 +322,39 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const reduce = options.reduce ?? 'none';
   const perElement = reduce === 'none' && outputElements > 1;
   // A fixed batch size rules out repeating samples in the batch: one run per output element instead.
-  const copies = perElement && fixedBatch === undefined && options.vectorStrategy !== 'loop' ? outputElements : 1;
-  const seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
+  let copies = perElement && fixedBatch === undefined && options.vectorStrategy !== 'loop' ? outputElements : 1;
+  let seedMode: SeedMode = !perElement ? { kind: 'ones' } : copies > 1 ? { kind: 'one-hot' } : { kind: 'element', element: 0 };
   const elementShape = perElement ? outputShape : [];
   const layout = options.layout ?? 'flat';
   const elemType = shapes.elemType(output);
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const itemSize = npyItemSize(dtype);
-  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, itemSize, options.maxMemory);
+  const choice = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D, movedBatch: shapes.hasMovedBatch() });
+  const mode = choice.mode;
+  let modeReason = choice.reason;
+  const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
+  const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;
+  let blockEstimate: number | undefined;
+  if (mode === 'reverse' && copies > 1 && options.batchSize === undefined) {
+    // When one sample with all K seeds would not fit the budget, the seeds go in blocks of
+    // as many as fit, one run per block (the blocks' outputs are joined per chunk).
+    // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
+    // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
+    const perSeed = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0);
+    const fitting = Math.max(1, Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1)));
+    if (fitting < copies) {
+      copies = fitting;
+      seedMode = { kind: 'block', first: 0, count: copies, copies };
+      modeReason += `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`;
+      blockEstimate = base + copies * perSeed;
+    }
+  }
+  const rowsPerSample = mode === 'forward' ? D : copies;
+  const estimate = blockEstimate ?? estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
+  // Seed blocks are sized for one sample at a time.
+  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, budget));
   const rowRange = resolveRows(options.rows, samples, batchSize);
   const rowCount = rowRange.end - rowRange.start;
   const blocks: OutputBlock[] =
@@ -264,8 +364,13 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   // Values that carry the samples off axis 0 need exact shapes in the graph: it is built for runs of
   // exactly batchSize samples (the last chunk padded), as for a model with a fixed batch size.
   const runRows = fixedBatch ?? (shapes.hasMovedBatch() ? batchSize : undefined);
+  // Where the planner chose the chunk, the first one is a trial a quarter that size: the
+  // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
+  // Row ranges, Zarr stores and graphs of one run size keep chunks of one size from row 0.
+  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined;
+  const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
-  const jacobianGraph = buildJacobianGraph(analysis, graphShapes, { layout, copies });
+  const jacobianGraph = mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, graphShapes, { layout, copies });
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -276,11 +381,21 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
   }
   lap('session');
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, rows: rowRange, timings };
+  const fixedBytes = process.memoryUsage().rss;
+  const memory: MemoryPlan = {
+    budget,
+    fixedBytes,
+    estimatedBytesPerSample: estimate,
+    estimatedPeakBytes: fixedBytes + batchSize * estimate,
+    outputBytes: blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * itemSize, 0),
+  };
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, rows: rowRange, memory, mode, modeReason, timings };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();
   async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
+    // Seed blocks are made afresh: kept, all of them would hold K seeds per row.
+    if (mode.kind === 'block') return makeSeed(rows, outputShape, mode, elemType);
     const key = `${rows}/${mode.kind}/${mode.kind === 'element' ? mode.element : ''}`;
     if (!seeds.has(key)) seeds.set(key, await makeSeed(rows, outputShape, mode, elemType));
     return seeds.get(key)!;
@@ -298,15 +413,42 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   async function run(sink: JacobianSink): Promise<void> {
     let bytesWritten = 0;
+    let uncollected = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      // Whole chunks of the unsharded run, so each row's bytes are the same in any range.
-      for (const { start, end, keepStart, keepEnd } of rangeChunks(rowRange, batchSize, samples)) {
+      // With a trial: one sample first (onnxruntime's one-time allocations join the fixed
+      // cost), then the trial chunk, then chunks of the size the trial gives. Without one,
+      // whole chunks of the unsharded run, so each row's bytes are the same in any range.
+      let phase: 'warm-up' | 'trial' | 'steady' = trial === undefined ? 'steady' : 'warm-up';
+      let size = phase === 'warm-up' ? 1 : batchSize;
+      const grid = trial === undefined ? rangeChunks(rowRange, batchSize, samples) : undefined;
+      let cursor = 0;
+      const nextChunk = (): RangeChunk | undefined => {
+        if (grid) {
+          const next = grid.next();
+          return next.done ? undefined : next.value;
+        }
+        if (cursor >= samples) return undefined;
+        const chunk = { start: cursor, end: Math.min(samples, cursor + size), keepStart: cursor, keepEnd: Math.min(samples, cursor + size) };
+        cursor = chunk.end;
+        return chunk;
+      };
+      for (let chunk = nextChunk(); chunk !== undefined; chunk = nextChunk()) {
+        const { start, end, keepStart, keepEnd } = chunk;
         const rows = runRows ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
-        if (seedMode.kind !== 'element') {
+        if (mode === 'forward') {
+          results = await runOnce(feeds, start, end - 1);
+        } else if (seedMode.kind === 'block') {
+          const perBlock: ort.Tensor[][] = [];
+          for (let first = 0; first < outputElements; first += copies) {
+            feeds[jacobianGraph.seed] = await seedFor(rows, { kind: 'block', first, count: Math.min(copies, outputElements - first), copies });
+            perBlock.push(await runOnce(feeds, start, end - 1));
+          }
+          results = await joinSeedBlocks(perBlock, copies, outputElements);
+        } else if (seedMode.kind !== 'element') {
           feeds[jacobianGraph.seed] = await seedFor(rows, seedMode);
           results = await runOnce(feeds, start, end - 1);
         } else {
@@ -318,6 +460,24 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           results = await stackElements(perElementResults);
         }
         lap('compute');
+        if (phase === 'warm-up') {
+          memory.fixedBytes = process.memoryUsage().rss;
+          phase = 'trial';
+          size = trial!;
+        } else if (phase === 'trial') {
+          // Peak RSS only grows, so the peak after the trial less the fixed cost bounds what
+          // the trial took; the chunk still being written while the next computes adds its output.
+          // Heap that earlier phases freed but the allocator kept can hide part of it: the
+          // measurement corrects the estimate upwards only.
+          const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - memory.fixedBytes, process.memoryUsage().rss - memory.fixedBytes);
+          // The warm-up sample's buffers are in the fixed cost already: the trial grows by size − 1 samples.
+          memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
+          phase = 'steady';
+          const perSample = Math.max(memory.measuredBytesPerSample, estimate);
+          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, budget);
+          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * perSample;
+          size = batchSize;
+        }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
         const buffers = results.map((tensor, i) => {
           const data = tensor.data as Float32Array;
@@ -327,9 +487,15 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         // so this chunk is written while the next one is computed.
         await pendingWrite;
         lap('write');
-        options.onProgress?.({ samplesDone: keepStart - rowRange.start, samples: rowCount, bytesWritten });
+        options.onProgress?.({ samplesDone: keepStart - rowRange.start, samples: rowCount, bytesWritten, bytesTotal: memory.outputBytes });
+        const chunkBytes = buffers.reduce((s, b) => s + b.byteLength, 0);
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
+          uncollected += chunkBytes;
+          if (uncollected > budget / 8) {
+            collectGarbage();
+            uncollected = 0;
+          }
         });
         // Handled here so a failed write waits for the await above instead of crashing the process.
         pendingWrite.catch(() => undefined);
@@ -337,7 +503,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       }
       await pendingWrite;
       lap('write');
-      options.onProgress?.({ samplesDone: rowCount, samples: rowCount, bytesWritten });
+      options.onProgress?.({ samplesDone: rowCount, samples: rowCount, bytesWritten, bytesTotal: memory.outputBytes });
     } finally {
       await pendingWrite.catch(() => undefined);
       await session.release();

@@ -7,7 +7,12 @@ import { standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { ELEM_TYPE_OF } from './tensors.js';
 
-export type SeedMode = { kind: 'ones' } | { kind: 'one-hot' } | { kind: 'element'; element: number };
+export type SeedMode =
+  | { kind: 'ones' }
+  | { kind: 'one-hot' }
+  | { kind: 'element'; element: number }
+  /** One-hot seeds for elements first … first + count − 1 in `copies` rows per sample (zero rows after `count`). */
+  | { kind: 'block'; first: number; count: number; copies: number };
 
 async function runOnce(graph: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(encodeModel(graph));
@@ -25,6 +30,13 @@ export async function makeSeed(rows: number, perSample: readonly number[], mode:
   let seed: string;
   if (mode.kind === 'ones') {
     seed = b.op1('ConstantOfShape', [b.constInt64([rows, ...perSample])], { value: b.floatTensor([1]) });
+  } else if (mode.kind === 'block') {
+    // Row j is one-hot at element first + j, all zeros past the last element (no K × K identity: K may be 10⁴).
+    const range = (start: number, length: number, dims: number[]) =>
+      b.reshape(b.op1('Range', [b.constInt64([start], []), b.constInt64([start + length], []), b.constInt64([1], [])]), dims);
+    const hits = b.op1('Equal', [range(mode.first, mode.copies, [mode.copies, 1]), range(0, K, [1, K])]);
+    const oneHot = b.op1('Cast', [hits], { to: elemType });
+    seed = b.reshape(b.op1('Tile', [oneHot, b.constInt64([rows, 1])]), [rows * mode.copies, ...perSample]);
   } else {
     const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
     seed =
@@ -53,6 +65,39 @@ function stackSession(count: number, elemType: number): Promise<ort.InferenceSes
     stackSessions.set(key, session);
   }
   return session;
+}
+
+const joinSessions = new Map<string, Promise<ort.InferenceSession>>();
+
+/**
+ * Joins the runs of seed blocks into sample-major order: for every output, B tensors
+ * (rows·copies, ...rest) become one (rows, K, ...rest), the zero-seeded rows of the last
+ * block dropped.
+ */
+export async function joinSeedBlocks(perBlock: ort.Tensor[][], copies: number, elements: number): Promise<ort.Tensor[]> {
+  const results: ort.Tensor[] = [];
+  for (let output = 0; output < perBlock[0].length; output++) {
+    const first = perBlock[0][output];
+    const elemType = ELEM_TYPE_OF[first.type];
+    const rest = first.size / first.dims[0];
+    const key = `${perBlock.length}/${copies}/${elements}/${rest}/${elemType}`;
+    let session = joinSessions.get(key);
+    if (!session) {
+      const graph = standaloneGraph('join');
+      const b = new GraphBuilder(graph, elemType);
+      graph.inputs = perBlock.map((_, i) => ({ name: `b${i}`, elemType, dims: undefined }));
+      const joined = b.op1('Concat', graph.inputs.map((input) => b.reshape(input.name, [-1, copies, rest])), { axis: 1 });
+      const kept = perBlock.length * copies === elements ? joined : b.slice(joined, [0], [elements], [1]);
+      graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [kept], outputs: ['result'], attributes: [] });
+      graph.outputs = [{ name: 'result', elemType, dims: undefined }];
+      session = ort.InferenceSession.create(encodeModel(graph));
+      joinSessions.set(key, session);
+    }
+    const feeds = Object.fromEntries(perBlock.map((tensors, i) => [`b${i}`, tensors[output]]));
+    results.push((await (await session).run(feeds)).result);
+    for (const tensors of perBlock) tensors[output].dispose();
+  }
+  return results;
 }
 
 /**

@@ -52,6 +52,7 @@
 import ort from 'onnxruntime-node';
 import { analyze, type Parameter } from '../analysis/analyze.js';
 import { prepareGraph } from '../analysis/prepare.js';
+import type { ParameterSelection } from '../analysis/select.js';
 import { RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray } from '../io/npy.js';
 import { arrayRows, asRowSource, type RowSource } from '../io/rows.js';
@@ -59,7 +60,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { MemorySink } from '../output.js';
-import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Reduce } from '../run/jacobian.js';
+import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Mode, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
 import { probeShapes } from '../run/probe.js';
 import type { ShapeTable } from '../analysis/shapes.js';
@@ -89,8 +90,10 @@ const ROUNDOFF_DRAWS = 2;
 /** At most this many op types are put in float32 islands before falling back to plain float32. */
 const MAX_FLOAT32_OPS = 8;
 
-export interface VerifyOptions {
+export interface VerifyOptions extends ParameterSelection {
   modelOutput?: string;
+  /** How the checked J is computed (default: auto). */
+  mode?: Mode;
   reduce?: Reduce;
   /** Random directions (default 3). */
   directions?: number;
@@ -189,7 +192,7 @@ function missingKernel(message: string): string | undefined {
 /** The perturbed forward model in float64 if onnxruntime runs it so, else in float32. */
 async function openForward(graph: Graph, inputs: Map<string, RowSource>, output: string, options: VerifyOptions): Promise<Forward> {
   const { threads, precision = 'auto' } = options;
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, options);
   refuseIfIneligible(analysis);
   const parameters = analysis.parameters;
   const fixedBatch = fixedBatchSize(graph);
@@ -479,7 +482,7 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads });
+    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude, mode: options.mode });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();

@@ -1,0 +1,70 @@
+// Reverse or forward mode, from the probe's shapes. Reverse mode runs one cotangent per
+// output element of a sample (K seeds), forward mode one tangent per column of J (D
+// directions); both carry that many copies of the activations through the network, so
+// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode
+// also holds a D_p × D_p one-hot block per parameter, which bounds its D.
+import type { Analysis } from '../analysis/analyze.js';
+import { differentiableInputs } from '../analysis/analyze.js';
+import { UsageError } from '../errors.js';
+import { jvpRules } from './registry.js';
+import { slotTangents } from './slots.js';
+
+/** Ops between a parameter and its slot that forward mode maps a parameter's directions through. */
+const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
+
+/** Why forward mode cannot build this model's tangents at the slots, or undefined. */
+function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined {
+  if (movedBatch) return 'values carry the samples off axis 0, which only reverse mode follows';
+  for (const p of analysis.parameters) {
+    for (const use of p.uses) {
+      const selection = use.chain.find((n) => !FORWARD_LAYOUT_OPS.has(n.opType));
+      if (selection) return `parameter '${p.name}' reaches its slot through ${selection.opType}, which forward mode does not map directions through`;
+      if (!slotTangents[use.node.opType]) return `no forward slot rule for ${use.node.opType} (parameter '${p.name}')`;
+    }
+  }
+  return undefined;
+}
+
+/** Largest parameter (entries) forward mode takes: its one-hot directions are size² elements. */
+export const FORWARD_MAX_PARAMETER_SIZE = 8192;
+
+export interface ModeChoice {
+  mode: 'reverse' | 'forward';
+  reason: string;
+}
+
+/** Op types on the tangent path that have no forward rule. */
+export function missingTangentRules(analysis: Analysis): string[] {
+  const missing = new Set<string>();
+  for (const n of analysis.graph.nodes) {
+    if (!n.outputs.some((o) => analysis.needed.has(o))) continue;
+    if (!differentiableInputs(n).some((i) => analysis.needed.has(n.inputs[i]))) continue;
+    if (!jvpRules[n.opType]) missing.add(n.opType);
+  }
+  return [...missing].sort();
+}
+
+export function chooseMode(
+  analysis: Analysis,
+  { requested, perElement, outputElements, columns, movedBatch = false }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
+): ModeChoice {
+  const largest = analysis.parameters.reduce((m, p) => Math.max(m, p.size), 0);
+  const missing = missingTangentRules(analysis);
+  const forwardBlocked =
+    missing.length > 0
+      ? `no forward (tangent) rule for ${missing.join(', ')}`
+      : largest > FORWARD_MAX_PARAMETER_SIZE
+        ? `a parameter has ${largest} entries, more than the ${FORWARD_MAX_PARAMETER_SIZE} forward mode takes (select fewer with --params)`
+        : slotBlock(analysis, movedBatch);
+  const seeds = perElement ? outputElements : 1;
+  if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
+  if (requested === 'forward') {
+    if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
+    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample` };
+  }
+  if (columns < seeds) {
+    if (forwardBlocked) return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
+    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample` };
+  }
+  return { mode: 'reverse', reason: seeds === 1 ? 'one reverse pass per sample (a single output element or --reduce sum)' : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample` };
+}

@@ -1,0 +1,69 @@
+// --max-memory is a bound: peak RSS stays within the budget plus the fixed cost that
+// --json reports (node, onnxruntime, the model and its session, measured after one sample),
+// on a dense-output model (forward mode, K = 1,024) and on mlp784 (reverse mode, J of 936 KB per sample).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { npyBytes } from '../src/io/npy.js';
+import { GraphBuilder } from '../src/onnx/builder.js';
+import { DataType, type Graph } from '../src/onnx/graph.js';
+import { encodeModel, makeTensor } from '../src/onnx/proto.js';
+import { seededRandom } from './helpers.js';
+
+const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
+
+function model(dir: string, name: string, input: number[], build: (b: GraphBuilder, weight: (name: string, dims: number[]) => string) => string): string {
+  const random = seededRandom(5);
+  const graph: Graph = { name, nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', ...input] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+  const weight = (w: string, dims: number[]) => {
+    const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (random() - 0.5) / 4);
+    graph.initializers.set(w, makeTensor(w, DataType.FLOAT, dims, new Uint8Array(values.buffer)));
+    return w;
+  };
+  const y = build(new GraphBuilder(graph), weight);
+  graph.outputs = [{ name: y, elemType: DataType.FLOAT, dims: undefined }];
+  const path = join(dir, `${name}.onnx`);
+  writeFileSync(path, encodeModel(graph));
+  return path;
+}
+
+function run(dir: string, modelPath: string, input: number[], samples: number, budget: string) {
+  const random = seededRandom(samples);
+  const x = join(dir, `x-${samples}-${input.join('x')}.npy`);
+  const size = input.reduce((a, b) => a * b, 1);
+  writeFileSync(x, npyBytes({ dtype: 'float32', shape: [samples, ...input], data: Float32Array.from({ length: samples * size }, () => random() - 0.5) }));
+  const r = spawnSync(process.execPath, [BIN, modelPath, '-i', x, '-o', join(dir, 'J.npy'), '--max-memory', budget, '--json'], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('the memory budget', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'jacobian-budget-'));
+
+  it('holds on a dense-output model in forward mode (K = 1,024, D = 48, J of 98 MB)', () => {
+    const input = [1, 16, 16];
+    const path = model(dir, 'dense', input, (b, w) => {
+      const h = b.op1('Tanh', [b.op1('Conv', ['x', w('conv1.weight', [4, 1, 3, 3]), w('conv1.bias', [4])], { pads: [1, 1, 1, 1] })]);
+      return b.op1('InstanceNormalization', [h, w('norm.scale', [4]), w('norm.bias', [4])]);
+    });
+    const summary = run(dir, path, input, 500, '24MB');
+    expect(summary.mode).toBe('forward');
+    expect(summary.bytes).toBeGreaterThan(90e6);
+    expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
+  });
+
+  it('holds on mlp784 in reverse mode (J of 187 MB)', () => {
+    const input = [784];
+    const path = model(dir, 'mlp784', input, (b, w) => {
+      const h1 = b.op1('Tanh', [b.op1('Gemm', ['x', w('0.weight', [256, 784]), w('0.bias', [256])], { transB: 1 })]);
+      const h2 = b.op1('Tanh', [b.op1('Gemm', [h1, w('2.weight', [128, 256]), w('2.bias', [128])], { transB: 1 })]);
+      return b.op1('Gemm', [h2, w('4.weight', [1, 128]), w('4.bias', [1])], { transB: 1 });
+    });
+    const summary = run(dir, path, input, 200, '64MB');
+    expect(summary.mode).toBe('reverse');
+    expect(summary.bytes).toBeGreaterThan(180e6);
+    expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
+  });
+});
