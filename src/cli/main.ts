@@ -56,6 +56,12 @@ Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runti
 export async function main(argv: string[]): Promise<number> {
   // onnxruntime's own log lines (colored, timestamped) would mix with the CLI's messages: its errors arrive as exceptions.
   ort.env.logLevel = 'fatal';
+  // A reader that goes away (`jacobian --help | head`) ends the process quietly; when J itself goes
+  // to stdout, its sink listens too and the run ends with exit 3 instead.
+  const onStdoutError = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' && process.stdout.listenerCount('error') === 1) process.exit(process.exitCode ?? 0);
+  };
+  if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', onStdoutError);
   let exitCode = 0;
   let json = argv.includes('--json');
   // With the Jacobian on stdout, JSON (summary or error) goes to stderr.
