@@ -79,7 +79,13 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
 
 const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
 
-export function analyze(graph: Graph, output: string): Analysis {
+/**
+ * `wrt: 'inputs'` (derivatives with respect to the data inputs, `--wrt inputs`): cotangents
+ * flow back to the inputs through every node on the way, and how parameters enter the
+ * network does not matter.
+ */
+export function analyze(graph: Graph, output: string, options: { wrt?: 'parameters' | 'inputs' } = {}): Analysis {
+  const wrtInputs = options.wrt === 'inputs';
   const producers = new Map<string, Node>();
   const consumers = new Map<string, { node: Node; input: number }[]>();
   for (const n of graph.nodes) {
@@ -187,7 +193,7 @@ export function analyze(graph: Graph, output: string): Analysis {
     for (const { node, input } of nonSlot.slice(0, 1)) {
       paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: `it also enters input ${input}, which is not a quasi-linear parameter slot` });
     }
-    problems.push(...paramProblems);
+    if (!wrtInputs) problems.push(...paramProblems);
     const size = tensor.dims.reduce((a, b) => a * b, 1);
     parameters.push({ name, dims: tensor.dims, size, offset, elemType: tensor.dataType, uses });
     offset += size;
@@ -209,7 +215,7 @@ export function analyze(graph: Graph, output: string): Analysis {
       for (const o of differentiableOutputs(n)) if (n.outputs[o]) downstream.add(n.outputs[o]);
     }
   }
-  const needed = new Set([...activations].filter((v) => reaches.has(v) && downstream.has(v)));
+  const needed = new Set([...activations].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
 
   const unsupported = new Set<string>();
   for (const n of graph.nodes) {

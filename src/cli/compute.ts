@@ -5,6 +5,8 @@ import { loadModel } from '../onnx/proto.js';
 import { openFileSink, type FileSink } from '../output.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
 import { bindInputs } from './inputs.js';
+import { withLoss } from './loss.js';
+import type { LossKind } from '../loss/append.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
 export interface ComputeOptions {
@@ -20,6 +22,9 @@ export interface ComputeOptions {
   maxMemory?: number;
   threads?: number;
   vectorStrategy?: 'tile' | 'loop';
+  loss?: LossKind;
+  target?: string;
+  huberDelta?: number;
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -32,13 +37,14 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const toStdout = outputPath === '-';
   const info = toStdout ? process.stderr : process.stdout;
   const loadStart = performance.now();
-  const graph = loadModel(modelPath);
-  const inputs = bindInputs(graph, opts.input);
+  const model = loadModel(modelPath);
+  const inputs = bindInputs(model, opts.input);
+  const { graph, modelOutput } = withLoss(model, inputs, opts);
   const loadMs = performance.now() - loadStart;
   const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
   const { plan, run } = await planJacobian(graph, inputs, {
-    modelOutput: opts.modelOutput,
+    modelOutput,
     reduce: opts.reduce,
     layout: archive ? 'tuple' : 'flat',
     batchSize: opts.batchSize,

@@ -6,6 +6,7 @@ import { computeCommand, type ComputeOptions } from './compute.js';
 import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
+import { LOSSES } from '../loss/append.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -36,6 +37,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('--as-tuple', 'write one array per parameter into a .npz archive')
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
+    .addOption(new Option('--loss <kind>', "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)").choices([...LOSSES]))
+    .option('--target <file.npy>', 'targets of --loss: class indices (int64) or values of the output\'s shape (float)')
+    .option('--huber-delta <delta>', 'delta of --loss huber (default 1)', parseFloat)
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))

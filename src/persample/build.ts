@@ -79,7 +79,7 @@ function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: n
 }
 
 /** Maps a per-sample gradient of a layout node's output back to its input. */
-function throughLayout(ctx: GradContext, node: Node, grad: string): string {
+export function throughLayout(ctx: GradContext, node: Node, grad: string): string {
   const input = node.inputs[0];
   const dims = ctx.dims(input);
   if (node.opType === 'Transpose') {
@@ -94,7 +94,7 @@ function throughLayout(ctx: GradContext, node: Node, grad: string): string {
   return ctx.toPerSample(grad, dims);
 }
 
-function perSampleGradient(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
+export function perSampleGradient(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
   const terms: string[] = [];
   for (const use of parameter.uses) {
     const g = slotGrads.get(use.node);
@@ -106,11 +106,28 @@ function perSampleGradient(ctx: GradContext, parameter: Parameter, slotGrads: Ma
   return terms.length > 0 ? ctx.b.sum(terms) : ctx.zerosPerSample(parameter.dims);
 }
 
-export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
+/** The forward graph, the reverse pass and the slot cotangents: what the Jacobian and its statistics are built from. */
+export interface GradientGraph {
+  graph: Graph;
+  b: GraphBuilder;
+  ctx: GradContext;
+  /** Name of the graph input that takes the output cotangent, (rows, ...K). */
+  seed: string;
+  feeds: Map<string, string>;
+  /** The parameters, their uses pointing at the graph's own nodes. */
+  parameters: Parameter[];
+  /** Cotangent of each parameterized node's first output. */
+  slotGrads: Map<Node, string | undefined>;
+  /** Cotangents of the requested data values (the model's inputs for `--wrt inputs`). */
+  valueGrads: Map<string, string | undefined>;
+  floatType: number;
+}
+
+export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copies: number, gradsOf: readonly string[] = []): GradientGraph {
   const graph = cloneGraph(analysis.graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const feeds = options.copies > 1 ? tileInputs(b, graph, shapes, options.copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const feeds = copies > 1 ? tileInputs(b, graph, shapes, copies) : new Map(graph.inputs.map((i) => [i.name, i.name]));
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
@@ -124,11 +141,17 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
     ...p,
     uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!) })),
   }));
-  const slotGrads = reversePass(ctx, view, seed);
-  const blocks = view.parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
+  const valueGrads = new Map<string, string | undefined>(gradsOf.map((v) => [v, undefined]));
+  const slotGrads = reversePass(ctx, view, seed, valueGrads);
+  return { graph, b, ctx, seed, feeds, parameters: view.parameters, slotGrads, valueGrads, floatType };
+}
+
+export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
+  const { graph, b, ctx, seed, feeds, parameters, slotGrads, floatType } = buildGradientGraph(analysis, shapes, options.copies);
+  const blocks = parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
   let outputs: string[];
   if (options.layout === 'flat') {
-    const rows = view.parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));
+    const rows = parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));
     outputs = [rows.length === 1 ? rows[0] : b.op1('Concat', rows, { axis: 1 })];
   } else {
     outputs = blocks;
@@ -142,7 +165,7 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   graph.outputs = named.map((name, i) => ({
     name,
     elemType: floatType,
-    dims: options.layout === 'flat' ? ['rows', view.parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...view.parameters[i].dims],
+    dims: options.layout === 'flat' ? ['rows', parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...parameters[i].dims],
   }));
   return { graph, seed, outputs: named, feeds };
 }

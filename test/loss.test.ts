@@ -1,0 +1,62 @@
+// --loss: per-sample loss gradients against functorch.vmap(grad(loss)) (fixtures/losses/generate.py).
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readNpz } from '../src/io/npz.js';
+import { expectClose, FIXTURES } from './helpers.js';
+
+const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
+let dir: string;
+
+function jacobian(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'jacobian-loss-'));
+  cpSync(join(FIXTURES, 'losses'), dir, { recursive: true });
+});
+
+const CASES: [string, string, string][] = [
+  ['mse', 'logits', 'mse'],
+  ['l1', 'logits', 'l1'],
+  ['huber', 'logits', 'huber'],
+  ['bce', 'prob', 'bce'],
+  ['bce_logits', 'logits', 'bce-logits'],
+  ['ce_index', 'logits', 'cross-entropy'],
+  ['ce_probability', 'logits', 'cross-entropy'],
+  ['ce_spatial', 'spatial', 'cross-entropy'],
+  ['nll', 'logp', 'nll'],
+];
+
+describe('--loss --target', () => {
+  it.each(CASES)('%s: J = ∂l⁽ⁿ⁾/∂θ equals functorch', (name, model, loss) => {
+    const r = jacobian([`${model}.onnx`, '-i', 'input.npy', '--loss', loss, '--target', `${name}_target.npy`, '-o', `${name}.npz`, '--quiet']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readNpz(join(dir, `${name}.npz`));
+    const want = readNpz(join(dir, `${name}_grad.npz`));
+    expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+    for (const [param, ref] of want) {
+      expect(got.get(param)!.shape).toEqual(ref.shape);
+      expectClose(got.get(param)!.data as Float32Array, ref.data as Float32Array, `${name} ${param}`);
+    }
+  });
+
+  it('refuses a target of the wrong shape, naming the flag and both shapes', () => {
+    const r = jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'mse', '--target', 'ce_index_target.npy']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--target ce_index_target\.npy holds int64; --loss mse needs float32 targets/);
+    const r2 = jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'cross-entropy', '--target', 'ce_spatial_target.npy']);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/--target ce_spatial_target\.npy has shape \(N, 2\) but --loss cross-entropy on output 'z' of shape \(N, 3\) needs \(N\)/);
+  });
+
+  it('needs --target with --loss, and --loss with --target', () => {
+    expect(jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'mse']).stderr).toMatch(/--loss mse needs the targets: --target/);
+    expect(jacobian(['logits.onnx', '-i', 'input.npy', '--target', 'mse_target.npy']).code).toBe(2);
+  });
+});
