@@ -6,10 +6,11 @@ import { openFileSink, type FileSink } from '../output.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
 import { bindInputs } from './inputs.js';
 import { withLoss } from './loss.js';
+import { statsCommand, type StatsCliOptions } from './stats.js';
 import type { LossKind } from '../loss/append.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
-export interface ComputeOptions {
+export interface ComputeOptions extends StatsCliOptions {
   input: string[];
   output?: string;
   asTuple?: boolean;
@@ -28,6 +29,10 @@ export interface ComputeOptions {
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
+  if ((opts.stat && opts.stat.length > 0) || opts.wrt === 'inputs') return statsCommand(modelPath, opts);
+  for (const [flag, given] of [['--clip', opts.clip], ['--vector', opts.vector], ['--cotangent', opts.cotangent], ['--input2', opts.input2?.length ? opts.input2 : undefined]] as const) {
+    if (given !== undefined) throw new UsageError(`${flag} goes with --stat: see jacobian --help`);
+  }
   const started = performance.now();
   const archive = opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false);
   const outputPath = opts.output ?? (archive ? 'jacobian.npz' : 'jacobian.npy');

@@ -7,6 +7,21 @@ import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
 import { LOSSES } from '../loss/append.js';
+import { STATS, type StatName } from '../stats/graph.js';
+import { UsageError } from '../errors.js';
+
+function collectStat(value: string, previous: StatName[] | undefined): StatName[] {
+  if (!(STATS as readonly string[]).includes(value)) throw new UsageError(`--stat takes one of ${STATS.join(', ')}, not '${value}'`);
+  return [...(previous ?? []), value as StatName];
+}
+
+function parsePositive(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!(n > 0) || !Number.isFinite(n)) throw new UsageError(`${flag} takes a positive number, not '${value}'`);
+    return n;
+  };
+}
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -40,6 +55,12 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--loss <kind>', "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)").choices([...LOSSES]))
     .option('--target <file.npy>', 'targets of --loss: class indices (int64) or values of the output\'s shape (float)')
     .option('--huber-delta <delta>', 'delta of --loss huber (default 1)', parseFloat)
+    .addOption(new Option('--stat <name>', 'compute a statistic of J instead of writing J (repeatable): ' + STATS.join(', ')).choices([...STATS]).argParser(collectStat))
+    .option('--clip <C>', 'clipping bound of --stat clipped-sum', parsePositive('--clip'))
+    .option('--vector <v.npy>', 'v of --stat jvp, shape (D,)')
+    .option('--cotangent <u.npy>', 'u of --stat vjp, shape (N, *K)')
+    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', collect, [])
+    .addOption(new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'").choices(['parameters', 'inputs']).default('parameters'))
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
@@ -50,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     )
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print a machine-readable summary of what was written')
-    .option('--verbose', 'print a timing breakdown on stderr')
+    .option('--verbose', 'print a timing breakdown on stderr (and, for --stat, which slots used the factors)')
     .showHelpAfterError('(run jacobian --help for usage)')
     .addHelpText(
       'after',
@@ -59,6 +80,12 @@ Examples:
   jacobian model.onnx --input batch.npy                  writes jacobian.npy, shape (N, D) or (N, *K, D)
   jacobian model.onnx --input batch.npy --as-tuple       writes jacobian.npz, one (N, *K, *shape) entry per parameter
   jacobian model.onnx -i a=a.npy -i b=b.npy -o J.npy     a model with two inputs
+  jacobian model.onnx -i x.npy --loss cross-entropy --target y.npy --stat norm -o norms.npz
+                                                         per-sample loss-gradient norms, J never written
+  jacobian model.onnx -i x.npy --stat gram --input2 x2.npy -o ntk.npz
+                                                         the empirical NTK between two sets
+  jacobian model.onnx -i x.npy --wrt inputs -o saliency.npy
+                                                         ∂z/∂x per sample, (N, *K, *input shape)
   jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
 
 Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
