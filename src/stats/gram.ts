@@ -17,7 +17,7 @@ import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
-import { activationBytes, createSession, prepare, type Prepared } from './run.js';
+import { activationBytes, columns, createSession, prepare, type Prepared } from './run.js';
 import type { StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
@@ -117,9 +117,9 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
     throw new ModelRefusedError(`--stat gram runs chunks of two sets together, but the model fixes its batch size at ${p.fixedBatch}: export it with a dynamic batch axis`);
   }
   const wrt = options.wrt ?? 'parameters';
-  const columns = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : p.inputs;
-  const N2 = second ? checkInputs(p.graph, columns) : p.samples;
-  for (const [name, source] of columns) {
+  const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : p.inputs;
+  const N2 = second ? checkInputs(p.graph, columnInputs) : p.samples;
+  for (const [name, source] of columnInputs) {
     const rowSource = p.inputs.get(name)!;
     if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {
       throw new UsageError(`--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`);
@@ -127,7 +127,7 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   }
   const self = buildGramGraph(p.analysis, p.shapes, p.copies, wrt, false);
   const cross = buildGramGraph(p.analysis, p.shapes, p.copies, wrt, true);
-  const D = (wrt === 'inputs' ? dataInputs(p.analysis).map((n) => p.shapes.perSample(n).reduce((a, c) => a * c, 1)) : p.analysis.parameters.map((q) => q.size)).reduce((a, c) => a + c, 0);
+  const D = columns(p, wrt);
   const itemSize = npyItemSize(p.dtype);
   const K = p.copies;
   const N1 = p.samples;
@@ -170,7 +170,7 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
             block = await runBlock(selfSession, feeds, self.block, what);
           } else {
             const feeds: Record<string, ort.Tensor> = { [cross.seed]: await seedFor(r1 - r0 + c1 - c0) };
-            for (const [name, source] of p.inputs) feeds[cross.feeds.get(name)!] = stackedRows(source, [r0, r1], columns.get(name)!, [c0, c1]);
+            for (const [name, source] of p.inputs) feeds[cross.feeds.get(name)!] = stackedRows(source, [r0, r1], columnInputs.get(name)!, [c0, c1]);
             feeds[cross.split!] = new ortRuntime.Tensor('int64', BigInt64Array.from([BigInt((r1 - r0) * K)]), [1]);
             block = await runBlock(crossSession, feeds, cross.block, what);
           }

@@ -173,7 +173,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
   }
   let vjpInput: string | undefined;
   if (stats.has('vjp')) {
-    const cotangent = input('cotangent', floatType, ['rows', ...shapes.perSample(analysis.output)]);
+    const cotangent = input('cotangent', floatType, ['rows', ...(options.copies > 1 ? shapes.perSample(analysis.output) : [])]);
     const weights = b.mul(b.reshape(cotangent, [-1]), mask);
     finals.push({ entry: 'vjp', output: accumulate('vjp', (t) => weightedSum(ctx, t, weights)), size: D });
     vjpInput = cotangent;

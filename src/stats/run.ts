@@ -15,7 +15,7 @@ import { probeShapes } from '../run/probe.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
 import { ELEM_TYPE_NAME, ORT_TYPE, paddedRows } from '../run/tensors.js';
-import { buildStatsGraph, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
+import { buildStatsGraph, dataInputs, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
 
 export interface StatsOptions {
   stats: StatName[];
@@ -101,6 +101,12 @@ export async function prepare(model: Graph, given: Map<string, NpyArray | RowSou
   };
 }
 
+/** Columns of J: the parameters' sizes, or the float data inputs' per-sample sizes. */
+export function columns(p: Prepared, wrt: Wrt): number {
+  const sizes = wrt === 'inputs' ? dataInputs(p.analysis).map((n) => p.shapes.perSample(n).reduce((a, c) => a * c, 1)) : p.analysis.parameters.map((q) => q.size);
+  return sizes.reduce((a, c) => a + c, 0);
+}
+
 /** Bytes per sample of the activations the probe measured. */
 export function activationBytes(p: Prepared): number {
   let bytes = 0;
@@ -140,7 +146,7 @@ function checkStatOptions(p: Prepared, options: StatsOptions, D: number): void {
   } else if (options.vector) throw new UsageError('--vector is the v of --stat jvp: add --stat jvp');
   if (options.stats.includes('vjp')) {
     const u = options.cotangent;
-    const expected = [p.samples, ...p.outputShape];
+    const expected = [p.samples, ...p.elementShape];
     if (!u) throw new UsageError(`--stat vjp needs --cotangent u.npy of shape (${expected.join(', ')})`);
     if (u.shape.length !== expected.length || u.shape.some((d, i) => d !== expected[i])) {
       throw new UsageError(`--cotangent holds shape (${u.shape.join(', ')}) but the output is (${expected.join(', ')}) for these samples`);
@@ -158,9 +164,9 @@ function statsBatchSize(p: Prepared, graphInfo: StatsGraph, maxMemory = 1 << 30)
 export async function planStats(model: Graph, given: Map<string, NpyArray | RowSource>, options: StatsOptions) {
   const p = await prepare(model, given, options);
   const wrt = options.wrt ?? 'parameters';
+  checkStatOptions(p, options, columns(p, wrt));
   const built = buildStatsGraph(p.analysis, p.shapes, { stats: options.stats, copies: p.copies, wrt, clip: options.clip, jacobian: options.jacobian });
   const D = built.terms.reduce((s, t) => s + t.size, 0);
-  checkStatOptions(p, options, D);
   const cotangent = options.cotangent ? asRowSource(options.cotangent) : undefined;
   const itemSize = npyItemSize(p.dtype);
   const batchSize = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, built, options.maxMemory);
