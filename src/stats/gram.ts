@@ -11,13 +11,15 @@ import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, npyTypedArray, type NpyArray } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
-import { DataType, type Graph } from '../onnx/graph.js';
+import { standaloneGraph, type Graph } from '../onnx/graph.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { ScratchRows } from './scratch.js';
 import { buildGradientGraph } from '../persample/build.js';
 import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
-import { ORT_TYPE } from '../run/tensors.js';
+import { ORT_TYPE, paddedRows } from '../run/tensors.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
-import { activationBytes, columns, createSession, prepare, type Prepared } from './run.js';
+import { columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
 import type { StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
@@ -31,164 +33,191 @@ export interface GramOptions {
   onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
 }
 
-interface GramGraph {
-  graph: Graph;
-  seed: string;
-  feeds: Map<string, string>;
-  /** int64 (1,): rows of the run that belong to the row chunk (cross blocks only). */
-  split?: string;
-  block: string;
-  forms: string[];
-  directElements: number;
-}
-
 function flat(ctx: GradContext, value: string, size: number): string {
   return ctx.b.reshape(value, [-1, size]);
 }
 
-function termBlock(ctx: GradContext, term: Term, pick: (v: string) => [string, string], forms: string[]): string {
-  const b = ctx.b;
-  const f = term.factors;
-  const product = (left: string, right: string) => b.op1('MatMul', [left, b.transpose(right, [1, 0])]);
-  if (factorsPay(f)) {
-    forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
-    if (f.T === 1) {
-      const [aR, aC] = pick(flat(ctx, f.a, f.I));
-      const [gR, gC] = pick(flat(ctx, f.g, f.O));
-      return b.scale(b.mul(product(aR, aC), product(gR, gC)), f.alpha * f.alpha);
-    }
-    // (r·T, c·T) blocks of position products, multiplied and summed over t and s.
-    const positions = (value: string, width: number) => {
-      const [R, C] = pick(flat(ctx, value, f.T * width));
-      return product(b.reshape(R, [-1, width]), b.reshape(C, [-1, width]));
-    };
-    const both = b.mul(positions(f.a, f.I), positions(f.g, f.O));
-    const rowsR = b.slice(b.op1('Shape', [pick(flat(ctx, f.a, f.T * f.I))[0]]), [0], [1], [0]);
-    const shape = b.op1('Concat', [rowsR, b.constInt64([f.T, -1, f.T])], { axis: 0 });
-    return b.scale(b.reduceSum(b.op1('Reshape', [both, shape]), [1, 3], false), f.alpha * f.alpha);
-  }
-  forms.push(`gram ${term.name}: from the per-sample gradient`);
-  const [R, C] = pick(flat(ctx, term.direct(), term.size));
-  return product(R, C);
+/** Where a term's features sit in a feature row: its per-sample gradient, or its factors a and g. */
+type Segment =
+  | { term: string; kind: 'gradient'; offset: number; width: number }
+  | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
+
+interface FeatureGraph {
+  graph: Graph;
+  seed: string;
+  feeds: Map<string, string>;
+  /** (rows, F) */
+  features: string;
+  width: number;
+  segments: Segment[];
+  forms: string[];
+  directElements: number;
 }
 
-function buildGramGraph(analysis: Analysis, shapes: ShapeTable, copies: number, wrt: Wrt, cross: boolean): GramGraph {
+/** Forward and reverse pass, then one feature row per run row: gradients, or factors where they pay. */
+function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: number, wrt: Wrt): FeatureGraph {
   const built = buildGradientGraph(analysis, shapes, copies, wrt === 'inputs' ? dataInputs(analysis) : []);
   const { graph, b, ctx, floatType } = built;
   graph.outputs = [];
   const formed = new Set<Term>();
-  const terms = termsFor(ctx, analysis, shapes, wrt, built).map((t) => {
-    const direct = t.direct;
-    return Object.assign(t, { direct: () => (formed.add(t), direct()) });
-  });
-  let split: string | undefined;
-  let pick: (v: string) => [string, string];
-  if (cross) {
-    split = b.fresh('split');
-    graph.inputs.push({ name: split, elemType: DataType.INT64, dims: [1] });
-    const axis = b.constInt64([0]);
-    const end = b.constInt64([Number.MAX_SAFE_INTEGER]);
-    const zero = b.constInt64([0]);
-    pick = (v) => [b.op1('Slice', [v, zero, split!, axis]), b.op1('Slice', [v, split!, end, axis])];
-  } else {
-    pick = (v) => [v, v];
-  }
+  const terms = termsFor(ctx, analysis, shapes, wrt, built);
+  const parts: string[] = [];
+  const segments: Segment[] = [];
   const forms: string[] = [];
-  const block = b.sum(terms.map((t) => termBlock(ctx, t, pick, forms)));
-  const name = b.fresh('gram');
-  graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [block], outputs: [name], attributes: [] });
+  let offset = 0;
+  for (const term of terms) {
+    const f = term.factors;
+    if (factorsPay(f)) {
+      forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
+      parts.push(flat(ctx, f.a, f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.T * f.O));
+      segments.push({ term: term.name, kind: 'factors', offset, T: f.T, I: f.I, O: f.O });
+      offset += f.T * (f.I + f.O);
+    } else {
+      forms.push(`gram ${term.name}: from the per-sample gradient`);
+      formed.add(term);
+      parts.push(flat(ctx, term.direct(), term.size));
+      segments.push({ term: term.name, kind: 'gradient', offset, width: term.size });
+      offset += term.size;
+    }
+  }
+  const name = b.fresh('features');
+  graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 1 })], outputs: [name], attributes: [] });
   graph.outputs = [{ name, elemType: floatType, dims: undefined }];
-  return { graph, seed: built.seed, feeds: built.feeds, split, block: name, forms, directElements: [...formed].reduce((s, t) => s + t.size, 0) };
+  return { graph, seed: built.seed, feeds: built.feeds, features: name, width: offset, segments, forms, directElements: [...formed].reduce((s, t) => s + t.size, 0) };
 }
 
-/** Rows [start, end) of each source, stacked: the two chunks of a cross block in one batch. */
-function stackedRows(first: RowSource, [s1, e1]: [number, number], second: RowSource, [s2, e2]: [number, number]): ort.Tensor {
-  const a = first.rows(s1, e1);
-  const c = second.rows(s2, e2);
-  const out = npyTypedArray(first.dtype, new ArrayBuffer(a.byteLength + c.byteLength));
-  (out as Float32Array).set(a as Float32Array, 0);
-  (out as Float32Array).set(c as Float32Array, a.length);
-  return new ortRuntime.Tensor(ORT_TYPE[first.dtype]!, out as never, [e1 - s1 + e2 - s2, ...first.shape.slice(1)]);
+/** A graph of two feature blocks R (r, F) and C (c, F) giving the kernel block (r, c) summed over the terms. */
+function buildKernelGraph(segments: Segment[], width: number, floatType: number): Graph {
+  const graph = standaloneGraph('gram');
+  const b = new GraphBuilder(graph, floatType);
+  graph.inputs = [
+    { name: 'R', elemType: floatType, dims: ['r', width] },
+    { name: 'C', elemType: floatType, dims: ['c', width] },
+  ];
+  const columns = (x: string, from: number, to: number) => b.slice(x, [from], [to], [1]);
+  const product = (left: string, right: string) => b.op1('MatMul', [left, b.transpose(right, [1, 0])]);
+  const blocks = segments.map((s) => {
+    if (s.kind === 'gradient') return product(columns('R', s.offset, s.offset + s.width), columns('C', s.offset, s.offset + s.width));
+    const aEnd = s.offset + s.T * s.I;
+    const gEnd = aEnd + s.T * s.O;
+    if (s.T === 1) return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
+    // (r·T, c·T) products of positions, multiplied, summed over t and s: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ).
+    const positions = (from: number, to: number, w: number) => product(b.reshape(columns('R', from, to), [-1, w]), b.reshape(columns('C', from, to), [-1, w]));
+    const both = b.mul(positions(s.offset, aEnd, s.I), positions(aEnd, gEnd, s.O));
+    const shape = b.op1('Concat', [b.slice(b.op1('Shape', ['R']), [0], [1], [0]), b.constInt64([s.T, -1, s.T])], { axis: 0 });
+    return b.reduceSum(b.op1('Reshape', [both, shape]), [1, 3], false);
+  });
+  graph.nodes.push({ name: 'gram/node', opType: 'Identity', domain: '', inputs: [b.sum(blocks)], outputs: ['gram'], attributes: [] });
+  graph.outputs = [{ name: 'gram', elemType: floatType, dims: undefined }];
+  return graph;
 }
+
+/** Feature rows of a chunk: at most this many bytes go into one kernel run's inputs. */
+const KERNEL_INPUT_TARGET = 32 * 1024 * 1024;
+/** The slab of output rows assembled before it is written. */
+const SLAB_TARGET = 32 * 1024 * 1024;
 
 export async function planGram(model: Graph, given: Map<string, NpyArray | RowSource>, second: Map<string, NpyArray | RowSource> | undefined, options: GramOptions) {
   const p: Prepared = await prepare(model, given, options);
-  if (p.fixedBatch !== undefined) {
-    throw new ModelRefusedError(`--stat gram runs chunks of two sets together, but the model fixes its batch size at ${p.fixedBatch}: export it with a dynamic batch axis`);
-  }
   const wrt = options.wrt ?? 'parameters';
-  const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : p.inputs;
-  const N2 = second ? checkInputs(p.graph, columnInputs) : p.samples;
-  for (const [name, source] of columnInputs) {
+  const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : undefined;
+  const N2 = columnInputs ? checkInputs(p.graph, columnInputs) : p.samples;
+  for (const [name, source] of columnInputs ?? []) {
     const rowSource = p.inputs.get(name)!;
     if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {
       throw new UsageError(`--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`);
     }
   }
-  const self = buildGramGraph(p.analysis, p.shapes, p.copies, wrt, false);
-  const cross = buildGramGraph(p.analysis, p.shapes, p.copies, wrt, true);
+  if (p.copies > 1 && p.fixedBatch !== undefined) {
+    throw new ModelRefusedError(`the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`);
+  }
+  const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);
+  const kernel = buildKernelGraph(features.segments, features.width, p.elemType);
   const D = columns(p, wrt);
   const itemSize = npyItemSize(p.dtype);
   const K = p.copies;
   const N1 = p.samples;
-  // Per sample of a chunk: its activations and formed gradients (twice: row and column chunk), and its row of the slab.
-  const perSample = 2 * K * (3 * activationBytes(p) + 3 * self.directElements * itemSize) + 2 * K * K * N2 * itemSize;
-  const batchSize = options.batchSize ?? Math.max(1, Math.min(Math.max(N1, N2), Math.floor((options.maxMemory ?? 1 << 30) / perSample)));
+  const featureBatch = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, features.directElements, options.maxMemory);
+  const featureRowBytes = features.width * itemSize;
+  // Kernel blocks in rows of J (samples × output elements).
+  const blockRows = Math.max(1, Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), options.batchSize ? options.batchSize * K : Infinity));
+  const slabRows = Math.max(1, Math.min(N1 * K, blockRows, Math.floor(SLAB_TARGET / (N2 * K * itemSize))));
   p.lap('graph');
-  const selfSession = await createSession(self.graph, options.threads);
-  const crossSession = await createSession(cross.graph, options.threads);
+  const featureSession = await createSession(features.graph, options.threads);
+  const kernelSession = await createSession(kernel, options.threads);
   p.lap('session');
   const entries: OutputBlock[] = [{ name: 'gram', dtype: p.dtype, shape: [N1, ...p.elementShape, N2, ...p.elementShape] }];
-  const plan = { ...p, D, entries, batchSize, forms: self.forms };
-  const seeds = new Map<number, ort.Tensor>();
-  const seedFor = async (rows: number) => {
-    if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
-    return seeds.get(rows)!;
-  };
-  const runBlock = async (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, output: string, what: string) => {
-    try {
-      return (await session.run(feeds))[output] as ort.Tensor;
-    } catch (err) {
-      throw new RuntimeFailure(`onnxruntime failed on the Gram block of ${what}: ${(err as Error).message}`);
+  const plan = { ...p, D, entries, batchSize: featureBatch, forms: features.forms };
+  const ortType = ORT_TYPE[p.dtype]!;
+
+  /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
+  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows): Promise<void> {
+    const seeds = new Map<number, ort.Tensor>();
+    for (let start = 0; start < samples; start += featureBatch) {
+      const end = Math.min(samples, start + featureBatch);
+      const rows = p.fixedBatch ?? end - start;
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = paddedRows(source, start, end, rows);
+      if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
+      feeds[features.seed] = seeds.get(rows)!;
+      let out: ort.Tensor;
+      try {
+        out = (await featureSession.run(feeds))[features.features] as ort.Tensor;
+      } catch (err) {
+        throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
+      }
+      const data = out.data as Float32Array;
+      // Padding rows of a fixed batch are dropped here.
+      scratch.append(new Uint8Array(data.buffer, data.byteOffset, (end - start) * K * featureRowBytes));
+      out.dispose();
     }
-  };
+  }
 
   async function run(sink: StatsSink): Promise<void> {
-    let bytesWritten = 0;
+    const scratches: ScratchRows[] = [];
     try {
-      for (let r0 = 0; r0 < N1; r0 += batchSize) {
-        const r1 = Math.min(N1, r0 + batchSize);
-        const slabWidth = N2 * K;
-        const slab = npyTypedArray(p.dtype, new ArrayBuffer((r1 - r0) * K * slabWidth * itemSize)) as Float32Array;
-        for (let c0 = 0; c0 < N2; c0 += batchSize) {
-          const c1 = Math.min(N2, c0 + batchSize);
+      const first = new ScratchRows(featureRowBytes);
+      scratches.push(first);
+      await featuresOf(p.inputs, N1, first);
+      let secondScratch = first;
+      if (columnInputs) {
+        secondScratch = new ScratchRows(featureRowBytes);
+        scratches.push(secondScratch);
+        await featuresOf(columnInputs, N2, secondScratch);
+      }
+      p.lap('compute');
+      const rows1 = N1 * K;
+      const rows2 = N2 * K;
+      const tensor = (buffer: ArrayBuffer, rows: number) => new ortRuntime.Tensor(ortType, npyTypedArray(p.dtype, buffer) as never, [rows, features.width]);
+      let bytesWritten = 0;
+      for (let r0 = 0; r0 < rows1; r0 += slabRows) {
+        const r1 = Math.min(rows1, r0 + slabRows);
+        const slab = npyTypedArray(p.dtype, new ArrayBuffer((r1 - r0) * rows2 * itemSize)) as Float32Array;
+        const R = tensor(first.read(r0, r1), r1 - r0);
+        for (let c0 = 0; c0 < rows2; c0 += blockRows) {
+          const c1 = Math.min(rows2, c0 + blockRows);
           let block: ort.Tensor;
-          const what = `rows ${r0}–${r1 - 1} and columns ${c0}–${c1 - 1}`;
-          if (!second && r0 === c0) {
-            const feeds: Record<string, ort.Tensor> = { [self.seed]: await seedFor(r1 - r0) };
-            for (const [name, source] of p.inputs) feeds[self.feeds.get(name)!] = stackedRows(source, [r0, r1], source, [0, 0]);
-            block = await runBlock(selfSession, feeds, self.block, what);
-          } else {
-            const feeds: Record<string, ort.Tensor> = { [cross.seed]: await seedFor(r1 - r0 + c1 - c0) };
-            for (const [name, source] of p.inputs) feeds[cross.feeds.get(name)!] = stackedRows(source, [r0, r1], columnInputs.get(name)!, [c0, c1]);
-            feeds[cross.split!] = new ortRuntime.Tensor('int64', BigInt64Array.from([BigInt((r1 - r0) * K)]), [1]);
-            block = await runBlock(crossSession, feeds, cross.block, what);
+          try {
+            block = (await kernelSession.run({ R, C: tensor(secondScratch.read(c0, c1), c1 - c0) })).gram as ort.Tensor;
+          } catch (err) {
+            throw new RuntimeFailure(`onnxruntime failed on the Gram block of rows ${r0}–${r1 - 1} and columns ${c0}–${c1 - 1}: ${(err as Error).message}`);
           }
-          p.lap('compute');
           // Moves the block's rows into their columns of the slab.
           const data = block.data as Float32Array;
-          const width = (c1 - c0) * K;
-          for (let i = 0; i < (r1 - r0) * K; i++) slab.set(data.subarray(i * width, (i + 1) * width), i * slabWidth + c0 * K);
+          const width = c1 - c0;
+          for (let i = 0; i < r1 - r0; i++) slab.set(data.subarray(i * width, (i + 1) * width), i * rows2 + c0);
           block.dispose();
         }
+        p.lap('compute');
         await sink.write(0, new Uint8Array(slab.buffer));
         bytesWritten += slab.byteLength;
         p.lap('write');
-        options.onProgress?.({ samplesDone: r1, samples: N1, bytesWritten });
+        options.onProgress?.({ samplesDone: Math.floor(r1 / K), samples: N1, bytesWritten });
       }
     } finally {
-      await selfSession.release();
-      await crossSession.release();
+      for (const scratch of scratches) scratch.remove();
+      await featureSession.release();
+      await kernelSession.release();
     }
   }
   return { plan, run };
