@@ -115,7 +115,7 @@ function buildKernelGraph(segments: Segment[], width: number, floatType: number)
 /** Feature rows of a chunk: at most this many bytes go into one kernel run's inputs. */
 const KERNEL_INPUT_TARGET = 32 * 1024 * 1024;
 /** The slab of output rows assembled before it is written. */
-const SLAB_TARGET = 32 * 1024 * 1024;
+const SLAB_TARGET = 8 * 1024 * 1024;
 
 export async function planGram(model: Graph, given: Map<string, NpyArray | RowSource>, second: Map<string, NpyArray | RowSource> | undefined, options: GramOptions) {
   const p: Prepared = await prepare(model, given, options);
@@ -140,7 +140,10 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   const featureBatch = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, features.directElements, options.maxMemory);
   const featureRowBytes = features.width * itemSize;
   // Kernel blocks in rows of J (samples × output elements).
-  const blockRows = Math.max(1, Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), options.batchSize ? options.batchSize * K : Infinity));
+  // Each term makes one or two (r, c) products besides the block itself.
+  const products = features.segments.reduce((n, s) => n + (s.kind === 'factors' ? 2 : 1), 1);
+  const byProducts = Math.floor(Math.sqrt(KERNEL_INPUT_TARGET / (products * itemSize)));
+  const blockRows = Math.max(1, Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), byProducts, options.batchSize ? options.batchSize * K : Infinity));
   const slabRows = Math.max(1, Math.min(N1 * K, blockRows, Math.floor(SLAB_TARGET / (N2 * K * itemSize))));
   p.lap('graph');
   const featureSession = await createSession(features.graph, options.threads);
@@ -188,17 +191,23 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
       p.lap('compute');
       const rows1 = N1 * K;
       const rows2 = N2 * K;
-      const tensor = (buffer: ArrayBuffer, rows: number) => new ortRuntime.Tensor(ortType, npyTypedArray(p.dtype, buffer) as never, [rows, features.width]);
+      const tensor = (bytes: Uint8Array, rows: number) =>
+        new ortRuntime.Tensor(ortType, (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never, [rows, features.width]);
+      // The feature blocks are read into two buffers used over and over.
+      const slabBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * rows2 * itemSize);
+      const rowBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * featureRowBytes);
+      const columnBuffer = new ArrayBuffer(Math.min(rows2, blockRows) * featureRowBytes);
       let bytesWritten = 0;
       for (let r0 = 0; r0 < rows1; r0 += slabRows) {
         const r1 = Math.min(rows1, r0 + slabRows);
-        const slab = npyTypedArray(p.dtype, new ArrayBuffer((r1 - r0) * rows2 * itemSize)) as Float32Array;
-        const R = tensor(first.read(r0, r1), r1 - r0);
+        // The write is awaited below, so one slab buffer serves every row block.
+        const slab = npyTypedArray(p.dtype, slabBuffer).subarray(0, (r1 - r0) * rows2) as Float32Array;
+        const R = tensor(first.read(r0, r1, rowBuffer), r1 - r0);
         for (let c0 = 0; c0 < rows2; c0 += blockRows) {
           const c1 = Math.min(rows2, c0 + blockRows);
           let block: ort.Tensor;
           try {
-            block = (await kernelSession.run({ R, C: tensor(secondScratch.read(c0, c1), c1 - c0) })).gram as ort.Tensor;
+            block = (await kernelSession.run({ R, C: tensor(secondScratch.read(c0, c1, columnBuffer), c1 - c0) })).gram as ort.Tensor;
           } catch (err) {
             throw new RuntimeFailure(`onnxruntime failed on the Gram block of rows ${r0}–${r1 - 1} and columns ${c0}–${c1 - 1}: ${(err as Error).message}`);
           }
@@ -209,7 +218,7 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
           block.dispose();
         }
         p.lap('compute');
-        await sink.write(0, new Uint8Array(slab.buffer));
+        await sink.write(0, new Uint8Array(slab.buffer, 0, slab.byteLength));
         bytesWritten += slab.byteLength;
         p.lap('write');
         options.onProgress?.({ samplesDone: Math.floor(r1 / K), samples: N1, bytesWritten });

@@ -164,10 +164,15 @@ const CHUNK_TARGET = 16 * 1024 * 1024;
 /** At most this many samples per run, so that peak memory does not grow with N. */
 const MAX_CHUNK = 1024;
 
+/** Fewer samples per run than this and onnxruntime's per-run overhead dominates. */
+const MIN_CHUNK = 32;
+
 /** Samples per run: activations and the per-sample gradients a statistic forms, within the target and the budget. */
 export function statsBatchSize(p: Prepared, directElements: number, maxMemory = 1 << 30, extraPerSample = 0): number {
   const perSample = p.copies * (3 * activationBytes(p) + 3 * directElements * npyItemSize(p.dtype)) + extraPerSample + 1;
-  return Math.max(1, Math.min(p.samples, MAX_CHUNK, Math.floor(Math.min(maxMemory, CHUNK_TARGET) / perSample)));
+  const byTarget = Math.floor(Math.min(maxMemory, CHUNK_TARGET) / perSample);
+  const byBudget = Math.floor(maxMemory / perSample);
+  return Math.max(1, Math.min(p.samples, MAX_CHUNK, byBudget, Math.max(byTarget, MIN_CHUNK)));
 }
 
 export async function planStats(model: Graph, given: Map<string, NpyArray | RowSource>, options: StatsOptions) {

@@ -34,17 +34,17 @@ export class ScratchRows {
     this.rows += bytes.byteLength / this.rowBytes;
   }
 
-  /** Rows [start, end) into a fresh buffer. */
-  read(start: number, end: number): ArrayBuffer {
-    const buffer = new ArrayBuffer((end - start) * this.rowBytes);
-    const view = new Uint8Array(buffer);
+  /** Rows [start, end), into `reuse` when it is large enough (its first bytes), else into a fresh buffer. */
+  read(start: number, end: number, reuse?: ArrayBuffer): Uint8Array {
+    const bytes = (end - start) * this.rowBytes;
+    const view = reuse && reuse.byteLength >= bytes ? new Uint8Array(reuse, 0, bytes) : new Uint8Array(bytes);
     let done = 0;
     while (done < view.byteLength) {
       const n = fs.readSync(this.fd, view, done, view.byteLength - done, start * this.rowBytes + done);
       if (n === 0) throw new Error(`${this.file}: short read`);
       done += n;
     }
-    return buffer;
+    return view;
   }
 
   remove(): void {
