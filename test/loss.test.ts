@@ -1,6 +1,6 @@
 // --loss: per-sample loss gradients against functorch.vmap(grad(loss)) (fixtures/losses/generate.py).
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -53,6 +53,17 @@ describe('--loss --target', () => {
     const r2 = jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'cross-entropy', '--target', 'ce_spatial_target.npy']);
     expect(r2.code).toBe(2);
     expect(r2.stderr).toMatch(/--target ce_spatial_target\.npy has shape \(N, 2\) but --loss cross-entropy on output 'z' of shape \(N, 3\) needs \(N\)/);
+  });
+
+  it('refuses class indices outside [0, C) instead of a silent zero loss', () => {
+    const bad = BigInt64Array.from([0n, 1n, 2n, 3n, 0n, 1n]);
+    const header = "{'descr': '<i8', 'fortran_order': False, 'shape': (6,), }";
+    const padded = header + ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+    const head = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, padded.length, 0]);
+    writeFileSync(join(dir, 'bad_target.npy'), Buffer.concat([head, Buffer.from(padded, 'latin1'), Buffer.from(bad.buffer)]));
+    const r = jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'cross-entropy', '--target', 'bad_target.npy']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--target bad_target\.npy: class index 3 in samples 0–5 is outside \[0, 3\)/);
   });
 
   it('needs --target with --loss, and --loss with --target', () => {

@@ -44,7 +44,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const loadStart = performance.now();
   const model = loadModel(modelPath);
   const inputs = bindInputs(model, opts.input);
-  const { graph, modelOutput } = withLoss(model, inputs, opts);
+  const { graph, modelOutput } = await withLoss(model, inputs, opts);
   const loadMs = performance.now() - loadStart;
   const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;

@@ -61,7 +61,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const inputs = bindInputs(model, opts.input);
   const opened: RowSource[] = [...inputs.values()];
   try {
-    const { graph, modelOutput } = withLoss(model, inputs, opts);
+    const { graph, modelOutput } = await withLoss(model, inputs, opts);
     if (opts.loss && opts.input2 && opts.input2.length > 0) throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
     const progress = showProgress ? progressPrinter(process.stderr) : undefined;

@@ -19,6 +19,8 @@ export interface LossGraph {
   output: string;
   /** Name of the data input that takes the target. */
   targetInput: string;
+  /** Classes C of a class-index target, when the model declares them. */
+  classes?: number;
 }
 
 const CLASS_LOSSES: readonly LossKind[] = ['cross-entropy', 'nll'];
@@ -133,5 +135,5 @@ export function appendLoss(model: Graph, output: string, kind: LossKind, target:
   const perSample = perSampleRank === 0 || meanAxes.length === 0 ? elementwise : reduceMean(b, elementwise, meanAxes);
   graph.nodes.push({ name: `${loss}/node`, opType: 'Identity', domain: '', inputs: [perSample], outputs: [loss], attributes: [] });
   graph.outputs.unshift({ name: loss, elemType: floatType, dims: ['N'] });
-  return { graph, output: loss, targetInput };
+  return { graph, output: loss, targetInput, classes: classTarget && outDims ? outDims[0] : undefined };
 }
