@@ -158,6 +158,28 @@ describe.each(MODELS)('%s', (m) => {
   });
 });
 
+describe('a model that fixes its batch size (padding rows masked out of the sums)', () => {
+  it('norm, sumsq, mean, variance and gram of --reduce sum equal those of the PyTorch J', () => {
+    cpSync(join(FIXTURES, 'fixed_batch'), join(dir, 'fixed_batch'), { recursive: true });
+    ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', ...['norm', 'sumsq', 'mean', 'variance'].flatMap((x) => ['--stat', x]), '-o', 'fixed.npz', '-q']);
+    ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', '--stat', 'gram', '-o', 'fixed_gram.npy', '-q']);
+    const J = load('fixed_batch/jacobian.npy');
+    expect(J.N % 4).not.toBe(0);
+    const G = summed(J);
+    const got = readNpz(join(dir, 'fixed.npz'));
+    const mean = new Float64Array(J.D);
+    G.forEach((g) => g.forEach((x, i) => (mean[i] += x / J.N)));
+    const variance = new Float64Array(J.D);
+    const sumsq = new Float64Array(J.D);
+    G.forEach((g) => g.forEach((x, i) => ((variance[i] += (x - mean[i]) ** 2 / J.N), (sumsq[i] += x * x))));
+    expectClose(got.get('norm')!.data as Float32Array, G.map((g) => Math.sqrt(dot(g, g))), 'norm');
+    expectClose(got.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
+    expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
+    expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
+    expectClose(readNpy(join(dir, 'fixed_gram.npy')).data as Float32Array, G.flatMap((a) => G.map((b) => dot(a, b))), 'gram');
+  });
+});
+
 describe('which slots use the factors', () => {
   it('--verbose names the slots whose norms come from the factors', () => {
     const forms = (m: string) => {
