@@ -4,6 +4,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { gradRules } from '../src/grad/registry.js';
 import { readNpz } from '../src/io/npz.js';
 import { expectClose, FIXTURES } from './helpers.js';
 
@@ -69,5 +70,29 @@ describe('--loss --target', () => {
   it('needs --target with --loss, and --loss with --target', () => {
     expect(jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'mse']).stderr).toMatch(/--loss mse needs the targets: --target/);
     expect(jacobian(['logits.onnx', '-i', 'input.npy', '--target', 'mse_target.npy']).code).toBe(2);
+  });
+});
+
+// Losses exported inside the model need gradient rules for SoftmaxCrossEntropyLoss and
+// GatherElements (the gradient-rules branch); until they are registered there is nothing to test.
+describe.skipIf(!gradRules.SoftmaxCrossEntropyLoss || !gradRules.GatherElements)('a loss inside the exported graph', () => {
+  it.each(['ce', 'gather'])('%s: per-sample gradients and their norms equal functorch', (kind) => {
+    const r = jacobian([`in_graph_${kind}.onnx`, '-i', 'x=input.npy', '-i', 'y=ce_index_target.npy', '-o', `in_graph_${kind}.npz`, '--quiet']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readNpz(join(dir, `in_graph_${kind}.npz`));
+    const want = readNpz(join(dir, 'ce_index_grad.npz'));
+    for (const [param, ref] of want) expectClose(got.get(`body.${param}`)!.data as Float32Array, ref.data as Float32Array, `${kind} ${param}`);
+    const n = jacobian([`in_graph_${kind}.onnx`, '-i', 'x=input.npy', '-i', 'y=ce_index_target.npy', '--stat', 'norm', '-o', `in_graph_${kind}_norm.npz`, '--quiet']);
+    expect(n.code).toBe(0);
+    const norms = Array.from({ length: 6 }, (_, s) => {
+      let total = 0;
+      for (const ref of want.values()) {
+        const size = ref.data.length / 6;
+        for (let i = s * size; i < (s + 1) * size; i++) total += Number(ref.data[i]) ** 2;
+      }
+      return Math.sqrt(total);
+    });
+    expectClose(readNpz(join(dir, `in_graph_${kind}_norm.npz`)).get('norm')!.data as Float32Array, norms, `${kind} norms`);
   });
 });
