@@ -17,9 +17,9 @@ import { ScratchRows } from './scratch.js';
 import { buildGradientGraph } from '../persample/build.js';
 import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
-import { ORT_TYPE, paddedRows } from '../run/tensors.js';
+import { ORT_TYPE } from '../run/tensors.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
-import { columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
+import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
 import type { StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
@@ -156,11 +156,12 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
   async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows): Promise<void> {
     const seeds = new Map<number, ort.Tensor>();
+    const reuse = new Map<RowSource, ArrayBuffer>();
     for (let start = 0; start < samples; start += featureBatch) {
       const end = Math.min(samples, start + featureBatch);
       const rows = p.fixedBatch ?? end - start;
       const feeds: Record<string, ort.Tensor> = {};
-      for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = paddedRows(source, start, end, rows);
+      for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = chunkRows(source, start, end, rows, reuse);
       if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
       feeds[features.seed] = seeds.get(rows)!;
       let out: ort.Tensor;
