@@ -67,7 +67,7 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
   let offset = 0;
   for (const term of terms) {
     const f = term.factors;
-    if (factorsPay(f)) {
+    if (f && factorsPay(f)) {
       forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
       parts.push(flat(ctx, f.a, f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.T * f.O));
       segments.push({ term: term.name, kind: 'factors', offset, T: f.T, I: f.I, O: f.O });

@@ -36,7 +36,10 @@ function factorSquaredNorm(ctx: GradContext, f: Factors): string {
 
 /** Squared L2 norm of each row's gradient, (rows,). */
 export function rowSquaredNorm(ctx: GradContext, term: Term): { value: string; form: Form } {
-  if (factorsPay(term.factors)) return { value: factorSquaredNorm(ctx, term.factors), form: 'factors' };
+  const f = term.factors;
+  if (f && factorsPay(f)) return { value: factorSquaredNorm(ctx, f), form: 'factors' };
+  // The gradient itself, as aᵀg (rows, I, O): its layout does not matter to the norm, so no transposes.
+  if (f) return { value: ctx.b.scale(reduceSumSquare(ctx, ctx.b.op1('MatMul', [f.aT, f.g]), [1, 2]), f.alpha * f.alpha), form: 'gradient' };
   return { value: reduceSumSquare(ctx, flatRows(ctx, term), [1]), form: 'gradient' };
 }
 

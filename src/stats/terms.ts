@@ -12,10 +12,12 @@ import { perSampleGradient, throughLayout } from '../persample/build.js';
 import { patchKernels } from '../persample/rules/Conv.js';
 
 export interface Factors {
-  /** (rows, T, I) */
-  a: string;
+  /** (rows, T, I); built on first use, like aT and g. */
+  readonly a: string;
+  /** (rows, I, T) */
+  readonly aT: string;
   /** (rows, T, O) */
-  g: string;
+  readonly g: string;
   T: number;
   I: number;
   O: number;
@@ -41,13 +43,29 @@ export interface Term {
   directToSlot: boolean;
 }
 
+/** Factors whose tensors are built on first use (nodes nobody reads are not built). */
+function lazyFactors(ctx: GradContext, build: { a?: () => string; aT?: () => string; g: () => string }, rest: Omit<Factors, 'a' | 'aT' | 'g'>): Factors {
+  const cache: Partial<Record<'a' | 'aT' | 'g', string>> = {};
+  const swap = (x: string) => ctx.b.transpose(x, [0, 2, 1]);
+  return {
+    ...rest,
+    get a() {
+      return (cache.a ??= build.a ? build.a() : swap(this.aT));
+    },
+    get aT() {
+      return (cache.aT ??= build.aT ? build.aT() : swap(this.a));
+    },
+    get g() {
+      return (cache.g ??= build.g());
+    },
+  };
+}
+
 function gemmFactors(ctx: GradContext, node: Node, g: string): Factors {
   const [I] = ctx.perSample(node.inputs[0]);
   const [O] = ctx.perSample(node.outputs[0]);
   const transposed = attrInt(node, 'transB', 0) !== 0;
-  return {
-    a: ctx.b.reshape(node.inputs[0], [-1, 1, I]),
-    g: ctx.b.reshape(g, [-1, 1, O]),
+  return lazyFactors(ctx, { a: () => ctx.b.reshape(node.inputs[0], [-1, 1, I]), g: () => ctx.b.reshape(g, [-1, 1, O]) }, {
     T: 1,
     I,
     O,
@@ -55,7 +73,7 @@ function gemmFactors(ctx: GradContext, node: Node, g: string): Factors {
     transposed,
     slotDims: transposed ? [O, I] : [I, O],
     slot: `Gemm '${node.name}'`,
-  };
+  });
 }
 
 function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undefined {
@@ -64,9 +82,7 @@ function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undef
   const [I, O] = weightDims;
   const xDims = ctx.perSample(node.inputs[0]);
   const T = xDims.slice(0, -1).reduce((p, d) => p * d, 1);
-  return {
-    a: ctx.b.reshape(node.inputs[0], [-1, T, I]),
-    g: ctx.b.reshape(g, [-1, T, O]),
+  return lazyFactors(ctx, { a: () => ctx.b.reshape(node.inputs[0], [-1, T, I]), g: () => ctx.b.reshape(g, [-1, T, O]) }, {
     T,
     I,
     O,
@@ -74,7 +90,7 @@ function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undef
     transposed: false,
     slotDims: [I, O],
     slot: `MatMul '${node.name}'`,
-  };
+  });
 }
 
 /** A Conv with one group: a = the unfolded input patches (rows, P, C·k), g = (rows, P, O). */
@@ -86,16 +102,15 @@ function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefin
   const K = kernel.reduce((p, k) => p * k, 1);
   const P = ctx.perSample(node.outputs[0]).slice(1).reduce((p, d) => p * d, 1);
   const b = ctx.b;
-  const patches = b.op1('Conv', [node.inputs[0], patchKernels(ctx, channels, kernel)], {
-    group: channels,
-    strides: geo.strides,
-    dilations: geo.dilations,
-    pads: [...geo.padsBegin, ...geo.padsEnd],
-    kernel_shape: kernel,
-  }); // (rows, C·K, ...P)
-  return {
-    a: b.transpose(b.reshape(patches, [-1, channels * K, P]), [0, 2, 1]),
-    g: b.transpose(b.reshape(g, [-1, outChannels, P]), [0, 2, 1]),
+  const patches = () =>
+    b.op1('Conv', [node.inputs[0], patchKernels(ctx, channels, kernel)], {
+      group: channels,
+      strides: geo.strides,
+      dilations: geo.dilations,
+      pads: [...geo.padsBegin, ...geo.padsEnd],
+      kernel_shape: kernel,
+    }); // (rows, C·K, ...P)
+  return lazyFactors(ctx, { aT: () => b.reshape(patches(), [-1, channels * K, P]), g: () => b.transpose(b.reshape(g, [-1, outChannels, P]), [0, 2, 1]) }, {
     T: P,
     I: channels * K,
     O: outChannels,
@@ -103,7 +118,7 @@ function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefin
     transposed: true,
     slotDims: [outChannels, channels, ...kernel],
     slot: `Conv '${node.name}'`,
-  };
+  });
 }
 
 function factorsOf(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): Factors | undefined {
@@ -154,6 +169,6 @@ export function inputTerms(ctx: GradContext, inputs: { name: string; dims: numbe
 }
 
 /** Whether the factors are cheaper than the per-sample gradient for a per-row inner product (norms, Gram). */
-export function factorsPay(f: Factors | undefined): f is Factors {
-  return f !== undefined && f.T * f.T * (f.I + f.O) < f.I * f.O;
+export function factorsPay(f: Factors): boolean {
+  return f.T * f.T * (f.I + f.O) < f.I * f.O;
 }
