@@ -75,7 +75,8 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
     } else {
       forms.push(`gram ${term.name}: from the per-sample gradient`);
       formed.add(term);
-      parts.push(flat(ctx, term.direct(), term.size));
+      // A factored gradient as aᵀg (rows, I, O): inner products do not depend on the layout, and this one needs no transposes.
+      parts.push(f ? flat(ctx, b.scale(b.op1('MatMul', [f.aT, f.g]), f.alpha), term.size) : flat(ctx, term.direct(), term.size));
       segments.push({ term: term.name, kind: 'gradient', offset, width: term.size });
       offset += term.size;
     }
