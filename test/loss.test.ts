@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gradRules } from '../src/grad/registry.js';
+import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
 import { expectClose, FIXTURES } from './helpers.js';
 
@@ -45,6 +46,16 @@ describe('--loss --target', () => {
       expect(got.get(param)!.shape).toEqual(ref.shape);
       expectClose(got.get(param)!.data as Float32Array, ref.data as Float32Array, `${name} ${param}`);
     }
+  });
+
+  it('--wrt inputs differentiates the loss with respect to x only, never the target', () => {
+    const r = jacobian(['logits.onnx', '-i', 'input.npy', '--loss', 'mse', '--target', 'mse_target.npy', '--wrt', 'inputs', '-o', 'mse_dx.npy', '--quiet']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readNpy(join(dir, 'mse_dx.npy'));
+    const want = readNpy(join(dir, 'mse_wrt_x.npy'));
+    expect(got.shape).toEqual(want.shape);
+    expectClose(got.data as Float32Array, want.data as Float32Array, 'd l / d x');
   });
 
   it('refuses a target of the wrong shape, naming the flag and both shapes', () => {

@@ -88,7 +88,7 @@ export function appendLoss(model: Graph, output: string, kind: LossKind, target:
       );
     }
   }
-  graph.inputs.push({ name: targetInput, elemType: classTarget ? DataType.INT64 : floatType, dims: ['N', ...targetDims] });
+  graph.inputs.push({ name: targetInput, elemType: classTarget ? DataType.INT64 : floatType, dims: ['N', ...targetDims], lossTarget: true });
 
   const z = output;
   const perSampleRank = outDims?.length ?? targetDims.length + (classTarget ? 1 : 0);

@@ -76,7 +76,7 @@ export async function prepare(model: Graph, given: Map<string, NpyArray | RowSou
   const analysis = analyze(graph, output, { wrt });
   if (wrt === 'parameters') refuseIfIneligible(analysis);
   else if (analysis.problems.length > 0) throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
-  if (wrt === 'inputs' && !graph.inputs.some((i) => analysis.activations.has(i.name))) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
+  if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
   lap('analysis');
   const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
   lap('probe');
