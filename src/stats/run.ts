@@ -15,6 +15,7 @@ import { probeShapes } from '../run/probe.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
 import { ELEM_TYPE_NAME, ORT_TYPE, paddedRows } from '../run/tensors.js';
+import { GarbageMeter } from './collect.js';
 import { buildStatsGraph, dataInputs, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
 
 export interface StatsOptions {
@@ -216,6 +217,7 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
     let last: ort.InferenceSession.OnnxValueMapType | undefined;
     const seeds = new Map<number, ort.Tensor>();
     const reuse = new Map<RowSource, ArrayBuffer>();
+    const garbage = new GarbageMeter();
     try {
       for (let start = 0; start < N; start += batchSize) {
         const end = Math.min(N, start + batchSize);
@@ -238,6 +240,7 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
           throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
         }
         p.lap('compute');
+        for (const previous of states.values()) garbage.discard((previous.data as Float32Array).byteLength);
         states = new Map(built.states.map((s) => [s.input, out[s.output] as ort.Tensor]));
         for (let i = 0; i < built.rowOutputs.length; i++) {
           const data = out[built.rowOutputs[i].output].data as Float32Array;
