@@ -1,4 +1,4 @@
-// Each run returns the running sums as new buffers (onnxruntime-node allocates every
+// Each run returns the running sums (or a Gram block) as new buffers (onnxruntime-node allocates every
 // output afresh), so the chunk loop leaves D floats of garbage per sum per chunk. V8
 // collects external buffers only after tens of MB, and the allocator keeps the pages:
 // peak memory grew with N (mlp784, --stat sumsq: 115 MB at N = 1,000, 153 MB at

@@ -14,6 +14,7 @@ import { asRowSource, type RowSource } from '../io/rows.js';
 import { standaloneGraph, type Graph } from '../onnx/graph.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { ScratchRows } from './scratch.js';
+import { GarbageMeter } from './collect.js';
 import { buildGradientGraph } from '../persample/build.js';
 import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
@@ -155,7 +156,7 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   const ortType = ORT_TYPE[p.dtype]!;
 
   /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
-  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows): Promise<void> {
+  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows, garbage: GarbageMeter): Promise<void> {
     const seeds = new Map<number, ort.Tensor>();
     const reuse = new Map<RowSource, ArrayBuffer>();
     for (let start = 0; start < samples; start += featureBatch) {
@@ -175,20 +176,22 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
       // Padding rows of a fixed batch are dropped here.
       scratch.append(new Uint8Array(data.buffer, data.byteOffset, (end - start) * K * featureRowBytes));
       out.dispose();
+      garbage.discard(data.byteLength);
     }
   }
 
   async function run(sink: StatsSink): Promise<void> {
     const scratches: ScratchRows[] = [];
     try {
+      const garbage = new GarbageMeter();
       const first = new ScratchRows(featureRowBytes);
       scratches.push(first);
-      await featuresOf(p.inputs, N1, first);
+      await featuresOf(p.inputs, N1, first, garbage);
       let secondScratch = first;
       if (columnInputs) {
         secondScratch = new ScratchRows(featureRowBytes);
         scratches.push(secondScratch);
-        await featuresOf(columnInputs, N2, secondScratch);
+        await featuresOf(columnInputs, N2, secondScratch, garbage);
       }
       p.lap('compute');
       const rows1 = N1 * K;
@@ -218,6 +221,7 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
           const width = c1 - c0;
           for (let i = 0; i < r1 - r0; i++) slab.set(data.subarray(i * width, (i + 1) * width), i * rows2 + c0);
           block.dispose();
+          garbage.discard(data.byteLength);
         }
         p.lap('compute');
         await sink.write(0, new Uint8Array(slab.buffer, 0, slab.byteLength));
