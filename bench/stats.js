@@ -3,8 +3,9 @@
 // cnn28 (bench/models.py): whole processes timed from outside, peak RSS from GNU time
 // (or /proc polling). Prints one table and the ratios the issue asks for.
 //
-//   node bench/stats.js [--only mlp784,cnn28] [--quick] [--markdown]
-//     --quick  skip N = 10,000 (the memory rows) and functorch
+//   node bench/stats.js [--only mlp784,cnn28] [--quick] [--markdown] [--repeat n]
+//     --quick     skip N = 10,000 (the memory rows) and functorch
+//     --repeat n  run each N = 1,000 measurement n times and keep the median wall time (default 3)
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,6 +25,8 @@ const D = { mlp784: 233985, cnn28: 105281 };
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const markdown = args.includes('--markdown');
+const repeatArg = args.find((a) => a.startsWith('--repeat'));
+const repeat = repeatArg ? Number(repeatArg.includes('=') ? repeatArg.split('=')[1] : args[args.indexOf(repeatArg) + 1]) : 3;
 const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1] : args[args.indexOf(onlyArg) + 1]).split(',') : Object.keys(D);
 const log = (line) => process.stderr.write(`${line}\n`);
@@ -104,6 +107,18 @@ function ensureModels(names) {
   if (r.status !== 0) throw new Error('bench/models.py failed');
 }
 
+/** The run with the median wall time of `times` runs (an error ends the series). */
+async function median(times, once) {
+  const runs = [];
+  for (let i = 0; i < times; i++) {
+    const r = await once();
+    if (r.error) return r;
+    runs.push(r);
+  }
+  runs.sort((a, b) => a.seconds - b.seconds);
+  return { ...runs[Math.floor((runs.length - 1) / 2)], peakRss: Math.max(...runs.map((r) => r.peakRss ?? 0)) || undefined };
+}
+
 async function cli(model, input, out, extra) {
   const r = await measure(process.execPath, [CLI, model, '-i', input, '-o', out, '-q', ...extra]);
   fs.rmSync(out, { force: true });
@@ -147,13 +162,13 @@ async function main() {
         gram: ['--stat', 'gram'],
       };
       log(`${name}: writing J (N=${N_SMALL}) ...`);
-      const writeJ = await cli(model, inputs[N_SMALL], path.join(tmp, 'J.npy'), []);
+      const writeJ = await median(repeat, () => cli(model, inputs[N_SMALL], path.join(tmp, 'J.npy'), []));
       rows.push([name, 'write J', N_SMALL, sec(writeJ), mb(writeJ)]);
       const results = {};
       for (const [stat, flags] of Object.entries(stats)) {
         for (const n of Object.keys(inputs).map(Number)) {
           log(`${name}: --stat ${stat} (N=${n}) ...`);
-          const r = await cli(model, inputs[n], path.join(tmp, 'stats.npz'), typeof flags === 'function' ? flags(n) : flags);
+          const r = await median(n === N_SMALL ? repeat : 1, () => cli(model, inputs[n], path.join(tmp, 'stats.npz'), typeof flags === 'function' ? flags(n) : flags));
           results[`${stat}/${n}`] = r;
           rows.push([name, `--stat ${stat}`, n, sec(r), mb(r)]);
         }
@@ -162,10 +177,10 @@ async function main() {
       let fGram;
       if (haveTorch && !quick) {
         log(`${name}: functorch norms ...`);
-        fNorm = await torch('functorch-norm', name, N_SMALL, path.join(tmp, 'fn.npz'));
+        fNorm = await median(repeat, () => torch('functorch-norm', name, N_SMALL, path.join(tmp, 'fn.npz')));
         rows.push([name, 'functorch per-sample grads → norms', N_SMALL, sec(fNorm), mb(fNorm)]);
         log(`${name}: functorch J and J Jᵀ ...`);
-        fGram = await torch('functorch-gram', name, N_SMALL, path.join(tmp, 'fg.npy'));
+        fGram = await median(repeat, () => torch('functorch-gram', name, N_SMALL, path.join(tmp, 'fg.npy')));
         rows.push([name, 'functorch J → J Jᵀ', N_SMALL, sec(fGram), mb(fGram)]);
       }
       const norm = results[`norm/${N_SMALL}`];
@@ -188,7 +203,7 @@ async function main() {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  print(['model', 'run', 'N', 'whole process s', 'peak RSS'], rows);
+  print(['model', 'run', 'N', `whole process s (median of ${repeat} at N=${N_SMALL})`, 'peak RSS'], rows);
   print(['model', 'ratio', 'measured', 'met'], checks);
 }
 
