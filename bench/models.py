@@ -54,8 +54,20 @@ SPECS = collections.OrderedDict(
                 "Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)",
             ),
         ),
+        (
+            "gpt",
+            (
+                (64,),
+                32,
+                "GPT-style decoder on int64 tokens (T=64, vocabulary 256): token + position Embeddings, 2 pre-LayerNorm "
+                "blocks (d_model 128, 4 heads, causal Where mask, Softmax, GELU, MLP 512), final LayerNorm, vocabulary head; "
+                "output the log-likelihood of the next tokens (one scalar per sample)",
+            ),
+        ),
     ]
 )
+
+GPT_VOCAB = 256
 
 
 def network(name):
@@ -102,7 +114,53 @@ def network(name):
             nn.ReLU(),
             nn.Linear(84, 10),
         )
+    if name == "gpt":
+        return gpt_network()
     raise KeyError(name)
+
+
+def gpt_network(vocab=GPT_VOCAB, t=64, d=128, heads=4, layers=2):
+    import math
+
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.fc, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+            self.register_buffer("mask", torch.tril(torch.ones(t, t, dtype=torch.bool)))
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = [z.view(B, T, heads, C // heads).transpose(1, 2) for z in self.qkv(self.ln1(x)).split(C, dim=2)]
+            att = torch.where(self.mask[:T, :T], q @ k.transpose(-2, -1) / math.sqrt(C // heads), torch.tensor(float("-inf")))
+            y = (torch.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+            x = x + self.proj(y)
+            return x + self.fc2(F.gelu(self.fc(self.ln2(x))))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(t, d)
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.lnf = nn.LayerNorm(d)
+            self.head = nn.Linear(d, vocab, bias=False)
+
+        def forward(self, idx):
+            T = idx.shape[1]
+            x = self.wte(idx) + self.wpe(torch.arange(T))
+            for block in self.blocks:
+                x = block(x)
+            logp = torch.log_softmax(self.head(self.lnf(x))[:, :-1], dim=-1)
+            # The next tokens' one-hot by Equal (F.one_hot does not vmap): one scalar per sample.
+            target = (idx[:, 1:].unsqueeze(2) == torch.arange(vocab)).to(logp.dtype)
+            return (logp * target).sum(dim=(1, 2)).unsqueeze(1)
+
+    return GPT()
 
 
 def build(name):
@@ -112,6 +170,12 @@ def build(name):
     shape, n, _ = SPECS[name]
     torch.manual_seed(0)
     module = network(name).eval()
+    if name == "gpt":
+        # Distinct values everywhere (LayerNorm ones, zero biases), so the exporter does not merge equal initializers.
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        return module, torch.randint(0, GPT_VOCAB, (n,) + shape, dtype=torch.int64)
     x = torch.randn((n,) + shape)
     return module, x
 
@@ -133,9 +197,11 @@ def export(name):
         output_names=["output"],
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         opset_version=OPSET,
+        # The GPT keeps its initializers named after the parameters (MatMul through a Transpose), for the check against functorch.
+        do_constant_folding=name != "gpt",
     )
     onnx.checker.check_model(onnx.load(path))
-    np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.float32))
+    np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.int64 if name == "gpt" else np.float32))
     with torch.no_grad():
         k_shape = list(module(x[:1]).shape[1:])
     meta = collections.OrderedDict()

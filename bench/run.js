@@ -34,6 +34,7 @@ const MODELS = [
   { name: 'mlp784', n: 1000, k: 1, d: 233985, verifyN: 32, flatN: 10000 },
   { name: 'cnn28', n: 1000, k: 1, d: 105281, verifyN: 32 },
   { name: 'lenet10', n: 256, k: 10, d: 44426, verifyN: 16 },
+  { name: 'gpt', n: 32, k: 1, d: 470528, verifyN: 4 },
 ];
 
 /** Below this J size, CLI/floor and RSS/J say nothing: start-up and the runtime's fixed memory dominate. */
@@ -190,10 +191,12 @@ function sliceNpy(source, rows, dest) {
   const dataStart = (major === 1 ? 10 : 12) + headerLength;
   const header = bytes.subarray(major === 1 ? 10 : 12, dataStart).toString('latin1');
   const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (!header.includes("'<f4'") || header.includes("'fortran_order': True")) throw new Error(`${source}: expected C-order float32`);
+  const descr = /'descr':\s*'([^']*)'/.exec(header)[1];
+  const itemSize = { '<f4': 4, '<i8': 8 }[descr];
+  if (!itemSize || header.includes("'fortran_order': True")) throw new Error(`${source}: expected C-order float32 or int64`);
   if (rows > shape[0]) throw new Error(`${source} has ${shape[0]} samples, ${rows} needed`);
-  const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * 4;
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${[rows, ...shape.slice(1)].join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * itemSize;
+  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${[rows, ...shape.slice(1)].join(', ')}${shape.length === 1 ? ',' : ''}), }`;
   const padded = dict + ' '.repeat(63 - ((10 + dict.length) % 64)) + '\n';
   const head = Buffer.alloc(10);
   Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]).copy(head);

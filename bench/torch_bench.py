@@ -70,7 +70,7 @@ def load_torch(name, n):
         n = x.shape[0]
     if n > x.shape[0]:
         raise SystemExit("%s: input.npy has %d samples, asked for %d" % (name, x.shape[0], n))
-    xt = torch.from_numpy(np.array(x[:n], dtype=np.float32))
+    xt = torch.from_numpy(np.array(x[:n], dtype=np.int64 if x.dtype == np.int64 else np.float32))
     with torch.no_grad():
         k = int(np.prod(module(xt[:1]).shape[1:]))
     return torch, module, xt, k
@@ -80,10 +80,10 @@ def functorch_jacobian(torch, module, x, k):
     """Per-parameter per-sample Jacobians (N, [K,] *p.shape), in named_parameters order."""
     import functorch
 
-    fmodel, params = functorch.make_functional(module)
+    fmodel, params, buffers = functorch.make_functional_with_buffers(module)
 
     def single(ps, xi):
-        out = fmodel(ps, xi.unsqueeze(0))[0]
+        out = fmodel(ps, buffers, xi.unsqueeze(0))[0]
         return out.reshape(()) if k == 1 else out
 
     jac = functorch.vmap(functorch.jacrev(single), in_dims=(None, 0))(params, x)
@@ -198,6 +198,8 @@ def cmd_verify(args):
     order = []
     for init in model.graph.initializer:
         arr = numpy_helper.to_array(init)
+        if arr.dtype != np.float32:
+            continue  # buffers such as a boolean causal mask
         if init.name not in named:
             raise SystemExit("%s: initializer %s is not a parameter of the torch module" % (args.name, init.name))
         if not np.array_equal(arr, named[init.name].detach().numpy()):

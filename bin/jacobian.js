@@ -1,12 +1,113 @@
 #!/usr/bin/env node
-// Launcher: runs the compiled CLI (npm install builds it into dist/).
-import { existsSync } from 'node:fs';
+// Launcher: runs the compiled CLI (npm install builds it into dist/) in a child process and
+// guards it. onnxruntime is native code: if it crashes (a signal such as SIGSEGV), no
+// JavaScript handler runs, so this parent reports what was running, removes the child's
+// temporary output file and exits with code 3 (runtime failure) instead of dying silently.
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// No telemetry files from onnxruntime (see src/telemetry.ts); set before its library loads.
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
+const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
 
 const entry = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
   process.stderr.write('jacobian: the CLI is not built yet; run `npm install` (or `npm run build`) in the onnx-jacobian folder\n');
   process.exit(3);
 }
-const { main } = await import(entry.href);
-process.exitCode = await main(process.argv);
+
+if (process.env.JACOBIAN_STAGE_FD !== undefined || process.env.JACOBIAN_NO_GUARD) {
+  // The guarded child (or a user who asked for no guard): run the CLI in this process.
+  let main;
+  try {
+    ({ main } = await import(entry.href));
+  } catch (err) {
+    // Most often onnxruntime's native library failing to load: too little memory (ulimit -v), a
+    // missing system library, or an unsupported platform. Exit 3: a runtime failure, not a refusal.
+    const message = String(err?.message ?? err).split('\n')[0];
+    process.stderr.write(
+      `jacobian: cannot load onnxruntime-node: ${message}\n` +
+        '  check the memory limit (ulimit -v), that the platform is one onnxruntime-node ships binaries for, and reinstall with npm install\n',
+    );
+    if (process.env.JACOBIAN_DEBUG) process.stderr.write(`${err?.stack ?? ''}\n`);
+    process.exit(3);
+  }
+  process.exitCode = await main(process.argv);
+} else {
+  await guard();
+}
+
+/** The output path the child writes to (its temporary file sits next to it), as the CLI reads -o. */
+function outputPath(args) {
+  let output;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '-o' || a === '--output') output = args[i + 1];
+    else if (a.startsWith('--output=')) output = a.slice('--output='.length);
+  }
+  return output ?? (args.includes('--as-tuple') ? 'jacobian.npz' : 'jacobian.npy');
+}
+
+/** Removes `.<basename>.tmp-<pid>-*` (the atomic writer's temporary file) left by a crashed child. */
+function removeTemporaryOutput(args, pid) {
+  const output = outputPath(args);
+  if (output === '-') return;
+  const dir = dirname(resolve(output));
+  const prefix = `.${basename(output)}.tmp-${pid}-`;
+  try {
+    for (const name of readdirSync(dir)) if (name.startsWith(prefix)) unlinkSync(join(dir, name));
+  } catch {
+    // nothing to remove
+  }
+}
+
+function guard() {
+  const args = process.argv.slice(2);
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, JACOBIAN_STAGE_FD: '3' },
+  });
+  let stage = '';
+  let pending = '';
+  child.stdio[3].setEncoding('utf8');
+  child.stdio[3].on('data', (chunk) => {
+    const lines = (pending + chunk).split('\n');
+    pending = lines.pop();
+    if (lines.length > 0) stage = lines[lines.length - 1];
+  });
+  // The child handles Ctrl-C itself (it gets the terminal's signal too); a signal sent to this
+  // process alone is passed on.
+  const forward = (signal) => child.kill(signal);
+  for (const s of FORWARDED) process.on(s, forward);
+  return new Promise((done) => {
+    child.on('error', (err) => {
+      process.stderr.write(`jacobian: cannot start the CLI process: ${err.message}\n`);
+      process.exitCode = 3;
+      done();
+    });
+    child.on('close', (code, signal) => {
+      for (const s of FORWARDED) process.off(s, forward);
+      if (pending) stage = pending;
+      if (signal === null) {
+        process.exitCode = code ?? 3;
+      } else if (signal in SIGNAL_EXIT) {
+        removeTemporaryOutput(args, child.pid);
+        process.exitCode = SIGNAL_EXIT[signal];
+      } else {
+        removeTemporaryOutput(args, child.pid);
+        const during = stage ? ` while ${stage}` : '';
+        const why = signal === 'SIGKILL' ? ' (killed from outside, often by the out-of-memory killer: try a smaller --batch-size or --max-memory)' : '';
+        process.stderr.write(
+          `jacobian: runtime failure: the computation crashed with ${signal}${during}${why}; no output was written. ` +
+            `This is a bug in onnxruntime or in the graph onnx-jacobian built: please report it with the model and the command line (jacobian ${args.join(' ')}).\n`,
+        );
+        if (args.includes('--json')) process.stdout.write(`${JSON.stringify({ ok: false, exitCode: 3, error: `crashed with ${signal}${during}`, signal, stage: stage || null }, null, 2)}\n`);
+        process.exitCode = 3;
+      }
+      done();
+    });
+  });
+}

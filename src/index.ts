@@ -1,10 +1,12 @@
 // The library API: what a TypeScript user imports.
+import './telemetry.js';
 import { analyze, type Analysis } from './analysis/analyze.js';
 import { prepareGraph } from './analysis/prepare.js';
 import { readNpy, type NpyArray } from './io/npy.js';
 import type { Graph } from './onnx/graph.js';
 import { loadModel } from './onnx/proto.js';
-import { MemorySink, openFileSink } from './output.js';
+import { isZarrPath, MemorySink, openFileSink, openZarrSink } from './output.js';
+import type { ZarrCompressor } from './io/zarr.js';
 import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
 import { planGram } from './stats/gram.js';
 import type { StatName } from './stats/graph.js';
@@ -14,6 +16,7 @@ export type { Analysis, Parameter, Constant } from './analysis/analyze.js';
 export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
 export type { JacobianOptions, Progress, OutputBlock, JacobianSink } from './run/jacobian.js';
+export type { RowSelection, RowRange } from './run/shards.js';
 export { planJacobian } from './run/jacobian.js';
 export { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
 export { planGram, type GramOptions } from './stats/gram.js';
@@ -43,12 +46,16 @@ export async function computeJacobian(model: string | Graph, options: JacobianOp
   return { parameters: plan.parameters.map(({ name, dims, size, offset }) => ({ name, shape: dims, size, offset })), blocks: sink.result() };
 }
 
-/** Streams J into a .npy (flat) or .npz (per parameter) file, atomically. */
-export async function writeJacobian(model: string | Graph, path: string, options: JacobianOptions & { input: InputSpec }): Promise<void> {
+/**
+ * Streams J into a .npy (flat) or .npz (per parameter) file, atomically, or into a Zarr
+ * store (a path ending in .zarr; a group with layout 'tuple'), whose chunks `rows` shards may share.
+ */
+export async function writeJacobian(model: string | Graph, path: string, options: JacobianOptions & { input: InputSpec; compressor?: ZarrCompressor }): Promise<void> {
   const graph = typeof model === 'string' ? loadModel(model) : model;
-  const archive = options.layout === 'tuple' || path.toLowerCase().endsWith('.npz');
+  const zarr = isZarrPath(path);
+  const archive = options.layout === 'tuple' || (!zarr && path.toLowerCase().endsWith('.npz'));
   const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), { ...options, layout: archive ? 'tuple' : 'flat' });
-  const sink = await openFileSink(path, plan.blocks, archive);
+  const sink = zarr ? await openZarrSink(path, plan, { tuple: archive, compressor: options.compressor ?? 'none' }) : await openFileSink(path, plan.blocks, archive);
   try {
     await run(sink);
     await sink.commit();

@@ -101,6 +101,84 @@ describe('ConvTranspose', () => {
   it('matches central differences in 3-D with auto_pad VALID (float32)', () =>
     check(convT({ auto_pad: 'VALID', strides: [1, 2, 1] }, [2, 2, 2, 2], [2, 1, 2, 2, 2])));
   it('refuses a weight that holds data', () => {
-    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(/the weight or bias holds data/);
+    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(/the weight or bias is computed from the data: one weight for the whole batch/);
   });
+});
+
+describe('Einsum', () => {
+  const einsum = (equation: string, inputs: Record<string, number[]>, constants: number[][] = []): GradCase => ({
+    opset: 12,
+    inputs,
+    build: (b, x) => {
+      const operands = [...Object.values(x), ...constants.map((dims, i) => weights(b, dims, i + 1))];
+      const y = b.op1('Einsum', operands, { equation });
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for a batched matrix product of two data operands', () =>
+    check(einsum('nij,njk->nik', { a: [2, 3], c: [3, 4] })));
+  it('matches central differences with a constant operand and an implicit output', () => check(einsum('bij,jk', { a: [2, 3] }, [[3, 4]])));
+  it('matches central differences with ellipses and a broadcast length-1 axis', () =>
+    check(einsum('...ij,...jk->...ik', { a: [2, 2, 3], c: [1, 3, 4] })));
+  it('matches central differences with a diagonal and a letter summed out in one operand', () =>
+    check(einsum('niij,nk->nij', { a: [3, 3, 2], c: [4] })));
+  it('matches central differences for a bilinear form with spaces in the equation', () =>
+    check(einsum('ni, nj, ij -> n', { a: [3], c: [4] }, [[3, 4]])));
+  it('refuses an operand whose batch axis is summed or moved', async () => {
+    expect(refusals(einsum('ni->', { a: [3] }))[0]).toMatch(/sums over every axis/);
+    await expect(gradcheck(einsum('ni,ni->i', { a: [3], c: [3] }))).rejects.toThrow(/does not keep the batch axis|moves the batch off axis 0|no axis carries the samples/);
+  });
+});
+
+describe('Det', () => {
+  // onnxruntime runs Det in float32 only.
+  const det = (dims: number[]): GradCase => ({
+    opset: 13,
+    float32: true,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const y = b.op1('Det', [x]);
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for 3×3 matrices (float32)', () => check(det([3, 3])));
+  it('matches central differences for a batch of 2×2 matrices per sample (float32)', () => check(det([2, 2, 2])));
+  it('matches central differences for 1×1 matrices (float32)', () => check(det([1, 1])));
+  it('matches central differences at singular matrices (third row = first row + c, c = 0, float32)', () =>
+    check({
+      opset: 13,
+      float32: true,
+      inputs: { x: [2, 3], c: { dims: [1, 3], draw: () => 0 } },
+      build: (b, { x, c }) => {
+        // det = 0 here, where y·tanh(y) is flat: the read-out is y itself.
+        return b.op1('Det', [b.op1('Concat', [x, b.add(b.slice(x, [0], [1], [1]), c)], { axis: 1 })]);
+      },
+    }));
+});
+
+describe('DeformConv', () => {
+  /** Offsets in (−1.5, 1.5) pixels: some taps land outside the input, where corners read 0. */
+  const offsetDraw = (r: () => number): number => 3 * r() - 1.5;
+  const deform = (attrs: Attrs, channels: number, size: number[], outChannels: number, kernel: number[], out: number[], offsetGroups = 1, withMask = true): GradCase => {
+    const taps = kernel[0] * kernel[1];
+    const group = (attrs.group as number | undefined) ?? 1;
+    return {
+      opset: 19,
+      inputs: {
+        x: [channels, ...size],
+        offset: { dims: [offsetGroups * taps * 2, ...out], draw: offsetDraw },
+        ...(withMask ? { mask: { dims: [offsetGroups * taps, ...out], draw: (r: () => number) => r() } } : {}),
+      },
+      build: (b, inputs) => {
+        const w = weights(b, [outChannels, channels / group, ...kernel]);
+        const operands = [inputs.x, w, inputs.offset, weights(b, [outChannels], 3), ...(withMask ? [inputs.mask] : [])];
+        const y = b.op1('DeformConv', operands, { kernel_shape: kernel, offset_group: offsetGroups, ...attrs });
+        return b.mul(y, b.op1('Tanh', [y]));
+      },
+    };
+  };
+  it('matches central differences in the input, offsets and mask', () => check(deform({}, 2, [4, 5], 3, [2, 2], [3, 4])));
+  it('matches central differences with pads, strides, dilations, groups and two offset groups', () =>
+    check(deform({ pads: [1, 0, 1, 1], strides: [2, 1], dilations: [1, 2], group: 2 }, 4, [5, 5], 2, [2, 2], [3, 4], 2)));
+  it('matches central differences without a mask', () => check(deform({}, 1, [3, 4], 2, [3, 2], [1, 3], 1, false)));
 });

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { NpyFormatError, npyBytes, type NpyArray, type NpyData } from '../src/io/npy.js';
-import { NpzWriter, readNpz, type NpzEntrySpec } from '../src/io/npz.js';
+import { NpzWriter, npzEntryName, npzOriginalName, readNpz, type NpzEntrySpec } from '../src/io/npz.js';
 
 // Fixtures and expected values are written by numpy: fixtures/npy/generate.py.
 const fixture = npyFixture;
@@ -252,15 +252,16 @@ describe('NpzWriter', () => {
     await writeInterleaved(out, arrays, 7, false);
     const ours = zipMembers(fs.readFileSync(out));
     const numpys = zipMembers(fs.readFileSync(fixture('savez.npz')));
-    expect(ours.members.map((m) => m.name)).toEqual(numpys.members.map((m) => m.name));
-    for (let i = 0; i < ours.members.length; i++) {
+    // Unsafe names are percent-encoded, and the original names follow in __names__.json.
+    expect(ours.members.map((m) => m.name)).toEqual([...numpys.members.map((m) => `${npzEntryName(m.name.slice(0, -4))}.npy`), '__names__.json']);
+    for (let i = 0; i < numpys.members.length; i++) {
       const a = ours.members[i]!;
       const b = numpys.members[i]!;
       expect(a.method).toBe(0);
       expect(a.data.equals(b.data), a.name).toBe(true);
       expect(a.crc, a.name).toBe(b.crc);
       expect(a.crc, a.name).toBe(crc32(a.data) >>> 0);
-      expect(a.data.equals(npyBytes(arrays.get(a.name.slice(0, -4))!))).toBe(true);
+      expect(a.data.equals(npyBytes(arrays.get(npzOriginalName(a.name.slice(0, -4))!)!))).toBe(true);
     }
   });
 
@@ -280,19 +281,37 @@ describe('NpzWriter', () => {
     }
   });
 
-  it('keeps any member name, flagging non-ASCII names as UTF-8', async () => {
-    const names = ['0.weight', 'onnx::MatMul_12', '/fc/Gemm', 'a b\\c', 'ünï→code', ''];
-    const arrays = new Map<string, NpyArray>(
-      names.map((n, i) => [n, { dtype: 'int32', shape: [2], data: new Int32Array([i, -i]) }]),
-    );
+  it('gives every member a safe relative file name and keeps the original names in __names__.json', async () => {
+    const long = 'x'.repeat(5000);
+    const names = ['0.weight', 'onnx::MatMul_12', '/fc/Gemm', 'a b\\c', 'ünï→code', '', '../../x/evil', '/abs/path', 'a/b/c', '..', '.', 'a\0b', long, `${long}y`];
+    const arrays = new Map<string, NpyArray>(names.map((n, i) => [n, { dtype: 'int32', shape: [2], data: new Int32Array([i, -i]) }]));
     const out = path.join(tmp, 'names.npz');
     await writeInterleaved(out, arrays, 4);
     const back = readNpz(out);
     expect([...back.keys()]).toEqual(names);
     expect(Array.from(back.get('ünï→code')!.data as Int32Array)).toEqual([4, -4]);
     const { members } = zipMembers(fs.readFileSync(out));
-    expect(members.map((m) => m.name)).toEqual(names.map((n) => `${n}.npy`));
-    expect(members.map((m) => (m.flags & 0x800) !== 0)).toEqual([false, false, false, false, true, false]);
+    const keys = members.map((m) => m.name).slice(0, -1).map((m) => m.slice(0, -4));
+    expect(keys.slice(0, 12)).toEqual(['0.weight', 'onnx%3A%3AMatMul_12', '%2Ffc%2FGemm', 'a%20b%5Cc', '%C3%BCn%C3%AF%E2%86%92code', '%', '%2E.%2F..%2Fx%2Fevil', '%2Fabs%2Fpath', 'a%2Fb%2Fc', '%2E.', '%2E', 'a%00b']);
+    // What a consumer saving np.load(f)[k] under os.path.join(out, k) would create stays inside out/.
+    for (const key of keys) {
+      expect(key).toMatch(/^[A-Za-z0-9_%~-][A-Za-z0-9_.%~-]*$/);
+      expect(Buffer.byteLength(key)).toBeLessThanOrEqual(200);
+      expect(path.resolve('/out', key).startsWith('/out/')).toBe(true);
+    }
+    expect(new Set(keys).size).toBe(names.length);
+    // The mapping is reversible (decodeURIComponent) except for shortened names, which __names__.json keeps.
+    keys.slice(0, 12).forEach((k, i) => expect(npzOriginalName(k)).toBe(names[i]));
+    expect(keys[12]).toMatch(/^x{180}~[0-9a-f]{16}$/);
+    expect(members.at(-1)!.name).toBe('__names__.json');
+    expect(JSON.parse(members.at(-1)!.data.toString('utf8'))).toEqual(Object.fromEntries(keys.map((k, i) => [k, names[i]])));
+    expect(members.map((m) => (m.flags & 0x800) !== 0).every((f) => !f)).toBe(true);
+  });
+
+  it('writes no __names__.json when every name is already safe', async () => {
+    const out = path.join(tmp, 'plain.npz');
+    await writeInterleaved(out, new Map<string, NpyArray>([['0.weight', { dtype: 'int8', shape: [1], data: new Int8Array([1]) }]]), 1);
+    expect(zipMembers(fs.readFileSync(out)).members.map((m) => m.name)).toEqual(['0.weight.npy']);
   });
 
   it('writes 0-d, empty and large members, and an archive with no members', async () => {
@@ -355,7 +374,7 @@ describe('NpzWriter', () => {
     await expect(w2.commit()).rejects.toThrow(/aborted/);
   });
 
-  it('refuses stdout, duplicate names and NUL characters before creating a file', async () => {
+  it('refuses stdout and duplicate names before creating a file', async () => {
     await expect(NpzWriter.open('-', [])).rejects.toThrow(/cannot be written to stdout/);
     const out = path.join(tmp, 'x.npz');
     await expect(
@@ -364,7 +383,6 @@ describe('NpzWriter', () => {
         { name: 'a', dtype: 'int8', shape: [1] },
       ]),
     ).rejects.toThrow(/two \.npz members are named "a"/);
-    await expect(NpzWriter.open(out, [{ name: 'a\0b', dtype: 'int8', shape: [1] }])).rejects.toThrow(/NUL/);
     expect(dirEntries()).toEqual([]);
   });
 });

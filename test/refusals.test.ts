@@ -52,9 +52,39 @@ describe('refused models', () => {
     await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 
-  it('a value that moves the batch off axis 0', async () => {
-    const graph = graphWith(13, (b, x, w) => b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]));
-    expect(await refusal(graph)).toMatch(/moves the batch off axis 0/);
+  it('an output that merges the samples with other positions, with what to do', async () => {
+    // (N, 2) → Transpose (2, N) → Reshape (2·N): the output's rows are not the samples.
+    const graph = graphWith(13, (b, x, w) => b.reshape(b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]), [-1]));
+    expect(await refusal(graph)).toMatch(/output '.*' carries the samples on axis 0 of 1 merged with 2 outer positions; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/);
+  });
+
+  it('a Reshape that scrambles the samples with other positions, naming the node', async () => {
+    // (N, 2) → Transpose (2, N) → Reshape (N, 2): row n now holds entries of two samples.
+    const graph = graphWith(13, (b, x, w) => {
+      const t = b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] });
+      const scrambled = b.op1('Reshape', [t, b.constInt64([-1, 2])]);
+      return b.op1('Tanh', [scrambled]);
+    });
+    expect(await refusal(graph)).toMatch(/\(output of node '.*Reshape.*' \(Reshape\)\) has shape \[2, 2\] for a batch of 2 and \[3, 2\] for 3: its axis 0 mixes the samples with other positions/);
+  });
+
+  it('a data value broadcast along axis 0 when the samples sit on axis 1 (instead of a wrong sum)', async () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const y = b.op1('Gemm', [x, w]); // (N, 2)
+      const t = b.op1('Transpose', [y], { perm: [1, 0] }); // (2, N): the samples on axis 1
+      const total = b.unsqueeze(b.reduceSum(y, [1], false), [0]); // (1, N)
+      return b.op1('Transpose', [b.op1('Add', [t, total])], { perm: [1, 0] });
+    });
+    expect(await refusal(graph)).toMatch(/\(Add\): its data carry the samples off axis 0 and input '.*' \(1×\d+\) is broadcast against \(2×\d+\) along axis 0/);
+  });
+
+  it('a parameter indexed by the batch position (Range over the batch size): not a selection', async () => {
+    const graph = graphWith(13, (b, x, w) => {
+      const batchSize = b.op1('Gather', [b.op1('Shape', [x]), b.constInt64([0], [])], { axis: 0 });
+      const rows = b.op1('Gather', [w, b.op1('Range', [b.constInt64([0], []), batchSize, b.constInt64([1], [])])], { axis: 0 }); // (N, 2)
+      return b.op1('Mul', [b.slice(x, [0], [2], [1]), rows]);
+    });
+    expect(await refusal(graph)).toMatch(/\(Gather\): it picks entries of parameter 'w' by indices that depend on the batch size/);
   });
 
   it('an opset older than 11, with how to convert it', () => {
@@ -63,10 +93,22 @@ describe('refused models', () => {
   });
 
   it('every op type without a gradient rule, listed together', () => {
-    const graph = graphWith(13, (b, x, w) => b.op1('Cos', [b.op1('Sin', [b.op1('Atan', [b.op1('Gemm', [x, w])])])]));
+    // Sequences are not differentiated; ops of other domains have no rule.
+    const graph = graphWith(13, (b, x, w) => {
+      const item = b.op1('SequenceAt', [b.op1('SequenceConstruct', [b.op1('Gemm', [x, w])]), b.constInt64([0], [])]);
+      const custom = b.op1('FusedThing', [item]);
+      b.graph.nodes[b.graph.nodes.length - 1].domain = 'com.example';
+      return custom;
+    });
     const analysis = analyze(graph, graph.outputs[0].name);
-    expect(analysis.unsupportedOps).toEqual(['Atan', 'Cos', 'Sin']);
-    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types Atan, Cos, Sin');
+    expect(analysis.unsupportedOps).toEqual(['SequenceAt', 'SequenceConstruct', 'com.example.FusedThing']);
+    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types SequenceAt, SequenceConstruct, com.example.FusedThing');
+  });
+
+  it('ops refused whatever their configuration, with the reason', () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('DequantizeLinear', [b.op1('QuantizeLinear', [b.op1('Gemm', [x, w]), b.constFloat([0.1], [])]), b.constFloat([0.1], [])]));
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/rounding to integers has derivative 0 almost everywhere/));
   });
 
   it('Dropout with a training_mode input', () => {

@@ -6,10 +6,13 @@ import { hasSubgraph, isFloatType, nodeLabel, type Graph, type Node } from '../o
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
 import { LAYOUT_OPS } from '../grad/context.js';
 import { slotRules } from '../persample/registry.js';
+import { whyNotUnrolled } from './unroll.js';
 
 export interface ParameterUse {
-  /** Layout nodes between the parameter and the slot, in forward order. */
+  /** Layout and selection nodes between the parameter and the slot, in forward order. */
   chain: Node[];
+  /** The value that enters each node of the chain (the parameter, then each chain node's output taken). */
+  values: string[];
   node: Node;
   input: number;
 }
@@ -77,6 +80,19 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
   }
 }
 
+/**
+ * Ops that select or join entries of a parameter without changing them: Slice, Gather and Split of the
+ * parameter, Concat with other parameters or constants. Their positions and sizes must not depend on the
+ * data's values (shape-computed bounds are fine: they are read from the probe).
+ */
+export const SELECTION_OPS = new Set(['Slice', 'Gather', 'Split', 'Concat']);
+
+function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, activations: ReadonlySet<string>): boolean {
+  if (!SELECTION_OPS.has(node.opType)) return false;
+  if (node.opType === 'Concat') return node.inputs.every((v) => !activations.has(v) && !valueDependent.has(v));
+  return input === 0 && node.inputs.slice(1).every((v) => !v || !valueDependent.has(v));
+}
+
 const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
 
 /**
@@ -105,7 +121,10 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
   for (const n of graph.nodes) {
     if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
     if (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => valueDependent.has(i))) n.outputs.forEach((o) => valueDependent.add(o));
-    if (n.opType === 'Gather' && dataDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
+    // Indices computed from the data's shape only (Range(Shape(x)[1]) for positions) select the same rows for every sample.
+    if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
+    // A constant broadcast or tiled to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
+    if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
     if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
   }
 
@@ -123,7 +142,7 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
     const nonSlot: { node: Node; input: number }[] = [];
     const nonDifferentiable: string[] = [];
     // Walk the data-independent descendants of the initializer.
-    const walk = (value: string, chain: Node[], viaNonLayout: Node | undefined): void => {
+    const walk = (value: string, chain: Node[], values: string[], viaNonLayout: Node | undefined): void => {
       // A node that takes the value on several inputs is judged once (Mul(W, W) is one problem).
       const judged = new Set<Node>();
       for (const { node, input } of consumers.get(value) ?? []) {
@@ -138,7 +157,12 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
         if (!meetsData) {
           if (NON_DIFFERENTIABLE_OPS.has(node.opType)) continue;
           if (LAYOUT_OPS.has(node.opType) && input === 0) {
-            walk(node.outputs[0], [...chain, node], viaNonLayout);
+            walk(node.outputs[0], [...chain, node], [...values, value], viaNonLayout);
+            continue;
+          }
+          // Selections (Slice, Gather by constant indices, Split, Concat with constants) only pick entries: still linear.
+          if (isSelection(node, input, valueDependent, activations)) {
+            for (const o of node.outputs) if (o) walk(o, [...chain, node], [...values, value], viaNonLayout);
             continue;
           }
           const both = PRODUCT_OPS.has(node.opType) && node.inputs.filter((i) => i === value).length > 1;
@@ -150,14 +174,14 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
               ? 'on both inputs: y = W·W·x is not quasi-linear'
               : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
           });
-          for (const o of node.outputs) walk(o, [...chain, node], viaNonLayout ?? node);
+          for (const o of node.outputs) walk(o, [...chain, node], [...values, value], viaNonLayout ?? node);
           continue;
         }
         const rule = slotRules[node.opType];
         const paramInputs = node.inputs.map((v, i) => (v === value ? i : -1)).filter((i) => i >= 0);
         if (rule && rule.slots(node).includes(input)) {
           if (viaNonLayout) {
-            uses.push({ chain, node, input });
+            uses.push({ chain, values: [...values, value], node, input });
             continue;
           }
           if (rule.product && paramInputs.length > 1) {
@@ -166,16 +190,17 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
           }
           const refusal = rule.refuse?.(node, input, graph);
           if (refusal) paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: refusal });
-          uses.push({ chain, node, input });
+          uses.push({ chain, values: [...values, value], node, input });
         } else {
           nonSlot.push({ node, input });
         }
       }
     };
-    walk(name, [], undefined);
+    walk(name, [], [], undefined);
     const inBody = subgraphRefs.get(name);
     if (inBody) {
-      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: 'used inside the body of this node, not at the top level of the graph' });
+      const why = whyNotUnrolled(inBody);
+      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: why ? `used inside the body of this node, which is not unrolled: ${why}` : 'used inside the body of this node, not at the top level of the graph' });
     }
     if (uses.length === 0 && !inBody) {
       const where = nonSlot.map(({ node, input }) => `${nodeLabel(node)} (${node.opType}) input ${input}`);
@@ -229,7 +254,10 @@ export function analyze(graph: Graph, output: string, options: { wrt?: 'paramete
     }
     const refusal = rule.refuse?.(n, { opset: graph.opsetImports.get('') ?? 0, wanted });
     if (refusal) problems.push({ node: nodeLabel(n), op: n.opType, reason: refusal });
-    if (hasSubgraph(n)) problems.push({ node: nodeLabel(n), op: n.opType, reason: 'derivatives through control flow (If/Loop/Scan) are not supported' });
+    if (hasSubgraph(n)) {
+      const why = whyNotUnrolled(n);
+      problems.push({ node: nodeLabel(n), op: n.opType, reason: why ? `not unrolled: ${why}` : 'derivatives through control flow (If/Loop/Scan) are not supported' });
+    }
   }
   if (unsupported.size > 0) {
     problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });

@@ -1,7 +1,9 @@
-// Normalizes a decoded model before analysis: checks the opset and inlines local
-// functions (ModelProto.functions, e.g. torch's export_modules_as_functions), so
-// every node the analysis sees is a standard op at the top level.
+// Normalizes a decoded model before analysis: checks the opset, inlines local
+// functions (ModelProto.functions, e.g. torch's export_modules_as_functions) and
+// unrolls recurrent layers (./unroll.ts), so every node the analysis sees is a
+// standard op at the top level.
 import { ModelRefusedError } from '../errors.js';
+import { unrollRecurrences } from './unroll.js';
 import { defaultOpset, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
 
 export const MIN_OPSET = 11;
@@ -13,8 +15,8 @@ export function prepareGraph(model: Graph): Graph {
       `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
     );
   }
-  if (model.functions.length === 0) return model;
-  return { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
+  const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
+  return unrollRecurrences(inlined);
 }
 
 function findFunction(functions: readonly LocalFunction[], node: Node): LocalFunction | undefined {

@@ -1,7 +1,10 @@
 // `jacobian check <model.onnx>`: eligibility for CI, the parameter table and every problem.
 import { analyze } from '../analysis/analyze.js';
 import { prepareGraph } from '../analysis/prepare.js';
+import ort from 'onnxruntime-node';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
+import { encodeModel } from '../onnx/proto.js';
+import { exitCodeOf } from './errors.js';
 import type { Graph } from '../onnx/graph.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
@@ -35,14 +38,66 @@ async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts:
   }
 }
 
-export async function checkCommand(modelPath: string, opts: CheckOptions): Promise<number> {
+/** onnxruntime must be able to load the model as it is, or no run can succeed: a problem when it cannot. */
+async function loadProblem(graph: Graph): Promise<Problem | undefined> {
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 4 });
+  } catch (err) {
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    return { reason: `onnxruntime cannot load the model: ${message}; check it with onnx.checker.check_model(onnx.load(path), full_check=True)` };
+  }
+  await session.release();
+  return undefined;
+}
+
+/**
+ * `jacobian check a.onnx [b.onnx …]`: one report per model; with several, a summary line
+ * (or a JSON list) and the worst exit code (0 all eligible, 1 some refused, 2 some unreadable).
+ */
+export async function checkCommand(modelPaths: string[], opts: CheckOptions): Promise<number> {
   if (opts.verify && opts.input.length === 0) throw new UsageError('--verify needs data: pass --input batch.npy (a few samples are enough)');
-  const graph = prepareGraph(loadModel(modelPath));
+  if (modelPaths.length === 1) return checkOne(modelPaths[0], opts);
+  const reports: unknown[] = [];
+  const codes: number[] = [];
+  for (const modelPath of modelPaths) {
+    let code: number;
+    try {
+      code = await checkOne(modelPath, opts, (report) => reports.push(report));
+    } catch (err) {
+      code = exitCodeOf(err);
+      const message = err instanceof Error ? err.message : String(err);
+      process.stderr.write(`jacobian: ${message}\n`);
+      reports.push({ model: modelPath, ok: false, exitCode: code, error: message });
+    }
+    codes.push(code);
+  }
+  const count = (c: number) => codes.filter((x) => x === c).length;
+  const names = (c: number) => modelPaths.filter((_, i) => codes[i] === c);
+  const worst = Math.max(...codes);
+  const summary = { models: modelPaths.length, eligible: count(0), notEligible: names(1), unreadable: names(2), failed: names(3) };
+  if (opts.json) process.stdout.write(`${JSON.stringify({ ok: worst === 0, exitCode: worst, summary, reports }, null, 2)}\n`);
+  else {
+    const parts = [`${summary.eligible} eligible`, `${summary.notEligible.length} not eligible${summary.notEligible.length ? ` (${summary.notEligible.join(', ')})` : ''}`];
+    if (summary.unreadable.length) parts.push(`${summary.unreadable.length} unreadable (${summary.unreadable.join(', ')})`);
+    if (summary.failed.length) parts.push(`${summary.failed.length} failed (${summary.failed.join(', ')})`);
+    process.stdout.write(`\nchecked ${modelPaths.length} models: ${parts.join(', ')}\n`);
+  }
+  return worst;
+}
+
+async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report: unknown) => void): Promise<number> {
+  const loaded = loadModel(modelPath);
+  const unloadable = await loadProblem(loaded);
+  const graph = prepareGraph(loaded);
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output);
   const noParameters = analysis.parameters.length === 0;
+  // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
+  if (unloadable) analysis.problems.push(unloadable);
+  if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
-  const inputs = opts.input.length > 0 ? bindInputs(graph, opts.input) : undefined;
+  const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
   let withData: { problems?: Problem[]; verify?: VerifyResult } = {};
   try {
     if (inputs && analysis.problems.length === 0 && !noParameters) withData = await checkWithData(graph, inputs, opts);
@@ -89,7 +144,8 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
           }
         : {}),
     };
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    if (collect) collect(report);
+    else process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return eligible ? 0 : 1;
   }
   const rows = parameters.map((p) => [p.name, `(${p.shape.join(', ')})`, String(p.size), `${p.columns[0]}–${p.columns[1] - 1}`, p.slots.map((s) => `${s.node} (${s.op})`).join(', ')]);

@@ -1,9 +1,15 @@
 // `jacobian <model.onnx> --input batch.npy`: computes J and writes it as .npy or .npz.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
-import { openFileSink, type FileSink } from '../output.js';
+import type { ZarrCompressor } from '../io/zarr.js';
+import { checkOutputPath, isStdoutName, isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
+import { countNonFiniteRows } from '../run/convert.js';
+import { parseInputSpec } from './parse.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
+import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from './inputs.js';
 import { withLoss } from './loss.js';
 import { statsCommand, type StatsCliOptions } from './stats.js';
@@ -26,6 +32,23 @@ export interface ComputeOptions extends StatsCliOptions {
   loss?: LossKind;
   target?: string;
   huberDelta?: number;
+  rows?: RowSelection;
+  shard?: RowSelection;
+  compressor?: ZarrCompressor;
+}
+
+/** What a Zarr store was computed from, so shards of another model or input refuse it (the input's values are not hashed: it may be huge). */
+function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shape: number[] }>, reduce: Reduce): Record<string, unknown> {
+  return {
+    model_sha256: createHash('sha256').update(readFileSync(modelPath)).digest('hex'),
+    inputs: Object.fromEntries([...inputs].map(([name, input]) => [name, { dtype: input.dtype, shape: input.shape }])),
+    reduce,
+  };
+}
+
+/** Where --json goes: stdout, unless the Jacobian itself goes there. */
+export function jsonStreamFor(output: string | undefined): NodeJS.WriteStream {
+  return output !== undefined && isStdoutName(output) ? process.stderr : process.stdout;
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
@@ -34,34 +57,67 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     if (given !== undefined) throw new UsageError(`${flag} goes with --stat: see jacobian --help`);
   }
   const started = performance.now();
-  const archive = opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false);
+  const zarr = opts.output !== undefined && isZarrPath(opts.output);
+  const archive = !zarr && (opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false));
+  if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
+  if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr) {
+    throw new UsageError(`--compressor applies to Zarr stores only: name the output J.zarr, or drop --compressor ${opts.compressor}`);
+  }
   const outputPath = opts.output ?? (archive ? 'jacobian.npz' : 'jacobian.npy');
   if (archive && outputPath.toLowerCase().endsWith('.npy')) {
     throw new UsageError(`--as-tuple writes a .npz archive, but the output is named ${outputPath}: name it .npz, or drop --as-tuple for the flat .npy`);
   }
-  const toStdout = outputPath === '-';
+  const toStdout = isStdoutName(outputPath);
   const info = toStdout ? process.stderr : process.stdout;
+  // Everything about the output that can fail is checked before any computing.
+  checkOutputPath(outputPath, { archive, readPaths: [modelPath, ...opts.input.map((spec) => parseInputSpec(spec).path).filter((p) => p !== '-')] });
+  const notes: string[] = [];
+  const note = (line: string) => {
+    notes.push(line);
+    if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
+  };
   const loadStart = performance.now();
   const model = loadModel(modelPath);
-  const inputs = bindInputs(model, opts.input);
-  const { graph, modelOutput } = await withLoss(model, inputs, opts);
+  const { inputs } = await bindInputs(model, opts.input, note);
+  const nonFiniteRows: Record<string, number> = {};
+  try {
+    for (const [name, source] of inputs) {
+      const { rows, first } = await countNonFiniteRows(source);
+      nonFiniteRows[name] = rows;
+      if (rows > 0) note(`input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ${first}); their rows of J will not be finite`);
+    }
+  } catch (err) {
+    for (const input of inputs.values()) input.close();
+    throw err;
+  }
   const loadMs = performance.now() - loadStart;
   const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
-  const { plan, run } = await planJacobian(graph, inputs, {
-    modelOutput,
-    reduce: opts.reduce,
-    layout: archive ? 'tuple' : 'flat',
-    batchSize: opts.batchSize,
-    maxMemory: opts.maxMemory,
-    threads: opts.threads,
-    vectorStrategy: opts.vectorStrategy,
-    onProgress: progress?.update,
-  });
+  let planned: Awaited<ReturnType<typeof planJacobian>>;
+  try {
+    const { graph, modelOutput } = await withLoss(model, inputs, opts);
+    planned = await planJacobian(graph, inputs, {
+      modelOutput,
+      reduce: opts.reduce,
+      layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
+      rows: opts.shard ?? opts.rows,
+      batchSize: opts.batchSize,
+      maxMemory: opts.maxMemory,
+      threads: opts.threads,
+      vectorStrategy: opts.vectorStrategy,
+      onProgress: progress?.update,
+    });
+  } catch (err) {
+    for (const input of inputs.values()) input.close();
+    throw err;
+  }
+  const { plan, run } = planned;
   let sink: FileSink | undefined;
   let finishMs = 0;
   try {
-    sink = await openFileSink(outputPath, plan.blocks, archive);
+    sink = zarr
+      ? await openZarrSink(outputPath, plan, { tuple: opts.asTuple === true, compressor: opts.compressor ?? 'none', source: zarrSource(modelPath, inputs, opts.reduce) })
+      : await openFileSink(outputPath, plan.blocks, archive);
     await run(sink);
     const finishStart = performance.now();
     await sink.commit();
@@ -83,8 +139,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     const summary = {
       ok: true,
       output: outputPath,
-      format: archive ? 'npz' : 'npy',
+      format: zarr ? 'zarr' : archive ? 'npz' : 'npy',
       samples: plan.samples,
+      rows: [plan.rows.start, plan.rows.end],
+      ...(plan.rows.shard ? { shard: plan.rows.shard } : {}),
       outputShape: plan.outputShape,
       columns: D,
       blocks: plan.blocks,
@@ -93,13 +151,23 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       bytes,
       seconds,
       peakMemoryBytes: process.resourceUsage().maxRSS * 1024,
+      nonFiniteRows,
+      notes,
     };
     info.write(`${JSON.stringify(summary, null, 2)}\n`);
   } else if (!opts.quiet) {
-    const shape = archive ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
+    const shape = archive || (zarr && opts.asTuple) ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
+    const { start, end, shard } = plan.rows;
+    const rowsText = start === 0 && end === plan.samples ? `${plan.samples} samples` : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
     info.write(
-      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${plan.samples} samples × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
+      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${rowsText} × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
     );
+    if (start === end) {
+      process.stderr.write(
+        `note: shard ${shard?.index}/${shard?.count} has no rows: the ${plan.samples} samples fill only ${Math.ceil(plan.samples / plan.batchSize)} chunks of ${plan.batchSize} rows; ` +
+          'to split finer, give every run the same smaller --batch-size\n',
+      );
+    }
   }
   // Float initializers that meet the data outside any parameter slot are not differentiated: say so.
   const undifferentiated = plan.analysis.constants.filter((c) => c.reason.startsWith('enters no parameter slot'));

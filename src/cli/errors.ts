@@ -8,12 +8,13 @@ export function exitCodeOf(err: unknown): number {
   return 3;
 }
 
-export function reportError(err: unknown, json: boolean): number {
+/** The message on stderr; with --json also the error object, on `jsonStream` (stdout unless the data goes there). */
+export function reportError(err: unknown, json: boolean, jsonStream: NodeJS.WritableStream = process.stdout): number {
   const code = exitCodeOf(err);
   const message = err instanceof Error ? err.message : String(err);
   if (json) {
     const problems = (err as { problems?: unknown }).problems;
-    process.stdout.write(`${JSON.stringify({ ok: false, exitCode: code, error: message, ...(problems ? { problems } : {}) }, null, 2)}\n`);
+    jsonStream.write(`${JSON.stringify({ ok: false, exitCode: code, error: message, ...(problems ? { problems } : {}) }, null, 2)}\n`);
   }
   process.stderr.write(`jacobian: ${code === 3 && !(err instanceof JacobianError) ? 'internal error: ' : ''}${message}\n`);
   if (code === 3 && !(err instanceof JacobianError) && err instanceof Error && process.env.JACOBIAN_DEBUG) process.stderr.write(`${err.stack}\n`);

@@ -1,8 +1,11 @@
 // Commander wiring only: each command lives in its own file; errors go through one handler.
+import '../telemetry.js';
 import { Command, CommanderError, Option } from 'commander';
+import ort from 'onnxruntime-node';
 import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
-import { computeCommand, type ComputeOptions } from './compute.js';
+import { computeCommand, jsonStreamFor, type ComputeOptions } from './compute.js';
+import { endProgressLine } from './progress.js';
 import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
@@ -22,6 +25,7 @@ function parsePositive(flag: string) {
     return n;
   };
 }
+import { parseRows, parseShard } from '../run/shards.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -29,27 +33,66 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Ctrl-C or a kill leaves no partial output: the temporary file goes, then the process with the signal's code. */
-function removeOutputsOnSignals(): void {
+/** Ctrl-C or a kill leaves no partial output: the progress line ends, the temporary file goes, then the process with the signal's code. */
+function removeOutputsOnSignals(jsonStream: () => NodeJS.WritableStream | undefined): void {
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     process.once(signal, () => {
+      endProgressLine();
       removeTemporaryFiles();
+      const message = `interrupted (${signal}); no output was written`;
+      jsonStream()?.write(`${JSON.stringify({ ok: false, exitCode: code, error: message }, null, 2)}\n`);
+      process.stderr.write(`jacobian: ${message}\n`);
       process.exit(code);
     });
   }
 }
 
+const MAIN_EXAMPLES = `
+Examples:
+  jacobian model.onnx --input batch.npy                  writes jacobian.npy, shape (N, D) or (N, *K, D)
+  jacobian model.onnx --input batch.npy --as-tuple       writes jacobian.npz, one (N, *K, *shape) entry per parameter
+  jacobian model.onnx -i a=a.npy -i b=b.npy -o J.npy     a model with two inputs
+  jacobian model.onnx -i batch.npz -o J.npy              inputs from the .npz entries named after them (or x=batch.npz:entry)
+  cat batch.npy | jacobian model.onnx -i - -o - > J.npy  standard input and output
+  jacobian model.onnx -i batch.npy --shard 0/4 -o J.zarr  shard 0 of 4 (run 0/4 … 3/4 anywhere) into one Zarr store
+  jacobian model.onnx -i x.npy --loss cross-entropy --target y.npy --stat norm -o norms.npz
+                                                         per-sample loss-gradient norms, J never written
+  jacobian model.onnx -i x.npy --stat gram --input2 x2.npy -o ntk.npz
+                                                         the empirical NTK between two sets
+  jacobian model.onnx -i x.npy --wrt inputs -o saliency.npy
+                                                         ∂z/∂x per sample, (N, *K, *input shape)
+  jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
+  jacobian help check                                    help on a command
+
+Exit codes: 0 ok, 1 model refused, 2 bad usage or unreadable file, 3 runtime failure.`;
+
+const CHECK_EXAMPLES = `
+Examples:
+  jacobian check model.onnx                              parameter table and verdict (exit 0 eligible, 1 not)
+  jacobian check model.onnx --json                       the same as JSON (schema: docs/check-json.md)
+  jacobian check models/*.onnx                           several models, one summary line (a CI gate: docs/ci.md)
+  jacobian check model.onnx -i batch.npy --verify        also compare J with finite differences on the data
+
+Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runtime failure (the worst over several models).`;
+
 export async function main(argv: string[]): Promise<number> {
-  removeOutputsOnSignals();
+  // onnxruntime's own log lines (colored, timestamped) would mix with the CLI's messages: its errors arrive as exceptions.
+  ort.env.logLevel = 'fatal';
   let exitCode = 0;
   let json = argv.includes('--json');
+  // With the Jacobian on stdout, JSON (summary or error) goes to stderr.
+  let jsonStream: NodeJS.WriteStream = process.stdout;
+  removeOutputsOnSignals(() => (json ? jsonStream : undefined));
   const program = new Command('jacobian')
     .description('Per-sample Jacobians J[n, i] = ∂z⁽ⁿ⁾/∂θᵢ of an ONNX model, in one forward and one backward pass')
-    .version(version, '-V, --version')
+    .version(version, '-V, --version', 'print the version')
     .argument('<model.onnx>', 'the ONNX model')
-    .option('-i, --input <[name=]file.npy>', 'input batch (axis 0 = samples); repeat as name=file.npy for several inputs', collect, [])
-    .option('-o, --output <file>', "output file: .npy (flat N × D matrix) or .npz (one entry per parameter); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
-    .option('--as-tuple', 'write one array per parameter into a .npz archive')
+    .option('-i, --input <[name=]file>', "input batch (axis 0 = samples): file.npy, file.npz[:entry] or '-' for stdin; repeat as name=file for several inputs", collect, [] as string[])
+    .option('-o, --output <file>', "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
+    .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
+    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run', parseRows)
+    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options', parseShard)
+    .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
     .addOption(new Option('--loss <kind>', "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)").choices([...LOSSES]))
@@ -59,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--clip <C>', 'clipping bound of --stat clipped-sum', parsePositive('--clip'))
     .option('--vector <v.npy>', 'v of --stat jvp, shape (D,)')
     .option('--cotangent <u.npy>', 'u of --stat vjp, shape (N, *K)')
-    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', collect, [])
+    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .addOption(new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'").choices(['parameters', 'inputs']).default('parameters'))
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
@@ -70,27 +113,13 @@ export async function main(argv: string[]): Promise<number> {
         .default('tile'),
     )
     .option('-q, --quiet', 'print nothing but errors')
-    .option('--json', 'print a machine-readable summary of what was written')
+    .option('--json', 'print a machine-readable summary (or error) as JSON')
     .option('--verbose', 'print a timing breakdown on stderr (and, for --stat, which slots used the factors)')
-    .showHelpAfterError('(run jacobian --help for usage)')
-    .addHelpText(
-      'after',
-      `
-Examples:
-  jacobian model.onnx --input batch.npy                  writes jacobian.npy, shape (N, D) or (N, *K, D)
-  jacobian model.onnx --input batch.npy --as-tuple       writes jacobian.npz, one (N, *K, *shape) entry per parameter
-  jacobian model.onnx -i a=a.npy -i b=b.npy -o J.npy     a model with two inputs
-  jacobian model.onnx -i x.npy --loss cross-entropy --target y.npy --stat norm -o norms.npz
-                                                         per-sample loss-gradient norms, J never written
-  jacobian model.onnx -i x.npy --stat gram --input2 x2.npy -o ntk.npz
-                                                         the empirical NTK between two sets
-  jacobian model.onnx -i x.npy --wrt inputs -o saliency.npy
-                                                         ∂z/∂x per sample, (N, *K, *input shape)
-  jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
-
-Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
-    )
+    .showHelpAfterError('(run jacobian help for usage)')
+    .helpCommand('help [command]', 'show the help of jacobian or of a command')
+    .addHelpText('after', MAIN_EXAMPLES)
     .action(async (model: string, opts: ComputeOptions) => {
+      jsonStream = jsonStreamFor(opts.output);
       exitCode = await computeCommand(model, opts);
     });
 
@@ -98,33 +127,43 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
   program.enablePositionalOptions();
   program.exitOverride();
   program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  // The default [] of --input is no useful default to show.
+  program.configureHelp({ optionDescription: (o) => (o.long === '--input' ? o.description : new Command().createHelp().optionDescription(o)) });
 
   program
     .command('check')
-    .description('tell whether the model is eligible: parameters, their columns in J, and every problem (exit 0 eligible, 1 not)')
-    .argument('<model.onnx>', 'the ONNX model')
+    .description('tell whether models are eligible: parameters, their columns in J, and every problem (exit 0 eligible, 1 not)')
+    .argument('<model.onnx...>', 'the ONNX model(s)')
     .option('--model-output <name>', 'which model output to check (default: the first)')
-    .option('-i, --input <[name=]file.npy>', 'sample data: also probe the model (batch axis, independent samples) and build its Jacobian graph', collect, [])
+    .option('-i, --input <[name=]file>', 'sample data (.npy, .npz[:entry] or - for stdin): also probe the model (batch axis, independent samples) and build its Jacobian graph', collect, [] as string[])
     .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
     .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
     .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
     .option('--json', 'print the report as JSON (schema in docs/check-json.md)')
-    .action(async (model: string, opts: CheckOptions) => {
-      json = opts.json === true;
-      exitCode = await checkCommand(model, opts);
+    .addHelpText('after', CHECK_EXAMPLES)
+    .action(async (models: string[], opts: CheckOptions) => {
+      // `jacobian --json check M` means the same as `jacobian check M --json`.
+      opts.json = opts.json === true || program.opts().json === true;
+      json = opts.json;
+      exitCode = await checkCommand(models, opts);
     });
 
+  if (argv.length <= 2) {
+    process.stdout.write(program.helpInformation());
+    process.stdout.write(`${MAIN_EXAMPLES}\n`);
+    return 0;
+  }
   try {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version end here with code 0; usage errors get 2 (commander printed the message).
-      if (err.exitCode === 0) return 0;
-      if (json) process.stdout.write(`${JSON.stringify({ ok: false, exitCode: 2, error: err.message.replace(/^error: /, '') }, null, 2)}\n`);
+      if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return 0;
+      if (json) jsonStream.write(`${JSON.stringify({ ok: false, exitCode: 2, error: err.message.replace(/^error: /, '') }, null, 2)}\n`);
       return 2;
     }
-    return reportError(err, json);
+    return reportError(err, json, jsonStream);
   }
   return exitCode;
 }

@@ -20,9 +20,16 @@ export function parseSize(value: string): number {
   return bytes;
 }
 
-/** `--input name=path` or a bare path (bound to the only data input). */
-export function parseInputSpec(spec: string): { name?: string; path: string } {
+/**
+ * `--input name=path` or a bare path (bound to the only data input); a path `file.npz:entry`
+ * names one entry of an archive; '-' is standard input.
+ */
+export function parseInputSpec(spec: string): { name?: string; path: string; entry?: string } {
   const eq = spec.indexOf('=');
-  if (eq > 0 && !spec.slice(0, eq).includes('/')) return { name: spec.slice(0, eq), path: spec.slice(eq + 1) };
-  return { path: spec };
+  const named = eq > 0 && !spec.slice(0, eq).includes('/');
+  const name = named ? spec.slice(0, eq) : undefined;
+  const rest = named ? spec.slice(eq + 1) : spec;
+  const archive = /^(.+\.npz|-):([^/\\]+)$/i.exec(rest);
+  if (archive) return { name, path: archive[1], entry: archive[2] };
+  return { name, path: rest };
 }

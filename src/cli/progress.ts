@@ -13,6 +13,14 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
 }
 
+/** The progress line on screen, if any: a signal handler ends it before the process goes. */
+let openLine: NodeJS.WriteStream | undefined;
+
+export function endProgressLine(): void {
+  openLine?.write('\r\x1b[K');
+  openLine = undefined;
+}
+
 export function progressPrinter(stream: NodeJS.WriteStream): { update(p: Progress): void; done(): void } {
   const start = performance.now();
   let shown = false;
@@ -24,9 +32,11 @@ export function progressPrinter(stream: NodeJS.WriteStream): { update(p: Progres
       const eta = (p.samples - p.samplesDone) / Math.max(rate, 1e-9);
       stream.write(`\r${p.samplesDone}/${p.samples} samples  ${rate.toFixed(0)}/s  ETA ${eta.toFixed(1)} s  ${formatBytes(p.bytesWritten)} written\x1b[K`);
       shown = true;
+      openLine = stream;
     },
     done() {
       if (shown) stream.write('\r\x1b[K');
+      openLine = undefined;
     },
   };
 }

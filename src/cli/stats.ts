@@ -58,7 +58,10 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   if (stats.includes('gram') && stats.length > 1) throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
   if (opts.input2 && opts.input2.length > 0 && !stats.includes('gram')) throw new UsageError('--input2 is the second set of samples of --stat gram');
   const model = loadModel(modelPath);
-  const inputs = bindInputs(model, opts.input);
+  const note = (line: string) => {
+    if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
+  };
+  const { inputs } = await bindInputs(model, opts.input, note);
   const opened: RowSource[] = [...inputs.values()];
   try {
     const { graph, modelOutput } = await withLoss(model, inputs, opts);
@@ -68,7 +71,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     const common = { wrt, modelOutput, reduce: opts.reduce, batchSize: opts.batchSize, maxMemory: opts.maxMemory, threads: opts.threads, onProgress: progress?.update };
     let planned;
     if (stats.includes('gram')) {
-      const second = opts.input2 && opts.input2.length > 0 ? bindInputs(model, opts.input2) : undefined;
+      const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, opts.input2, note)).inputs : undefined;
       if (second) opened.push(...second.values());
       planned = await planGram(graph, inputs, second, common);
     } else {

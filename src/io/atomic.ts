@@ -57,6 +57,61 @@ function registerTemp(tempPath: string): void {
   liveTempFiles.add(tempPath);
 }
 
+/**
+ * The path a write to `target` must replace: `target` itself, or, when it is a symbolic link
+ * (possibly dangling, possibly a chain), the file it finally points to.
+ */
+export function resolveLinks(target: string): string {
+  let current = target;
+  for (let hops = 0; hops < 40; hops++) {
+    let link: string;
+    try {
+      if (!fs.lstatSync(current).isSymbolicLink()) return current;
+      link = fs.readlinkSync(current);
+    } catch {
+      return current; // does not exist (yet)
+    }
+    current = path.resolve(path.dirname(current), link);
+  }
+  throw new Error(`${target}: too many levels of symbolic links`);
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, owned by someone else
+  }
+}
+
+/**
+ * Removes temporary files left next to `target` by runs that were killed (SIGKILL, power
+ * loss): `.<basename>.tmp-<pid>-<12 hex>` whose process is no longer alive on this machine.
+ */
+export function removeStaleTemporaryFiles(target: string): void {
+  const dir = path.dirname(target);
+  const prefix = `.${path.basename(target)}.tmp-`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)-[0-9a-f]{12}$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processIsAlive(pid)) continue;
+    try {
+      fs.unlinkSync(path.join(dir, name));
+    } catch {
+      // gone already, or not ours to remove
+    }
+  }
+}
+
 /** The temporary file name used for `target`: same directory, hidden, `.<basename>.tmp-<pid>-<random>`. */
 export function tempPathFor(target: string): string {
   const dir = path.dirname(target);
@@ -91,16 +146,19 @@ export class AtomicFile implements OutputSink {
    */
   static async create(target: string): Promise<AtomicFile> {
     if (target === '') throw new Error('output path is empty');
+    // A symbolic link at the path stays: the file it points to is the one replaced.
+    const real = resolveLinks(target);
     let st: fs.Stats | undefined;
     try {
-      st = await fs.promises.stat(target);
+      st = await fs.promises.stat(real);
     } catch {
       st = undefined; // does not exist yet: fine
     }
     if (st?.isDirectory()) {
       throw new Error(`${target}: is a directory; give a file name for the output`);
     }
-    const tempPath = tempPathFor(target);
+    removeStaleTemporaryFiles(real);
+    const tempPath = tempPathFor(real);
     let handle: FileHandle;
     try {
       handle = await fs.promises.open(tempPath, 'wx', 0o666);
@@ -111,7 +169,16 @@ export class AtomicFile implements OutputSink {
       );
     }
     registerTemp(tempPath);
-    return new AtomicFile(target, tempPath, handle);
+    if (st?.isFile()) {
+      // The new file replaces the old one with the old one's permissions (and owner, where allowed).
+      try {
+        await handle.chmod(st.mode & 0o7777);
+        if (process.getuid?.() === 0) await handle.chown(st.uid, st.gid);
+      } catch {
+        // a file system without modes: keep the default
+      }
+    }
+    return new AtomicFile(real, tempPath, handle);
   }
 
   /** Positional write of all of `bytes` (loops over short writes). On failure the file is aborted. */

@@ -243,7 +243,7 @@ export function npyBytes(arr: NpyArray): Buffer {
 }
 
 export interface NpyWriterOptions {
-  /** Stream used for the path '-' (default process.stdout). */
+  /** Stream used for the path '-' (default process.stdout); when given with another path, written to in place of a file. */
   stdout?: Writable | NodeJS.WritableStream;
 }
 
@@ -285,8 +285,9 @@ export class NpyWriter {
     const header = npyHeader(dtype, shape); // validates dtype and shape before any file is created
     const expectedBytes = shapeSize(shape) * dtypeInfo(dtype).itemsize;
     if (!Number.isSafeInteger(expectedBytes)) throw new RangeError(`array of shape ${formatShape(shape)} is too large`);
+    // options.stdout also serves a FIFO or device opened by the caller: written in order, never replaced.
     const sink: OutputSink =
-      path === '-' ? new StreamSink(options.stdout ?? process.stdout) : await AtomicFile.create(path);
+      path === '-' || options.stdout ? new StreamSink(options.stdout ?? process.stdout, path === '-' ? '<stdout>' : path) : await AtomicFile.create(path);
     const writer = new NpyWriter(sink, path, dtype, [...shape], header.length, expectedBytes);
     try {
       await sink.writeAt(header, 0);
@@ -387,11 +388,16 @@ export interface NpyHeaderInfo {
   shape: number[];
   /** Byte order of the data in the file. */
   littleEndian: boolean;
+  /** Column-major data (only when the caller allowed it; the readers refuse it otherwise). */
+  fortranOrder: boolean;
   /** Offset of the first data byte (= total header length). */
   dataOffset: number;
   /** prod(shape) * itemsize. */
   dataBytes: number;
 }
+
+/** Largest header accepted: numpy writes a few hundred bytes and reads at most 10,000 unless told otherwise. */
+export const MAX_HEADER_BYTES = 1 << 20;
 
 const REMEDY_RESAVE = 'the file is damaged or was not written by numpy; re-create it with np.save';
 
@@ -423,6 +429,10 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const hlen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
   const end = preamble + hlen;
+  // numpy's own reader refuses headers over 10,000 bytes; a length beyond this bound is damage, refused before any allocation.
+  if (hlen > MAX_HEADER_BYTES) {
+    throw new NpyFormatError(`${source}: the .npy header length field says ${hlen} bytes, more than any array header needs (at most ${MAX_HEADER_BYTES}); ${REMEDY_RESAVE}`);
+  }
   if (end > total) {
     throw new NpyFormatError(
       `${source}: truncated .npy file: the header should be ${hlen} bytes but the file has only ${total - preamble} after the preamble; ${REMEDY_RESAVE}`,
@@ -432,7 +442,7 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
 }
 
 /** Parses the complete header in `bytes` (which must hold at least headerEnd bytes). */
-function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderInfo {
+function parseHeader(bytes: Uint8Array, end: number, source: string, allowFortran = false): NpyHeaderInfo {
   const major = bytes[6]!;
   const preamble = major === 1 ? 10 : 12;
   const raw = bytes.subarray(preamble, end);
@@ -491,7 +501,7 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
   if (typeof fortran !== 'boolean') {
     throw new NpyFormatError(`${source}: malformed .npy header: fortran_order is ${shortRepr(fortran!)}, not True/False; ${REMEDY_RESAVE}`);
   }
-  if (fortran) {
+  if (fortran && !allowFortran) {
     throw new NpyFormatError(
       `${source}: the array is stored in Fortran (column-major) order, which is not supported; ` +
         're-save it in C order with np.save(path, np.ascontiguousarray(arr))',
@@ -521,6 +531,7 @@ function parseHeader(bytes: Uint8Array, end: number, source: string): NpyHeaderI
     dtype,
     shape: dims.map(Number),
     littleEndian,
+    fortranOrder: fortran,
     dataOffset: end,
     dataBytes: Number(dataBytes),
   };
@@ -591,9 +602,9 @@ function finish(info: NpyHeaderInfo, arr: NpyArray): NpyArray {
 }
 
 /** Reads just the header of an in-memory .npy file. */
-export function parseNpyHeader(bytes: Uint8Array, source: string): NpyHeaderInfo {
+export function parseNpyHeader(bytes: Uint8Array, source: string, options: { allowFortran?: boolean } = {}): NpyHeaderInfo {
   const end = headerEnd(bytes, bytes.length, source);
-  return parseHeader(bytes, end, source);
+  return parseHeader(bytes, end, source, options.allowFortran);
 }
 
 /** Parses a whole .npy file held in memory. The data is copied into a fresh, aligned buffer. */

@@ -13,16 +13,24 @@
  * end-of-central-directory record, so members and archives past 4 GiB work.
  * The file appears atomically at its path on commit (see atomic.ts).
  *
- * Member names: a member is named exactly `${name}.npy`, whatever characters
- * `name` contains ('0.weight', 'onnx::MatMul_12', '/fc/Gemm', non-ASCII, ...);
- * non-ASCII names are UTF-8 with the zip "UTF-8 name" flag, as Python's
- * zipfile writes them. numpy's np.load(path)[name] returns these members under
- * the unchanged `name` (checked with numpy 1.24 / Python 3.11). Names
- * containing a NUL character are refused (Python's zipfile cuts names at NUL).
+ * Member names: a parameter's name becomes a member name that is always a
+ * safe relative file name (see {@link npzEntryName}), so a consumer that saves
+ * `np.load(f)[k]` under `os.path.join(out, k)` stays inside `out`. Letters,
+ * digits, '_', '-' and '.' are kept ('0.weight', 'fc.bias' unchanged); every
+ * other byte of the UTF-8 name is written %XX (percent-encoding, as in URLs),
+ * as is a leading '.', so '..', '/abs', 'a/b' and 'onnx::MatMul_12' become
+ * '%2E.', '%2Fabs', 'a%2Fb' and 'onnx%3A%3AMatMul_12'; the empty name is '%'.
+ * The mapping is reversible (decodeURIComponent). A name whose encoding
+ * exceeds 200 bytes keeps its first 180 and ends in '~' and 16 hex digits of
+ * its SHA-256 ('~' is always encoded elsewhere, so no two names meet). When
+ * any name changed, the archive also holds a `__names__.json` member:
+ * `{"<member key>": "<original name>", ...}` for every member; readNpz uses it
+ * to give back the original names.
  *
  * Reading: stored and deflated members (np.savez and np.savez_compressed),
  * with the CRC-32 of every member verified.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import { AtomicFile, PendingWrites } from './atomic.js';
@@ -75,6 +83,40 @@ const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
 /** rw-r--r-- regular file, in the high 16 bits of the external attributes (Unix). */
 const EXTERNAL_ATTR = ((0o100644 << 16) >>> 0);
+
+
+/** The member holding the original names when some were encoded. */
+export const NAMES_MEMBER = '__names__.json';
+/** Longest encoded name kept whole (file systems allow 255 bytes; '.npy' and temp suffixes need room). */
+const MAX_ENCODED_NAME = 200;
+
+/**
+ * The .npz member key (without '.npy') for a parameter name: a safe relative
+ * file name, never '.', '..', absolute, with no separator or NUL. See the
+ * file comment for the mapping; {@link npzOriginalName} reverses it.
+ */
+export function npzEntryName(name: string): string {
+  if (name === '') return '%';
+  let out = '';
+  for (const ch of name) {
+    if (/^[A-Za-z0-9_.-]$/.test(ch)) out += ch;
+    else for (const byte of Buffer.from(ch, 'utf8')) out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  if (out.startsWith('.')) out = `%2E${out.slice(1)}`;
+  if (out.length > MAX_ENCODED_NAME) out = `${out.slice(0, MAX_ENCODED_NAME - 20)}~${createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 16)}`;
+  return out;
+}
+
+/** The parameter name of a member key written by {@link npzEntryName} (undefined for a shortened, hashed key). */
+export function npzOriginalName(key: string): string | undefined {
+  if (key === '%') return '';
+  if (key.includes('~')) return undefined;
+  try {
+    return decodeURIComponent(key);
+  } catch {
+    return undefined;
+  }
+}
 
 interface EntryLayout {
   spec: NpzEntrySpec;
@@ -229,38 +271,40 @@ export class NpzWriter {
     }
     const seen = new Set<string>();
     const layout: EntryLayout[] = [];
+    const originals: Record<string, string> = {};
+    let renamed = false;
     let offset = 0;
-    for (const spec of entries) {
-      const { name } = spec;
-      if (typeof name !== 'string' || name.includes('\0')) {
-        throw new Error(`${path}: invalid .npz member name ${JSON.stringify(name)} (must be a string without NUL characters)`);
-      }
-      if (seen.has(name)) throw new Error(`${path}: two .npz members are named ${JSON.stringify(name)}`);
-      seen.add(name);
-      const memberName = `${name}.npy`;
+    const place = (spec: NpzEntrySpec, memberName: string, header: Buffer, dataBytes: number): void => {
       const nameBytes = Buffer.from(memberName, 'utf8');
-      if (nameBytes.length > U16_MAX) throw new Error(`${path}: .npz member name ${JSON.stringify(name.slice(0, 40))}... is too long`);
-      const header = npyHeader(spec.dtype, spec.shape);
-      const dataBytes = shapeSize(spec.shape) * npyItemSize(spec.dtype);
-      const size = header.length + dataBytes;
-      const flags = /^[\x00-\x7f]*$/.test(memberName) ? 0 : FLAG_UTF8_NAME;
       const localOffset = offset;
       const dataStart = localOffset + LOCAL_FIXED + nameBytes.length + LOCAL_ZIP64_EXTRA + header.length;
       offset = dataStart + dataBytes;
       if (!Number.isSafeInteger(offset)) throw new RangeError(`${path}: the archive would be too large`);
       layout.push({
-        spec: { name, dtype: spec.dtype, shape: [...spec.shape] },
+        spec: { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] },
         nameBytes,
-        flags,
+        flags: /^[\x00-\x7f]*$/.test(memberName) ? 0 : FLAG_UTF8_NAME,
         header,
         localOffset,
         dataStart,
-        size,
+        size: header.length + dataBytes,
         dataBytes,
         written: 0,
         crc: crc32Update(0, header),
       });
+    };
+    for (const spec of entries) {
+      const { name } = spec;
+      if (typeof name !== 'string') throw new Error(`${path}: invalid .npz member name ${JSON.stringify(name)} (must be a string)`);
+      const key = npzEntryName(name);
+      if (seen.has(key)) throw new Error(`${path}: two .npz members are named ${JSON.stringify(name)}`);
+      seen.add(key);
+      originals[key] = name;
+      renamed ||= key !== name;
+      place(spec, `${key}.npy`, npyHeader(spec.dtype, spec.shape), shapeSize(spec.shape) * npyItemSize(spec.dtype));
     }
+    // The original names, as the last member (its bytes are its "header"; no data follows).
+    if (renamed) place({ name: NAMES_MEMBER, dtype: 'uint8', shape: [0] }, NAMES_MEMBER, Buffer.from(`${JSON.stringify(originals, null, 1)}\n`, 'utf8'), 0);
     const when = dosDateTime(new Date());
     const file = await AtomicFile.create(path);
     const writer = new NpzWriter(file, path, layout, offset, when);
@@ -277,7 +321,7 @@ export class NpzWriter {
 
   /** Number of members. */
   get entryCount(): number {
-    return this.entries.length;
+    return this.entries.filter((e) => e.nameBytes.toString('utf8') !== NAMES_MEMBER).length;
   }
 
   /** Data bytes accepted so far for member `entryIndex` (its npy header not counted). */
@@ -544,8 +588,13 @@ export function readNpz(path: string): Map<string, NpyArray> {
     if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not an .npz file`);
     const entries = readCentralDirectory(fd, st.size, path);
     const result = new Map<string, NpyArray>();
+    let originals: Record<string, unknown> | undefined;
     for (const e of entries) {
       const source = `${path}: member '${e.name}'`;
+      if (e.name === NAMES_MEMBER) {
+        originals = readNamesMember(fd, e, st.size, source);
+        continue;
+      }
       if (!e.name.endsWith('.npy')) {
         throw new NpyFormatError(
           `${source} is not a .npy array; an .npz must contain only .npy members (write it with np.savez)`,
@@ -596,13 +645,46 @@ export function readNpz(path: string): Map<string, NpyArray> {
       }
       result.set(key, array);
     }
-    return result;
+    return originals ? restoreNames(result, originals, path) : result;
   } catch (err) {
     if (err instanceof NpyFormatError) throw err;
     throw new NpyFormatError(`${path}: cannot read the .npz file: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** The `__names__.json` member: small JSON, stored or deflated. */
+function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: string): Record<string, unknown> {
+  if (e.size > 64 * 1024 * 1024 || e.compressedSize > 64 * 1024 * 1024) throw new NpyFormatError(`${source}: too large for a list of names; ${REMEDY_NPZ}`);
+  const local = Buffer.alloc(LOCAL_FIXED);
+  if (e.localOffset + LOCAL_FIXED > fileSize) throw new NpyFormatError(`${source}: local header lies outside the file; ${REMEDY_NPZ}`);
+  readExact(fd, local, e.localOffset, source);
+  const dataPos = e.localOffset + LOCAL_FIXED + local.readUInt16LE(26) + local.readUInt16LE(28);
+  if (dataPos + e.compressedSize > fileSize) throw new NpyFormatError(`${source}: member data runs past the end of the file; ${REMEDY_NPZ}`);
+  const stored = Buffer.alloc(e.compressedSize);
+  readExact(fd, stored, dataPos, source);
+  let raw = stored;
+  try {
+    if (e.method === METHOD_DEFLATED) raw = inflateRawSync(stored, { maxOutputLength: Math.max(1, e.size) });
+    const parsed: unknown = JSON.parse(raw.toString('utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new NpyFormatError(`${source}: not a JSON object of names (${err instanceof Error ? err.message : String(err)}); ${REMEDY_NPZ}`);
+  }
+}
+
+/** Gives the arrays back under their original names (keys not listed stay as they are). */
+function restoreNames(arrays: Map<string, NpyArray>, originals: Record<string, unknown>, path: string): Map<string, NpyArray> {
+  const out = new Map<string, NpyArray>();
+  for (const [key, array] of arrays) {
+    const original = Object.prototype.hasOwnProperty.call(originals, key) ? originals[key] : key;
+    const name = typeof original === 'string' ? original : key;
+    if (out.has(name)) throw new NpyFormatError(`${path}: ${NAMES_MEMBER} gives two members the name '${name}'; ${REMEDY_NPZ}`);
+    out.set(name, array);
+  }
+  return out;
 }
 
 function hex32(n: number): string {

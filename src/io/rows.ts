@@ -1,7 +1,7 @@
 // Row-wise access to a batch: from a .npy file read chunk by chunk (memory bounded by
 // the chunk, not by N), or from an array already in memory.
 import fs from 'node:fs';
-import { NpyFormatError, npyItemSize, npyTypedArray, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
+import { MAX_HEADER_BYTES, NpyFormatError, npyItemSize, npyTypedArray, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
 
 export interface RowSource {
   dtype: NpyDtype;
@@ -15,6 +15,9 @@ export interface RowSource {
   rows(start: number, end: number, reuse?: ArrayBuffer): NpyData;
   /** The given rows, in that order. */
   pick(rows: readonly number[]): NpyData;
+  /** Column-major data: rows() and pick() refuse it; raw() gives the stored elements for a transpose. */
+  fortranOrder?: boolean;
+  raw?(): NpyData;
   close(): void;
 }
 
@@ -38,58 +41,154 @@ export function arrayRows(arr: NpyArray): RowSource {
   };
 }
 
+/**
+ * Reads a stream-like file (stdin, a FIFO, a device) into memory, no further than its
+ * contents need: a stream that is neither a .npy nor a zip stops after its first bytes, and
+ * a .npy stops where its header says the data ends, so `-i /dev/zero` or an endless pipe
+ * cannot grow memory beyond what the array itself would take.
+ */
+function readWhole(fd: number, path: string): Buffer {
+  const parts: Buffer[] = [];
+  let total = 0;
+  let limit = Number.POSITIVE_INFINITY;
+  const head = () => Buffer.concat(parts, total);
+  while (total < limit) {
+    const part = Buffer.alloc(Math.min(1 << 20, limit - total));
+    let n: number;
+    try {
+      n = fs.readSync(fd, part, 0, part.length, null);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN') continue;
+      if (code === 'EOF') break;
+      throw new NpyFormatError(`${path}: read error: ${(err as Error).message}`);
+    }
+    if (n === 0) break;
+    parts.push(part.subarray(0, n));
+    total += n;
+    if (limit === Number.POSITIVE_INFINITY && total >= 12) {
+      const start = head();
+      if (start[0] === 0x50 && start[1] === 0x4b) continue; // a zip: read to its end
+      if (start.subarray(0, 6).toString('latin1') !== '\x93NUMPY') break; // the parser names what it is not
+      const headerEnd = start[6] === 1 ? 10 + start.readUInt16LE(8) : 12 + start.readUInt32LE(8);
+      if (headerEnd > 12 + MAX_HEADER_BYTES) break; // the parser refuses it
+      if (total >= headerEnd) {
+        const info = parseNpyHeader(start.subarray(0, headerEnd), path, { allowFortran: true });
+        limit = info.dataOffset + info.dataBytes;
+      }
+    }
+  }
+  return head();
+}
+
+/** A .npy held in memory (read from stdin or a FIFO) as rows. */
+export function npyRowsFromBytes(bytes: Buffer, path: string): RowSource {
+  const info = parseNpyHeader(bytes, path, { allowFortran: true });
+  if (bytes.length - info.dataOffset !== info.dataBytes) {
+    throw new NpyFormatError(`${path}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but ${bytes.length - info.dataOffset} follow; re-create it with np.save`);
+  }
+  if (info.shape.length === 0) throw new NpyFormatError(`${path}: a 0-d array has no batch axis; axis 0 must index the samples`);
+  const copy = new Uint8Array(info.dataBytes);
+  copy.set(bytes.subarray(info.dataOffset));
+  swapToHost(info.littleEndian, npyItemSize(info.dtype), copy);
+  const data = npyTypedArray(info.dtype, copy.buffer);
+  return withOrder({ ...arrayRows({ dtype: info.dtype, shape: info.shape, data }), source: path }, info.fortranOrder, () => data);
+}
+
+function swapToHost(littleEndian: boolean, itemSize: number, bytes: Uint8Array): void {
+  if (littleEndian || itemSize === 1) return;
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (itemSize === 2) b.swap16();
+  else if (itemSize === 4) b.swap32();
+  else b.swap64();
+}
+
+/** All bytes of standard input ('-'), a FIFO or a device. */
+export function readAllBytes(path: string): Buffer {
+  let fd: number;
+  try {
+    fd = path === '-' ? 0 : fs.openSync(path, 'r');
+  } catch (err) {
+    throw new NpyFormatError(`${path}: cannot open: ${(err as Error).message}`);
+  }
+  try {
+    return readWhole(fd, path === '-' ? '<stdin>' : path);
+  } finally {
+    if (fd !== 0) fs.closeSync(fd);
+  }
+}
+
+/** Marks a Fortran-ordered source: its rows are not contiguous, only the whole array is. */
+function withOrder(source: RowSource, fortranOrder: boolean, raw: () => NpyData): RowSource {
+  if (!fortranOrder || source.shape.length < 2) return source;
+  const refuse = (): never => {
+    throw new NpyFormatError(`${source.source}: Fortran-ordered data must be converted before its rows are read`);
+  };
+  return { ...source, fortranOrder: true, raw, rows: refuse, pick: refuse };
+}
+
+/** `path` '-' is standard input; FIFOs and devices are read whole; regular files chunk by chunk. */
 export function openNpyRows(path: string): RowSource {
   let fd: number;
   try {
-    fd = fs.openSync(path, 'r');
+    fd = path === '-' ? 0 : fs.openSync(path, 'r');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new NpyFormatError(`${path}: cannot open the .npy file: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
+    throw new NpyFormatError(`${path}: cannot open the .npy file: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
   }
+  const label = path === '-' ? '<stdin>' : path;
   try {
-    const size = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    if (stat.isDirectory()) throw new NpyFormatError(`${label}: is a directory, not a .npy file; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
+    if (!stat.isFile()) {
+      const rows = npyRowsFromBytes(readWhole(fd, label), label);
+      if (fd !== 0) fs.closeSync(fd);
+      return rows;
+    }
+    const size = stat.size;
     const preamble = Buffer.alloc(Math.min(12, size));
     fs.readSync(fd, preamble, 0, preamble.length, 0);
     let headerLength = 0;
     if (preamble.length >= 12 || (preamble.length >= 10 && preamble[6] === 1)) headerLength = preamble[6] === 1 ? 10 + preamble.readUInt16LE(8) : 12 + preamble.readUInt32LE(8);
-    const header = Buffer.alloc(Math.max(preamble.length, Math.min(headerLength, size)));
+    // A header length beyond MAX_HEADER_BYTES is refused by parseNpyHeader; read no more than that.
+    const header = Buffer.alloc(Math.max(preamble.length, Math.min(headerLength, size, 12 + MAX_HEADER_BYTES + 1)));
     fs.readSync(fd, header, 0, header.length, 0);
-    const info = parseNpyHeader(header, path);
+    const info = parseNpyHeader(header, label, { allowFortran: true });
     if (size - info.dataOffset !== info.dataBytes) {
-      throw new NpyFormatError(`${path}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but the file holds ${size - info.dataOffset}; re-create it with np.save`);
+      throw new NpyFormatError(`${label}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but the file holds ${size - info.dataOffset}; re-create it with np.save`);
     }
-    if (info.shape.length === 0) throw new NpyFormatError(`${path}: a 0-d array has no batch axis; axis 0 must index the samples`);
+    if (info.shape.length === 0) throw new NpyFormatError(`${label}: a 0-d array has no batch axis; axis 0 must index the samples`);
     const itemSize = npyItemSize(info.dtype);
     const rowBytes = rowElements(info.shape) * itemSize;
     const read = (start: number, into: Uint8Array) => {
-      readExact(fd, into, info.dataOffset + start * rowBytes, path);
-      if (!info.littleEndian && itemSize > 1) {
-        const b = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
-        if (itemSize === 2) b.swap16();
-        else if (itemSize === 4) b.swap32();
-        else b.swap64();
-      }
+      readExact(fd, into, info.dataOffset + start * rowBytes, label);
+      swapToHost(info.littleEndian, itemSize, into);
     };
-    return {
-      dtype: info.dtype,
-      shape: info.shape,
-      source: path,
-      rows(start, end, reuse) {
-        const bytes = (end - start) * rowBytes;
-        const buffer = reuse && reuse.byteLength >= bytes ? reuse : new ArrayBuffer(bytes);
-        read(start, new Uint8Array(buffer, 0, bytes));
-        const all = npyTypedArray(info.dtype, buffer);
-        return all.length * itemSize === bytes ? all : all.subarray(0, bytes / itemSize);
-      },
-      pick(rows) {
-        const buffer = new ArrayBuffer(rows.length * rowBytes);
-        rows.forEach((row, i) => read(row, new Uint8Array(buffer, i * rowBytes, rowBytes)));
-        return npyTypedArray(info.dtype, buffer);
-      },
-      close: () => fs.closeSync(fd),
+    const rows = (start: number, end: number, reuse?: ArrayBuffer) => {
+      const bytes = (end - start) * rowBytes;
+      const buffer = reuse && reuse.byteLength >= bytes ? reuse : new ArrayBuffer(bytes);
+      read(start, new Uint8Array(buffer, 0, bytes));
+      const all = npyTypedArray(info.dtype, buffer);
+      return all.length * itemSize === bytes ? all : (all as Float32Array).subarray(0, bytes / itemSize);
     };
+    return withOrder(
+      {
+        dtype: info.dtype,
+        shape: info.shape,
+        source: label,
+        rows,
+        pick(picked) {
+          const buffer = new ArrayBuffer(picked.length * rowBytes);
+          picked.forEach((row, i) => read(row, new Uint8Array(buffer, i * rowBytes, rowBytes)));
+          return npyTypedArray(info.dtype, buffer);
+        },
+        close: () => fd !== 0 && fs.closeSync(fd),
+      },
+      info.fortranOrder,
+      () => rows(0, info.shape[0]),
+    );
   } catch (err) {
-    fs.closeSync(fd);
+    if (fd !== 0) fs.closeSync(fd);
     throw err;
   }
 }

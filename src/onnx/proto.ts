@@ -4,6 +4,8 @@ import onnxProto from 'onnx-proto';
 import { readFileSync } from 'node:fs';
 import type { Attribute, Graph, Node, Tensor, ValueInfo } from './graph.js';
 import { ModelFileError } from '../errors.js';
+import { resolveTensors } from './tensorData.js';
+import { checkGraphStructure } from './validate.js';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
@@ -14,9 +16,6 @@ export function toNumber(value: number | Long | null | undefined): number {
 }
 
 function decodeTensor(t: onnxProto.onnx.ITensorProto): Tensor {
-  if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-    throw new ModelFileError(`tensor '${t.name}' keeps its data in an external file, which is not supported; save the model with all tensors inside it (onnx.save_model(m, path, save_as_external_data=False))`);
-  }
   return { name: t.name ?? '', dataType: t.dataType ?? 0, dims: (t.dims ?? []).map(toNumber), proto: t };
 }
 
@@ -42,7 +41,10 @@ function decodeNode(n: onnxProto.onnx.INodeProto): Node {
 
 export function decodeGraph(g: onnxProto.onnx.IGraphProto): Omit<Graph, 'opsetImports' | 'irVersion' | 'functions'> {
   const initializers = new Map<string, Tensor>();
-  for (const t of g.initializer ?? []) initializers.set(t.name ?? '', decodeTensor(t));
+  for (const t of g.initializer ?? []) {
+    if (initializers.has(t.name ?? '')) throw new ModelFileError(`two initializers are named '${t.name ?? ''}'; the model is invalid (onnx.checker rejects it): re-export it`);
+    initializers.set(t.name ?? '', decodeTensor(t));
+  }
   return {
     name: g.name ?? 'graph',
     nodes: (g.node ?? []).map(decodeNode),
@@ -53,7 +55,8 @@ export function decodeGraph(g: onnxProto.onnx.IGraphProto): Omit<Graph, 'opsetIm
   };
 }
 
-export function decodeModel(bytes: Uint8Array, source: string): Graph {
+/** `modelPath`: where external data is looked for (its folder); without it, external data is refused. */
+export function decodeModel(bytes: Uint8Array, source: string, modelPath?: string): Graph {
   let model: onnxProto.onnx.ModelProto;
   try {
     model = onnx.ModelProto.decode(bytes);
@@ -61,6 +64,7 @@ export function decodeModel(bytes: Uint8Array, source: string): Graph {
     throw new ModelFileError(`${source} is not an ONNX model (${(err as Error).message}); pass a .onnx file written by torch.onnx.export, tf2onnx or onnx.save`);
   }
   if (!model.graph) throw new ModelFileError(`${source} holds no graph; pass a .onnx model file`);
+  resolveTensors(model, modelPath, source);
   const opsetImports = new Map<string, number>();
   for (const o of model.opsetImport) opsetImports.set(o.domain ?? '', toNumber(o.version));
   const functions = model.functions.map((f) => ({
@@ -71,7 +75,9 @@ export function decodeModel(bytes: Uint8Array, source: string): Graph {
     attributeNames: [...(f.attribute ?? [])],
     nodes: (f.node ?? []).map(decodeNode),
   }));
-  return { ...decodeGraph(model.graph), opsetImports, irVersion: toNumber(model.irVersion), functions };
+  const graph = { ...decodeGraph(model.graph), opsetImports, irVersion: toNumber(model.irVersion), functions };
+  checkGraphStructure(graph, source);
+  return graph;
 }
 
 export function loadModel(path: string): Graph {
@@ -81,7 +87,13 @@ export function loadModel(path: string): Graph {
   } catch (err) {
     throw new ModelFileError(`cannot read model file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  return decodeModel(bytes, path);
+  try {
+    return decodeModel(bytes, path, path);
+  } catch (err) {
+    // A duplicate name is found before the file name is known to decodeGraph: add it.
+    if (err instanceof ModelFileError && !err.message.startsWith(path)) throw new ModelFileError(`${path}: ${err.message}`);
+    throw err;
+  }
 }
 
 function encodeValueInfo(v: ValueInfo): onnxProto.onnx.IValueInfoProto {

@@ -1,12 +1,16 @@
 // Assembles the Jacobian graph: forward nodes, the reverse pass, and the per-sample
 // parameter gradients, with the Jacobian blocks (or their concatenation) as outputs.
-import type { Analysis, Parameter } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GradContext } from '../grad/context.js';
 import { reversePass } from '../grad/reverse.js';
+import { gradRules } from '../grad/registry.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
+import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
+import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
+import { refuseNode } from '../grad/rules/shared.js';
+import { batchFirstSlot, refuseBroadcastOffBatch } from './batchFirst.js';
 
 export interface JacobianGraphOptions {
   /** One output holding the flat (rows, D) matrix, or one output per parameter. */
@@ -94,16 +98,59 @@ export function throughLayout(ctx: GradContext, node: Node, grad: string): strin
   return ctx.toPerSample(grad, dims);
 }
 
-export function perSampleGradient(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
+/**
+ * The node as seen with a batch axis in front of its inputs: axis attributes and Slice axes
+ * that count from the front move up by one.
+ */
+function withBatchAxis(ctx: GradContext, node: Node): Node {
+  const axis = attrInt(node, 'axis', 0);
+  const attributes = node.opType === 'Slice' ? node.attributes : [...node.attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', axis >= 0 ? axis + 1 : axis)];
+  const inputs = [...node.inputs];
+  if (node.opType === 'Slice') {
+    const starts = ctx.constantValue(inputs[1]);
+    const axes = inputs[3] ? ctx.constantValue(inputs[3]) : starts?.map((_, i) => i);
+    if (!axes) throw new Error(`Slice '${node.name}': its axes are not constant`);
+    inputs[3] = ctx.b.constInt64(axes.map((a) => (a >= 0 ? a + 1 : a)));
+  }
+  return { ...node, attributes, inputs };
+}
+
+/**
+ * Maps a per-sample gradient of a selection's output (Slice, Gather, Split, Concat of a
+ * parameter) back to its input `value`: the reverse-mode rule of the op, applied with the
+ * sample axis in front, puts it back at the positions read (zeros elsewhere).
+ */
+function throughSelection(selectionCtx: GradContext, node: Node, value: string, next: string, grad: string): string {
+  const shifted = withBatchAxis(selectionCtx, node);
+  const outputGrads = node.outputs.map((o) => (o === next ? grad : undefined));
+  const wanted = node.inputs.map((v) => v === value);
+  const grads = gradRules[node.opType].backward(selectionCtx, shifted, outputGrads, wanted);
+  return selectionCtx.b.sum(grads.filter((g, k): g is string => wanted[k] && g !== undefined));
+}
+
+export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
   const terms: string[] = [];
   for (const use of parameter.uses) {
     const g = slotGrads.get(use.node);
     if (g === undefined) continue;
-    let grad = slotRules[use.node.opType].perSample(ctx, use.node, use.input, g);
-    for (let i = use.chain.length - 1; i >= 0; i--) grad = throughLayout(ctx, use.chain[i], grad);
+    // Indices built from the batch size (Range(Shape(x)[0])) give each sample its own entries: not a selection of the parameter.
+    const perSampleSelection = use.chain.find((node) => node.outputs.some((o) => o && ctx.shapes.isBatched(o)));
+    if (perSampleSelection) throw refuseNode(perSampleSelection, `it picks entries of parameter '${parameter.name}' by indices that depend on the batch size, so each sample gets different entries`);
+    const rule = slotRules[use.node.opType];
+    let grad = batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ?? rule.perSample(ctx, use.node, use.input, g);
+    for (let i = use.chain.length - 1; i >= 0; i--) {
+      const node = use.chain[i];
+      grad = SELECTION_OPS.has(node.opType) ? throughSelection(selectionCtx, node, use.values[i], use.values[i + 1], grad) : throughLayout(ctx, node, grad);
+    }
     terms.push(grad);
   }
   return terms.length > 0 ? ctx.b.sum(terms) : ctx.zerosPerSample(parameter.dims);
+}
+
+/** A context in which the values along parameters' paths have a sample axis in front, as per-sample gradients do. */
+function selectionContext(b: GraphBuilder, shapes: ShapeTable, analysis: Analysis, seed: string, ctx: GradContext, parameters: Parameter[]): GradContext {
+  const onPaths = new Set(parameters.flatMap((p) => p.uses.flatMap((u: ParameterUse) => u.values)));
+  return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.activations, ...onPaths]), seed, (name) => ctx.constantValue(name));
 }
 
 /** The forward graph, the reverse pass and the slot cotangents: what the Jacobian and its statistics are built from. */
@@ -116,6 +163,8 @@ export interface GradientGraph {
   feeds: Map<string, string>;
   /** The parameters, their uses pointing at the graph's own nodes. */
   parameters: Parameter[];
+  /** The context in which selections of parameters (Slice, Gather, …) map per-sample gradients back. */
+  selectionCtx: GradContext;
   /** Cotangent of each parameterized node's first output. */
   slotGrads: Map<Node, string | undefined>;
   /** Cotangents of the requested data values (the model's inputs for `--wrt inputs`). */
@@ -139,16 +188,18 @@ export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copie
   view.slotNodes = analysis.slotNodes.map((n) => cloneOf.get(n)!);
   view.parameters = analysis.parameters.map((p) => ({
     ...p,
-    uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!) })),
+    uses: p.uses.map((u) => ({ input: u.input, node: cloneOf.get(u.node)!, chain: u.chain.map((c) => cloneOf.get(c)!), values: u.values })),
   }));
+  if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
   const valueGrads = new Map<string, string | undefined>(gradsOf.map((v) => [v, undefined]));
   const slotGrads = reversePass(ctx, view, seed, valueGrads);
-  return { graph, b, ctx, seed, feeds, parameters: view.parameters, slotGrads, valueGrads, floatType };
+  const selectionCtx = selectionContext(b, shapes, analysis, seed, ctx, view.parameters);
+  return { graph, b, ctx, seed, feeds, parameters: view.parameters, selectionCtx, slotGrads, valueGrads, floatType };
 }
 
 export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
-  const { graph, b, ctx, seed, feeds, parameters, slotGrads, floatType } = buildGradientGraph(analysis, shapes, options.copies);
-  const blocks = parameters.map((p) => perSampleGradient(ctx, p, slotGrads));
+  const { graph, b, ctx, seed, feeds, parameters, selectionCtx, slotGrads, floatType } = buildGradientGraph(analysis, shapes, options.copies);
+  const blocks = parameters.map((p) => perSampleGradient(ctx, selectionCtx, p, slotGrads));
   let outputs: string[];
   if (options.layout === 'flat') {
     const rows = parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));

@@ -4,7 +4,10 @@ import { Add } from './rules/Add.js';
 import { BatchNormalization } from './rules/BatchNormalization.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { DeformConv } from './rules/DeformConv.js';
 import { Div } from './rules/Div.js';
+import { Expand } from './rules/Expand.js';
+import { Einsum } from './rules/Einsum.js';
 import { Gather } from './rules/Gather.js';
 import { Gemm } from './rules/Gemm.js';
 import { GroupNormalization } from './rules/GroupNormalization.js';
@@ -14,13 +17,17 @@ import { MatMul } from './rules/MatMul.js';
 import { Mul } from './rules/Mul.js';
 import { PRelu } from './rules/PRelu.js';
 import { Sub } from './rules/Sub.js';
+import { Tile } from './rules/Tile.js';
 
 export const slotRules: Record<string, SlotRule> = {
   Add,
   BatchNormalization,
   Conv,
   ConvTranspose,
+  DeformConv,
   Div,
+  Expand,
+  Einsum,
   Gather,
   Gemm,
   GroupNormalization,
@@ -30,4 +37,5 @@ export const slotRules: Record<string, SlotRule> = {
   Mul,
   PRelu,
   Sub,
+  Tile,
 };

@@ -1,17 +1,21 @@
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
 import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
-import type { ShapeTable } from '../analysis/shapes.js';
+import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
-import { encodeModel } from '../onnx/proto.js';
-import { buildJacobianGraph } from '../persample/build.js';
+import { encodeModel, makeAttribute } from '../onnx/proto.js';
+import { buildJacobianGraph, constantLookup } from '../persample/build.js';
+import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { probeShapes } from './probe.js';
+import { rangeChunks, resolveRows, type RowRange, type RowSelection } from './shards.js';
 import { makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
+import { reportStage } from './stage.js';
+import { checkGraphConsistency } from '../analysis/consistency.js';
 import { ELEM_TYPE_NAME, paddedRows } from './tensors.js';
 
 export type Reduce = 'none' | 'sum';
@@ -32,6 +36,8 @@ export interface JacobianOptions {
    * in one run (default); 'loop' makes K runs over each chunk with one element seeded.
    */
   vectorStrategy?: 'tile' | 'loop';
+  /** Only these rows of J (default all); each row's bytes equal those of the whole run (src/run/shards.ts). */
+  rows?: RowSelection;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -62,8 +68,12 @@ export interface JacobianPlan {
   outputShape: number[];
   /** Axes between the sample axis and the parameter axes of J: K, or none. */
   elementShape: number[];
+  /** Blocks of the rows computed: axis 0 has rows.end − rows.start entries. */
   blocks: OutputBlock[];
+  /** Samples per run; run chunks start at multiples of it, also when only some rows are computed. */
   batchSize: number;
+  /** The rows of J computed, of `samples`. */
+  rows: RowRange;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
 }
@@ -81,7 +91,7 @@ export function resolveOutput(graph: Graph, requested: string | undefined): stri
 /** Only float outputs have derivatives (an ArgMax or a class index has none). */
 function refuseNonFloatOutput(name: string, elemType: number): void {
   if (elemType !== 0 && !isFloatType(elemType)) {
-    throw new UsageError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
+    throw new ModelRefusedError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
   }
 }
 
@@ -120,6 +130,14 @@ export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): numbe
   return samples;
 }
 
+/** The graph with a Transpose that brings the output's batch axis to the front, and the new output's name. */
+function withBatchFirstOutput(graph: Graph, output: string, axis: number, rank: number): { graph: Graph; output: string } {
+  const name = `${output}/batch_first`;
+  const perm = [axis, ...Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis)];
+  const transpose = { name, opType: 'Transpose', domain: '', inputs: [output], outputs: [name], attributes: [makeAttribute('perm', perm)] };
+  return { graph: { ...graph, nodes: [...graph.nodes, transpose], outputs: [...graph.outputs, { name, elemType: 0, dims: undefined }] }, output: name };
+}
+
 export function refuseIfIneligible(analysis: Analysis): void {
   if (analysis.problems.length > 0) {
     throw new ModelRefusedError(`the model is not eligible:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
@@ -139,17 +157,22 @@ const CHUNK_OUTPUT_TARGET = 24 * 1024 * 1024;
 /**
  * Samples per run: as many as fit `maxMemory`, counting per sample the forward values
  * kept for the reverse pass and their cotangents (3× the activations measured by the
- * probe, times the copies of each sample) and the Jacobian rows four times (the
+ * probe, times the copies of each sample), the Jacobian rows four times (the
  * per-parameter blocks, their concatenation, onnxruntime's output, and the previous
- * chunk still being written); and no more than a chunk output of CHUNK_OUTPUT_TARGET.
+ * chunk still being written) and the per-use terms of shared parameters; and no more
+ * than a chunk output of CHUNK_OUTPUT_TARGET.
  */
-function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, maxMemory = DEFAULT_MAX_MEMORY): number {
+function defaultBatchSize(analysis: Analysis, shapes: ShapeTable, samples: number, outputBytesPerSample: number, copies: number, itemSize: number, maxMemory = DEFAULT_MAX_MEMORY): number {
   let activationBytes = 0;
   for (const name of analysis.activations) {
     if (!shapes.has(name)) continue;
-    activationBytes += shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
+    activationBytes += (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
   }
-  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample;
+  // A parameter used in several slots (a weight at every step of an unrolled recurrence) has
+  // all its per-sample gradient terms alive before they are summed, each also copied once
+  // on its way back through layout ops: about 2 · uses · size per row.
+  const sharedTermBytes = analysis.parameters.filter((p) => p.uses.length > 1).reduce((s, p) => s + 2 * p.uses.length * p.size, 0) * itemSize;
+  const bytesPerSample = 3 * copies * activationBytes + 4 * outputBytesPerSample + copies * sharedTermBytes;
   const byMemory = Math.floor(maxMemory / bytesPerSample);
   const byTraffic = Math.floor(CHUNK_OUTPUT_TARGET / outputBytesPerSample);
   return Math.max(1, Math.min(samples, byMemory, byTraffic));
@@ -162,6 +185,17 @@ export function fixedBatchSize(graph: Graph): number | undefined {
   return sizes.size === 1 ? [...sizes][0] : undefined;
 }
 
+/** A fixed batch whose inputs alone exceed the memory budget (2^40 samples, say) cannot run at all. */
+function refuseOversizedBatch(fixedBatch: number | undefined, inputs: Map<string, RowSource>, maxMemory = 1024 ** 3): void {
+  if (fixedBatch === undefined) return;
+  const rowBytes = [...inputs.values()].reduce((sum, input) => sum + input.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(input.dtype), 0);
+  if (fixedBatch * rowBytes > maxMemory) {
+    throw new ModelRefusedError(
+      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
+    );
+  }
+}
+
 /** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
 export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
   const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
@@ -172,14 +206,39 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     timings[phase] = (timings[phase] ?? 0) + now - t;
     t = now;
   };
-  const graph = prepareGraph(model);
-  const output = resolveOutput(graph, options.modelOutput);
+  let graph = prepareGraph(model);
+  let output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
-  const analysis = analyze(graph, output);
-  refuseIfIneligible(analysis);
+  refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
+  let analysis = analyze(graph, output);
   lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
+  let shapes: ShapeTable | undefined;
+  if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
+    // Ops along axis 0 read it as the batch; where the probe finds the samples elsewhere, they run on batch-first data.
+    try {
+      shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
+    } catch (err) {
+      refuseIfIneligible(analysis); // the named node, rather than what the probe saw of it
+      throw err;
+    }
+    const lookup = constantLookup(graph);
+    const table = shapes;
+    const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
+    if (rewritten) {
+      graph = rewritten;
+      analysis = analyze(graph, output);
+      shapes = undefined;
+    }
+  }
+  refuseIfIneligible(analysis);
+  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
+  if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
+    // A sequence-first output (T, N, V): J's rows need the samples first, so the output is transposed to (N, T, V).
+    ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
+    analysis = analyze(graph, output);
+    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+  }
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
   const outputShape = shapes.perSample(output);
@@ -194,23 +253,30 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const elemType = shapes.elemType(output);
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
+  const itemSize = npyItemSize(dtype);
+  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, itemSize, options.maxMemory);
+  const rowRange = resolveRows(options.rows, samples, batchSize);
+  const rowCount = rowRange.end - rowRange.start;
   const blocks: OutputBlock[] =
     layout === 'flat'
-      ? [{ name: 'jacobian', dtype, shape: [samples, ...elementShape, D] }]
-      : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [samples, ...elementShape, ...p.dims] }));
-
-  const itemSize = npyItemSize(dtype);
-  const batchSize = fixedBatch ?? options.batchSize ?? defaultBatchSize(analysis, shapes, samples, (perElement ? outputElements : 1) * D * itemSize, copies, options.maxMemory);
-  const jacobianGraph = buildJacobianGraph(analysis, shapes, { layout, copies });
+      ? [{ name: 'jacobian', dtype, shape: [rowCount, ...elementShape, D] }]
+      : analysis.parameters.map((p) => ({ name: p.name, dtype, shape: [rowCount, ...elementShape, ...p.dims] }));
+  // Values that carry the samples off axis 0 need exact shapes in the graph: it is built for runs of
+  // exactly batchSize samples (the last chunk padded), as for a model with a fixed batch size.
+  const runRows = fixedBatch ?? (shapes.hasMovedBatch() ? batchSize : undefined);
+  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  const jacobianGraph = buildJacobianGraph(analysis, graphShapes, { layout, copies });
   lap('graph');
+  checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
   try {
+    reportStage('loading the Jacobian graph into onnxruntime');
     session = await ort.InferenceSession.create(encodeModel(jacobianGraph.graph), sessionOptions(options.threads));
   } catch (err) {
     throw new RuntimeFailure(`onnxruntime could not load the Jacobian graph: ${(err as Error).message}`);
   }
   lap('session');
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, timings };
+  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, rows: rowRange, timings };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();
@@ -222,6 +288,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
 
   async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
     try {
+      reportStage(`running the Jacobian graph on samples ${first}–${last}`);
       const out = await session.run(feeds);
       return jacobianGraph.outputs.map((name) => out[name]);
     } catch (err) {
@@ -233,9 +300,9 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     let bytesWritten = 0;
     let pendingWrite: Promise<void> = Promise.resolve();
     try {
-      for (let start = 0; start < samples; start += batchSize) {
-        const end = Math.min(samples, start + batchSize);
-        const rows = fixedBatch ?? end - start;
+      // Whole chunks of the unsharded run, so each row's bytes are the same in any range.
+      for (const { start, end, keepStart, keepEnd } of rangeChunks(rowRange, batchSize, samples)) {
+        const rows = runRows ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
@@ -251,16 +318,16 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           results = await stackElements(perElementResults);
         }
         lap('compute');
-        // Padding rows of a fixed batch are dropped here.
+        // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
         const buffers = results.map((tensor, i) => {
           const data = tensor.data as Float32Array;
-          return new Uint8Array(data.buffer, data.byteOffset, (end - start) * rowBytes[i]);
+          return new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * rowBytes[i], (keepEnd - keepStart) * rowBytes[i]);
         });
         // onnxruntime-node runs on this thread while file writes run on libuv's pool,
         // so this chunk is written while the next one is computed.
         await pendingWrite;
         lap('write');
-        options.onProgress?.({ samplesDone: start, samples, bytesWritten });
+        options.onProgress?.({ samplesDone: keepStart - rowRange.start, samples: rowCount, bytesWritten });
         pendingWrite = sink.write(buffers).then(() => {
           for (const tensor of results) tensor.dispose();
         });
@@ -270,7 +337,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       }
       await pendingWrite;
       lap('write');
-      options.onProgress?.({ samplesDone: samples, samples, bytesWritten });
+      options.onProgress?.({ samplesDone: rowCount, samples: rowCount, bytesWritten });
     } finally {
       await pendingWrite.catch(() => undefined);
       await session.release();

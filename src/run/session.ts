@@ -7,6 +7,7 @@ export function sessionOptions(threads?: number): ort.InferenceSession.SessionOp
     intraOpNumThreads: threads ?? availableParallelism(),
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
-    logSeverityLevel: 3,
+    // Fatal only: onnxruntime's errors reach the user through the exceptions the CLI reports, not as log lines on stderr.
+    logSeverityLevel: 4,
   };
 }

@@ -76,7 +76,7 @@ function output(ctx: GradContext, graph: Graph, value: string, elemType: number,
 }
 
 export function termsFor(ctx: GradContext, analysis: Analysis, shapes: ShapeTable, wrt: Wrt, built: ReturnType<typeof buildGradientGraph>): Term[] {
-  if (wrt === 'parameters') return parameterTerms(ctx, built.parameters, built.slotGrads);
+  if (wrt === 'parameters') return parameterTerms(ctx, built.selectionCtx, built.parameters, built.slotGrads);
   return inputTerms(
     ctx,
     dataInputs(analysis).map((name) => ({ name, dims: shapes.perSample(name) })),

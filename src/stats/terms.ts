@@ -4,7 +4,8 @@
 // (or a Conv with one group) also has it as factors: per row, the slot's gradient is
 // α·Σₜ aₜ gₜᵀ (Ghost Clipping), so norms, weighted sums and Gram blocks can be
 // computed from a and g without forming the (rows, I, O) gradient.
-import type { Parameter } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Parameter } from '../analysis/analyze.js';
+import { isBatchFirst } from '../analysis/shapes.js';
 import type { GradContext } from '../grad/context.js';
 import { convGeometry } from '../grad/convGeometry.js';
 import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
@@ -121,11 +122,18 @@ function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefin
   });
 }
 
+/** Whether a value holds samples on an axis other than 0 (a tracked batch axis, e.g. MultiheadAttention's (T, B, E)). */
+function batchMoved(ctx: GradContext, value: string): boolean {
+  return ctx.shapes.isBatched(value) && !isBatchFirst(ctx.shapes.layout(value));
+}
+
 function factorsOf(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): Factors | undefined {
   if (parameter.uses.length !== 1) return undefined;
-  const [{ node, input }] = parameter.uses;
+  const [{ node, input, chain }] = parameter.uses;
   const g = slotGrads.get(node);
   if (g === undefined || input !== 1) return undefined;
+  // Selections of the parameter (Slice, Gather, …) and slots with the samples off axis 0 take the per-sample gradient's path.
+  if (chain.some((c) => SELECTION_OPS.has(c.opType)) || batchMoved(ctx, node.outputs[0]) || batchMoved(ctx, node.inputs[0])) return undefined;
   if (node.opType === 'Gemm') return gemmFactors(ctx, node, g);
   if (node.opType === 'MatMul') return matmulFactors(ctx, node, g);
   if (node.opType === 'Conv') return convFactors(ctx, node, g);
@@ -137,14 +145,14 @@ function memo(build: () => string): () => string {
   return () => (value ??= build());
 }
 
-export function parameterTerms(ctx: GradContext, parameters: Parameter[], slotGrads: Map<Node, string | undefined>): Term[] {
+export function parameterTerms(ctx: GradContext, selectionCtx: GradContext, parameters: Parameter[], slotGrads: Map<Node, string | undefined>): Term[] {
   return parameters.map((p) => {
     const use = p.uses.length === 1 ? p.uses[0] : undefined;
     return {
       name: p.name,
       dims: p.dims,
       size: p.size,
-      direct: memo(() => perSampleGradient(ctx, p, slotGrads)),
+      direct: memo(() => perSampleGradient(ctx, selectionCtx, p, slotGrads)),
       factors: factorsOf(ctx, p, slotGrads),
       directToSlot: use !== undefined && use.chain.length === 0,
       toTerm(slotGradient) {

@@ -1,0 +1,157 @@
+// Every TensorProto of a model, wherever it sits (initializers, sparse initializers, Constant
+// and other tensor attributes, subgraphs, local functions): external data read in from the
+// model's own folder, and each tensor's size checked against the data it holds.
+import onnxProto from 'onnx-proto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ModelFileError } from '../errors.js';
+
+const { onnx } = onnxProto;
+type Long = { toNumber(): number };
+const num = (v: number | Long | null | undefined): number => (v === null || v === undefined ? 0 : typeof v === 'number' ? v : v.toNumber());
+
+/** Bits per element of ONNX data types with a fixed size (strings and unknown types are absent). */
+const BITS: Record<number, number> = { 1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64, 15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4 };
+
+type TensorVisitor = (t: onnxProto.onnx.ITensorProto, where: string) => void;
+
+function visitGraph(g: onnxProto.onnx.IGraphProto | null | undefined, where: string, visit: TensorVisitor): void {
+  if (!g) return;
+  for (const t of g.initializer ?? []) visit(t, `${where}initializer '${t.name ?? ''}'`);
+  for (const s of g.sparseInitializer ?? []) {
+    if (s.values) visit(s.values, `${where}sparse initializer '${s.values.name ?? ''}'`);
+    if (s.indices) visit(s.indices, `${where}indices of sparse initializer '${s.values?.name ?? ''}'`);
+  }
+  visitNodes(g.node ?? [], where, visit);
+}
+
+function visitNodes(nodes: onnxProto.onnx.INodeProto[], where: string, visit: TensorVisitor): void {
+  for (const n of nodes) {
+    const label = `${where}node '${n.name || n.output?.[0] || ''}' (${n.opType ?? ''})`;
+    for (const a of n.attribute ?? []) {
+      const at = `${label} attribute '${a.name ?? ''}'`;
+      if (a.t) visit(a.t, at);
+      for (const t of a.tensors ?? []) visit(t, at);
+      for (const s of [a.sparseTensor, ...(a.sparseTensors ?? [])]) {
+        if (s?.values) visit(s.values, at);
+        if (s?.indices) visit(s.indices, at);
+      }
+      visitGraph(a.g, `${at}: `, visit);
+      for (const g of a.graphs ?? []) visitGraph(g, `${at}: `, visit);
+    }
+  }
+}
+
+/** Calls `visit` on every tensor of the model. */
+export function visitTensors(model: onnxProto.onnx.IModelProto, visit: TensorVisitor): void {
+  visitGraph(model.graph, '', visit);
+  for (const f of model.functions ?? []) visitNodes(f.node ?? [], `function '${f.name ?? ''}': `, visit);
+}
+
+/** Elements of `dims`, refusing negative or impossibly large shapes. */
+function elementCount(t: onnxProto.onnx.ITensorProto, where: string, source: string): number {
+  let n = 1;
+  for (const d of t.dims ?? []) {
+    const v = num(d);
+    if (!Number.isSafeInteger(v) || v < 0) throw new ModelFileError(`${source}: ${where} has an invalid dimension ${String(v)}; the model is damaged`);
+    n *= v;
+  }
+  if (!Number.isSafeInteger(n)) throw new ModelFileError(`${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}), too many elements to hold; the model is damaged`);
+  return n;
+}
+
+/** Bytes the tensor's shape needs, or undefined for types without a fixed size. */
+function expectedBytes(t: onnxProto.onnx.ITensorProto, where: string, source: string): number | undefined {
+  const bits = BITS[t.dataType ?? 0];
+  const n = elementCount(t, where, source);
+  return bits === undefined ? undefined : Math.ceil((n * bits) / 8);
+}
+
+/**
+ * Reads external data into `rawData`. The file must lie inside the model's folder (after
+ * following symbolic links); anything else is refused, so a model cannot make the tool read
+ * files the user did not hand it. The bytes read are bounded by the file's size.
+ */
+function inlineExternal(t: onnxProto.onnx.ITensorProto, where: string, modelPath: string | undefined): void {
+  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  const location = entries.get('location') ?? '';
+  if (modelPath === undefined) {
+    throw new ModelFileError(`${where} keeps its data in an external file ('${location}'), which needs the model's path to be found; load the model from its file`);
+  }
+  const source = modelPath;
+  const refuse = (why: string): never => {
+    throw new ModelFileError(`${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the model's folder (${path.dirname(modelPath) || '.'})`);
+  };
+  if (location === '' || location.includes('\0')) refuse('is not a file name');
+  if (path.isAbsolute(location) || path.win32.isAbsolute(location)) refuse('is an absolute path');
+  let folder: string;
+  let file: string;
+  try {
+    folder = fs.realpathSync(path.dirname(path.resolve(modelPath)));
+  } catch (err) {
+    throw new ModelFileError(`${source}: cannot resolve the model's folder: ${(err as Error).message}`);
+  }
+  const joined = path.resolve(folder, location);
+  if (!joined.startsWith(folder + path.sep)) refuse('leaves the model\'s folder');
+  try {
+    file = fs.realpathSync(joined);
+  } catch {
+    return refuse('does not exist');
+  }
+  if (!file.startsWith(folder + path.sep)) refuse("leaves the model's folder (through a symbolic link)");
+  const offset = Number(entries.get('offset') ?? '0');
+  const st = fs.statSync(file);
+  if (!st.isFile()) refuse('is not a regular file');
+  const lengthText = entries.get('length');
+  const length = lengthText === undefined ? st.size - offset : Number(lengthText);
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > st.size) {
+    refuse(`is ${st.size} bytes, too short for offset ${entries.get('offset') ?? '0'} and length ${lengthText ?? '(rest)'}`);
+  }
+  const expected = expectedBytes(t, where, source);
+  if (expected !== undefined && expected !== length) refuse(`holds ${length} bytes where the tensor's shape needs ${expected}`);
+  const bytes = Buffer.alloc(length);
+  const fd = fs.openSync(file, 'r');
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = fs.readSync(fd, bytes, done, Math.min(length - done, 1 << 30), offset + done);
+      if (n === 0) refuse('ended early');
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  t.rawData = bytes;
+  t.externalData = [];
+  t.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+}
+
+/** Values a tensor holds, in elements, from whichever field carries them. */
+function heldElements(t: onnxProto.onnx.ITensorProto, bits: number): number | undefined {
+  if (t.rawData && t.rawData.length > 0) return Math.floor((t.rawData.length * 8) / bits);
+  const type = t.dataType ?? 0;
+  const complex = type === 14 || type === 15 ? 2 : 1;
+  const fields = [t.floatData, t.int32Data, t.int64Data, t.doubleData, t.uint64Data];
+  const filled = fields.find((f) => f && f.length > 0);
+  if (!filled) return 0;
+  // float16, bfloat16, 8- and 4-bit types are packed into int32_data, one (or two for 4-bit) per entry.
+  return bits === 4 ? filled.length * 2 : filled.length / complex;
+}
+
+/**
+ * Inlines external data (relative to `modelPath`'s folder, never outside it) and checks that
+ * every tensor holds as many values as its shape says, so a shape of 2^40 × 2^40 over a few
+ * bytes is a damaged model (exit 2), not a parameter count.
+ */
+export function resolveTensors(model: onnxProto.onnx.IModelProto, modelPath: string | undefined, source: string): void {
+  visitTensors(model, (t, where) => {
+    if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) inlineExternal(t, where, modelPath);
+    const bits = BITS[t.dataType ?? 0];
+    const n = elementCount(t, where, source);
+    if (bits === undefined || (t.segment !== null && t.segment !== undefined)) return;
+    const held = heldElements(t, bits);
+    if (held !== undefined && held !== n && !(bits === 4 && held === n + 1)) {
+      throw new ModelFileError(`${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}) = ${n} elements but holds ${held}; the model is damaged: re-export it`);
+    }
+  });
+}
