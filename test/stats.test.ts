@@ -215,6 +215,17 @@ describe('with --loss', () => {
   });
 });
 
+describe('models that carry the samples off axis 0', () => {
+  it('are refused with a reason (exit 1), not computed wrongly', () => {
+    cpSync(join(FIXTURES, 'mha_plain13'), join(dir, 'mha_plain13'), { recursive: true });
+    const ref = JSON.parse(readFileSync(join(dir, 'mha_plain13', 'reference.json'), 'utf8')) as { inputs: Record<string, string> };
+    const inputs = Object.entries(ref.inputs).flatMap(([name, file]) => ['-i', `${name}=mha_plain13/${file}`]);
+    const r = jacobian(['mha_plain13/model.onnx', ...inputs, '--reduce', 'sum', '--stat', 'norm', '-o', 'mha.npz']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/carry the samples off axis 0 .* compute J itself/);
+  });
+});
+
 describe('usage errors', () => {
   it('name the flag, exit 2, and leave an existing output untouched', () => {
     writeFileSync(join(dir, 'keep.npz'), 'old');

@@ -10,7 +10,10 @@ import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
-import { checkInputs, fixedBatchSize, refuseIfIneligible, resolveOutput, type OutputBlock, type Reduce } from '../run/jacobian.js';
+import { checkInputs, fixedBatchSize, refuseIfIneligible, resolveOutput, withBatchFirstOutput, type OutputBlock, type Reduce } from '../run/jacobian.js';
+import { isBatchAxisProblem, moveBatchToFront } from '../run/batchFront.js';
+import { constantLookup } from '../persample/build.js';
+import { isBatchFirst } from '../analysis/shapes.js';
 import { probeShapes } from '../run/probe.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
@@ -69,17 +72,40 @@ export async function prepare(model: Graph, given: Map<string, NpyArray | RowSou
     timings[phase] = (timings[phase] ?? 0) + now - t;
     t = now;
   };
-  const graph = prepareGraph(model);
-  const output = resolveOutput(graph, options.modelOutput);
+  let graph = prepareGraph(model);
+  let output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   const wrt = options.wrt ?? 'parameters';
-  const analysis = analyze(graph, output, { wrt });
+  let analysis = analyze(graph, output, { wrt });
+  lap('analysis');
+  let shapes: ShapeTable | undefined;
+  // As planJacobian does: data carrying the samples off axis 0 are rewritten batch-first where the probe allows.
+  if (fixedBatch === undefined && analysis.problems.every((q) => q.node !== undefined && isBatchAxisProblem(q.reason))) {
+    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
+    const lookup = constantLookup(graph);
+    const table = shapes;
+    const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
+    if (rewritten) {
+      graph = rewritten;
+      analysis = analyze(graph, output, { wrt });
+      shapes = undefined;
+    }
+  }
   if (wrt === 'parameters') refuseIfIneligible(analysis);
   else if (analysis.problems.length > 0) throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
-  lap('analysis');
-  const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });
+  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
+  if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
+    ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
+    analysis = analyze(graph, output, { wrt });
+    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
+  }
+  if (shapes.hasMovedBatch()) {
+    throw new ModelRefusedError(
+      'values of this model carry the samples off axis 0 (e.g. MultiheadAttention\'s (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs',
+    );
+  }
   lap('probe');
   const outputShape = shapes.perSample(output);
   const K = outputShape.reduce((a, b) => a * b, 1);
