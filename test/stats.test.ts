@@ -89,6 +89,15 @@ describe.each(MODELS)('%s', (m) => {
     expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
   });
 
+  it('vjp alone of a vector output (the reverse pass seeded with u itself)', () => {
+    ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'vjp', '--cotangent', `${m}_u.npy`, '--batch-size', '3', '-o', `${m}_vjp.npy`, '-q']);
+    const J = load(`${m}_J.npy`);
+    const u = array(`${m}_u.npy`);
+    const vjp = new Float64Array(J.D);
+    for (let n = 0; n < J.N; n++) for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
+    expectClose(readNpy(join(dir, `${m}_vjp.npy`)).data as Float32Array, vjp, 'vjp');
+  });
+
   it('sumsq, mean, variance, clipped-sum, norm, jvp, vjp of per-sample scalars (--reduce sum)', () => {
     const J = load(`${m}_J.npy`);
     const G = summed(J);
@@ -177,6 +186,15 @@ describe('a model that fixes its batch size (padding rows masked out of the sums
     expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
     expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
     expectClose(readNpy(join(dir, 'fixed_gram.npy')).data as Float32Array, G.flatMap((a) => G.map((b) => dot(a, b))), 'gram');
+    // vjp of the vector output: u seeds the reverse pass; the padded last batch is masked out.
+    const u = Float32Array.from({ length: J.N * J.K }, (_, i) => Math.sin(i + 1));
+    const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${J.N}, ${J.K}), }`;
+    const padded = header + ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+    writeFileSync(join(dir, 'fixed_u.npy'), Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, padded.length, 0]), Buffer.from(padded, 'latin1'), Buffer.from(u.buffer)]));
+    ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--stat', 'vjp', '--cotangent', 'fixed_u.npy', '-o', 'fixed_vjp.npy', '-q']);
+    const vjp = new Float64Array(J.D);
+    for (let n = 0; n < J.N; n++) for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
+    expectClose(readNpy(join(dir, 'fixed_vjp.npy')).data as Float32Array, vjp, 'vjp');
   });
 });
 

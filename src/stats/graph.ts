@@ -22,6 +22,8 @@ export interface StatsGraphOptions {
   copies: number;
   wrt: Wrt;
   clip?: number;
+  /** vjp alone on a vector output: the seed is u itself (one reverse pass per sample, not K), so the sum needs no weights. */
+  cotangentSeed?: boolean;
   /** With no statistic: J itself (`--wrt inputs`), flat or one output per term. */
   jacobian?: 'flat' | 'tuple';
 }
@@ -172,7 +174,9 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     finals.push({ entry: 'clipped_sum', output: accumulate('clipped_sum', (t) => weightedSum(ctx, t, b.mul(mask, factor))), size: D });
   }
   let vjpInput: string | undefined;
-  if (stats.has('vjp')) {
+  if (stats.has('vjp') && options.cotangentSeed) {
+    finals.push({ entry: 'vjp', output: accumulate('vjp', (t) => weightedSum(ctx, t, mask)), size: D });
+  } else if (stats.has('vjp')) {
     const cotangent = input('cotangent', floatType, ['rows', ...(options.copies > 1 ? shapes.perSample(analysis.output) : [])]);
     const weights = b.mul(b.reshape(cotangent, [-1]), mask);
     finals.push({ entry: 'vjp', output: accumulate('vjp', (t) => weightedSum(ctx, t, weights)), size: D });

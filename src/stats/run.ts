@@ -171,7 +171,7 @@ function checkStatOptions(p: Prepared, options: StatsOptions, D: number): void {
       `--stat ${sums[0]} sums over the samples one gradient each, but output '${p.analysis.output}' has ${p.copies} elements per sample: differentiate a scalar per sample with --loss or --reduce sum`,
     );
   }
-  if (p.copies > 1 && p.fixedBatch !== undefined) {
+  if (p.copies > 1 && p.fixedBatch !== undefined && !(options.stats.length === 1 && options.stats[0] === 'vjp')) {
     throw new ModelRefusedError(`statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`);
   }
   if (options.stats.includes('clipped-sum') && !(options.clip !== undefined && options.clip > 0)) throw new UsageError('--stat clipped-sum needs the clipping bound: --clip C (C > 0)');
@@ -218,11 +218,14 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
   const p = await prepare(model, given, options);
   const wrt = options.wrt ?? 'parameters';
   checkStatOptions(p, options, columns(p, wrt));
-  const built = buildStatsGraph(p.analysis, p.shapes, { stats: options.stats, copies: p.copies, wrt, clip: options.clip, jacobian: options.jacobian });
+  // Jᵀu alone needs no per-element rows: seeding the reverse pass with u gives Σₖ uₖ ∂zₖ/∂θ per sample in one pass.
+  const cotangentSeed = p.copies > 1 && options.stats.length === 1 && options.stats[0] === 'vjp';
+  const copies = cotangentSeed ? 1 : p.copies;
+  const built = buildStatsGraph(p.analysis, p.shapes, { stats: options.stats, copies, wrt, clip: options.clip, jacobian: options.jacobian, cotangentSeed });
   const D = built.terms.reduce((s, t) => s + t.size, 0);
   const cotangent = options.cotangent ? asRowSource(options.cotangent) : undefined;
   const itemSize = npyItemSize(p.dtype);
-  const batchSize = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, built.directElements, options.maxMemory);
+  const batchSize = p.fixedBatch ?? options.batchSize ?? statsBatchSize({ ...p, copies }, built.directElements, options.maxMemory);
   p.lap('graph');
   const session = await createSession(built.graph, options.threads);
   p.lap('session');
@@ -231,7 +234,7 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
     ...built.rowOutputs.map((r) => ({ name: r.entry, dtype: p.dtype, shape: [N, ...p.elementShape, ...r.dims] })),
     ...built.finals.map((f) => ({ name: f.entry, dtype: p.dtype, shape: statShape(built) })),
   ];
-  const rowBytes = built.rowOutputs.map((r) => r.dims.reduce((a, c) => a * c, 1) * p.copies * itemSize);
+  const rowBytes = built.rowOutputs.map((r) => r.dims.reduce((a, c) => a * c, 1) * copies * itemSize);
   const ortType = ORT_TYPE[p.dtype]!;
   const floatArray = (n: number) => (p.dtype === 'float64' ? new Float64Array(n) : new Float32Array(n));
   const plan = { ...p, D, terms: built.terms, forms: built.forms, entries, batchSize };
@@ -250,9 +253,12 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
         const rows = p.fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of p.inputs) feeds[built.feeds.get(name)!] = chunkRows(arr, start, end, rows, reuse);
-        if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, p.copies > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
-        feeds[built.seed] = seeds.get(rows)!;
-        feeds[built.realRows] = new ort.Tensor('int64', BigInt64Array.from([BigInt((end - start) * p.copies)]), [1]);
+        if (cotangentSeed) feeds[built.seed] = paddedRows(cotangent!, start, end, rows);
+        else {
+          if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, copies > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
+          feeds[built.seed] = seeds.get(rows)!;
+        }
+        feeds[built.realRows] = new ort.Tensor('int64', BigInt64Array.from([BigInt((end - start) * copies)]), [1]);
         const seen = floatArray(1);
         seen[0] = start;
         feeds[built.seen] = new ort.Tensor(ortType, seen, []);
