@@ -17,7 +17,8 @@ function readOut(b: GraphBuilder, y: string): string {
 }
 
 function pool(op: string, attrs: Attrs, dims: number[], opset = 13, float32 = op !== 'MaxPool'): GradCase {
-  return { opset, float32, inputs: { x: { dims, draw: distinct() } }, build: (b, { x }) => readOut(b, b.op1(op, [x], attrs)) };
+  // float64 MaxPool steps by 1e-6: a finer grid of distinct values leaves room for larger inputs.
+  return { opset, float32, inputs: { x: { dims, draw: float32 ? distinct() : distinct(0.01) } }, build: (b, { x }) => readOut(b, b.op1(op, [x], attrs)) };
 }
 
 describe('MaxPool', () => {
@@ -30,8 +31,20 @@ describe('MaxPool', () => {
     check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], auto_pad: 'SAME_UPPER' }, [1, 5, 6], 16)));
   it('matches central differences with ceil_mode = 1 (a last window cut short)', () =>
     check(pool('MaxPool', { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, [2, 5, 3])));
-  it('refuses overlapping windows before opset 16, with how to convert the model', () => {
-    expect(refusals(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [1, 5], 13))[0]).toMatch(/overlapping MaxPool windows need ScatterElements with reduction=add \(opset 16\)/);
+  // Overlapping windows before opset 16: the scatter is split into groups of disjoint windows.
+  for (const opset of [11, 13, 16, 18]) {
+    it(`matches central differences with kernel 3, stride 2, pads 1 as in ResNet (opset ${opset})`, () =>
+      check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 9, 8], opset)));
+    it(`matches central differences with kernel 3, stride 2, ceil_mode = 1 as in SqueezeNet (opset ${opset})`, () =>
+      check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }, [2, 8, 7], opset)));
+  }
+  it('matches central differences with stride 1 in 1-D (opset 11)', () => check(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [2, 7], 11)));
+  it('matches central differences with overlapping windows and dilations (opset 11)', () =>
+    check(pool('MaxPool', { kernel_shape: [3, 2], strides: [1, 2], dilations: [2, 1] }, [2, 7, 6], 11)));
+  it('matches central differences with overlapping windows in 3-D and auto_pad SAME_UPPER (opset 13)', () =>
+    check(pool('MaxPool', { kernel_shape: [2, 3, 3], strides: [1, 2, 2], auto_pad: 'SAME_UPPER' }, [2, 3, 5, 4], 13)));
+  it('does not refuse overlapping windows at any opset', () => {
+    for (const opset of [11, 12, 13, 14, 15]) expect(refusals(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [1, 5], opset))).toEqual([]);
   });
 });
 

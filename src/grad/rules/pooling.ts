@@ -12,21 +12,30 @@ function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1
   return { inDims, outDims: ctx.perSample(node.outputs[0]), geo: convGeometry(node, inDims.slice(1), kernel) };
 }
 
-/** Windows of a pooling node overlap when a kernel extent exceeds its stride. */
-function overlaps(node: Parameters<GradRule['backward']>[1]): boolean {
+/**
+ * Per spatial axis, how many consecutive output positions have windows that can share
+ * an input element: ceil(extent / stride). Output positions congruent modulo this
+ * number have disjoint windows.
+ */
+function overlapPeriods(node: Parameters<GradRule['backward']>[1]): number[] {
   const kernel = attrInts(node, 'kernel_shape') ?? [];
   const strides = attrInts(node, 'strides') ?? kernel.map(() => 1);
   const dilations = attrInts(node, 'dilations') ?? kernel.map(() => 1);
-  return kernel.some((k, i) => (k - 1) * dilations[i] + 1 > strides[i]);
+  return kernel.map((k, i) => Math.ceil(((k - 1) * dilations[i] + 1) / strides[i]));
 }
 
+/**
+ * MaxPool sends each output's cotangent to its argmax, read from the forward node's
+ * Indices output (flat positions in the whole input). Overlapping windows can share an
+ * argmax, so the scatter must add: from opset 16 ScatterElements adds; before, the
+ * output positions are split into groups whose windows are disjoint (congruent modulo
+ * the overlap period on every spatial axis), each group is scattered on its own into
+ * zeros, where its positions are unique, and the groups are added.
+ */
 export const MaxPool: GradRule = {
   differentiableInputs: firstInputOnly,
   differentiableOutputs: () => [0],
-  refuse(node, { opset }) {
-    if (opset < 16 && overlaps(node)) {
-      return `overlapping MaxPool windows need ScatterElements with reduction=add (opset 16); this model has opset ${opset}: convert it with onnx.version_converter.convert_version(model, 16)`;
-    }
+  refuse(node) {
     if (attrInt(node, 'storage_order', 0) !== 0) return 'storage_order=1 is not supported';
     return undefined;
   },
@@ -36,13 +45,30 @@ export const MaxPool: GradRule = {
     // Ask the forward node for its argmax (flat indices into the whole input tensor).
     if (!node.outputs[1]) node.outputs[1] = b.fresh('MaxPool_indices');
     const x = node.inputs[0];
+    const indices = node.outputs[1];
     const flatShape = b.constInt64([-1]);
-    const zeros = b.op1('Reshape', [b.op1('Mul', [x, b.scalar(0)]), flatShape]);
-    const scattered = b.op1(
-      'ScatterElements',
-      [zeros, b.op1('Reshape', [node.outputs[1], flatShape]), b.op1('Reshape', [g, flatShape])],
-      b.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 },
-    );
+    const flat = (v: string) => b.op1('Reshape', [v, flatShape]);
+    const zeros = flat(b.op1('Mul', [x, b.scalar(0)]));
+    const periods = overlapPeriods(node);
+    const outSpatial = ctx.perSample(node.outputs[0]).slice(1);
+    let scattered: string;
+    if (b.opset >= 16 || periods.every((p) => p === 1)) {
+      scattered = b.op1('ScatterElements', [zeros, flat(indices), flat(g)], b.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 });
+    } else {
+      const axes = outSpatial.map((_, i) => i + 2);
+      const groups: string[] = [];
+      const visit = (offsets: number[]): void => {
+        if (offsets.length < periods.length) {
+          const axis = offsets.length;
+          for (let o = 0; o < Math.min(periods[axis], outSpatial[axis]); o++) visit([...offsets, o]);
+          return;
+        }
+        const pick = (v: string) => b.slice(v, offsets, outSpatial.map(() => Number.MAX_SAFE_INTEGER), axes, periods);
+        groups.push(b.op1('ScatterElements', [zeros, flat(pick(indices)), flat(pick(g))], { axis: 0 }));
+      };
+      visit([]);
+      scattered = b.sum(groups);
+    }
     return [ctx.toPerSample(scattered, ctx.perSample(x))];
   },
 };
