@@ -7,7 +7,8 @@ make J too large), each opset (11, 13, 17) and each export variant
 
   folded   torch.onnx.export defaults: BatchNorm folded into the convolutions,
            parameters renamed onnx::Conv_123
-  kept     do_constant_folding=False: BatchNormalization nodes kept, module names kept
+  kept     do_constant_folding=False, training=TrainingMode.PRESERVE (without it the exporter
+           still fuses BatchNorm in eval mode): BatchNormalization nodes and module names kept
 
 the script exports the model with a dynamic batch axis, runs `jacobian` on it (flat .npy
 and --as-tuple .npz, as a user would, one process each) and compares J with
@@ -231,6 +232,8 @@ def export(model, x, path, opset, folded):
         model, (x,), path, input_names=["input"], output_names=["output"],
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=opset,
         do_constant_folding=folded,
+        # Without PRESERVE the exporter fuses BatchNorm into Conv in eval mode even when it does not fold constants.
+        training=torch.onnx.TrainingMode.EVAL if folded else torch.onnx.TrainingMode.PRESERVE,
     )
     onnx.checker.check_model(onnx.load(path))
 
