@@ -70,8 +70,9 @@ DEFAULT_MODELS = [
     "mobilenet_v3_large", "mnasnet0_5", "mnasnet1_0", "efficientnet_b0", "efficientnet_v2_s",
     "regnet_x_400mf", "regnet_y_400mf", "convnext_tiny",
 ]
-# The smallest square input each model accepts (default 32).
-INPUT_SIZE = {"alexnet": 64, "inception_v3": 75, "vit_b_16": 32, "vit_l_16": 32, "vit_h_14": 28, "maxvit_t": 224}
+# The smallest square input each model exports with (default 32): AlexNet and VGG need 6x6 and 7x7
+# feature maps, since the exporter refuses adaptive_avg_pool2d to a size that does not divide its input.
+INPUT_SIZE = {"alexnet": 224, "vgg11": 224, "vgg11_bn": 224, "vgg13": 224, "vgg13_bn": 224, "vgg16": 224, "vgg16_bn": 224, "vgg19": 224, "vgg19_bn": 224, "inception_v3": 75, "vit_b_16": 32, "vit_l_16": 32, "vit_h_14": 28, "maxvit_t": 224}
 # Extra constructor arguments: vision transformers fix their image size.
 CONSTRUCTOR = {
     "vit_b_16": {"image_size": 32}, "vit_b_32": {"image_size": 32}, "vit_l_16": {"image_size": 32},
