@@ -151,6 +151,50 @@ describe('checkJacobian on corrupted Jacobians', () => {
   });
 });
 
+describe('finite differences across kinks', () => {
+  /** Gemm → Relu → Gemm on zero inputs, so the pre-activations are the biases: ±1e-10 puts a unit on its kink. */
+  async function onKinks(biases: number[]) {
+    let at = 0;
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: { dims: [4], draw: () => 0 } },
+      parameters: { W1: [4, 3], B1: { dims: [3], draw: () => biases[at++] }, W2: [3, 1] },
+      build: (b, { x }, p) => b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [x, p.W1, p.B1])]), p.W2]),
+      batch: 2,
+    });
+    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const scaled = (factor: number) => ({ ...jacobian, data: jacobian.data.map((v) => v * factor) });
+    return { graph, inputs, scaled };
+  }
+
+  it('a kink crossed on one side: J is compared with the other side and passes; J/2 still fails', async () => {
+    const { graph, inputs, scaled } = await onKinks([1e-10, 0.5, 0.7]);
+    const honest = await checkJacobian(graph, inputs, scaled(1));
+    expect(honest.dtype).toBe('float64');
+    expect(honest.passed, describeWorst(honest)).toBe(true);
+    expect(honest.kinkCrossings).toBeGreaterThan(0);
+    const halved = await checkJacobian(graph, inputs, scaled(0.5));
+    expect([halved.passed, halved.inconclusive]).toEqual([false, false]);
+  });
+
+  it('kinks crossed on both sides make the direction inconclusive, never failed', async () => {
+    const { graph, inputs, scaled } = await onKinks([1e-10, -1e-10, 0.7]);
+    let undecided = 0;
+    for (const seed of [0, 1, 2, 3]) {
+      const result = await checkJacobian(graph, inputs, scaled(1), { seed });
+      expect(result.passed || result.inconclusive, `seed ${seed}: ${result.reason}`).toBe(true);
+      if (result.inconclusive) {
+        undecided++;
+        expect(result.reason).toMatch(/cross kinks .* on both sides of θ/);
+      }
+    }
+    expect(undecided).toBeGreaterThan(0);
+  });
+});
+
 describe('outputs much larger than their derivatives (a bias of 1000 after an Erf)', () => {
   /** Gemm → Erf → Gemm with bias C, and its J from the pipeline: outputs about C, derivatives of a few units. */
   async function biasAfterErf(C: number) {

@@ -79,6 +79,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
               ...(verify.reason ? { reason: verify.reason } : {}),
               worstRelativeError: verify.worstRelativeError,
               tolerance: verify.tolerance,
+              kinkCrossings: verify.kinkCrossings,
               directions: verify.directions,
               samples: verify.samples,
               dtype: verify.dtype,
@@ -109,6 +110,9 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
     out.push(
       `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verdict}`,
     );
+    if (verify.kinkCrossings > 0) {
+      out.push(`  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one`);
+    }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
   }
   process.stdout.write(`${out.join('\n')}\n`);
