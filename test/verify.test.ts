@@ -151,6 +151,44 @@ describe('checkJacobian on corrupted Jacobians', () => {
   });
 });
 
+describe('scopes of many parameters', () => {
+  it('beyond 12 parameters, 4 runs of consecutive parameters are checked besides all of them', async () => {
+    const layers = 7;
+    const parameters: Record<string, number[]> = {};
+    for (let l = 0; l < layers; l++) Object.assign(parameters, { [`W${l}`]: [3, 3], [`B${l}`]: [3] });
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [3] },
+      parameters,
+      build: (b, { x }, p) => Array.from({ length: layers }, (_, l) => l).reduce((h, l) => b.op1('Tanh', [b.op1('Gemm', [h, p[`W${l}`], p[`B${l}`]])]), x),
+      batch: 3,
+    });
+    const result = await verifyJacobian(graph, inputs, { directions: 2 });
+    expect(result.passed, describeWorst(result)).toBe(true);
+    const groups = result.details.filter((d) => d.direction === 0 && d.parameter !== undefined);
+    expect(groups.map((d) => d.parameters!.length)).toEqual([3, 4, 3, 4]);
+    expect(groups.flatMap((d) => d.parameters)).toEqual(analyze(graph).parameters.map((p) => p.name));
+    expect(groups[0].parameter).toBe(`${groups[0].parameters![0]} … ${groups[0].parameters![2]}`);
+  });
+});
+
+describe('float64 forward model', () => {
+  it('x·Sigmoid(x) (SiLU, as EfficientNet exports it) stays in float64: no QuickGelu fusion', async () => {
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [4] },
+      parameters: { W1: [4, 5], W2: [5, 2] },
+      build: (b, { x }, p) => {
+        const h = b.op1('Gemm', [x, p.W1]);
+        return b.op1('Gemm', [b.op1('Mul', [h, b.op1('Sigmoid', [h])]), p.W2]);
+      },
+    });
+    const result = await verifyJacobian(graph, inputs);
+    expect([result.dtype, result.fallback]).toEqual(['float64', undefined]);
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+});
+
 describe('finite differences across kinks', () => {
   /** Gemm → Relu → Gemm on zero inputs, so the pre-activations are the biases: ±1e-10 puts a unit on its kink. */
   async function onKinks(biases: number[]) {
