@@ -16,6 +16,7 @@ import { MemorySink } from '../src/output.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
+import { nearKinks } from '../src/verify/kinks.js';
 import { checkJacobian, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
 import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
 import { seededRandom, slotModel } from './persample.model.js';
@@ -214,6 +215,8 @@ describe('finite differences across kinks', () => {
     expect(honest.dtype).toBe('float64');
     expect(honest.passed, describeWorst(honest)).toBe(true);
     expect(honest.kinkCrossings).toBeGreaterThan(0);
+    // Both samples have the unit at 1e-10 from its kink.
+    expect(honest.nearKinks?.map((k) => [k.op, k.count, k.perSample])).toEqual([['Relu', 2, [1, 1]]]);
     const halved = await checkJacobian(graph, inputs, scaled(0.5));
     expect([halved.passed, halved.inconclusive]).toEqual([false, false]);
   });
@@ -230,6 +233,36 @@ describe('finite differences across kinks', () => {
       }
     }
     expect(undecided).toBeGreaterThan(0);
+  });
+});
+
+describe('kink inputs within rounding, counted per node in onnxruntime', () => {
+  it('MaxPool near ties (not exact ones, nor clear gaps), Clip bounds and ties of Max', async () => {
+    // Per sample (1, 8): windows of 2 → [1, 1 + 1e-7] near tie, [3, 2] clear, [2, 2] exact tie, [0.5, -4] clear.
+    const rows = [
+      [1, 1 + 1e-7, 3, 2, 2, 2, 0.5, -4],
+      [1, 2, 3, 2, 2, 1, 0.5, -4],
+    ];
+    let at = 0;
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: { dims: [1, 8], draw: () => rows.flat()[at++] } },
+      parameters: { W: [4, 1], lo: { dims: [], draw: () => 0.5 }, hi: { dims: [], draw: () => 3 } },
+      batch: 2,
+      build: (b, { x }, p) => {
+        const pooled = b.op1('MaxPool', [x], { kernel_shape: [2], strides: [2] }); // (N, 1, 4)
+        const clipped = b.op1('Clip', [pooled, p.lo, p.hi]); // 3 is at the upper bound, 0.5 at the lower
+        // An exact tie of Max's two inputs counts (which one gets the derivative is a convention: PyTorch splits it).
+        const maxed = b.op1('Max', [clipped, b.constFloat([1 + 1e-7, 9, 9, 9], [4])]);
+        return b.op1('MatMul', [b.reshape(maxed, [-1, 4]), p.W]);
+      },
+    });
+    const found = await nearKinks(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), 2, 2);
+    expect(found?.map((k) => [k.op, k.count, k.perSample])).toEqual([
+      ['MaxPool', 1, [1, 0]],
+      ['Clip', 4, [2, 2]],
+      ['Max', 1, [1, 0]],
+    ]);
   });
 });
 

@@ -80,6 +80,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
               worstRelativeError: verify.worstRelativeError,
               tolerance: verify.tolerance,
               kinkCrossings: verify.kinkCrossings,
+              ...(verify.nearKinks ? { nearKinks: verify.nearKinks } : {}),
               directions: verify.directions,
               samples: verify.samples,
               dtype: verify.dtype,
@@ -114,6 +115,18 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       out.push(`  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one`);
     }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
+    if (verify.nearKinks === undefined) out.push('  kink inputs within rounding: could not be counted');
+    else if (verify.nearKinks.length > 0) {
+      const total = verify.nearKinks.reduce((s, k) => s + k.count, 0);
+      out.push(
+        `  ${total} kink input${total === 1 ? '' : 's'} (ReLU/Clip/MaxPool/… inputs within float32 rounding of a threshold) at ${verify.nearKinks.length} node${verify.nearKinks.length === 1 ? '' : 's'}: J is ill-defined there (any float32 result may differ from a float64 one); draw inputs away from kinks to compare J across tools`,
+        ...verify.nearKinks.slice(0, 10).map((k) => {
+          const samples = k.perSample?.flatMap((c, n) => (c > 0 ? [`${n}: ${c}`] : []));
+          return `    ${k.node} (${k.op}): ${k.count}${samples ? ` (sample ${samples.slice(0, 8).join(', ')}${samples.length > 8 ? ', …' : ''})` : ''}`;
+        }),
+        ...(verify.nearKinks.length > 10 ? [`    … and ${verify.nearKinks.length - 10} more nodes (--json lists all)`] : []),
+      );
+    }
   }
   process.stdout.write(`${out.join('\n')}\n`);
   return eligible ? 0 : 1;

@@ -75,6 +75,7 @@ import type { ShapeTable } from '../analysis/shapes.js';
 import { paddedRows } from '../run/tensors.js';
 import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
 import { ROUNDOFF_INPUT, toDouble } from './double.js';
+import { nearKinks, type NearKink } from './kinks.js';
 import { DIRECTION_INPUT, perturbedForward, STEP_INPUT } from './perturb.js';
 
 export const MAX_SAMPLES = 64;
@@ -161,6 +162,11 @@ export interface VerifyResult {
   reason?: string;
   /** One check per direction and scope, directions outer. */
   details: VerifyCheck[];
+  /**
+   * Piecewise-linear nodes with kink inputs within float32 rounding of their threshold for the
+   * samples checked (./kinks.ts): there J is ill-defined. Undefined when they could not be counted.
+   */
+  nearKinks?: NearKink[];
 }
 
 export interface JacobianRows {
@@ -510,7 +516,8 @@ export async function checkJacobian(graph: Graph, given: Inputs, jacobian: Jacob
   const batch = firstRows(inputs, jacobian.shape[0]);
   const forward = await openForward(prepared, batch, output, options);
   try {
-    return await compareAlongDirections(forward, batch, jacobian, options);
+    const result = await compareAlongDirections(forward, batch, jacobian, options);
+    return { ...result, nearKinks: await nearKinks(prepared, batch, jacobian.shape[0], fixedBatch ?? jacobian.shape[0], options.threads) };
   } finally {
     await forward.release();
   }
@@ -532,7 +539,8 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();
-    return await compareAlongDirections(forward, batch, jacobian, options);
+    const result = await compareAlongDirections(forward, batch, jacobian, options);
+    return { ...result, nearKinks: await nearKinks(prepared, batch, count, fixedBatchSize(prepared) ?? count, options.threads) };
   } finally {
     await forward.release();
   }
