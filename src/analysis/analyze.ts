@@ -27,6 +27,18 @@ export interface Parameter {
 export interface Constant {
   name: string;
   reason: string;
+  /**
+   * It changes the output through a path that is not a parameter slot (a temperature in
+   * x / exp(t)): not differentiated, and if it is trained, the model is not eligible (`ifTrained`
+   * says why). `--strict` refuses such initializers.
+   */
+  outsideSlots?: boolean;
+  ifTrained?: string;
+}
+
+export interface AnalyzeOptions {
+  /** Every float initializer that changes the output outside a parameter slot is a problem, not a constant. */
+  strict?: boolean;
 }
 
 export interface Analysis {
@@ -79,7 +91,7 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
 
 const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
 
-export function analyze(graph: Graph, output: string): Analysis {
+export function analyze(graph: Graph, output: string, options: AnalyzeOptions = {}): Analysis {
   const producers = new Map<string, Node>();
   const consumers = new Map<string, { node: Node; input: number }[]>();
   for (const n of graph.nodes) {
@@ -105,6 +117,7 @@ export function analyze(graph: Graph, output: string): Analysis {
 
   const problems: Problem[] = [];
   const constants: Constant[] = [];
+  const pendingOutside: { constant: Constant; meets: Node[] }[] = [];
   const parameters: Parameter[] = [];
   const subgraphRefs = new Map<string, Node>();
   for (const n of graph.nodes) if (hasSubgraph(n)) namesUsedInSubgraphs(n, subgraphRefs);
@@ -114,7 +127,7 @@ export function analyze(graph: Graph, output: string): Analysis {
     if (!isFloatType(tensor.dataType)) continue;
     const uses: ParameterUse[] = [];
     const paramProblems: Problem[] = [];
-    const nonSlot: { node: Node; input: number }[] = [];
+    const nonSlot: { node: Node; input: number; chain: Node[] }[] = [];
     const nonDifferentiable: string[] = [];
     // Walk the data-independent descendants of the initializer.
     const walk = (value: string, chain: Node[], viaNonLayout: Node | undefined): void => {
@@ -162,7 +175,7 @@ export function analyze(graph: Graph, output: string): Analysis {
           if (refusal) paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: refusal });
           uses.push({ chain, node, input });
         } else {
-          nonSlot.push({ node, input });
+          nonSlot.push({ node, input, chain });
         }
       }
     };
@@ -172,7 +185,9 @@ export function analyze(graph: Graph, output: string): Analysis {
       paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: 'used inside the body of this node, not at the top level of the graph' });
     }
     if (uses.length === 0 && !inBody) {
-      const where = nonSlot.map(({ node, input }) => `${nodeLabel(node)} (${node.opType}) input ${input}`);
+      // How it meets the data: the ops it goes through first (Exp in x / exp(t)), then the node and input.
+      const where = nonSlot.map(({ node, input, chain }) => `${chain.map((c) => `${c.opType} → `).join('')}${nodeLabel(node)} (${node.opType}) input ${input}`);
+      const first = nonSlot[0];
       constants.push({
         name,
         reason:
@@ -181,7 +196,16 @@ export function analyze(graph: Graph, output: string): Analysis {
             : nonDifferentiable.length > 0
               ? `enters only inputs that carry no derivative (${nonDifferentiable.join(', ')})`
               : 'is not used by any node',
+        ...(first
+          ? {
+              outsideSlots: true,
+              ifTrained:
+                paramProblems[0]?.reason ??
+                `${nodeLabel(first.node)} (${first.node.opType}) input ${first.input} is not a quasi-linear parameter slot: the output is not linear in it`,
+            }
+          : {}),
       });
+      pendingOutside.push({ constant: constants[constants.length - 1], meets: nonSlot.map((u) => u.node) });
       continue;
     }
     for (const { node, input } of nonSlot.slice(0, 1)) {
@@ -201,6 +225,17 @@ export function analyze(graph: Graph, output: string): Analysis {
     const n = graph.nodes[i];
     if (!differentiableOutputs(n).some((o) => reaches.has(n.outputs[o]))) continue;
     for (const k of differentiableInputs(n)) if (n.inputs[k]) reaches.add(n.inputs[k]);
+  }
+  // A constant changes the output only if a node where it meets the data reaches the output.
+  for (const { constant, meets } of pendingOutside) {
+    if (!constant.outsideSlots) continue;
+    const node = meets.find((n) => differentiableOutputs(n).some((o) => reaches.has(n.outputs[o])));
+    if (node === undefined) {
+      delete constant.outsideSlots;
+      delete constant.ifTrained;
+    } else if (options.strict) {
+      problems.push({ parameter: constant.name, node: nodeLabel(node), op: node.opType, reason: `--strict: this float initializer changes the output outside any parameter slot (${constant.ifTrained})` });
+    }
   }
   // Values downstream of a parameterized node.
   const downstream = new Set<string>();

@@ -1,5 +1,8 @@
 // `jacobian check <model.onnx>`: eligibility for CI, the parameter table and every problem.
+import ort from 'onnxruntime-node';
+import { readFileSync } from 'node:fs';
 import { analyze } from '../analysis/analyze.js';
+import { sessionOptions } from '../run/session.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import type { Graph } from '../onnx/graph.js';
@@ -19,14 +22,26 @@ export interface CheckOptions {
   directions?: number;
   reduce?: Reduce;
   threads?: number;
+  strict?: boolean;
+}
+
+/** onnxruntime's message when it cannot load the model (the run would fail the same way), else undefined. */
+async function onnxruntimeRejects(modelPath: string): Promise<string | undefined> {
+  try {
+    const session = await ort.InferenceSession.create(readFileSync(modelPath), { ...sessionOptions(1), graphOptimizationLevel: 'disabled' });
+    await session.release();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message.split('\n')[0];
+  }
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
 async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<{ problems?: Problem[]; verify?: VerifyResult }> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
-    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads }) };
-    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1 });
+    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, strict: opts.strict }) };
+    const { release } = await planJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, threads: opts.threads, batchSize: 1, strict: opts.strict });
     await release();
     return {};
   } catch (err) {
@@ -39,7 +54,10 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   if (opts.verify && opts.input.length === 0) throw new UsageError('--verify needs data: pass --input batch.npy (a few samples are enough)');
   const graph = prepareGraph(loadModel(modelPath));
   const output = resolveOutput(graph, opts.modelOutput);
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, { strict: opts.strict });
+  // What onnxruntime cannot load, the run cannot compute: never eligible.
+  const rejected = await onnxruntimeRejects(modelPath);
+  if (rejected !== undefined) analysis.problems.push({ reason: `onnxruntime cannot load the model: ${rejected}` });
   const noParameters = analysis.parameters.length === 0;
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? bindInputs(graph, opts.input) : undefined;
@@ -102,6 +120,14 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
   if (analysis.constants.length > 0) {
     out.push('', `constants (float initializers not differentiated):`, ...analysis.constants.map((c) => `  ${c.name}: ${c.reason}`));
+    const outside = analysis.constants.filter((c) => c.outsideSlots);
+    if (outside.length > 0 && !opts.strict) {
+      out.push(
+        '',
+        `${outside.length} of them change${outside.length === 1 ? 's' : ''} the output outside any parameter slot and get${outside.length === 1 ? 's' : ''} no columns; if ${outside.length === 1 ? 'it is' : 'they are'} trained, the model is not eligible (--strict refuses ${outside.length === 1 ? 'it' : 'them'}):`,
+        ...outside.map((c) => `  ${c.name}: ${c.ifTrained}`),
+      );
+    }
   }
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');

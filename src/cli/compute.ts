@@ -8,6 +8,7 @@ import { bindInputs } from './inputs.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
 export interface ComputeOptions {
+  strict?: boolean;
   input: string[];
   output?: string;
   asTuple?: boolean;
@@ -45,6 +46,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     maxMemory: opts.maxMemory,
     threads: opts.threads,
     vectorStrategy: opts.vectorStrategy,
+    strict: opts.strict,
     onProgress: progress?.update,
   });
   let sink: FileSink | undefined;

@@ -45,6 +45,7 @@ export async function main(argv: string[]): Promise<number> {
         .default('tile'),
     )
     .option('-q, --quiet', 'print nothing but errors')
+    .option('--strict', 'refuse float initializers that change the output outside any parameter slot (when every float initializer is trained)')
     .option('--json', 'print a machine-readable summary of what was written')
     .option('--verbose', 'print a timing breakdown on stderr')
     .showHelpAfterError('(run jacobian --help for usage)')
@@ -77,6 +78,7 @@ Exit codes: 0 ok, 1 model refused, 2 bad usage or file, 3 runtime failure.`,
     .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
     .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
     .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))
+    .option('--strict', 'as for the main command: float initializers outside any parameter slot are problems')
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
     .option('--json', 'print the report as JSON (schema in docs/check-json.md)')
     .action(async (model: string, opts: CheckOptions) => {

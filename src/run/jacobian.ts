@@ -32,6 +32,8 @@ export interface JacobianOptions {
    * in one run (default); 'loop' makes K runs over each chunk with one element seeded.
    */
   vectorStrategy?: 'tile' | 'loop';
+  /** Refuse float initializers that change the output outside any parameter slot (see Constant.outsideSlots). */
+  strict?: boolean;
   onProgress?: (progress: Progress) => void;
 }
 
@@ -176,7 +178,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const output = resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, { strict: options.strict });
   refuseIfIneligible(analysis);
   lap('analysis');
   const shapes = await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads });

@@ -116,6 +116,8 @@ export interface VerifyOptions {
    * float64 with float32 islands, else float32; 'float64' or 'float32' forces one (no islands).
    */
   precision?: 'auto' | 'float64' | 'float32';
+  /** As for the Jacobian: float initializers outside any parameter slot are refused. */
+  strict?: boolean;
   /** Seed of the random directions (default 0). */
   seed?: number;
   threads?: number;
@@ -215,7 +217,7 @@ function missingKernel(message: string): string | undefined {
 /** The perturbed forward model in float64 if onnxruntime runs it so, else in float32. */
 async function openForward(graph: Graph, inputs: Map<string, RowSource>, output: string, options: VerifyOptions): Promise<Forward> {
   const { threads, precision = 'auto' } = options;
-  const analysis = analyze(graph, output);
+  const analysis = analyze(graph, output, { strict: options.strict });
   refuseIfIneligible(analysis);
   const parameters = analysis.parameters;
   const fixedBatch = fixedBatchSize(graph);
@@ -535,7 +537,7 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads });
+    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, strict: options.strict });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();

@@ -1,0 +1,69 @@
+// `check` and the run agree: a model onnxruntime rejects is never eligible; a float
+// initializer that changes the output outside any parameter slot (a temperature in
+// x / exp(t)) is listed with how it enters, and --strict refuses it in check and in the run.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { npyBytes } from '../src/io/npy.js';
+import { encodeModel } from '../src/onnx/proto.js';
+import { slotModel } from './persample.model.js';
+
+const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
+let dir: string;
+
+function jacobian(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'jacobian-agree-'));
+  // y = (x W) / exp(t): W is a parameter, t a temperature that meets the data through Exp → Div.
+  const temperature = slotModel({
+    opset: 13,
+    data: { x: [4] },
+    parameters: { W: [4, 2], t: { dims: [], draw: () => 0.3 } },
+    build: (b, { x }, p) => b.op1('Div', [b.op1('MatMul', [x, p.W]), b.op1('Exp', [p.t])]),
+  });
+  writeFileSync(join(dir, 'temperature.onnx'), encodeModel(temperature.graph));
+  writeFileSync(join(dir, 'x.npy'), npyBytes(temperature.inputs.get('x')!));
+  // An extra output from an op onnxruntime does not know, off the path to the first output.
+  const unknown = slotModel({ opset: 13, data: { x: [4] }, parameters: { W: [4, 2] }, build: (b, { x }, p) => b.op1('MatMul', [x, p.W]) });
+  unknown.graph.opsetImports.set('com.example', 1);
+  unknown.graph.nodes.push({ name: 'odd', opType: 'NoSuchOp', domain: 'com.example', inputs: ['x'], outputs: ['odd_out'], attributes: [] });
+  unknown.graph.outputs.push({ name: 'odd_out', elemType: 1, dims: undefined });
+  writeFileSync(join(dir, 'unknown_op.onnx'), encodeModel(unknown.graph));
+});
+
+describe('check and the run agree', () => {
+  it('a model onnxruntime cannot load is not eligible, and the run does not compute it', () => {
+    const check = jacobian(['check', 'unknown_op.onnx', '--json']);
+    expect(check.code).toBe(1);
+    const report = JSON.parse(check.stdout);
+    expect(report.eligible).toBe(false);
+    expect(report.problems.map((p: { message: string }) => p.message).join('\n')).toMatch(/onnxruntime cannot load the model: .*NoSuchOp/);
+    expect(jacobian(['unknown_op.onnx', '-i', 'x.npy', '-o', 'J.npy', '-q']).code).not.toBe(0);
+  });
+
+  it('a temperature in x / exp(t) is listed with how it enters and what training it would mean; the run computes J for W', () => {
+    const check = jacobian(['check', 'temperature.onnx']);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toMatch(/t: enters no parameter slot \(used by Exp → \S*Div\S* \(Div\) input 1\)/);
+    expect(check.stdout).toMatch(/1 of them changes the output outside any parameter slot and gets no columns; if it is trained, the model is not eligible \(--strict refuses it\):\n {2}t: Exp is applied to the parameter before it meets the data/);
+    const json = JSON.parse(jacobian(['check', 'temperature.onnx', '--json']).stdout);
+    expect(json.constants).toEqual([{ name: 't', reason: expect.stringMatching(/^enters no parameter slot/), outsideSlots: true, ifTrained: expect.stringMatching(/^Exp is applied/) }]);
+    const run = jacobian(['temperature.onnx', '-i', 'x.npy', '-o', 'J.npy', '--json']);
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout).parameters.map((p: { name: string }) => p.name)).toEqual(['W']);
+  });
+
+  it('--strict refuses it in check, check --input and the run alike', () => {
+    for (const args of [['check', 'temperature.onnx', '--strict'], ['check', 'temperature.onnx', '-i', 'x.npy', '--strict'], ['temperature.onnx', '-i', 'x.npy', '-o', 'J2.npy', '--strict']]) {
+      const r = jacobian(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stdout + r.stderr).toMatch(/'t'.*--strict: this float initializer changes the output outside any parameter slot \(Exp is applied/s);
+    }
+  });
+});
