@@ -1,13 +1,15 @@
 // `check` and the run agree: a model onnxruntime rejects is never eligible; a float
 // initializer that changes the output outside any parameter slot (a temperature in
 // x / exp(t)) is listed with how it enters, and --strict refuses it in check and in the run.
+// Exporter quirks are explained where they happen.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes } from '../src/io/npy.js';
 import { encodeModel } from '../src/onnx/proto.js';
+import { FIXTURES } from './helpers.js';
 import { slotModel } from './persample.model.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
@@ -20,6 +22,7 @@ function jacobian(args: string[]) {
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-agree-'));
+  for (const name of ['bn_shared', 'zoo_resnet', 'linear3d_folded']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
   // y = (x W) / exp(t): W is a parameter, t a temperature that meets the data through Exp → Div.
   const temperature = slotModel({
     opset: 13,
@@ -65,5 +68,31 @@ describe('check and the run agree', () => {
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stdout + r.stderr).toMatch(/'t'.*--strict: this float initializer changes the output outside any parameter slot \(Exp is applied/s);
     }
+  });
+});
+
+describe('exporter quirks, explained by check', () => {
+  it('running_var = Identity(bn.weight): the shared tensor is the parameter, the running statistics a constant copy; --verify agrees with J', () => {
+    const r = jacobian(['check', 'bn_shared/model.onnx', '-i', 'bn_shared/input.npy', '--verify', '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.verify.passed).toBe(true);
+    expect(report.parameters.map((p: { name: string }) => p.name)).toEqual(['0.weight', '0.bias', '1.weight', '1.bias', '4.weight', '4.bias']);
+    expect(report.constants.map((c: { name: string }) => c.name).sort()).toEqual(['1.bias::constant', '1.weight::constant']);
+    const shared = report.exporterNotes.filter((n: string) => /shared by the exporter/.test(n));
+    expect(shared).toHaveLength(2);
+    expect(shared[0]).toMatch(/^'1.weight' is shared by the exporter between a parameter slot and an input that carries no derivative \(\/1\/BatchNormalization \(BatchNormalization\) input 4\).*running_var = Identity\(bn.weight\)/);
+  });
+
+  it('a default export: onnx:: names and BatchNorm folded into Conv are named, with what to do', () => {
+    const r = jacobian(['check', 'zoo_resnet/model.onnx']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/as exported:\n {2}\d+ parameters have names made by torch.onnx.export \('onnx::Conv_\d+'/);
+    expect(r.stdout).toMatch(/Conv weights named onnx::Conv_\* and no BatchNormalization node: .*folded weight W·γ\/√\(σ²\+ε\).*training=torch.onnx.TrainingMode.PRESERVE and do_constant_folding=False/);
+  });
+
+  it('a pre-transposed MatMul weight is named as such', () => {
+    const r = jacobian(['check', 'linear3d_folded/model.onnx']);
+    expect(r.stdout).toMatch(/1 MatMul weight named onnx::MatMul_\*: a Linear applied to inputs of rank 3 or more, whose weight the exporter stored transposed/);
   });
 });

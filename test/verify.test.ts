@@ -42,7 +42,7 @@ async function fixtureJacobian(name: string, count: number) {
 }
 
 describe('verifyJacobian on the fixtures', () => {
-  const float64 = ['seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
+  const float64 = ['bn_shared', 'seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
   it.each(float64)('%s passes, with the forward model in float64', async (name) => {
     const { graph, inputs, options } = fixture(name);
     const result = await verifyJacobian(graph, inputs, options);

@@ -1,20 +1,28 @@
 // Normalizes a decoded model before analysis: checks the opset and inlines local
 // functions (ModelProto.functions, e.g. torch's export_modules_as_functions), so
-// every node the analysis sees is a standard op at the top level.
+// every node the analysis sees is a standard op at the top level; and gives the
+// constant uses of an initializer the exporter shared with a parameter slot a copy
+// of their own (./exporter.ts).
 import { ModelRefusedError } from '../errors.js';
 import { defaultOpset, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
+import { splitConstantUses, type SplitConstant } from './exporter.js';
 
 export const MIN_OPSET = 11;
 
 export function prepareGraph(model: Graph): Graph {
+  return prepareGraphWithNotes(model).graph;
+}
+
+/** prepareGraph, and which shared initializers it split. */
+export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: SplitConstant[] } {
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
       `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
     );
   }
-  if (model.functions.length === 0) return model;
-  return { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
+  const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
+  return splitConstantUses(inlined);
 }
 
 function findFunction(functions: readonly LocalFunction[], node: Node): LocalFunction | undefined {

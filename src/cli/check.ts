@@ -3,7 +3,8 @@ import ort from 'onnxruntime-node';
 import { readFileSync } from 'node:fs';
 import { analyze } from '../analysis/analyze.js';
 import { sessionOptions } from '../run/session.js';
-import { prepareGraph } from '../analysis/prepare.js';
+import { prepareGraphWithNotes } from '../analysis/prepare.js';
+import { exporterNotes } from '../analysis/exporter.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import type { Graph } from '../onnx/graph.js';
 import { planJacobian, type Reduce } from '../run/jacobian.js';
@@ -52,7 +53,7 @@ async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts:
 
 export async function checkCommand(modelPath: string, opts: CheckOptions): Promise<number> {
   if (opts.verify && opts.input.length === 0) throw new UsageError('--verify needs data: pass --input batch.npy (a few samples are enough)');
-  const graph = prepareGraph(loadModel(modelPath));
+  const { graph, split } = prepareGraphWithNotes(loadModel(modelPath));
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output, { strict: opts.strict });
   // What onnxruntime cannot load, the run cannot compute: never eligible.
@@ -78,6 +79,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
     columns: [p.offset, p.offset + p.size],
     slots: p.uses.map((u) => ({ node: nodeLabel(u.node), op: u.node.opType, input: u.input, via: u.chain.map((c) => c.opType) })),
   }));
+  const notes = exporterNotes(analysis, split);
   const problems = noParameters ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }] : analysis.problems;
   if (opts.json) {
     const report = {
@@ -89,6 +91,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       constants: analysis.constants,
       problems: problems.map((p) => ({ ...p, message: describeProblem(p) })),
       unsupportedOps: analysis.unsupportedOps,
+      exporterNotes: notes,
       ...(verify
         ? {
             verify: {
@@ -129,6 +132,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       );
     }
   }
+  if (notes.length > 0) out.push('', 'as exported:', ...notes.map((n) => `  ${n}`));
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', 'eligible: every parameter enters only quasi-linear slots and every op on the path has a gradient rule');
   if (verify) {
