@@ -35,10 +35,12 @@ CLI's outputs (deleted after comparison unless --keep), and results.json.
 """
 
 import argparse
+import atexit
 import collections
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,7 +58,7 @@ from torch.nn.utils.stateless import functional_call
 from torch.overrides import TorchFunctionMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "bin", "jacobian.js")
+CLI = None  # set by build_cli: a private build, so that editing the sources during a long run changes nothing
 TOLERANCE = 1e-4
 # A kink input closer than this fraction of the tensor's largest |value| to its threshold
 # counts as "within rounding" (float32 pre-activations differ by ~1e-7 relative between
@@ -289,6 +291,19 @@ def expected_block(refs, params, entry, n, k_shape):
 # --------------------------------------------------------------------------- CLI
 
 
+def build_cli(out):
+    """Compiles the CLI into zoo-out/.cli-<pid> (bin, dist, package.json), inside the repository so
+    that node_modules resolve from it."""
+    global CLI
+    target = os.path.join(ROOT, "zoo-out", ".cli-%d" % os.getpid())
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    subprocess.run(["npx", "tsc", "-p", os.path.join(ROOT, "tsconfig.json"), "--outDir", os.path.join(target, "dist")], check=True, cwd=ROOT)
+    shutil.copytree(os.path.join(ROOT, "bin"), os.path.join(target, "bin"))
+    shutil.copy(os.path.join(ROOT, "package.json"), target)
+    CLI = os.path.join(target, "bin", "jacobian.js")
+
+
 def run_cli(args, timeout=1800):
     started = time.time()
     proc = subprocess.run(["node", CLI] + args, capture_output=True, text=True, timeout=timeout)
@@ -430,7 +445,8 @@ def main():
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     warnings.filterwarnings("ignore")
     os.makedirs(args.out, exist_ok=True)
-    subprocess.run(["npx", "tsc", "-p", os.path.join(ROOT, "tsconfig.json")], check=True, cwd=ROOT)
+    build_cli(args.out)
+    atexit.register(shutil.rmtree, os.path.dirname(os.path.dirname(CLI)), True)
     results_path = os.path.join(args.out, "results.json")
     rows = []
     for name in names:
