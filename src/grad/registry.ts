@@ -4,9 +4,13 @@ import * as activations from './rules/activations.js';
 import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { Det } from './rules/Det.js';
+import { DFT, STFT } from './rules/DFT.js';
+import { Einsum } from './rules/Einsum.js';
 import { Gemm } from './rules/Gemm.js';
 import * as indexing from './rules/indexing.js';
 import * as layout from './rules/layout.js';
+import * as losses from './rules/losses.js';
 import * as math from './rules/math.js';
 import { MatMul } from './rules/MatMul.js';
 import * as normalization from './rules/normalization.js';
@@ -15,6 +19,7 @@ import * as pooling from './rules/pooling.js';
 import * as reduce from './rules/reduce.js';
 import { Resize } from './rules/Resize.js';
 import * as softmax from './rules/softmax.js';
+import * as spatial from './rules/spatial.js';
 
 import { inFloatTypeOf } from './rules/shared.js';
 
@@ -28,17 +33,23 @@ const rules: Record<string, GradRule> = {
   ...arithmetic,
   ...indexing,
   ...layout,
+  ...losses,
   ...math,
   ...normalization,
   ...pooling,
   ...reduce,
   ...softmax,
+  ...spatial,
   Conv,
   ConvTranspose,
+  Det,
+  DFT,
+  Einsum,
   Gemm,
   MatMul,
   Pad,
   Resize,
+  STFT,
 };
 
 export const gradRules: Record<string, GradRule> = Object.fromEntries(Object.entries(rules).map(([op, rule]) => [op, inNodeFloatType(rule)]));
@@ -47,6 +58,6 @@ export const gradRules: Record<string, GradRule> = Object.fromEntries(Object.ent
 export const NON_DIFFERENTIABLE_OPS = new Set([
   'Shape', 'Size', 'ConstantOfShape', 'Range', 'EyeLike', 'Constant', 'OneHot',
   'Equal', 'Greater', 'GreaterOrEqual', 'Less', 'LessOrEqual', 'Not', 'And', 'Or', 'Xor',
-  'ArgMax', 'ArgMin', 'NonZero', 'IsNaN', 'IsInf', 'Floor', 'Ceil', 'Round', 'Sign',
+  'ArgMax', 'ArgMin', 'NonZero', 'IsNaN', 'IsInf', 'Floor', 'Ceil', 'Round', 'Sign', 'Hardmax',
   'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli',
 ]);

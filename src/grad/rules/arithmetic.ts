@@ -130,3 +130,22 @@ export const Where: GradRule = {
     ];
   },
 };
+
+/**
+ * Mod with fmod=1 on floats: y = a − b·trunc(a/b), so ∂y/∂a = 1 and ∂y/∂b = −trunc(a/b)
+ * (away from the jumps where a/b is an integer). Integer Mod carries no derivative.
+ */
+export const Mod: GradRule = {
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined) return none(node);
+    const b = ctx.b;
+    const [a, divisor] = node.inputs;
+    const y = node.outputs[0];
+    const quotient = b.op1('Div', [a, divisor]);
+    const truncated = b.mul(b.op1('Sign', [quotient]), b.op1('Floor', [b.op1('Abs', [quotient])]));
+    return [
+      wanted[0] ? ctx.unbroadcastToInput(g, a, y) : undefined,
+      wanted[1] ? ctx.unbroadcastToInput(b.op1('Neg', [b.mul(g, truncated)]), divisor, y) : undefined,
+    ];
+  },
+};
