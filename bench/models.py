@@ -46,6 +46,18 @@ SPECS = collections.OrderedDict(
             ),
         ),
         (
+            "resnet18",
+            ((3, 32, 32), 32, "torchvision resnet18(num_classes=1): one logit, 32x32 inputs, D = 11.2M"),
+        ),
+        (
+            "mobilenet_v2",
+            ((3, 32, 32), 32, "torchvision mobilenet_v2(num_classes=1): one logit, 32x32 inputs, D = 2.2M"),
+        ),
+        (
+            "efficientnet_b0",
+            ((3, 32, 32), 32, "torchvision efficientnet_b0(num_classes=1): one logit, 32x32 inputs, D = 4.0M"),
+        ),
+        (
             "lenet10",
             (
                 (1, 28, 28),
@@ -58,8 +70,29 @@ SPECS = collections.OrderedDict(
 )
 
 
+# Random weights with the zoo's conventions (scripts/zoo.py): every constant-initialised tensor
+# randomised (so the exporter shares none), inputs drawn away from ReLU/ReLU6/MaxPool kinks, and
+# exported with BatchNorm kept and module names (do_constant_folding=False, training=PRESERVE),
+# so that the initializers are the torch parameters and buffers.
+TORCHVISION = ("resnet18", "mobilenet_v2", "efficientnet_b0")
+
+
+def zoo():
+    sys.path.insert(0, os.path.join(os.path.dirname(ROOT), "scripts"))
+    import zoo as module
+
+    return module
+
+
 def network(name):
     import torch.nn as nn
+
+    if name in TORCHVISION:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None, num_classes=1)
+        zoo().randomize(model)
+        return model
 
     if name == "seed":
         return nn.Sequential(
@@ -112,7 +145,10 @@ def build(name):
     shape, n, _ = SPECS[name]
     torch.manual_seed(0)
     module = network(name).eval()
-    x = torch.randn((n,) + shape)
+    if name in TORCHVISION:
+        x, _ = zoo().draw_inputs(module, n, shape[-1], seed=0)
+    else:
+        x = torch.randn((n,) + shape)
     return module, x
 
 
@@ -133,6 +169,7 @@ def export(name):
         output_names=["output"],
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         opset_version=OPSET,
+        **(dict(do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE) if name in TORCHVISION else {}),
     )
     onnx.checker.check_model(onnx.load(path))
     np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.float32))

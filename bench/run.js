@@ -34,6 +34,10 @@ const MODELS = [
   { name: 'mlp784', n: 1000, k: 1, d: 233985, verifyN: 32, flatN: 10000 },
   { name: 'cnn28', n: 1000, k: 1, d: 105281, verifyN: 32 },
   { name: 'lenet10', n: 256, k: 10, d: 44426, verifyN: 16 },
+  // torchvision classifiers with one logit (issue 7): CLI against functorch, whole process each, at N = 32.
+  { name: 'resnet18', n: 32, k: 1, d: 11177025, verifyN: 4 },
+  { name: 'mobilenet_v2', n: 32, k: 1, d: 2225153, verifyN: 4 },
+  { name: 'efficientnet_b0', n: 32, k: 1, d: 4008829, verifyN: 4 },
 ];
 
 /** Below this J size, CLI/floor and RSS/J say nothing: start-up and the runtime's fixed memory dominate. */

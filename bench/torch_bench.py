@@ -193,11 +193,14 @@ def cmd_verify(args):
     torch, module, x, k = load_torch(args.name, args.n)
     n = x.shape[0]
     named = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
     names = list(named)
     model = onnx.load(os.path.join(models.MODELS_DIR, args.name, "model.onnx"))
     order = []
     for init in model.graph.initializer:
         arr = numpy_helper.to_array(init)
+        if init.name in buffers and init.name not in named:
+            continue  # BatchNorm running statistics: constants for the CLI too
         if init.name not in named:
             raise SystemExit("%s: initializer %s is not a parameter of the torch module" % (args.name, init.name))
         if not np.array_equal(arr, named[init.name].detach().numpy()):
