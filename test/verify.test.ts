@@ -221,6 +221,29 @@ describe('finite differences across kinks', () => {
     expect([halved.passed, halved.inconclusive]).toEqual([false, false]);
   });
 
+  it('many crossings (float32, ε = 1e-3, Clip and Relu): sides told by the kink pattern; J passes, J × 0.9 fails', async () => {
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [8] },
+      parameters: { W1: [8, 16], B1: [16], lo: { dims: [], draw: () => -0.5 }, hi: { dims: [], draw: () => 0.8 }, W2: [16, 16], W3: [16, 3] },
+      build: (b, { x }, p) => {
+        const h = b.op1('Clip', [b.op1('Gemm', [x, p.W1, p.B1]), p.lo, p.hi]);
+        return b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [h, p.W2])]), p.W3]);
+      },
+      batch: 64,
+    });
+    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const options = { precision: 'float32' as const };
+    const honest = await checkJacobian(graph, inputs, jacobian, options);
+    expect(honest.kinkCrossings).toBeGreaterThan(10);
+    expect(honest.passed, `${describeWorst(honest)}; ${honest.reason}`).toBe(true);
+    const scaled = await checkJacobian(graph, inputs, { ...jacobian, data: jacobian.data.map((v) => v * 0.9) }, options);
+    expect([scaled.passed, scaled.inconclusive]).toEqual([false, false]);
+  });
+
   it('kinks crossed on both sides make the direction inconclusive, never failed', async () => {
     const { graph, inputs, scaled } = await onKinks([1e-10, -1e-10, 0.7]);
     let undecided = 0;

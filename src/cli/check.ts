@@ -101,6 +101,7 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
               worstRelativeError: verify.worstRelativeError,
               tolerance: verify.tolerance,
               kinkCrossings: verify.kinkCrossings,
+              undecidedElements: verify.undecidedElements,
               ...(verify.nearKinks ? { nearKinks: verify.nearKinks } : {}),
               directions: verify.directions,
               samples: verify.samples,
@@ -142,7 +143,9 @@ export async function checkCommand(modelPath: string, opts: CheckOptions): Promi
       `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verdict}`,
     );
     if (verify.kinkCrossings > 0) {
-      out.push(`  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one`);
+      out.push(
+        `  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one${verify.undecidedElements > 0 ? `; ${verify.undecidedElements} with kinks on both sides, where no difference agrees with J·u, left out` : ''}`,
+      );
     }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
     if (verify.nearKinks === undefined) out.push('  kink inputs within rounding: could not be counted');

@@ -5,20 +5,22 @@
 //
 // Kinks. Where a step of ±ε crosses a kink (a ReLU input changing sign, a MaxPool argmax
 // switching, Clip, Abs, Min/Max…) the central difference averages two slopes and J, the slope
-// at θ, is one of them: the central difference is then wrong, not J. The one-sided differences
-// (f(θ + εu) − f(θ)) / ε and (f(θ) − f(θ − εu)) / ε tell it: on a smooth stretch they agree
-// with the central one to O(ε·f''), across a kink they differ by the jump of the slope. So the
-// error of an element is the smallest of |J·u − d| over the three differences d (a kink on one
-// side leaves the other side's slope equal to J·u), and an element whose one-sided differences
-// differ by more than the tolerance (relative to the scope's derivatives) is counted as crossing
-// a kink; where even the smallest error exceeds the tolerance there, the differences cannot
-// decide (kinks on both sides) and the element's error is kept apart (maxKinkError), to make the
-// direction inconclusive rather than failed.
+// at θ, is one of them: the central difference is then wrong, not J. The forward model also
+// returns, per sample, a checksum of which piece every kink input is on (./pattern.ts); a
+// side whose checksum differs from f(θ)'s crossed a kink. With one side crossed, J·u is
+// compared with the other side's one-sided difference, (f(θ + εu) − f(θ)) / ε or
+// (f(θ) − f(θ − εu)) / ε, accurate to O(ε·f''). With neither, the error is the smallest of
+// |J·u − d| over the central and both one-sided differences d, and where the one-sided
+// differences disagree by more than the tolerance (relative to the scope's derivatives) a kink
+// of a kind the checksum does not know was crossed. Elements with kinks on both sides, or with
+// such an unknown kink, cannot be decided: their error is kept apart (maxKinkError, and
+// `undecided` counts those beyond the tolerance), never failing the check. `kinks` counts the
+// elements that crossed.
 import type { Parameter } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 
-export const COMPARE_OUTPUTS = ['maxError', 'maxDifference', 'maxProduct', 'maxOutput', 'maxKinkError', 'kinks'] as const;
+export const COMPARE_OUTPUTS = ['maxError', 'maxDifference', 'maxProduct', 'maxOutput', 'maxKinkError', 'kinks', 'undecided'] as const;
 
 export interface CompareShape {
   /** Rows of the output cotangent per sample in J: the output elements, or 1 (reduce 'sum', or one element). */
@@ -43,7 +45,15 @@ export interface Scope {
  * cross no kink (min over the three differences), of |FD| and of |J·u|; max |f(θ)|; the max
  * error of the elements crossing a kink, and their number (see the comment at the top).
  */
-export function compareGraph(parameters: readonly Parameter[], scopes: readonly Scope[], shape: CompareShape, epsilon: number, tolerance: number): Graph {
+export function compareGraph(
+  parameters: readonly Parameter[],
+  scopes: readonly Scope[],
+  shape: CompareShape,
+  epsilon: number,
+  tolerance: number,
+  /** Rounding noise of the forward model: its unit roundoff and the islands' noise (u_32·R), both before dividing by ε. */
+  noise: { roundoff: number; islands: number; margin: number },
+): Graph {
   const graph = standaloneGraph('compare');
   const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
   const D = parameters.reduce((s, p) => s + p.size, 0);
@@ -53,6 +63,9 @@ export function compareGraph(parameters: readonly Parameter[], scopes: readonly 
     { name: 'plus', elemType: shape.forwardType, dims: ['R', 'S', 'N', shape.outputElements] },
     { name: 'minus', elemType: shape.forwardType, dims: ['R', 'S', 'N', shape.outputElements] },
     { name: 'reference', elemType: shape.forwardType, dims: ['N', shape.outputElements] },
+    { name: 'plusPattern', elemType: shape.forwardType, dims: ['R', 'S', 'N'] },
+    { name: 'minusPattern', elemType: shape.forwardType, dims: ['R', 'S', 'N'] },
+    { name: 'referencePattern', elemType: shape.forwardType, dims: ['N'] },
   ];
   const double = (v: string) => b.op1('Cast', [v], { to: DataType.DOUBLE });
   const jacobian = double('jacobian');
@@ -74,20 +87,35 @@ export function compareGraph(parameters: readonly Parameter[], scopes: readonly 
   const backward = perElement(b.mul(b.op1('Sub', [reference, minus]), b.scalar(1 / epsilon)));
   const abs = (v: string) => b.op1('Abs', [v]);
   const maxAbs = (v: string, axes: number[], keepdims = 0) => b.op1('ReduceMax', [abs(v)], { axes, keepdims });
-  const error = b.op1('Min', [abs(b.op1('Sub', [product, difference])), abs(b.op1('Sub', [product, forward])), abs(b.op1('Sub', [product, backward]))]);
+  const errorForward = abs(b.op1('Sub', [product, forward]));
+  const errorBackward = abs(b.op1('Sub', [product, backward]));
+  const smallest = b.op1('Min', [abs(b.op1('Sub', [product, difference])), errorForward, errorBackward]);
+  // Which side crossed a kink of a known kind, per sample (the pattern checksums differ): (R, S, N, 1).
+  const crossed = (pattern: string) => b.unsqueeze(b.op1('Not', [b.op1('Equal', [pattern, 'referencePattern'])]), [3]);
+  const plusCrossed = crossed('plusPattern');
+  const minusCrossed = crossed('minusPattern');
+  const bothCrossed = b.op1('And', [plusCrossed, minusCrossed]);
+  // One side crossed: J·u is the other side's slope. Neither (as far as the patterns tell): the best of the three.
+  const error = b.op1('Where', [b.op1('And', [plusCrossed, b.op1('Not', [minusCrossed])]), errorBackward, b.op1('Where', [b.op1('And', [minusCrossed, b.op1('Not', [plusCrossed])]), errorForward, smallest])]);
   // The scope's derivatives, the scale that tells a kink's jump of slope from curvature and rounding.
   const scale = b.op1('Max', [maxAbs(difference, [2, 3], 1), maxAbs(product, [2, 3], 1)]);
-  const kinked = b.op1('Greater', [abs(b.op1('Sub', [forward, backward])), b.mul(scale, b.scalar(tolerance))]);
+  // One-sided differences disagree beyond the tolerance and beyond their own rounding noise (twice the central one's).
+  const oneSidedNoise = b.scalar((2 * noise.margin * noise.islands) / epsilon);
+  const roundingNoise = b.add(b.mul(maxAbs(reference, [0, 1], 1), b.scalar((2 * noise.margin * noise.roundoff) / epsilon)), oneSidedNoise);
+  const disagree = b.op1('Greater', [abs(b.op1('Sub', [forward, backward])), b.op1('Max', [b.mul(scale, b.scalar(tolerance)), roundingNoise])]);
+  const kinked = b.op1('Or', [b.op1('Or', [disagree, plusCrossed]), minusCrossed]);
+  const undecidable = b.op1('Or', [bothCrossed, b.op1('And', [disagree, b.op1('Not', [b.op1('Or', [plusCrossed, minusCrossed])])])]);
   const zeros = b.mul(error, b.scalar(0));
   const where = (condition: string, yes: string, no: string) => b.op1('Where', [condition, yes, no]);
   const maxOf = (v: string) => b.op1('ReduceMax', [v], { axes: [2, 3], keepdims: 0 });
   const results = [
-    maxOf(where(kinked, zeros, error)),
+    maxOf(where(undecidable, zeros, error)),
     maxAbs(difference, [2, 3]),
     maxAbs(product, [2, 3]),
     maxAbs(reference, [0, 1]),
-    maxOf(where(kinked, error, zeros)),
+    maxOf(where(undecidable, error, zeros)),
     b.reduceSum(b.op1('Cast', [kinked], { to: DataType.DOUBLE }), [2, 3], false),
+    b.reduceSum(b.op1('Cast', [b.op1('And', [undecidable, b.op1('Greater', [error, b.mul(scale, b.scalar(tolerance))])])], { to: DataType.DOUBLE }), [2, 3], false),
   ];
   results.forEach((value, i) => graph.nodes.push({ name: COMPARE_OUTPUTS[i], opType: 'Identity', domain: '', inputs: [value], outputs: [COMPARE_OUTPUTS[i]], attributes: [] }));
   graph.outputs = COMPARE_OUTPUTS.map((name) => ({ name, elemType: DataType.DOUBLE, dims: undefined }));

@@ -76,7 +76,7 @@ import { paddedRows } from '../run/tensors.js';
 import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
 import { ROUNDOFF_INPUT, toDouble } from './double.js';
 import { nearKinks, type NearKink } from './kinks.js';
-import { DIRECTION_INPUT, perturbedForward, STEP_INPUT } from './perturb.js';
+import { DIRECTION_INPUT, PATTERN_OUTPUT, perturbedForward, STEP_INPUT } from './perturb.js';
 
 export const MAX_SAMPLES = 64;
 /** Up to this many parameters, each is a scope of its own; beyond, GROUPED_SCOPES runs of consecutive parameters are. */
@@ -133,6 +133,8 @@ export interface VerifyCheck {
   kinks: number;
   /** Of those, the largest error relative to the scope's derivatives where neither side is kink-free. */
   kinkError: number;
+  /** Elements where neither side is kink-free and J·u is beyond the tolerance from every difference: left out. */
+  undecided: number;
   relativeError: number;
   maxAbsError: number;
   maxAbsFiniteDifference: number;
@@ -158,6 +160,8 @@ export interface VerifyResult {
   passed: boolean;
   /** Output elements whose finite differences crossed a kink, over all directions (scope: all parameters). */
   kinkCrossings: number;
+  /** Of those, the ones left out: kinks on both sides, J·u beyond the tolerance from every difference. */
+  undecidedElements: number;
   /** No check failed, but along some direction every scope is below the noise floor: J was not resolved. */
   inconclusive: boolean;
   /** Why the result is not a pass (a failure or an inconclusive check); undefined when it passed. */
@@ -190,6 +194,13 @@ function firstRows(inputs: Map<string, RowSource>, count: number): Map<string, R
 
 type FloatData = Float32Array | Float64Array;
 
+interface ForwardRun {
+  /** (count, ...K) */
+  output: FloatData;
+  /** (count,): which pieces the kink inputs are on, as a checksum per sample (./pattern.ts). */
+  pattern: FloatData;
+}
+
 interface Forward {
   dtype: VerifyDtype;
   /** Why the forward model is not plain float64 when float64 was tried (onnxruntime's message). */
@@ -206,7 +217,7 @@ interface Forward {
    * its entry of `steps` times its stretch of `direction` (all zeros when undefined), and
    * the float32 islands' values jittered by `roundoff` (η; 0 by default).
    */
-  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff?: number): Promise<FloatData>;
+  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff?: number): Promise<ForwardRun>;
 }
 
 /** The op onnxruntime names when it has no kernel for a node in the graph's types. */
@@ -223,6 +234,7 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
   const fixedBatch = fixedBatchSize(graph);
   const D = parameters.reduce((s, p) => s + p.size, 0);
   let shapes: ShapeTable | undefined;
+  const dataInputs = graph.inputs.map((i) => i.name);
   const attempt = async (dtype: 'float64' | 'float32', float32Ops: ReadonlySet<string>): Promise<Omit<Forward, 'fallback' | 'forced'>> => {
     const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
     let model: Graph;
@@ -232,9 +244,9 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
       const table = shapes;
       const doubled = toDouble(graph, (name) => table.dims(name), { float32Ops, elemType: (name) => table.elemType(name) });
       islands = doubled.islands;
-      model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name);
+      model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name, dataInputs);
     } else {
-      model = perturbedForward(graph, parameters, output, elemType, (name) => name);
+      model = perturbedForward(graph, parameters, output, elemType, (name) => name, dataInputs);
     }
     // onnxruntime's extended optimizations fuse x·Sigmoid(x) into QuickGelu, which has no float64
     // kernel (and Relu into Clip fusions that throw in float64): the float64 model stays at 'basic'.
@@ -250,9 +262,11 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
       };
       if (islands > 0) feeds[ROUNDOFF_INPUT] = new ort.Tensor('float64', Float64Array.of(roundoff), []);
       for (const [name, source] of batch) feeds[name] = paddedRows(source, 0, count, rows);
-      const result = (await session.run(feeds))[output];
+      const results = await session.run(feeds);
+      const result = results[output];
       const rowSize = result.dims.slice(1).reduce((a, b) => a * b, 1);
-      return { data: (result.data as FloatData).subarray(0, count * rowSize), shape: result.dims.slice(1) };
+      const pattern = results[PATTERN_OUTPUT] ? (results[PATTERN_OUTPUT].data as FloatData).subarray(0, count) : vector(new Float64Array(count));
+      return { data: (result.data as FloatData).subarray(0, count * rowSize), pattern, shape: result.dims.slice(1) };
     };
     try {
       // A float64 graph may be accepted and still fail in a kernel: one run settles it.
@@ -263,7 +277,10 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
         parameters,
         outputShape: shape,
         release: () => session.release(),
-        run: async (batch, count, direction, steps, roundoff) => (await run(batch, count, direction, steps, roundoff)).data,
+        run: async (batch, count, direction, steps, roundoff) => {
+          const { data, pattern } = await run(batch, count, direction, steps, roundoff);
+          return { output: data, pattern };
+        },
       };
     } catch (err) {
       await session.release();
@@ -353,14 +370,18 @@ async function compareAlongDirections(
   const scopes: (ParameterRun | undefined)[] = [undefined, ...groups];
   const still = parameters.map(() => 0);
 
-  const reference = await forward.run(inputs, count, undefined, still);
+  const { output: reference, pattern: referencePattern } = await forward.run(inputs, count, undefined, still);
   const plus: FloatData[] = [];
   const minus: FloatData[] = [];
+  const plusPattern: FloatData[] = [];
+  const minusPattern: FloatData[] = [];
   for (let r = 0; r < R; r++) {
     const direction = directions.subarray(r * D, (r + 1) * D);
     for (const scope of scopes) {
-      for (const [sign, into] of [[1, plus], [-1, minus]] as const) {
-        into.push(await forward.run(inputs, count, direction, parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0))));
+      for (const [sign, into, patterns] of [[1, plus, plusPattern], [-1, minus, minusPattern]] as const) {
+        const moved = await forward.run(inputs, count, direction, parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0)));
+        into.push(moved.output);
+        patterns.push(moved.pattern);
       }
     }
   }
@@ -368,13 +389,17 @@ async function compareAlongDirections(
   let islandSensitivity = 0;
   if (dtype === 'mixed') {
     for (let draw = 0; draw < ROUNDOFF_DRAWS; draw++) {
-      const jittered = await forward.run(inputs, count, undefined, still, ROUNDOFF_PROBE);
+      const { output: jittered } = await forward.run(inputs, count, undefined, still, ROUNDOFF_PROBE);
       for (let i = 0; i < jittered.length; i++) islandSensitivity = Math.max(islandSensitivity, Math.abs(jittered[i] - reference[i]) / ROUNDOFF_PROBE);
     }
   }
   const tolerance = options.tolerance ?? precision.tolerance;
   const columns = groups.map((g) => ({ start: parameters[g.first].offset, end: parameters[g.last - 1].offset + parameters[g.last - 1].size }));
-  const compare = compareGraph(parameters, columns, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon, tolerance);
+  const compare = compareGraph(parameters, columns, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon, tolerance, {
+    roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
+    islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
+    margin: NOISE_MARGIN,
+  });
   const stackedDims = [R, scopes.length, count, outputElements];
   const out = await runGraph(
     compare,
@@ -384,10 +409,13 @@ async function compareAlongDirections(
       plus: new ort.Tensor(tensorType, concat(plus, elemType) as never, stackedDims),
       minus: new ort.Tensor(tensorType, concat(minus, elemType) as never, stackedDims),
       reference: new ort.Tensor(tensorType, reference as never, [count, outputElements]),
+      plusPattern: new ort.Tensor(tensorType, concat(plusPattern, elemType) as never, [R, scopes.length, count]),
+      minusPattern: new ort.Tensor(tensorType, concat(minusPattern, elemType) as never, [R, scopes.length, count]),
+      referencePattern: new ort.Tensor(tensorType, referencePattern as never, [count]),
     },
     options.threads,
   );
-  const [maxError, maxDifference, maxProduct, maxOutput, maxKinkError, kinks] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
+  const [maxError, maxDifference, maxProduct, maxOutput, maxKinkError, kinks, undecided] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
   const jacobianRoundoff = UNIT_ROUNDOFF[jacobian.data instanceof Float64Array ? 'float64' : 'float32'];
   // Rounding noise of the finite difference: of the output, and of the islands' values.
   const forwardNoise = (UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'] * maxOutput[0] + UNIT_ROUNDOFF.float32 * islandSensitivity) / epsilon;
@@ -409,6 +437,7 @@ async function compareAlongDirections(
         parameter: names === undefined ? undefined : names.length === 1 ? names[0] : `${names[0]} … ${names[names.length - 1]}`,
         ...(names !== undefined && names.length > 1 ? { parameters: names } : {}),
         kinks: kinks[at(s)],
+        undecided: undecided[at(s)],
         kinkError: maxKinkError[at(s)] / scale,
         relativeError: maxError[at(s)] / scale,
         maxAbsError: maxError[at(s)],
@@ -424,8 +453,11 @@ async function compareAlongDirections(
   const worst = details.reduce((a, d) => (errorOf(d) > errorOf(a) ? d : a));
   const worstRelativeError = errorOf(worst);
   const failed = worstRelativeError > tolerance;
-  const undecided = details.filter((d) => d.kinkError > tolerance);
-  const inconclusive = !failed && (unresolved.length > 0 || undecided.length > 0);
+  // Elements that cannot be decided are left out; a scope where they are more than half of all is inconclusive.
+  const elementsPerScope = count * elements;
+  const undecidedScopes = details.filter((d) => !d.inconclusive && d.undecided > elementsPerScope / 2);
+  const undecidedElements = details.filter((d) => d.parameter === undefined).reduce((sum, d) => sum + d.undecided, 0);
+  const inconclusive = !failed && (unresolved.length > 0 || undecidedScopes.length > 0);
   const kinkCrossings = details.filter((d) => d.parameter === undefined).reduce((sum, d) => sum + d.kinks, 0);
   let reason: string | undefined;
   if (failed) {
@@ -433,9 +465,9 @@ async function compareAlongDirections(
     reason = Number.isFinite(worstRelativeError)
       ? `J·u and the finite differences differ by ${worstRelativeError.toExponential(2)} relative (${where}), above the tolerance ${plain(tolerance)}`
       : `J·u or the finite differences are not finite (${where})`;
-  } else if (undecided.length > 0) {
-    const worstKink = undecided.reduce((a, d) => (d.kinkError > a.kinkError ? d : a));
-    reason = `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ${worstKink.kinks} element${worstKink.kinks === 1 ? '' : 's'} along direction ${worstKink.direction} (${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u differs from both one-sided differences by ${worstKink.kinkError.toExponential(2)} relative: J there cannot be checked by finite differences; the samples lie on or near kinks`;
+  } else if (undecidedScopes.length > 0 && unresolved.length === 0) {
+    const worstKink = undecidedScopes.reduce((a, d) => (d.undecided > a.undecided ? d : a));
+    reason = `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ${worstKink.undecided} of ${elementsPerScope} elements along direction ${worstKink.direction} (${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u differs from every difference by up to ${worstKink.kinkError.toExponential(2)} relative: J there cannot be checked by finite differences; the samples lie on or near kinks`;
   } else if (inconclusive) {
     const worstUnresolved = unresolved.reduce((a, u) => (u.largest / u.floor < a.largest / a.floor ? u : a));
     reason = unresolvedReason(forward, { ...worstUnresolved, forwardNoise, maxOutput: maxOutput[0], islandSensitivity, epsilon, tolerance, jacobianRoundoff });
@@ -451,6 +483,7 @@ async function compareAlongDirections(
     worstRelativeError,
     passed: !failed && !inconclusive,
     kinkCrossings,
+    undecidedElements,
     inconclusive,
     reason,
     details,
