@@ -80,10 +80,11 @@ def functorch_jacobian(torch, module, x, k):
     """Per-parameter per-sample Jacobians (N, [K,] *p.shape), in named_parameters order."""
     import functorch
 
-    fmodel, params = functorch.make_functional(module)
+    # BatchNorm's running statistics are buffers: constants, as for the CLI.
+    fmodel, params, buffers = functorch.make_functional_with_buffers(module)
 
     def single(ps, xi):
-        out = fmodel(ps, xi.unsqueeze(0))[0]
+        out = fmodel(ps, buffers, xi.unsqueeze(0))[0]
         return out.reshape(()) if k == 1 else out
 
     jac = functorch.vmap(functorch.jacrev(single), in_dims=(None, 0))(params, x)
