@@ -17,8 +17,9 @@ It prints one row per model, opset and variant: pass, FAIL (with the worst error
 refused (exit 1, with the tool's message) or error (exit 2/3).
 
 Inputs are drawn away from kinks: a sample is kept only if no ReLU/ReLU6/Hardtanh/
-HardSwish/HardSigmoid input lies within 2^-20 * max|x| of its threshold and no MaxPool
-window's two largest values are that close (measured in torch while the model runs);
+HardSwish/HardSigmoid input lies within 2^-20 * max|x| of its threshold (x: the op's input
+for that sample) and no MaxPool window's two largest values are within 2^-20 of the largest
+(measured in torch while the model runs);
 otherwise it is redrawn. Near a kink J jumps by a whole unit's contribution and any
 float32 result may differ from the reference, which is not what this matrix tests.
 
@@ -179,10 +180,11 @@ class KinkWatch(TorchFunctionMode):
         cols = F.unfold(padded.reshape(-1, 1, *padded.shape[2:]), k, dilation=d, stride=s)
         top = cols.topk(2, dim=1).values
         gap = (top[:, 0] - top[:, 1]).reshape(x.shape[0], -1)
-        scale = x.abs().reshape(x.shape[0], -1).amax(1).clamp_min(1.0)
+        # Two candidates are rounded each at its own magnitude: the margin is relative to the window's maximum.
+        scale = top[:, 0].abs().reshape(x.shape[0], -1)
         # Exact ties are harmless: windows of zeros after a ReLU (which passes no gradient to any
         # of them), or one value repeated by an overlapping pool before (every choice leads to it).
-        hits = (torch.isfinite(gap) & (gap > 0) & (gap <= KINK_MARGIN * scale[:, None])).sum(1)
+        hits = (torch.isfinite(gap) & (gap > 0) & (gap <= KINK_MARGIN * scale)).sum(1)
         self.near += hits
         if int(hits.sum()):
             self.sites["max_pool2d"] += int(hits.sum())
@@ -206,11 +208,13 @@ class KinkWatch(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def draw_inputs(model, n, size, seed, rounds=40):
-    """n samples (1, size, size images of N(0,1)) none of whose kink inputs is within rounding.
-    Returns the batch and how many candidates were redrawn."""
+def draw_inputs(model, n, size, seed, rounds=40, report=None):
+    """n samples (3, size, size images of N(0,1)) none of whose kink inputs is within rounding.
+    Returns the batch and how many candidates were redrawn. When `rounds` of 8 candidates give
+    fewer than n such samples, the rest are those with the fewest kink inputs, and their count
+    goes into report["kinksLeft"] (raises without `report`)."""
     gen = torch.Generator().manual_seed(seed)
-    kept, redrawn = [], 0
+    kept, redrawn, spare = [], 0, []
     with torch.no_grad():
         for _ in range(rounds):
             candidates = torch.randn(8, 3, size, size, generator=gen)
@@ -222,9 +226,15 @@ def draw_inputs(model, n, size, seed, rounds=40):
                     kept.append(candidates[i])
                 else:
                     redrawn += 1
+                    spare.append((int(watch.near[i]), candidates[i]))
             if len(kept) >= n:
                 return torch.stack(kept[:n]), redrawn
-    raise RuntimeError("no %d kink-free samples in %d draws" % (n, rounds * 8))
+    if report is None:
+        raise RuntimeError("no %d kink-free samples in %d draws" % (n, rounds * 8))
+    spare.sort(key=lambda s: s[0])
+    extra = spare[: n - len(kept)]
+    report["kinksLeft"] = sum(c for c, _ in extra)
+    return torch.stack(kept + [x for _, x in extra]), redrawn
 
 
 # --------------------------------------------------------------------------- export and reference
@@ -391,12 +401,14 @@ def run_model(name, args, out_root):
     if size > MAX_PARAMETERS:
         return [{"model": name, "status": "skipped", "message": "%d parameters: J too large for this machine" % size}]
     image = INPUT_SIZE.get(name, 32)
-    x, redrawn = draw_inputs(model, args.samples, image, seed=1)
+    drawn = {}
+    x, redrawn = draw_inputs(model, args.samples, image, seed=1, report=drawn)
     x_path = os.path.join(d, "input.npy")
     np.save(x_path, x.numpy())
     with torch.no_grad():
         k = model(x[:1]).numel()
-    print("%s: %d parameters, %dx%d input, K=%d, N=%d (%d candidate samples redrawn for kinks)" % (name, size, image, image, k, args.samples, redrawn), flush=True)
+    left = drawn.get("kinksLeft", 0)
+    print("%s: %d parameters, %dx%d input, K=%d, N=%d (%d candidate samples redrawn for kinks%s)" % (name, size, image, image, k, args.samples, redrawn, "; %d kink inputs within rounding left" % left if left else ""), flush=True)
     for variant in args.variants:
         try:
             ref_model = fused(model) if variant == "folded" else model
@@ -409,7 +421,7 @@ def run_model(name, args, out_root):
             continue
         for opset in args.opsets:
             path = os.path.join(d, "%s_op%d.onnx" % (variant, opset))
-            row = {"model": name, "opset": opset, "variant": variant, "samples": args.samples, "K": k, "D": size}
+            row = {"model": name, "opset": opset, "variant": variant, "samples": args.samples, "K": k, "D": size, "kinksLeft": left}
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

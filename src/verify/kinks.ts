@@ -9,7 +9,7 @@
 // counted per sample (axis 0) in onnxruntime.
 //
 // MaxPool: a window is near a tie when its largest value and the largest of the rest differ
-// by a positive amount within the margin. The rest is the window with the argmax element (from
+// by a positive amount within KINK_MARGIN times the largest. The rest is the window with the argmax element (from
 // MaxPool's Indices output) set to −∞; an element that is the argmax of one window and the
 // runner-up of an overlapping one is masked there too, so the count is a lower bound. Exact
 // ties are not counted: they come from one value repeated by an overlapping pool or from zeros
@@ -55,9 +55,13 @@ export function kinkGraph(source: Graph): { graph: Graph; outputs: { name: strin
   const opset = defaultOpset(source);
   const reduceMax = (x: string, axes: number[]) => (opset >= 18 ? b.op1('ReduceMax', [x, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceMax', [x], { axes, keepdims: 1 }));
   const rows = (x: string) => b.reshape(x, [0, -1]);
-  /** (rows, ) count of entries of `distance` (rows, M) within the margin of `magnitude` (rows, M). */
-  const within = (distance: string, magnitude: string, positive = false) => {
-    const margin = b.mul(reduceMax(b.op1('Abs', [magnitude]), [1]), b.scalar(KINK_MARGIN));
+  /**
+   * (rows, ) count of entries of `distance` (rows, M) within the margin: KINK_MARGIN times the
+   * row's largest |magnitude|, or each entry's own |magnitude| when `elementwise`.
+   */
+  const within = (distance: string, magnitude: string, positive = false, elementwise = false) => {
+    const size = b.op1('Abs', [magnitude]);
+    const margin = b.mul(elementwise ? size : reduceMax(size, [1]), b.scalar(KINK_MARGIN));
     let near = b.op1('Not', [b.op1('Greater', [distance, margin])]);
     if (positive) near = b.op1('And', [near, b.op1('Greater', [distance, b.scalar(0)])]);
     return b.reduceSum(b.op1('Cast', [near], { to: 1 }), [1], false);
@@ -97,8 +101,8 @@ export function kinkGraph(source: Graph): { graph: Graph; outputs: { name: strin
       const masked = b.op1('Reshape', [b.op1('ScatterElements', [flatX, flatIndices, minusInfinity], { axis: 0 }), b.op1('Shape', [x])]);
       const [runnerUp] = pool(masked, 1);
       const gap = rows(b.op1('Sub', [largest, runnerUp]));
-      // The margin is relative to the pool's input; its per-sample largest |value| is that of the pooled maxima or beyond.
-      count = within(gap, rows(largest), true);
+      // Two candidates are rounded each at its own magnitude: the margin is relative to the window's maximum.
+      count = within(gap, rows(largest), true, true);
     }
     if (count === undefined) continue;
     const name = b.fresh(`${node.opType}_near_kinks`);
