@@ -131,10 +131,27 @@ def randomize(model):
 
 
 def fused(model):
-    """The model with every Conv→BatchNorm pair fused, as torch.onnx.export folds them."""
-    import torch.fx.experimental.optimization as fx_optimization
+    """The model with every Conv→BatchNorm pair fused, as torch.onnx.export folds them: by
+    torch.fx, or where the model does not trace (ShuffleNet's chunk), pair by pair inside
+    nn.Sequential containers."""
+    import copy
 
-    return fx_optimization.fuse(model, inplace=False).eval()
+    import torch.fx.experimental.optimization as fx_optimization
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        return fx_optimization.fuse(model, inplace=False).eval()
+    except Exception:  # noqa: BLE001 - not traceable: fuse where the pairs are plain to see
+        fused_model = copy.deepcopy(model).eval()
+        for module in fused_model.modules():
+            if not isinstance(module, nn.Sequential):
+                continue
+            children = list(module._modules.items())
+            for (name, conv), (bn_name, bn) in zip(children, children[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[name] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[bn_name] = nn.Identity()
+        return fused_model
 
 
 # --------------------------------------------------------------------------- kinks
