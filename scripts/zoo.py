@@ -435,6 +435,7 @@ def run_model(name, args, out_root):
         except Exception as err:  # noqa: BLE001 - reported in the table
             for opset in args.opsets:
                 rows.append({"model": name, "opset": opset, "variant": variant, "status": "error", "message": "reference: %s" % err})
+            print("  %-7s reference error: %s" % (variant, str(err).splitlines()[0][:200]), flush=True)
             continue
         for opset in args.opsets:
             path = os.path.join(d, "%s_op%d.onnx" % (variant, opset))
