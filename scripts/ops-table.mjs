@@ -1,7 +1,7 @@
 // Writes docs/ops.md: every ai.onnx operator and what the tool does with it. The ops
-// with a gradient rule and those that cut the chain come from the registry itself
-// (src/grad/registry.ts); this file adds the notes on rules and the reasons for the
-// others. test/ops.doc.test.ts fails when docs/ops.md and this output differ.
+// with a gradient rule, those that cut the chain and those refused in every
+// configuration come from the registry itself (src/grad/registry.ts); this file adds
+// the notes on rules and the reasons for the others. test/ops.doc.test.ts fails when docs/ops.md and this output differ.
 //
 //   npm run build && node scripts/ops-table.mjs          (rewrites docs/ops.md)
 //   node scripts/ops-table.mjs --check                   (exit 1 if it is stale)
@@ -25,6 +25,7 @@ const RULE_NOTES = {
   Compress: 'along an axis other than 0; without an axis (flattening the batch) refused',
   Concat: 'not along axis 0',
   CumSum: 'constant axis other than 0; exclusive and reverse included',
+  DeformConv: '2-D; input, offsets and mask; weight and bias are parameter slots',
   Det: 'matrices in axes other than 0; cofactors, exact at singular matrices',
   DFT: 'not along axis 0; a one-sided inverse (real output) refused',
   Dropout: 'inference (identity); a training_mode input refused',
@@ -42,7 +43,7 @@ const RULE_NOTES = {
   Mod: 'fmod=1 on floats',
   NegativeLogLikelihoodLoss: "reduction='none' (mean and sum reduce over the batch: refused)",
   Pad: 'constant, reflect, edge and wrap modes; not the batch axis',
-  Pow: 'exponent without derivative',
+  Pow: 'base and exponent (the exponent gets 0 where the base is 0)',
   ReduceL1: 'axes must not include 0',
   ReduceL2: 'axes must not include 0',
   ReduceLogSum: 'axes must not include 0',
@@ -68,7 +69,7 @@ const RULE_NOTES = {
 
 const INTEGER = 'integer, boolean or string values carry no derivative';
 const QUANTIZED = 'quantized (integer) tensors carry no derivative';
-const SEQUENCES = 'sequences and optionals are not differentiated';
+const SEQUENCES = 'no gradient rule: sequences and optionals are not differentiated';
 const CONTROL_FLOW = 'derivatives through control flow (If/Loop/Scan) are not supported';
 
 /** Ops with neither a rule nor a cut: [status, reason]. */
@@ -95,32 +96,26 @@ const OTHERS = {
   QLinearConv: ['not applicable', QUANTIZED],
   QLinearMatMul: ['not applicable', QUANTIZED],
   DequantizeLinear: ['not applicable', QUANTIZED],
-  QuantizeLinear: ['refused', 'rounding to integers has derivative 0 almost everywhere: a fake-quantized model would get J = 0 through it'],
-  DynamicQuantizeLinear: ['refused', 'rounding to integers has derivative 0 almost everywhere'],
-  Optional: ['not applicable', SEQUENCES],
-  OptionalGetElement: ['not applicable', SEQUENCES],
-  OptionalHasElement: ['not applicable', SEQUENCES],
-  ConcatFromSequence: ['not applicable', SEQUENCES],
-  SequenceAt: ['not applicable', SEQUENCES],
-  SequenceConstruct: ['not applicable', SEQUENCES],
-  SequenceEmpty: ['not applicable', SEQUENCES],
-  SequenceErase: ['not applicable', SEQUENCES],
-  SequenceInsert: ['not applicable', SEQUENCES],
-  SequenceLength: ['not applicable', SEQUENCES],
-  SequenceMap: ['not applicable', SEQUENCES],
-  SplitToSequence: ['not applicable', SEQUENCES],
+  Optional: ['refused', SEQUENCES],
+  OptionalGetElement: ['refused', SEQUENCES],
+  OptionalHasElement: ['refused', SEQUENCES],
+  ConcatFromSequence: ['refused', SEQUENCES],
+  SequenceAt: ['refused', SEQUENCES],
+  SequenceConstruct: ['refused', SEQUENCES],
+  SequenceEmpty: ['refused', SEQUENCES],
+  SequenceErase: ['refused', SEQUENCES],
+  SequenceInsert: ['refused', SEQUENCES],
+  SequenceLength: ['refused', SEQUENCES],
+  SequenceMap: ['refused', SEQUENCES],
+  SplitToSequence: ['refused', SEQUENCES],
   If: ['refused', CONTROL_FLOW],
   Loop: ['refused', CONTROL_FLOW],
   Scan: ['refused', CONTROL_FLOW],
   LSTM: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   GRU: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   RNN: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
-  Unique: ['refused', 'which values are unique depends on every sample of the batch (and without an axis it flattens the batch), so the samples are not independent'],
   Upsample: ['not applicable', 'deprecated at opset 10: onnxruntime rejects it in opsets 11 to 21; Resize replaces it and has a rule'],
   Scatter: ['not applicable', 'deprecated at opset 11: onnxruntime rejects it from then on; ScatterElements replaces it and has a rule'],
-  RoiAlign: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
-  MaxRoiPool: ['refused', "its output's axis 0 runs over regions that batch_indices pick from any sample, not over the samples"],
-  DeformConv: ['refused', 'no gradient rule yet'],
 };
 
 /** The first opset that defines `op`. */
@@ -129,10 +124,11 @@ function introduced(op) {
 }
 
 /** The status and note of every ONNX operator, from the registry's lists. */
-export function opStatuses(ruleOps, noDerivativeOps) {
+export function opStatuses(ruleOps, noDerivativeOps, refusedOps) {
   const rules = new Set(ruleOps);
   const cuts = new Set(noDerivativeOps);
   return Object.keys(OPERATORS.operators).map((op) => {
+    if (op in refusedOps) return { op, status: 'refused', note: refusedOps[op] };
     if (rules.has(op)) return { op, status: 'gradient rule', note: RULE_NOTES[op] ?? '' };
     if (cuts.has(op)) return { op, status: 'no derivative (chain cut)', note: '' };
     const since = introduced(op);
@@ -148,8 +144,8 @@ export function unknownOps(ops) {
   return ops.filter((op) => !(op in OPERATORS.operators));
 }
 
-export function opsTable(ruleOps, noDerivativeOps) {
-  const rows = opStatuses(ruleOps, noDerivativeOps);
+export function opsTable(ruleOps, noDerivativeOps, refusedOps) {
+  const rows = opStatuses(ruleOps, noDerivativeOps, refusedOps);
   const count = (status) => rows.filter((r) => r.status === status).length;
   const lines = [
     '# ONNX operators and their derivatives',
@@ -167,7 +163,7 @@ export function opsTable(ruleOps, noDerivativeOps) {
     '  (comparisons, indices, shapes, random draws); nothing flows back through them.',
     `- **refused** (${count('refused')}): \`check\` names the node and the reason; the run exits with code 1.`,
     `- **not applicable** (${count('not applicable')}): the op cannot carry a derivative of float data in`,
-    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer, string or sequence values, or not in those opsets).`,
+    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer or string values, constants, or not in those opsets).`,
     '',
     '| Operator | Status | Note |',
     '|---|---|---|',
@@ -178,11 +174,11 @@ export function opsTable(ruleOps, noDerivativeOps) {
 }
 
 async function main() {
-  const { gradRules, NON_DIFFERENTIABLE_OPS } = await import(pathToFileURL(join(root, 'dist', 'grad', 'registry.js')).href);
+  const { gradRules, NON_DIFFERENTIABLE_OPS, REFUSED_OPS } = await import(pathToFileURL(join(root, 'dist', 'grad', 'registry.js')).href);
   const ruleOps = Object.keys(gradRules);
   const unknown = unknownOps([...ruleOps, ...NON_DIFFERENTIABLE_OPS]);
   if (unknown.length > 0) console.warn(`not ONNX operators: ${unknown.join(', ')}`);
-  const text = opsTable(ruleOps, [...NON_DIFFERENTIABLE_OPS]);
+  const text = opsTable(ruleOps, [...NON_DIFFERENTIABLE_OPS], REFUSED_OPS);
   if (process.argv.includes('--check')) {
     const current = readFileSync(OPS_DOC, 'utf8');
     if (current !== text) {

@@ -63,11 +63,22 @@ describe('refused models', () => {
   });
 
   it('every op type without a gradient rule, listed together', () => {
-    // Ops whose outputs are not per sample (regions picked from any sample, values made unique).
-    const graph = graphWith(16, (b, x, w) => b.op1('Unique', [b.op1('RoiAlign', [b.op1('MaxRoiPool', [b.op1('Gemm', [x, w])]), b.constFloat([0, 0, 1, 1], [1, 4]), b.constInt64([0])])]));
+    // Sequences are not differentiated; ops of other domains have no rule.
+    const graph = graphWith(13, (b, x, w) => {
+      const item = b.op1('SequenceAt', [b.op1('SequenceConstruct', [b.op1('Gemm', [x, w])]), b.constInt64([0], [])]);
+      const custom = b.op1('FusedThing', [item]);
+      b.graph.nodes[b.graph.nodes.length - 1].domain = 'com.example';
+      return custom;
+    });
     const analysis = analyze(graph, graph.outputs[0].name);
-    expect(analysis.unsupportedOps).toEqual(['MaxRoiPool', 'RoiAlign', 'Unique']);
-    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types MaxRoiPool, RoiAlign, Unique');
+    expect(analysis.unsupportedOps).toEqual(['SequenceAt', 'SequenceConstruct', 'com.example.FusedThing']);
+    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types SequenceAt, SequenceConstruct, com.example.FusedThing');
+  });
+
+  it('ops refused whatever their configuration, with the reason', () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('DequantizeLinear', [b.op1('QuantizeLinear', [b.op1('Gemm', [x, w]), b.constFloat([0.1], [])]), b.constFloat([0.1], [])]));
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/rounding to integers has derivative 0 almost everywhere/));
   });
 
   it('Dropout with a training_mode input', () => {

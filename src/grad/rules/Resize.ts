@@ -74,9 +74,14 @@ export const Resize: GradRule = {
         return b.op1('Cast', [b.op1('Equal', [coordinate, columns])], { to: type });
       };
     } else {
-      // Axes kept in place shrink to length 1 in the basis (with scales, or with sizes that
-      // are stretched and so set each axis's scale alone); the others keep their length.
-      const collapsible = (axis: number): boolean => kept(axis) && (!sizes || (stretch && !resizedAxes));
+      // The other axes shrink to length 1 in the basis: every mode's weights sum to 1, so the
+      // basis stays constant along them. They keep their length where a scale below 1 would
+      // leave no element, or where sizes that are not stretched share one scale between axes.
+      const collapsible = (axis: number): boolean => {
+        if (sizes) return stretch && !resizedAxes;
+        const scale = scaleOf(axis);
+        return scale !== undefined && scale >= 1;
+      };
       matrixOf = (axis) => {
         const inLength = inDims[axis - 1];
         const basisDims = inDims.map((d, i) => (i + 1 !== axis && collapsible(i + 1) ? 1 : d));
