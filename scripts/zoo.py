@@ -470,7 +470,15 @@ def main():
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "zoo-out"))
     ap.add_argument("--keep", action="store_true", help="keep the exported models and the CLI's outputs")
+    ap.add_argument("--summary", nargs="+", metavar="RESULTS", help="only print the table of these results.json files (later ones override rows of the same model, opset and variant)")
     args = ap.parse_args()
+    if args.summary:
+        merged = collections.OrderedDict()
+        for path in args.summary:
+            with open(path) as f:
+                for r in json.load(f):
+                    merged[(r["model"], r.get("opset"), r.get("variant"))] = r
+        return print_table(list(merged.values()), ", ".join(args.summary))
     names = args.models or (torchvision.models.list_models(module=torchvision.models) if args.all else DEFAULT_MODELS)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     warnings.filterwarnings("ignore")
@@ -487,14 +495,18 @@ def main():
             print("  error: %s" % err, flush=True)
         with open(results_path, "w") as f:
             json.dump(rows, f, indent=1)
+    return print_table(rows, results_path)
+
+
+def print_table(rows, where):
     print()
     print("%-22s %-6s %-7s %-9s %-9s %s" % ("model", "opset", "variant", "status", "max err", "note"))
     for r in rows:
         err = "%.1e" % r["worstError"] if "worstError" in r else ""
-        note = (r.get("message") or "").splitlines()[0][:90] if r.get("message") else ""
+        note = " ".join((r.get("message") or "").replace("the model is not eligible:", "").split())[:110]
         print("%-22s %-6s %-7s %-9s %-9s %s" % (r["model"], r.get("opset", ""), r.get("variant", ""), r["status"], err, note))
     counts = collections.Counter(r["status"] for r in rows)
-    print("\n%s  (results in %s)" % (", ".join("%d %s" % (v, k) for k, v in sorted(counts.items())), results_path))
+    print("\n%s  (results in %s)" % (", ".join("%d %s" % (v, k) for k, v in sorted(counts.items())), where))
     return 0 if counts.get("FAIL", 0) == 0 and counts.get("error", 0) == 0 else 1
 
 
