@@ -30,6 +30,7 @@ deduplicate equal tensors and the initializers can be matched to parameters by v
     /usr/bin/python3 scripts/zoo.py                       # the default list, all opsets, both variants
     /usr/bin/python3 scripts/zoo.py resnet18 mobilenet_v2 --opsets 13 --variants kept
     /usr/bin/python3 scripts/zoo.py --all                 # also every other torchvision classifier
+    /usr/bin/python3 scripts/zoo.py --summary zoo-out/a/results.json zoo-out/b/results.json
 
 Files go to zoo-out/ (gitignored): <model>/<variant>_op<opset>.onnx, the input, the
 CLI's outputs (deleted after comparison unless --keep), and results.json.
