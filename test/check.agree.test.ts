@@ -38,6 +38,17 @@ beforeAll(() => {
   unknown.graph.nodes.push({ name: 'odd', opType: 'NoSuchOp', domain: 'com.example', inputs: ['x'], outputs: ['odd_out'], attributes: [] });
   unknown.graph.outputs.push({ name: 'odd_out', elemType: 1, dims: undefined });
   writeFileSync(join(dir, 'unknown_op.onnx'), encodeModel(unknown.graph));
+  // Relu(x W1 + B1) on zero inputs: the first unit is 1e-10 from its kink in every sample.
+  let at = 0;
+  const kinked = slotModel({
+    opset: 13,
+    data: { x: { dims: [4], draw: () => 0 } },
+    parameters: { W1: [4, 3], B1: { dims: [3], draw: () => [1e-10, 0.5, 0.7][at++] }, W2: [3, 1] },
+    build: (b, { x }, p) => b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [x, p.W1, p.B1])]), p.W2]),
+    batch: 2,
+  });
+  writeFileSync(join(dir, 'kinked.onnx'), encodeModel(kinked.graph));
+  writeFileSync(join(dir, 'zeros.npy'), npyBytes(kinked.inputs.get('x')!));
 });
 
 describe('check and the run agree', () => {
@@ -68,6 +79,18 @@ describe('check and the run agree', () => {
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stdout + r.stderr).toMatch(/'t'.*--strict: this float initializer changes the output outside any parameter slot \(Exp is applied/s);
     }
+  });
+});
+
+describe('check --verify on kinks', () => {
+  it('names the kink inputs within rounding per node and sample, and the crossings it compared one-sidedly', () => {
+    const r = jacobian(['check', 'kinked.onnx', '-i', 'zeros.npy', '--verify']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/verify: .*: passed\n {2}\d+ finite differences? \(sample × output element × direction\) crossed a kink/);
+    expect(r.stdout).toMatch(/ {2}2 kink inputs \(ReLU\/Clip\/MaxPool\/… inputs within float32 rounding of a threshold\) at 1 node: J is ill-defined there[^\n]*\n {4}\S+ \(Relu\): 2 \(sample 0: 1, 1: 1\)/);
+    const json = JSON.parse(jacobian(['check', 'kinked.onnx', '-i', 'zeros.npy', '--verify', '--json']).stdout);
+    expect(json.verify.nearKinks).toEqual([{ node: expect.any(String), op: 'Relu', count: 2, perSample: [1, 1] }]);
+    expect(json.verify.kinkCrossings).toBeGreaterThan(0);
   });
 });
 
