@@ -46,6 +46,18 @@ SPECS = collections.OrderedDict(
             ),
         ),
         (
+            "resnet18",
+            ((3, 32, 32), 32, "torchvision resnet18(num_classes=1): one logit, 32x32 inputs, D = 11.2M"),
+        ),
+        (
+            "mobilenet_v2",
+            ((3, 32, 32), 32, "torchvision mobilenet_v2(num_classes=1): one logit, 32x32 inputs, D = 2.2M"),
+        ),
+        (
+            "efficientnet_b0",
+            ((3, 32, 32), 32, "torchvision efficientnet_b0(num_classes=1): one logit, 32x32 inputs, D = 4.0M"),
+        ),
+        (
             "lenet10",
             (
                 (1, 28, 28),
@@ -77,7 +89,7 @@ SPECS = collections.OrderedDict(
             ),
         ),
         (
-            "resnet18",
+            "resnet18_fc",
             ((3, 64, 64), 256, "torchvision resnet18(num_classes=10), only fc.* differentiated (--params 'fc.*'; torch: functorch restricted to fc)"),
         ),
     ]
@@ -88,15 +100,36 @@ GPT_VOCAB = 256
 
 # Parameters differentiated when not all of them (torch side and --params), and the
 # functorch transform the torch side uses (jacrev by default).
-SELECTED = {"resnet18": ["fc.weight", "fc.bias"]}
+SELECTED = {"resnet18_fc": ["fc.weight", "fc.bias"]}
 TORCH_JACOBIAN = {"instnorm": "jacfwd", "autoenc": "jacfwd"}
 # Exported without constant folding, so that every initializer keeps its parameter's name
 # (folding turns GroupNorm's weight, unsqueezed, into a new initializer onnx::Mul_…).
 NO_FOLDING = {"autoenc"}
 
 
+# Random weights with the zoo's conventions (scripts/zoo.py): every constant-initialised tensor
+# randomised (so the exporter shares none), inputs drawn away from ReLU/ReLU6/MaxPool kinks, and
+# exported with BatchNorm kept and module names (do_constant_folding=False, training=PRESERVE),
+# so that the initializers are the torch parameters and buffers.
+TORCHVISION = ("resnet18", "mobilenet_v2", "efficientnet_b0")
+
+
+def zoo():
+    sys.path.insert(0, os.path.join(os.path.dirname(ROOT), "scripts"))
+    import zoo as module
+
+    return module
+
+
 def network(name):
     import torch.nn as nn
+
+    if name in TORCHVISION:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None, num_classes=1)
+        zoo().randomize(model)
+        return model
 
     if name == "seed":
         return nn.Sequential(
@@ -151,7 +184,7 @@ def network(name):
             nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False),
             nn.Sigmoid(),
         )
-    if name == "resnet18":
+    if name == "resnet18_fc":
         import torchvision
 
         return torchvision.models.resnet18(num_classes=10)
@@ -215,7 +248,10 @@ def build(name):
             for p in module.parameters():
                 p.add_(0.02 * torch.randn_like(p))
         return module, torch.randint(0, GPT_VOCAB, (n,) + shape, dtype=torch.int64)
-    x = torch.randn((n,) + shape)
+    if name in TORCHVISION:
+        x, _ = zoo().draw_inputs(module, n, shape[-1], seed=0)
+    else:
+        x = torch.randn((n,) + shape)
     return module, x
 
 
@@ -237,7 +273,11 @@ def export(name):
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         opset_version=OPSET,
         # The GPT keeps its initializers named after the parameters (MatMul through a Transpose), for the check against functorch.
-        do_constant_folding=name != "gpt" and name not in NO_FOLDING,
+        **(
+            dict(do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)
+            if name in TORCHVISION
+            else dict(do_constant_folding=name != "gpt" and name not in NO_FOLDING)
+        ),
     )
     onnx.checker.check_model(onnx.load(path))
     np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.int64 if name == "gpt" else np.float32))

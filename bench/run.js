@@ -38,7 +38,11 @@ const MODELS = [
   // Forward mode (K ≫ D), and a parameter subset (the last layer of a ResNet-18).
   { name: 'instnorm', n: 2, k: 10240, d: 20, verifyN: 2, maxSeconds: 2 },
   { name: 'autoenc', n: 64, k: 3072, d: 54, verifyN: 4 },
-  { name: 'resnet18', n: 256, k: 10, d: 5130, verifyN: 4, cliArgs: ['--params', 'fc.*'] },
+  { name: 'resnet18_fc', n: 256, k: 10, d: 5130, verifyN: 4, cliArgs: ['--params', 'fc.*'] },
+  // torchvision classifiers with one logit (issue 7): CLI against functorch, whole process each, at N = 32.
+  { name: 'resnet18', n: 32, k: 1, d: 11177025, verifyN: 4 },
+  { name: 'mobilenet_v2', n: 32, k: 1, d: 2225153, verifyN: 4 },
+  { name: 'efficientnet_b0', n: 32, k: 1, d: 4008829, verifyN: 4 },
 ];
 
 /** Below this J size, CLI/floor and RSS/J say nothing: start-up and the runtime's fixed memory dominate. */

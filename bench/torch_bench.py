@@ -86,6 +86,7 @@ def functorch_jacobian(torch, module, x, k, name=None):
     transform = getattr(functorch, models.TORCH_JACOBIAN.get(name, "jacrev"))
     selected = models.SELECTED.get(name)
     if selected is None:
+        # BatchNorm's running statistics are buffers: constants, as for the CLI.
         fmodel, params, buffers = functorch.make_functional_with_buffers(module)
 
         def single(ps, xi):
@@ -211,6 +212,7 @@ def cmd_verify(args):
     selected = models.SELECTED.get(args.name)
     if selected is not None:
         named = {s: named[s] for s in selected}
+    buffers = dict(module.named_buffers())
     names = list(named)
     model = onnx.load(os.path.join(models.MODELS_DIR, args.name, "model.onnx"))
     order = []
@@ -220,6 +222,8 @@ def cmd_verify(args):
         arr = numpy_helper.to_array(init)
         if arr.dtype != np.float32:
             continue  # buffers such as a boolean causal mask
+        if init.name in buffers and init.name not in named:
+            continue  # BatchNorm running statistics: constants for the CLI too
         if init.name not in named:
             raise SystemExit("%s: initializer %s is not a parameter of the torch module" % (args.name, init.name))
         if not np.array_equal(arr, named[init.name].detach().numpy()):

@@ -16,6 +16,7 @@ import { MemorySink } from '../src/output.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
+import { nearKinks } from '../src/verify/kinks.js';
 import { checkJacobian, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
 import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
 import { seededRandom, slotModel } from './persample.model.js';
@@ -41,7 +42,7 @@ async function fixtureJacobian(name: string, count: number) {
 }
 
 describe('verifyJacobian on the fixtures', () => {
-  const float64 = ['seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
+  const float64 = ['bn_shared', 'seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
   it.each(float64)('%s passes, with the forward model in float64', async (name) => {
     const { graph, inputs, options } = fixture(name);
     const result = await verifyJacobian(graph, inputs, options);
@@ -148,6 +149,143 @@ describe('checkJacobian on corrupted Jacobians', () => {
   it('refuses a Jacobian whose shape does not fit the model', async () => {
     const { graph, inputs, options, jacobian } = await fixtureJacobian('residual', 2);
     await expect(checkJacobian(graph, inputs, { data: jacobian.data.subarray(1), shape: [2, jacobian.shape[1] - 1] }, options)).rejects.toThrow(UsageError);
+  });
+});
+
+describe('scopes of many parameters', () => {
+  it('beyond 12 parameters, 4 runs of consecutive parameters are checked besides all of them', async () => {
+    const layers = 7;
+    const parameters: Record<string, number[]> = {};
+    for (let l = 0; l < layers; l++) Object.assign(parameters, { [`W${l}`]: [3, 3], [`B${l}`]: [3] });
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [3] },
+      parameters,
+      build: (b, { x }, p) => Array.from({ length: layers }, (_, l) => l).reduce((h, l) => b.op1('Tanh', [b.op1('Gemm', [h, p[`W${l}`], p[`B${l}`]])]), x),
+      batch: 3,
+    });
+    const result = await verifyJacobian(graph, inputs, { directions: 2 });
+    expect(result.passed, describeWorst(result)).toBe(true);
+    const groups = result.details.filter((d) => d.direction === 0 && d.parameter !== undefined);
+    expect(groups.map((d) => d.parameters!.length)).toEqual([3, 4, 3, 4]);
+    expect(groups.flatMap((d) => d.parameters)).toEqual(analyze(graph).parameters.map((p) => p.name));
+    expect(groups[0].parameter).toBe(`${groups[0].parameters![0]} … ${groups[0].parameters![2]}`);
+  });
+});
+
+describe('float64 forward model', () => {
+  it('x·Sigmoid(x) (SiLU, as EfficientNet exports it) stays in float64: no QuickGelu fusion', async () => {
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [4] },
+      parameters: { W1: [4, 5], W2: [5, 2] },
+      build: (b, { x }, p) => {
+        const h = b.op1('Gemm', [x, p.W1]);
+        return b.op1('Gemm', [b.op1('Mul', [h, b.op1('Sigmoid', [h])]), p.W2]);
+      },
+    });
+    const result = await verifyJacobian(graph, inputs);
+    expect([result.dtype, result.fallback]).toEqual(['float64', undefined]);
+    expect(result.passed, describeWorst(result)).toBe(true);
+  });
+});
+
+describe('finite differences across kinks', () => {
+  /** Gemm → Relu → Gemm on zero inputs, so the pre-activations are the biases: ±1e-10 puts a unit on its kink. */
+  async function onKinks(biases: number[]) {
+    let at = 0;
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: { dims: [4], draw: () => 0 } },
+      parameters: { W1: [4, 3], B1: { dims: [3], draw: () => biases[at++] }, W2: [3, 1] },
+      build: (b, { x }, p) => b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [x, p.W1, p.B1])]), p.W2]),
+      batch: 2,
+    });
+    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const scaled = (factor: number) => ({ ...jacobian, data: jacobian.data.map((v) => v * factor) });
+    return { graph, inputs, scaled };
+  }
+
+  it('a kink crossed on one side: J is compared with the other side and passes; J/2 still fails', async () => {
+    const { graph, inputs, scaled } = await onKinks([1e-10, 0.5, 0.7]);
+    const honest = await checkJacobian(graph, inputs, scaled(1));
+    expect(honest.dtype).toBe('float64');
+    expect(honest.passed, describeWorst(honest)).toBe(true);
+    expect(honest.kinkCrossings).toBeGreaterThan(0);
+    // Both samples have the unit at 1e-10 from its kink.
+    expect(honest.nearKinks?.map((k) => [k.op, k.count, k.perSample])).toEqual([['Relu', 2, [1, 1]]]);
+    const halved = await checkJacobian(graph, inputs, scaled(0.5));
+    expect([halved.passed, halved.inconclusive]).toEqual([false, false]);
+  });
+
+  it('many crossings (float32, ε = 1e-3, Clip and Relu): sides told by the kink pattern; J passes, J × 0.9 fails', async () => {
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: [8] },
+      parameters: { W1: [8, 16], B1: [16], lo: { dims: [], draw: () => -0.5 }, hi: { dims: [], draw: () => 0.8 }, W2: [16, 16], W3: [16, 3] },
+      build: (b, { x }, p) => {
+        const h = b.op1('Clip', [b.op1('Gemm', [x, p.W1, p.B1]), p.lo, p.hi]);
+        return b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [h, p.W2])]), p.W3]);
+      },
+      batch: 64,
+    });
+    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const options = { precision: 'float32' as const };
+    const honest = await checkJacobian(graph, inputs, jacobian, options);
+    expect(honest.kinkCrossings).toBeGreaterThan(10);
+    expect(honest.passed, `${describeWorst(honest)}; ${honest.reason}`).toBe(true);
+    const scaled = await checkJacobian(graph, inputs, { ...jacobian, data: jacobian.data.map((v) => v * 0.9) }, options);
+    expect([scaled.passed, scaled.inconclusive]).toEqual([false, false]);
+  });
+
+  it('kinks crossed on both sides make the direction inconclusive, never failed', async () => {
+    const { graph, inputs, scaled } = await onKinks([1e-10, -1e-10, 0.7]);
+    let undecided = 0;
+    for (const seed of [0, 1, 2, 3]) {
+      const result = await checkJacobian(graph, inputs, scaled(1), { seed });
+      expect(result.passed || result.inconclusive, `seed ${seed}: ${result.reason}`).toBe(true);
+      if (result.inconclusive) {
+        undecided++;
+        expect(result.reason).toMatch(/cross kinks .* on both sides of θ/);
+      }
+    }
+    expect(undecided).toBeGreaterThan(0);
+  });
+});
+
+describe('kink inputs within rounding, counted per node in onnxruntime', () => {
+  it('MaxPool near ties (not exact ones, nor clear gaps), Clip bounds and ties of Max', async () => {
+    // Per sample (1, 8): windows of 2 → [1, 1 + 1e-7] near tie, [3, 2] clear, [2, 2] exact tie, [0.5, -4] clear.
+    const rows = [
+      [1, 1 + 1e-7, 3, 2, 2, 2, 0.5, -4],
+      [1, 2, 3, 2, 2, 1, 0.5, -4],
+    ];
+    let at = 0;
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: { dims: [1, 8], draw: () => rows.flat()[at++] } },
+      parameters: { W: [4, 1], lo: { dims: [], draw: () => 0.5 }, hi: { dims: [], draw: () => 3 } },
+      batch: 2,
+      build: (b, { x }, p) => {
+        const pooled = b.op1('MaxPool', [x], { kernel_shape: [2], strides: [2] }); // (N, 1, 4)
+        const clipped = b.op1('Clip', [pooled, p.lo, p.hi]); // 3 is at the upper bound, 0.5 at the lower
+        // An exact tie of Max's two inputs counts (which one gets the derivative is a convention: PyTorch splits it).
+        const maxed = b.op1('Max', [clipped, b.constFloat([1 + 1e-7, 9, 9, 9], [4])]);
+        return b.op1('MatMul', [b.reshape(maxed, [-1, 4]), p.W]);
+      },
+    });
+    const found = await nearKinks(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), 2, 2);
+    expect(found?.map((k) => [k.op, k.count, k.perSample])).toEqual([
+      ['MaxPool', 1, [1, 0]],
+      ['Clip', 4, [2, 2]],
+      ['Max', 1, [1, 0]],
+    ]);
   });
 });
 

@@ -31,6 +31,20 @@ export interface Parameter {
 export interface Constant {
   name: string;
   reason: string;
+  /**
+   * It changes the output through a path that is not a parameter slot (a temperature in
+   * x / exp(t)): not differentiated, and if it is trained, the model is not eligible (`ifTrained`
+   * says why). `--strict` refuses such initializers.
+   */
+  outsideSlots?: boolean;
+  ifTrained?: string;
+}
+
+export interface AnalyzeOptions extends ParameterSelection {
+  /** Every float initializer that changes the output outside a parameter slot is a problem, not a constant. */
+  strict?: boolean;
+  /** Derivatives with respect to the parameters (default) or the data inputs (`--wrt inputs`). */
+  wrt?: 'parameters' | 'inputs';
 }
 
 /** A parameter left out by --params/--exclude: a constant, whatever its slots. */
@@ -115,7 +129,7 @@ const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', '
  * flow back to the inputs through every node on the way, and how parameters enter the
  * network does not matter.
  */
-export function analyze(graph: Graph, output: string, options: ParameterSelection & { wrt?: 'parameters' | 'inputs' } = {}): Analysis {
+export function analyze(graph: Graph, output: string, options: AnalyzeOptions = {}): Analysis {
   const wrtInputs = options.wrt === 'inputs';
   const selector = new ParameterSelector(options);
   selector.know(graph.initializers.keys());
@@ -150,6 +164,7 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
 
   const problems: Problem[] = [];
   const constants: Constant[] = [];
+  const pendingOutside: { constant: Constant; meets: Node[] }[] = [];
   const parameters: Parameter[] = [];
   const subgraphRefs = new Map<string, Node>();
   for (const n of graph.nodes) if (hasSubgraph(n)) namesUsedInSubgraphs(n, subgraphRefs);
@@ -159,7 +174,7 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
     if (!isFloatType(tensor.dataType)) continue;
     const uses: ParameterUse[] = [];
     const paramProblems: Problem[] = [];
-    const nonSlot: { node: Node; input: number }[] = [];
+    const nonSlot: { node: Node; input: number; chain: Node[] }[] = [];
     const nonDifferentiable: string[] = [];
     // Walk the data-independent descendants of the initializer.
     const walk = (value: string, chain: Node[], values: string[], viaNonLayout: Node | undefined): void => {
@@ -212,7 +227,7 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
           if (refusal) paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: refusal });
           uses.push({ chain, values: [...values, value], node, input });
         } else {
-          nonSlot.push({ node, input });
+          nonSlot.push({ node, input, chain });
         }
       }
     };
@@ -223,7 +238,9 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
       paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: why ? `used inside the body of this node, which is not unrolled: ${why}` : 'used inside the body of this node, not at the top level of the graph' });
     }
     if (uses.length === 0 && !inBody) {
-      const where = nonSlot.map(({ node, input }) => `${nodeLabel(node)} (${node.opType}) input ${input}`);
+      // How it meets the data: the ops it goes through first (Exp in x / exp(t)), then the node and input.
+      const where = nonSlot.map(({ node, input, chain }) => `${chain.map((c) => `${c.opType} → `).join('')}${nodeLabel(node)} (${node.opType}) input ${input}`);
+      const first = nonSlot[0];
       constants.push({
         name,
         reason:
@@ -232,7 +249,16 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
             : nonDifferentiable.length > 0
               ? `enters only inputs that carry no derivative (${nonDifferentiable.join(', ')})`
               : 'is not used by any node',
+        ...(first
+          ? {
+              outsideSlots: true,
+              ifTrained:
+                paramProblems[0]?.reason ??
+                `${nodeLabel(first.node)} (${first.node.opType}) input ${first.input} is not a quasi-linear parameter slot: the output is not linear in it`,
+            }
+          : {}),
       });
+      pendingOutside.push({ constant: constants[constants.length - 1], meets: nonSlot.map((u) => u.node) });
       continue;
     }
     for (const { node, input } of nonSlot.slice(0, 1)) {
@@ -261,6 +287,17 @@ export function analyze(graph: Graph, output: string, options: ParameterSelectio
     const n = graph.nodes[i];
     if (!differentiableOutputs(n).some((o) => reaches.has(n.outputs[o]))) continue;
     for (const k of differentiableInputs(n)) if (n.inputs[k]) reaches.add(n.inputs[k]);
+  }
+  // A constant changes the output only if a node where it meets the data reaches the output.
+  for (const { constant, meets } of pendingOutside) {
+    if (!constant.outsideSlots) continue;
+    const node = meets.find((n) => differentiableOutputs(n).some((o) => reaches.has(n.outputs[o])));
+    if (node === undefined) {
+      delete constant.outsideSlots;
+      delete constant.ifTrained;
+    } else if (options.strict) {
+      problems.push({ parameter: constant.name, node: nodeLabel(node), op: node.opType, reason: `--strict: this float initializer changes the output outside any parameter slot (${constant.ifTrained})` });
+    }
   }
   // Values downstream of a parameterized node.
   const downstream = new Set<string>();

@@ -1,15 +1,23 @@
 // Normalizes a decoded model before analysis: checks the opset, inlines local
 // functions (ModelProto.functions, e.g. torch's export_modules_as_functions) and
 // unrolls recurrent layers (./unroll.ts), so every node the analysis sees is a
-// standard op at the top level; a Dropout whose training_mode is a constant false
-// loses that input (it is the identity, as without it).
+// standard op at the top level; gives the constant uses of an initializer the
+// exporter shared with a parameter slot a copy of their own (./exporter.ts); and
+// drops a Dropout's training_mode input that is a constant false (the node is the
+// identity, as without it).
 import { ModelRefusedError } from '../errors.js';
 import { unrollRecurrences } from './unroll.js';
 import { DataType, defaultOpset, tensorNumbers, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
+import { splitConstantUses, type SplitConstant } from './exporter.js';
 
 export const MIN_OPSET = 11;
 
 export function prepareGraph(model: Graph): Graph {
+  return prepareGraphWithNotes(model).graph;
+}
+
+/** prepareGraph, and which shared initializers it split. */
+export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: SplitConstant[] } {
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
@@ -17,7 +25,7 @@ export function prepareGraph(model: Graph): Graph {
     );
   }
   const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
-  return withoutConstantInferenceDropout(unrollRecurrences(inlined));
+  return splitConstantUses(withoutConstantInferenceDropout(unrollRecurrences(inlined)));
 }
 
 /**

@@ -1,7 +1,8 @@
 // `jacobian check <model.onnx>`: eligibility for CI, the parameter table and every problem.
-import { analyze } from '../analysis/analyze.js';
-import { prepareGraph } from '../analysis/prepare.js';
 import ort from 'onnxruntime-node';
+import { analyze } from '../analysis/analyze.js';
+import { prepareGraphWithNotes } from '../analysis/prepare.js';
+import { exporterNotes } from '../analysis/exporter.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import { encodeModel } from '../onnx/proto.js';
 import { exitCodeOf } from './errors.js';
@@ -27,6 +28,7 @@ export interface CheckOptions {
   exclude?: string[];
   mode?: Mode;
   maxMemory?: number;
+  strict?: boolean;
 }
 
 /** With data: the probe (batch axis, sample independence) and graph build, and optionally the finite-difference check. */
@@ -39,7 +41,7 @@ interface WithData {
 async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
-    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude, mode: opts.mode }) };
+    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude, mode: opts.mode, strict: opts.strict }) };
     const { plan, release } = await planJacobian(graph, inputs, {
       modelOutput: opts.modelOutput,
       reduce: opts.reduce,
@@ -48,6 +50,7 @@ async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts:
       exclude: opts.exclude,
       mode: opts.mode,
       maxMemory: opts.maxMemory,
+      strict: opts.strict,
     });
     await release();
     return { plan };
@@ -108,9 +111,9 @@ export async function checkCommand(modelPaths: string[], opts: CheckOptions): Pr
 async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report: unknown) => void): Promise<number> {
   const loaded = loadModel(modelPath);
   const unloadable = await loadProblem(loaded);
-  const graph = prepareGraph(loaded);
+  const { graph, split } = prepareGraphWithNotes(loaded);
   const output = resolveOutput(graph, opts.modelOutput);
-  const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude });
+  const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude, strict: opts.strict });
   const noParameters = analysis.parameters.length === 0;
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
   if (unloadable) analysis.problems.push(unloadable);
@@ -134,6 +137,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     columns: [p.offset, p.offset + p.size],
     slots: p.uses.map((u) => ({ node: nodeLabel(u.node), op: u.node.opType, input: u.input, via: u.chain.map((c) => c.opType) })),
   }));
+  const notes = exporterNotes(analysis, split);
   const problems = noParameters ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }] : analysis.problems;
   if (opts.json) {
     const report = {
@@ -165,6 +169,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
             },
           }
         : {}),
+      exporterNotes: notes,
       ...(verify
         ? {
             verify: {
@@ -173,6 +178,9 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
               ...(verify.reason ? { reason: verify.reason } : {}),
               worstRelativeError: verify.worstRelativeError,
               tolerance: verify.tolerance,
+              kinkCrossings: verify.kinkCrossings,
+              undecidedElements: verify.undecidedElements,
+              ...(verify.nearKinks ? { nearKinks: verify.nearKinks } : {}),
               directions: verify.directions,
               samples: verify.samples,
               dtype: verify.dtype,
@@ -205,7 +213,16 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   }
   if (analysis.constants.length > 0) {
     out.push('', `constants (float initializers not differentiated):`, ...analysis.constants.map((c) => `  ${c.name}: ${c.reason}`));
+    const outside = analysis.constants.filter((c) => c.outsideSlots);
+    if (outside.length > 0 && !opts.strict) {
+      out.push(
+        '',
+        `${outside.length} of them change${outside.length === 1 ? 's' : ''} the output outside any parameter slot and get${outside.length === 1 ? 's' : ''} no columns; if ${outside.length === 1 ? 'it is' : 'they are'} trained, the model is not eligible (--strict refuses ${outside.length === 1 ? 'it' : 'them'}):`,
+        ...outside.map((c) => `  ${c.name}: ${c.ifTrained}`),
+      );
+    }
   }
+  if (notes.length > 0) out.push('', 'as exported:', ...notes.map((n) => `  ${n}`));
   if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
   else out.push('', `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`);
   if (withData.plan) out.push('', ...planLines(withData.plan));
@@ -215,7 +232,24 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     out.push(
       `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verdict}`,
     );
+    if (verify.kinkCrossings > 0) {
+      out.push(
+        `  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one${verify.undecidedElements > 0 ? `; ${verify.undecidedElements} with kinks on both sides, where no difference agrees with J·u, left out` : ''}`,
+      );
+    }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
+    if (verify.nearKinks === undefined) out.push('  kink inputs within rounding: could not be counted');
+    else if (verify.nearKinks.length > 0) {
+      const total = verify.nearKinks.reduce((s, k) => s + k.count, 0);
+      out.push(
+        `  ${total} kink input${total === 1 ? '' : 's'} (ReLU/Clip/MaxPool/… inputs within float32 rounding of a threshold) at ${verify.nearKinks.length} node${verify.nearKinks.length === 1 ? '' : 's'}: J is ill-defined there (any float32 result may differ from a float64 one); draw inputs away from kinks to compare J across tools`,
+        ...verify.nearKinks.slice(0, 10).map((k) => {
+          const samples = k.perSample?.flatMap((c, n) => (c > 0 ? [`${n}: ${c}`] : []));
+          return `    ${k.node} (${k.op}): ${k.count}${samples ? ` (sample ${samples.slice(0, 8).join(', ')}${samples.length > 8 ? ', …' : ''})` : ''}`;
+        }),
+        ...(verify.nearKinks.length > 10 ? [`    … and ${verify.nearKinks.length - 10} more nodes (--json lists all)`] : []),
+      );
+    }
   }
   process.stdout.write(`${out.join('\n')}\n`);
   return eligible ? 0 : 1;

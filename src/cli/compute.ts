@@ -17,6 +17,7 @@ import type { LossKind } from '../loss/append.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
 export interface ComputeOptions extends StatsCliOptions {
+  strict?: boolean;
   input: string[];
   output?: string;
   asTuple?: boolean;
@@ -121,6 +122,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       params: opts.params,
       exclude: opts.exclude,
       mode: opts.mode,
+      strict: opts.strict,
       batchSize: opts.batchSize,
       maxMemory: opts.maxMemory,
       threads: opts.threads,

@@ -54,6 +54,8 @@ export interface JacobianOptions extends ParameterSelection {
    * store's chunks are the run's chunks). Row ranges and shards always run so.
    */
   fixedChunks?: boolean;
+  /** Refuse float initializers that change the output outside any parameter slot (see Constant.outsideSlots). */
+  strict?: boolean;
   onProgress?: (progress: Progress) => void;
 }
 

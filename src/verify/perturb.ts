@@ -6,15 +6,18 @@
 import type { Parameter } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Graph } from '../onnx/graph.js';
+import { addKinkPattern } from './pattern.js';
 
 export const DIRECTION_INPUT = 'verify/direction';
 export const STEP_INPUT = 'verify/step';
+/** The kink pattern checksum per sample (./pattern.ts), when the model has kink nodes. */
+export const PATTERN_OUTPUT = 'verify/pattern';
 
 /**
  * `valueOf` names the value that carries each parameter in `source` (a float64 cast of the
  * initializer, or the initializer itself); `floatType` is the element type of those values.
  */
-export function perturbedForward(source: Graph, parameters: readonly Parameter[], output: string, floatType: number, valueOf: (name: string) => string): Graph {
+export function perturbedForward(source: Graph, parameters: readonly Parameter[], output: string, floatType: number, valueOf: (name: string) => string, dataInputs: readonly string[] = []): Graph {
   const graph: Graph = {
     ...source,
     nodes: source.nodes.map((n) => ({ ...n, inputs: [...n.inputs] })),
@@ -42,5 +45,10 @@ export function perturbedForward(source: Graph, parameters: readonly Parameter[]
   const movedValues = new Set(moved.values());
   const firstUse = graph.nodes.findIndex((n) => n.inputs.some((v) => movedValues.has(v)));
   graph.nodes.splice(firstUse < 0 ? graph.nodes.length : firstUse, 0, ...added);
+  const pattern = addKinkPattern(graph, b, dataInputs);
+  if (pattern !== undefined) {
+    graph.nodes.push({ name: b.fresh('pattern_node'), opType: 'Identity', domain: '', inputs: [pattern], outputs: [PATTERN_OUTPUT], attributes: [] });
+    graph.outputs.push({ name: PATTERN_OUTPUT, elemType: floatType, dims: undefined });
+  }
   return graph;
 }

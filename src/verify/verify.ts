@@ -3,13 +3,22 @@
 //
 // For each direction u (standard normal entries, from onnxruntime's RandomNormal with a fixed
 // seed) and each scope — all parameters at once, then each parameter alone (u restricted to
-// its block, so that a wrong block is not drowned by larger ones) — the check compares, for
+// its block, so that a wrong block is not drowned by larger ones), or, beyond MAX_SCOPES
+// parameters, GROUPED_SCOPES runs of consecutive parameters (each scope costs two forward runs
+// per direction, and a float64 forward run of a CNN costs about a third of J's whole
+// computation: per-parameter scopes made the check of a 160-tensor EfficientNet-B0 take 50
+// times as long as J; with 4 groups it takes 5 to 8 times as long, and a wrong small block
+// among the tens of a group can be drowned by larger ones) — the check compares, for
 // every sample n and output element k (or each sample's sum over k with reduce 'sum'),
 //   J·u                                   the Jacobian rows times u, with
 //   FD = (f(θ + εu) − f(θ − εu)) / 2ε     the forward model with the parameters moved along u.
 // The relative error of a scope is
 //   max_{n,k} |J·u − FD|  /  max( G,  floor ),   G = max( max_{n,k} |FD|,  max_{n,k} |J·u| ),
-// and a scope fails when its relative error is above the tolerance. The floor keeps rounding
+// and a scope fails when its relative error is above the tolerance. Where the step crosses a
+// kink (ReLU, MaxPool, Clip, Abs, Min/Max…), the central difference is not the derivative: the
+// one-sided differences tell it, and the element is compared with the side that crosses none;
+// with kinks on both sides it cannot be decided, and the direction is inconclusive, not
+// failed (./compare.ts). The floor keeps rounding
 // noise from failing a right J: it is 64 times the noise of J·u − FD over the tolerance,
 //   floor = 64 · ( u_J · S  +  (u_f · max_{n,k} |f(θ)|  +  u_32 · R) / ε ) / tolerance,
 // with S the largest G over the scopes of that direction, u_J the unit roundoff of J's element
@@ -67,9 +76,13 @@ import type { ShapeTable } from '../analysis/shapes.js';
 import { paddedRows } from '../run/tensors.js';
 import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
 import { ROUNDOFF_INPUT, toDouble } from './double.js';
-import { DIRECTION_INPUT, perturbedForward, STEP_INPUT } from './perturb.js';
+import { nearKinks, type NearKink } from './kinks.js';
+import { DIRECTION_INPUT, PATTERN_OUTPUT, perturbedForward, STEP_INPUT } from './perturb.js';
 
 export const MAX_SAMPLES = 64;
+/** Up to this many parameters, each is a scope of its own; beyond, GROUPED_SCOPES runs of consecutive parameters are. */
+export const MAX_SCOPES = 12;
+export const GROUPED_SCOPES = 4;
 export const JACOBIAN_BUDGET = 256 * 1024 * 1024;
 
 /** Precision of the forward model: float64, float64 with float32 islands ('mixed'), or float32. */
@@ -106,6 +119,8 @@ export interface VerifyOptions extends ParameterSelection {
    * float64 with float32 islands, else float32; 'float64' or 'float32' forces one (no islands).
    */
   precision?: 'auto' | 'float64' | 'float32';
+  /** As for the Jacobian: float initializers outside any parameter slot are refused. */
+  strict?: boolean;
   /** Seed of the random directions (default 0). */
   seed?: number;
   threads?: number;
@@ -113,8 +128,16 @@ export interface VerifyOptions extends ParameterSelection {
 
 export interface VerifyCheck {
   direction: number;
-  /** The parameter whose block alone was moved; undefined when all were. */
+  /** The parameter whose block alone was moved ('first … last' for a run of parameters); undefined when all were. */
   parameter?: string;
+  /** The parameters moved, when not all of them. */
+  parameters?: string[];
+  /** Elements (samples × outputs) whose finite differences cross a kink: compared with the one-sided difference. */
+  kinks: number;
+  /** Of those, the largest error relative to the scope's derivatives where neither side is kink-free. */
+  kinkError: number;
+  /** Elements where neither side is kink-free and J·u is beyond the tolerance from every difference: left out. */
+  undecided: number;
   relativeError: number;
   maxAbsError: number;
   maxAbsFiniteDifference: number;
@@ -138,12 +161,21 @@ export interface VerifyResult {
   worstRelativeError: number;
   /** No check failed and none of the directions is inconclusive. */
   passed: boolean;
+  /** Output elements whose finite differences crossed a kink, over all directions (scope: all parameters). */
+  kinkCrossings: number;
+  /** Of those, the ones left out: kinks on both sides, J·u beyond the tolerance from every difference. */
+  undecidedElements: number;
   /** No check failed, but along some direction every scope is below the noise floor: J was not resolved. */
   inconclusive: boolean;
   /** Why the result is not a pass (a failure or an inconclusive check); undefined when it passed. */
   reason?: string;
   /** One check per direction and scope, directions outer. */
   details: VerifyCheck[];
+  /**
+   * Piecewise-linear nodes with kink inputs within float32 rounding of their threshold for the
+   * samples checked (./kinks.ts): there J is ill-defined. Undefined when they could not be counted.
+   */
+  nearKinks?: NearKink[];
 }
 
 export interface JacobianRows {
@@ -165,6 +197,13 @@ function firstRows(inputs: Map<string, RowSource>, count: number): Map<string, R
 
 type FloatData = Float32Array | Float64Array;
 
+interface ForwardRun {
+  /** (count, ...K) */
+  output: FloatData;
+  /** (count,): which pieces the kink inputs are on, as a checksum per sample (./pattern.ts). */
+  pattern: FloatData;
+}
+
 interface Forward {
   dtype: VerifyDtype;
   /** Why the forward model is not plain float64 when float64 was tried (onnxruntime's message). */
@@ -181,7 +220,7 @@ interface Forward {
    * its entry of `steps` times its stretch of `direction` (all zeros when undefined), and
    * the float32 islands' values jittered by `roundoff` (η; 0 by default).
    */
-  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff?: number): Promise<FloatData>;
+  run(inputs: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff?: number): Promise<ForwardRun>;
 }
 
 /** The op onnxruntime names when it has no kernel for a node in the graph's types. */
@@ -198,6 +237,7 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
   const fixedBatch = fixedBatchSize(graph);
   const D = parameters.reduce((s, p) => s + p.size, 0);
   let shapes: ShapeTable | undefined;
+  const dataInputs = graph.inputs.map((i) => i.name);
   const attempt = async (dtype: 'float64' | 'float32', float32Ops: ReadonlySet<string>): Promise<Omit<Forward, 'fallback' | 'forced'>> => {
     const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
     let model: Graph;
@@ -207,11 +247,14 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
       const table = shapes;
       const doubled = toDouble(graph, (name) => table.dims(name), { float32Ops, elemType: (name) => table.elemType(name) });
       islands = doubled.islands;
-      model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name);
+      model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name, dataInputs);
     } else {
-      model = perturbedForward(graph, parameters, output, elemType, (name) => name);
+      model = perturbedForward(graph, parameters, output, elemType, (name) => name, dataInputs);
     }
-    const session = await ort.InferenceSession.create(encodeModel(model), sessionOptions(threads));
+    // onnxruntime's extended optimizations fuse x·Sigmoid(x) into QuickGelu, which has no float64
+    // kernel (and Relu into Clip fusions that throw in float64): the float64 model stays at 'basic'.
+    const options = dtype === 'float64' ? { ...sessionOptions(threads), graphOptimizationLevel: 'basic' as const } : sessionOptions(threads);
+    const session = await ort.InferenceSession.create(encodeModel(model), options);
     const vector = (values: ArrayLike<number>) => (dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values));
     const zeros = vector(new Float64Array(D));
     const run = async (batch: Map<string, RowSource>, count: number, direction: FloatData | undefined, steps: readonly number[], roundoff = 0) => {
@@ -222,9 +265,11 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
       };
       if (islands > 0) feeds[ROUNDOFF_INPUT] = new ort.Tensor('float64', Float64Array.of(roundoff), []);
       for (const [name, source] of batch) feeds[name] = paddedRows(source, 0, count, rows);
-      const result = (await session.run(feeds))[output];
+      const results = await session.run(feeds);
+      const result = results[output];
       const rowSize = result.dims.slice(1).reduce((a, b) => a * b, 1);
-      return { data: (result.data as FloatData).subarray(0, count * rowSize), shape: result.dims.slice(1) };
+      const pattern = results[PATTERN_OUTPUT] ? (results[PATTERN_OUTPUT].data as FloatData).subarray(0, count) : vector(new Float64Array(count));
+      return { data: (result.data as FloatData).subarray(0, count * rowSize), pattern, shape: result.dims.slice(1) };
     };
     try {
       // A float64 graph may be accepted and still fail in a kernel: one run settles it.
@@ -235,7 +280,10 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
         parameters,
         outputShape: shape,
         release: () => session.release(),
-        run: async (batch, count, direction, steps, roundoff) => (await run(batch, count, direction, steps, roundoff)).data,
+        run: async (batch, count, direction, steps, roundoff) => {
+          const { data, pattern } = await run(batch, count, direction, steps, roundoff);
+          return { output: data, pattern };
+        },
       };
     } catch (err) {
       await session.release();
@@ -321,17 +369,22 @@ async function compareAlongDirections(
   }
   const R = options.directions ?? 3;
   const directions = await randomDirections(R, D, elemType, options.seed ?? 0, options.threads);
-  const scopes = parameters.length > 1 ? [undefined, ...parameters.map((_, i) => i)] : [undefined];
+  const groups = scopeGroups(parameters);
+  const scopes: (ParameterRun | undefined)[] = [undefined, ...groups];
   const still = parameters.map(() => 0);
 
-  const reference = await forward.run(inputs, count, undefined, still);
+  const { output: reference, pattern: referencePattern } = await forward.run(inputs, count, undefined, still);
   const plus: FloatData[] = [];
   const minus: FloatData[] = [];
+  const plusPattern: FloatData[] = [];
+  const minusPattern: FloatData[] = [];
   for (let r = 0; r < R; r++) {
     const direction = directions.subarray(r * D, (r + 1) * D);
     for (const scope of scopes) {
-      for (const [sign, into] of [[1, plus], [-1, minus]] as const) {
-        into.push(await forward.run(inputs, count, direction, parameters.map((_, i) => (scope === undefined || scope === i ? sign * epsilon : 0))));
+      for (const [sign, into, patterns] of [[1, plus, plusPattern], [-1, minus, minusPattern]] as const) {
+        const moved = await forward.run(inputs, count, direction, parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0)));
+        into.push(moved.output);
+        patterns.push(moved.pattern);
       }
     }
   }
@@ -339,11 +392,17 @@ async function compareAlongDirections(
   let islandSensitivity = 0;
   if (dtype === 'mixed') {
     for (let draw = 0; draw < ROUNDOFF_DRAWS; draw++) {
-      const jittered = await forward.run(inputs, count, undefined, still, ROUNDOFF_PROBE);
+      const { output: jittered } = await forward.run(inputs, count, undefined, still, ROUNDOFF_PROBE);
       for (let i = 0; i < jittered.length; i++) islandSensitivity = Math.max(islandSensitivity, Math.abs(jittered[i] - reference[i]) / ROUNDOFF_PROBE);
     }
   }
-  const compare = compareGraph(parameters, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon);
+  const tolerance = options.tolerance ?? precision.tolerance;
+  const columns = groups.map((g) => ({ start: parameters[g.first].offset, end: parameters[g.last - 1].offset + parameters[g.last - 1].size }));
+  const compare = compareGraph(parameters, columns, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon, tolerance, {
+    roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
+    islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
+    margin: NOISE_MARGIN,
+  });
   const stackedDims = [R, scopes.length, count, outputElements];
   const out = await runGraph(
     compare,
@@ -353,11 +412,13 @@ async function compareAlongDirections(
       plus: new ort.Tensor(tensorType, concat(plus, elemType) as never, stackedDims),
       minus: new ort.Tensor(tensorType, concat(minus, elemType) as never, stackedDims),
       reference: new ort.Tensor(tensorType, reference as never, [count, outputElements]),
+      plusPattern: new ort.Tensor(tensorType, concat(plusPattern, elemType) as never, [R, scopes.length, count]),
+      minusPattern: new ort.Tensor(tensorType, concat(minusPattern, elemType) as never, [R, scopes.length, count]),
+      referencePattern: new ort.Tensor(tensorType, referencePattern as never, [count]),
     },
     options.threads,
   );
-  const [maxError, maxDifference, maxProduct, maxOutput] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
-  const tolerance = options.tolerance ?? precision.tolerance;
+  const [maxError, maxDifference, maxProduct, maxOutput, maxKinkError, kinks, undecided] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
   const jacobianRoundoff = UNIT_ROUNDOFF[jacobian.data instanceof Float64Array ? 'float64' : 'float32'];
   // Rounding noise of the finite difference: of the output, and of the islands' values.
   const forwardNoise = (UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'] * maxOutput[0] + UNIT_ROUNDOFF.float32 * islandSensitivity) / epsilon;
@@ -373,9 +434,14 @@ async function compareAlongDirections(
     scopes.forEach((scope, s) => {
       const derivatives = Math.max(maxDifference[at(s)], maxProduct[at(s)]);
       const scale = Math.max(derivatives, floor, Number.MIN_VALUE);
+      const names = scope === undefined ? undefined : parameters.slice(scope.first, scope.last).map((p) => p.name);
       details.push({
         direction: r,
-        parameter: scope === undefined ? undefined : parameters[scope].name,
+        parameter: names === undefined ? undefined : names.length === 1 ? names[0] : `${names[0]} … ${names[names.length - 1]}`,
+        ...(names !== undefined && names.length > 1 ? { parameters: names } : {}),
+        kinks: kinks[at(s)],
+        undecided: undecided[at(s)],
+        kinkError: maxKinkError[at(s)] / scale,
         relativeError: maxError[at(s)] / scale,
         maxAbsError: maxError[at(s)],
         maxAbsFiniteDifference: maxDifference[at(s)],
@@ -390,13 +456,21 @@ async function compareAlongDirections(
   const worst = details.reduce((a, d) => (errorOf(d) > errorOf(a) ? d : a));
   const worstRelativeError = errorOf(worst);
   const failed = worstRelativeError > tolerance;
-  const inconclusive = !failed && unresolved.length > 0;
+  // Elements that cannot be decided are left out; a scope where they are more than half of all is inconclusive.
+  const elementsPerScope = count * elements;
+  const undecidedScopes = details.filter((d) => !d.inconclusive && d.undecided > elementsPerScope / 2);
+  const undecidedElements = details.filter((d) => d.parameter === undefined).reduce((sum, d) => sum + d.undecided, 0);
+  const inconclusive = !failed && (unresolved.length > 0 || undecidedScopes.length > 0);
+  const kinkCrossings = details.filter((d) => d.parameter === undefined).reduce((sum, d) => sum + d.kinks, 0);
   let reason: string | undefined;
   if (failed) {
     const where = `${worst.parameter === undefined ? 'all parameters' : `parameter '${worst.parameter}'`}, direction ${worst.direction}`;
     reason = Number.isFinite(worstRelativeError)
       ? `J·u and the finite differences differ by ${worstRelativeError.toExponential(2)} relative (${where}), above the tolerance ${plain(tolerance)}`
       : `J·u or the finite differences are not finite (${where})`;
+  } else if (undecidedScopes.length > 0 && unresolved.length === 0) {
+    const worstKink = undecidedScopes.reduce((a, d) => (d.undecided > a.undecided ? d : a));
+    reason = `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ${worstKink.undecided} of ${elementsPerScope} elements along direction ${worstKink.direction} (${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u differs from every difference by up to ${worstKink.kinkError.toExponential(2)} relative: J there cannot be checked by finite differences; the samples lie on or near kinks`;
   } else if (inconclusive) {
     const worstUnresolved = unresolved.reduce((a, u) => (u.largest / u.floor < a.largest / a.floor ? u : a));
     reason = unresolvedReason(forward, { ...worstUnresolved, forwardNoise, maxOutput: maxOutput[0], islandSensitivity, epsilon, tolerance, jacobianRoundoff });
@@ -411,10 +485,26 @@ async function compareAlongDirections(
     tolerance,
     worstRelativeError,
     passed: !failed && !inconclusive,
+    kinkCrossings,
+    undecidedElements,
     inconclusive,
     reason,
     details,
   };
+}
+
+/** Consecutive parameters [first, last) checked as one scope. */
+interface ParameterRun {
+  first: number;
+  last: number;
+}
+
+/** Each parameter alone, or beyond MAX_SCOPES parameters, GROUPED_SCOPES runs of about equally many consecutive ones. */
+function scopeGroups(parameters: readonly Parameter[]): ParameterRun[] {
+  const P = parameters.length;
+  if (P <= 1) return [];
+  const groups = P <= MAX_SCOPES ? P : GROUPED_SCOPES;
+  return Array.from({ length: groups }, (_, g) => ({ first: Math.floor((g * P) / groups), last: Math.floor(((g + 1) * P) / groups) }));
 }
 
 const magnitude = (x: number) => `~1e${Math.round(Math.log10(x))}`;
@@ -464,7 +554,8 @@ export async function checkJacobian(graph: Graph, given: Inputs, jacobian: Jacob
   const batch = firstRows(inputs, jacobian.shape[0]);
   const forward = await openForward(prepared, batch, output, options);
   try {
-    return await compareAlongDirections(forward, batch, jacobian, options);
+    const result = await compareAlongDirections(forward, batch, jacobian, options);
+    return { ...result, nearKinks: await nearKinks(prepared, batch, jacobian.shape[0], fixedBatch ?? jacobian.shape[0], options.threads) };
   } finally {
     await forward.release();
   }
@@ -482,11 +573,12 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude, mode: options.mode });
+    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude, mode: options.mode, strict: options.strict });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();
-    return await compareAlongDirections(forward, batch, jacobian, options);
+    const result = await compareAlongDirections(forward, batch, jacobian, options);
+    return { ...result, nearKinks: await nearKinks(prepared, batch, count, fixedBatchSize(prepared) ?? count, options.threads) };
   } finally {
     await forward.release();
   }
