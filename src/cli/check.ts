@@ -11,7 +11,9 @@ import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/
 import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
 import { bindInputs } from './inputs.js';
-import type { RowSource } from '../io/rows.js';
+import { isBatchAxisProblem } from '../run/batchFront.js';
+import { syntheticInputs } from '../run/synthetic.js';
+import { arrayRows, type RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
 import { nodeLabel } from '../onnx/graph.js';
 import { resolveOutput } from '../run/jacobian.js';
@@ -109,20 +111,37 @@ export async function checkCommand(modelPaths: string[], opts: CheckOptions): Pr
 }
 
 async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report: unknown) => void): Promise<number> {
-  const loaded = loadModel(modelPath);
-  const unloadable = await loadProblem(loaded);
-  const { graph, split } = prepareGraphWithNotes(loaded);
+  const { graph, split } = prepareGraphWithNotes(loadModel(modelPath));
+  // The graph the run builds on (local functions inlined, recurrences unrolled) is what onnxruntime must load.
+  const unloadable = await loadProblem(graph);
   const output = resolveOutput(graph, opts.modelOutput);
   const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude, strict: opts.strict });
   const noParameters = analysis.parameters.length === 0;
+  const notes = exporterNotes(analysis, split);
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
   if (unloadable) analysis.problems.push(unloadable);
   if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
+  // Ops along axis 0 read it as the batch; whether the samples sit there, or elsewhere (a
+  // sequence-first model), only a probe tells, as in the run: with the user's data, or else
+  // with made-up samples when the model fixes the per-sample dims.
+  const batchAxisOnly = analysis.problems.length > 0 && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason));
+  const pending = batchAxisOnly ? analysis.problems.splice(0) : [];
   let withData: WithData = {};
   try {
-    if (inputs && analysis.problems.length === 0 && !noParameters) withData = await checkWithData(graph, inputs, opts);
+    if (analysis.problems.length === 0 && !noParameters) {
+      if (inputs) withData = await checkWithData(graph, inputs, opts);
+      else if (batchAxisOnly) {
+        const made = await syntheticInputs(graph, 3);
+        if (typeof made === 'string') {
+          analysis.problems.push(...pending.map((p) => ({ ...p, reason: `${p.reason} (unless the samples sit on another axis there, which check tells with --input: ${made})` })));
+        } else {
+          withData = await checkWithData(graph, new Map([...made].map(([name, arr]) => [name, arrayRows(arr)])), { ...opts, verify: false });
+          if (!withData.problems) notes.push('ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them (check --input confirms it on your data)');
+        }
+      }
+    } else analysis.problems.push(...pending);
   } finally {
     for (const input of inputs?.values() ?? []) input.close();
   }
@@ -137,7 +156,6 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     columns: [p.offset, p.offset + p.size],
     slots: p.uses.map((u) => ({ node: nodeLabel(u.node), op: u.node.opType, input: u.input, via: u.chain.map((c) => c.opType) })),
   }));
-  const notes = exporterNotes(analysis, split);
   const problems = noParameters ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }] : analysis.problems;
   if (opts.json) {
     const report = {
