@@ -83,20 +83,7 @@ const DTYPES: Record<NpyDtype, DtypeInfo> = {
 };
 
 /** descr kind letter + item size (e.g. `f4`) to our dtype. */
-const DTYPE_BY_TYPESTR: Record<string, NpyDtype> = {
-  f2: 'float16',
-  f4: 'float32',
-  f8: 'float64',
-  i1: 'int8',
-  u1: 'uint8',
-  i2: 'int16',
-  u2: 'uint16',
-  i4: 'int32',
-  u4: 'uint32',
-  i8: 'int64',
-  u8: 'uint64',
-  b1: 'bool',
-};
+const DTYPE_BY_TYPESTR: Record<string, NpyDtype> = Object.fromEntries((Object.keys(DTYPES) as NpyDtype[]).map((d) => [DTYPES[d].descr.slice(1), d]));
 
 const SUPPORTED_DTYPES_TEXT = 'float16/32/64, int8/16/32/64, uint8/16/32/64 and bool';
 
@@ -107,6 +94,11 @@ const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 const ARRAY_ALIGN = 64;
 /** numpy's GROWTH_AXIS_MAX_DIGITS: spare spaces so the first dimension can be rewritten in place. */
 const GROWTH_AXIS_MAX_DIGITS = 21;
+
+/** numpy's descr of a dtype as np.save writes it: `<f4`, `|u1`. */
+export function npyDescr(dtype: NpyDtype): string {
+  return dtypeInfo(dtype).descr;
+}
 
 /** Item size in bytes of a dtype. */
 export function npyItemSize(dtype: NpyDtype): number {
@@ -599,25 +591,29 @@ export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
 
 /** Reads a .npy file. Any failure (missing file, permissions, bad contents) is an NpyFormatError naming the path. */
 export function readNpy(path: string): NpyArray {
+  const { fd, stat } = openForReading(path, '.npy');
+  try {
+    return readNpyRegion(fd, 0, stat.size, path, false).array;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Opens a file to read and stats it; failures (missing, a directory, permissions) are NpyFormatErrors naming the path. */
+export function openForReading(path: string, kind: '.npy' | '.npz', directoryHint = ''): { fd: number; stat: fs.Stats } {
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
   } catch (err) {
-    throw new NpyFormatError(`${path}: cannot open the .npy file: ${ioReason(err)}`);
+    throw new NpyFormatError(`${path}: cannot open the ${kind} file: ${ioReason(err)}`);
   }
   try {
-    let size: number;
-    try {
-      const st = fs.fstatSync(fd);
-      if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not a .npy file`);
-      size = st.size;
-    } catch (err) {
-      if (err instanceof NpyFormatError) throw err;
-      throw new NpyFormatError(`${path}: cannot read the .npy file: ${ioReason(err)}`);
-    }
-    return readNpyRegion(fd, 0, size, path, false).array;
-  } finally {
+    const stat = fs.fstatSync(fd);
+    if (stat.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not ${kind === '.npz' ? 'an' : 'a'} ${kind} file${directoryHint}`);
+    return { fd, stat };
+  } catch (err) {
     fs.closeSync(fd);
+    throw err instanceof NpyFormatError ? err : new NpyFormatError(`${path}: cannot read the ${kind} file: ${ioReason(err)}`);
   }
 }
 

@@ -41,6 +41,7 @@ import {
   formatShape,
   npyHeader,
   npyItemSize,
+  openForReading,
   parseNpy,
   readExact,
   readNpyRegion,
@@ -533,18 +534,8 @@ function readCentralDirectory(fd: number, fileSize: number, source: string): Cen
  * NpyFormatError naming the file and the member.
  */
 export function readNpz(path: string): Map<string, NpyArray> {
-  let fd: number;
+  const { fd, stat: st } = openForReading(path, '.npz');
   try {
-    fd = fs.openSync(path, 'r');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException)?.code;
-    throw new NpyFormatError(
-      `${path}: cannot open the .npz file: ${code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err)}`,
-    );
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not an .npz file`);
     const entries = readCentralDirectory(fd, st.size, path);
     const result = new Map<string, NpyArray>();
     let originals: Record<string, unknown> | undefined;
@@ -569,14 +560,7 @@ export function readNpz(path: string): Map<string, NpyArray> {
             'are supported: re-create the archive with np.savez or np.savez_compressed',
         );
       }
-      const local = Buffer.alloc(LOCAL_FIXED);
-      if (e.localOffset + LOCAL_FIXED > st.size) throw new NpyFormatError(`${source}: local header lies outside the file; ${REMEDY_NPZ}`);
-      readExact(fd, local, e.localOffset, source);
-      if (local.readUInt32LE(0) !== SIG_LOCAL) throw new NpyFormatError(`${source}: bad local header; ${REMEDY_NPZ}`);
-      const dataPos = e.localOffset + LOCAL_FIXED + local.readUInt16LE(26) + local.readUInt16LE(28);
-      if (dataPos + e.compressedSize > st.size) {
-        throw new NpyFormatError(`${source}: member data runs past the end of the file (truncated archive?); ${REMEDY_NPZ}`);
-      }
+      const dataPos = memberDataPosition(fd, e, st.size, source);
       let array: NpyArray;
       let crc: number;
       if (e.method === METHOD_STORED) {
@@ -613,16 +597,24 @@ export function readNpz(path: string): Map<string, NpyArray> {
   }
 }
 
-/** The `__names__.json` member: small JSON, stored or deflated. */
-function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: string): Record<string, unknown> {
-  if (e.size > 64 * 1024 * 1024 || e.compressedSize > 64 * 1024 * 1024) throw new NpyFormatError(`${source}: too large for a list of names; ${REMEDY_NPZ}`);
+/** Where member `e`'s stored bytes start, from its local header; checks that they lie inside the file. */
+function memberDataPosition(fd: number, e: CentralEntry, fileSize: number, source: string): number {
   const local = Buffer.alloc(LOCAL_FIXED);
   if (e.localOffset + LOCAL_FIXED > fileSize) throw new NpyFormatError(`${source}: local header lies outside the file; ${REMEDY_NPZ}`);
   readExact(fd, local, e.localOffset, source);
+  if (local.readUInt32LE(0) !== SIG_LOCAL) throw new NpyFormatError(`${source}: bad local header; ${REMEDY_NPZ}`);
   const dataPos = e.localOffset + LOCAL_FIXED + local.readUInt16LE(26) + local.readUInt16LE(28);
-  if (dataPos + e.compressedSize > fileSize) throw new NpyFormatError(`${source}: member data runs past the end of the file; ${REMEDY_NPZ}`);
+  if (dataPos + e.compressedSize > fileSize) {
+    throw new NpyFormatError(`${source}: member data runs past the end of the file (truncated archive?); ${REMEDY_NPZ}`);
+  }
+  return dataPos;
+}
+
+/** The `__names__.json` member: small JSON, stored or deflated. */
+function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: string): Record<string, unknown> {
+  if (e.size > 64 * 1024 * 1024 || e.compressedSize > 64 * 1024 * 1024) throw new NpyFormatError(`${source}: too large for a list of names; ${REMEDY_NPZ}`);
   const stored = Buffer.alloc(e.compressedSize);
-  readExact(fd, stored, dataPos, source);
+  readExact(fd, stored, memberDataPosition(fd, e, fileSize, source), source);
   let raw = stored;
   try {
     if (e.method === METHOD_DEFLATED) raw = inflateRawSync(stored, { maxOutputLength: Math.max(1, e.size) });

@@ -7,6 +7,7 @@ import {
   NpyFormatError,
   npyItemSize,
   npyTypedArray,
+  openForReading,
   parseNpyHeader,
   readExact,
   readNpyHeader,
@@ -127,17 +128,9 @@ function withOrder(source: RowSource, fortranOrder: boolean, raw: () => NpyData)
 
 /** `path` '-' is standard input; FIFOs and devices are read whole; regular files chunk by chunk. */
 export function openNpyRows(path: string): RowSource {
-  let fd: number;
-  try {
-    fd = path === '-' ? 0 : fs.openSync(path, 'r');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new NpyFormatError(`${path}: cannot open the .npy file: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
-  }
   const label = path === '-' ? '<stdin>' : path;
+  const { fd, stat } = path === '-' ? { fd: 0, stat: fs.fstatSync(0) } : openForReading(path, '.npy', `; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
   try {
-    const stat = fs.fstatSync(fd);
-    if (stat.isDirectory()) throw new NpyFormatError(`${label}: is a directory, not a .npy file; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
     if (!stat.isFile()) {
       const rows = npyRowsFromBytes(readWhole(fd, label), label);
       if (fd !== 0) fs.closeSync(fd);
