@@ -6,10 +6,10 @@
 // length, and reduced to its real part for a real input.
 import { attrInt } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { firstInputOnly, refuseNode, zeroPadAxis } from './shared.js';
+import { firstOnly, refuseNode, zeroPadAxis } from './shared.js';
 
 export const DFT: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'onesided', 0) === 1 && attrInt(node, 'inverse', 0) === 1) return 'onesided=1 with inverse=1 (a real inverse transform) has no gradient rule yet';
     return undefined;
@@ -55,7 +55,7 @@ export const DFT: GradRule = {
  * block o of frame f lands on chunk f + o of the signal, so r shifted sums do it.
  */
 export const STFT: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return node.inputs.map(() => undefined);
     const b = ctx.b;

@@ -4,7 +4,7 @@
 import { attrInts, attrString } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import type { Node } from '../../onnx/graph.js';
-import { firstInputOnly, refuseNode, reverseAxis, zeroPadAxis } from './shared.js';
+import { firstOnly, refuseNode, reverseAxis, zeroPadAxis } from './shared.js';
 
 const MODES = new Set(['constant', 'reflect', 'edge', 'wrap']);
 
@@ -26,7 +26,7 @@ function padsOf(ctx: GradContext, node: Node, rank: number): number[] | undefine
 }
 
 export const Pad: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse(node) {
     const mode = attrString(node, 'mode', 'constant');
     if (!MODES.has(mode)) return `mode '${mode}' is not supported; only constant, reflect, edge and wrap`;

@@ -9,10 +9,10 @@
 // coefficient, exclude_outside and antialias setting is onnxruntime's own.
 import { attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { firstInputOnly, floatTypeOf, inversePermutation, product, refuseNode } from './shared.js';
+import { firstOnly, floatTypeOf, inversePermutation, product, refuseNode } from './shared.js';
 
 export const Resize: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse(node) {
     const mode = attrString(node, 'mode', 'nearest');
     if (!['nearest', 'linear', 'cubic'].includes(mode)) return `mode '${mode}' is not supported`;

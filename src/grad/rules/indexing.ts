@@ -3,7 +3,7 @@
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, floatTypeOf, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, floatTypeOf, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
 
 /** Concat: each data input gets its stretch of the cotangent along the axis. */
 export const Concat: GradRule = {
@@ -24,7 +24,7 @@ export const Concat: GradRule = {
 
 /** Split: the cotangents of the parts, joined back (zeros for a part nothing flows back to). */
 export const Split: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(0, 'splits along'),
   backward(ctx, node, outputGrads) {
     if (outputGrads.every((g) => g === undefined)) return [undefined];
@@ -66,7 +66,7 @@ function sliceInput(ctx: GradContext, node: Node, position: number): number[] | 
  * elements (Unsqueeze, Pad, Reshape); a negative step reverses it first.
  */
 export const Slice: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
@@ -118,7 +118,7 @@ export const Slice: GradRule = {
  * positions, so repeated indices add up. Negative indices count from the end.
  */
 export const Gather: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: (node, context) => (context.wanted[0] ? refuseBatchAxis(0, 'gathers along')(node, context) : undefined),
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
@@ -142,7 +142,7 @@ export const Gather: GradRule = {
 
 /** Trilu keeps a triangle of the last two axes: the cotangent keeps the same triangle. */
 export const Trilu: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
     if (ctx.rank(node.inputs[0]) < 3) throw refuseNode(node, 'its matrices span axis 0, the batch axis, so the samples are not independent');
@@ -171,7 +171,7 @@ function zerosLike(ctx: GradContext, value: string): string {
  * with the positions along the axis, summed over the indices.
  */
 export const GatherElements: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(0, 'gathers along'),
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
@@ -201,7 +201,7 @@ export const GatherElements: GradRule = {
  * matrix of the flattened tuples (tuples × indexed positions) per leading batch entry.
  */
 export const GatherND: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: (node) => (attrInt(node, 'batch_dims', 0) === 0 ? 'batch_dims=0: its index tuples address axis 0, the batch axis, so the samples are not independent' : undefined),
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
@@ -280,7 +280,7 @@ export const ScatterND: GradRule = {
 
 /** TopK's values came from distinct positions along the axis: their cotangents go back there. */
 export const TopK: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   differentiableOutputs: () => [0],
   refuse: refuseBatchAxis(-1, 'selects along'),
   backward(ctx, node, [g]) {
@@ -294,7 +294,7 @@ export const TopK: GradRule = {
 
 /** Compress along an axis keeps the positions where the condition holds: a Gather of those positions. */
 export const Compress: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'axis', Number.NaN) === 0) return 'it selects along axis 0, the batch axis, so the samples are not independent';
     if (node.attributes.every((a) => a.name !== 'axis')) return 'without an axis it flattens the input, batch axis included, so the samples are not independent';
@@ -317,7 +317,7 @@ export const Compress: GradRule = {
 
 /** ReverseSequence reverses each sequence's first lens[i] steps: doing it again puts the cotangent back. */
 export const ReverseSequence: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: (node) =>
     attrInt(node, 'time_axis', 0) === 0 ? 'its time axis is axis 0, the batch axis, so the samples are not independent' : undefined,
   backward: (ctx, node, [g]) => [
@@ -331,7 +331,7 @@ export const ReverseSequence: GradRule = {
  * cropped or padded back to the input's shape the same way (the offsets agree).
  */
 export const CenterCropPad: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
     const b = ctx.b;

@@ -1,11 +1,11 @@
 // Ops that only move, copy or retype elements: the cotangent is moved back (and summed where copied).
 import { attrInt, attrInts, attrString, isFloatType } from '../../onnx/graph.js';
 import type { GradRule } from '../context.js';
-import { firstInputOnly, firstOutputOnly, floatTypeOf, inversePermutation } from './shared.js';
+import { firstOnly, floatTypeOf, inversePermutation } from './shared.js';
 
 /** Reshape-like ops: the cotangent takes the input's shape back. */
 const reshapeBack: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward: (ctx, node, [g]) => [g === undefined ? undefined : ctx.toPerSample(g, ctx.perSample(node.inputs[0]))],
 };
 
@@ -14,12 +14,12 @@ export const Flatten = reshapeBack;
 export const Squeeze = reshapeBack;
 export const Unsqueeze = reshapeBack;
 
-export const Identity: GradRule = { differentiableInputs: firstInputOnly, backward: (_ctx, _node, [g]) => [g] };
+export const Identity: GradRule = { differentiableInputs: firstOnly, backward: (_ctx, _node, [g]) => [g] };
 
 /** Dropout runs as the identity at inference; its mask output carries nothing. */
 export const Dropout: GradRule = {
-  differentiableInputs: firstInputOnly,
-  differentiableOutputs: firstOutputOnly,
+  differentiableInputs: firstOnly,
+  differentiableOutputs: firstOnly,
   // A training_mode input (opset ≥ 12) may switch on random masks: J would be of one random draw.
   refuse: (node) =>
     node.inputs[2] ? 'Dropout has a training_mode input, so it may drop units at random; export the model in eval mode (model.eval())' : undefined,
@@ -28,7 +28,7 @@ export const Dropout: GradRule = {
 
 /** A cast between float types moves the cotangent back to the input's type; a cast to any other type carries no derivative. */
 export const Cast: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   differentiableOutputs: (node) => (isFloatType(attrInt(node, 'to', 0)) ? [0] : []),
   backward: (ctx, node, [g]) => [g === undefined ? undefined : ctx.b.op1('Cast', [g], { to: floatTypeOf(ctx, node.inputs[0]) })],
 };
@@ -39,7 +39,7 @@ export const Cast: GradRule = {
  * derivative 0 almost everywhere and sends nothing.
  */
 export const CastLike: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined || !isFloatType(ctx.shapes.elemType(node.outputs[0]))) return [undefined, undefined];
     return [ctx.b.op1('Cast', [g], { to: floatTypeOf(ctx, node.inputs[0]) }), undefined];
@@ -47,7 +47,7 @@ export const CastLike: GradRule = {
 };
 
 export const Transpose: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const rank = ctx.rank(node.inputs[0]);
@@ -58,13 +58,13 @@ export const Transpose: GradRule = {
 
 /** Expand broadcasts its input: the cotangent is summed over the broadcast axes. */
 export const Expand: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward: (ctx, node, [g]) => [g === undefined ? undefined : ctx.unbroadcastToInput(g, node.inputs[0], node.outputs[0])],
 };
 
 /** Tile: each axis of length r·d holds r copies; the cotangent sums them (repeats read off the static shapes). */
 export const Tile: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const inDims = ctx.perSample(node.inputs[0]);
@@ -81,7 +81,7 @@ export const Tile: GradRule = {
 // DepthToSpace in DCR order is undone by SpaceToDepth and vice versa; both only permute
 // elements, so the cotangent of one is the other applied to it.
 export const DepthToSpace: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const blocksize = attrInt(node, 'blocksize', 1);
@@ -96,6 +96,6 @@ export const DepthToSpace: GradRule = {
 };
 
 export const SpaceToDepth: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward: (ctx, node, [g]) => [g === undefined ? undefined : ctx.b.op1('DepthToSpace', [g], { blocksize: attrInt(node, 'blocksize', 1), mode: 'DCR' })],
 };

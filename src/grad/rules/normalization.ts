@@ -5,7 +5,7 @@
 import { attrFloat, attrInt, attrInts } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstOutputOnly, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
 
 const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or parameter scale and bias are supported';
 
@@ -13,7 +13,7 @@ const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or para
 function normalization(dx: (ctx: GradContext, node: Node, g: string) => string, refuse?: GradRule['refuse']): GradRule {
   return {
     differentiableInputs: () => [0, 1, 2],
-    differentiableOutputs: firstOutputOnly,
+    differentiableOutputs: firstOnly,
     refuse(node, context) {
       if (context.wanted[1] || context.wanted[2]) return SCALE_AND_BIAS_DATA;
       return refuse?.(node, context);
@@ -44,7 +44,7 @@ function perChannel(ctx: GradContext, v: string, rank: number): string {
 /** Inference form: y = (x − mean)/√(var + ε)·scale + B with constant mean and var, so dx = g·scale/√(var + ε). */
 export const BatchNormalization: GradRule = {
   differentiableInputs: () => [0, 1, 2],
-  differentiableOutputs: firstOutputOnly,
+  differentiableOutputs: firstOnly,
   refuse(node, { wanted }) {
     if (attrInt(node, 'training_mode', 0) === 1 || node.outputs.filter((o) => o !== '').length > 1) {
       return 'training mode: the samples interact through batch statistics; export the model in eval mode';

@@ -4,7 +4,7 @@
 import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { convGeometry, outputPadding } from '../convGeometry.js';
-import { firstInputOnly, floatTypeOf, product, zeroPad } from './shared.js';
+import { firstOnly, floatTypeOf, product, zeroPad } from './shared.js';
 
 function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
   const inDims = ctx.perSample(node.inputs[0]);
@@ -33,7 +33,7 @@ function overlapPeriods(node: Parameters<GradRule['backward']>[1]): number[] {
  * zeros, where its positions are unique, and the groups are added.
  */
 export const MaxPool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   differentiableOutputs: () => [0],
   refuse(node) {
     if (attrInt(node, 'storage_order', 0) !== 0) return 'storage_order=1 is not supported';
@@ -107,7 +107,7 @@ function windows(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
  * of those elements.
  */
 export const AveragePool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
@@ -140,7 +140,7 @@ function lpWeight(ctx: GradContext, x: string, p: number): string {
 
 /** y = (Σ_window |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·Σ_windows g·y^(1−p). */
 export const LpPool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
@@ -152,7 +152,7 @@ export const LpPool: GradRule = {
 
 /** y = (Σ_space |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·g·y^(1−p). */
 export const GlobalLpPool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
@@ -162,7 +162,7 @@ export const GlobalLpPool: GradRule = {
 };
 
 export const GlobalAveragePool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const inDims = ctx.perSample(node.inputs[0]);
@@ -173,7 +173,7 @@ export const GlobalAveragePool: GradRule = {
 
 /** The maximum over space: the cotangent goes to the positions that hold it, shared equally on a tie. */
 export const GlobalMaxPool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
@@ -187,7 +187,7 @@ export const GlobalMaxPool: GradRule = {
 
 /** MaxUnpool writes x[i] at the flat position I[i] of the output: x[i] gets the cotangent there. */
 export const MaxUnpool: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return node.inputs.map(() => undefined);
     const b = ctx.b;

@@ -3,7 +3,7 @@
 import { attrInt } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, floatTypeOf, product, reducedAxes, refuseBatchReduction, refuseNode } from './shared.js';
+import { dataAxis, firstOnly, floatTypeOf, product, reducedAxes, refuseBatchReduction, refuseNode } from './shared.js';
 
 interface Reduction {
   x: string;
@@ -18,7 +18,7 @@ interface Reduction {
 
 function reduction(derivative: (ctx: GradContext, r: Reduction) => string): GradRule {
   return {
-    differentiableInputs: firstInputOnly,
+    differentiableInputs: firstOnly,
     refuse: refuseBatchReduction,
     backward(ctx, node, [g]) {
       if (g === undefined) return [undefined];
@@ -93,7 +93,7 @@ export const ReduceProd = reduction((ctx, { x, g, axes, node }) => {
  * giving dx_j = Σ_{i≥j} g_i (exclusive stays exclusive).
  */
 export const CumSum: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
     const axis = ctx.constantValue(node.inputs[1]);

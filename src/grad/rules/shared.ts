@@ -4,8 +4,8 @@ import { attrInt, attrInts, isFloatType, nodeLabel, type Node } from '../../onnx
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { GradContext, GradRule } from '../context.js';
 
-export const firstInputOnly = (): number[] => [0];
-export const firstOutputOnly = (): number[] => [0];
+/** Only position 0 carries derivatives (as differentiableInputs or differentiableOutputs). */
+export const firstOnly = (): number[] => [0];
 
 export interface ElementwiseValues {
   x: string;
@@ -17,7 +17,7 @@ export interface ElementwiseValues {
 /** A one-input elementwise op: dx = g ⊙ f'(x), written with the forward input x or output y. */
 export function elementwise(derivative: (ctx: GradContext, v: ElementwiseValues) => string): GradRule {
   return {
-    differentiableInputs: firstInputOnly,
+    differentiableInputs: firstOnly,
     backward: (ctx, node, [g]) => [g === undefined ? undefined : derivative(ctx, { x: node.inputs[0], y: node.outputs[0], g, node })],
   };
 }
@@ -109,9 +109,8 @@ export function inversePermutation(perm: readonly number[]): number[] {
   return inverse;
 }
 
-export function product(dims: readonly number[]): number {
-  return dims.reduce((p, d) => p * d, 1);
-}
+/** Number of elements of a shape (tensorSize, under the name the rules use). */
+export { tensorSize as product } from '../../onnx/graph.js';
 
 const typedContexts = new WeakMap<GradContext, Map<number, GradContext>>();
 

@@ -4,7 +4,7 @@
 import { attrInt } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, refuseBatchAxis } from './shared.js';
+import { dataAxis, firstOnly, refuseBatchAxis } from './shared.js';
 
 function normalizedAxes(ctx: GradContext, node: Node): number[] {
   const rank = ctx.rank(node.inputs[0]);
@@ -15,7 +15,7 @@ function normalizedAxes(ctx: GradContext, node: Node): number[] {
 
 // dx = y ⊙ (g − Σ g⊙y)
 export const Softmax: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(1, 'normalizes along'),
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
@@ -28,7 +28,7 @@ export const Softmax: GradRule = {
 
 // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
 export const LogSoftmax: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(1, 'normalizes along'),
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];

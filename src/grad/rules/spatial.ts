@@ -2,7 +2,7 @@
 // image at a grid's locations, Col2Im folds patches into an image.
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
+import { firstOnly, floatTypeOf, product, refuseNode } from './shared.js';
 
 /**
  * AffineGrid: grid[n, p, i] = Σ_j theta[n, i, j]·base[p, j], base = (coordinates, 1) at
@@ -10,7 +10,7 @@ import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
  * off AffineGrid itself run on the identity transform (align_corners as in the node).
  */
 export const AffineGrid: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined];
     const b = ctx.b;
@@ -35,7 +35,7 @@ export const AffineGrid: GradRule = {
  * kernels per channel are one-hot, with the node's pads, strides and dilations.
  */
 export const Col2Im: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined, undefined, undefined];
     const b = ctx.b;
