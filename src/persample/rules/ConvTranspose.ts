@@ -6,7 +6,7 @@
 import { convTransposeGeometry } from '../../grad/convGeometry.js';
 import { tensorSize } from '../../onnx/graph.js';
 import type { SlotRule } from '../rule.js';
-import { patchKernels } from './Conv.js';
+import { unfold } from './Conv.js';
 
 export const ConvTranspose: SlotRule = {
   slots: () => [1, 2],
@@ -20,13 +20,7 @@ export const ConvTranspose: SlotRule = {
     const [inChannels, ...inSpatial] = ctx.perSample(x);
     const [, groupOutChannels, ...kernel] = ctx.dims(node.inputs[1]);
     const geo = convTransposeGeometry(node, inSpatial, outSpatial, kernel);
-    const patches = b.op1('Conv', [g, patchKernels(ctx, outChannels, kernel)], {
-      group: outChannels,
-      strides: geo.strides,
-      dilations: geo.dilations,
-      pads: [...geo.padsBegin, ...geo.padsEnd],
-      kernel_shape: kernel,
-    }); // (n, O·K, ...inSpatial)
+    const patches = unfold(ctx, g, outChannels, geo); // (n, O·K, ...inSpatial)
     const K = tensorSize(kernel);
     const P = tensorSize(inSpatial);
     const group = geo.group;

@@ -21,7 +21,7 @@ export const LayerNormalization: SlotRule = {
     const axis = attrInt(node, 'axis', -1);
     const first = axis < 0 ? axis + rank : axis;
     if (first < 1) throw new Error(`LayerNormalization '${node.name}': axis ${axis} normalizes across the batch axis`);
-    const ones = b.op1('ConstantOfShape', [b.constInt64(xDims.slice(first - 1))], { value: b.floatTensor([1]) });
+    const ones = b.filled(xDims.slice(first - 1), 1);
     const normalized = b.op1('LayerNormalization', [x, ones], {
       axis: first,
       epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)),
