@@ -129,9 +129,7 @@ export const Gather: GradRule = {
     const length = xDims[axis];
     const count = product(ctx.shapes.dims(indices));
     const after = product(xDims.slice(axis + 1));
-    let flat = b.reshape(indices, [count, 1]);
-    if (ctx.shapes.elemType(indices) !== DataType.INT64) flat = b.op1('Cast', [flat], { to: DataType.INT64 });
-    const resolved = b.op1('Where', [b.op1('Less', [flat, b.constInt64([0], [])]), b.add(flat, b.constInt64([length], [])), flat]);
+    const resolved = b.reshape(resolveIndices(ctx, indices, length), [count, 1]);
     const positions = b.constInt64(Array.from({ length }, (_, i) => i), [1, length]);
     const oneHot = b.op1('Cast', [b.op1('Equal', [resolved, positions])], { to: floatTypeOf(ctx, x) });
     // g (batch, before…, indices…, after…) → (batch·before, count, after); onehotᵀ (length, count) contracts the indices.
