@@ -277,7 +277,7 @@ export class NpzWriter {
       layout.push({
         spec: { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] },
         nameBytes,
-        flags: /^[\x00-\x7f]*$/.test(memberName) ? 0 : FLAG_UTF8_NAME,
+        flags: /^\p{ASCII}*$/u.test(memberName) ? 0 : FLAG_UTF8_NAME,
         header,
         localOffset,
         dataStart,
