@@ -8,10 +8,9 @@
 // axes, whose interpolation weights sum to 1), so every coordinate mode, cubic
 // coefficient, exclude_outside and antialias setting is onnxruntime's own.
 import { attrInts, attrString, DataType } from '../../onnx/graph.js';
-import type { GradRule } from '../context.js';
-import { firstOnly, floatTypeOf, inversePermutation, product, refuseNode } from './shared.js';
+import { firstOnly, floatTypeOf, inversePermutation, oneOutputRule, product, refuseNode } from './shared.js';
 
-export const Resize: GradRule = {
+export const Resize = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse(node) {
     const mode = attrString(node, 'mode', 'nearest');
@@ -21,8 +20,7 @@ export const Resize: GradRule = {
     }
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const inDims = ctx.perSample(x);
@@ -113,4 +111,4 @@ export const Resize: GradRule = {
     }
     return [dx];
   },
-};
+});

@@ -3,13 +3,12 @@
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstOnly, floatTypeOf, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, floatTypeOf, oneOutputRule, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
 
 /** Concat: each data input gets its stretch of the cotangent along the axis. */
-export const Concat: GradRule = {
+export const Concat = oneOutputRule({
   refuse: refuseBatchAxis(1, 'concatenates along'),
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g, wanted) {
     const rank = ctx.rank(node.outputs[0]);
     const axis = dataAxis(node, attrInt(node, 'axis', 0), rank);
     let offset = 0;
@@ -20,7 +19,7 @@ export const Concat: GradRule = {
       return wanted[i] ? ctx.b.slice(g, [start], [start + length], [axis]) : undefined;
     });
   },
-};
+});
 
 /** Split: the cotangents of the parts, joined back (zeros for a part nothing flows back to). */
 export const Split: GradRule = {
@@ -65,10 +64,9 @@ function sliceInput(ctx: GradContext, node: Node, position: number): number[] | 
  * put back at the positions read. A step s > 1 spreads it with s − 1 zeros between
  * elements (Unsqueeze, Pad, Reshape); a negative step reverses it first.
  */
-export const Slice: GradRule = {
+export const Slice = oneOutputRule({
   differentiableInputs: firstOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const inDims = [0, ...ctx.perSample(x)];
@@ -110,18 +108,17 @@ export const Slice: GradRule = {
     }
     return [dx];
   },
-};
+});
 
 /**
  * Gather with indices that do not depend on the data: dx = onehot(indices)ᵀ · g per
  * sample, with the one-hot matrix (indices × positions) built by Equal against the
  * positions, so repeated indices add up. Negative indices count from the end.
  */
-export const Gather: GradRule = {
+export const Gather = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse: (node, context) => (context.wanted[0] ? refuseBatchAxis(0, 'gathers along')(node, context) : undefined),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
     const xDims = [0, ...ctx.perSample(x)];
@@ -136,17 +133,16 @@ export const Gather: GradRule = {
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, count, after])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /** Trilu keeps a triangle of the last two axes: the cotangent keeps the same triangle. */
-export const Trilu: GradRule = {
+export const Trilu = oneOutputRule({
   differentiableInputs: firstOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     if (ctx.rank(node.inputs[0]) < 3) throw refuseNode(node, 'its matrices span axis 0, the batch axis, so the samples are not independent');
     return [ctx.b.op1('Trilu', node.inputs[1] ? [g, node.inputs[1]] : [g], { upper: attrInt(node, 'upper', 1) }), undefined];
   },
-};
+});
 
 /** Non-negative int64 indices: a negative index counts from the end of an axis of `length`. */
 function resolveIndices(ctx: GradContext, indices: string, length: number | string): string {
@@ -168,11 +164,10 @@ function zerosLike(ctx: GradContext, value: string): string {
  * ScatterElements with reduction=add; before, by a one-hot comparison of the indices
  * with the positions along the axis, summed over the indices.
  */
-export const GatherElements: GradRule = {
+export const GatherElements = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(0, 'gathers along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
     const xDims = [0, ...ctx.perSample(x)];
@@ -191,18 +186,17 @@ export const GatherElements: GradRule = {
     const short = xDims.map((d, i) => (i === 0 || i === axis ? 0 : d - indexDims[i]));
     return [zeroPad(ctx, summed, xDims.map(() => 0), short), undefined];
   },
-};
+});
 
 /**
  * GatherND with batch_dims ≥ 1 (batch_dims = 0 would index the batch axis): each index
  * tuple picks a slice of one sample; the cotangent is added back there with a one-hot
  * matrix of the flattened tuples (tuples × indexed positions) per leading batch entry.
  */
-export const GatherND: GradRule = {
+export const GatherND = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse: (node) => (attrInt(node, 'batch_dims', 0) === 0 ? 'batch_dims=0: its index tuples address axis 0, the batch axis, so the samples are not independent' : undefined),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
     const batchDims = attrInt(node, 'batch_dims', 0);
@@ -222,7 +216,7 @@ export const GatherND: GradRule = {
     const spread = b.op1('MatMul', [b.transpose(oneHot, [0, 2, 1]), b.reshape(g, [-1, tuples, rest])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /**
  * ScatterElements along an axis other than 0. The data keeps the cotangent where it was
@@ -230,15 +224,14 @@ export const GatherND: GradRule = {
  * position it was written to. With reduction=none and repeated indices only the last
  * write counts in the forward op, and every write gets the cotangent here.
  */
-export const ScatterElements: GradRule = {
+export const ScatterElements = oneOutputRule({
   differentiableInputs: () => [0, 2],
   refuse(node) {
     const reduction = attrString(node, 'reduction', 'none');
     if (reduction !== 'none' && reduction !== 'add') return `reduction='${reduction}' is not supported: only 'none' and 'add'`;
     return refuseBatchAxis(0, 'scatters along')(node, { opset: 0, wanted: [] });
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [x, indices, updates] = node.inputs;
     const axis = dataAxis(node, attrInt(node, 'axis', 0), ctx.rank(x));
@@ -249,7 +242,7 @@ export const ScatterElements: GradRule = {
       wanted[2] ? b.op1('GatherElements', [g, indices], { axis }) : undefined,
     ];
   },
-};
+});
 
 /**
  * ScatterND: the data keeps the cotangent where it was not overwritten, each update
@@ -257,14 +250,13 @@ export const ScatterElements: GradRule = {
  * batch axis first; that every update lands in its own sample is checked by the probe,
  * which refuses a model whose samples interact.
  */
-export const ScatterND: GradRule = {
+export const ScatterND = oneOutputRule({
   differentiableInputs: () => [0, 2],
   refuse(node) {
     const reduction = attrString(node, 'reduction', 'none');
     return reduction !== 'none' && reduction !== 'add' ? `reduction='${reduction}' is not supported: only 'none' and 'add'` : undefined;
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [, indices, updates] = node.inputs;
     const add = attrString(node, 'reduction', 'none') === 'add';
@@ -274,32 +266,30 @@ export const ScatterND: GradRule = {
       wanted[2] ? b.op1('GatherND', [g, indices]) : undefined,
     ];
   },
-};
+});
 
 /** TopK's values came from distinct positions along the axis: their cotangents go back there. */
-export const TopK: GradRule = {
+export const TopK = oneOutputRule({
   differentiableInputs: firstOnly,
   differentiableOutputs: () => [0],
   refuse: refuseBatchAxis(-1, 'selects along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const x = node.inputs[0];
     const axis = dataAxis(node, attrInt(node, 'axis', -1), ctx.rank(x));
     if (!node.outputs[1]) node.outputs[1] = ctx.b.fresh('TopK_indices');
     return [ctx.b.op1('ScatterElements', [ctx.zerosPerSample(ctx.perSample(x)), node.outputs[1], g], { axis }), undefined];
   },
-};
+});
 
 /** Compress along an axis keeps the positions where the condition holds: a Gather of those positions. */
-export const Compress: GradRule = {
+export const Compress = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'axis', Number.NaN) === 0) return 'it selects along axis 0, the batch axis, so the samples are not independent';
     if (node.attributes.every((a) => a.name !== 'axis')) return 'without an axis it flattens the input, batch axis included, so the samples are not independent';
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, condition] = node.inputs;
     const xDims = [0, ...ctx.perSample(x)];
@@ -311,27 +301,26 @@ export const Compress: GradRule = {
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, kept, product(xDims.slice(axis + 1))])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /** ReverseSequence reverses each sequence's first lens[i] steps: doing it again puts the cotangent back. */
-export const ReverseSequence: GradRule = {
+export const ReverseSequence = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse: (node) =>
     attrInt(node, 'time_axis', 0) === 0 ? 'its time axis is axis 0, the batch axis, so the samples are not independent' : undefined,
-  backward: (ctx, node, [g]) => [
-    g === undefined ? undefined : ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
+  backward: (ctx, node, g) => [
+    ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
     undefined,
   ],
-};
+});
 
 /**
  * CenterCropPad crops or pads each listed axis about its centre; the cotangent is
  * cropped or padded back to the input's shape the same way (the offsets agree).
  */
-export const CenterCropPad: GradRule = {
+export const CenterCropPad = oneOutputRule({
   differentiableInputs: firstOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const rank = ctx.rank(x);
@@ -346,4 +335,4 @@ export const CenterCropPad: GradRule = {
     }
     return [b.op1('CenterCropPad', [g, b.constInt64(axes.map((a) => inDims[a - 1]))], { axes }), undefined];
   },
-};
+});
