@@ -120,13 +120,10 @@ export const Gather = oneOutputRule({
   refuse: (node, context) => (context.wanted[0] ? refuseBatchAxis(0, 'gathers along')(node, context) : undefined),
   backward(ctx, node, g) {
     const b = ctx.b;
-    const [x, indices] = node.inputs;
-    const xDims = [0, ...ctx.perSample(x)];
-    const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
-    const length = xDims[axis];
+    const { x, indices, xDims, axis, length, resolved: anyShape } = gatherAlongAxis(ctx, node);
     const count = product(ctx.shapes.dims(indices));
     const after = product(xDims.slice(axis + 1));
-    const resolved = b.reshape(resolveIndices(ctx, indices, length), [count, 1]);
+    const resolved = b.reshape(anyShape, [count, 1]);
     const positions = b.constInt64(Array.from({ length }, (_, i) => i), [1, length]);
     const oneHot = b.op1('Cast', [b.op1('Equal', [resolved, positions])], { to: floatTypeOf(ctx, x) });
     // g (batch, before…, indices…, after…) → (batch·before, count, after); onehotᵀ (length, count) contracts the indices.
@@ -153,6 +150,15 @@ function resolveIndices(ctx: GradContext, indices: string, length: number | stri
   return b.op1('Where', [b.op1('Less', [v, b.constInt64([0], [])]), b.add(v, size), v]);
 }
 
+/** What Gather and GatherElements read off the node: full data dims, the axis, its length and the indices made non-negative int64. */
+function gatherAlongAxis(ctx: GradContext, node: Node) {
+  const [x, indices] = node.inputs;
+  const xDims = [0, ...ctx.perSample(x)];
+  const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
+  const length = xDims[axis];
+  return { x, indices, xDims, axis, length, resolved: resolveIndices(ctx, indices, length) };
+}
+
 /** Zeros of the (static or batched) shape of `value`. */
 function zerosLike(ctx: GradContext, value: string): string {
   return ctx.b.op1('Expand', [ctx.b.scalar(0), ctx.b.op1('Shape', [value])]);
@@ -169,11 +175,7 @@ export const GatherElements = oneOutputRule({
   refuse: refuseBatchAxis(0, 'gathers along'),
   backward(ctx, node, g) {
     const b = ctx.b;
-    const [x, indices] = node.inputs;
-    const xDims = [0, ...ctx.perSample(x)];
-    const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
-    const length = xDims[axis];
-    const resolved = resolveIndices(ctx, indices, length);
+    const { x, indices, xDims, axis, length, resolved } = gatherAlongAxis(ctx, node);
     if (b.opset >= 16) return [b.op1('ScatterElements', [ctx.zerosPerSample(xDims.slice(1)), resolved, g], { axis, reduction: 'add' }), undefined];
     const positionDims = xDims.map(() => 1);
     positionDims.splice(axis + 1, 0, length);
