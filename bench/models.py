@@ -40,7 +40,7 @@ SPECS = collections.OrderedDict(
             "cnn28",
             (
                 (1, 28, 28),
-                1000,
+                10000,
                 "Conv2d(1,16,3,p=1), ReLU, MaxPool2d(2), Conv2d(16,32,3,p=1), ReLU, MaxPool2d(2), "
                 "Flatten, Linear(1568,64), ReLU, Linear(64,1)",
             ),

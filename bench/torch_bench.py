@@ -252,9 +252,44 @@ def cmd_verify(args):
     return 0 if ok else 1
 
 
+def cmd_functorch_norm(args):
+    """Per-sample gradient norms (N,) and per parameter (N, P) as Opacus-style users compute them: vmap(grad)."""
+    import numpy as np
+
+    t = time.perf_counter()
+    torch, module, x, k = load_torch(args.name, args.n)
+    import functorch  # noqa: F401
+
+    import_s = time.perf_counter() - t
+    t = time.perf_counter()
+    blocks = functorch_jacobian(torch, module, x, k)
+    per_param = torch.stack([b.reshape(x.shape[0], -1).norm(dim=1) for b in blocks], dim=1)
+    norm = per_param.norm(dim=1)
+    compute_s = time.perf_counter() - t
+    np.savez(args.out, norm=norm.numpy(), norm_per_param=per_param.numpy())
+    report(mode="functorch-norm", name=args.name, n=x.shape[0], setup_s=import_s, compute_s=compute_s)
+
+
+def cmd_functorch_gram(args):
+    """The empirical NTK J J^T from functorch's J."""
+    import numpy as np
+
+    t = time.perf_counter()
+    torch, module, x, k = load_torch(args.name, args.n)
+    import functorch  # noqa: F401
+
+    import_s = time.perf_counter() - t
+    t = time.perf_counter()
+    jac = flatten(torch, functorch_jacobian(torch, module, x, k), x.shape[0], k).reshape(x.shape[0] * k, -1)
+    gram = jac @ jac.T
+    compute_s = time.perf_counter() - t
+    np.save(args.out, gram.numpy())
+    report(mode="functorch-gram", name=args.name, n=x.shape[0], setup_s=import_s, compute_s=compute_s)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=["functorch", "naive", "floor", "verify"])
+    p.add_argument("mode", choices=["functorch", "naive", "floor", "verify", "functorch-norm", "functorch-gram"])
     p.add_argument("name", choices=list(models.SPECS))
     p.add_argument("--n", type=int, default=None, help="samples (default: all of input.npy)")
     p.add_argument("--out", default=None, help="where to write J (default: a file in the current directory)")
@@ -269,7 +304,8 @@ def main():
         if not args.jacobian or args.n is None:
             p.error("verify needs --n and --jacobian")
         return cmd_verify(args)
-    return {"functorch": cmd_functorch, "naive": cmd_naive, "floor": cmd_floor}[args.mode](args) or 0
+    modes = {"functorch": cmd_functorch, "naive": cmd_naive, "floor": cmd_floor, "functorch-norm": cmd_functorch_norm, "functorch-gram": cmd_functorch_gram}
+    return modes[args.mode](args) or 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ import { loadModel } from './onnx/proto.js';
 import { isZarrPath, MemorySink, openFileSink, openZarrSink } from './output.js';
 import type { ZarrCompressor } from './io/zarr.js';
 import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
+import { planGram } from './stats/gram.js';
+import type { StatName } from './stats/graph.js';
+import { planStats, type StatsOptions } from './stats/run.js';
 
 export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysis/analyze.js';
 export type { ParameterSelection } from './analysis/select.js';
@@ -17,6 +20,10 @@ export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './
 export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan } from './run/jacobian.js';
 export type { RowSelection, RowRange } from './run/shards.js';
 export { planJacobian } from './run/jacobian.js';
+export { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
+export { planGram, type GramOptions } from './stats/gram.js';
+export { STATS, type StatName, type Wrt } from './stats/graph.js';
+export { appendLoss, LOSSES, type LossKind } from './loss/append.js';
 export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
 export { readNpz, NpzWriter } from './io/npz.js';
 export { loadModel } from './onnx/proto.js';
@@ -58,6 +65,30 @@ export async function writeJacobian(model: string | Graph, path: string, options
     await sink.abort();
     throw err;
   }
+}
+
+/**
+ * Statistics of J in memory (`--stat`): one Float32Array (Float64Array for double models)
+ * per entry, named as in the CLI's .npz (norm, norm_per_param, sumsq, …, gram).
+ */
+export async function computeStats(
+  model: string | Graph,
+  options: Omit<StatsOptions, 'stats'> & { input: InputSpec; stats: StatName[]; input2?: InputSpec },
+): Promise<Map<string, { shape: number[]; data: Float32Array | Float64Array }>> {
+  const graph = typeof model === 'string' ? loadModel(model) : model;
+  const inputs = resolveInputs(graph, options.input);
+  const planned = options.stats.includes('gram')
+    ? await planGram(graph, inputs, options.input2 ? resolveInputs(graph, options.input2) : undefined, options)
+    : await planStats(graph, inputs, options);
+  const parts = planned.plan.entries.map(() => [] as Uint8Array[]);
+  await planned.run({ write: async (i, bytes) => void parts[i].push(new Uint8Array(bytes)) });
+  return new Map(
+    planned.plan.entries.map((entry, i) => {
+      const bytes = Buffer.concat(parts[i]);
+      const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      return [entry.name, { shape: entry.shape, data: entry.dtype === 'float64' ? new Float64Array(copy) : new Float32Array(copy) }];
+    }),
+  );
 }
 
 /** The eligibility analysis `jacobian check` prints. */

@@ -91,6 +91,12 @@ describe('inputs', () => {
 });
 
 describe('CLI conventions', () => {
+  it('ends quietly when the reader of its help goes away (--help | true)', () => {
+    // `true` exits without reading, so the help is written into a closed pipe (EPIPE).
+    const r = spawnSync('sh', ['-c', `{ "${process.execPath}" "${BIN}" --help; echo "status $?" >&2; } | true`], { encoding: 'utf8' });
+    expect(r.stderr).toBe('status 0\n');
+  });
+
   it('prints help on no arguments, on `help` and `help check`; -V prints the version', () => {
     const none = jacobian([]);
     expect(none.code).toBe(0);

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkModel, computeJacobian, ModelRefusedError, readNpy, readNpz, writeJacobian } from '../src/index.js';
+import { checkModel, computeJacobian, computeStats, ModelRefusedError, readNpy, readNpz, writeJacobian } from '../src/index.js';
 import { expectClose, FIXTURES, readReference } from './helpers.js';
 
 describe('library API', () => {
@@ -29,6 +29,20 @@ describe('library API', () => {
     const entries = readNpz(path);
     const ref = readReference('seed');
     for (const p of ref.parameters!) expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
+  });
+
+  it('computeStats gives the per-sample norms and the Gram matrix of the PyTorch J', async () => {
+    const J = readNpy(join(FIXTURES, 'stats', 'mlp_J.npy'));
+    const [N, K, D] = J.shape;
+    const row = (r: number) => Float64Array.from((J.data as Float32Array).subarray(r * D, (r + 1) * D));
+    const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + x * b[i], 0);
+    const model = join(FIXTURES, 'stats', 'mlp.onnx');
+    const input = join(FIXTURES, 'stats', 'mlp_x.npy');
+    const stats = await computeStats(model, { input, stats: ['norm'] });
+    expect(stats.get('norm')!.shape).toEqual([N, K]);
+    expectClose(stats.get('norm')!.data, Array.from({ length: N * K }, (_, r) => Math.sqrt(dot(row(r), row(r)))), 'norm');
+    const gram = await computeStats(model, { input, stats: ['gram'] });
+    expectClose(gram.get('gram')!.data, Array.from({ length: N * K * N * K }, (_, i) => dot(row(Math.floor(i / (N * K))), row(i % (N * K)))), 'gram');
   });
 
   it('checkModel reports the problems; computeJacobian refuses with ModelRefusedError', async () => {

@@ -120,6 +120,17 @@ describe('refused models', () => {
     expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/training_mode input.*eval mode/));
   });
 
+  it('Dropout with a constant false training_mode is the identity (torchvision Swin exports it)', () => {
+    const graph = graphWith(13, (b, x, w) => b.op('Dropout', [b.op1('Gemm', [x, w]), b.constFloat([0.5], []), 'training'], {}, 1)[0]);
+    graph.initializers.set('training', makeTensor('training', DataType.BOOL, [], new Uint8Array([0])));
+    const prepared = prepareGraph(graph);
+    expect(prepared.nodes.find((n) => n.opType === 'Dropout')!.inputs).toHaveLength(2);
+    expect(analyze(prepared, prepared.outputs[0].name).problems).toEqual([]);
+    graph.initializers.set('training', makeTensor('training', DataType.BOOL, [], new Uint8Array([1])));
+    const stillRandom = prepareGraph(graph);
+    expect(analyze(stillRandom, stillRandom.outputs[0].name).problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/training_mode input/));
+  });
+
   it('an output that holds integers', () => {
     const graph = graphWith(13, (b, x, w) => b.op1('ArgMax', [b.op1('Gemm', [x, w])], { axis: 1 }));
     graph.outputs[0].elemType = DataType.INT64;

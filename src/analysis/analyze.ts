@@ -110,8 +110,14 @@ function isSelection(node: Node, input: number, valueDependent: ReadonlySet<stri
 
 const PRODUCT_OPS = new Set(['Mul', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'Einsum']);
 
-export function analyze(graph: Graph, output: string, selection: ParameterSelection = {}): Analysis {
-  const selector = new ParameterSelector(selection);
+/**
+ * `wrt: 'inputs'` (derivatives with respect to the data inputs, `--wrt inputs`): cotangents
+ * flow back to the inputs through every node on the way, and how parameters enter the
+ * network does not matter.
+ */
+export function analyze(graph: Graph, output: string, options: ParameterSelection & { wrt?: 'parameters' | 'inputs' } = {}): Analysis {
+  const wrtInputs = options.wrt === 'inputs';
+  const selector = new ParameterSelector(options);
   selector.know(graph.initializers.keys());
   const candidates: Candidate[] = [];
   const excluded: ExcludedParameter[] = [];
@@ -241,7 +247,7 @@ export function analyze(graph: Graph, output: string, selection: ParameterSelect
       excluded.push({ name, dims: tensor.dims, size, columns: [candidate.first, candidate.first + size], reason: choice.reason!, problems: paramProblems });
       continue;
     }
-    problems.push(...paramProblems);
+    if (!wrtInputs) problems.push(...paramProblems);
     parameters.push({ name, dims: tensor.dims, size, offset, elemType: tensor.dataType, uses });
     offset += size;
   }
@@ -263,7 +269,7 @@ export function analyze(graph: Graph, output: string, selection: ParameterSelect
       for (const o of differentiableOutputs(n)) if (n.outputs[o]) downstream.add(n.outputs[o]);
     }
   }
-  const needed = new Set([...activations].filter((v) => reaches.has(v) && downstream.has(v)));
+  const needed = new Set([...activations].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
 
   const unsupported = new Set<string>();
   for (const n of graph.nodes) {

@@ -1,10 +1,11 @@
 // Normalizes a decoded model before analysis: checks the opset, inlines local
 // functions (ModelProto.functions, e.g. torch's export_modules_as_functions) and
 // unrolls recurrent layers (./unroll.ts), so every node the analysis sees is a
-// standard op at the top level.
+// standard op at the top level; a Dropout whose training_mode is a constant false
+// loses that input (it is the identity, as without it).
 import { ModelRefusedError } from '../errors.js';
 import { unrollRecurrences } from './unroll.js';
-import { defaultOpset, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
+import { DataType, defaultOpset, tensorNumbers, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
 
 export const MIN_OPSET = 11;
 
@@ -16,7 +17,26 @@ export function prepareGraph(model: Graph): Graph {
     );
   }
   const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
-  return unrollRecurrences(inlined);
+  return withoutConstantInferenceDropout(unrollRecurrences(inlined));
+}
+
+/**
+ * Exporters (torchvision's Swin, for one) give Dropout a training_mode input that is a
+ * constant false: the node is the identity then, as without the input, so the input goes.
+ */
+function withoutConstantInferenceDropout(graph: Graph): Graph {
+  const constantNodes = new Map(graph.nodes.filter((n) => n.opType === 'Constant').map((n) => [n.outputs[0], n]));
+  const isConstantFalse = (name: string): boolean => {
+    const tensor = graph.initializers.get(name)?.proto ?? constantNodes.get(name)?.attributes.find((a) => a.name === 'value')?.t;
+    if (!tensor || tensor.dataType !== DataType.BOOL) return false;
+    const values = tensorNumbers(tensor);
+    return values.length === 1 && values[0] === 0;
+  };
+  if (!graph.nodes.some((n) => n.opType === 'Dropout' && n.inputs[2] && isConstantFalse(n.inputs[2]))) return graph;
+  return {
+    ...graph,
+    nodes: graph.nodes.map((n) => (n.opType === 'Dropout' && n.inputs[2] && isConstantFalse(n.inputs[2]) ? { ...n, inputs: n.inputs.slice(0, 2) } : n)),
+  };
 }
 
 function findFunction(functions: readonly LocalFunction[], node: Node): LocalFunction | undefined {

@@ -11,9 +11,12 @@ import { parseInputSpec } from './parse.js';
 import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from './inputs.js';
+import { withLoss } from './loss.js';
+import { statsCommand, type StatsCliOptions } from './stats.js';
+import type { LossKind } from '../loss/append.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
-export interface ComputeOptions {
+export interface ComputeOptions extends StatsCliOptions {
   input: string[];
   output?: string;
   asTuple?: boolean;
@@ -26,6 +29,9 @@ export interface ComputeOptions {
   maxMemory?: number;
   threads?: number;
   vectorStrategy?: 'tile' | 'loop';
+  loss?: LossKind;
+  target?: string;
+  huberDelta?: number;
   rows?: RowSelection;
   shard?: RowSelection;
   compressor?: ZarrCompressor;
@@ -62,6 +68,10 @@ export function jsonStreamFor(output: string | undefined): NodeJS.WriteStream {
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
+  if ((opts.stat && opts.stat.length > 0) || opts.wrt === 'inputs') return statsCommand(modelPath, opts);
+  for (const [flag, given] of [['--clip', opts.clip], ['--vector', opts.vector], ['--cotangent', opts.cotangent], ['--input2', opts.input2?.length ? opts.input2 : undefined]] as const) {
+    if (given !== undefined) throw new UsageError(`${flag} goes with --stat: see jacobian --help`);
+  }
   const started = performance.now();
   const zarr = opts.output !== undefined && isZarrPath(opts.output);
   const archive = !zarr && (opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false));
@@ -83,8 +93,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
   };
   const loadStart = performance.now();
-  const graph = loadModel(modelPath);
-  const { inputs } = await bindInputs(graph, opts.input, note);
+  const model = loadModel(modelPath);
+  const { inputs } = await bindInputs(model, opts.input, note);
   const nonFiniteRows: Record<string, number> = {};
   try {
     for (const [name, source] of inputs) {
@@ -101,8 +111,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
   let planned: Awaited<ReturnType<typeof planJacobian>>;
   try {
+    const { graph, modelOutput } = await withLoss(model, inputs, opts);
     planned = await planJacobian(graph, inputs, {
-      modelOutput: opts.modelOutput,
+      modelOutput,
       reduce: opts.reduce,
       layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
       rows: opts.shard ?? opts.rows,

@@ -9,6 +9,22 @@ import { endProgressLine } from './progress.js';
 import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
 import { parseCount, parseSize } from './parse.js';
+import { LOSSES } from '../loss/append.js';
+import { STATS, type StatName } from '../stats/graph.js';
+import { UsageError } from '../errors.js';
+
+function collectStat(value: string, previous: StatName[] | undefined): StatName[] {
+  if (!(STATS as readonly string[]).includes(value)) throw new UsageError(`--stat takes one of ${STATS.join(', ')}, not '${value}'`);
+  return [...(previous ?? []), value as StatName];
+}
+
+function parsePositive(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!(n > 0) || !Number.isFinite(n)) throw new UsageError(`${flag} takes a positive number, not '${value}'`);
+    return n;
+  };
+}
 import { parseRows, parseShard } from '../run/shards.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -39,6 +55,12 @@ Examples:
   jacobian model.onnx -i batch.npz -o J.npy              inputs from the .npz entries named after them (or x=batch.npz:entry)
   cat batch.npy | jacobian model.onnx -i - -o - > J.npy  standard input and output
   jacobian model.onnx -i batch.npy --shard 0/4 -o J.zarr  shard 0 of 4 (run 0/4 … 3/4 anywhere) into one Zarr store
+  jacobian model.onnx -i x.npy --loss cross-entropy --target y.npy --stat norm -o norms.npz
+                                                         per-sample loss-gradient norms, J never written
+  jacobian model.onnx -i x.npy --stat gram --input2 x2.npy -o ntk.npz
+                                                         the empirical NTK between two sets
+  jacobian model.onnx -i x.npy --wrt inputs -o saliency.npy
+                                                         ∂z/∂x per sample, (N, *K, *input shape)
   jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
   jacobian help check                                    help on a command
 
@@ -56,6 +78,12 @@ Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runti
 export async function main(argv: string[]): Promise<number> {
   // onnxruntime's own log lines (colored, timestamped) would mix with the CLI's messages: its errors arrive as exceptions.
   ort.env.logLevel = 'fatal';
+  // A reader that goes away (`jacobian --help | head`) ends the process quietly; when J itself goes
+  // to stdout, its sink listens too and the run ends with exit 3 instead.
+  const onStdoutError = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' && process.stdout.listenerCount('error') === 1) process.exit(process.exitCode ?? 0);
+  };
+  if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', onStdoutError);
   let exitCode = 0;
   let json = argv.includes('--json');
   // With the Jacobian on stdout, JSON (summary or error) goes to stderr.
@@ -73,6 +101,15 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
+    .addOption(new Option('--loss <kind>', "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)").choices([...LOSSES]))
+    .option('--target <file.npy>', 'targets of --loss: class indices (int64) or values of the output\'s shape (float)')
+    .option('--huber-delta <delta>', 'delta of --loss huber (default 1)', parseFloat)
+    .addOption(new Option('--stat <name>', 'compute a statistic of J instead of writing J (repeatable): ' + STATS.join(', ')).choices([...STATS]).argParser(collectStat))
+    .option('--clip <C>', 'clipping bound of --stat clipped-sum', parsePositive('--clip'))
+    .option('--vector <v.npy>', 'v of --stat jvp, shape (D,)')
+    .option('--cotangent <u.npy>', 'u of --stat vjp, shape (N, *K)')
+    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .addOption(new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'").choices(['parameters', 'inputs']).default('parameters'))
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
@@ -90,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--exclude <pattern>', 'leave these parameters out (treated as constants); same patterns as --params; repeatable', collect, [])
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print a machine-readable summary (or error) as JSON')
-    .option('--verbose', 'print a timing breakdown on stderr')
+    .option('--verbose', 'print a timing breakdown on stderr (and, for --stat, which slots used the factors)')
     .showHelpAfterError('(run jacobian help for usage)')
     .helpCommand('help [command]', 'show the help of jacobian or of a command')
     .addHelpText('after', MAIN_EXAMPLES)

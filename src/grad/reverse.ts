@@ -6,8 +6,11 @@ import { nodeLabel, type Node } from '../onnx/graph.js';
 import type { GradContext } from './context.js';
 import { gradRules } from './registry.js';
 
-/** Returns the cotangent of each parameterized node's first output (undefined where none flows back). */
-export function reversePass(ctx: GradContext, analysis: Analysis, seed: string): Map<Node, string | undefined> {
+/**
+ * Returns the cotangent of each parameterized node's first output (undefined where none
+ * flows back); fills `valueGrads` with the total cotangent of each value it names.
+ */
+export function reversePass(ctx: GradContext, analysis: Analysis, seed: string, valueGrads?: Map<string, string | undefined>): Map<Node, string | undefined> {
   const contributions = new Map<string, string[]>([[analysis.output, [seed]]]);
   const total = (value: string): string | undefined => {
     const terms = contributions.get(value);
@@ -37,5 +40,6 @@ export function reversePass(ctx: GradContext, analysis: Analysis, seed: string):
       contributions.get(value)!.push(g);
     });
   }
+  for (const value of valueGrads?.keys() ?? []) valueGrads!.set(value, total(value));
   return slotGrads;
 }

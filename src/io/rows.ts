@@ -22,8 +22,11 @@ export interface RowSource {
   shape: number[];
   /** File name (or 'memory') for messages. */
   source: string;
-  /** Rows [start, end) in a fresh, aligned, host-order array. */
-  rows(start: number, end: number): NpyData;
+  /**
+   * Rows [start, end) in a fresh, aligned, host-order array, or in the first bytes of
+   * `reuse` when it is large enough (a chunk loop's buffer, so chunks leave no garbage).
+   */
+  rows(start: number, end: number, reuse?: ArrayBuffer): NpyData;
   /** The given rows, in that order. */
   pick(rows: readonly number[]): NpyData;
   /** Column-major data: rows() and pick() refuse it; raw() gives the stored elements for a transpose. */
@@ -144,10 +147,12 @@ export function openNpyRows(path: string): RowSource {
       readExact(fd, into, info.dataOffset + start * rowBytes, label);
       toHostOrder(into, itemSize, info.littleEndian);
     };
-    const rows = (start: number, end: number) => {
-      const buffer = new ArrayBuffer((end - start) * rowBytes);
-      read(start, new Uint8Array(buffer));
-      return npyTypedArray(info.dtype, buffer);
+    const rows = (start: number, end: number, reuse?: ArrayBuffer) => {
+      const bytes = (end - start) * rowBytes;
+      const buffer = reuse && reuse.byteLength >= bytes ? reuse : new ArrayBuffer(bytes);
+      read(start, new Uint8Array(buffer, 0, bytes));
+      const all = npyTypedArray(info.dtype, buffer);
+      return all.length * itemSize === bytes ? all : (all as Float32Array).subarray(0, bytes / itemSize);
     };
     return withOrder(
       {

@@ -15,6 +15,8 @@ export interface ValueInfo {
   elemType: number;
   /** Numbers for fixed sizes, strings for symbolic ones ('?' when unnamed); undefined when the rank is unknown. */
   dims: (number | string)[] | undefined;
+  /** A data input that holds the target of an appended loss (`--loss`): never differentiated with respect to. */
+  lossTarget?: boolean;
 }
 
 export interface Node {

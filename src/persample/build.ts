@@ -152,7 +152,7 @@ function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: n
 }
 
 /** Maps a per-sample gradient of a layout node's output back to its input. */
-function throughLayout(ctx: GradContext, node: Node, grad: string): string {
+export function throughLayout(ctx: GradContext, node: Node, grad: string): string {
   const input = node.inputs[0];
   const dims = ctx.dims(input);
   if (node.opType === 'Transpose') {
@@ -197,7 +197,7 @@ function throughSelection(selectionCtx: GradContext, node: Node, value: string, 
   return selectionCtx.b.sum(grads.filter((g, k): g is string => wanted[k] && g !== undefined));
 }
 
-function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
+export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, parameter: Parameter, slotGrads: Map<Node, string | undefined>): string {
   const terms: string[] = [];
   for (const use of parameter.uses) {
     const g = slotGrads.get(use.node);
@@ -222,7 +222,26 @@ function selectionContext(b: GraphBuilder, shapes: ShapeTable, analysis: Analysi
   return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.activations, ...onPaths]), seed, (name) => ctx.constantValue(name));
 }
 
-export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
+/** The forward graph, the reverse pass and the slot cotangents: what the Jacobian and its statistics are built from. */
+export interface GradientGraph {
+  graph: Graph;
+  b: GraphBuilder;
+  ctx: GradContext;
+  /** Name of the graph input that takes the output cotangent, (rows, ...K). */
+  seed: string;
+  feeds: Map<string, string>;
+  /** The parameters, their uses pointing at the graph's own nodes. */
+  parameters: Parameter[];
+  /** The context in which selections of parameters (Slice, Gather, …) map per-sample gradients back. */
+  selectionCtx: GradContext;
+  /** Cotangent of each parameterized node's first output. */
+  slotGrads: Map<Node, string | undefined>;
+  /** Cotangents of the requested data values (the model's inputs for `--wrt inputs`). */
+  valueGrads: Map<string, string | undefined>;
+  floatType: number;
+}
+
+export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copies: number, gradsOf: readonly string[] = []): GradientGraph {
   const graph = cloneGraph(analysis.graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
@@ -230,18 +249,24 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   const view = analysisOnClone(analysis, graph);
   // Where values carry the samples off axis 0, the samples are tiled at the inputs, which always carry them on axis 0.
   const feeds =
-    options.copies <= 1 ? new Map(graph.inputs.map((i) => [i.name, i.name])) : shapes.hasMovedBatch() ? tileInputs(b, graph, shapes, options.copies) : tileAtFrontier(b, graph, view, shapes, options.copies);
+    copies <= 1 ? new Map(graph.inputs.map((i) => [i.name, i.name])) : shapes.hasMovedBatch() ? tileInputs(b, graph, shapes, copies) : tileAtFrontier(b, graph, view, shapes, copies);
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
   const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
   if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
-  const slotGrads = reversePass(ctx, view, seed);
+  const valueGrads = new Map<string, string | undefined>(gradsOf.map((v) => [v, undefined]));
+  const slotGrads = reversePass(ctx, view, seed, valueGrads);
   const selectionCtx = selectionContext(b, shapes, analysis, seed, ctx, view.parameters);
-  const blocks = view.parameters.map((p) => perSampleGradient(ctx, selectionCtx, p, slotGrads));
+  return { graph, b, ctx, seed, feeds, parameters: view.parameters, selectionCtx, slotGrads, valueGrads, floatType };
+}
+
+export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: JacobianGraphOptions): JacobianGraph {
+  const { graph, b, ctx, seed, feeds, parameters, selectionCtx, slotGrads, floatType } = buildGradientGraph(analysis, shapes, options.copies);
+  const blocks = parameters.map((p) => perSampleGradient(ctx, selectionCtx, p, slotGrads));
   let outputs: string[];
   if (options.layout === 'flat') {
-    const rows = view.parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));
+    const rows = parameters.map((p, i) => b.reshape(blocks[i], [-1, p.size]));
     outputs = [rows.length === 1 ? rows[0] : b.op1('Concat', rows, { axis: 1 })];
   } else {
     outputs = blocks;
@@ -255,7 +280,7 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   graph.outputs = named.map((name, i) => ({
     name,
     elemType: floatType,
-    dims: options.layout === 'flat' ? ['rows', view.parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...view.parameters[i].dims],
+    dims: options.layout === 'flat' ? ['rows', parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...parameters[i].dims],
   }));
   return { graph, seed, outputs: named, feeds };
 }

@@ -61,8 +61,8 @@ export interface Progress {
   samplesDone: number;
   samples: number;
   bytesWritten: number;
-  /** Bytes of the whole J, once written. */
-  bytesTotal: number;
+  /** Bytes of the whole output once written, where known before it is written. */
+  bytesTotal?: number;
 }
 
 export interface OutputBlock {
@@ -169,7 +169,7 @@ export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): numbe
 }
 
 /** The graph with a Transpose that brings the output's batch axis to the front, and the new output's name. */
-function withBatchFirstOutput(graph: Graph, output: string, axis: number, rank: number): { graph: Graph; output: string } {
+export function withBatchFirstOutput(graph: Graph, output: string, axis: number, rank: number): { graph: Graph; output: string } {
   const name = `${output}/batch_first`;
   const perm = [axis, ...Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis)];
   const transpose = { name, opType: 'Transpose', domain: '', inputs: [output], outputs: [name], attributes: [makeAttribute('perm', perm)] };

@@ -8,7 +8,7 @@ import { tensorSize } from '../../onnx/graph.js';
 import type { SlotRule } from '../rule.js';
 
 /** One-hot kernels (channels·K, 1, ...kernel) for a depthwise patch-extracting Conv. */
-function patchKernels(ctx: GradContext, channels: number, kernel: readonly number[]): string {
+export function patchKernels(ctx: GradContext, channels: number, kernel: readonly number[]): string {
   const b = ctx.b;
   const K = tensorSize(kernel);
   const eye = b.reshape(b.identity(K), [K, 1, ...kernel]);

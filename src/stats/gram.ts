@@ -1,0 +1,239 @@
+// `--stat gram`: the empirical NTK J₁J₂ᵀ, tiled in blocks of rows and columns so that
+// memory is bounded by the chunk. Each block is one run: the row chunk and the column
+// chunk go through the network together (the diagonal blocks of J Jᵀ once), and per
+// term the block is F_R F_Cᵀ from the per-sample gradients, or from the factors:
+// (A_R A_Cᵀ)∘(G_R G_Cᵀ) for a Linear layer, Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ) over T positions.
+import type ort from 'onnxruntime-node';
+import ortRuntime from 'onnxruntime-node';
+import type { GradContext } from '../grad/context.js';
+import type { Analysis } from '../analysis/analyze.js';
+import type { ShapeTable } from '../analysis/shapes.js';
+import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
+import { npyItemSize, npyTypedArray, type NpyArray } from '../io/npy.js';
+import { asRowSource, type RowSource } from '../io/rows.js';
+import { standaloneGraph, type Graph } from '../onnx/graph.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { ScratchRows } from './scratch.js';
+import { GarbageMeter } from './collect.js';
+import { buildGradientGraph } from '../persample/build.js';
+import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
+import { makeSeed } from '../run/seed.js';
+import { ORT_TYPE } from '../run/tensors.js';
+import { dataInputs, termsFor, type Wrt } from './graph.js';
+import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
+import type { StatsSink } from './run.js';
+import { factorsPay, type Term } from './terms.js';
+
+export interface GramOptions {
+  wrt?: Wrt;
+  modelOutput?: string;
+  reduce?: Reduce;
+  batchSize?: number;
+  maxMemory?: number;
+  threads?: number;
+  onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
+}
+
+function flat(ctx: GradContext, value: string, size: number): string {
+  return ctx.b.reshape(value, [-1, size]);
+}
+
+/** Where a term's features sit in a feature row: its per-sample gradient, or its factors a and g. */
+type Segment =
+  | { term: string; kind: 'gradient'; offset: number; width: number }
+  | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
+
+interface FeatureGraph {
+  graph: Graph;
+  seed: string;
+  feeds: Map<string, string>;
+  /** (rows, F) */
+  features: string;
+  width: number;
+  segments: Segment[];
+  forms: string[];
+  directElements: number;
+}
+
+/** Forward and reverse pass, then one feature row per run row: gradients, or factors where they pay. */
+function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: number, wrt: Wrt): FeatureGraph {
+  const built = buildGradientGraph(analysis, shapes, copies, wrt === 'inputs' ? dataInputs(analysis) : []);
+  const { graph, b, ctx, floatType } = built;
+  graph.outputs = [];
+  const formed = new Set<Term>();
+  const terms = termsFor(ctx, analysis, shapes, wrt, built);
+  const parts: string[] = [];
+  const segments: Segment[] = [];
+  const forms: string[] = [];
+  let offset = 0;
+  for (const term of terms) {
+    const f = term.factors;
+    if (f && factorsPay(f)) {
+      forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
+      parts.push(flat(ctx, f.a, f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.T * f.O));
+      segments.push({ term: term.name, kind: 'factors', offset, T: f.T, I: f.I, O: f.O });
+      offset += f.T * (f.I + f.O);
+    } else {
+      forms.push(`gram ${term.name}: from the per-sample gradient`);
+      formed.add(term);
+      // A factored gradient as aᵀg (rows, I, O): inner products do not depend on the layout, and this one needs no transposes.
+      parts.push(f ? flat(ctx, b.scale(b.op1('MatMul', [f.aT, f.g]), f.alpha), term.size) : flat(ctx, term.direct(), term.size));
+      segments.push({ term: term.name, kind: 'gradient', offset, width: term.size });
+      offset += term.size;
+    }
+  }
+  const name = b.fresh('features');
+  graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 1 })], outputs: [name], attributes: [] });
+  graph.outputs = [{ name, elemType: floatType, dims: undefined }];
+  return { graph, seed: built.seed, feeds: built.feeds, features: name, width: offset, segments, forms, directElements: [...formed].reduce((s, t) => s + t.size, 0) };
+}
+
+/** A graph of two feature blocks R (r, F) and C (c, F) giving the kernel block (r, c) summed over the terms. */
+function buildKernelGraph(segments: Segment[], width: number, floatType: number): Graph {
+  const graph = standaloneGraph('gram');
+  const b = new GraphBuilder(graph, floatType);
+  graph.inputs = [
+    { name: 'R', elemType: floatType, dims: ['r', width] },
+    { name: 'C', elemType: floatType, dims: ['c', width] },
+  ];
+  const columns = (x: string, from: number, to: number) => b.slice(x, [from], [to], [1]);
+  const product = (left: string, right: string) => b.op1('MatMul', [left, b.transpose(right, [1, 0])]);
+  const blocks = segments.map((s) => {
+    if (s.kind === 'gradient') return product(columns('R', s.offset, s.offset + s.width), columns('C', s.offset, s.offset + s.width));
+    const aEnd = s.offset + s.T * s.I;
+    const gEnd = aEnd + s.T * s.O;
+    if (s.T === 1) return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
+    // (r·T, c·T) products of positions, multiplied, summed over t and s: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ).
+    const positions = (from: number, to: number, w: number) => product(b.reshape(columns('R', from, to), [-1, w]), b.reshape(columns('C', from, to), [-1, w]));
+    const both = b.mul(positions(s.offset, aEnd, s.I), positions(aEnd, gEnd, s.O));
+    const shape = b.op1('Concat', [b.slice(b.op1('Shape', ['R']), [0], [1], [0]), b.constInt64([s.T, -1, s.T])], { axis: 0 });
+    return b.reduceSum(b.op1('Reshape', [both, shape]), [1, 3], false);
+  });
+  graph.nodes.push({ name: 'gram/node', opType: 'Identity', domain: '', inputs: [b.sum(blocks)], outputs: ['gram'], attributes: [] });
+  graph.outputs = [{ name: 'gram', elemType: floatType, dims: undefined }];
+  return graph;
+}
+
+/** Feature rows of a chunk: at most this many bytes go into one kernel run's inputs. */
+const KERNEL_INPUT_TARGET = 32 * 1024 * 1024;
+/** The slab of output rows assembled before it is written. */
+const SLAB_TARGET = 8 * 1024 * 1024;
+
+export async function planGram(model: Graph, given: Map<string, NpyArray | RowSource>, second: Map<string, NpyArray | RowSource> | undefined, options: GramOptions) {
+  const p: Prepared = await prepare(model, given, options);
+  const wrt = options.wrt ?? 'parameters';
+  const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : undefined;
+  const N2 = columnInputs ? checkInputs(p.graph, columnInputs) : p.samples;
+  for (const [name, source] of columnInputs ?? []) {
+    const rowSource = p.inputs.get(name)!;
+    if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {
+      throw new UsageError(`--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`);
+    }
+  }
+  if (p.copies > 1 && p.fixedBatch !== undefined) {
+    throw new ModelRefusedError(`the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`);
+  }
+  const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);
+  const kernel = buildKernelGraph(features.segments, features.width, p.elemType);
+  const D = columns(p, wrt);
+  const itemSize = npyItemSize(p.dtype);
+  const K = p.copies;
+  const N1 = p.samples;
+  const featureBatch = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, features.directElements, options.maxMemory);
+  const featureRowBytes = features.width * itemSize;
+  // Kernel blocks in rows of J (samples × output elements).
+  // Each term makes one or two (r, c) products besides the block itself.
+  const products = features.segments.reduce((n, s) => n + (s.kind === 'factors' ? 2 : 1), 1);
+  const byProducts = Math.floor(Math.sqrt(KERNEL_INPUT_TARGET / (products * itemSize)));
+  const blockRows = Math.max(1, Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), byProducts, options.batchSize ? options.batchSize * K : Infinity));
+  const slabRows = Math.max(1, Math.min(N1 * K, blockRows, Math.floor(SLAB_TARGET / (N2 * K * itemSize))));
+  p.lap('graph');
+  const featureSession = await createSession(features.graph, options.threads);
+  const kernelSession = await createSession(kernel, options.threads);
+  p.lap('session');
+  const entries: OutputBlock[] = [{ name: 'gram', dtype: p.dtype, shape: [N1, ...p.elementShape, N2, ...p.elementShape] }];
+  const plan = { ...p, D, entries, batchSize: featureBatch, forms: features.forms };
+  const ortType = ORT_TYPE[p.dtype]!;
+
+  /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
+  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows, garbage: GarbageMeter): Promise<void> {
+    const seeds = new Map<number, ort.Tensor>();
+    const reuse = new Map<RowSource, ArrayBuffer>();
+    for (let start = 0; start < samples; start += featureBatch) {
+      const end = Math.min(samples, start + featureBatch);
+      const rows = p.fixedBatch ?? end - start;
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = chunkRows(source, start, end, rows, reuse);
+      if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
+      feeds[features.seed] = seeds.get(rows)!;
+      let out: ort.Tensor;
+      try {
+        out = (await featureSession.run(feeds))[features.features] as ort.Tensor;
+      } catch (err) {
+        throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
+      }
+      const data = out.data as Float32Array;
+      // Padding rows of a fixed batch are dropped here.
+      scratch.append(new Uint8Array(data.buffer, data.byteOffset, (end - start) * K * featureRowBytes));
+      out.dispose();
+      garbage.discard(data.byteLength);
+    }
+  }
+
+  async function run(sink: StatsSink): Promise<void> {
+    const scratches: ScratchRows[] = [];
+    try {
+      const garbage = new GarbageMeter();
+      const first = new ScratchRows(featureRowBytes);
+      scratches.push(first);
+      await featuresOf(p.inputs, N1, first, garbage);
+      let secondScratch = first;
+      if (columnInputs) {
+        secondScratch = new ScratchRows(featureRowBytes);
+        scratches.push(secondScratch);
+        await featuresOf(columnInputs, N2, secondScratch, garbage);
+      }
+      p.lap('compute');
+      const rows1 = N1 * K;
+      const rows2 = N2 * K;
+      const tensor = (bytes: Uint8Array, rows: number) =>
+        new ortRuntime.Tensor(ortType, (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never, [rows, features.width]);
+      // The feature blocks are read into two buffers used over and over.
+      const slabBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * rows2 * itemSize);
+      const rowBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * featureRowBytes);
+      const columnBuffer = new ArrayBuffer(Math.min(rows2, blockRows) * featureRowBytes);
+      let bytesWritten = 0;
+      for (let r0 = 0; r0 < rows1; r0 += slabRows) {
+        const r1 = Math.min(rows1, r0 + slabRows);
+        // The write is awaited below, so one slab buffer serves every row block.
+        const slab = npyTypedArray(p.dtype, slabBuffer).subarray(0, (r1 - r0) * rows2) as Float32Array;
+        const R = tensor(first.read(r0, r1, rowBuffer), r1 - r0);
+        for (let c0 = 0; c0 < rows2; c0 += blockRows) {
+          const c1 = Math.min(rows2, c0 + blockRows);
+          let block: ort.Tensor;
+          try {
+            block = (await kernelSession.run({ R, C: tensor(secondScratch.read(c0, c1, columnBuffer), c1 - c0) })).gram as ort.Tensor;
+          } catch (err) {
+            throw new RuntimeFailure(`onnxruntime failed on the Gram block of rows ${r0}–${r1 - 1} and columns ${c0}–${c1 - 1}: ${(err as Error).message}`);
+          }
+          // Moves the block's rows into their columns of the slab.
+          const data = block.data as Float32Array;
+          const width = c1 - c0;
+          for (let i = 0; i < r1 - r0; i++) slab.set(data.subarray(i * width, (i + 1) * width), i * rows2 + c0);
+          block.dispose();
+          garbage.discard(data.byteLength);
+        }
+        p.lap('compute');
+        await sink.write(0, new Uint8Array(slab.buffer, 0, slab.byteLength));
+        bytesWritten += slab.byteLength;
+        p.lap('write');
+        options.onProgress?.({ samplesDone: Math.floor(r1 / K), samples: N1, bytesWritten });
+      }
+    } finally {
+      for (const scratch of scratches) scratch.remove();
+      await featureSession.release();
+      await kernelSession.release();
+    }
+  }
+  return { plan, run };
+}
