@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { npyHeader, npyItemSize, parseNpyHeader } from '../dist/io/npy.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -191,25 +192,15 @@ async function repeated(times, once) {
 // ---------------------------------------------------------------------------
 // inputs
 
-/** Writes the first `rows` rows of a little-endian float32 C-order .npy to `dest`. */
+/** Writes the first `rows` rows of a .npy to `dest`, read and written with the project's own .npy code. */
 function sliceNpy(source, rows, dest) {
   const bytes = fs.readFileSync(source);
-  const major = bytes[6];
-  const headerLength = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
-  const dataStart = (major === 1 ? 10 : 12) + headerLength;
-  const header = bytes.subarray(major === 1 ? 10 : 12, dataStart).toString('latin1');
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  const descr = /'descr':\s*'([^']*)'/.exec(header)[1];
-  const itemSize = { '<f4': 4, '<i8': 8 }[descr];
-  if (!itemSize || header.includes("'fortran_order': True")) throw new Error(`${source}: expected C-order float32 or int64`);
-  if (rows > shape[0]) throw new Error(`${source} has ${shape[0]} samples, ${rows} needed`);
-  const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * itemSize;
-  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${[rows, ...shape.slice(1)].join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const padded = dict + ' '.repeat(63 - ((10 + dict.length) % 64)) + '\n';
-  const head = Buffer.alloc(10);
-  Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]).copy(head);
-  head.writeUInt16LE(padded.length, 8);
-  fs.writeFileSync(dest, Buffer.concat([head, Buffer.from(padded, 'latin1'), bytes.subarray(dataStart, dataStart + rows * rowBytes)]));
+  const info = parseNpyHeader(bytes, source);
+  if (rows > info.shape[0]) throw new Error(`${source} has ${info.shape[0]} samples, ${rows} needed`);
+  if (!info.littleEndian) throw new Error(`${source}: expected little-endian data`);
+  const rowBytes = info.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(info.dtype);
+  const data = bytes.subarray(info.dataOffset, info.dataOffset + rows * rowBytes);
+  fs.writeFileSync(dest, Buffer.concat([npyHeader(info.dtype, [rows, ...info.shape.slice(1)]), data]));
 }
 
 /** Model and input files of a benchmark model; regenerated with torch when missing. */

@@ -348,6 +348,7 @@ describe('exit codes and messages', () => {
     // Interrupt once the output is being written (its temporary file exists) and a progress line is up.
     const command = `"${process.execPath}" "${BIN}" seed/model.onnx -i many.npy -o interrupted.npy --batch-size 2 --threads 1 & pid=$!; for i in $(seq 200); do ls -a | grep -q '^\\.interrupted\\.npy\\.tmp-' && break; sleep 0.1; done; sleep 1; kill -INT $pid; wait $pid; echo "exit=$?"`;
     const r = spawnSync('script', ['-qfec', command, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+    // eslint-disable-next-line no-control-regex -- the progress line is cleared with the ANSI sequence ESC [K
     expect(r.stdout).toMatch(/samples .*\r\x1b\[Kjacobian: interrupted \(SIGINT\); no output was written\r?\n/);
     expect(r.stdout).toMatch(/exit=130/);
     expect(r.stdout).not.toContain('"ok"');

@@ -98,6 +98,10 @@ describe('ConvTranspose', () => {
     check(convT({ auto_pad: 'SAME_LOWER', strides: [2, 2] }, [2, 3, 4], [2, 2, 2, 3])));
   it('matches central differences with output_shape (float32)', () =>
     check(convT({ strides: [2, 2], output_shape: [6, 8] }, [2, 3, 4], [2, 2, 3, 3])));
+  // The spec's total padding is negative when output_shape exceeds the full transposed convolution
+  // (7 × 9 here); onnxruntime pads by 0 and the extra outputs at the end do not depend on x.
+  it('matches central differences with an output_shape longer than the full transposed convolution (float32)', () =>
+    check(convT({ strides: [2, 2], output_shape: [8, 10] }, [2, 3, 4], [2, 2, 3, 3])));
   it('matches central differences in 3-D with auto_pad VALID (float32)', () =>
     check(convT({ auto_pad: 'VALID', strides: [1, 2, 1] }, [2, 2, 2, 2], [2, 1, 2, 2, 2])));
   it('refuses a weight that holds data', () => {

@@ -125,20 +125,29 @@ describe('readNpy on numpy-written files', () => {
     expect(Array.from(arr.data as Float32Array)).toEqual([info.value]);
   });
 
-  it("accepts '=' and '|' byte orders and Python 2 'L' integer suffixes", () => {
+  it("accepts the byte orders numpy writes ('<', '>', '|' for one-byte types) and Python 2 'L' integer suffixes", () => {
     const data = Buffer.from(new Float32Array([1, 2, 3]).buffer);
-    for (const dict of [
-      "{'descr': '=f4', 'fortran_order': False, 'shape': (3,), }",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (3L,), }",
-      '{"descr": "<f4", "shape": (3,), "fortran_order": False}',
-      "{'descr':'<f4','fortran_order':False,'shape':(3,)}",
-    ]) {
-      const arr = parseNpy(npyWithHeader(dict, data), 'x.npy');
+    for (const dict of ["{'descr': '<f4', 'fortran_order': False, 'shape': (3L,), }", "{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }"]) {
+      const arr = parseNpy(npyWithHeader(dict, dict.includes('>') ? Buffer.from(data).swap32() : data), 'x.npy');
       expect(Array.from(arr.data as Float32Array)).toEqual([1, 2, 3]);
       expect(arr.shape).toEqual([3]);
     }
     const u1 = parseNpy(npyWithHeader("{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }", Buffer.from([7, 9])), 'u.npy');
     expect(Array.from(u1.data as Uint8Array)).toEqual([7, 9]);
+  });
+
+  it('refuses headers in any other form than the one np.save writes, naming the file', () => {
+    const data = Buffer.from(new Float32Array([1, 2, 3]).buffer);
+    for (const [dict, why] of [
+      ["{'descr': '=f4', 'fortran_order': False, 'shape': (3,), }", /unsupported dtype descr '=f4'/],
+      ["{'descr': '|f4', 'fortran_order': False, 'shape': (3,), }", /unsupported dtype descr '\|f4'/],
+      ['{"descr": "<f4", "shape": (3,), "fortran_order": False}', /expected exactly the keys/],
+      ["{'descr': '<f4', 'shape': (3,), 'fortran_order': False, }", /expected exactly the keys 'descr', 'fortran_order', 'shape' in that order/],
+      ["{'descr':'<f4','fortran_order':False,'shape':(3,)}", /not the dict np\.save writes/],
+    ] as const) {
+      expect(() => parseNpy(npyWithHeader(dict, data), 'x.npy'), dict).toThrow(NpyFormatError);
+      expect(() => parseNpy(npyWithHeader(dict, data), 'x.npy'), dict).toThrow(new RegExp(`^x\\.npy: .*${why.source}`));
+    }
   });
 });
 
@@ -200,17 +209,17 @@ describe('readNpy refuses what it cannot read, naming the file', () => {
   const malformed: [string, RegExp][] = [
     ["{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'extra': 1, }", /expected exactly the keys/],
     ["{'descr': '<f4', 'fortran_order': False, }", /expected exactly the keys/],
-    ["{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", /duplicate key/],
+    ["{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", /expected exactly the keys .* found 'descr', 'descr'/],
     ["{'descr': '<f4', 'fortran_order': 0, 'shape': (3,), }", /fortran_order/],
-    ["{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", /shape 3 is not a tuple/],
+    ["{'descr': '<f4', 'fortran_order': False, 'shape': (3), }", /shape \(3\) is not a tuple/],
     ["{'descr': '<f4', 'fortran_order': False, 'shape': [3], }", /not a tuple/],
     ["{'descr': '<f4', 'fortran_order': False, 'shape': (3, -1), }", /negative/],
     ["{'descr': '<f4', 'fortran_order': False, 'shape': (3.0,), }", /malformed/],
-    ["__import__('os').system('true')", /malformed .npy header: unexpected name '__import__'/],
-    ["{'descr': '<f4', 'fortran_order': False, 'shape': (3,), } x", /after the dict/],
+    ["__import__('os').system('true')", /malformed .npy header: expected exactly the keys .* found none/],
+    ["{'descr': '<f4', 'fortran_order': False, 'shape': (3,), } x", /malformed .npy header: not the dict np\.save writes/],
     ["{'descr': '<f4', 'fortran_order': False, 'shape': (3,)", /malformed/],
     ["{'descr': '<f4 , 'fortran_order': False, 'shape': (3,), }", /malformed/],
-    ["['descr', '<f4']", /not a dict/],
+    ["['descr', '<f4']", /malformed .npy header: expected exactly the keys .* found none/],
     ["{'descr': 'float32', 'fortran_order': False, 'shape': (3,), }", /unsupported dtype descr 'float32'/],
     ["{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }", /structured/],
   ];

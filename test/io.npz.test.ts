@@ -80,8 +80,14 @@ function zipMembers(file: Buffer): { members: ZipMember[]; hasZip64End: boolean 
     let localOffset = file.readUInt32LE(p + 42);
     if (centralExtra.length >= 4 && centralExtra.readUInt16LE(0) === 1) {
       let q = 4;
-      if (size === 0xffffffff) (size = Number(centralExtra.readBigUInt64LE(q))), (q += 8);
-      if (compressedSize === 0xffffffff) (compressedSize = Number(centralExtra.readBigUInt64LE(q))), (q += 8);
+      if (size === 0xffffffff) {
+        size = Number(centralExtra.readBigUInt64LE(q));
+        q += 8;
+      }
+      if (compressedSize === 0xffffffff) {
+        compressedSize = Number(centralExtra.readBigUInt64LE(q));
+        q += 8;
+      }
       if (localOffset === 0xffffffff) localOffset = Number(centralExtra.readBigUInt64LE(q));
     }
     expect(file.readUInt32LE(localOffset)).toBe(0x04034b50);

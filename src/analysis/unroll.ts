@@ -29,6 +29,7 @@ import {
   hasSubgraph,
   nodeLabel,
   tensorNumbers,
+  tensorSize,
   type Attribute,
   type Graph,
   type Node,
@@ -92,7 +93,6 @@ interface Activation {
 
 const identity = (rank: number) => Array.from({ length: rank }, (_, i) => i);
 const isIdentity = (perm: readonly number[]) => perm.every((p, i) => p === i);
-const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 /** Unknown extent (the batch, or a dimension the model leaves symbolic). */
 const UNKNOWN = -7;
 
@@ -492,7 +492,7 @@ class Unroller {
     const inferred = target.indexOf(-1);
     if (inferred >= 0) {
       if (target.includes(UNKNOWN, inferred + 1)) return false;
-      const known = product(inDims.filter((d) => d !== UNKNOWN)) / product(target.filter((d, k) => d !== UNKNOWN && k !== inferred));
+      const known = tensorSize(inDims.filter((d) => d !== UNKNOWN)) / tensorSize(target.filter((d, k) => d !== UNKNOWN && k !== inferred));
       // The -1 stands for the batch when the unknown axis is not copied by a 0.
       if (!shape.some((d, i) => d === 0 && inDims[i] === UNKNOWN)) {
         if (known !== 1) return false;
@@ -629,7 +629,7 @@ class Unroller {
       const inferred = target.indexOf(-1);
       if (inferred >= 0) {
         const rest = target.filter((_, i) => i !== inferred);
-        target[inferred] = x.includes(UNKNOWN) || rest.includes(UNKNOWN) ? UNKNOWN : product(x) / product(rest);
+        target[inferred] = x.includes(UNKNOWN) || rest.includes(UNKNOWN) ? UNKNOWN : tensorSize(x) / tensorSize(rest);
       }
       return target;
     }
@@ -651,7 +651,7 @@ class Unroller {
     if (op === 'Flatten') {
       const axis = attrInt(node, 'axis', 1);
       const a = axis < 0 ? axis + x.length : axis;
-      const merge = (d: number[]) => (d.includes(UNKNOWN) ? UNKNOWN : product(d));
+      const merge = (d: number[]) => (d.includes(UNKNOWN) ? UNKNOWN : tensorSize(d));
       return [merge(x.slice(0, a)), merge(x.slice(a))];
     }
     return undefined;

@@ -67,36 +67,30 @@ export class GradContext {
   }
 
   /**
-   * Sums a batched cotangent with per-sample dims `from` down to the per-sample dims
-   * `to` it was broadcast from (numpy rules, aligned on the right); never sums the batch axis.
+   * Sums a batched cotangent with per-sample dims `from` over the axes where a value of dims `to`
+   * was broadcast into it (numpy rules, aligned on the right), never over the batch axis, and
+   * returns (batch, ...to). `to` is the per-sample dims of a batched input, or the dims of a
+   * parameter, which may line up an axis 0 of size 1 with the batch axis. The one place
+   * broadcasting is summed back.
    */
   unbroadcastPerSample(grad: string, from: readonly number[], to: readonly number[]): string {
-    if (to.length > from.length) throw new Error(`cannot unbroadcast (${from.join(', ')}) to (${to.join(', ')})`);
-    const offset = from.length - to.length;
+    const offset = from.length + 1 - to.length;
+    if (offset < 0) throw new Error(`cannot sum (batch, ${from.join(', ')}) down to (${to.join(', ')}): it has fewer axes`);
+    if (offset === 0 && to[0] !== 1) {
+      throw new Error(`a parameter of shape (${to.join(', ')}) lines up its axis 0 with the batch axis; only size 1 is supported there`);
+    }
     const axes: number[] = [];
-    for (let i = 0; i < from.length; i++) {
+    for (let i = 1; i <= from.length; i++) {
       const t = i < offset ? undefined : to[i - offset];
-      if (t === undefined || (t === 1 && from[i] !== 1)) axes.push(i + 1);
+      if (t === undefined || (t === 1 && from[i - 1] !== 1)) axes.push(i);
     }
     const reduced = this.b.reduceSum(grad, axes, true);
-    return offset === 0 ? reduced : this.toPerSample(reduced, to);
+    return offset === 1 ? reduced : this.toPerSample(reduced, to);
   }
 
-  /**
-   * Per-sample gradient of a parameter broadcast into a batched output:
-   * sums the batched cotangent over the broadcast axes (never the batch axis)
-   * and returns (batch, ...paramDims).
-   */
+  /** Per-sample gradient (batch, ...paramDims) of a parameter broadcast into the batched `output`. */
   unbroadcastToParameter(grad: string, paramDims: readonly number[], output: string): string {
-    const out = [0, ...this.perSample(output)];
-    const offset = out.length - paramDims.length;
-    if (offset < 0) throw new Error('parameter has more axes than the output');
-    const axes: number[] = [];
-    for (let i = 1; i < out.length; i++) {
-      const p = i < offset ? undefined : paramDims[i - offset];
-      if (p === undefined || (p === 1 && out[i] !== 1)) axes.push(i);
-    }
-    return this.toPerSample(this.b.reduceSum(grad, axes, true), paramDims);
+    return this.unbroadcastPerSample(grad, this.perSample(output), paramDims);
   }
 }
 

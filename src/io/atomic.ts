@@ -347,36 +347,88 @@ export class StreamSink implements OutputSink {
 }
 
 /**
- * Positional writes in flight on one output: the first failure aborts the output (through
- * `onFailure`) and is thrown again by `settle`, so a caller that did not await a write
- * still learns of it at commit.
+ * The life of one output, shared by the .npy and .npz writers: open, then committing, then
+ * committed or aborted. Positional writes need not be awaited one by one: the first failure
+ * aborts the output and is thrown again at commit, so a caller that did not await a write
+ * still learns of it. Any failure leaves the target as it was.
  */
-export class PendingWrites {
+export class WriterCore {
+  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
   private readonly inflight = new Set<Promise<void>>();
   private firstError: unknown = null;
 
-  constructor(private readonly onFailure: () => Promise<void>) {}
+  private constructor(
+    readonly sink: OutputSink,
+    readonly path: string,
+    /** 'output' or 'archive', for messages. */
+    private readonly noun: string,
+  ) {}
 
-  track(p: Promise<void>): Promise<void> {
-    const tracked = p.then(
+  /** Writes the pieces known at open (headers) at their positions; aborts the sink if that fails. */
+  static async start(sink: OutputSink, path: string, noun: string, pieces: readonly { bytes: Uint8Array; position: number }[]): Promise<WriterCore> {
+    try {
+      await Promise.all(pieces.map((p) => sink.writeAt(p.bytes, p.position)));
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+    return new WriterCore(sink, path, noun);
+  }
+
+  /** Throws unless the output is still open. */
+  ensureOpen(action: 'write' | 'commit'): void {
+    if (this.state === 'open') return;
+    throw new Error(`${this.path}: cannot ${action}, the ${this.noun} was already ${this.state === 'committing' ? 'being committed' : this.state}`);
+  }
+
+  /** Aborts the output, then throws `err`. */
+  async fail(err: Error): Promise<never> {
+    await this.abort();
+    throw err;
+  }
+
+  /** Writes `bytes` at `position`; the caller must not modify `bytes` until this resolves. */
+  write(bytes: Uint8Array, position: number): Promise<void> {
+    const tracked: Promise<void> = this.sink.writeAt(bytes, position).then(
       () => {
         this.inflight.delete(tracked);
       },
       async (err: unknown) => {
         this.inflight.delete(tracked);
         this.firstError ??= err;
-        await this.onFailure();
+        if (this.state === 'open') await this.abortSink();
         throw err;
       },
     );
     this.inflight.add(tracked);
-    tracked.catch(() => undefined); // reported to the caller of write() and again by settle()
+    tracked.catch(() => undefined); // reported to the caller of write() and again by commit()
     return tracked;
   }
 
-  /** Waits for every write in flight; throws the first failure, if any. */
-  async settle(): Promise<void> {
-    await Promise.allSettled([...this.inflight]);
-    if (this.firstError !== null) throw this.firstError;
+  /** Waits for the writes in flight, runs `finish` (size checks, trailing records), then commits the sink. Aborts and throws on any failure. */
+  async commit(finish: () => void | Promise<void>): Promise<void> {
+    this.ensureOpen('commit');
+    this.state = 'committing';
+    try {
+      await Promise.allSettled([...this.inflight]);
+      if (this.firstError !== null) throw this.firstError;
+      await finish();
+      await this.sink.commit();
+    } catch (err) {
+      await this.abortSink();
+      throw err;
+    }
+    this.state = 'committed';
+  }
+
+  /** Discards the output; the target is untouched. No effect after commit. */
+  async abort(): Promise<void> {
+    if (this.state === 'committed' || this.state === 'aborted') return;
+    await this.abortSink();
+  }
+
+  private async abortSink(): Promise<void> {
+    this.state = 'aborted';
+    await this.sink.abort();
   }
 }

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import type { Writable } from 'node:stream';
-import { AtomicFile, IO_CHUNK, PendingWrites, StreamSink, type OutputSink } from './atomic.js';
+import { AtomicFile, IO_CHUNK, StreamSink, WriterCore, type OutputSink } from './atomic.js';
 
 export type NpyDtype =
   | 'float32'
@@ -83,20 +83,7 @@ const DTYPES: Record<NpyDtype, DtypeInfo> = {
 };
 
 /** descr kind letter + item size (e.g. `f4`) to our dtype. */
-const DTYPE_BY_TYPESTR: Record<string, NpyDtype> = {
-  f2: 'float16',
-  f4: 'float32',
-  f8: 'float64',
-  i1: 'int8',
-  u1: 'uint8',
-  i2: 'int16',
-  u2: 'uint16',
-  i4: 'int32',
-  u4: 'uint32',
-  i8: 'int64',
-  u8: 'uint64',
-  b1: 'bool',
-};
+const DTYPE_BY_TYPESTR: Record<string, NpyDtype> = Object.fromEntries((Object.keys(DTYPES) as NpyDtype[]).map((d) => [DTYPES[d].descr.slice(1), d]));
 
 const SUPPORTED_DTYPES_TEXT = 'float16/32/64, int8/16/32/64, uint8/16/32/64 and bool';
 
@@ -107,6 +94,11 @@ const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 const ARRAY_ALIGN = 64;
 /** numpy's GROWTH_AXIS_MAX_DIGITS: spare spaces so the first dimension can be rewritten in place. */
 const GROWTH_AXIS_MAX_DIGITS = 21;
+
+/** numpy's descr of a dtype as np.save writes it: `<f4`, `|u1`. */
+export function npyDescr(dtype: NpyDtype): string {
+  return dtypeInfo(dtype).descr;
+}
 
 /** Item size in bytes of a dtype. */
 export function npyItemSize(dtype: NpyDtype): number {
@@ -259,14 +251,10 @@ export interface NpyWriterOptions {
  * '-' writes sequentially to stdout, which cannot be made atomic.
  */
 export class NpyWriter {
-  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
   private accepted = 0;
-  private readonly pending = new PendingWrites(async () => {
-    if (this.state === 'open') await this.abortSink();
-  });
 
   private constructor(
-    private readonly sink: OutputSink,
+    private readonly core: WriterCore,
     readonly path: string,
     readonly dtype: NpyDtype,
     readonly shape: readonly number[],
@@ -276,26 +264,15 @@ export class NpyWriter {
   ) {}
 
   /** `path` '-' means process.stdout (or options.stdout). */
-  static async open(
-    path: string,
-    dtype: NpyDtype,
-    shape: readonly number[],
-    options: NpyWriterOptions = {},
-  ): Promise<NpyWriter> {
+  static async open(path: string, dtype: NpyDtype, shape: readonly number[], options: NpyWriterOptions = {}): Promise<NpyWriter> {
     const header = npyHeader(dtype, shape); // validates dtype and shape before any file is created
     const expectedBytes = shapeSize(shape) * dtypeInfo(dtype).itemsize;
     if (!Number.isSafeInteger(expectedBytes)) throw new RangeError(`array of shape ${formatShape(shape)} is too large`);
     // options.stdout also serves a FIFO or device opened by the caller: written in order, never replaced.
     const sink: OutputSink =
       path === '-' || options.stdout ? new StreamSink(options.stdout ?? process.stdout, path === '-' ? '<stdout>' : path) : await AtomicFile.create(path);
-    const writer = new NpyWriter(sink, path, dtype, [...shape], header.length, expectedBytes);
-    try {
-      await sink.writeAt(header, 0);
-    } catch (err) {
-      await sink.abort();
-      throw err;
-    }
-    return writer;
+    const core = await WriterCore.start(sink, path, 'output', [{ bytes: header, position: 0 }]);
+    return new NpyWriter(core, path, dtype, [...shape], header.length, expectedBytes);
   }
 
   /** Data bytes accepted by write() so far (the header is not counted). */
@@ -309,19 +286,20 @@ export class NpyWriter {
    * resolves. Writing past prod(shape) * itemsize aborts the output and throws.
    */
   async write(bytes: ArrayBufferView): Promise<void> {
-    if (this.state !== 'open') throw new Error(`${this.path}: cannot write, the output was already ${this.stateText()}`);
+    this.core.ensureOpen('write');
     const u8 = asBytes(bytes);
-    if (this.accepted + u8.byteLength > this.expectedBytes) {
-      const total = this.accepted + u8.byteLength;
-      await this.abort();
-      throw new Error(
-        `${this.path}: too much data: ${total} bytes written for shape ${formatShape(this.shape)} ${this.dtype}, ` +
-          `which holds ${this.expectedBytes}; the output was discarded`,
+    const total = this.accepted + u8.byteLength;
+    if (total > this.expectedBytes) {
+      await this.core.fail(
+        new Error(
+          `${this.path}: too much data: ${total} bytes written for shape ${formatShape(this.shape)} ${this.dtype}, ` +
+            `which holds ${this.expectedBytes}; the output was discarded`,
+        ),
       );
     }
     const position = this.headerLength + this.accepted;
-    this.accepted += u8.byteLength;
-    await this.pending.track(this.sink.writeAt(u8, position));
+    this.accepted = total;
+    await this.core.write(u8, position);
   }
 
   /**
@@ -329,44 +307,19 @@ export class NpyWriter {
    * If the size is wrong or anything fails, the output is aborted and this throws.
    */
   async commit(): Promise<void> {
-    if (this.state !== 'open') throw new Error(`${this.path}: cannot commit, the output was already ${this.stateText()}`);
-    this.state = 'committing';
-    try {
-      await this.pending.settle();
-    } catch (err) {
-      await this.abortSink();
-      throw err;
-    }
-    if (this.accepted !== this.expectedBytes) {
-      await this.abortSink();
+    await this.core.commit(() => {
+      if (this.accepted === this.expectedBytes) return;
       throw new Error(
         `${this.path}: incomplete data: ${this.accepted} of ${this.expectedBytes} bytes written for shape ` +
           `${formatShape(this.shape)} ${this.dtype}; the output was discarded` +
           (this.path === '-' ? ' (stdout already received the partial array)' : ''),
       );
-    }
-    try {
-      await this.sink.commit();
-    } catch (err) {
-      this.state = 'aborted';
-      throw err;
-    }
-    this.state = 'committed';
+    });
   }
 
   /** Removes the temporary file; the target path is untouched. No effect after commit. */
   async abort(): Promise<void> {
-    if (this.state === 'committed' || this.state === 'aborted') return;
-    await this.abortSink();
-  }
-
-  private async abortSink(): Promise<void> {
-    this.state = 'aborted';
-    await this.sink.abort();
-  }
-
-  private stateText(): string {
-    return this.state === 'committing' ? 'being committed' : this.state;
+    await this.core.abort();
   }
 }
 
@@ -441,66 +394,55 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   return end;
 }
 
-/** Parses the complete header in `bytes` (which must hold at least headerEnd bytes). */
+/**
+ * Parses the complete header in `bytes` (which must hold at least headerEnd bytes). Only the one form
+ * np.save writes is read (numpy's `_write_array_header`: keys sorted, single quotes, one space after
+ * ':' and ','), e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`; anything else is refused.
+ */
 function parseHeader(bytes: Uint8Array, end: number, source: string, allowFortran = false): NpyHeaderInfo {
   const major = bytes[6]!;
-  const preamble = major === 1 ? 10 : 12;
-  const raw = bytes.subarray(preamble, end);
-  let text: string;
+  const raw = bytes.subarray(major === 1 ? 10 : 12, end);
+  // 1.0 and 2.0 headers are latin-1; 3.0 allows UTF-8 (for structured field names, which are refused below anyway).
+  let text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
   if (major === 3) {
     try {
       text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
     } catch {
       throw new NpyFormatError(`${source}: the .npy header (format 3.0) is not valid UTF-8; ${REMEDY_RESAVE}`);
     }
-  } else {
-    text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
   }
+  const malformed = (why: string) => new NpyFormatError(`${source}: malformed .npy header: ${why} in ${quoteHeader(text)}; ${REMEDY_RESAVE}`);
+  const keys = [...text.matchAll(/'([^']*)':/g)].map((k) => `'${k[1]}'`);
+  if (keys.join(', ') !== "'descr', 'fortran_order', 'shape'") {
+    throw malformed(`expected exactly the keys 'descr', 'fortran_order', 'shape' in that order, found ${keys.join(', ') || 'none'}`);
+  }
+  const fields = /^\{'descr': (.*), 'fortran_order': (.*), 'shape': (.*), \}[ \n]*$/s.exec(text);
+  if (!fields) throw malformed(`not the dict np.save writes ({'descr': '<f4', 'fortran_order': False, 'shape': (3,), })`);
+  const [, descrText, fortranText, shapeText] = fields as unknown as [string, string, string, string];
 
-  let dict: PyValue;
-  try {
-    dict = parsePyLiteral(text);
-  } catch (err) {
-    if (!(err instanceof PyLiteralError)) throw err;
+  if (/^[[(]/.test(descrText)) {
     throw new NpyFormatError(
-      `${source}: malformed .npy header: ${err.message} in ${quoteHeader(text)}; ${REMEDY_RESAVE}`,
-    );
-  }
-  if (!(dict instanceof Map)) {
-    throw new NpyFormatError(`${source}: malformed .npy header: not a dict: ${quoteHeader(text)}; ${REMEDY_RESAVE}`);
-  }
-  const keys = [...dict.keys()].sort();
-  if (keys.join(',') !== 'descr,fortran_order,shape') {
-    throw new NpyFormatError(
-      `${source}: malformed .npy header: expected exactly the keys 'descr', 'fortran_order', 'shape', found ${
-        keys.map((k) => `'${k}'`).join(', ') || 'none'
-      }; ${REMEDY_RESAVE}`,
-    );
-  }
-
-  const descr = dict.get('descr')!;
-  if (typeof descr !== 'string') {
-    const what = Array.isArray(descr) || isTuple(descr) ? 'a structured (record) dtype' : 'an unsupported dtype';
-    throw new NpyFormatError(
-      `${source}: ${what} is not supported (descr ${shortRepr(descr)}); save a plain numeric array (${SUPPORTED_DTYPES_TEXT}), ` +
+      `${source}: a structured (record) dtype is not supported (descr ${descrText.slice(0, 120)}); save a plain numeric array (${SUPPORTED_DTYPES_TEXT}), ` +
         'e.g. one field at a time',
     );
   }
-  const m = /^([<>|=]?)([a-zA-Z])(\d+)$/.exec(descr);
-  const dtype = m ? DTYPE_BY_TYPESTR[`${m[2]}${m[3]}`] : undefined;
-  if (!m || !dtype) {
+  const descr = /^'([^']*)'$/.exec(descrText)?.[1];
+  if (descr === undefined) throw malformed(`descr ${descrText.slice(0, 120)} is not a quoted string`);
+  const m = /^([<>|])([a-z]\d+)$/.exec(descr);
+  const dtype = m ? DTYPE_BY_TYPESTR[m[2]!] : undefined;
+  if (!m || !dtype || (m[1] === '|' && DTYPES[dtype].itemsize !== 1)) {
     throw new NpyFormatError(
-      `${source}: unsupported dtype descr '${descr}'; supported are ${SUPPORTED_DTYPES_TEXT}; ` +
-        'convert before saving, e.g. np.save(path, arr.astype(np.float32))',
+      `${source}: unsupported dtype descr '${descr}'; supported are ${SUPPORTED_DTYPES_TEXT} ` +
+        `with byte order '<' or '>' ('|' for one-byte types); convert before saving, e.g. np.save(path, arr.astype(np.float32))`,
     );
   }
-  const order = m[1];
-  const littleEndian = order === '<' ? true : order === '>' ? false : HOST_LITTLE_ENDIAN;
+  // A one-byte type has no byte order: read it as little-endian, which needs no swap.
+  const littleEndian = m[1] !== '>';
 
-  const fortran = dict.get('fortran_order');
-  if (typeof fortran !== 'boolean') {
-    throw new NpyFormatError(`${source}: malformed .npy header: fortran_order is ${shortRepr(fortran!)}, not True/False; ${REMEDY_RESAVE}`);
+  if (fortranText !== 'True' && fortranText !== 'False') {
+    throw malformed(`fortran_order is ${fortranText.slice(0, 120)}, not True/False`);
   }
+  const fortran = fortranText === 'True';
   if (fortran && !allowFortran) {
     throw new NpyFormatError(
       `${source}: the array is stored in Fortran (column-major) order, which is not supported; ` +
@@ -508,14 +450,12 @@ function parseHeader(bytes: Uint8Array, end: number, source: string, allowFortra
     );
   }
 
-  const shapeValue = dict.get('shape')!;
-  if (!isTuple(shapeValue) || !shapeValue.items.every((d) => typeof d === 'bigint')) {
-    throw new NpyFormatError(`${source}: malformed .npy header: shape ${shortRepr(shapeValue)} is not a tuple of integers; ${REMEDY_RESAVE}`);
+  // Python's repr of a tuple of ints: (), (3,), (3, 4); an 'L' suffix is what numpy under Python 2 wrote.
+  if (!/^\((?:|\d+L?,|\d+L?(?:, \d+L?)+)\)$/.test(shapeText)) {
+    if (/-\s*\d/.test(shapeText)) throw malformed(`negative dimension in shape ${shapeText.slice(0, 120)}`);
+    throw malformed(`shape ${shapeText.slice(0, 120)} is not a tuple of integers`);
   }
-  const dims = shapeValue.items as bigint[];
-  if (dims.some((d) => d < 0n)) {
-    throw new NpyFormatError(`${source}: malformed .npy header: negative dimension in shape ${headerShape(dims)}; ${REMEDY_RESAVE}`);
-  }
+  const dims = [...shapeText.matchAll(/\d+/g)].map((d) => BigInt(d[0]));
   const itemsize = DTYPES[dtype].itemsize;
   const limit = BigInt(Number.MAX_SAFE_INTEGER);
   let dataBytes = dims.includes(0n) ? 0n : BigInt(itemsize);
@@ -597,7 +537,7 @@ function forEachByteChunk(data: NpyData, fn: (chunk: Buffer, offset: number) => 
 function finish(info: NpyHeaderInfo, arr: NpyArray): NpyArray {
   const { itemsize } = DTYPES[info.dtype];
   // IO_CHUNK is a multiple of every item size, so no element straddles two chunks.
-  if (itemsize > 1 && info.littleEndian !== HOST_LITTLE_ENDIAN) forEachByteChunk(arr.data, (c) => swapInPlace(c, itemsize));
+  forEachByteChunk(arr.data, (c) => toHostOrder(c, itemsize, info.littleEndian));
   return arr;
 }
 
@@ -607,11 +547,43 @@ export function parseNpyHeader(bytes: Uint8Array, source: string, options: { all
   return parseHeader(bytes, end, source, options.allowFortran);
 }
 
+/** Total header length of a .npy from its first bytes (12, or all the stream has), before the whole header has arrived. */
+export function npyHeaderLength(head: Uint8Array, source: string): number {
+  return headerEnd(head, Number.POSITIVE_INFINITY, source);
+}
+
+/** Throws unless exactly `info.dataBytes` bytes follow the header. */
+export function checkNpyDataSize(info: NpyHeaderInfo, available: number, source: string): void {
+  if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
+}
+
+/**
+ * Reads and parses the header of the .npy in bytes [start, start + length) of an open file, and checks
+ * that the data that follows has the size the header says: the one place a file's header is read.
+ */
+export function readNpyHeader(fd: number, start: number, length: number, source: string, allowFortran = false): { info: NpyHeaderInfo; headerBytes: Buffer } {
+  const first = Buffer.alloc(Math.min(length, 12));
+  readExact(fd, first, start, source);
+  const end = headerEnd(first, length, source);
+  let headerBytes = first.subarray(0, end);
+  if (end > first.length) {
+    headerBytes = Buffer.alloc(end);
+    readExact(fd, headerBytes, start, source);
+  }
+  const info = parseHeader(headerBytes, end, source, allowFortran);
+  checkNpyDataSize(info, length - end, source);
+  return { info, headerBytes };
+}
+
+/** Swaps element bytes read from a file in `littleEndian` order to the host's order, in place. */
+export function toHostOrder(bytes: Uint8Array, itemsize: number, littleEndian: boolean): void {
+  if (itemsize > 1 && littleEndian !== HOST_LITTLE_ENDIAN) swapInPlace(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), itemsize);
+}
+
 /** Parses a whole .npy file held in memory. The data is copied into a fresh, aligned buffer. */
 export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
   const info = parseNpyHeader(bytes, source);
-  const available = bytes.length - info.dataOffset;
-  if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
+  checkNpyDataSize(info, bytes.length - info.dataOffset, source);
   const arr = allocate(info, source);
   forEachByteChunk(arr.data, (c, off) => c.set(bytes.subarray(info.dataOffset + off, info.dataOffset + off + c.length)));
   return finish(info, arr);
@@ -619,25 +591,29 @@ export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
 
 /** Reads a .npy file. Any failure (missing file, permissions, bad contents) is an NpyFormatError naming the path. */
 export function readNpy(path: string): NpyArray {
+  const { fd, stat } = openForReading(path, '.npy');
+  try {
+    return readNpyRegion(fd, 0, stat.size, path, false).array;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Opens a file to read and stats it; failures (missing, a directory, permissions) are NpyFormatErrors naming the path. */
+export function openForReading(path: string, kind: '.npy' | '.npz', directoryHint = ''): { fd: number; stat: fs.Stats } {
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
   } catch (err) {
-    throw new NpyFormatError(`${path}: cannot open the .npy file: ${ioReason(err)}`);
+    throw new NpyFormatError(`${path}: cannot open the ${kind} file: ${ioReason(err)}`);
   }
   try {
-    let size: number;
-    try {
-      const st = fs.fstatSync(fd);
-      if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not a .npy file`);
-      size = st.size;
-    } catch (err) {
-      if (err instanceof NpyFormatError) throw err;
-      throw new NpyFormatError(`${path}: cannot read the .npy file: ${ioReason(err)}`);
-    }
-    return readNpyRegion(fd, 0, size, path, false).array;
-  } finally {
+    const stat = fs.fstatSync(fd);
+    if (stat.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not ${kind === '.npz' ? 'an' : 'a'} ${kind} file${directoryHint}`);
+    return { fd, stat };
+  } catch (err) {
     fs.closeSync(fd);
+    throw err instanceof NpyFormatError ? err : new NpyFormatError(`${path}: cannot read the ${kind} file: ${ioReason(err)}`);
   }
 }
 
@@ -662,17 +638,8 @@ export function readNpyRegion(
   source: string,
   wantCrc: boolean,
 ): { array: NpyArray; crc: number } {
-  const first = Buffer.alloc(Math.min(length, 12));
-  readExact(fd, first, start, source);
-  const end = headerEnd(first, length, source);
-  let headerBytes = first.subarray(0, end);
-  if (end > first.length) {
-    headerBytes = Buffer.alloc(end);
-    readExact(fd, headerBytes, start, source);
-  }
-  const info = parseHeader(headerBytes, end, source);
-  const available = length - end;
-  if (available !== info.dataBytes) throw sizeMismatch(info, available, source);
+  const { info, headerBytes } = readNpyHeader(fd, start, length, source);
+  const end = info.dataOffset;
   const arr = allocate(info, source);
   let crc = wantCrc ? crc32Update(0, headerBytes) : 0;
   forEachByteChunk(arr.data, (c, off) => {
@@ -706,165 +673,4 @@ export function crc32Update(crc: number, bytes: Uint8Array): number {
     c = crc32(bytes.subarray(off, Math.min(bytes.byteLength, off + IO_CHUNK)), c);
   }
   return c;
-}
-
-// ---------------------------------------------------------------------------
-// Strict parser for the Python literal in the header (never eval)
-// ---------------------------------------------------------------------------
-
-interface PyTuple {
-  readonly kind: 'tuple';
-  items: PyValue[];
-}
-type PyValue = string | bigint | boolean | null | PyValue[] | PyTuple | Map<string, PyValue>;
-
-class PyLiteralError extends Error {}
-
-function isTuple(v: PyValue | undefined): v is PyTuple {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map) && v.kind === 'tuple';
-}
-
-/** pyRepr shortened for messages. */
-function shortRepr(v: PyValue): string {
-  const r = pyRepr(v);
-  return r.length > 120 ? `${r.slice(0, 120)}...` : r;
-}
-
-function pyRepr(v: PyValue): string {
-  if (typeof v === 'string') return `'${v}'`;
-  if (typeof v === 'bigint') return v.toString();
-  if (typeof v === 'boolean') return v ? 'True' : 'False';
-  if (v === null) return 'None';
-  if (Array.isArray(v)) return `[${v.map(pyRepr).join(', ')}]`;
-  if (v instanceof Map) return `{${[...v].map(([k, x]) => `'${k}': ${pyRepr(x)}`).join(', ')}}`;
-  return v.items.length === 1 ? `(${pyRepr(v.items[0]!)},)` : `(${v.items.map(pyRepr).join(', ')})`;
-}
-
-const MAX_DEPTH = 32;
-
-/**
- * Parses the subset of Python literal syntax numpy headers use: dicts with
- * string keys, tuples, lists, strings, integers (an old Python 2 'L' suffix is
- * accepted, as numpy does), True, False, None. Anything else is an error.
- */
-function parsePyLiteral(text: string): PyValue {
-  let i = 0;
-  const fail = (what: string): never => {
-    throw new PyLiteralError(`${what} at offset ${i}`);
-  };
-  const skipWs = (): void => {
-    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
-  };
-  const expect = (ch: string): void => {
-    skipWs();
-    if (text[i] !== ch) fail(`expected '${ch}'${i < text.length ? `, found '${text[i]}'` : ', found end of header'}`);
-    i++;
-  };
-  // Items until `close`, separated by commas, trailing comma allowed; returns items and whether a comma was seen.
-  const sequence = (close: string, item: () => void): { count: number; comma: boolean } => {
-    let count = 0;
-    let comma = false;
-    for (;;) {
-      skipWs();
-      if (text[i] === close) {
-        i++;
-        return { count, comma };
-      }
-      if (count > 0 && !comma) fail(`expected ',' or '${close}'`);
-      item();
-      count++;
-      skipWs();
-      comma = text[i] === ',';
-      if (comma) i++;
-      else if (text[i] !== close) fail(`expected ',' or '${close}'${i < text.length ? `, found '${text[i]}'` : ', found end of header'}`);
-    }
-  };
-  const value = (depth: number): PyValue => {
-    if (depth > MAX_DEPTH) fail('nesting too deep');
-    skipWs();
-    const c = text[i];
-    if (c === undefined) return fail('unexpected end of header');
-    if (c === '{') {
-      i++;
-      const map = new Map<string, PyValue>();
-      sequence('}', () => {
-        skipWs();
-        const at = i;
-        const key = value(depth + 1);
-        if (typeof key !== 'string') {
-          i = at;
-          fail('dict key is not a string');
-        }
-        if (map.has(key as string)) {
-          i = at;
-          fail(`duplicate key '${key as string}'`);
-        }
-        expect(':');
-        map.set(key as string, value(depth + 1));
-      });
-      return map;
-    }
-    if (c === '(') {
-      i++;
-      const items: PyValue[] = [];
-      const { count, comma } = sequence(')', () => items.push(value(depth + 1)));
-      // '(x)' is just x in Python, not a tuple
-      if (count === 1 && !comma) return items[0]!;
-      return { kind: 'tuple', items };
-    }
-    if (c === '[') {
-      i++;
-      const items: PyValue[] = [];
-      sequence(']', () => items.push(value(depth + 1)));
-      return items;
-    }
-    if (c === "'" || c === '"') return pyString();
-    if (c === '-' || c === '+' || (c >= '0' && c <= '9')) return pyInt();
-    const word = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i, i + 64))?.[0];
-    if (word === 'True' || word === 'False' || word === 'None') {
-      i += word.length;
-      return word === 'True' ? true : word === 'False' ? false : null;
-    }
-    return fail(`unexpected ${word ? `name '${word}'` : `character '${c}'`}`);
-  };
-  const pyInt = (): bigint => {
-    const m = /^([+-]?)[ \t]*(0|[1-9][0-9]*)[lL]?(?![0-9A-Za-z_.])/.exec(text.slice(i, i + 400));
-    if (!m) return fail('invalid integer');
-    i += m[0].length;
-    const v = BigInt(m[2]!);
-    return m[1] === '-' ? -v : v;
-  };
-  const pyString = (): string => {
-    const quote = text[i];
-    i++;
-    let out = '';
-    for (;;) {
-      const ch = text[i];
-      if (ch === undefined || ch === '\n') return fail('unterminated string');
-      i++;
-      if (ch === quote) return out;
-      if (ch !== '\\') {
-        out += ch;
-        continue;
-      }
-      const e = text[i];
-      i++;
-      const simple: Record<string, string> = { '\\': '\\', "'": "'", '"': '"', n: '\n', t: '\t', r: '\r', '0': '\0' };
-      if (e !== undefined && simple[e] !== undefined) out += simple[e];
-      else if (e === 'x' || e === 'u' || e === 'U') {
-        const len = e === 'x' ? 2 : e === 'u' ? 4 : 8;
-        const hex = text.slice(i, i + len);
-        if (!new RegExp(`^[0-9a-fA-F]{${len}}$`).test(hex)) fail('invalid escape in string');
-        const cp = parseInt(hex, 16);
-        if (cp > 0x10ffff) fail('invalid escape in string');
-        out += String.fromCodePoint(cp);
-        i += len;
-      } else fail('unsupported escape in string');
-    }
-  };
-
-  const result = value(0);
-  skipWs();
-  if (i !== text.length) fail(`unexpected '${text[i]}' after the dict`);
-  return result;
 }

@@ -33,7 +33,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
-import { AtomicFile, PendingWrites } from './atomic.js';
+import { AtomicFile, WriterCore } from './atomic.js';
 import {
   NpyFormatError,
   asBytes,
@@ -41,6 +41,7 @@ import {
   formatShape,
   npyHeader,
   npyItemSize,
+  openForReading,
   parseNpy,
   readExact,
   readNpyRegion,
@@ -250,13 +251,8 @@ function endRecords(count: number, cdOffset: number, cdSize: number): Buffer {
  * file at the path is left as it was.
  */
 export class NpzWriter {
-  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
-  private readonly pending = new PendingWrites(async () => {
-    if (this.state === 'open') await this.abortFile();
-  });
-
   private constructor(
-    private readonly file: AtomicFile,
+    private readonly core: WriterCore,
     readonly path: string,
     private readonly entries: EntryLayout[],
     private readonly cdOffset: number,
@@ -265,9 +261,7 @@ export class NpzWriter {
 
   static async open(path: string, entries: readonly NpzEntrySpec[]): Promise<NpzWriter> {
     if (path === '-') {
-      throw new Error(
-        "an .npz archive cannot be written to stdout ('-'): its members are written at known positions; give a file path",
-      );
+      throw new Error("an .npz archive cannot be written to stdout ('-'): its members are written at known positions; give a file path");
     }
     const seen = new Set<string>();
     const layout: EntryLayout[] = [];
@@ -283,7 +277,7 @@ export class NpzWriter {
       layout.push({
         spec: { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] },
         nameBytes,
-        flags: /^[\x00-\x7f]*$/.test(memberName) ? 0 : FLAG_UTF8_NAME,
+        flags: /^\p{ASCII}*$/u.test(memberName) ? 0 : FLAG_UTF8_NAME,
         header,
         localOffset,
         dataStart,
@@ -306,17 +300,9 @@ export class NpzWriter {
     // The original names, as the last member (its bytes are its "header"; no data follows).
     if (renamed) place({ name: NAMES_MEMBER, dtype: 'uint8', shape: [0] }, NAMES_MEMBER, Buffer.from(`${JSON.stringify(originals, null, 1)}\n`, 'utf8'), 0);
     const when = dosDateTime(new Date());
-    const file = await AtomicFile.create(path);
-    const writer = new NpzWriter(file, path, layout, offset, when);
-    try {
-      await Promise.all(
-        layout.map((e) => file.writeAt(Buffer.concat([localHeader(e, when), e.header]), e.localOffset)),
-      );
-    } catch (err) {
-      await file.abort();
-      throw err;
-    }
-    return writer;
+    const headers = layout.map((e) => ({ bytes: Buffer.concat([localHeader(e, when), e.header]), position: e.localOffset }));
+    const core = await WriterCore.start(await AtomicFile.create(path), path, 'archive', headers);
+    return new NpzWriter(core, path, layout, offset, when);
   }
 
   /** Number of members. */
@@ -335,72 +321,54 @@ export class NpzWriter {
    * member's size, or to a member that does not exist, aborts the archive and throws.
    */
   async write(entryIndex: number, bytes: ArrayBufferView): Promise<void> {
-    if (this.state !== 'open') throw new Error(`${this.path}: cannot write, the archive was already ${this.stateText()}`);
+    this.core.ensureOpen('write');
     let e: EntryLayout;
     try {
       e = this.entry(entryIndex);
     } catch (err) {
-      await this.abort();
-      throw err;
+      return this.core.fail(err as Error);
     }
     const u8 = asBytes(bytes);
     if (e.written + u8.byteLength > e.dataBytes) {
-      const total = e.written + u8.byteLength;
-      await this.abort();
-      throw new Error(
-        `${this.path}: too much data for member '${e.spec.name}': ${total} bytes written for shape ` +
-          `${formatShape(e.spec.shape)} ${e.spec.dtype}, which holds ${e.dataBytes}; the archive was discarded`,
+      await this.core.fail(
+        new Error(
+          `${this.path}: too much data for member '${e.spec.name}': ${e.written + u8.byteLength} bytes written for shape ` +
+            `${formatShape(e.spec.shape)} ${e.spec.dtype}, which holds ${e.dataBytes}; the archive was discarded`,
+        ),
       );
     }
     const position = e.dataStart + e.written;
     e.written += u8.byteLength;
     // CRC in call order: each member's chunks arrive in order, even if the writes complete out of order.
     e.crc = crc32Update(e.crc, u8);
-    await this.pending.track(this.file.writeAt(u8, position));
+    await this.core.write(u8, position);
   }
 
   /** Checks sizes, patches CRCs, writes the central directory, renames into place. Aborts and throws on any problem. */
   async commit(): Promise<void> {
-    if (this.state !== 'open') throw new Error(`${this.path}: cannot commit, the archive was already ${this.stateText()}`);
-    this.state = 'committing';
-    try {
-      await this.pending.settle();
-    } catch (err) {
-      await this.abortFile();
-      throw err;
-    }
-    const short = this.entries.filter((e) => e.written !== e.dataBytes);
-    if (short.length > 0) {
-      await this.abortFile();
-      const list = short
-        .slice(0, 5)
-        .map((e) => `'${e.spec.name}' got ${e.written} of ${e.dataBytes} bytes`)
-        .join(', ');
-      throw new Error(
-        `${this.path}: incomplete data: ${list}${short.length > 5 ? `, and ${short.length - 5} more members` : ''}; the archive was discarded`,
-      );
-    }
-    try {
+    await this.core.commit(async () => {
+      const short = this.entries.filter((e) => e.written !== e.dataBytes);
+      if (short.length > 0) {
+        const list = short
+          .slice(0, 5)
+          .map((e) => `'${e.spec.name}' got ${e.written} of ${e.dataBytes} bytes`)
+          .join(', ');
+        throw new Error(`${this.path}: incomplete data: ${list}${short.length > 5 ? `, and ${short.length - 5} more members` : ''}; the archive was discarded`);
+      }
       const crcPatches = this.entries.map((e) => {
         const b = Buffer.alloc(4);
         b.writeUInt32LE(e.crc >>> 0, 0);
-        return this.file.writeAt(b, e.localOffset + 14);
+        return this.core.sink.writeAt(b, e.localOffset + 14);
       });
       const central = Buffer.concat(this.entries.map((e) => centralHeader(e, this.when)));
       const tail = Buffer.concat([central, endRecords(this.entries.length, this.cdOffset, central.length)]);
-      await Promise.all([...crcPatches, this.file.writeAt(tail, this.cdOffset)]);
-      await this.file.commit();
-    } catch (err) {
-      await this.abortFile();
-      throw err;
-    }
-    this.state = 'committed';
+      await Promise.all([...crcPatches, this.core.sink.writeAt(tail, this.cdOffset)]);
+    });
   }
 
   /** Removes the temporary file; the target path is untouched. No effect after commit. */
   async abort(): Promise<void> {
-    if (this.state === 'committed' || this.state === 'aborted') return;
-    await this.abortFile();
+    await this.core.abort();
   }
 
   private entry(entryIndex: number): EntryLayout {
@@ -409,14 +377,6 @@ export class NpzWriter {
     return e;
   }
 
-  private async abortFile(): Promise<void> {
-    this.state = 'aborted';
-    await this.file.abort();
-  }
-
-  private stateText(): string {
-    return this.state === 'committing' ? 'being committed' : this.state;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -574,18 +534,8 @@ function readCentralDirectory(fd: number, fileSize: number, source: string): Cen
  * NpyFormatError naming the file and the member.
  */
 export function readNpz(path: string): Map<string, NpyArray> {
-  let fd: number;
+  const { fd, stat: st } = openForReading(path, '.npz');
   try {
-    fd = fs.openSync(path, 'r');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException)?.code;
-    throw new NpyFormatError(
-      `${path}: cannot open the .npz file: ${code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err)}`,
-    );
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (st.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not an .npz file`);
     const entries = readCentralDirectory(fd, st.size, path);
     const result = new Map<string, NpyArray>();
     let originals: Record<string, unknown> | undefined;
@@ -610,14 +560,7 @@ export function readNpz(path: string): Map<string, NpyArray> {
             'are supported: re-create the archive with np.savez or np.savez_compressed',
         );
       }
-      const local = Buffer.alloc(LOCAL_FIXED);
-      if (e.localOffset + LOCAL_FIXED > st.size) throw new NpyFormatError(`${source}: local header lies outside the file; ${REMEDY_NPZ}`);
-      readExact(fd, local, e.localOffset, source);
-      if (local.readUInt32LE(0) !== SIG_LOCAL) throw new NpyFormatError(`${source}: bad local header; ${REMEDY_NPZ}`);
-      const dataPos = e.localOffset + LOCAL_FIXED + local.readUInt16LE(26) + local.readUInt16LE(28);
-      if (dataPos + e.compressedSize > st.size) {
-        throw new NpyFormatError(`${source}: member data runs past the end of the file (truncated archive?); ${REMEDY_NPZ}`);
-      }
+      const dataPos = memberDataPosition(fd, e, st.size, source);
       let array: NpyArray;
       let crc: number;
       if (e.method === METHOD_STORED) {
@@ -654,16 +597,24 @@ export function readNpz(path: string): Map<string, NpyArray> {
   }
 }
 
-/** The `__names__.json` member: small JSON, stored or deflated. */
-function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: string): Record<string, unknown> {
-  if (e.size > 64 * 1024 * 1024 || e.compressedSize > 64 * 1024 * 1024) throw new NpyFormatError(`${source}: too large for a list of names; ${REMEDY_NPZ}`);
+/** Where member `e`'s stored bytes start, from its local header; checks that they lie inside the file. */
+function memberDataPosition(fd: number, e: CentralEntry, fileSize: number, source: string): number {
   const local = Buffer.alloc(LOCAL_FIXED);
   if (e.localOffset + LOCAL_FIXED > fileSize) throw new NpyFormatError(`${source}: local header lies outside the file; ${REMEDY_NPZ}`);
   readExact(fd, local, e.localOffset, source);
+  if (local.readUInt32LE(0) !== SIG_LOCAL) throw new NpyFormatError(`${source}: bad local header; ${REMEDY_NPZ}`);
   const dataPos = e.localOffset + LOCAL_FIXED + local.readUInt16LE(26) + local.readUInt16LE(28);
-  if (dataPos + e.compressedSize > fileSize) throw new NpyFormatError(`${source}: member data runs past the end of the file; ${REMEDY_NPZ}`);
+  if (dataPos + e.compressedSize > fileSize) {
+    throw new NpyFormatError(`${source}: member data runs past the end of the file (truncated archive?); ${REMEDY_NPZ}`);
+  }
+  return dataPos;
+}
+
+/** The `__names__.json` member: small JSON, stored or deflated. */
+function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: string): Record<string, unknown> {
+  if (e.size > 64 * 1024 * 1024 || e.compressedSize > 64 * 1024 * 1024) throw new NpyFormatError(`${source}: too large for a list of names; ${REMEDY_NPZ}`);
   const stored = Buffer.alloc(e.compressedSize);
-  readExact(fd, stored, dataPos, source);
+  readExact(fd, stored, memberDataPosition(fd, e, fileSize, source), source);
   let raw = stored;
   try {
     if (e.method === METHOD_DEFLATED) raw = inflateRawSync(stored, { maxOutputLength: Math.max(1, e.size) });

@@ -1,7 +1,21 @@
 // Row-wise access to a batch: from a .npy file read chunk by chunk (memory bounded by
 // the chunk, not by N), or from an array already in memory.
 import fs from 'node:fs';
-import { MAX_HEADER_BYTES, NpyFormatError, npyItemSize, npyTypedArray, parseNpyHeader, readExact, type NpyArray, type NpyData, type NpyDtype } from './npy.js';
+import {
+  checkNpyDataSize,
+  npyHeaderLength,
+  NpyFormatError,
+  npyItemSize,
+  npyTypedArray,
+  openForReading,
+  parseNpyHeader,
+  readExact,
+  readNpyHeader,
+  toHostOrder,
+  type NpyArray,
+  type NpyData,
+  type NpyDtype,
+} from './npy.js';
 
 export interface RowSource {
   dtype: NpyDtype;
@@ -69,9 +83,7 @@ function readWhole(fd: number, path: string): Buffer {
     if (limit === Number.POSITIVE_INFINITY && total >= 12) {
       const start = head();
       if (start[0] === 0x50 && start[1] === 0x4b) continue; // a zip: read to its end
-      if (start.subarray(0, 6).toString('latin1') !== '\x93NUMPY') break; // the parser names what it is not
-      const headerEnd = start[6] === 1 ? 10 + start.readUInt16LE(8) : 12 + start.readUInt32LE(8);
-      if (headerEnd > 12 + MAX_HEADER_BYTES) break; // the parser refuses it
+      const headerEnd = npyHeaderLength(start, path); // refuses what is not a .npy
       if (total >= headerEnd) {
         const info = parseNpyHeader(start.subarray(0, headerEnd), path, { allowFortran: true });
         limit = info.dataOffset + info.dataBytes;
@@ -84,23 +96,13 @@ function readWhole(fd: number, path: string): Buffer {
 /** A .npy held in memory (read from stdin or a FIFO) as rows. */
 export function npyRowsFromBytes(bytes: Buffer, path: string): RowSource {
   const info = parseNpyHeader(bytes, path, { allowFortran: true });
-  if (bytes.length - info.dataOffset !== info.dataBytes) {
-    throw new NpyFormatError(`${path}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but ${bytes.length - info.dataOffset} follow; re-create it with np.save`);
-  }
+  checkNpyDataSize(info, bytes.length - info.dataOffset, path);
   if (info.shape.length === 0) throw new NpyFormatError(`${path}: a 0-d array has no batch axis; axis 0 must index the samples`);
   const copy = new Uint8Array(info.dataBytes);
   copy.set(bytes.subarray(info.dataOffset));
-  swapToHost(info.littleEndian, npyItemSize(info.dtype), copy);
+  toHostOrder(copy, npyItemSize(info.dtype), info.littleEndian);
   const data = npyTypedArray(info.dtype, copy.buffer);
   return withOrder({ ...arrayRows({ dtype: info.dtype, shape: info.shape, data }), source: path }, info.fortranOrder, () => data);
-}
-
-function swapToHost(littleEndian: boolean, itemSize: number, bytes: Uint8Array): void {
-  if (littleEndian || itemSize === 1) return;
-  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (itemSize === 2) b.swap16();
-  else if (itemSize === 4) b.swap32();
-  else b.swap64();
 }
 
 /** All bytes of standard input ('-'), a FIFO or a device. */
@@ -129,40 +131,21 @@ function withOrder(source: RowSource, fortranOrder: boolean, raw: () => NpyData)
 
 /** `path` '-' is standard input; FIFOs and devices are read whole; regular files chunk by chunk. */
 export function openNpyRows(path: string): RowSource {
-  let fd: number;
-  try {
-    fd = path === '-' ? 0 : fs.openSync(path, 'r');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new NpyFormatError(`${path}: cannot open the .npy file: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
-  }
   const label = path === '-' ? '<stdin>' : path;
+  const { fd, stat } = path === '-' ? { fd: 0, stat: fs.fstatSync(0) } : openForReading(path, '.npy', `; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
   try {
-    const stat = fs.fstatSync(fd);
-    if (stat.isDirectory()) throw new NpyFormatError(`${label}: is a directory, not a .npy file; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
     if (!stat.isFile()) {
       const rows = npyRowsFromBytes(readWhole(fd, label), label);
       if (fd !== 0) fs.closeSync(fd);
       return rows;
     }
-    const size = stat.size;
-    const preamble = Buffer.alloc(Math.min(12, size));
-    fs.readSync(fd, preamble, 0, preamble.length, 0);
-    let headerLength = 0;
-    if (preamble.length >= 12 || (preamble.length >= 10 && preamble[6] === 1)) headerLength = preamble[6] === 1 ? 10 + preamble.readUInt16LE(8) : 12 + preamble.readUInt32LE(8);
-    // A header length beyond MAX_HEADER_BYTES is refused by parseNpyHeader; read no more than that.
-    const header = Buffer.alloc(Math.max(preamble.length, Math.min(headerLength, size, 12 + MAX_HEADER_BYTES + 1)));
-    fs.readSync(fd, header, 0, header.length, 0);
-    const info = parseNpyHeader(header, label, { allowFortran: true });
-    if (size - info.dataOffset !== info.dataBytes) {
-      throw new NpyFormatError(`${label}: the header says ${info.dataBytes} data bytes for shape (${info.shape.join(', ')}) ${info.dtype} but the file holds ${size - info.dataOffset}; re-create it with np.save`);
-    }
+    const { info } = readNpyHeader(fd, 0, stat.size, label, true);
     if (info.shape.length === 0) throw new NpyFormatError(`${label}: a 0-d array has no batch axis; axis 0 must index the samples`);
     const itemSize = npyItemSize(info.dtype);
     const rowBytes = rowElements(info.shape) * itemSize;
     const read = (start: number, into: Uint8Array) => {
       readExact(fd, into, info.dataOffset + start * rowBytes, label);
-      swapToHost(info.littleEndian, itemSize, into);
+      toHostOrder(into, itemSize, info.littleEndian);
     };
     const rows = (start: number, end: number, reuse?: ArrayBuffer) => {
       const bytes = (end - start) * rowBytes;

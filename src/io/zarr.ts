@@ -19,18 +19,15 @@ import { promisify } from 'node:util';
 import { deflate } from 'node:zlib';
 import { UsageError } from '../errors.js';
 import { AtomicFile } from './atomic.js';
-import type { NpyDtype } from './npy.js';
+import { npyDescr, npyItemSize, type NpyDtype } from './npy.js';
 
 export type ZarrCompressor = 'none' | 'zlib';
 
 /** numcodecs' Zlib codec (zlib stream format, what Node's deflate writes); level 1: Jacobians compress little, so favour speed. */
 const COMPRESSORS: Record<ZarrCompressor, Record<string, unknown> | null> = { none: null, zlib: { id: 'zlib', level: 1 } };
 
-const DESCR: Partial<Record<NpyDtype, { descr: string; itemSize: number }>> = {
-  float16: { descr: '<f2', itemSize: 2 },
-  float32: { descr: '<f4', itemSize: 4 },
-  float64: { descr: '<f8', itemSize: 8 },
-};
+/** Jacobians are floating point; other dtypes have no fill value NaN. */
+const ZARR_DTYPES: readonly NpyDtype[] = ['float16', 'float32', 'float64'];
 
 export interface ZarrArraySpec {
   /** Folder of the array inside the store ('' for an array at the root). */
@@ -67,13 +64,12 @@ export function safeArrayName(name: string, taken: Set<string>): string {
 }
 
 function arrayMetadata(spec: ZarrArraySpec, compressor: ZarrCompressor): string {
-  const dtype = DESCR[spec.dtype];
-  if (!dtype) throw new Error(`a Zarr store of ${spec.dtype} values is not supported`);
+  if (!ZARR_DTYPES.includes(spec.dtype)) throw new Error(`a Zarr store of ${spec.dtype} values is not supported`);
   return canonicalJson({
     chunks: [spec.chunkRows, ...spec.shape.slice(1).map((d) => Math.max(1, d))],
     compressor: COMPRESSORS[compressor],
     dimension_separator: '.',
-    dtype: dtype.descr,
+    dtype: npyDescr(spec.dtype),
     fill_value: 'NaN',
     filters: null,
     order: 'C',
@@ -91,14 +87,20 @@ async function readIfPresent(file: string): Promise<string | undefined> {
   }
 }
 
-async function writeAtomically(file: string, parts: readonly Uint8Array[]): Promise<void> {
+/** Writes `parts` to `file` under a temporary name renamed into place; `inFlight` holds it meanwhile, for abort. */
+async function writeAtomically(file: string, parts: readonly Uint8Array[], inFlight = new Set<AtomicFile>()): Promise<void> {
   const out = await AtomicFile.create(file);
-  let position = 0;
-  for (const part of parts) {
-    await out.writeAt(part, position);
-    position += part.byteLength;
+  inFlight.add(out);
+  try {
+    let position = 0;
+    for (const part of parts) {
+      await out.writeAt(part, position);
+      position += part.byteLength;
+    }
+    await out.commit();
+  } finally {
+    inFlight.delete(out);
   }
-  await out.commit();
 }
 
 async function makeFolder(folder: string): Promise<void> {
@@ -177,25 +179,14 @@ export class ZarrWriter {
   /** Writes chunk `chunk` of array `array` from its rows in C order (the last chunk may be short: it is padded). */
   async writeChunk(array: number, chunk: number, rows: Uint8Array): Promise<void> {
     const spec = this.spec.arrays[array];
-    const rowBytes = spec.shape.slice(1).reduce((a, b) => a * b, 1) * DESCR[spec.dtype]!.itemSize;
+    const rowBytes = spec.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(spec.dtype);
     const rowsHere = Math.min(spec.chunkRows, spec.shape[0] - chunk * spec.chunkRows);
     if (rows.byteLength !== rowsHere * rowBytes) throw new Error(`chunk ${chunk} of ${spec.name || 'the array'} needs ${rowsHere} rows, got ${rows.byteLength} bytes`);
     const padding = (spec.chunkRows - rowsHere) * rowBytes;
     let parts: Uint8Array[] = padding > 0 ? [rows, new Uint8Array(padding)] : [rows];
     if (this.spec.compressor === 'zlib') parts = [await promisify(deflate)(padding > 0 ? Buffer.concat(parts) : rows, { level: 1 })];
     const key = [chunk, ...spec.shape.slice(1).map(() => 0)].join('.');
-    const out = await AtomicFile.create(path.join(this.root, spec.name, key));
-    this.inFlight.add(out);
-    try {
-      let position = 0;
-      for (const part of parts) {
-        await out.writeAt(part, position);
-        position += part.byteLength;
-      }
-      await out.commit();
-    } finally {
-      this.inFlight.delete(out);
-    }
+    await writeAtomically(path.join(this.root, spec.name, key), parts, this.inFlight);
   }
 
   /** Removes any chunk being written; chunks already renamed into place stay (they are whole). */

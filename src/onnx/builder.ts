@@ -77,6 +77,16 @@ export class GraphBuilder {
     return makeTensor('value', this.floatType, [values.length], raw);
   }
 
+  /** A tensor of `dims` holding `value` everywhere (ConstantOfShape), in the model's float type. */
+  filled(dims: readonly number[], value: number): string {
+    return this.op1('ConstantOfShape', [this.constInt64(dims)], { value: this.floatTensor([value]) });
+  }
+
+  /** The K × K identity matrix, in the model's float type. */
+  identity(K: number): string {
+    return this.op1('EyeLike', [this.filled([K, K], 0)]);
+  }
+
   scalar(value: number): string {
     return this.constFloat([value], []);
   }

@@ -8,7 +8,6 @@ import { refuseNode } from '../grad/rules/shared.js';
 import { isBatchFirst, type BatchLayout } from '../analysis/shapes.js';
 import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
-import { sumToParameter } from './rules/broadcast.js';
 
 /** Slot kinds whose rule reads only the data operands and the output's shape, so they can run batch-first as they are. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'PRelu']);
@@ -102,7 +101,7 @@ function gemm(ctx: GradContext, node: Node, input: number, a: string, g: string,
   const b = ctx.b;
   if (input === 0 || attrInt(node, 'transA', 0) !== 0) throw refuse('transA=1 or a parameter in A is not supported there');
   const gDims = ctx.perSample(g);
-  if (input === 2) return sumToParameter(ctx, b.scale(g, attrFloat(node, 'beta', 1)), gDims, ctx.dims(node.inputs[2]));
+  if (input === 2) return ctx.unbroadcastPerSample(b.scale(g, attrFloat(node, 'beta', 1)), gDims, ctx.dims(node.inputs[2]));
   const swap = (x: string) => b.transpose(x, [0, 2, 1]);
   const product = attrInt(node, 'transB', 0) === 0 ? b.op1('MatMul', [swap(a), g]) : b.op1('MatMul', [swap(g), a]);
   return b.scale(product, attrFloat(node, 'alpha', 1));

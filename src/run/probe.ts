@@ -5,7 +5,7 @@ import ort from 'onnxruntime-node';
 import type { Analysis } from '../analysis/analyze.js';
 import { BATCH_FIRST, describeLayout, isBatchFirst, ShapeTable, type BatchLayout, type ValueShape } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure } from '../errors.js';
-import { nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { nodeLabel, tensorSize, type Graph, type Node } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
@@ -129,7 +129,6 @@ function sequenceValues(graph: Graph): Set<string> {
 }
 
 const RESHAPES = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
-const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 
 /**
  * The axis whose length is c·batch for both probe batches (every other axis unchanged), or
@@ -186,13 +185,13 @@ function layoutOf(node: Node, name: string, found: { axis: number; factor: numbe
     const input = layouts.get(node.inputs[0]);
     const inDims = first.get(node.inputs[0])?.dims;
     if (!input || !inDims) return undefined;
-    const stride = input.inner * product(inDims.slice(input.axis + 1));
-    const after = product(dims.slice(axis + 1));
+    const stride = input.inner * tensorSize(inDims.slice(input.axis + 1));
+    const after = tensorSize(dims.slice(axis + 1));
     if (stride % after !== 0) return undefined;
     const inner = stride / after;
     if (factor % inner !== 0) return undefined;
     const outer = factor / inner;
-    if (product(inDims.slice(0, input.axis)) * input.outer !== product(dims.slice(0, axis)) * outer) return undefined;
+    if (tensorSize(inDims.slice(0, input.axis)) * input.outer !== tensorSize(dims.slice(0, axis)) * outer) return undefined;
     return { axis, outer, inner };
   }
   if (factor === 1) return { axis, outer: 1, inner: 1 };

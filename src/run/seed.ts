@@ -29,7 +29,7 @@ export async function makeSeed(rows: number, perSample: readonly number[], mode:
   const K = perSample.reduce((a, c) => a * c, 1);
   let seed: string;
   if (mode.kind === 'ones') {
-    seed = b.op1('ConstantOfShape', [b.constInt64([rows, ...perSample])], { value: b.floatTensor([1]) });
+    seed = b.filled([rows, ...perSample], 1);
   } else if (mode.kind === 'block') {
     // Row j is one-hot at element first + j, all zeros past the last element (no K × K identity: K may be 10⁴).
     const range = (start: number, length: number, dims: number[]) =>
@@ -38,7 +38,7 @@ export async function makeSeed(rows: number, perSample: readonly number[], mode:
     const oneHot = b.op1('Cast', [hits], { to: elemType });
     seed = b.reshape(b.op1('Tile', [oneHot, b.constInt64([rows, 1])]), [rows * mode.copies, ...perSample]);
   } else {
-    const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
+    const eye = b.identity(K);
     seed =
       mode.kind === 'one-hot'
         ? b.reshape(b.op1('Tile', [eye, b.constInt64([rows, 1])]), [rows * K, ...perSample])

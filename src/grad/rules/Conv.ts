@@ -1,12 +1,11 @@
 // dX of a convolution is the transposed convolution of the cotangent with the same weight.
 import { convGeometry, outputPadding } from '../convGeometry.js';
-import type { GradRule } from '../context.js';
-import { refuseDataWeights } from './shared.js';
+import { oneOutputRule, refuseDataWeights } from './shared.js';
 
-export const Conv: GradRule = {
+export const Conv = oneOutputRule({
   refuse: refuseDataWeights,
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined || !wanted[0]) return [undefined, undefined, undefined];
+  backward(ctx, node, g, wanted) {
+    if (!wanted[0]) return [undefined, undefined, undefined];
     const inDims = ctx.perSample(node.inputs[0]);
     const outDims = ctx.perSample(node.outputs[0]);
     const kernel = ctx.dims(node.inputs[1]).slice(2);
@@ -21,4 +20,4 @@ export const Conv: GradRule = {
     });
     return [dx, undefined, undefined];
   },
-};
+});

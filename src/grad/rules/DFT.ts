@@ -5,17 +5,15 @@
 // times the forward transform for the inverse one), cut or padded back to the signal's
 // length, and reduced to its real part for a real input.
 import { attrInt } from '../../onnx/graph.js';
-import type { GradRule } from '../context.js';
-import { firstInputOnly, refuseNode, zeroPadAxis } from './shared.js';
+import { firstOnly, oneOutputRule, refuseNode, zeroPadAxis } from './shared.js';
 
-export const DFT: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const DFT = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'onesided', 0) === 1 && attrInt(node, 'inverse', 0) === 1) return 'onesided=1 with inverse=1 (a real inverse transform) has no gradient rule yet';
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const inDims = [0, ...ctx.perSample(x)];
@@ -46,7 +44,7 @@ export const DFT: GradRule = {
     if (inDims[rank - 1] === 1) v = b.slice(v, [0], [1], [rank - 1]);
     return [v, ...node.inputs.slice(1).map(() => undefined)];
   },
-};
+});
 
 /**
  * STFT: frame f of the signal, x[f·step … f·step + len), is windowed and Fourier
@@ -54,10 +52,9 @@ export const DFT: GradRule = {
  * the window again and adds the frames back at their offsets: with len padded to r·step,
  * block o of frame f lands on chunk f + o of the signal, so r shifted sums do it.
  */
-export const STFT: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+export const STFT = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, stepInput, window, lengthInput] = node.inputs;
     const [signal, parts] = ctx.perSample(x);
@@ -84,4 +81,4 @@ export const STFT: GradRule = {
     if (parts === 1) dx = b.slice(dx, [0], [1], [2]);
     return [dx, ...node.inputs.slice(1).map(() => undefined)];
   },
-};
+});

@@ -6,8 +6,8 @@
 // X gets dS ⊙ mask scattered back to the corners with their weights, and the offsets get
 // Σ_c dS ⊙ mask ⊙ ∂V/∂location. The per-sample weight gradient (src/persample) is g·Sᵀ.
 import { attrInt, attrInts, DataType, type Node } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
-import { floatTypeOf, product, refuseDataWeights, refuseNode } from './shared.js';
+import type { GradContext } from '../context.js';
+import { floatTypeOf, oneOutputRule, product, refuseDataWeights, refuseNode } from './shared.js';
 
 export interface DeformColumns {
   /** Bilinear samples V, (N, OG, Cg, K·P) with Cg = C/offset_group channels per offset group. */
@@ -106,11 +106,10 @@ export function groupedColumns(ctx: GradContext, columns: DeformColumns): string
   return ctx.b.reshape(s, [-1, groups, (channels / groups) * taps, positions]);
 }
 
-export const DeformConv: GradRule = {
+export const DeformConv = oneOutputRule({
   differentiableInputs: () => [0, 1, 2, 3, 4],
   refuse: (node, context) => refuseDataWeights(node, { ...context, wanted: [false, context.wanted[1], context.wanted[3]] }),
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const columns = deformColumns(ctx, node);
     const { channels, height, width, offsetGroups, taps, positions, outChannels, groups } = columns.geometry;
@@ -143,4 +142,4 @@ export const DeformConv: GradRule = {
     }
     return result;
   },
-};
+});

@@ -2,12 +2,10 @@
 // (i, j) entry is (−1)^(i+j)·det(X without row i and column j). The minors are cut out
 // with Gathers of constant row and column lists and their determinants taken by Det
 // itself, so singular matrices (where X⁻¹ does not exist) are exact too.
-import type { GradRule } from '../context.js';
-import { refuseNode } from './shared.js';
+import { oneOutputRule, refuseNode } from './shared.js';
 
-export const Det: GradRule = {
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const Det = oneOutputRule({
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const rank = ctx.rank(x);
@@ -26,4 +24,4 @@ export const Det: GradRule = {
     const cofactors = b.mul(b.op1('Det', [b.transpose(minors, perm)]), signs);
     return [b.mul(gMatrix, cofactors)];
   },
-};
+});

@@ -6,8 +6,8 @@
 // of length 1 broadcast against a longer one is a letter of its own (then lone).
 import type { Node } from '../../onnx/graph.js';
 import { attrString } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
-import { refuseNode } from './shared.js';
+import type { GradContext } from '../context.js';
+import { oneOutputRule, refuseNode } from './shared.js';
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
 
@@ -111,15 +111,14 @@ export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, 
   return b.op1('Einsum', operands, { equation });
 }
 
-export const Einsum: GradRule = {
+export const Einsum = oneOutputRule({
   refuse(node) {
     const equation = attrString(node, 'equation', '');
     if (!equation.includes('->')) return undefined;
     const [, rhs] = equation.replace(/\s+/g, '').split('->');
     return rhs.length === 0 ? 'it sums over every axis, axis 0 among them, the batch axis, so the samples are not independent' : undefined;
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g, wanted) {
     return node.inputs.map((_, k) => (wanted[k] ? einsumOperandCotangent(ctx, node, k, g) : undefined));
   },
-};
+});

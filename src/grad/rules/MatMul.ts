@@ -2,7 +2,8 @@
 // each summed back over the axes its operand was broadcast along. Both operands may
 // hold data (attention's q·kᵀ and p·v). A 1-D operand (a constant vector) is a
 // matrix-vector product.
-import type { GradContext, GradRule } from '../context.js';
+import type { GradContext } from '../context.js';
+import { oneOutputRule } from './shared.js';
 
 /** Full dims: the batch axis (as 0) in front for data values. */
 function fullDims(ctx: GradContext, name: string): number[] {
@@ -15,9 +16,8 @@ function swapLastTwo(ctx: GradContext, v: string, rank: number): string {
   return ctx.b.transpose(v, perm);
 }
 
-export const MatMul: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+export const MatMul = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [a, bm] = node.inputs;
     const y = node.outputs[0];
@@ -44,4 +44,4 @@ export const MatMul: GradRule = {
       : undefined;
     return [dA, dB];
   },
-};
+});

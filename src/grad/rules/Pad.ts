@@ -2,9 +2,9 @@
 // input is the middle part of the cotangent, plus, for reflect/edge/wrap, the parts
 // of the border folded back onto the input positions they copy.
 import { attrInts, attrString } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
+import type { GradContext } from '../context.js';
 import type { Node } from '../../onnx/graph.js';
-import { firstInputOnly, refuseNode, reverseAxis, zeroPadAxis } from './shared.js';
+import { firstOnly, oneOutputRule, refuseNode, reverseAxis, zeroPadAxis } from './shared.js';
 
 const MODES = new Set(['constant', 'reflect', 'edge', 'wrap']);
 
@@ -25,15 +25,14 @@ function padsOf(ctx: GradContext, node: Node, rank: number): number[] | undefine
   return full;
 }
 
-export const Pad: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const Pad = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse(node) {
     const mode = attrString(node, 'mode', 'constant');
     if (!MODES.has(mode)) return `mode '${mode}' is not supported; only constant, reflect, edge and wrap`;
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const mode = attrString(node, 'mode', 'constant');
     const inDims = [0, ...ctx.perSample(node.inputs[0])];
@@ -75,4 +74,4 @@ export const Pad: GradRule = {
     }
     return [dx];
   },
-};
+});

@@ -8,11 +8,10 @@
 // axes, whose interpolation weights sum to 1), so every coordinate mode, cubic
 // coefficient, exclude_outside and antialias setting is onnxruntime's own.
 import { attrInts, attrString, DataType } from '../../onnx/graph.js';
-import type { GradRule } from '../context.js';
-import { firstInputOnly, floatTypeOf, inversePermutation, product, refuseNode } from './shared.js';
+import { firstOnly, floatTypeOf, inversePermutation, oneOutputRule, product, refuseNode } from './shared.js';
 
-export const Resize: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const Resize = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse(node) {
     const mode = attrString(node, 'mode', 'nearest');
     if (!['nearest', 'linear', 'cubic'].includes(mode)) return `mode '${mode}' is not supported`;
@@ -21,8 +20,7 @@ export const Resize: GradRule = {
     }
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const inDims = ctx.perSample(x);
@@ -113,4 +111,4 @@ export const Resize: GradRule = {
     }
     return [dx];
   },
-};
+});

@@ -1,7 +1,7 @@
 // Elementwise activations: dx = g ⊙ f'(x), written with the forward input x or output y.
 import { attrFloat, attrString } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
-import { elementwise } from './shared.js';
+import type { GradContext } from '../context.js';
+import { elementwise, oneOutputRule } from './shared.js';
 
 function positive(ctx: GradContext, x: string): string {
   return ctx.b.op1('Greater', [x, ctx.b.scalar(0)]);
@@ -83,10 +83,9 @@ export const Clip = elementwise((ctx, { x, y, g }) => ctx.b.op1('Where', [ctx.b.
  * y = x for x > 0, slope·x otherwise. The slope (input 1) is a parameter slot handled
  * by the per-sample rules, or a constant; it gets a cotangent here only if it holds data.
  */
-export const PRelu: GradRule = {
+export const PRelu = oneOutputRule({
   differentiableInputs: () => [0, 1],
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [x, slope] = node.inputs;
     const zero = b.scalar(0);
@@ -95,7 +94,7 @@ export const PRelu: GradRule = {
       wanted[1] ? ctx.unbroadcastToInput(splitAtZero(ctx, x, zero, b.mul(g, x)), slope, node.outputs[0]) : undefined,
     ];
   },
-};
+});
 
 // y = x·clamp(x/6 + 1/2, 0, 1): y' = 0 below −3, x/3 + 1/2 on [−3, 3], 1 above (PyTorch's convention at the kinks).
 export const HardSwish = elementwise((ctx, { x, g }) => {

@@ -1,58 +1,47 @@
 // Arithmetic with broadcasting: each data operand gets its share of the cotangent,
 // summed back over the axes it was broadcast along.
-import type { GradContext, GradRule } from '../context.js';
+import type { GradContext } from '../context.js';
 import type { Node } from '../../onnx/graph.js';
-import { floatTypeOf } from './shared.js';
-
-function none(node: Node): undefined[] {
-  return node.inputs.map(() => undefined);
-}
+import { floatTypeOf, oneOutputRule } from './shared.js';
 
 /** Add and Sum (variadic): every data operand gets the whole cotangent. */
-const sum: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
-    return node.inputs.map((input, i) => (wanted[i] ? ctx.unbroadcastToInput(g, input, node.outputs[0]) : undefined));
-  },
-};
+const sum = oneOutputRule({
+  backward: (ctx, node, g, wanted) => node.inputs.map((input, i) => (wanted[i] ? ctx.unbroadcastToInput(g, input, node.outputs[0]) : undefined)),
+});
 
 export const Add = sum;
 export const Sum = sum;
 
 /** Mean (variadic): every data operand gets the cotangent divided by the operand count. */
-export const Mean: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Mean = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const share = ctx.b.scale(g, 1 / node.inputs.length);
     return node.inputs.map((input, i) => (wanted[i] ? ctx.unbroadcastToInput(share, input, node.outputs[0]) : undefined));
   },
-};
+});
 
-export const Sub: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Sub = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const [a, b] = node.inputs;
     return [
       wanted[0] ? ctx.unbroadcastToInput(g, a, node.outputs[0]) : undefined,
       wanted[1] ? ctx.unbroadcastToInput(ctx.b.op1('Neg', [g]), b, node.outputs[0]) : undefined,
     ];
   },
-};
+});
 
-export const Mul: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Mul = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const [a, b] = node.inputs;
     return [
       wanted[0] ? ctx.unbroadcastToInput(ctx.b.mul(g, b), a, node.outputs[0]) : undefined,
       wanted[1] ? ctx.unbroadcastToInput(ctx.b.mul(g, a), b, node.outputs[0]) : undefined,
     ];
   },
-};
+});
 
-export const Div: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Div = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const [a, b] = node.inputs;
     const y = node.outputs[0];
     return [
@@ -61,16 +50,15 @@ export const Div: GradRule = {
       wanted[1] ? ctx.unbroadcastToInput(ctx.b.op1('Neg', [ctx.b.op1('Div', [ctx.b.mul(g, y), b])]), b, y) : undefined,
     ];
   },
-};
+});
 
 /**
  * y = x^p: dx = g·p·x^(p−1); dp = g·y·ln x, taken as 0 where x = 0 (as PyTorch does; the
  * power is 0 or 1 there). A negative base has no real logarithm: dp is NaN there, as y
  * is for a non-integer exponent.
  */
-export const Pow: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Pow = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [x, exponent] = node.inputs;
     const y = node.outputs[0];
@@ -99,7 +87,7 @@ export const Pow: GradRule = {
     }
     return [dx, dp];
   },
-};
+});
 
 /**
  * Min and Max (variadic) route the cotangent to the operand that gave the output. On a
@@ -120,17 +108,14 @@ function extremum(ctx: GradContext, node: Node, g: string, wanted: boolean[]): (
   });
 }
 
-export const Max: GradRule = {
-  backward: (ctx, node, [g], wanted) => (g === undefined ? none(node) : extremum(ctx, node, g, wanted)),
-};
+export const Max = oneOutputRule({ backward: extremum });
 
 export const Min = Max;
 
 /** Where(condition, a, b): the condition carries no derivative. */
-export const Where: GradRule = {
+export const Where = oneOutputRule({
   differentiableInputs: () => [1, 2],
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [condition, a, other] = node.inputs;
     const y = node.outputs[0];
@@ -141,15 +126,14 @@ export const Where: GradRule = {
       wanted[2] ? ctx.unbroadcastToInput(b.op1('Where', [condition, zero, g]), other, y) : undefined,
     ];
   },
-};
+});
 
 /**
  * Mod with fmod=1 on floats: y = a − b·trunc(a/b), so ∂y/∂a = 1 and ∂y/∂b = −trunc(a/b)
  * (away from the jumps where a/b is an integer). Integer Mod carries no derivative.
  */
-export const Mod: GradRule = {
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return none(node);
+export const Mod = oneOutputRule({
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [a, divisor] = node.inputs;
     const y = node.outputs[0];
@@ -160,4 +144,4 @@ export const Mod: GradRule = {
       wanted[1] ? ctx.unbroadcastToInput(b.op1('Neg', [b.mul(g, truncated)]), divisor, y) : undefined,
     ];
   },
-};
+});

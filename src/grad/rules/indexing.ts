@@ -3,13 +3,12 @@
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, floatTypeOf, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, floatTypeOf, oneOutputRule, product, refuseBatchAxis, refuseNode, reverseAxis, zeroPad, zeroPadAxis } from './shared.js';
 
 /** Concat: each data input gets its stretch of the cotangent along the axis. */
-export const Concat: GradRule = {
+export const Concat = oneOutputRule({
   refuse: refuseBatchAxis(1, 'concatenates along'),
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g, wanted) {
     const rank = ctx.rank(node.outputs[0]);
     const axis = dataAxis(node, attrInt(node, 'axis', 0), rank);
     let offset = 0;
@@ -20,11 +19,11 @@ export const Concat: GradRule = {
       return wanted[i] ? ctx.b.slice(g, [start], [start + length], [axis]) : undefined;
     });
   },
-};
+});
 
 /** Split: the cotangents of the parts, joined back (zeros for a part nothing flows back to). */
 export const Split: GradRule = {
-  differentiableInputs: firstInputOnly,
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(0, 'splits along'),
   backward(ctx, node, outputGrads) {
     if (outputGrads.every((g) => g === undefined)) return [undefined];
@@ -65,10 +64,9 @@ function sliceInput(ctx: GradContext, node: Node, position: number): number[] | 
  * put back at the positions read. A step s > 1 spreads it with s − 1 zeros between
  * elements (Unsqueeze, Pad, Reshape); a negative step reverses it first.
  */
-export const Slice: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const Slice = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const inDims = [0, ...ctx.perSample(x)];
@@ -110,45 +108,38 @@ export const Slice: GradRule = {
     }
     return [dx];
   },
-};
+});
 
 /**
  * Gather with indices that do not depend on the data: dx = onehot(indices)ᵀ · g per
  * sample, with the one-hot matrix (indices × positions) built by Equal against the
  * positions, so repeated indices add up. Negative indices count from the end.
  */
-export const Gather: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const Gather = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: (node, context) => (context.wanted[0] ? refuseBatchAxis(0, 'gathers along')(node, context) : undefined),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
-    const [x, indices] = node.inputs;
-    const xDims = [0, ...ctx.perSample(x)];
-    const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
-    const length = xDims[axis];
+    const { x, indices, xDims, axis, length, resolved: anyShape } = gatherAlongAxis(ctx, node);
     const count = product(ctx.shapes.dims(indices));
     const after = product(xDims.slice(axis + 1));
-    let flat = b.reshape(indices, [count, 1]);
-    if (ctx.shapes.elemType(indices) !== DataType.INT64) flat = b.op1('Cast', [flat], { to: DataType.INT64 });
-    const resolved = b.op1('Where', [b.op1('Less', [flat, b.constInt64([0], [])]), b.add(flat, b.constInt64([length], [])), flat]);
+    const resolved = b.reshape(anyShape, [count, 1]);
     const positions = b.constInt64(Array.from({ length }, (_, i) => i), [1, length]);
     const oneHot = b.op1('Cast', [b.op1('Equal', [resolved, positions])], { to: floatTypeOf(ctx, x) });
     // g (batch, before…, indices…, after…) → (batch·before, count, after); onehotᵀ (length, count) contracts the indices.
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, count, after])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /** Trilu keeps a triangle of the last two axes: the cotangent keeps the same triangle. */
-export const Trilu: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+export const Trilu = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     if (ctx.rank(node.inputs[0]) < 3) throw refuseNode(node, 'its matrices span axis 0, the batch axis, so the samples are not independent');
     return [ctx.b.op1('Trilu', node.inputs[1] ? [g, node.inputs[1]] : [g], { upper: attrInt(node, 'upper', 1) }), undefined];
   },
-};
+});
 
 /** Non-negative int64 indices: a negative index counts from the end of an axis of `length`. */
 function resolveIndices(ctx: GradContext, indices: string, length: number | string): string {
@@ -157,6 +148,15 @@ function resolveIndices(ctx: GradContext, indices: string, length: number | stri
   if (ctx.shapes.elemType(indices) !== DataType.INT64) v = b.op1('Cast', [v], { to: DataType.INT64 });
   const size = typeof length === 'number' ? b.constInt64([length], []) : length;
   return b.op1('Where', [b.op1('Less', [v, b.constInt64([0], [])]), b.add(v, size), v]);
+}
+
+/** What Gather and GatherElements read off the node: full data dims, the axis, its length and the indices made non-negative int64. */
+function gatherAlongAxis(ctx: GradContext, node: Node) {
+  const [x, indices] = node.inputs;
+  const xDims = [0, ...ctx.perSample(x)];
+  const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
+  const length = xDims[axis];
+  return { x, indices, xDims, axis, length, resolved: resolveIndices(ctx, indices, length) };
 }
 
 /** Zeros of the (static or batched) shape of `value`. */
@@ -170,17 +170,12 @@ function zerosLike(ctx: GradContext, value: string): string {
  * ScatterElements with reduction=add; before, by a one-hot comparison of the indices
  * with the positions along the axis, summed over the indices.
  */
-export const GatherElements: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const GatherElements = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(0, 'gathers along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
-    const [x, indices] = node.inputs;
-    const xDims = [0, ...ctx.perSample(x)];
-    const axis = dataAxis(node, attrInt(node, 'axis', 0), xDims.length);
-    const length = xDims[axis];
-    const resolved = resolveIndices(ctx, indices, length);
+    const { x, indices, xDims, axis, length, resolved } = gatherAlongAxis(ctx, node);
     if (b.opset >= 16) return [b.op1('ScatterElements', [ctx.zerosPerSample(xDims.slice(1)), resolved, g], { axis, reduction: 'add' }), undefined];
     const positionDims = xDims.map(() => 1);
     positionDims.splice(axis + 1, 0, length);
@@ -193,18 +188,17 @@ export const GatherElements: GradRule = {
     const short = xDims.map((d, i) => (i === 0 || i === axis ? 0 : d - indexDims[i]));
     return [zeroPad(ctx, summed, xDims.map(() => 0), short), undefined];
   },
-};
+});
 
 /**
  * GatherND with batch_dims ≥ 1 (batch_dims = 0 would index the batch axis): each index
  * tuple picks a slice of one sample; the cotangent is added back there with a one-hot
  * matrix of the flattened tuples (tuples × indexed positions) per leading batch entry.
  */
-export const GatherND: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const GatherND = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: (node) => (attrInt(node, 'batch_dims', 0) === 0 ? 'batch_dims=0: its index tuples address axis 0, the batch axis, so the samples are not independent' : undefined),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
     const batchDims = attrInt(node, 'batch_dims', 0);
@@ -224,7 +218,7 @@ export const GatherND: GradRule = {
     const spread = b.op1('MatMul', [b.transpose(oneHot, [0, 2, 1]), b.reshape(g, [-1, tuples, rest])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /**
  * ScatterElements along an axis other than 0. The data keeps the cotangent where it was
@@ -232,15 +226,14 @@ export const GatherND: GradRule = {
  * position it was written to. With reduction=none and repeated indices only the last
  * write counts in the forward op, and every write gets the cotangent here.
  */
-export const ScatterElements: GradRule = {
+export const ScatterElements = oneOutputRule({
   differentiableInputs: () => [0, 2],
   refuse(node) {
     const reduction = attrString(node, 'reduction', 'none');
     if (reduction !== 'none' && reduction !== 'add') return `reduction='${reduction}' is not supported: only 'none' and 'add'`;
     return refuseBatchAxis(0, 'scatters along')(node, { opset: 0, wanted: [] });
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [x, indices, updates] = node.inputs;
     const axis = dataAxis(node, attrInt(node, 'axis', 0), ctx.rank(x));
@@ -251,7 +244,7 @@ export const ScatterElements: GradRule = {
       wanted[2] ? b.op1('GatherElements', [g, indices], { axis }) : undefined,
     ];
   },
-};
+});
 
 /**
  * ScatterND: the data keeps the cotangent where it was not overwritten, each update
@@ -259,14 +252,13 @@ export const ScatterElements: GradRule = {
  * batch axis first; that every update lands in its own sample is checked by the probe,
  * which refuses a model whose samples interact.
  */
-export const ScatterND: GradRule = {
+export const ScatterND = oneOutputRule({
   differentiableInputs: () => [0, 2],
   refuse(node) {
     const reduction = attrString(node, 'reduction', 'none');
     return reduction !== 'none' && reduction !== 'add' ? `reduction='${reduction}' is not supported: only 'none' and 'add'` : undefined;
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [, indices, updates] = node.inputs;
     const add = attrString(node, 'reduction', 'none') === 'add';
@@ -276,32 +268,30 @@ export const ScatterND: GradRule = {
       wanted[2] ? b.op1('GatherND', [g, indices]) : undefined,
     ];
   },
-};
+});
 
 /** TopK's values came from distinct positions along the axis: their cotangents go back there. */
-export const TopK: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const TopK = oneOutputRule({
+  differentiableInputs: firstOnly,
   differentiableOutputs: () => [0],
   refuse: refuseBatchAxis(-1, 'selects along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const x = node.inputs[0];
     const axis = dataAxis(node, attrInt(node, 'axis', -1), ctx.rank(x));
     if (!node.outputs[1]) node.outputs[1] = ctx.b.fresh('TopK_indices');
     return [ctx.b.op1('ScatterElements', [ctx.zerosPerSample(ctx.perSample(x)), node.outputs[1], g], { axis }), undefined];
   },
-};
+});
 
 /** Compress along an axis keeps the positions where the condition holds: a Gather of those positions. */
-export const Compress: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const Compress = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'axis', Number.NaN) === 0) return 'it selects along axis 0, the batch axis, so the samples are not independent';
     if (node.attributes.every((a) => a.name !== 'axis')) return 'without an axis it flattens the input, batch axis included, so the samples are not independent';
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, condition] = node.inputs;
     const xDims = [0, ...ctx.perSample(x)];
@@ -313,27 +303,26 @@ export const Compress: GradRule = {
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, kept, product(xDims.slice(axis + 1))])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
-};
+});
 
 /** ReverseSequence reverses each sequence's first lens[i] steps: doing it again puts the cotangent back. */
-export const ReverseSequence: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const ReverseSequence = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: (node) =>
     attrInt(node, 'time_axis', 0) === 0 ? 'its time axis is axis 0, the batch axis, so the samples are not independent' : undefined,
-  backward: (ctx, node, [g]) => [
-    g === undefined ? undefined : ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
+  backward: (ctx, node, g) => [
+    ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
     undefined,
   ],
-};
+});
 
 /**
  * CenterCropPad crops or pads each listed axis about its centre; the cotangent is
  * cropped or padded back to the input's shape the same way (the offsets agree).
  */
-export const CenterCropPad: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+export const CenterCropPad = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const rank = ctx.rank(x);
@@ -348,4 +337,4 @@ export const CenterCropPad: GradRule = {
     }
     return [b.op1('CenterCropPad', [g, b.constInt64(axes.map((a) => inDims[a - 1]))], { axes }), undefined];
   },
-};
+});

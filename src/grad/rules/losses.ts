@@ -3,7 +3,7 @@
 import { attrInt, attrString, DataType } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { floatTypeOf } from './shared.js';
+import { floatTypeOf, oneOutputRule } from './shared.js';
 
 function refuseReduction(node: Node): string | undefined {
   const reduction = attrString(node, 'reduction', 'mean');
@@ -40,16 +40,15 @@ function targetWeights(ctx: GradContext, node: Node, scores: string): string {
 }
 
 /** loss[n, d] = −w_t·x[n, t, d]: dx = −w_t·g at the target class. */
-export const NegativeLogLikelihoodLoss: GradRule = {
+export const NegativeLogLikelihoodLoss = oneOutputRule({
   differentiableInputs: () => [0],
   refuse: refuseReduction,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     return [b.op1('Neg', [b.mul(targetWeights(ctx, node, x), b.unsqueeze(g, [1]))]), ...node.inputs.slice(1).map(() => undefined)];
   },
-};
+});
 
 /**
  * loss[n, d] = −w_t·log_softmax(x)[n, t, d] over the classes (axis 1), and the optional

@@ -5,7 +5,7 @@
 import { attrFloat, attrInt, attrInts } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstOutputOnly, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, oneOutputRule, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
 
 const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or parameter scale and bias are supported';
 
@@ -13,7 +13,7 @@ const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or para
 function normalization(dx: (ctx: GradContext, node: Node, g: string) => string, refuse?: GradRule['refuse']): GradRule {
   return {
     differentiableInputs: () => [0, 1, 2],
-    differentiableOutputs: firstOutputOnly,
+    differentiableOutputs: firstOnly,
     refuse(node, context) {
       if (context.wanted[1] || context.wanted[2]) return SCALE_AND_BIAS_DATA;
       return refuse?.(node, context);
@@ -42,9 +42,9 @@ function perChannel(ctx: GradContext, v: string, rank: number): string {
 }
 
 /** Inference form: y = (x − mean)/√(var + ε)·scale + B with constant mean and var, so dx = g·scale/√(var + ε). */
-export const BatchNormalization: GradRule = {
+export const BatchNormalization = oneOutputRule({
   differentiableInputs: () => [0, 1, 2],
-  differentiableOutputs: firstOutputOnly,
+  differentiableOutputs: firstOnly,
   refuse(node, { wanted }) {
     if (attrInt(node, 'training_mode', 0) === 1 || node.outputs.filter((o) => o !== '').length > 1) {
       return 'training mode: the samples interact through batch statistics; export the model in eval mode';
@@ -52,14 +52,14 @@ export const BatchNormalization: GradRule = {
     if (wanted[1] || wanted[2] || wanted[3] || wanted[4]) return 'the scale, bias, mean or variance holds data; only constant or parameter ones are supported';
     return undefined;
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined || !wanted[0]) return node.inputs.map(() => undefined);
+  backward(ctx, node, g, wanted) {
+    if (!wanted[0]) return node.inputs.map(() => undefined);
     const b = ctx.b;
     const [x, scale, , , variance] = node.inputs;
     const factor = b.op1('Div', [scale, b.op1('Sqrt', [b.add(variance, b.scalar(attrFloat(node, 'epsilon', 1e-5)))])]);
     return [b.mul(g, perChannel(ctx, factor, ctx.rank(x))), undefined, undefined, undefined, undefined];
   },
-};
+});
 
 /** Normalizes over the axes from `axis` (default −1) on; scale and bias have those axes' shape. */
 export const LayerNormalization = normalization((ctx, node, g) => {
@@ -105,11 +105,10 @@ export const GroupNormalization = normalization((ctx, node, g) => {
  * LpNormalization: y = x/‖x‖ₚ along an axis (p = 1 or 2). With n = ‖x‖ₚ,
  * dx = (g − ∂n/∂x · Σ g⊙y)/n, where ∂n/∂x = y for p = 2 and sign(x) for p = 1.
  */
-export const LpNormalization: GradRule = {
+export const LpNormalization = oneOutputRule({
   differentiableInputs: () => [0],
   refuse: refuseBatchAxis(-1, 'normalizes along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const y = node.outputs[0];
@@ -120,24 +119,23 @@ export const LpNormalization: GradRule = {
     const dot = b.reduceSum(b.mul(g, y), [axis], true);
     return [b.op1('Div', [b.op1('Sub', [g, b.mul(normGrad, dot)]), norm])];
   },
-};
+});
 
 /** MeanVarianceNormalization: (x − mean)/√var over `axes` (default 0, 2, 3: the batch axis, refused). */
-export const MeanVarianceNormalization: GradRule = {
+export const MeanVarianceNormalization = oneOutputRule({
   differentiableInputs: () => [0],
   refuse(node) {
     const axes = attrInts(node, 'axes') ?? [0, 2, 3];
     return axes.includes(0) ? 'it normalizes over axis 0 (the default axes are 0, 2, 3), the batch axis, so the samples are not independent' : undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const x = node.inputs[0];
     const rank = ctx.rank(x);
     const axes = [...new Set((attrInts(node, 'axes') ?? [0, 2, 3]).map((a) => dataAxis(node, a, rank)))].sort((p, q) => p - q);
     const dims = [0, ...ctx.perSample(x)];
     return [standardizeBackward(ctx, x, g, axes, product(axes.map((a) => dims[a])), 0)];
   },
-};
+});
 
 /**
  * Sums of `v` over windows along axis 1: position c gets Σ v[c − before … c + after]
@@ -153,10 +151,9 @@ function channelWindowSum(ctx: GradContext, v: string, rank: number, channels: n
  * LRN: y_c = x_c·s_c^(−β), s_c = bias + α/size·Σ_{window(c)} x². Then
  * dx_c = g_c·s_c^(−β) − 2αβ/size·x_c·Σ_{c' : c ∈ window(c')} g_c'·x_c'·s_c'^(−β−1).
  */
-export const LRN: GradRule = {
+export const LRN = oneOutputRule({
   differentiableInputs: () => [0],
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const rank = ctx.rank(x);
@@ -172,4 +169,4 @@ export const LRN: GradRule = {
     const back = channelWindowSum(ctx, inner, rank, channels, hi, lo);
     return [b.op1('Sub', [b.mul(g, sPow), b.scale(b.mul(x, back), (2 * alpha * beta) / size)])];
   },
-};
+});

@@ -4,7 +4,7 @@
 import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { convGeometry, outputPadding } from '../convGeometry.js';
-import { firstInputOnly, floatTypeOf, product, zeroPad } from './shared.js';
+import { firstOnly, floatTypeOf, oneOutputRule, product, zeroPad } from './shared.js';
 
 function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
   const inDims = ctx.perSample(node.inputs[0]);
@@ -32,15 +32,14 @@ function overlapPeriods(node: Parameters<GradRule['backward']>[1]): number[] {
  * the overlap period on every spatial axis), each group is scattered on its own into
  * zeros, where its positions are unique, and the groups are added.
  */
-export const MaxPool: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const MaxPool = oneOutputRule({
+  differentiableInputs: firstOnly,
   differentiableOutputs: () => [0],
   refuse(node) {
     if (attrInt(node, 'storage_order', 0) !== 0) return 'storage_order=1 is not supported';
     return undefined;
   },
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     // Ask the forward node for its argmax (flat indices into the whole input tensor).
     if (!node.outputs[1]) node.outputs[1] = b.fresh('MaxPool_indices');
@@ -71,7 +70,7 @@ export const MaxPool: GradRule = {
     }
     return [ctx.toPerSample(scattered, ctx.perSample(x))];
   },
-};
+});
 
 /**
  * A pooling node's windows, with ceil_mode's overhang (the part of the last window past
@@ -106,10 +105,9 @@ function windows(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
  * count_include_pad=1; never ceil_mode's overhang): a convolution of ones with a mask
  * of those elements.
  */
-export const AveragePool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const AveragePool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const { geo, spatial, kernel, kernelSize, overhang, padsEnd, convAttrs, spread } = windows(ctx, node);
     const padded = geo.padsBegin.some((p) => p > 0) || geo.padsEnd.some((p) => p > 0);
@@ -128,7 +126,7 @@ export const AveragePool: GradRule = {
     }
     return [spread(b.op1('Div', [g, divisor]))];
   },
-};
+});
 
 /** |x|^(p−1)·sign(x): the derivative of |x|^p / p. */
 function lpWeight(ctx: GradContext, x: string, p: number): string {
@@ -139,43 +137,39 @@ function lpWeight(ctx: GradContext, x: string, p: number): string {
 }
 
 /** y = (Σ_window |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·Σ_windows g·y^(1−p). */
-export const LpPool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const LpPool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const p = attrInt(node, 'p', 2);
     const scaled = b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)]));
     return [b.mul(lpWeight(ctx, node.inputs[0], p), windows(ctx, node).spread(scaled))];
   },
-};
+});
 
 /** y = (Σ_space |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·g·y^(1−p). */
-export const GlobalLpPool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const GlobalLpPool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const p = attrInt(node, 'p', 2);
     return [b.mul(lpWeight(ctx, node.inputs[0], p), b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)])))];
   },
-};
+});
 
-export const GlobalAveragePool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const GlobalAveragePool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const inDims = ctx.perSample(node.inputs[0]);
     const spatial = inDims.slice(1).reduce((p, k) => p * k, 1);
     return [ctx.b.op1('Expand', [ctx.b.scale(g, 1 / spatial), ctx.b.constInt64([1, ...inDims])])];
   },
-};
+});
 
 /** The maximum over space: the cotangent goes to the positions that hold it, shared equally on a tie. */
-export const GlobalMaxPool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+export const GlobalMaxPool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const spatialAxes = ctx.perSample(x).slice(1).map((_, i) => i + 2);
@@ -183,16 +177,15 @@ export const GlobalMaxPool: GradRule = {
     const ties = b.reduceSum(b.op1('Cast', [isMax], { to: floatTypeOf(ctx, x) }), spatialAxes, true);
     return [b.op1('Where', [isMax, b.op1('Div', [g, ties]), b.scalar(0)])];
   },
-};
+});
 
 /** MaxUnpool writes x[i] at the flat position I[i] of the output: x[i] gets the cotangent there. */
-export const MaxUnpool: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return node.inputs.map(() => undefined);
+export const MaxUnpool = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
     const picked = b.op1('Gather', [b.reshape(g, [-1]), b.reshape(indices, [-1])], { axis: 0 });
     return [ctx.toPerSample(picked, ctx.perSample(x)), ...node.inputs.slice(1).map(() => undefined)];
   },
-};
+});

@@ -3,7 +3,7 @@
 import { attrInt } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, floatTypeOf, product, reducedAxes, refuseBatchReduction, refuseNode } from './shared.js';
+import { dataAxis, firstOnly, floatTypeOf, oneOutputRule, product, reducedAxes, refuseBatchReduction, refuseNode } from './shared.js';
 
 interface Reduction {
   x: string;
@@ -17,11 +17,10 @@ interface Reduction {
 }
 
 function reduction(derivative: (ctx: GradContext, r: Reduction) => string): GradRule {
-  return {
-    differentiableInputs: firstInputOnly,
+  return oneOutputRule({
+    differentiableInputs: firstOnly,
     refuse: refuseBatchReduction,
-    backward(ctx, node, [g]) {
-      if (g === undefined) return [undefined];
+    backward(ctx, node, g) {
       const x = node.inputs[0];
       const dims = [0, ...ctx.perSample(x)];
       const axes = reducedAxes(ctx, node, dims.length);
@@ -30,7 +29,7 @@ function reduction(derivative: (ctx: GradContext, r: Reduction) => string): Grad
       const count = product(axes.map((a) => dims[a]));
       return [derivative(ctx, { x, g: restore(g), y: restore(node.outputs[0]), axes, count, node })];
     },
-  };
+  });
 }
 
 /** Broadcasts a value with the reduced axes of size 1 back to the input's shape. */
@@ -92,14 +91,13 @@ export const ReduceProd = reduction((ctx, { x, g, axes, node }) => {
  * CumSum along a constant axis: the cotangent is summed the other way, y_i = Σ_{j≤i} x_j
  * giving dx_j = Σ_{i≥j} g_i (exclusive stays exclusive).
  */
-export const CumSum: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+export const CumSum = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const axis = ctx.constantValue(node.inputs[1]);
     if (axis === undefined || axis.length !== 1) throw refuseNode(node, 'its axis is computed from the data; only a constant axis is supported');
     dataAxis(node, axis[0], ctx.rank(node.inputs[0]));
     const reverse = attrInt(node, 'reverse', 0) === 1 ? 0 : 1;
     return [ctx.b.op1('CumSum', [g, node.inputs[1]], { exclusive: attrInt(node, 'exclusive', 0), reverse }), undefined];
   },
-};
+});

@@ -4,8 +4,18 @@ import { attrInt, attrInts, isFloatType, nodeLabel, type Node } from '../../onnx
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { GradContext, GradRule } from '../context.js';
 
-export const firstInputOnly = (): number[] => [0];
-export const firstOutputOnly = (): number[] => [0];
+/** Only position 0 carries derivatives (as differentiableInputs or differentiableOutputs). */
+export const firstOnly = (): number[] => [0];
+
+/**
+ * A rule that needs the cotangent of output 0, the only differentiable output of most ops. The
+ * reverse walk calls a rule only when some output has a cotangent, so for one-output ops this
+ * check never fails; it stays, in this one place, for ops with outputs the model may use
+ * without output 0 (MaxPool's Indices, LayerNormalization's Mean).
+ */
+export function oneOutputRule(rule: Omit<GradRule, 'backward'> & { backward(ctx: GradContext, node: Node, g: string, wanted: boolean[]): (string | undefined)[] }): GradRule {
+  return { ...rule, backward: (ctx, node, [g], wanted) => (g === undefined ? node.inputs.map(() => undefined) : rule.backward(ctx, node, g, wanted)) };
+}
 
 export interface ElementwiseValues {
   x: string;
@@ -16,10 +26,10 @@ export interface ElementwiseValues {
 
 /** A one-input elementwise op: dx = g ⊙ f'(x), written with the forward input x or output y. */
 export function elementwise(derivative: (ctx: GradContext, v: ElementwiseValues) => string): GradRule {
-  return {
-    differentiableInputs: firstInputOnly,
-    backward: (ctx, node, [g]) => [g === undefined ? undefined : derivative(ctx, { x: node.inputs[0], y: node.outputs[0], g, node })],
-  };
+  return oneOutputRule({
+    differentiableInputs: firstOnly,
+    backward: (ctx, node, g) => [derivative(ctx, { x: node.inputs[0], y: node.outputs[0], g, node })],
+  });
 }
 
 /** A refusal found while building: the node cannot be differentiated as configured. */
@@ -109,9 +119,8 @@ export function inversePermutation(perm: readonly number[]): number[] {
   return inverse;
 }
 
-export function product(dims: readonly number[]): number {
-  return dims.reduce((p, d) => p * d, 1);
-}
+/** Number of elements of a shape (tensorSize, under the name the rules use). */
+export { tensorSize as product } from '../../onnx/graph.js';
 
 const typedContexts = new WeakMap<GradContext, Map<number, GradContext>>();
 

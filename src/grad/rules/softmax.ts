@@ -3,8 +3,8 @@
 // `axis` on is normalized together.
 import { attrInt } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstInputOnly, refuseBatchAxis } from './shared.js';
+import type { GradContext } from '../context.js';
+import { dataAxis, firstOnly, oneOutputRule, refuseBatchAxis } from './shared.js';
 
 function normalizedAxes(ctx: GradContext, node: Node): number[] {
   const rank = ctx.rank(node.inputs[0]);
@@ -14,26 +14,24 @@ function normalizedAxes(ctx: GradContext, node: Node): number[] {
 }
 
 // dx = y ⊙ (g − Σ g⊙y)
-export const Softmax: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const Softmax = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(1, 'normalizes along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const y = node.outputs[0];
     const dot = b.reduceSum(b.mul(g, y), normalizedAxes(ctx, node), true);
     return [b.mul(y, b.op1('Sub', [g, dot]))];
   },
-};
+});
 
 // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
-export const LogSoftmax: GradRule = {
-  differentiableInputs: firstInputOnly,
+export const LogSoftmax = oneOutputRule({
+  differentiableInputs: firstOnly,
   refuse: refuseBatchAxis(1, 'normalizes along'),
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined];
+  backward(ctx, node, g) {
     const b = ctx.b;
     const total = b.reduceSum(g, normalizedAxes(ctx, node), true);
     return [b.op1('Sub', [g, b.mul(b.op1('Exp', [node.outputs[0]]), total)])];
   },
-};
+});

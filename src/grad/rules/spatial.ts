@@ -1,18 +1,17 @@
 // Sampling grids and images: AffineGrid makes a grid linear in theta, GridSample reads an
 // image at a grid's locations, Col2Im folds patches into an image.
 import { attrInt, attrInts, attrString, DataType } from '../../onnx/graph.js';
-import type { GradContext, GradRule } from '../context.js';
-import { firstInputOnly, floatTypeOf, product, refuseNode } from './shared.js';
+import type { GradContext } from '../context.js';
+import { firstOnly, floatTypeOf, oneOutputRule, product, refuseNode } from './shared.js';
 
 /**
  * AffineGrid: grid[n, p, i] = Σ_j theta[n, i, j]·base[p, j], base = (coordinates, 1) at
  * every output position p. So dtheta[n] = Σ_p g[n, p]ᵀ base[p]. The coordinates are read
  * off AffineGrid itself run on the identity transform (align_corners as in the node).
  */
-export const AffineGrid: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined];
+export const AffineGrid = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const gridDims = ctx.perSample(node.outputs[0]);
     const spatial = gridDims.slice(0, -1);
@@ -27,17 +26,16 @@ export const AffineGrid: GradRule = {
     const flat = b.transpose(b.reshape(g, [-1, positions, rank]), [0, 2, 1]);
     return [b.op1('MatMul', [flat, base]), undefined];
   },
-};
+});
 
 /**
  * Col2Im adds column entries back into an image (N, C·K, L) → (N, C, …image); its
  * adjoint cuts the image into the same patches again: a grouped convolution whose K
  * kernels per channel are one-hot, with the node's pads, strides and dilations.
  */
-export const Col2Im: GradRule = {
-  differentiableInputs: firstInputOnly,
-  backward(ctx, node, [g]) {
-    if (g === undefined) return [undefined, undefined, undefined];
+export const Col2Im = oneOutputRule({
+  differentiableInputs: firstOnly,
+  backward(ctx, node, g) {
     const b = ctx.b;
     const block = ctx.constantValue(node.inputs[2]);
     if (block === undefined) throw refuseNode(node, 'its block_shape is computed from the data; only a constant one is supported');
@@ -56,7 +54,7 @@ export const Col2Im: GradRule = {
     });
     return [ctx.toPerSample(patches, [columns, length]), undefined, undefined];
   },
-};
+});
 
 /**
  * Keys' cubic convolution weights of the taps −1, 0, 1, 2 at fraction f (a = −0.75, as
@@ -90,14 +88,13 @@ function cubicTaps(ctx: GradContext): { offset: number; weight: (f: string) => s
  * g·weight back to the taps; the grid gets, per coordinate, Σ g·pixel·∂weight/∂location
  * times the scale of the denormalization (0 in nearest mode, piecewise constant).
  */
-export const GridSample: GradRule = {
+export const GridSample = oneOutputRule({
   differentiableInputs: () => [0, 1],
   refuse(node) {
     const mode = attrString(node, 'mode', 'linear');
     return ['linear', 'bilinear', 'nearest', 'cubic', 'bicubic'].includes(mode) ? undefined : `mode '${mode}' is not supported`;
   },
-  backward(ctx, node, [g], wanted) {
-    if (g === undefined) return [undefined, undefined];
+  backward(ctx, node, g, wanted) {
     const b = ctx.b;
     const [x, grid] = node.inputs;
     const [channels, ...spatial] = ctx.perSample(x);
@@ -213,4 +210,4 @@ export const GridSample: GradRule = {
     }
     return [dx, dGrid];
   },
-};
+});

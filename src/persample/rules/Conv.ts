@@ -2,17 +2,28 @@
 // kernels are one-hot (the M tensor of the quasi-linear form, literally), then
 // contract the patches with the cotangent by a batched MatMul within each group.
 // Conv bias per sample: the cotangent summed over space.
-import { convGeometry } from '../../grad/convGeometry.js';
+import { convGeometry, type ConvGeometry } from '../../grad/convGeometry.js';
 import type { GradContext } from '../../grad/context.js';
+import { tensorSize } from '../../onnx/graph.js';
 import type { SlotRule } from '../rule.js';
 
 /** One-hot kernels (channels·K, 1, ...kernel) for a depthwise patch-extracting Conv. */
 export function patchKernels(ctx: GradContext, channels: number, kernel: readonly number[]): string {
   const b = ctx.b;
-  const K = kernel.reduce((p, k) => p * k, 1);
-  const zeros = b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) });
-  const eye = b.reshape(b.op1('EyeLike', [zeros]), [K, 1, ...kernel]);
+  const K = tensorSize(kernel);
+  const eye = b.reshape(b.identity(K), [K, 1, ...kernel]);
   return b.op1('Tile', [eye, b.constInt64([channels, 1, ...kernel.map(() => 1)])]);
+}
+
+/** The patches of `value` (n, channels, ...) under `geo`: (n, channels·K, ...positions), by a grouped Conv with one-hot kernels. */
+export function unfold(ctx: GradContext, value: string, channels: number, geo: ConvGeometry): string {
+  return ctx.b.op1('Conv', [value, patchKernels(ctx, channels, geo.kernel)], {
+    group: channels,
+    strides: geo.strides,
+    dilations: geo.dilations,
+    pads: [...geo.padsBegin, ...geo.padsEnd],
+    kernel_shape: geo.kernel,
+  });
 }
 
 export const Conv: SlotRule = {
@@ -30,15 +41,9 @@ export const Conv: SlotRule = {
     const geo = convGeometry(node, inDims.slice(1), kernel);
     const G = geo.group;
     const C = inDims[0];
-    const K = kernel.reduce((p, k) => p * k, 1);
-    const P = spatialOut.reduce((p, k) => p * k, 1);
-    const patches = b.op1('Conv', [x, patchKernels(ctx, C, kernel)], {
-      group: C,
-      strides: geo.strides,
-      dilations: geo.dilations,
-      pads: [...geo.padsBegin, ...geo.padsEnd],
-      kernel_shape: kernel,
-    }); // (n, C·K, ...P)
+    const K = tensorSize(kernel);
+    const P = tensorSize(spatialOut);
+    const patches = unfold(ctx, x, C, geo); // (n, C·K, ...P)
     const patchesT = b.transpose(b.reshape(patches, [-1, G, groupChannels * K, P]), [0, 1, 3, 2]); // (n, G, P, C/G·K)
     const grad = b.reshape(g, [-1, G, outChannels / G, P]);
     const perSample = b.op1('MatMul', [grad, patchesT]); // (n, G, O/G, C/G·K)

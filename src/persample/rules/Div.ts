@@ -1,10 +1,9 @@
 // y = a / b is linear in the numerator a only: its per-sample gradient is g[n] / b[n], summed over
 // the axes a was broadcast along. A parameter in the denominator is not quasi-linear (no slot).
 import type { SlotRule } from '../rule.js';
-import { sumToParameter } from './broadcast.js';
 
 export const Div: SlotRule = {
   slots: () => [0],
   perSample: (ctx, node, input, g) =>
-    sumToParameter(ctx, ctx.b.op1('Div', [g, node.inputs[1]]), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input])),
+    ctx.unbroadcastPerSample(ctx.b.op1('Div', [g, node.inputs[1]]), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input])),
 };

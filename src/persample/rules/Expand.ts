@@ -2,9 +2,8 @@
 // before a Concat with the patches): one copy per sample, so its per-sample gradient is that
 // sample's cotangent, summed over the other axes it was broadcast along.
 import type { SlotRule } from '../rule.js';
-import { sumToParameter } from './broadcast.js';
 
 export const Expand: SlotRule = {
   slots: () => [0],
-  perSample: (ctx, node, _input, g) => sumToParameter(ctx, g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[0])),
+  perSample: (ctx, node, _input, g) => ctx.unbroadcastPerSample(g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[0])),
 };

@@ -3,7 +3,6 @@
 // broadcast along. x̂ comes from the same op with a scale of ones, so it matches the forward pass.
 import { attrFloat, attrInt } from '../../onnx/graph.js';
 import type { SlotRule } from '../rule.js';
-import { sumToParameter } from './broadcast.js';
 
 export const LayerNormalization: SlotRule = {
   slots: () => [1, 2],
@@ -16,18 +15,18 @@ export const LayerNormalization: SlotRule = {
     const x = node.inputs[0];
     const output = ctx.perSample(node.outputs[0]);
     const paramDims = ctx.dims(node.inputs[input]);
-    if (input === 2) return sumToParameter(ctx, g, output, paramDims);
+    if (input === 2) return ctx.unbroadcastPerSample(g, output, paramDims);
     const xDims = ctx.perSample(x);
     const rank = xDims.length + 1;
     const axis = attrInt(node, 'axis', -1);
     const first = axis < 0 ? axis + rank : axis;
     if (first < 1) throw new Error(`LayerNormalization '${node.name}': axis ${axis} normalizes across the batch axis`);
-    const ones = b.op1('ConstantOfShape', [b.constInt64(xDims.slice(first - 1))], { value: b.floatTensor([1]) });
+    const ones = b.filled(xDims.slice(first - 1), 1);
     const normalized = b.op1('LayerNormalization', [x, ones], {
       axis: first,
       epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)),
       stash_type: attrInt(node, 'stash_type', 1),
     });
-    return sumToParameter(ctx, b.mul(g, normalized), output, paramDims);
+    return ctx.unbroadcastPerSample(b.mul(g, normalized), output, paramDims);
   },
 };

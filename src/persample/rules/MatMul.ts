@@ -4,7 +4,6 @@
 // One batched MatMul contracts T; the leading axes W was broadcast along are summed after.
 // A 1-D operand is read as numpy does: a row vector on the left, a column vector on the right.
 import type { SlotRule } from '../rule.js';
-import { sumToParameter } from './broadcast.js';
 
 export const MatMul: SlotRule = {
   slots: () => [0, 1],
@@ -34,7 +33,7 @@ export const MatMul: SlotRule = {
     const lead = gDims.slice(0, -2);
     const matrix = input === 1 ? [xDims[xDims.length - 1], gDims[gDims.length - 1]] : [gDims[gDims.length - 2], xDims[xDims.length - 2]];
     const weightMatrix = weightDims.length === 1 ? (input === 1 ? [weightDims[0], 1] : [1, weightDims[0]]) : weightDims;
-    const summed = sumToParameter(ctx, product, [...lead, ...matrix], weightMatrix);
+    const summed = ctx.unbroadcastPerSample(product, [...lead, ...matrix], weightMatrix);
     return weightDims.length === 1 ? ctx.toPerSample(summed, weightDims) : summed;
   },
 };

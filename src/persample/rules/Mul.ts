@@ -1,13 +1,12 @@
 // y = a ⊙ b with broadcasting: the parameter's per-sample gradient is g[n] ⊙ (the other operand)[n],
 // summed over the axes the parameter was broadcast along.
 import type { SlotRule } from '../rule.js';
-import { sumToParameter } from './broadcast.js';
 
 export const Mul: SlotRule = {
   slots: () => [0, 1],
   product: true,
   perSample(ctx, node, input, g) {
     const other = node.inputs[1 - input];
-    return sumToParameter(ctx, ctx.b.mul(g, other), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input]));
+    return ctx.unbroadcastPerSample(ctx.b.mul(g, other), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input]));
   },
 };
