@@ -1,10 +1,12 @@
 // Elementwise math and activation rules against central differences. The models are
 // float64, except where onnxruntime's CPU kernel is float32 only (HardSigmoid,
-// LeakyRelu, Elu, Selu, Celu, Softplus, Softsign, Erf, Gelu, PRelu, Clip-11): those
+// LeakyRelu, Elu, Selu, Celu, Softplus, Softsign, Erf, Gelu, PRelu, Clip-11, HardSwish, Mish,
+// ThresholdedRelu, Shrink, trigonometric and hyperbolic functions): those
 // checks run in float32 with a larger step and tolerance (see gradcheck.ts).
 import { describe, expect, it } from 'vitest';
 import type { Attrs } from '../src/onnx/builder.js';
 import { FloatValue } from '../src/onnx/proto.js';
+import { NON_DIFFERENTIABLE_OPS } from '../src/grad/registry.js';
 import { avoiding, awayFromZero, gradcheck, positive, type GradCase } from './gradcheck.js';
 
 const f = (v: number) => new FloatValue(v);
@@ -119,4 +121,61 @@ describe('PRelu', () => {
     check({ opset: 13, float32: true, inputs: { x: { dims: [5], draw: awayFromZero } }, build: (b, { x }) => b.op1('PRelu', [x, b.constFloat([0.25], [1])]) }));
   it('gives both the input and a slope that holds data their cotangents (float32)', () =>
     check({ opset: 13, float32: true, inputs: { x: { dims: [4], draw: awayFromZero }, s: [4] }, build: (b, { x, s }) => b.op1('PRelu', [x, s]) }));
+});
+
+describe('HardSwish', () => {
+  // Inputs on the flat part, the curve and the identity part, away from the corners at ±3.
+  it('matches central differences (opset 14, float32)', () =>
+    check(unary('HardSwish', {}, { opset: 14, float32: true, inputs: { x: { dims: [4, 5], draw: avoiding([-3, 3], 0.05, (r) => 10 * r() - 5) } } })));
+});
+
+describe('Mish', () => {
+  it('matches central differences (opset 18, float32)', () => check(unary('Mish', {}, { opset: 18, ...float32BothSides })));
+});
+
+describe('ThresholdedRelu', () => {
+  it('matches central differences with alpha = 0.5 (float32)', () =>
+    check(unary('ThresholdedRelu', { alpha: f(0.5) }, { float32: true, inputs: { x: { dims: [4, 5], draw: avoiding([0.5]) } } })));
+});
+
+describe('Shrink', () => {
+  // onnxruntime's float64 Shrink rounds through float32, so the check runs in float32.
+  it('matches central differences with lambd and bias (float32)', () =>
+    check(unary('Shrink', { lambd: f(0.75), bias: f(0.25) }, { float32: true, inputs: { x: { dims: [4, 5], draw: avoiding([-0.75, 0.75]) } } })));
+});
+
+describe('trigonometric and hyperbolic functions', () => {
+  const within = (low: number, high: number) => ({ inputs: { x: { dims: [3, 4], draw: (r: () => number) => low + (high - low) * r() } } });
+  const cases: [string, Partial<GradCase>][] = [
+    ['Sin', {}],
+    ['Cos', {}],
+    ['Tan', within(-1.2, 1.2)],
+    ['Asin', within(-0.9, 0.9)],
+    ['Acos', within(-0.9, 0.9)],
+    ['Atan', {}],
+    ['Sinh', {}],
+    ['Cosh', {}],
+    ['Asinh', {}],
+    ['Acosh', within(1.2, 3)],
+    ['Atanh', within(-0.9, 0.9)],
+  ];
+  for (const [op, extra] of cases) {
+    it(`${op} matches central differences (float32)`, () => check(unary(op, {}, { float32: true, ...extra })));
+  }
+});
+
+describe('Mod', () => {
+  // fmod = 1 on floats; a/b kept away from integers, where y jumps.
+  it('matches central differences in both operands (opset 13)', () =>
+    check({
+      opset: 13,
+      inputs: { a: { dims: [3, 4], draw: (r) => 0.3 + 0.4 * r() + Math.floor(4 * r()) }, b: { dims: [1, 4], draw: (r) => (r() < 0.5 ? -1 : 1) * (1 + 0.01 * r()) } },
+      build: (b, { a, b: d }) => b.op1('Mod', [a, d], { fmod: 1 }),
+    }));
+});
+
+describe('Hardmax', () => {
+  it('cuts the chain: no derivative flows through it', () => {
+    expect(NON_DIFFERENTIABLE_OPS.has('Hardmax') && NON_DIFFERENTIABLE_OPS.has('ArgMax')).toBe(true);
+  });
 });

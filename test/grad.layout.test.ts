@@ -79,6 +79,26 @@ describe('Cast', () => {
     }));
 });
 
+describe('CastLike', () => {
+  it('moves the cotangent through float32 → float64 → float32 (opset 15, float32)', () =>
+    check({
+      opset: 15,
+      float32: true,
+      inputs: { x: [4] },
+      build: (b, { x }) => {
+        const double = b.op1('Cast', [b.constInt64([0], [])], { to: DataType.DOUBLE });
+        return b.op1('CastLike', [b.op1('Tanh', [b.op1('CastLike', [x, double])]), x]);
+      },
+    }));
+  it('carries no derivative into an integer type (opset 15)', () =>
+    check({
+      opset: 15,
+      inputs: { x: [4] },
+      // y = x · trunc(2x), the truncation by CastLike to int64: only the outer product has a derivative.
+      build: (b, { x }) => b.mul(x, b.op1('CastLike', [b.op1('CastLike', [b.scale(x, 2), b.constInt64([0], [])]), x])),
+    }));
+});
+
 describe('Expand', () => {
   it('sums the cotangent over the expanded axes', () =>
     check({ opset: 13, inputs: { x: [1, 3, 1] }, build: (b, { x }) => weighted(b, b.op1('Expand', [x, b.constInt64([1, 2, 3, 4])]), [2, 3, 4]) }));

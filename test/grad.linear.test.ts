@@ -101,6 +101,57 @@ describe('ConvTranspose', () => {
   it('matches central differences in 3-D with auto_pad VALID (float32)', () =>
     check(convT({ auto_pad: 'VALID', strides: [1, 2, 1] }, [2, 2, 2, 2], [2, 1, 2, 2, 2])));
   it('refuses a weight that holds data', () => {
-    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(/the weight or bias holds data/);
+    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(/the weight or bias is computed from the data: one weight for the whole batch/);
   });
+});
+
+describe('Einsum', () => {
+  const einsum = (equation: string, inputs: Record<string, number[]>, constants: number[][] = []): GradCase => ({
+    opset: 12,
+    inputs,
+    build: (b, x) => {
+      const operands = [...Object.values(x), ...constants.map((dims, i) => weights(b, dims, i + 1))];
+      const y = b.op1('Einsum', operands, { equation });
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for a batched matrix product of two data operands', () =>
+    check(einsum('nij,njk->nik', { a: [2, 3], c: [3, 4] })));
+  it('matches central differences with a constant operand and an implicit output', () => check(einsum('bij,jk', { a: [2, 3] }, [[3, 4]])));
+  it('matches central differences with ellipses and a broadcast length-1 axis', () =>
+    check(einsum('...ij,...jk->...ik', { a: [2, 2, 3], c: [1, 3, 4] })));
+  it('matches central differences with a diagonal and a letter summed out in one operand', () =>
+    check(einsum('niij,nk->nij', { a: [3, 3, 2], c: [4] })));
+  it('matches central differences for a bilinear form with spaces in the equation', () =>
+    check(einsum('ni, nj, ij -> n', { a: [3], c: [4] }, [[3, 4]])));
+  it('refuses an operand whose batch axis is summed or moved', async () => {
+    expect(refusals(einsum('ni->', { a: [3] }))[0]).toMatch(/sums over every axis/);
+    await expect(gradcheck(einsum('ni,ni->i', { a: [3], c: [3] }))).rejects.toThrow(/does not keep the batch axis|moves the batch off axis 0/);
+  });
+});
+
+describe('Det', () => {
+  // onnxruntime runs Det in float32 only.
+  const det = (dims: number[]): GradCase => ({
+    opset: 13,
+    float32: true,
+    inputs: { x: dims },
+    build: (b, { x }) => {
+      const y = b.op1('Det', [x]);
+      return b.mul(y, b.op1('Tanh', [y]));
+    },
+  });
+  it('matches central differences for 3×3 matrices (float32)', () => check(det([3, 3])));
+  it('matches central differences for a batch of 2×2 matrices per sample (float32)', () => check(det([2, 2, 2])));
+  it('matches central differences for 1×1 matrices (float32)', () => check(det([1, 1])));
+  it('matches central differences at singular matrices (third row = first row + c, c = 0, float32)', () =>
+    check({
+      opset: 13,
+      float32: true,
+      inputs: { x: [2, 3], c: { dims: [1, 3], draw: () => 0 } },
+      build: (b, { x, c }) => {
+        // det = 0 here, where y·tanh(y) is flat: the read-out is y itself.
+        return b.op1('Det', [b.op1('Concat', [x, b.add(b.slice(x, [0], [1], [1]), c)], { axis: 1 })]);
+      },
+    }));
 });

@@ -106,3 +106,30 @@ describe('GroupNormalization', () => {
       build: (b, { x }) => readOut(b, b.op1('GroupNormalization', [x, vector(b, 3, 1), vector(b, 3, 0.2)], { num_groups: 3 })),
     }));
 });
+
+describe('LpNormalization', () => {
+  const lp = (attrs: Attrs, dims: number[], float32 = false): GradCase => ({ opset: 13, float32, inputs: { x: dims }, build: (b, { x }) => readOut(b, b.op1('LpNormalization', [x], attrs)) });
+  it('matches central differences with p = 2 along the last axis', () => check(lp({}, [3, 4])));
+  it('matches central differences with p = 1 along axis 1', () => check(lp({ p: 1, axis: 1 }, [4, 3])));
+  it('refuses to normalize along the batch axis', () => {
+    expect(refusals(lp({ axis: 0 }, [3]))).toEqual(['it normalizes along axis 0, the batch axis, so the samples are not independent']);
+  });
+});
+
+describe('MeanVarianceNormalization', () => {
+  // onnxruntime runs MeanVarianceNormalization in float32 only.
+  const mvn = (attrs: Attrs): GradCase => ({ opset: 13, float32: true, inputs: { x: [3, 2, 4] }, build: (b, { x }) => readOut(b, b.op1('MeanVarianceNormalization', [x], attrs)) });
+  it('matches central differences over the spatial axes (float32)', () => check(mvn({ axes: [2, 3] })));
+  it('matches central differences over channels and the last axis (float32)', () => check(mvn({ axes: [1, -1] })));
+  it('refuses the default axes, which include the batch axis', () => {
+    expect(refusals(mvn({}))[0]).toMatch(/normalizes over axis 0 \(the default axes are 0, 2, 3\)/);
+  });
+});
+
+describe('LRN', () => {
+  const lrn = (attrs: Attrs, dims: number[]): GradCase => ({ opset: 13, float32: true, inputs: { x: dims }, build: (b, { x }) => readOut(b, b.op1('LRN', [x], attrs)) });
+  it('matches central differences with an odd window (float32)', () =>
+    check(lrn({ size: 3, alpha: new FloatValue(0.5), beta: new FloatValue(0.75), bias: new FloatValue(1.5) }, [6, 2, 2])));
+  // onnxruntime accepts odd sizes and 4-D inputs only.
+  it('matches central differences with the default constants (float32)', () => check(lrn({ size: 5 }, [7, 1, 2])));
+});

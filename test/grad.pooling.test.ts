@@ -3,7 +3,7 @@
 // also in float64.
 import { describe, expect, it } from 'vitest';
 import { DataType } from '../src/onnx/graph.js';
-import { makeTensor } from '../src/onnx/proto.js';
+import { FloatValue, makeTensor } from '../src/onnx/proto.js';
 import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
 import { distinct, gradcheck, refusals, type GradCase } from './gradcheck.js';
 
@@ -17,7 +17,8 @@ function readOut(b: GraphBuilder, y: string): string {
 }
 
 function pool(op: string, attrs: Attrs, dims: number[], opset = 13, float32 = op !== 'MaxPool'): GradCase {
-  return { opset, float32, inputs: { x: { dims, draw: distinct() } }, build: (b, { x }) => readOut(b, b.op1(op, [x], attrs)) };
+  // float64 MaxPool steps by 1e-6: a finer grid of distinct values leaves room for larger inputs.
+  return { opset, float32, inputs: { x: { dims, draw: float32 ? distinct() : distinct(0.01) } }, build: (b, { x }) => readOut(b, b.op1(op, [x], attrs)) };
 }
 
 describe('MaxPool', () => {
@@ -30,8 +31,20 @@ describe('MaxPool', () => {
     check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], auto_pad: 'SAME_UPPER' }, [1, 5, 6], 16)));
   it('matches central differences with ceil_mode = 1 (a last window cut short)', () =>
     check(pool('MaxPool', { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, [2, 5, 3])));
-  it('refuses overlapping windows before opset 16, with how to convert the model', () => {
-    expect(refusals(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [1, 5], 13))[0]).toMatch(/overlapping MaxPool windows need ScatterElements with reduction=add \(opset 16\)/);
+  // Overlapping windows before opset 16: the scatter is split into groups of disjoint windows.
+  for (const opset of [11, 13, 16, 18]) {
+    it(`matches central differences with kernel 3, stride 2, pads 1 as in ResNet (opset ${opset})`, () =>
+      check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 9, 8], opset)));
+    it(`matches central differences with kernel 3, stride 2, ceil_mode = 1 as in SqueezeNet (opset ${opset})`, () =>
+      check(pool('MaxPool', { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }, [2, 8, 7], opset)));
+  }
+  it('matches central differences with stride 1 in 1-D (opset 11)', () => check(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [2, 7], 11)));
+  it('matches central differences with overlapping windows and dilations (opset 11)', () =>
+    check(pool('MaxPool', { kernel_shape: [3, 2], strides: [1, 2], dilations: [2, 1] }, [2, 7, 6], 11)));
+  it('matches central differences with overlapping windows in 3-D and auto_pad SAME_UPPER (opset 13)', () =>
+    check(pool('MaxPool', { kernel_shape: [2, 3, 3], strides: [1, 2, 2], auto_pad: 'SAME_UPPER' }, [2, 3, 5, 4], 13)));
+  it('does not refuse overlapping windows at any opset', () => {
+    for (const opset of [11, 12, 13, 14, 15]) expect(refusals(pool('MaxPool', { kernel_shape: [3], strides: [1] }, [1, 5], opset))).toEqual([]);
   });
 });
 
@@ -45,6 +58,14 @@ describe('AveragePool', () => {
     await check(pool('AveragePool', { kernel_shape: [2], strides: [2] }, [3, 6]));
     await check(pool('AveragePool', { kernel_shape: [2, 1, 2], strides: [1, 1, 2], auto_pad: 'SAME_UPPER' }, [2, 3, 2, 4]));
   });
+  for (const includePad of [0, 1]) {
+    it(`matches central differences with ceil_mode = 1 and pads, count_include_pad = ${includePad} (float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 0, 1, 1], ceil_mode: 1, count_include_pad: includePad }, [2, 6, 7])));
+    it(`matches central differences with ceil_mode = 1 without pads, count_include_pad = ${includePad} (float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [3, 2], strides: [2, 2], ceil_mode: 1, count_include_pad: includePad }, [2, 6, 5])));
+    it(`matches central differences with ceil_mode = 1 in 1-D, stride 3, count_include_pad = ${includePad} (opset 11, float32)`, () =>
+      check(pool('AveragePool', { kernel_shape: [2], strides: [3], pads: [1, 0], ceil_mode: 1, count_include_pad: includePad }, [2, 9], 11)));
+  }
   it('matches central differences with dilations (opset 19, float32)', () =>
     check(pool('AveragePool', { kernel_shape: [2, 2], dilations: [2, 1] }, [2, 5, 4], 19)));
 });
@@ -92,11 +113,50 @@ describe('Resize', () => {
     check(resize(18, { axes: [2, 3], keep_aspect_ratio_policy: 'not_larger' }, [2, 4, 6], (b) => ['', '', b.constInt64([7, 7])])));
   it('matches central differences downsampling a 1-D signal (opset 19, half_pixel_symmetric)', () =>
     check(resize(19, { coordinate_transformation_mode: 'half_pixel_symmetric' }, [2, 9], (b) => ['', floats(b, [1, 1, 0.5])])));
-  it('refuses linear and cubic modes', () => {
-    for (const mode of ['linear', 'cubic']) {
-      expect(refusals(resize(13, { mode }, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])]))).toEqual([
-        `mode '${mode}' is not supported: only mode 'nearest', whose output copies input elements`,
-      ]);
-    }
+  // Linear and cubic modes mix neighbours: the matrices come from the same Resize on basis tensors.
+  it('matches central differences in linear mode, half_pixel, upsampling by 2 (opset 13)', () =>
+    check(resize(13, { mode: 'linear' }, [2, 3, 4], (b) => ['', floats(b, [1, 1, 2, 2])])));
+  it('matches central differences in linear mode, align_corners, fractional scales (opset 11)', () =>
+    check(resize(11, { mode: 'linear', coordinate_transformation_mode: 'align_corners' }, [2, 5, 4], (b) => [roi(b), floats(b, [1, 1, 1.7, 0.6])])));
+  it('matches central differences in linear mode, pytorch_half_pixel, with sizes (opset 13)', () =>
+    check(
+      resize(13, { mode: 'linear', coordinate_transformation_mode: 'pytorch_half_pixel' }, [2, 3, 5], (b, x) => {
+        const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
+        return ['', '', b.op1('Concat', [batch, b.constInt64([2, 6, 3])], { axis: 0 })];
+      }),
+    ));
+  it('matches central differences in linear mode with antialias, downsampling (opset 18)', () =>
+    check(resize(18, { mode: 'linear', antialias: 1 }, [2, 8, 7], (b) => ['', floats(b, [1, 1, 0.5, 0.6])])));
+  it('matches central differences in cubic mode with exclude_outside and cubic_coeff_a (opset 13)', () =>
+    check(resize(13, { mode: 'cubic', exclude_outside: 1, cubic_coeff_a: new FloatValue(-0.5) }, [2, 4, 5], (b) => ['', floats(b, [1, 1, 2, 1.5])])));
+  it('matches central differences in cubic mode, asymmetric, sizes for some axes (opset 18)', () =>
+    check(resize(18, { mode: 'cubic', coordinate_transformation_mode: 'asymmetric', axes: [2, 3] }, [2, 4, 5], (b) => ['', '', b.constInt64([7, 3])])));
+});
+
+describe('MaxUnpool', () => {
+  it('matches central differences after a MaxPool whose indices it takes (float32)', () =>
+    check({
+      opset: 11,
+      float32: true,
+      inputs: { x: { dims: [2, 4, 6], draw: distinct() } },
+      build: (b, { x }) => {
+        const [y, indices] = b.op('MaxPool', [x], { kernel_shape: [2, 2], strides: [2, 2] }, 2);
+        return readOut(b, b.op1('MaxUnpool', [b.op1('Tanh', [y]), indices], { kernel_shape: [2, 2], strides: [2, 2] }));
+      },
+    }));
+});
+
+describe('LpPool', () => {
+  it('matches central differences with p = 2, overlapping windows and pads (float32)', () =>
+    check(pool('LpPool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 5, 6])));
+  it('matches central differences with p = 3 in 1-D (float32)', () => check(pool('LpPool', { kernel_shape: [2], strides: [1], p: 3 }, [2, 6])));
+  it('matches central differences with ceil_mode = 1 (opset 18, float32)', () =>
+    check(pool('LpPool', { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, [2, 5, 5], 18)));
+});
+
+describe('GlobalLpPool', () => {
+  it('matches central differences with p = 2 and p = 3 (float32)', async () => {
+    await check(pool('GlobalLpPool', {}, [3, 4, 5]));
+    await check(pool('GlobalLpPool', { p: 3 }, [3, 4]));
   });
 });

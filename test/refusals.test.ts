@@ -63,10 +63,22 @@ describe('refused models', () => {
   });
 
   it('every op type without a gradient rule, listed together', () => {
-    const graph = graphWith(13, (b, x, w) => b.op1('Cos', [b.op1('Sin', [b.op1('Atan', [b.op1('Gemm', [x, w])])])]));
+    // DeformConv has no rule yet; ops of other domains have none.
+    const graph = graphWith(19, (b, x, w) => {
+      const y = b.op1('DeformConv', [b.op1('Gemm', [x, w]), b.constFloat([1], [1, 1, 1, 1]), b.constFloat([0, 0], [1, 2, 1, 1])]);
+      const custom = b.op1('FusedThing', [y]);
+      b.graph.nodes[b.graph.nodes.length - 1].domain = 'com.example';
+      return custom;
+    });
     const analysis = analyze(graph, graph.outputs[0].name);
-    expect(analysis.unsupportedOps).toEqual(['Atan', 'Cos', 'Sin']);
-    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types Atan, Cos, Sin');
+    expect(analysis.unsupportedOps).toEqual(['DeformConv', 'com.example.FusedThing']);
+    expect(analysis.problems.map((p) => p.reason).join('\n')).toContain('no gradient rule for op types DeformConv, com.example.FusedThing');
+  });
+
+  it('ops refused whatever their configuration, with the reason', () => {
+    const graph = graphWith(13, (b, x, w) => b.op1('DequantizeLinear', [b.op1('QuantizeLinear', [b.op1('Gemm', [x, w]), b.constFloat([0.1], [])]), b.constFloat([0.1], [])]));
+    const analysis = analyze(graph, graph.outputs[0].name);
+    expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/rounding to integers has derivative 0 almost everywhere/));
   });
 
   it('Dropout with a training_mode input', () => {

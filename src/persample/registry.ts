@@ -5,6 +5,7 @@ import { BatchNormalization } from './rules/BatchNormalization.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
 import { Div } from './rules/Div.js';
+import { Einsum } from './rules/Einsum.js';
 import { Gather } from './rules/Gather.js';
 import { Gemm } from './rules/Gemm.js';
 import { GroupNormalization } from './rules/GroupNormalization.js';
@@ -21,6 +22,7 @@ export const slotRules: Record<string, SlotRule> = {
   Conv,
   ConvTranspose,
   Div,
+  Einsum,
   Gather,
   Gemm,
   GroupNormalization,

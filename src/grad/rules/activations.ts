@@ -96,3 +96,30 @@ export const PRelu: GradRule = {
     ];
   },
 };
+
+// y = x·clamp(x/6 + 1/2, 0, 1): y' = 0 below −3, x/3 + 1/2 on [−3, 3], 1 above (PyTorch's convention at the kinks).
+export const HardSwish = elementwise((ctx, { x, g }) => {
+  const b = ctx.b;
+  const slope = b.add(b.scale(x, 1 / 3), b.scalar(0.5));
+  const inside = b.op1('Where', [b.op1('Greater', [x, b.scalar(3)]), g, b.mul(g, slope)]);
+  return b.op1('Where', [b.op1('Less', [x, b.scalar(-3)]), b.scalar(0), inside]);
+});
+
+// y = x·tanh(softplus(x)): y' = tanh(sp) + x·σ(x)·(1 − tanh²(sp)).
+export const Mish = elementwise((ctx, { x, g }) => {
+  const b = ctx.b;
+  const t = b.op1('Tanh', [b.op1('Softplus', [x])]);
+  return b.mul(g, b.add(t, b.mul(b.mul(x, b.op1('Sigmoid', [x])), oneMinus(ctx, b.mul(t, t)))));
+});
+
+// y = x for x > alpha, else 0.
+export const ThresholdedRelu = elementwise((ctx, { x, g, node }) =>
+  ctx.b.op1('Where', [ctx.b.op1('Greater', [x, ctx.b.scalar(attrFloat(node, 'alpha', 1))]), g, ctx.b.scalar(0)]),
+);
+
+// y = x ∓ bias outside [−lambd, lambd], 0 inside: y' = 1 outside.
+export const Shrink = elementwise((ctx, { x, g, node }) => {
+  const b = ctx.b;
+  const outside = b.op1('Greater', [b.op1('Abs', [x]), b.scalar(attrFloat(node, 'lambd', 0.5))]);
+  return b.op1('Where', [outside, g, b.scalar(0)]);
+});

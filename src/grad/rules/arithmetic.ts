@@ -63,29 +63,41 @@ export const Div: GradRule = {
   },
 };
 
-/** y = x^p with an exponent p that carries no derivative: dx = g·p·x^(p−1). */
+/**
+ * y = x^p: dx = g·p·x^(p−1); dp = g·y·ln x, taken as 0 where x = 0 (as PyTorch does; the
+ * power is 0 or 1 there). A negative base has no real logarithm: dp is NaN there, as y
+ * is for a non-integer exponent.
+ */
 export const Pow: GradRule = {
-  refuse(_node, { wanted }) {
-    if (wanted[1]) return 'the exponent depends on the parameters; only an exponent that is constant or independent of the parameters is supported';
-    return undefined;
-  },
   backward(ctx, node, [g], wanted) {
-    if (g === undefined || !wanted[0]) return none(node);
+    if (g === undefined) return none(node);
     const b = ctx.b;
     const [x, exponent] = node.inputs;
     const y = node.outputs[0];
-    const value = ctx.constantValue(exponent);
-    let derivative: string;
-    if (value?.length === 1 && value[0] === 1) {
-      derivative = g;
-    } else if (value?.length === 1 && value[0] === 2) {
-      derivative = b.mul(g, b.scale(x, 2));
-    } else {
-      const type = floatTypeOf(ctx, x);
-      const p = ctx.shapes.elemType(exponent) === type ? exponent : b.op1('Cast', [exponent], { to: type });
-      derivative = b.mul(g, b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])])));
+    let dx: string | undefined;
+    if (wanted[0]) {
+      const value = ctx.constantValue(exponent);
+      if (value?.length === 1 && value[0] === 1) {
+        dx = g;
+      } else if (value?.length === 1 && value[0] === 2) {
+        dx = b.mul(g, b.scale(x, 2));
+      } else {
+        const type = floatTypeOf(ctx, x);
+        const p = ctx.shapes.elemType(exponent) === type ? exponent : b.op1('Cast', [exponent], { to: type });
+        dx = b.mul(g, b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])])));
+      }
+      dx = ctx.unbroadcastToInput(dx, x, y);
     }
-    return [ctx.unbroadcastToInput(derivative, x, y), undefined];
+    let dp: string | undefined;
+    if (wanted[1]) {
+      const atZero = b.op1('Equal', [x, b.scalar(0)]);
+      const log = b.op1('Log', [b.op1('Where', [atZero, b.scalar(1), x])]);
+      const derivative = b.mul(g, b.mul(y, log));
+      const type = floatTypeOf(ctx, exponent);
+      const cast = floatTypeOf(ctx, x) === type ? derivative : b.op1('Cast', [derivative], { to: type });
+      dp = ctx.unbroadcastToInput(cast, exponent, y);
+    }
+    return [dx, dp];
   },
 };
 
@@ -127,6 +139,25 @@ export const Where: GradRule = {
       undefined,
       wanted[1] ? ctx.unbroadcastToInput(b.op1('Where', [condition, g, zero]), a, y) : undefined,
       wanted[2] ? ctx.unbroadcastToInput(b.op1('Where', [condition, zero, g]), other, y) : undefined,
+    ];
+  },
+};
+
+/**
+ * Mod with fmod=1 on floats: y = a − b·trunc(a/b), so ∂y/∂a = 1 and ∂y/∂b = −trunc(a/b)
+ * (away from the jumps where a/b is an integer). Integer Mod carries no derivative.
+ */
+export const Mod: GradRule = {
+  backward(ctx, node, [g], wanted) {
+    if (g === undefined) return none(node);
+    const b = ctx.b;
+    const [a, divisor] = node.inputs;
+    const y = node.outputs[0];
+    const quotient = b.op1('Div', [a, divisor]);
+    const truncated = b.mul(b.op1('Sign', [quotient]), b.op1('Floor', [b.op1('Abs', [quotient])]));
+    return [
+      wanted[0] ? ctx.unbroadcastToInput(g, a, y) : undefined,
+      wanted[1] ? ctx.unbroadcastToInput(b.op1('Neg', [b.mul(g, truncated)]), divisor, y) : undefined,
     ];
   },
 };

@@ -33,6 +33,19 @@ export const Cast: GradRule = {
   backward: (ctx, node, [g]) => [g === undefined ? undefined : ctx.b.op1('Cast', [g], { to: floatTypeOf(ctx, node.inputs[0]) })],
 };
 
+/**
+ * CastLike casts to the type of its second input, which the node alone does not tell:
+ * a float result sends the cotangent back in the input's type; an integer result has
+ * derivative 0 almost everywhere and sends nothing.
+ */
+export const CastLike: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined || !isFloatType(ctx.shapes.elemType(node.outputs[0]))) return [undefined, undefined];
+    return [ctx.b.op1('Cast', [g], { to: floatTypeOf(ctx, node.inputs[0]) }), undefined];
+  },
+};
+
 export const Transpose: GradRule = {
   differentiableInputs: firstInputOnly,
   backward(ctx, node, [g]) {

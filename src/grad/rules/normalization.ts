@@ -2,10 +2,10 @@
 // per-sample rules (or constants); here only the data input X gets a cotangent.
 // Statistics over the samples of a batch (BatchNormalization in training mode)
 // would make the samples interact, so that is refused.
-import { attrFloat, attrInt } from '../../onnx/graph.js';
+import { attrFloat, attrInt, attrInts } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstOutputOnly, product, refuseBatchAxis } from './shared.js';
+import { dataAxis, firstOutputOnly, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
 
 const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or parameter scale and bias are supported';
 
@@ -100,3 +100,76 @@ export const GroupNormalization = normalization((ctx, node, g) => {
   const dx = standardizeBackward(ctx, grouped(x), gHat, [2], perGroup, attrFloat(node, 'epsilon', 1e-5));
   return ctx.toPerSample(dx, dims);
 });
+
+/**
+ * LpNormalization: y = x/‖x‖ₚ along an axis (p = 1 or 2). With n = ‖x‖ₚ,
+ * dx = (g − ∂n/∂x · Σ g⊙y)/n, where ∂n/∂x = y for p = 2 and sign(x) for p = 1.
+ */
+export const LpNormalization: GradRule = {
+  differentiableInputs: () => [0],
+  refuse: refuseBatchAxis(-1, 'normalizes along'),
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const x = node.inputs[0];
+    const y = node.outputs[0];
+    const axis = dataAxis(node, attrInt(node, 'axis', -1), ctx.rank(x));
+    const p = attrInt(node, 'p', 2);
+    const norm = p === 1 ? b.reduceSum(b.op1('Abs', [x]), [axis], true) : b.op1('Sqrt', [b.reduceSum(b.mul(x, x), [axis], true)]);
+    const normGrad = p === 1 ? b.op1('Sign', [x]) : y;
+    const dot = b.reduceSum(b.mul(g, y), [axis], true);
+    return [b.op1('Div', [b.op1('Sub', [g, b.mul(normGrad, dot)]), norm])];
+  },
+};
+
+/** MeanVarianceNormalization: (x − mean)/√var over `axes` (default 0, 2, 3: the batch axis, refused). */
+export const MeanVarianceNormalization: GradRule = {
+  differentiableInputs: () => [0],
+  refuse(node) {
+    const axes = attrInts(node, 'axes') ?? [0, 2, 3];
+    return axes.includes(0) ? 'it normalizes over axis 0 (the default axes are 0, 2, 3), the batch axis, so the samples are not independent' : undefined;
+  },
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const x = node.inputs[0];
+    const rank = ctx.rank(x);
+    const axes = [...new Set((attrInts(node, 'axes') ?? [0, 2, 3]).map((a) => dataAxis(node, a, rank)))].sort((p, q) => p - q);
+    const dims = [0, ...ctx.perSample(x)];
+    return [standardizeBackward(ctx, x, g, axes, product(axes.map((a) => dims[a])), 0)];
+  },
+};
+
+/**
+ * Sums of `v` over windows along axis 1: position c gets Σ v[c − before … c + after]
+ * (zero padding), as a Pad and a sum of shifted Slices.
+ */
+function channelWindowSum(ctx: GradContext, v: string, rank: number, channels: number, before: number, after: number): string {
+  const padded = zeroPadAxis(ctx, v, rank, 1, before, after);
+  const shifts = Array.from({ length: before + after + 1 }, (_, k) => ctx.b.slice(padded, [k], [k + channels], [1]));
+  return ctx.b.sum(shifts);
+}
+
+/**
+ * LRN: y_c = x_c·s_c^(−β), s_c = bias + α/size·Σ_{window(c)} x². Then
+ * dx_c = g_c·s_c^(−β) − 2αβ/size·x_c·Σ_{c' : c ∈ window(c')} g_c'·x_c'·s_c'^(−β−1).
+ */
+export const LRN: GradRule = {
+  differentiableInputs: () => [0],
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const x = node.inputs[0];
+    const rank = ctx.rank(x);
+    const channels = ctx.perSample(x)[0];
+    const size = attrInt(node, 'size', 1);
+    const alpha = attrFloat(node, 'alpha', 0.0001);
+    const beta = attrFloat(node, 'beta', 0.75);
+    const lo = Math.floor((size - 1) / 2);
+    const hi = Math.ceil((size - 1) / 2);
+    const s = b.add(b.scalar(attrFloat(node, 'bias', 1)), b.scale(channelWindowSum(ctx, b.mul(x, x), rank, channels, lo, hi), alpha / size));
+    const sPow = b.op1('Pow', [s, b.scalar(-beta)]);
+    const inner = b.op1('Div', [b.mul(b.mul(g, x), sPow), s]);
+    const back = channelWindowSum(ctx, inner, rank, channels, hi, lo);
+    return [b.op1('Sub', [b.mul(g, sPow), b.scale(b.mul(x, back), (2 * alpha * beta) / size)])];
+  },
+};

@@ -4,7 +4,7 @@
 import { attrInt, attrInts } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
 import { convGeometry, outputPadding } from '../convGeometry.js';
-import { firstInputOnly, floatTypeOf } from './shared.js';
+import { firstInputOnly, floatTypeOf, product, zeroPad } from './shared.js';
 
 function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
   const inDims = ctx.perSample(node.inputs[0]);
@@ -12,21 +12,30 @@ function poolGeometry(ctx: GradContext, node: Parameters<GradRule['backward']>[1
   return { inDims, outDims: ctx.perSample(node.outputs[0]), geo: convGeometry(node, inDims.slice(1), kernel) };
 }
 
-/** Windows of a pooling node overlap when a kernel extent exceeds its stride. */
-function overlaps(node: Parameters<GradRule['backward']>[1]): boolean {
+/**
+ * Per spatial axis, how many consecutive output positions have windows that can share
+ * an input element: ceil(extent / stride). Output positions congruent modulo this
+ * number have disjoint windows.
+ */
+function overlapPeriods(node: Parameters<GradRule['backward']>[1]): number[] {
   const kernel = attrInts(node, 'kernel_shape') ?? [];
   const strides = attrInts(node, 'strides') ?? kernel.map(() => 1);
   const dilations = attrInts(node, 'dilations') ?? kernel.map(() => 1);
-  return kernel.some((k, i) => (k - 1) * dilations[i] + 1 > strides[i]);
+  return kernel.map((k, i) => Math.ceil(((k - 1) * dilations[i] + 1) / strides[i]));
 }
 
+/**
+ * MaxPool sends each output's cotangent to its argmax, read from the forward node's
+ * Indices output (flat positions in the whole input). Overlapping windows can share an
+ * argmax, so the scatter must add: from opset 16 ScatterElements adds; before, the
+ * output positions are split into groups whose windows are disjoint (congruent modulo
+ * the overlap period on every spatial axis), each group is scattered on its own into
+ * zeros, where its positions are unique, and the groups are added.
+ */
 export const MaxPool: GradRule = {
   differentiableInputs: firstInputOnly,
   differentiableOutputs: () => [0],
-  refuse(node, { opset }) {
-    if (opset < 16 && overlaps(node)) {
-      return `overlapping MaxPool windows need ScatterElements with reduction=add (opset 16); this model has opset ${opset}: convert it with onnx.version_converter.convert_version(model, 16)`;
-    }
+  refuse(node) {
     if (attrInt(node, 'storage_order', 0) !== 0) return 'storage_order=1 is not supported';
     return undefined;
   },
@@ -36,47 +45,119 @@ export const MaxPool: GradRule = {
     // Ask the forward node for its argmax (flat indices into the whole input tensor).
     if (!node.outputs[1]) node.outputs[1] = b.fresh('MaxPool_indices');
     const x = node.inputs[0];
+    const indices = node.outputs[1];
     const flatShape = b.constInt64([-1]);
-    const zeros = b.op1('Reshape', [b.op1('Mul', [x, b.scalar(0)]), flatShape]);
-    const scattered = b.op1(
-      'ScatterElements',
-      [zeros, b.op1('Reshape', [node.outputs[1], flatShape]), b.op1('Reshape', [g, flatShape])],
-      b.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 },
-    );
+    const flat = (v: string) => b.op1('Reshape', [v, flatShape]);
+    const zeros = flat(b.op1('Mul', [x, b.scalar(0)]));
+    const periods = overlapPeriods(node);
+    const outSpatial = ctx.perSample(node.outputs[0]).slice(1);
+    let scattered: string;
+    if (b.opset >= 16 || periods.every((p) => p === 1)) {
+      scattered = b.op1('ScatterElements', [zeros, flat(indices), flat(g)], b.opset >= 16 ? { axis: 0, reduction: 'add' } : { axis: 0 });
+    } else {
+      const axes = outSpatial.map((_, i) => i + 2);
+      const groups: string[] = [];
+      const visit = (offsets: number[]): void => {
+        if (offsets.length < periods.length) {
+          const axis = offsets.length;
+          for (let o = 0; o < Math.min(periods[axis], outSpatial[axis]); o++) visit([...offsets, o]);
+          return;
+        }
+        const pick = (v: string) => b.slice(v, offsets, outSpatial.map(() => Number.MAX_SAFE_INTEGER), axes, periods);
+        groups.push(b.op1('ScatterElements', [zeros, flat(pick(indices)), flat(pick(g))], { axis: 0 }));
+      };
+      visit([]);
+      scattered = b.sum(groups);
+    }
     return [ctx.toPerSample(scattered, ctx.perSample(x))];
   },
 };
 
+/**
+ * A pooling node's windows, with ceil_mode's overhang (the part of the last window past
+ * the padded input) as extra end padding, and `spread(v)`: the sum over the windows
+ * covering each input element of v at those windows (a transposed depthwise
+ * convolution of ones).
+ */
+function windows(ctx: GradContext, node: Parameters<GradRule['backward']>[1]) {
+  const b = ctx.b;
+  const { inDims, outDims, geo } = poolGeometry(ctx, node);
+  const spatial = inDims.slice(1);
+  const channels = inDims[0];
+  const kernel = geo.kernel;
+  const kernelSize = product(kernel);
+  const extents = kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
+  const overhang = spatial.map((s, i) => Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])));
+  const padsEnd = geo.padsEnd.map((p, i) => p + overhang[i]);
+  const convAttrs = { strides: geo.strides, dilations: geo.dilations, kernel_shape: kernel };
+  const spread = (v: string): string =>
+    b.op1('ConvTranspose', [v, b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel])], {
+      ...convAttrs,
+      pads: [...geo.padsBegin, ...padsEnd],
+      group: channels,
+      output_padding: outputPadding({ ...geo, padsEnd }, spatial, outDims.slice(1)),
+    });
+  return { geo, spatial, kernel, kernelSize, overhang, padsEnd, convAttrs, spread };
+}
+
+/**
+ * AveragePool spreads g/divisor over each window. The divisor of each window is the
+ * count of the elements it covers that count (the input, plus the pads when
+ * count_include_pad=1; never ceil_mode's overhang): a convolution of ones with a mask
+ * of those elements.
+ */
 export const AveragePool: GradRule = {
   differentiableInputs: firstInputOnly,
-  refuse(node) {
-    if (attrInt(node, 'ceil_mode', 0) !== 0) return 'ceil_mode=1 is not supported';
-    return undefined;
-  },
   backward(ctx, node, [g]) {
     if (g === undefined) return [undefined];
     const b = ctx.b;
-    const { inDims, outDims, geo } = poolGeometry(ctx, node);
-    const channels = inDims[0];
-    const kernel = geo.kernel;
-    const kernelSize = kernel.reduce((p, k) => p * k, 1);
-    const convAttrs = { strides: geo.strides, dilations: geo.dilations, pads: [...geo.padsBegin, ...geo.padsEnd], kernel_shape: kernel };
+    const { geo, spatial, kernel, kernelSize, overhang, padsEnd, convAttrs, spread } = windows(ctx, node);
     const padded = geo.padsBegin.some((p) => p > 0) || geo.padsEnd.some((p) => p > 0);
+    const includePad = attrInt(node, 'count_include_pad', 0) === 1;
     let divisor: string;
-    if (attrInt(node, 'count_include_pad', 0) === 1 || !padded) {
+    if (overhang.every((o) => o === 0) && (includePad || !padded)) {
       divisor = b.scalar(kernelSize);
     } else {
-      // Each window's divisor is its count of non-pad elements: a Conv of ones with ones.
-      const ones = b.constFloat(Array(inDims.slice(1).reduce((p, k) => p * k, 1)).fill(1), [1, 1, ...inDims.slice(1)]);
-      divisor = b.op1('Conv', [ones, b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+      const counted = includePad ? spatial.map((s, i) => s + geo.padsBegin[i] + geo.padsEnd[i]) : spatial;
+      const mask = b.constFloat(Array(product(counted)).fill(1), [1, 1, ...counted]);
+      const before = includePad ? spatial.map(() => 0) : geo.padsBegin;
+      const after = includePad ? overhang : padsEnd;
+      const counts = b.op1('Conv', [zeroPad(ctx, mask, [0, 0, ...before], [0, 0, ...after]), b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+      // A window wholly in the overhang (onnxruntime keeps some) counts nothing and sends nothing back.
+      divisor = b.op1('Max', [counts, b.scalar(1)]);
     }
-    const spread = b.constFloat(Array(channels * kernelSize).fill(1), [channels, 1, ...kernel]);
-    const dx = b.op1('ConvTranspose', [b.op1('Div', [g, divisor]), spread], {
-      ...convAttrs,
-      group: channels,
-      output_padding: outputPadding(geo, inDims.slice(1), outDims.slice(1)),
-    });
-    return [dx];
+    return [spread(b.op1('Div', [g, divisor]))];
+  },
+};
+
+/** |x|^(p−1)·sign(x): the derivative of |x|^p / p. */
+function lpWeight(ctx: GradContext, x: string, p: number): string {
+  const b = ctx.b;
+  if (p === 2) return x;
+  if (p === 1) return b.op1('Sign', [x]);
+  return b.mul(b.op1('Pow', [b.op1('Abs', [x]), b.scalar(p - 1)]), b.op1('Sign', [x]));
+}
+
+/** y = (Σ_window |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·Σ_windows g·y^(1−p). */
+export const LpPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const p = attrInt(node, 'p', 2);
+    const scaled = b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)]));
+    return [b.mul(lpWeight(ctx, node.inputs[0], p), windows(ctx, node).spread(scaled))];
+  },
+};
+
+/** y = (Σ_space |x|^p)^(1/p): dx = |x|^(p−1)·sign(x)·g·y^(1−p). */
+export const GlobalLpPool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined];
+    const b = ctx.b;
+    const p = attrInt(node, 'p', 2);
+    return [b.mul(lpWeight(ctx, node.inputs[0], p), b.mul(g, b.op1('Pow', [node.outputs[0], b.scalar(1 - p)])))];
   },
 };
 
@@ -101,5 +182,17 @@ export const GlobalMaxPool: GradRule = {
     const isMax = b.op1('Equal', [x, node.outputs[0]]);
     const ties = b.reduceSum(b.op1('Cast', [isMax], { to: floatTypeOf(ctx, x) }), spatialAxes, true);
     return [b.op1('Where', [isMax, b.op1('Div', [g, ties]), b.scalar(0)])];
+  },
+};
+
+/** MaxUnpool writes x[i] at the flat position I[i] of the output: x[i] gets the cotangent there. */
+export const MaxUnpool: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return node.inputs.map(() => undefined);
+    const b = ctx.b;
+    const [x, indices] = node.inputs;
+    const picked = b.op1('Gather', [b.reshape(g, [-1]), b.reshape(indices, [-1])], { axis: 0 });
+    return [ctx.toPerSample(picked, ctx.perSample(x)), ...node.inputs.slice(1).map(() => undefined)];
   },
 };

@@ -3,7 +3,7 @@
 import { attrInt } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { firstInputOnly, floatTypeOf, product, reducedAxes, refuseBatchReduction } from './shared.js';
+import { dataAxis, firstInputOnly, floatTypeOf, product, reducedAxes, refuseBatchReduction, refuseNode } from './shared.js';
 
 interface Reduction {
   x: string;
@@ -61,3 +61,45 @@ const extremum = reduction((ctx, { x, g, y, axes }) => {
 
 export const ReduceMax = extremum;
 export const ReduceMin = extremum;
+
+// y = log Σ exp(x): dx = g·exp(x − y).
+export const ReduceLogSumExp = reduction((ctx, { x, g, y }) => ctx.b.mul(g, ctx.b.op1('Exp', [ctx.b.op1('Sub', [x, y])])));
+
+// y = log Σ x: dx = g / Σx = g·exp(−y).
+export const ReduceLogSum = reduction((ctx, { x, g, y }) => spread(ctx, ctx.b.mul(g, ctx.b.op1('Exp', [ctx.b.op1('Neg', [y])])), x));
+
+// y = Σ|x|: dx = g·sign(x) (0 at 0, as for Abs).
+export const ReduceL1 = reduction((ctx, { x, g }) => ctx.b.mul(g, ctx.b.op1('Sign', [x])));
+
+/**
+ * y = Π x: dx = g·Π(the others), which is y/x without zeros; with one zero only that
+ * position gets the product of the others, with two or more every derivative is 0.
+ */
+export const ReduceProd = reduction((ctx, { x, g, axes, node }) => {
+  if (axes.length === 0) return g;
+  const b = ctx.b;
+  const isZero = b.op1('Equal', [x, b.scalar(0)]);
+  const safe = b.op1('Where', [isZero, b.scalar(1), x]);
+  const nonZeroProduct = ctx.b.opset >= 18 ? b.op1('ReduceProd', [safe, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceProd', [safe], { axes, keepdims: 1 });
+  const zeros = b.reduceSum(b.op1('Cast', [isZero], { to: floatTypeOf(ctx, node.inputs[0]) }), axes, true);
+  const zero = b.scalar(0);
+  const atZero = b.op1('Where', [b.op1('Equal', [zeros, b.scalar(1)]), nonZeroProduct, zero]);
+  const elsewhere = b.op1('Where', [b.op1('Equal', [zeros, zero]), b.op1('Div', [nonZeroProduct, safe]), zero]);
+  return b.mul(g, b.op1('Where', [isZero, atZero, elsewhere]));
+});
+
+/**
+ * CumSum along a constant axis: the cotangent is summed the other way, y_i = Σ_{j≤i} x_j
+ * giving dx_j = Σ_{i≥j} g_i (exclusive stays exclusive).
+ */
+export const CumSum: GradRule = {
+  differentiableInputs: firstInputOnly,
+  backward(ctx, node, [g]) {
+    if (g === undefined) return [undefined, undefined];
+    const axis = ctx.constantValue(node.inputs[1]);
+    if (axis === undefined || axis.length !== 1) throw refuseNode(node, 'its axis is computed from the data; only a constant axis is supported');
+    dataAxis(node, axis[0], ctx.rank(node.inputs[0]));
+    const reverse = attrInt(node, 'reverse', 0) === 1 ? 0 : 1;
+    return [ctx.b.op1('CumSum', [g, node.inputs[1]], { exclusive: attrInt(node, 'exclusive', 0), reverse }), undefined];
+  },
+};
