@@ -24,7 +24,10 @@ function diagonal(op: string): JvpRule {
   };
 }
 
-const DIAGONAL = ['Relu', 'LeakyRelu', 'Elu', 'Selu', 'Celu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Softsign', 'Gelu', 'Clip', 'Exp', 'Log', 'Sqrt', 'Reciprocal', 'Abs', 'Erf'] as const;
+const DIAGONAL = [
+  'Relu', 'LeakyRelu', 'Elu', 'Selu', 'Celu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Softsign', 'Gelu', 'Clip', 'Exp', 'Log', 'Sqrt', 'Reciprocal', 'Abs', 'Erf',
+  'HardSwish', 'Mish', 'ThresholdedRelu', 'Shrink', 'Sin', 'Cos', 'Tan', 'Asin', 'Acos', 'Atan', 'Sinh', 'Cosh', 'Asinh', 'Acosh', 'Atanh',
+] as const;
 export const diagonalRules: Record<string, JvpRule> = Object.fromEntries(DIAGONAL.map((op) => [op, diagonal(op)]));
 
 /** Dims of a value as it broadcasts in the direction form: per-sample dims of data, full dims of constants. */
@@ -139,7 +142,7 @@ export const MatMul: JvpRule = {
  * Tangent of x̂ = (x − mean)/√(var + ε), statistics over `axes`:
  * dx̂ = (dx − mean(dx) − x̂·mean(x̂ ⊙ dx)) / √(var + ε). `dims` are the per-sample dims of x and dx.
  */
-function standardizeTangent(ctx: TangentContext, x: string, t: string, dims: readonly number[], axes: number[], count: number, epsilon: number): string {
+export function standardizeTangent(ctx: TangentContext, x: string, t: string, dims: readonly number[], axes: number[], count: number, epsilon: number): string {
   const b = ctx.b;
   const mean = (v: string) => b.scale(b.reduceSum(v, axes, true), 1 / count);
   const centered = b.op1('Sub', [x, mean(x)]);
@@ -248,7 +251,7 @@ export const MaxPool: JvpRule = {
 };
 
 /** Weights of an extremum over `axes`: 1/ties at the positions that hold it (as torch.amax shares the gradient). */
-function extremumWeights(ctx: TangentContext, x: string, y: string, axes: number[]): string {
+export function extremumWeights(ctx: TangentContext, x: string, y: string, axes: number[]): string {
   const b = inFloatTypeOf(ctx, y).b;
   const hit = b.op1('Cast', [b.op1('Equal', [x, y])], { to: floatTypeOf(ctx, x) });
   return b.op1('Div', [hit, b.reduceSum(hit, axes, true)]);
@@ -264,7 +267,7 @@ export const GlobalMaxPool: JvpRule = {
   },
 };
 
-function reduction(weights: (ctx: TangentContext, x: string, y: string, axes: number[]) => string): JvpRule {
+export function reduction(weights: (ctx: TangentContext, x: string, y: string, axes: number[]) => string): JvpRule {
   return {
     tangent(ctx, node, [t]) {
       if (t === undefined) return [undefined];
