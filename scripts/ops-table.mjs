@@ -25,6 +25,7 @@ const RULE_NOTES = {
   Compress: 'along an axis other than 0; without an axis (flattening the batch) refused',
   Concat: 'not along axis 0',
   CumSum: 'constant axis other than 0; exclusive and reverse included',
+  DeformConv: '2-D; input, offsets and mask; weight and bias are parameter slots',
   Det: 'matrices in axes other than 0; cofactors, exact at singular matrices',
   DFT: 'not along axis 0; a one-sided inverse (real output) refused',
   Dropout: 'inference (identity); a training_mode input refused',
@@ -68,7 +69,7 @@ const RULE_NOTES = {
 
 const INTEGER = 'integer, boolean or string values carry no derivative';
 const QUANTIZED = 'quantized (integer) tensors carry no derivative';
-const SEQUENCES = 'sequences and optionals are not differentiated';
+const SEQUENCES = 'no gradient rule: sequences and optionals are not differentiated';
 const CONTROL_FLOW = 'derivatives through control flow (If/Loop/Scan) are not supported';
 
 /** Ops with neither a rule nor a cut: [status, reason]. */
@@ -95,18 +96,18 @@ const OTHERS = {
   QLinearConv: ['not applicable', QUANTIZED],
   QLinearMatMul: ['not applicable', QUANTIZED],
   DequantizeLinear: ['not applicable', QUANTIZED],
-  Optional: ['not applicable', SEQUENCES],
-  OptionalGetElement: ['not applicable', SEQUENCES],
-  OptionalHasElement: ['not applicable', SEQUENCES],
-  ConcatFromSequence: ['not applicable', SEQUENCES],
-  SequenceAt: ['not applicable', SEQUENCES],
-  SequenceConstruct: ['not applicable', SEQUENCES],
-  SequenceEmpty: ['not applicable', SEQUENCES],
-  SequenceErase: ['not applicable', SEQUENCES],
-  SequenceInsert: ['not applicable', SEQUENCES],
-  SequenceLength: ['not applicable', SEQUENCES],
-  SequenceMap: ['not applicable', SEQUENCES],
-  SplitToSequence: ['not applicable', SEQUENCES],
+  Optional: ['refused', SEQUENCES],
+  OptionalGetElement: ['refused', SEQUENCES],
+  OptionalHasElement: ['refused', SEQUENCES],
+  ConcatFromSequence: ['refused', SEQUENCES],
+  SequenceAt: ['refused', SEQUENCES],
+  SequenceConstruct: ['refused', SEQUENCES],
+  SequenceEmpty: ['refused', SEQUENCES],
+  SequenceErase: ['refused', SEQUENCES],
+  SequenceInsert: ['refused', SEQUENCES],
+  SequenceLength: ['refused', SEQUENCES],
+  SequenceMap: ['refused', SEQUENCES],
+  SplitToSequence: ['refused', SEQUENCES],
   If: ['refused', CONTROL_FLOW],
   Loop: ['refused', CONTROL_FLOW],
   Scan: ['refused', CONTROL_FLOW],
@@ -115,7 +116,6 @@ const OTHERS = {
   RNN: ['refused', 'no gradient rule for the fused recurrent op yet (export the recurrence unrolled)'],
   Upsample: ['not applicable', 'deprecated at opset 10: onnxruntime rejects it in opsets 11 to 21; Resize replaces it and has a rule'],
   Scatter: ['not applicable', 'deprecated at opset 11: onnxruntime rejects it from then on; ScatterElements replaces it and has a rule'],
-  DeformConv: ['refused', 'no gradient rule yet'],
 };
 
 /** The first opset that defines `op`. */
@@ -163,7 +163,7 @@ export function opsTable(ruleOps, noDerivativeOps, refusedOps) {
     '  (comparisons, indices, shapes, random draws); nothing flows back through them.',
     `- **refused** (${count('refused')}): \`check\` names the node and the reason; the run exits with code 1.`,
     `- **not applicable** (${count('not applicable')}): the op cannot carry a derivative of float data in`,
-    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer, string or sequence values, or not in those opsets).`,
+    `  opsets ${FIRST_OPSET} to ${LAST_OPSET} (integer or string values, constants, or not in those opsets).`,
     '',
     '| Operator | Status | Note |',
     '|---|---|---|',

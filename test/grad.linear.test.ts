@@ -155,3 +155,30 @@ describe('Det', () => {
       },
     }));
 });
+
+describe('DeformConv', () => {
+  /** Offsets in (−1.5, 1.5) pixels: some taps land outside the input, where corners read 0. */
+  const offsetDraw = (r: () => number): number => 3 * r() - 1.5;
+  const deform = (attrs: Attrs, channels: number, size: number[], outChannels: number, kernel: number[], out: number[], offsetGroups = 1, withMask = true): GradCase => {
+    const taps = kernel[0] * kernel[1];
+    const group = (attrs.group as number | undefined) ?? 1;
+    return {
+      opset: 19,
+      inputs: {
+        x: [channels, ...size],
+        offset: { dims: [offsetGroups * taps * 2, ...out], draw: offsetDraw },
+        ...(withMask ? { mask: { dims: [offsetGroups * taps, ...out], draw: (r: () => number) => r() } } : {}),
+      },
+      build: (b, inputs) => {
+        const w = weights(b, [outChannels, channels / group, ...kernel]);
+        const operands = [inputs.x, w, inputs.offset, weights(b, [outChannels], 3), ...(withMask ? [inputs.mask] : [])];
+        const y = b.op1('DeformConv', operands, { kernel_shape: kernel, offset_group: offsetGroups, ...attrs });
+        return b.mul(y, b.op1('Tanh', [y]));
+      },
+    };
+  };
+  it('matches central differences in the input, offsets and mask', () => check(deform({}, 2, [4, 5], 3, [2, 2], [3, 4])));
+  it('matches central differences with pads, strides, dilations, groups and two offset groups', () =>
+    check(deform({ pads: [1, 0, 1, 1], strides: [2, 1], dilations: [1, 2], group: 2 }, 4, [5, 5], 2, [2, 2], [3, 4], 2)));
+  it('matches central differences without a mask', () => check(deform({}, 1, [3, 4], 2, [3, 2], [1, 3], 1, false)));
+});

@@ -4,6 +4,7 @@ import * as activations from './rules/activations.js';
 import * as arithmetic from './rules/arithmetic.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { DeformConv } from './rules/DeformConv.js';
 import { Det } from './rules/Det.js';
 import { DFT, STFT } from './rules/DFT.js';
 import { Einsum } from './rules/Einsum.js';
@@ -42,6 +43,7 @@ const rules: Record<string, GradRule> = {
   ...spatial,
   Conv,
   ConvTranspose,
+  DeformConv,
   Det,
   DFT,
   Einsum,

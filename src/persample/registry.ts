@@ -4,6 +4,7 @@ import { Add } from './rules/Add.js';
 import { BatchNormalization } from './rules/BatchNormalization.js';
 import { Conv } from './rules/Conv.js';
 import { ConvTranspose } from './rules/ConvTranspose.js';
+import { DeformConv } from './rules/DeformConv.js';
 import { Div } from './rules/Div.js';
 import { Einsum } from './rules/Einsum.js';
 import { Gather } from './rules/Gather.js';
@@ -21,6 +22,7 @@ export const slotRules: Record<string, SlotRule> = {
   BatchNormalization,
   Conv,
   ConvTranspose,
+  DeformConv,
   Div,
   Einsum,
   Gather,
