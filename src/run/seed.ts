@@ -31,10 +31,12 @@ export async function makeSeed(rows: number, perSample: readonly number[], mode:
   if (mode.kind === 'ones') {
     seed = b.op1('ConstantOfShape', [b.constInt64([rows, ...perSample])], { value: b.floatTensor([1]) });
   } else if (mode.kind === 'block') {
-    const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
-    const picked = b.slice(eye, [mode.first], [mode.first + mode.count], [0]);
-    const padded = mode.count === mode.copies ? picked : b.op1('Pad', [picked, b.constInt64([0, 0, mode.copies - mode.count, 0])], { mode: 'constant' });
-    seed = b.reshape(b.op1('Tile', [padded, b.constInt64([rows, 1])]), [rows * mode.copies, ...perSample]);
+    // Row j is one-hot at element first + j, all zeros past the last element (no K × K identity: K may be 10⁴).
+    const range = (start: number, length: number, dims: number[]) =>
+      b.reshape(b.op1('Range', [b.constInt64([start], []), b.constInt64([start + length], []), b.constInt64([1], [])]), dims);
+    const hits = b.op1('Equal', [range(mode.first, mode.copies, [mode.copies, 1]), range(0, K, [1, K])]);
+    const oneHot = b.op1('Cast', [hits], { to: elemType });
+    seed = b.reshape(b.op1('Tile', [oneHot, b.constInt64([rows, 1])]), [rows * mode.copies, ...perSample]);
   } else {
     const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([K, K])], { value: b.floatTensor([0]) })]);
     seed =
