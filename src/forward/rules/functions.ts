@@ -1,10 +1,11 @@
-// Tangent rules of transforms (DFT, STFT, Col2Im, AffineGrid, GridSample, Einsum, Det),
+// Tangent rules of transforms (DFT, STFT, Col2Im, AffineGrid, GridSample, Einsum, Det, DeformConv),
 // windowed and Lp normalizations and pools, more reductions and the losses. Linear ones
 // apply the op to the tangent; the others multiply it by the local Jacobian their
 // reverse rule also uses.
 import { attrFloat, attrInt, attrInts, attrString, type Node } from '../../onnx/graph.js';
 import { convGeometry } from '../../grad/convGeometry.js';
 import { gradRules } from '../../grad/registry.js';
+import { deformColumns } from '../../grad/rules/DeformConv.js';
 import { parseEquation } from '../../grad/rules/Einsum.js';
 import { dataAxis, floatTypeOf, inFloatTypeOf, product, refuseNode, zeroPadAxis } from '../../grad/rules/shared.js';
 import type { TangentContext } from '../context.js';
@@ -324,5 +325,51 @@ export const SoftmaxCrossEntropyLoss: JvpRule = {
     const dims = ctx.perSample(node.inputs[0]);
     const dot = b.reduceSum(ctx.mulBy(t, dims, b.op1('Exp', [node.outputs[1]])), [1], true);
     return [loss, b.op1('Sub', [t, dot])];
+  },
+};
+
+/**
+ * DeformConv, Y = W·S + B with S = V ⊙ mask the sampled columns: dY = W·dS,
+ * dS = dV ⊙ mask + V ⊙ dmask, dV = the bilinear samples of dX at the same corners plus,
+ * per corner, X(corner) times the weight's slope in the offsets' row and column tangents.
+ */
+export const DeformConv: JvpRule = {
+  tangent(ctx0, node, [tx, , toffset, , tmask]) {
+    if (tx === undefined && toffset === undefined && tmask === undefined) return [undefined];
+    refuseAlike(node, ctx0.b.opset, [tx !== undefined, false, toffset !== undefined, false, tmask !== undefined]);
+    const ctx = typed(ctx0, node.outputs[0]);
+    const b = ctx.b;
+    // The columns are primal values: their batch is the primal rows, not the tangent's.
+    const primal = Object.create(ctx) as TangentContext;
+    primal.batchSize = () => ctx.primalRows();
+    const columns = deformColumns(primal, node);
+    const { channels, height, width, offsetGroups, taps, positions, outChannels, groups } = columns.geometry;
+    const perGroup = channels / offsetGroups;
+    const columnDims = [offsetGroups, perGroup, taps * positions];
+    const maskDims = [offsetGroups, 1, taps * positions];
+    const dValues: string[] = [];
+    if (tx !== undefined) {
+      const flat = b.reshape(tx, [-1, offsetGroups, perGroup, height * width]);
+      for (const corner of columns.corners) {
+        dValues.push(ctx.mulBy(b.op1('GatherElements', [flat, repeatRows(ctx, corner.index, columnDims)], { axis: 3 }), columnDims, corner.weight));
+      }
+    }
+    if (toffset !== undefined) {
+      const offsets = b.reshape(toffset, [-1, offsetGroups, taps, 2, positions]);
+      const part = (k: number) => b.reshape(b.slice(offsets, [k], [k + 1], [3]), [-1, ...maskDims]);
+      const slopeSum = (slope: 'rowSlope' | 'columnSlope') =>
+        b.sum(columns.corners.map((c) => b.mul(b.op1('GatherElements', [columns.xFlat, c.index], { axis: 3 }), c[slope])));
+      dValues.push(ctx.mulBy(part(0), maskDims, slopeSum('rowSlope'), true, columnDims));
+      dValues.push(ctx.mulBy(part(1), maskDims, slopeSum('columnSlope'), true, columnDims));
+    }
+    const terms: string[] = [];
+    if (dValues.length > 0) {
+      const dv = b.sum(dValues);
+      terms.push(columns.mask ? ctx.mulBy(dv, columnDims, columns.mask) : dv);
+    }
+    if (tmask !== undefined) terms.push(ctx.mulBy(b.reshape(tmask, [-1, ...maskDims]), maskDims, columns.values, true, columnDims));
+    const dColumns = b.reshape(b.sum(terms), [-1, groups, (channels / groups) * taps, positions]);
+    const weights = b.reshape(node.inputs[1], [groups, outChannels / groups, (channels / groups) * taps]);
+    return [ctx.toPerSample(b.op1('MatMul', [weights, dColumns]), ctx.perSample(node.outputs[0]))];
   },
 };

@@ -7,10 +7,9 @@ import { dataAxis, product, refuseNode } from '../../grad/rules/shared.js';
 import type { TangentContext } from '../context.js';
 import { sameOp, type JvpRule } from '../rule.js';
 
-/** A value with rows on axis 0 (data, or a constant that spans the batch) as (rows·D, ...): each row repeated D times, direction-minor. */
-export function repeatRows(ctx: TangentContext, value: string): string {
+/** A value (rows, ...rest) with rows on axis 0 (data, or a constant that spans the batch) as (rows·D, ...rest): each row repeated D times, direction-minor. */
+export function repeatRows(ctx: TangentContext, value: string, rest: readonly number[] = ctx.shapes.dims(value).slice(1)): string {
   const b = ctx.b;
-  const rest = ctx.isActivation(value) || ctx.shapes.has(value) ? ctx.shapes.dims(value).slice(1) : [];
   const directed = b.op1('Expand', [b.unsqueeze(value, [1]), b.constInt64([1, ctx.directions, ...rest.map(() => 1)])]);
   return b.reshape(directed, [-1, ...rest]);
 }
