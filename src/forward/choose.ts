@@ -7,6 +7,7 @@ import type { Analysis } from '../analysis/analyze.js';
 import { differentiableInputs } from '../analysis/analyze.js';
 import { UsageError } from '../errors.js';
 import { jvpRules } from './registry.js';
+import { slotTangents } from './slots.js';
 
 /** Largest parameter (entries) forward mode takes: its one-hot directions are size² elements. */
 export const FORWARD_MAX_PARAMETER_SIZE = 8192;
@@ -16,7 +17,7 @@ export interface ModeChoice {
   reason: string;
 }
 
-/** Op types on the tangent path that have no forward rule. */
+/** Op types on the tangent path that have no forward rule, and parameter slots that have no slot tangent. */
 export function missingTangentRules(analysis: Analysis): string[] {
   const missing = new Set<string>();
   for (const n of analysis.graph.nodes) {
@@ -24,6 +25,8 @@ export function missingTangentRules(analysis: Analysis): string[] {
     if (!differentiableInputs(n).some((i) => analysis.needed.has(n.inputs[i]))) continue;
     if (!jvpRules[n.opType]) missing.add(n.opType);
   }
+  // A parameter slot needs its own tangent (src/forward/slots.ts), not only the op's tangent rule.
+  for (const n of analysis.slotNodes) if (!slotTangents[n.opType]) missing.add(`${n.opType} (parameter slot)`);
   return [...missing].sort();
 }
 
