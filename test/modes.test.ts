@@ -75,3 +75,34 @@ describe('check --input', () => {
     expect(json.plan.blocks[0].shape).toEqual([6, 10, 4]);
   });
 });
+
+describe('forward mode on slots no fixture has', () => {
+  it('Div, Sub (parameter second), Mul, PRelu, Add and a right MatMul on 3-D data match central differences (float64)', async () => {
+    const { GraphBuilder } = await import('../src/onnx/builder.js');
+    const { DataType } = await import('../src/onnx/graph.js');
+    const { makeTensor } = await import('../src/onnx/proto.js');
+    const { arrayRows } = await import('../src/io/rows.js');
+    const { verifyJacobian } = await import('../src/verify/verify.js');
+    const { seededRandom } = await import('./helpers.js');
+    const random = seededRandom(11);
+    const graph = { name: 'slots', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 2, 3] as (string | number)[] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 8, functions: [] };
+    const weight = (name: string, dims: number[], offset = 0) => {
+      const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => offset + random() - 0.5);
+      graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));
+      return name;
+    };
+    const b = new GraphBuilder(graph);
+    const positive = b.add(b.mul('x', 'x'), b.scalar(0.5));
+    const divided = b.op1('Div', [weight('numerator', [3], 1), positive]); // (N, 2, 3)
+    const shifted = b.op1('Sub', [b.op1('Tanh', [divided]), weight('shift', [2, 1])]);
+    const scaled = b.mul(shifted, weight('scale', [1, 3], 1));
+    const rectified = b.op1('PRelu', [scaled, weight('slope', [3], 0.5)]);
+    const projected = b.op1('MatMul', [rectified, weight('w', [3, 4])]); // (N, 2, 4)
+    const y = b.add(projected, weight('bias', [4]));
+    graph.outputs = [{ name: y, elemType: DataType.FLOAT, dims: undefined }];
+    const x = { dtype: 'float32' as const, shape: [5, 2, 3], data: Float32Array.from({ length: 30 }, () => (random() < 0.5 ? -1 : 1) * (0.3 + random())) };
+    const result = await verifyJacobian(graph as never, new Map([['x', arrayRows(x)]]), { mode: 'forward' });
+    expect(result.dtype).toBe('float64');
+    expect(result.passed).toBe(true);
+  });
+});
