@@ -106,3 +106,16 @@ describe('tangent rule registry', () => {
     }
   });
 });
+
+describe('tangent rules refuse what the reverse rules refuse', () => {
+  // (Configurations that mix the samples, such as an axis 0 cumulative sum, are refused by the probe before any rule builds.)
+  const refusals: [string, GradCase, RegExp][] = [
+    ['Trilu on matrices that span the batch axis', { opset: 14, inputs: { x: [4] }, build: (b, { x }) => b.op1('Trilu', [x]) }, /its matrices span axis 0/],
+    ['a multiplying ScatterElements', { opset: 16, inputs: { x: [3], u: [1] }, build: (b, { x, u }) => b.op1('ScatterElements', [x, b.op1('ArgMax', [x], { axis: 1, keepdims: 1 }), u], { axis: 1, reduction: 'mul' }) }, /reduction='mul' is not supported/],
+  ];
+  for (const [name, c, message] of refusals) {
+    it(name, async () => {
+      await expect(jvpcheck(c)).rejects.toThrow(message);
+    });
+  }
+});
