@@ -112,25 +112,38 @@ export const GridSample: JvpRule = {
 
 /**
  * The grid's part of GridSample's tangent. The reverse rule gives, for a cotangent g,
- * Σ_c g[c, p]·∂out[c, p]/∂grid[p, k]; seeded with a one-hot g on each channel in turn it
- * gives the channel's ∂out/∂grid, which the tangent contracts over k.
+ * Σ_c g[c, p]·∂out[c, p]/∂grid[p, k]. Run on a shadow node with the channels moved into
+ * the batch, (rows·C, 1, ...image) and the grid repeated per channel, and seeded with
+ * ones, it gives every channel's ∂out/∂grid at once; the tangent contracts it over k.
  */
 function gridTangent(ctx: TangentContext, node: Node, t: string): string {
   const b = ctx.b;
   const [x, grid] = node.inputs;
   const y = node.outputs[0];
-  const channels = ctx.perSample(x)[0];
+  const [channels, ...spatial] = ctx.perSample(x);
   const outDims = ctx.perSample(y);
   const gridDims = ctx.perSample(grid);
-  const ones = onesLike(ctx, y);
-  const perChannel = Array.from({ length: channels }, (_, c) => {
-    const mask = b.constFloat(Array.from({ length: channels }, (_, k) => (k === c ? 1 : 0)), [1, channels, ...outDims.slice(1).map(() => 1)]);
-    const [, slope] = gradRules.GridSample.backward(ctx, node, [b.mul(ones, mask)], [false, true]);
-    // (rows, ...out spatial, k) · (rows·D, ...out spatial, k), summed over k.
-    return b.unsqueeze(b.reduceSum(ctx.mulBy(t, gridDims, slope!), [gridDims.length], false), [1]);
-  });
-  const joined = perChannel.length === 1 ? perChannel[0] : b.op1('Concat', perChannel, { axis: 1 });
-  return ctx.toPerSample(joined, outDims);
+  const shadowX = b.reshape(x, [-1, 1, ...spatial]);
+  const shadowGrid = b.reshape(b.op1('Expand', [b.unsqueeze(grid, [1]), b.constInt64([1, channels, ...gridDims.map(() => 1)])]), [-1, ...gridDims]);
+  const shadowY = b.fresh('GridSample_per_channel');
+  const perSample = new Map([
+    [shadowX, [1, ...spatial]],
+    [shadowGrid, gridDims],
+    [shadowY, [1, ...outDims.slice(1)]],
+  ]);
+  const shadow = Object.create(ctx) as TangentContext;
+  shadow.perSample = (name) => perSample.get(name) ?? ctx.perSample(name);
+  const shapes = Object.create(ctx.shapes) as TangentContext['shapes'];
+  shapes.elemType = (name) => (perSample.has(name) ? ctx.shapes.elemType(x) : ctx.shapes.elemType(name));
+  Object.defineProperty(shadow, 'shapes', { value: shapes });
+  const shadowNode: Node = { ...node, inputs: [shadowX, shadowGrid], outputs: [shadowY] };
+  const rows = b.slice(b.op1('Shape', [shadowGrid]), [0], [1], [0]);
+  const ones = b.op1('Expand', [b.scalar(1), b.op1('Concat', [rows, b.constInt64([1, ...outDims.slice(1)])], { axis: 0 })]);
+  const [, slope] = gradRules.GridSample.backward(shadow, shadowNode, [ones], [false, true]);
+  // ∂out/∂grid (rows, C, ...out spatial, k) against the grid's tangent (rows·D, 1, ...out spatial, k), summed over k.
+  const jacobian = b.reshape(slope!, [-1, channels, ...gridDims]);
+  const directed = ctx.mulBy(b.unsqueeze(t, [1]), [1, ...gridDims], jacobian, true, [channels, ...gridDims]);
+  return b.reduceSum(directed, [gridDims.length + 1], false);
 }
 
 /** Einsum, multilinear: Σ_k the equation with operand k's tangent, the directions as a letter after the batch letter. */
