@@ -4,10 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { SLOT_TOLERANCE, slotModel, type SlotCase } from './persample.model.js';
 
-async function expectForward(c: SlotCase): Promise<void> {
+/** `mixed`: ops that onnxruntime runs in float32 only (LRN) make float32 islands, checked at verify's default tolerance. */
+async function expectForward(c: SlotCase, mixed = false): Promise<void> {
   const { graph, inputs } = slotModel(c);
-  const result = await verifyJacobian(graph, inputs, { reduce: c.reduce, directions: 2, threads: 1, tolerance: SLOT_TOLERANCE, mode: 'forward' });
-  expect(result.dtype).toBe('float64');
+  const result = await verifyJacobian(graph, inputs, { reduce: c.reduce, directions: 2, threads: 1, tolerance: mixed ? undefined : SLOT_TOLERANCE, mode: 'forward' });
+  expect(result.dtype).toBe(mixed ? 'mixed' : 'float64');
   expect(result.passed, result.reason).toBe(true);
   for (const d of result.details) expect(d.maxAbsFiniteDifference, `${d.parameter ?? 'all parameters'} moves the output`).toBeGreaterThan(1e-6);
 }
@@ -50,4 +51,21 @@ describe('forward mode at the DeformConv slots', () => {
       },
       reduce: 'sum',
     }));
+});
+
+describe('forward mode through the newer tangent rules, end to end', () => {
+  it('Conv → LRN → LpPool → Flatten → MatMul → Mish → TopK → LpNormalization, and a CumSum/ReduceLogSumExp branch', () =>
+    expectForward({
+      opset: 18,
+      data: { x: { dims: [2, 5, 5], draw: (r) => 2 * r() - 1 } },
+      parameters: { W: [3, 2, 2, 2], V: [12, 6] },
+      build: (b, { x }, { W, V }) => {
+        const conv = b.op1('Conv', [x, W], {});
+        const pooled = b.op1('LpPool', [b.op1('LRN', [conv], { size: 3 })], { kernel_shape: [2, 2], strides: [2, 2] });
+        const hidden = b.op1('Mish', [b.op1('MatMul', [b.op1('Flatten', [pooled], { axis: 1 }), V])]);
+        const top = b.op('TopK', [hidden, b.constInt64([4])], { axis: 1 }, 2)[0];
+        const branch = b.op1('ReduceLogSumExp', [b.op1('CumSum', [hidden, b.constInt64([1], [])]), b.constInt64([1])], { keepdims: 1 });
+        return b.op1('Concat', [b.op1('LpNormalization', [top], { axis: 1 }), branch], { axis: 1 });
+      },
+    }, true));
 });
