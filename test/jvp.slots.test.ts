@@ -1,6 +1,8 @@
-// Forward mode at the Einsum and DeformConv parameter slots (their tangents enter at the slot,
-// src/forward/slots.ts), with --mode forward forced, against central differences of the model.
+// Forward mode with --mode forward forced, against central differences of the model
+// (verifyJacobian): at the Einsum and DeformConv parameter slots (their tangents enter at the
+// slot, src/forward/slots.ts), and end to end through the newer tangent rules.
 import { describe, expect, it } from 'vitest';
+import { FloatValue } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { SLOT_TOLERANCE, slotModel, type SlotCase } from './persample.model.js';
 
@@ -68,4 +70,21 @@ describe('forward mode through the newer tangent rules, end to end', () => {
         return b.op1('Concat', [b.op1('LpNormalization', [top], { axis: 1 }), branch], { axis: 1 });
       },
     }, true));
+  it('a spatial transformer: theta from a Gemm, AffineGrid, GridSample of the input, then Det', () =>
+    expectForward(
+      {
+        opset: 20,
+        data: { x: { dims: [1, 4, 4], draw: (r) => 2 * r() - 1 } },
+        parameters: { T: [16, 6], c: [6] },
+        // theta = identity + a small affine part from the input, so the grid stays near the image.
+        build: (b, { x }, { T, c }) => {
+          const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
+          const theta = b.reshape(b.op1('Gemm', [b.op1('Flatten', [x], { axis: 1 }), T, c], { alpha: new FloatValue(0.1), beta: new FloatValue(0.1) }), [-1, 2, 3]);
+          const grid = b.op1('AffineGrid', [b.add(theta, b.constFloat([1, 0, 0, 0, 1, 0], [1, 2, 3])), b.op1('Concat', [batch, b.constInt64([1, 3, 3])], { axis: 0 })], { align_corners: 0 });
+          const sampled = b.op1('GridSample', [x, grid], { mode: 'linear', padding_mode: 'border' });
+          return b.op1('Det', [b.reshape(sampled, [-1, 3, 3])]);
+        },
+      },
+      true,
+    ));
 });
