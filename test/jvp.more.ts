@@ -55,6 +55,25 @@ export const moreCases: [string, GradCase][] = [
       build: (b, { x }) => b.op1('CastLike', [b.op1('Tanh', [b.op1('CastLike', [x, b.op1('Cast', [b.constInt64([0], [])], { to: DataType.DOUBLE })])]), x]),
     },
   ],
+  // Found by running the reverse rules' cases in forward mode.
+  [
+    'Mul and MatMul by a mask Cast from a comparison (a batched value without derivative; batch = D = 3)',
+    {
+      opset: 13,
+      inputs: { x: [4], s: [4, 2] },
+      build: (b, { x, s }) => {
+        const mask = b.op1('Cast', [b.op1('Greater', [x, b.scalar(0)])], { to: DataType.DOUBLE });
+        return b.op1('MatMul', [b.unsqueeze(b.mul(x, mask), [1]), b.mul(s, b.op1('Cast', [b.op1('Greater', [s, b.scalar(0)])], { to: DataType.DOUBLE }))]);
+      },
+    },
+  ],
+  ['Gemm with C holding data', { opset: 13, float32: true, inputs: { x: [3], c: [4] }, build: (b, { x, c }) => b.op1('Gemm', [x, weights(b, [4, 3]), c], { transB: 1, alpha: f(0.5), beta: f(2) }) }],
+  [
+    'Pow with a base and an exponent that hold data',
+    { opset: 13, inputs: { x: { dims: [2, 3], draw: positive }, p: [1, 3] }, build: (b, { x, p }) => b.op1('Pow', [x, p]) },
+  ],
+  ['Pow of a constant base by an exponent that holds data', { opset: 13, inputs: { p: [3] }, build: (b, { p }) => b.op1('Pow', [b.constFloat([0.5, 2, 1.5]), p]) }],
+  ['ReduceProd reducing nothing (empty axes, noop_with_empty_axes = 1, opset 18)', { opset: 18, inputs: { x: [3] }, build: (b, { x }) => b.op1('ReduceProd', [x, b.constInt64([])], { noop_with_empty_axes: 1 }) }],
   // Indexing.
   ['Trilu lower with k = -1', { opset: 14, inputs: { x: [2, 3, 4] }, build: (b, { x }) => b.op1('Trilu', [x, b.constInt64([-1], [])], { upper: 0 }) }],
   [

@@ -299,7 +299,7 @@ export const ReduceL1 = reduction((ctx, x) => ctx.b.op1('Sign', [x]));
 export const ReduceProd = reduction((ctx0, x, _y, axes) => {
   const ctx = typed(ctx0, x);
   const b = ctx.b;
-  if (axes.length === 0) return b.scalar(1);
+  if (axes.length === 0) return b.op1('Expand', [b.scalar(1), b.op1('Shape', [x])]);
   const isZero = b.op1('Equal', [x, b.scalar(0)]);
   const safe = b.op1('Where', [isZero, b.scalar(1), x]);
   const nonZeroProduct = b.opset >= 18 ? b.op1('ReduceProd', [safe, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceProd', [safe], { axes, keepdims: 1 });

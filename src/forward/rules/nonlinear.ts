@@ -30,9 +30,13 @@ const DIAGONAL = [
 ] as const;
 export const diagonalRules: Record<string, JvpRule> = Object.fromEntries(DIAGONAL.map((op) => [op, diagonal(op)]));
 
-/** Dims of a value as it broadcasts in the direction form: per-sample dims of data, full dims of constants. */
+/**
+ * Whether a value carries the batch axis (and so needs the direction form to broadcast
+ * against a tangent): any value computed from the data, float or not, such as a mask
+ * Cast from a comparison, not only the values that carry derivatives.
+ */
 function isData(ctx: TangentContext, name: string): boolean {
-  return ctx.isActivation(name);
+  return ctx.primal(name) !== name;
 }
 
 /** tangent of input `i` times a primal-derived factor, as the output's tangent. */
@@ -62,16 +66,26 @@ export const Div: JvpRule = {
   },
 };
 
-// d(x^p) = p·x^(p−1)·dx (the exponent carries no tangent: the analysis refuses one that does).
+// d(x^p) = p·x^(p−1)·dx + y·ln x·dp, ln x taken as 0 where x = 0 (as the reverse rule).
 export const Pow: JvpRule = {
-  tangent(ctx, node, [t]) {
-    if (t === undefined) return [undefined];
+  tangent(ctx, node, [t, tp]) {
+    if (t === undefined && tp === undefined) return [undefined];
     const b = inFloatTypeOf(ctx, node.outputs[0]).b;
     const [x, exponent] = node.inputs;
+    const y = node.outputs[0];
     const type = floatTypeOf(ctx, x);
     const p = ctx.shapes.elemType(exponent) === type ? exponent : b.op1('Cast', [exponent], { to: type });
-    const derivative = b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])]));
-    return [times(ctx, node, 0, t, derivative, true)];
+    const terms: string[] = [];
+    if (t !== undefined) {
+      const derivative = b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])]));
+      terms.push(ctx.mulBy(ctx.broadcastTangent(t, x, y), ctx.perSample(y), derivative));
+    }
+    if (tp !== undefined) {
+      const log = b.op1('Log', [b.op1('Where', [b.op1('Equal', [x, b.scalar(0)]), b.scalar(1), x])]);
+      const inX = ctx.shapes.elemType(exponent) === type ? ctx.broadcastTangent(tp, exponent, y) : b.op1('Cast', [ctx.broadcastTangent(tp, exponent, y)], { to: type });
+      terms.push(ctx.mulBy(inX, ctx.perSample(y), b.mul(y, log)));
+    }
+    return [b.sum(terms)];
   },
 };
 
