@@ -229,6 +229,14 @@ export const moreCases: [string, GradCase][] = [
           : b.op1('DeformConv', [x, weights(b, [2, 1, 3, 2]), offset], { kernel_shape: [3, 2] }),
     },
   ]),
+  [
+    'Einsum with a mask operand Cast from a comparison (batched, without derivative)',
+    {
+      opset: 12,
+      inputs: { a: [2, 3], c: [3] },
+      build: (b, { a, c }) => b.op1('Einsum', [a, b.op1('Cast', [b.op1('Greater', [c, b.scalar(0)])], { to: DataType.DOUBLE })], { equation: 'nij,nj->ni' }),
+    },
+  ],
   ['Einsum of two data operands', { opset: 12, inputs: { a: [2, 3], c: [3, 4] }, build: (b, { a, c }) => b.op1('Einsum', [a, c], { equation: 'nij,njk->nik' }) }],
   ['Einsum with a constant operand and an implicit output', { opset: 12, inputs: { a: [2, 3] }, build: (b, { a }) => b.op1('Einsum', [a, weights(b, [3, 4])], { equation: 'bij,jk' }) }],
   [

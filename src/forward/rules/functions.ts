@@ -155,7 +155,8 @@ export const Einsum: JvpRule = {
     const batch = subscripts.output[0];
     node.inputs.forEach((input, k) => {
       const term = subscripts.inputs[k];
-      if (ctx.isActivation(input) ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
+      // Batched: any value computed from the data (a mask Cast from a comparison too), not only those with derivatives.
+      if (ctx.primal(input) !== input ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
         throw refuseNode(node, `operand ${k} does not keep the batch axis as the output's first axis, so the samples are not independent`);
       }
     });
