@@ -19,7 +19,6 @@ function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined 
     for (const use of p.uses) {
       const selection = use.chain.find((n) => !FORWARD_LAYOUT_OPS.has(n.opType));
       if (selection) return `parameter '${p.name}' reaches its slot through ${selection.opType}, which forward mode does not map directions through`;
-      if (!slotTangents[use.node.opType]) return `no forward slot rule for ${use.node.opType} (parameter '${p.name}')`;
     }
   }
   return undefined;
@@ -33,7 +32,7 @@ export interface ModeChoice {
   reason: string;
 }
 
-/** Op types on the tangent path that have no forward rule. */
+/** Op types on the tangent path that have no forward rule, and parameter slots that have no slot tangent. */
 export function missingTangentRules(analysis: Analysis): string[] {
   const missing = new Set<string>();
   for (const n of analysis.graph.nodes) {
@@ -41,6 +40,8 @@ export function missingTangentRules(analysis: Analysis): string[] {
     if (!differentiableInputs(n).some((i) => analysis.needed.has(n.inputs[i]))) continue;
     if (!jvpRules[n.opType]) missing.add(n.opType);
   }
+  // A parameter slot needs its own tangent (src/forward/slots.ts), not only the op's tangent rule.
+  for (const n of analysis.slotNodes) if (!slotTangents[n.opType]) missing.add(`${n.opType} (parameter slot)`);
   return [...missing].sort();
 }
 

@@ -2,7 +2,9 @@
 // tangent of y for a parameter tangent Ẇ is f(x, Ẇ), the op itself with the bias terms
 // dropped. Ẇ holds one direction per entry of W: E (s, ...W), E[d] one-hot at entry d.
 // Each rule returns the slot output's tangent in the direction form (rows, s, ...y).
-import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
+import { attrFloat, attrInt, attrString, type Node } from '../onnx/graph.js';
+import { deformColumns, groupedColumns } from '../grad/rules/DeformConv.js';
+import { parseEquation } from '../grad/rules/Einsum.js';
 import type { TangentContext } from './context.js';
 
 export type SlotTangent = (ctx: TangentContext, node: Node, input: number, E: string, s: number) => string;
@@ -177,6 +179,32 @@ const Gather: SlotTangent = (ctx, node, _input, E) => {
   return b.transpose(picked, [1, 0, ...Array.from({ length: rank - 2 }, (_, i) => i + 2)]);
 };
 
+/** Einsum is linear in a parameter operand: the equation with E in its place, a direction letter in front of E's and after the output's batch letter. */
+const Einsum: SlotTangent = (ctx, node, input, E) => {
+  const subscripts = parseEquation(attrString(node, 'equation', ''), node.inputs.map((v) => ctx.rank(v)));
+  const used = new Set([...subscripts.inputs.flat(), ...subscripts.output]);
+  const direction = [...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'].find((l) => !used.has(l))!;
+  const terms = subscripts.inputs.map((term, j) => (j === input ? direction : '') + term.join(''));
+  const [batch, ...rest] = subscripts.output;
+  const operands = node.inputs.map((v, j) => (j === input ? E : v));
+  return ctx.b.op1('Einsum', operands, { equation: `${terms.join(',')}->${batch}${direction}${rest.join('')}` });
+};
+
+/** DeformConv: W's tangent is E·S with the sampled columns S of the node (per group); the bias's is E per channel. */
+const DeformConv: SlotTangent = (ctx, node, input, E, s) => {
+  const b = ctx.b;
+  const y = ctx.perSample(node.outputs[0]);
+  if (input === 3) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
+  // The columns are primal values: their batch is the primal rows, not the tangent's.
+  const primal = Object.create(ctx) as TangentContext;
+  primal.batchSize = () => ctx.primalRows();
+  const columns = deformColumns(primal, node);
+  const { channels: C, taps, outChannels, groups } = columns.geometry;
+  const grouped = b.unsqueeze(groupedColumns(primal, columns), [1]); // (rows, 1, G, C/G·K, P)
+  const weights = b.reshape(E, [1, s, groups, outChannels / groups, (C / groups) * taps]);
+  return b.reshape(b.op1('MatMul', [weights, grouped]), [-1, s, ...y]);
+};
+
 export const slotTangents: Record<string, SlotTangent> = {
   Add: bias(1),
   Sub: (ctx, node, input, E, s) => bias(input === 0 ? 1 : -1)(ctx, node, input, E, s),
@@ -192,4 +220,6 @@ export const slotTangents: Record<string, SlotTangent> = {
   LayerNormalization,
   GroupNormalization,
   Gather,
+  Einsum,
+  DeformConv,
 };

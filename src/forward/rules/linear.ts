@@ -1,7 +1,7 @@
 // Ops linear in their data inputs: the tangent is the op itself applied to the tangent
 // (bias and constant terms dropped). Shape inputs that would name the batch are replaced
 // by per-sample shapes with a free batch axis, since tangents have rows·D rows.
-import { attrInt, attrInts, isFloatType } from '../../onnx/graph.js';
+import { attrFloat, attrInt, attrInts, isFloatType } from '../../onnx/graph.js';
 import { refuseNode } from '../../grad/rules/shared.js';
 import { gradRules } from '../../grad/registry.js';
 import type { TangentContext } from '../context.js';
@@ -44,10 +44,13 @@ export const Gather: JvpRule = { tangent: (ctx, node, [t]) => applySame(ctx, nod
 export const Conv: JvpRule = { tangent: (ctx, node, [t]) => applySame(ctx, node, t, [node.inputs[1]]) };
 export const ConvTranspose = Conv;
 
+/** Y = α·A·B' + β·C: α·dA·B' (the op without C) plus β·dC broadcast, for a C that holds data. */
 export const Gemm: JvpRule = {
-  tangent(ctx, node, [t]) {
-    if (t === undefined) return [undefined];
-    return sameOp(ctx, node, [t, node.inputs[1]], node.attributes.filter((a) => a.name !== 'beta'));
+  tangent(ctx, node, [ta, , tc]) {
+    const terms: string[] = [];
+    if (ta !== undefined) terms.push(sameOp(ctx, node, [ta, node.inputs[1]], node.attributes.filter((a) => a.name !== 'beta'))[0]);
+    if (tc !== undefined) terms.push(ctx.b.scale(ctx.broadcastTangent(tc, node.inputs[2], node.outputs[0]), attrFloat(node, 'beta', 1)));
+    return [terms.length === 0 ? undefined : ctx.b.sum(terms)];
   },
 };
 

@@ -24,12 +24,19 @@ function diagonal(op: string): JvpRule {
   };
 }
 
-const DIAGONAL = ['Relu', 'LeakyRelu', 'Elu', 'Selu', 'Celu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Softsign', 'Gelu', 'Clip', 'Exp', 'Log', 'Sqrt', 'Reciprocal', 'Abs', 'Erf'] as const;
+const DIAGONAL = [
+  'Relu', 'LeakyRelu', 'Elu', 'Selu', 'Celu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Softsign', 'Gelu', 'Clip', 'Exp', 'Log', 'Sqrt', 'Reciprocal', 'Abs', 'Erf',
+  'HardSwish', 'Mish', 'ThresholdedRelu', 'Shrink', 'Sin', 'Cos', 'Tan', 'Asin', 'Acos', 'Atan', 'Sinh', 'Cosh', 'Asinh', 'Acosh', 'Atanh',
+] as const;
 export const diagonalRules: Record<string, JvpRule> = Object.fromEntries(DIAGONAL.map((op) => [op, diagonal(op)]));
 
-/** Dims of a value as it broadcasts in the direction form: per-sample dims of data, full dims of constants. */
+/**
+ * Whether a value carries the batch axis (and so needs the direction form to broadcast
+ * against a tangent): any value computed from the data, float or not, such as a mask
+ * Cast from a comparison, not only the values that carry derivatives.
+ */
 function isData(ctx: TangentContext, name: string): boolean {
-  return ctx.isActivation(name);
+  return ctx.primal(name) !== name;
 }
 
 /** tangent of input `i` times a primal-derived factor, as the output's tangent. */
@@ -59,16 +66,26 @@ export const Div: JvpRule = {
   },
 };
 
-// d(x^p) = p·x^(p−1)·dx (the exponent carries no tangent: the analysis refuses one that does).
+// d(x^p) = p·x^(p−1)·dx + y·ln x·dp, ln x taken as 0 where x = 0 (as the reverse rule).
 export const Pow: JvpRule = {
-  tangent(ctx, node, [t]) {
-    if (t === undefined) return [undefined];
+  tangent(ctx, node, [t, tp]) {
+    if (t === undefined && tp === undefined) return [undefined];
     const b = inFloatTypeOf(ctx, node.outputs[0]).b;
     const [x, exponent] = node.inputs;
+    const y = node.outputs[0];
     const type = floatTypeOf(ctx, x);
     const p = ctx.shapes.elemType(exponent) === type ? exponent : b.op1('Cast', [exponent], { to: type });
-    const derivative = b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])]));
-    return [times(ctx, node, 0, t, derivative, true)];
+    const terms: string[] = [];
+    if (t !== undefined) {
+      const derivative = b.mul(p, b.op1('Pow', [x, b.op1('Sub', [p, b.scalar(1)])]));
+      terms.push(ctx.mulBy(ctx.broadcastTangent(t, x, y), ctx.perSample(y), derivative));
+    }
+    if (tp !== undefined) {
+      const log = b.op1('Log', [b.op1('Where', [b.op1('Equal', [x, b.scalar(0)]), b.scalar(1), x])]);
+      const inX = ctx.shapes.elemType(exponent) === type ? ctx.broadcastTangent(tp, exponent, y) : b.op1('Cast', [ctx.broadcastTangent(tp, exponent, y)], { to: type });
+      terms.push(ctx.mulBy(inX, ctx.perSample(y), b.mul(y, log)));
+    }
+    return [b.sum(terms)];
   },
 };
 
@@ -139,7 +156,7 @@ export const MatMul: JvpRule = {
  * Tangent of x̂ = (x − mean)/√(var + ε), statistics over `axes`:
  * dx̂ = (dx − mean(dx) − x̂·mean(x̂ ⊙ dx)) / √(var + ε). `dims` are the per-sample dims of x and dx.
  */
-function standardizeTangent(ctx: TangentContext, x: string, t: string, dims: readonly number[], axes: number[], count: number, epsilon: number): string {
+export function standardizeTangent(ctx: TangentContext, x: string, t: string, dims: readonly number[], axes: number[], count: number, epsilon: number): string {
   const b = ctx.b;
   const mean = (v: string) => b.scale(b.reduceSum(v, axes, true), 1 / count);
   const centered = b.op1('Sub', [x, mean(x)]);
@@ -248,7 +265,7 @@ export const MaxPool: JvpRule = {
 };
 
 /** Weights of an extremum over `axes`: 1/ties at the positions that hold it (as torch.amax shares the gradient). */
-function extremumWeights(ctx: TangentContext, x: string, y: string, axes: number[]): string {
+export function extremumWeights(ctx: TangentContext, x: string, y: string, axes: number[]): string {
   const b = inFloatTypeOf(ctx, y).b;
   const hit = b.op1('Cast', [b.op1('Equal', [x, y])], { to: floatTypeOf(ctx, x) });
   return b.op1('Div', [hit, b.reduceSum(hit, axes, true)]);
@@ -264,7 +281,7 @@ export const GlobalMaxPool: JvpRule = {
   },
 };
 
-function reduction(weights: (ctx: TangentContext, x: string, y: string, axes: number[]) => string): JvpRule {
+export function reduction(weights: (ctx: TangentContext, x: string, y: string, axes: number[]) => string): JvpRule {
   return {
     tangent(ctx, node, [t]) {
       if (t === undefined) return [undefined];

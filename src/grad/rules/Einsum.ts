@@ -17,7 +17,7 @@ interface Subscripts {
 }
 
 /** The equation with every ellipsis written out as letters (aligned on the right) and the output made explicit. */
-function parseEquation(equation: string, ranks: number[]): Subscripts {
+export function parseEquation(equation: string, ranks: number[]): Subscripts {
   const clean = equation.replace(/\s+/g, '');
   const [lhs, rhs] = clean.split('->');
   const terms = lhs.split(',');
