@@ -5,6 +5,8 @@ import { readNpy, NpyWriter } from '../io/npy.js';
 import { NpzWriter } from '../io/npz.js';
 import { openNpyRows, type RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
+import { isZarrPath } from '../output.js';
+import type { RowRange } from '../run/shards.js';
 import type { OutputBlock } from '../run/jacobian.js';
 import { planGram } from '../stats/gram.js';
 import type { StatName, Wrt } from '../stats/graph.js';
@@ -47,6 +49,15 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
   return { write: (i, bytes) => writer.write(i, bytes), commit: () => writer.commit(), abort: () => writer.abort() };
 }
 
+/** The entry `row_range` of a --rows/--shard run: int64 [A, B, N], rows A … B−1 of N samples. */
+export const ROW_RANGE = 'row_range';
+
+function rowRangeEntry(entries: OutputBlock[], range: RowRange, samples: number): { entry: OutputBlock; bytes: Uint8Array } {
+  if (entries.some((e) => e.name === ROW_RANGE)) throw new UsageError(`an entry of the output is already named '${ROW_RANGE}' (an input of that name?): rename it to compute a row range`);
+  const bytes = new Uint8Array(BigInt64Array.from([range.start, range.end, samples].map(BigInt)).buffer);
+  return { entry: { name: ROW_RANGE, dtype: 'int64', shape: [3] }, bytes };
+}
+
 export async function statsCommand(modelPath: string, opts: ComputeOptions & StatsCliOptions): Promise<number> {
   const started = performance.now();
   const stats = [...new Set(opts.stat ?? [])];
@@ -55,6 +66,12 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const archive = opts.output?.toLowerCase().endsWith('.npz') ?? (stats.length > 0 || opts.asTuple === true);
   const outputPath = opts.output ?? (stats.length > 0 ? 'stats.npz' : archive ? 'jacobian.npz' : 'jacobian.npy');
   if (outputPath === '-') throw new UsageError('statistics are written to a file: give -o stats.npz');
+  if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
+  if (isZarrPath(outputPath)) {
+    throw new UsageError(`-o ${outputPath}: statistics and --wrt inputs write .npz (or .npy) files, not Zarr stores; with --shard, write one .npz per shard and merge them with jacobian combine`);
+  }
+  if (opts.compressor !== undefined && opts.compressor !== 'none') throw new UsageError(`--compressor applies to Zarr stores of J only, not to statistics: drop --compressor ${opts.compressor}`);
+  const rows = opts.shard ?? opts.rows;
   if (stats.includes('gram') && stats.length > 1) throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
   if (opts.input2 && opts.input2.length > 0 && !stats.includes('gram')) throw new UsageError('--input2 is the second set of samples of --stat gram');
   const model = loadModel(modelPath);
@@ -68,7 +85,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     if (opts.loss && opts.input2 && opts.input2.length > 0) throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
     const progress = showProgress ? progressPrinter(process.stderr) : undefined;
-    const common = { wrt, modelOutput, reduce: opts.reduce, batchSize: opts.batchSize, maxMemory: opts.maxMemory, threads: opts.threads, onProgress: progress?.update };
+    const common = { wrt, modelOutput, rows, reduce: opts.reduce, batchSize: opts.batchSize, maxMemory: opts.maxMemory, threads: opts.threads, onProgress: progress?.update };
     let planned;
     if (stats.includes('gram')) {
       const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, opts.input2, note)).inputs : undefined;
@@ -87,10 +104,13 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
       });
     }
     const { plan, run } = planned;
+    // A range's .npz says which rows it holds, so that jacobian combine can put the pieces together.
+    const rangeEntry = rows !== undefined && archive ? rowRangeEntry(plan.entries, plan.rows, plan.samples) : undefined;
     let sink: FileStatsSink | undefined;
     try {
-      sink = await openStatsSink(outputPath, plan.entries, archive);
+      sink = await openStatsSink(outputPath, rangeEntry ? [...plan.entries, rangeEntry.entry] : plan.entries, archive);
       await run(sink);
+      if (rangeEntry) await sink.write(plan.entries.length, rangeEntry.bytes);
       await sink.commit();
     } catch (err) {
       await sink?.abort();
@@ -108,6 +128,9 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
             output: outputPath,
             wrt,
             samples: plan.samples,
+            rows: [plan.rows.start, plan.rows.end],
+            ...(plan.rows.shard ? { shard: plan.rows.shard } : {}),
+            partial: plan.partial,
             outputShape: plan.outputShape,
             columns: plan.D,
             entries: plan.entries,
@@ -122,7 +145,9 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
       );
     } else if (!opts.quiet) {
       const list = plan.entries.map((e) => `${e.name} (${e.shape.join(', ')})`).join(', ');
-      info.write(`wrote ${outputPath}: ${list}; ${plan.samples} samples × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`);
+      const { start, end, shard } = plan.rows;
+      const rowsText = start === 0 && end === plan.samples && rows === undefined ? `${plan.samples} samples` : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
+      info.write(`wrote ${outputPath}${plan.partial ? ' (partial sums: merge the shards with jacobian combine)' : ''}: ${list}; ${rowsText} × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`);
     }
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
