@@ -8,6 +8,7 @@ import { loadModel } from '../onnx/proto.js';
 import { isZarrPath } from '../output.js';
 import type { RowRange } from '../run/shards.js';
 import type { OutputBlock } from '../run/jacobian.js';
+import { ROW_RANGE } from '../stats/combine.js';
 import { planGram } from '../stats/gram.js';
 import type { StatName, Wrt } from '../stats/graph.js';
 import { planStats, type StatsSink } from '../stats/run.js';
@@ -48,9 +49,6 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
   const writer = await opening(() => NpzWriter.open(path, entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape }))));
   return { write: (i, bytes) => writer.write(i, bytes), commit: () => writer.commit(), abort: () => writer.abort() };
 }
-
-/** The entry `row_range` of a --rows/--shard run: int64 [A, B, N], rows A … B−1 of N samples. */
-export const ROW_RANGE = 'row_range';
 
 function rowRangeEntry(entries: OutputBlock[], range: RowRange, samples: number): { entry: OutputBlock; bytes: Uint8Array } {
   if (entries.some((e) => e.name === ROW_RANGE)) throw new UsageError(`an entry of the output is already named '${ROW_RANGE}' (an input of that name?): rename it to compute a row range`);

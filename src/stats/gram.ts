@@ -190,30 +190,37 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
       const garbage = new GarbageMeter();
       const first = new ScratchRows(featureRowBytes);
       scratches.push(first);
-      // Without a second set the columns are all the samples, so all their features are needed; with one, only the range's rows.
-      await featuresOf(p.inputs, N1, first, garbage, columnInputs ? range : undefined);
-      const firstOffset = columnInputs ? 0 : range.start * K;
+      // Rows of J (samples × output elements): the range's, and the slabs of the unsharded run that hold them.
+      // Whole slabs are computed (a slab of other height could round differently) and the range's rows kept.
+      const total1 = N1 * K;
+      const keep0 = range.start * K;
+      const keep1 = range.end * K;
+      const slab0 = keep0 - (keep0 % slabRows);
+      const slabEnd = Math.min(total1, Math.ceil(keep1 / slabRows) * slabRows);
+      // Without a second set the columns are all the samples, so all their features are needed; with one, only the slabs' rows.
+      const featureRange: RowRange = columnInputs ? { start: Math.floor(slab0 / K), end: Math.ceil(slabEnd / K) } : { start: 0, end: N1 };
+      if (keep1 > keep0) await featuresOf(p.inputs, N1, first, garbage, featureRange);
+      const firstOffset = featureRange.start * K;
       let secondScratch = first;
       if (columnInputs) {
         secondScratch = new ScratchRows(featureRowBytes);
         scratches.push(secondScratch);
-        await featuresOf(columnInputs, N2, secondScratch, garbage);
+        if (keep1 > keep0) await featuresOf(columnInputs, N2, secondScratch, garbage);
       }
       p.lap('compute');
-      const rows1 = (range.end - range.start) * K;
       const rows2 = N2 * K;
       const tensor = (bytes: Uint8Array, rows: number) =>
         new ortRuntime.Tensor(ortType, (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never, [rows, features.width]);
       // The feature blocks are read into two buffers used over and over.
-      const slabBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * rows2 * itemSize);
-      const rowBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * featureRowBytes);
+      const slabBuffer = new ArrayBuffer(Math.min(total1, slabRows) * rows2 * itemSize);
+      const rowBuffer = new ArrayBuffer(Math.min(total1, slabRows) * featureRowBytes);
       const columnBuffer = new ArrayBuffer(Math.min(rows2, blockRows) * featureRowBytes);
       let bytesWritten = 0;
-      for (let r0 = 0; r0 < rows1; r0 += slabRows) {
-        const r1 = Math.min(rows1, r0 + slabRows);
+      for (let r0 = slab0; r0 < keep1; r0 += slabRows) {
+        const r1 = Math.min(total1, r0 + slabRows);
         // The write is awaited below, so one slab buffer serves every row block.
         const slab = npyTypedArray(p.dtype, slabBuffer).subarray(0, (r1 - r0) * rows2) as Float32Array;
-        const R = tensor(first.read(firstOffset + r0, firstOffset + r1, rowBuffer), r1 - r0);
+        const R = tensor(first.read(r0 - firstOffset, r1 - firstOffset, rowBuffer), r1 - r0);
         for (let c0 = 0; c0 < rows2; c0 += blockRows) {
           const c1 = Math.min(rows2, c0 + blockRows);
           let block: ort.Tensor;
@@ -230,10 +237,11 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
           garbage.discard(data.byteLength);
         }
         p.lap('compute');
-        await sink.write(0, new Uint8Array(slab.buffer, 0, slab.byteLength));
-        bytesWritten += slab.byteLength;
+        const kept = slab.subarray((Math.max(r0, keep0) - r0) * rows2, (Math.min(r1, keep1) - r0) * rows2);
+        await sink.write(0, new Uint8Array(kept.buffer, kept.byteOffset, kept.byteLength));
+        bytesWritten += kept.byteLength;
         p.lap('write');
-        options.onProgress?.({ samplesDone: Math.floor(r1 / K), samples: range.end - range.start, bytesWritten });
+        options.onProgress?.({ samplesDone: Math.floor((Math.min(r1, keep1) - keep0) / K), samples: range.end - range.start, bytesWritten });
       }
     } finally {
       for (const scratch of scratches) scratch.remove();
