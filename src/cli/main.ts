@@ -85,7 +85,7 @@ options); together they must hold every row once, in any order. Per-row entries 
 rows, ∂z/∂x) are concatenated as they are, so they equal an unsharded run byte for byte; sums over
 the samples (sumsq, clipped_sum, vjp, mean, variance from each piece's mean and M2) are merged in
 onnxruntime and equal an unsharded run within float32 rounding (the sums are added in another order).
-The partial format: docs/scale-out.md, "Sharded statistics".
+The partial format is described in the scale-out guide ("Sharded statistics"), linked from README's "Large Jacobians".
 
 Examples:
   for i in 0 1 2 3; do jacobian model.onnx -i x.npy --reduce sum --stat sumsq --stat variance --shard $i/4 -o part$i.npz; done
@@ -117,8 +117,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('-i, --input <[name=]file>', "input batch (axis 0 = samples): file.npy, file.npz[:entry] or '-' for stdin; repeat as name=file for several inputs", collect, [] as string[])
     .option('-o, --output <file>', "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
     .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
-    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run', parseRows)
-    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options', parseShard)
+    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine', parseRows)
+    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)', parseShard)
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
