@@ -3,7 +3,7 @@
 // float32 rounding; both against functorch's per-sample Jacobians (fixtures/stats/generate.py),
 // each statistic recomputed here in float64.
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -241,6 +241,27 @@ describe('gram, --wrt inputs, a fixed batch, --loss', () => {
   });
 });
 
+describe('a Zarr store of per-row statistics', () => {
+  it('shards in any order write disjoint chunks of one group; its arrays are the unsharded entries', () => {
+    const common = ['cnn.onnx', '-i', 'cnn_x.npy', '--stat', 'norm', '--stat', 'jvp', '--vector', 'cnn_v.npy', '--batch-size', '3', '-q'];
+    ok([...common, '-o', 'zfull.npz']);
+    for (const i of [2, 0, 1]) ok([...common, '--shard', `${i}/3`, '-o', 'norms.zarr']);
+    const full = npz('zfull.npz');
+    expect(readdirSync(join(dir, 'norms.zarr')).sort()).toEqual(['.zattrs', '.zgroup', '.zmetadata', 'jvp', 'norm', 'norm_per_param']);
+    for (const name of ['norm', 'norm_per_param', 'jvp']) {
+      const meta = JSON.parse(readFileSync(join(dir, 'norms.zarr', name, '.zarray'), 'utf8')) as { shape: number[]; chunks: number[]; compressor: unknown };
+      expect(meta.shape).toEqual(full.get(name)!.shape);
+      expect(meta.chunks[0]).toBe(3);
+      expect(meta.compressor).toBe(null);
+      // Uncompressed chunks are the rows' bytes (the last one padded to 3 rows).
+      const key = (c: number) => [c, ...meta.shape.slice(1).map(() => 0)].join('.');
+      const stored = Buffer.concat([0, 1, 2].map((c) => readFileSync(join(dir, 'norms.zarr', name, key(c)))));
+      const expected = bytes(full.get(name)!);
+      expect(stored.subarray(0, expected.byteLength).equals(expected), name).toBe(true);
+    }
+  });
+});
+
 describe('refusals', () => {
   it('name the flag or the piece at fault, exit 2, and leave an existing output untouched', () => {
     writeFileSync(join(dir, 'keep.npz'), 'keep');
@@ -253,7 +274,10 @@ describe('refusals', () => {
     const stat = ['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'norm', '--batch-size', '3'];
     expectUsage([...stat, '--rows', '0:2', '--shard', '0/2', '-o', 'keep.npz'], /--rows and --shard/);
     expectUsage([...stat, '--rows', '3:20', '-o', 'keep.npz'], /--rows 3:20 is outside the batch/);
-    expectUsage([...stat, '--shard', '0/2', '-o', 'norms.zarr'], /-o norms\.zarr: statistics .* not Zarr stores/);
+    expectUsage(['mlp.onnx', '-i', 'mlp_x.npy', '--reduce', 'sum', '--stat', 'sumsq', '--shard', '0/2', '-o', 'sums.zarr'], /-o sums\.zarr: sums over the samples .* are not rows of a store/);
+    expectUsage([...stat.slice(0, 3), '--stat', 'gram', '--shard', '0/2', '-o', 'gram.zarr'], /--stat gram writes its kernel rows to \.npy or \.npz/);
+    expectUsage([...stat, '--rows', '2:5', '-o', 'cut.zarr'], /--rows 2:5 cuts through a chunk of the Zarr store \(chunks of 3 rows\)/);
+    expect(existsSync(join(dir, 'sums.zarr')) || existsSync(join(dir, 'gram.zarr')) || existsSync(join(dir, 'cut.zarr'))).toBe(false);
     expectUsage([...stat, '--compressor', 'zlib', '-o', 'keep.npz'], /--compressor/);
     expectUsage(['mlp.onnx', '-i', 'mlp_x.npy', '--reduce', 'sum', '--stat', 'sumsq', '--shard', '0/2', '-o', 'keep.npy'], /name the output \.npz/);
     // combine

@@ -1,6 +1,7 @@
 // `jacobian <model> --stat <name> …` and `--wrt inputs`: statistics of J computed in the
 // graph, chunk by chunk, without writing J (or J with respect to the inputs).
-import { UsageError } from '../errors.js';
+import { RuntimeFailure, UsageError } from '../errors.js';
+import { safeArrayName, ZarrWriter, type ZarrCompressor } from '../io/zarr.js';
 import { readNpy, NpyWriter } from '../io/npy.js';
 import { NpzWriter } from '../io/npz.js';
 import { openNpyRows, type RowSource } from '../io/rows.js';
@@ -10,9 +11,9 @@ import type { RowRange } from '../run/shards.js';
 import type { OutputBlock } from '../run/jacobian.js';
 import { ROW_RANGE } from '../stats/combine.js';
 import { planGram } from '../stats/gram.js';
-import type { StatName, Wrt } from '../stats/graph.js';
+import { SAMPLE_SUMS, type StatName, type Wrt } from '../stats/graph.js';
 import { planStats, type StatsSink } from '../stats/run.js';
-import type { ComputeOptions } from './compute.js';
+import { zarrSource, type ComputeOptions } from './compute.js';
 import { bindInputs } from './inputs.js';
 import { withLoss } from './loss.js';
 import { formatBytes, progressPrinter } from './progress.js';
@@ -56,6 +57,58 @@ function rowRangeEntry(entries: OutputBlock[], range: RowRange, samples: number)
   return { entry: { name: ROW_RANGE, dtype: 'int64', shape: [3] }, bytes };
 }
 
+/**
+ * Per-row statistics (and ∂z/∂x) into a Zarr v2 group, one array per entry, chunked like J's
+ * store: one store chunk per run chunk, so shards write disjoint chunks into one store.
+ */
+async function openStatsZarrSink(
+  path: string,
+  plan: { entries: OutputBlock[]; rows: RowRange; samples: number; batchSize: number; partial: boolean; elementShape: number[]; outputShape: number[]; analysis: { output: string } },
+  options: { compressor: ZarrCompressor; gram: boolean; sums: boolean; source: Record<string, unknown> },
+): Promise<FileStatsSink> {
+  if (options.sums || plan.partial) {
+    throw new UsageError(`-o ${path}: sums over the samples (${[...SAMPLE_SUMS, 'vjp'].join(', ')}) are not rows of a store: write them to .npz (with --rows/--shard, partial pieces that jacobian combine merges)`);
+  }
+  if (options.gram) throw new UsageError(`-o ${path}: --stat gram writes its kernel rows to .npy or .npz (pieces merge with jacobian combine), not to a Zarr store`);
+  const { rows, samples } = plan;
+  const chunkRows = Math.min(plan.batchSize, samples);
+  if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
+    throw new UsageError(
+      `--rows ${rows.start}:${rows.end} cuts through a chunk of the Zarr store (chunks of ${chunkRows} rows): start and end at multiples of ${chunkRows} (or end at ${samples}), or use --shard I/N`,
+    );
+  }
+  const elementAxes = plan.elementShape.map((_, i) => `output_${i}`);
+  const taken = new Set<string>();
+  const arrays = plan.entries.map((entry) => {
+    const name = safeArrayName(entry.name, taken);
+    const rest = entry.shape.slice(1 + elementAxes.length).map((_, axis) => `${name}_${axis}`);
+    return { name, dtype: entry.dtype, shape: [samples, ...entry.shape.slice(1)], chunkRows, attributes: { entry: entry.name, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...rest] } };
+  });
+  const group = { model_output: plan.analysis.output, output_shape: plan.outputShape, source: options.source, entries: plan.entries.map((e, i) => ({ name: e.name, array: arrays[i].name })) };
+  let writer: ZarrWriter;
+  try {
+    writer = await ZarrWriter.open(path, { arrays, group, compressor: options.compressor });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  // Each per-row entry receives one run chunk per write (the range is whole chunks).
+  const next = plan.entries.map(() => rows.start / chunkRows);
+  const endChunk = Math.ceil(rows.end / chunkRows);
+  return {
+    write: async (i, bytes) => {
+      try {
+        await writer.writeChunk(i, next[i]++, bytes);
+      } catch (err) {
+        throw new RuntimeFailure(`${path}: ${(err as Error).message}`);
+      }
+    },
+    commit: async () => {
+      if (next.some((c) => c !== endChunk)) throw new RuntimeFailure(`${path}: wrote chunks up to ${Math.min(...next)}, expected up to ${endChunk}`);
+    },
+    abort: () => writer.abort(),
+  };
+}
+
 export async function statsCommand(modelPath: string, opts: ComputeOptions & StatsCliOptions): Promise<number> {
   const started = performance.now();
   const stats = [...new Set(opts.stat ?? [])];
@@ -65,10 +118,8 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const outputPath = opts.output ?? (stats.length > 0 ? 'stats.npz' : archive ? 'jacobian.npz' : 'jacobian.npy');
   if (outputPath === '-') throw new UsageError('statistics are written to a file: give -o stats.npz');
   if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
-  if (isZarrPath(outputPath)) {
-    throw new UsageError(`-o ${outputPath}: statistics and --wrt inputs write .npz (or .npy) files, not Zarr stores; with --shard, write one .npz per shard and merge them with jacobian combine`);
-  }
-  if (opts.compressor !== undefined && opts.compressor !== 'none') throw new UsageError(`--compressor applies to Zarr stores of J only, not to statistics: drop --compressor ${opts.compressor}`);
+  const zarr = isZarrPath(outputPath);
+  if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr) throw new UsageError(`--compressor applies to Zarr stores only: name the output norms.zarr, or drop --compressor ${opts.compressor}`);
   const rows = opts.shard ?? opts.rows;
   if (stats.includes('gram') && stats.length > 1) throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
   if (opts.input2 && opts.input2.length > 0 && !stats.includes('gram')) throw new UsageError('--input2 is the second set of samples of --stat gram');
@@ -103,10 +154,12 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     }
     const { plan, run } = planned;
     // A range's .npz says which rows it holds, so that jacobian combine can put the pieces together.
-    const rangeEntry = rows !== undefined && archive ? rowRangeEntry(plan.entries, plan.rows, plan.samples) : undefined;
+    const rangeEntry = rows !== undefined && archive && !zarr ? rowRangeEntry(plan.entries, plan.rows, plan.samples) : undefined;
     let sink: FileStatsSink | undefined;
     try {
-      sink = await openStatsSink(outputPath, rangeEntry ? [...plan.entries, rangeEntry.entry] : plan.entries, archive);
+      sink = zarr
+        ? await openStatsZarrSink(outputPath, plan, { compressor: opts.compressor ?? 'none', gram: stats.includes('gram'), sums: stats.some((s) => s === 'vjp' || SAMPLE_SUMS.includes(s)), source: { ...zarrSource(modelPath, inputs, opts.reduce), wrt, statistics: stats } })
+        : await openStatsSink(outputPath, rangeEntry ? [...plan.entries, rangeEntry.entry] : plan.entries, archive);
       await run(sink);
       if (rangeEntry) await sink.write(plan.entries.length, rangeEntry.bytes);
       await sink.commit();
