@@ -175,6 +175,24 @@ describe.each(['mlp', 'cnn'])('%s: sums over the samples', (m) => {
 });
 
 describe('gram, --wrt inputs, a fixed batch, --loss', () => {
+  it('vjp alone of a vector output (the reverse pass seeded with u): partial sums by --rows inside chunks', () => {
+    const common = ['seq.onnx', '-i', 'seq_x.npy', '--stat', 'vjp', '--cotangent', 'seq_u.npy', '--batch-size', '3', '-q'];
+    ok([...common, '-o', 'vjp_full.npy']);
+    ok([...common, '--rows', '0:4', '-o', 'vjp_a.npz']);
+    ok([...common, '--rows', '4:', '-o', 'vjp_b.npz']);
+    ok(['combine', 'vjp_b.npz', 'vjp_a.npz', '-o', 'vjp_combined.npy', '-q']);
+    const full = readNpy(join(dir, 'vjp_full.npy'));
+    const combined = readNpy(join(dir, 'vjp_combined.npy'));
+    expectReordered(combined, full, 8, 'vjp');
+    const arr = readNpy(join(dir, 'seq_J.npy'));
+    const [N, K, D] = arr.shape;
+    const J = Float64Array.from(arr.data as Float32Array);
+    const u = Float64Array.from(readNpy(join(dir, 'seq_u.npy')).data as Float32Array);
+    const vjp = new Float64Array(D);
+    for (let r = 0; r < N * K; r++) J.subarray(r * D, (r + 1) * D).forEach((x, i) => (vjp[i] += u[r] * x));
+    expectClose(combined.data as Float32Array, vjp, 'vjp');
+  });
+
   it('gram: each shard writes its rows of the kernel against all samples; combine stacks them', () => {
     const common = ['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'gram', '--batch-size', '3', '-q'];
     ok([...common, '-o', 'gram_full.npy']);
