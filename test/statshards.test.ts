@@ -129,7 +129,7 @@ describe.each(['mlp', 'cnn'])('%s: sums over the samples', (m) => {
 
     const full = npz(`${m}_sum_full.npz`);
     const shard1 = npz(`${m}_sum_1.npz`);
-    expect([...shard1.keys()]).toEqual(['norm', 'norm_per_param', 'jvp', 'sumsq', 'clipped_sum', 'vjp', 'mean', 'm2', 'count', 'row_range']);
+    expect([...shard1.keys()]).toEqual(['norm', 'norm_per_param', 'jvp', 'sumsq', 'clipped_sum', 'vjp', 'mean', 'm2', 'count', 'row_range', 'run_sha256']);
     expect(npz(`${m}_sum_0.npz`).get('count')!.data[0]).toBe(0);
     // A piece's own statistics: its rows' sum of squares, mean and M2 = Σ (g − mean)².
     const [a1, b1] = Array.from(shard1.get('row_range')!.data as BigInt64Array, Number);
@@ -309,6 +309,11 @@ describe('refusals', () => {
     expectUsage(['combine', 'r0.npz', 'other1.npz', '-o', 'keep.npz'], /hold different entries/);
     expectUsage(['combine', 'r0.npz', 'missing.npz', '-o', 'keep.npz'], /missing\.npz/);
     expectUsage(['combine', 'r0.npz', 'r1.npz', '-o', 'keep.npy'], /name the output \.npz/);
+    // Same entries, another option: the run fingerprint tells them apart.
+    const clipped = ['mlp.onnx', '-i', 'mlp_x.npy', '--reduce', 'sum', '--stat', 'clipped-sum', '--batch-size', '3', '-q'];
+    ok([...clipped, '--clip', '1', '--shard', '0/2', '-o', 'c0.npz']);
+    ok([...clipped, '--clip', '2', '--shard', '1/2', '-o', 'c1.npz']);
+    expectUsage(['combine', 'c0.npz', 'c1.npz', '-o', 'keep.npz'], /c1\.npz and c0\.npz come from different runs/);
     // The help names the command and its examples.
     expect(jacobian(['help', 'combine']).stdout).toMatch(/jacobian combine part0\.npz part1\.npz/);
   });

@@ -9,7 +9,8 @@ import { loadModel } from '../onnx/proto.js';
 import { isZarrPath } from '../output.js';
 import type { RowRange } from '../run/shards.js';
 import type { OutputBlock } from '../run/jacobian.js';
-import { ROW_RANGE } from '../stats/combine.js';
+import { createHash } from 'node:crypto';
+import { ROW_RANGE, RUN_FINGERPRINT } from '../stats/combine.js';
 import { planGram } from '../stats/gram.js';
 import { SAMPLE_SUMS, type StatName, type Wrt } from '../stats/graph.js';
 import { planStats, type StatsSink } from '../stats/run.js';
@@ -51,10 +52,24 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
   return { write: (i, bytes) => writer.write(i, bytes), commit: () => writer.commit(), abort: () => writer.abort() };
 }
 
-function rowRangeEntry(entries: OutputBlock[], range: RowRange, samples: number): { entry: OutputBlock; bytes: Uint8Array } {
-  if (entries.some((e) => e.name === ROW_RANGE)) throw new UsageError(`an entry of the output is already named '${ROW_RANGE}' (an input of that name?): rename it to compute a row range`);
-  const bytes = new Uint8Array(BigInt64Array.from([range.start, range.end, samples].map(BigInt)).buffer);
-  return { entry: { name: ROW_RANGE, dtype: 'int64', shape: [3] }, bytes };
+/**
+ * The entries a --rows/--shard piece adds for jacobian combine: `row_range` int64 [A, B, N],
+ * and `run_sha256` uint8 (32,), a hash of the model file, the inputs' shapes and the options
+ * that change the numbers, so that pieces of different runs refuse to combine.
+ */
+function rangeEntries(entries: OutputBlock[], range: RowRange, samples: number, run: Record<string, unknown>): { entries: OutputBlock[]; bytes: Uint8Array[] } {
+  for (const name of [ROW_RANGE, RUN_FINGERPRINT]) {
+    if (entries.some((e) => e.name === name)) throw new UsageError(`an entry of the output is already named '${name}' (an input of that name?): rename it to compute a row range`);
+  }
+  const rangeBytes = new Uint8Array(BigInt64Array.from([range.start, range.end, samples].map(BigInt)).buffer);
+  const fingerprint = new Uint8Array(createHash('sha256').update(JSON.stringify(run)).digest());
+  return {
+    entries: [
+      { name: ROW_RANGE, dtype: 'int64', shape: [3] },
+      { name: RUN_FINGERPRINT, dtype: 'uint8', shape: [32] },
+    ],
+    bytes: [rangeBytes, fingerprint],
+  };
 }
 
 /**
@@ -152,16 +167,20 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
         jacobian: stats.length === 0 ? (archive ? 'tuple' : 'flat') : undefined,
       });
     }
-    const { plan, run } = planned;
+    const { plan } = planned;
     // A range's .npz says which rows it holds, so that jacobian combine can put the pieces together.
-    const rangeEntry = rows !== undefined && archive && !zarr ? rowRangeEntry(plan.entries, plan.rows, plan.samples) : undefined;
+    const run = {
+      ...zarrSource(modelPath, inputs, opts.reduce),
+      ...{ wrt, stats: [...stats].sort(), clip: opts.clip, loss: opts.loss, huberDelta: opts.huberDelta, modelOutput: opts.modelOutput, params: opts.params, exclude: opts.exclude },
+    };
+    const rangeEntry = rows !== undefined && archive && !zarr ? rangeEntries(plan.entries, plan.rows, plan.samples, run) : undefined;
     let sink: FileStatsSink | undefined;
     try {
       sink = zarr
-        ? await openStatsZarrSink(outputPath, plan, { compressor: opts.compressor ?? 'none', gram: stats.includes('gram'), sums: stats.some((s) => s === 'vjp' || SAMPLE_SUMS.includes(s)), source: { ...zarrSource(modelPath, inputs, opts.reduce), wrt, statistics: stats } })
-        : await openStatsSink(outputPath, rangeEntry ? [...plan.entries, rangeEntry.entry] : plan.entries, archive);
-      await run(sink);
-      if (rangeEntry) await sink.write(plan.entries.length, rangeEntry.bytes);
+        ? await openStatsZarrSink(outputPath, plan, { compressor: opts.compressor ?? 'none', gram: stats.includes('gram'), sums: stats.some((s) => s === 'vjp' || SAMPLE_SUMS.includes(s)), source: run })
+        : await openStatsSink(outputPath, rangeEntry ? [...plan.entries, ...rangeEntry.entries] : plan.entries, archive);
+      await planned.run(sink);
+      for (const [k, bytes] of (rangeEntry?.bytes ?? []).entries()) await sink.write(plan.entries.length + k, bytes);
       await sink.commit();
     } catch (err) {
       await sink?.abort();

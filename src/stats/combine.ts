@@ -17,6 +17,8 @@ import { PARTIAL_COUNT } from './run.js';
 
 /** int64 [A, B, N]: the piece holds rows A … B−1 of N samples (written by every --rows/--shard statistics run into its .npz). */
 export const ROW_RANGE = 'row_range';
+/** uint8 (32,): SHA-256 of the model file, the inputs' shapes and the options of the run (pieces of different runs do not combine). */
+export const RUN_FINGERPRINT = 'run_sha256';
 /** Partial sums merged by addition. */
 const ADDED = ['sumsq', 'clipped_sum', 'vjp'];
 /** The pieces of the mean and the variance (Chan et al.): the piece's mean and its sum of squared deviations. */
@@ -28,6 +30,7 @@ interface Piece {
   start: number;
   end: number;
   samples: number;
+  fingerprint?: string;
   /** Entries as (name, dtype, shape), in archive order. */
   entries: { name: string; dtype: NpyDtype; shape: number[] }[];
   /** The merged-by-arithmetic entries' data (small: (D,) each, and the count). */
@@ -50,7 +53,7 @@ function readPiece(path: string): Piece {
   const entries: Piece['entries'] = [];
   const sums = new Map<string, NpyArray>();
   for (const [name, array] of arrays) {
-    if (name === ROW_RANGE) continue;
+    if (name === ROW_RANGE || name === RUN_FINGERPRINT) continue;
     entries.push({ name, dtype: array.dtype, shape: [...array.shape] });
     if (partial && isSum(name)) sums.set(name, array);
     else if (array.shape[0] !== end - start) {
@@ -63,7 +66,8 @@ function readPiece(path: string): Piece {
     }
     if (sums.has(M2) && !sums.has(MEAN)) throw new UsageError(`${path}: the partial variance '${M2}' comes without its '${MEAN}'`);
   }
-  return { path, start, end, samples, entries, sums };
+  const fingerprint = arrays.get(RUN_FINGERPRINT);
+  return { path, start, end, samples, entries, sums, fingerprint: fingerprint ? Buffer.from(fingerprint.data.buffer, fingerprint.data.byteOffset, fingerprint.data.byteLength).toString('hex') : undefined };
 }
 
 /** The pieces ordered by their rows, checked to be pieces of one run covering every row once. */
@@ -74,6 +78,9 @@ function orderPieces(pieces: Piece[]): Piece[] {
     if (p.samples !== first.samples) throw new UsageError(`${p.path} is a piece of a run over ${p.samples} samples, ${first.path} of one over ${first.samples}: combine the pieces of one run`);
     if (describe(p) !== describe(first)) {
       throw new UsageError(`${p.path} and ${first.path} hold different entries (${describe(p)} against ${describe(first)}): combine the pieces of one run, made with the same options`);
+    }
+    if (p.fingerprint !== first.fingerprint) {
+      throw new UsageError(`${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; '${RUN_FINGERPRINT}' does not match): combine the pieces of one run`);
     }
   }
   const ordered = [...pieces].sort((a, b) => a.start - b.start || a.end - b.end);
