@@ -22,6 +22,7 @@ export type { RowSelection, RowRange } from './run/shards.js';
 export { planJacobian } from './run/jacobian.js';
 export { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
 export { planGram, type GramOptions } from './stats/gram.js';
+export { planCombine, type Combined } from './stats/combine.js';
 export { STATS, type StatName, type Wrt } from './stats/graph.js';
 export { appendLoss, LOSSES, type LossKind } from './loss/append.js';
 export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';

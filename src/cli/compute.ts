@@ -55,7 +55,7 @@ export function planLines(plan: JacobianPlan): string[] {
 }
 
 /** What a Zarr store was computed from, so shards of another model or input refuse it (the input's values are not hashed: it may be huge). */
-function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shape: number[] }>, reduce: Reduce): Record<string, unknown> {
+export function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shape: number[] }>, reduce: Reduce): Record<string, unknown> {
   return {
     model_sha256: createHash('sha256').update(readFileSync(modelPath)).digest('hex'),
     inputs: Object.fromEntries([...inputs].map(([name, input]) => [name, { dtype: input.dtype, shape: input.shape }])),

@@ -4,6 +4,7 @@ import { Command, CommanderError, Option } from 'commander';
 import ort from 'onnxruntime-node';
 import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
+import { combineCommand, type CombineOptions } from './combine.js';
 import { computeCommand, jsonStreamFor, type ComputeOptions } from './compute.js';
 import { endProgressLine } from './progress.js';
 import { reportError } from './errors.js';
@@ -61,6 +62,9 @@ Examples:
                                                          the empirical NTK between two sets
   jacobian model.onnx -i x.npy --wrt inputs -o saliency.npy
                                                          ∂z/∂x per sample, (N, *K, *input shape)
+  jacobian model.onnx -i x.npy --reduce sum --stat variance --shard 0/4 -o part0.npz
+                                                         shard 0 of 4 of a sum over the samples: partial results
+  jacobian combine part*.npz -o stats.npz                merge the shards' partial results (jacobian help combine)
   jacobian check model.onnx [--json]                     is the model eligible? (exit 0 yes, 1 no)
   jacobian help check                                    help on a command
 
@@ -74,6 +78,23 @@ Examples:
   jacobian check model.onnx -i batch.npy --verify        also compare J with finite differences on the data
 
 Exit codes: 0 eligible, 1 not eligible, 2 bad usage or unreadable model, 3 runtime failure (the worst over several models).`;
+
+const COMBINE_EXAMPLES = `
+Each piece is the .npz of a statistics run with --shard I/N or --rows A:B (same model, inputs and
+options); together they must hold every row once, in any order. Per-row entries (norm, jvp, gram's
+rows, ∂z/∂x) are concatenated as they are, so they equal an unsharded run byte for byte; sums over
+the samples (sumsq, clipped_sum, vjp, mean, variance from each piece's mean and M2) are merged in
+onnxruntime and equal an unsharded run within float32 rounding (the sums are added in another order).
+The partial format is described in the scale-out guide ("Sharded statistics"), linked from README's "Large Jacobians".
+
+Examples:
+  for i in 0 1 2 3; do jacobian model.onnx -i x.npy --reduce sum --stat sumsq --stat variance --shard $i/4 -o part$i.npz; done
+  jacobian combine part0.npz part1.npz part2.npz part3.npz -o stats.npz
+                                                         sumsq, mean and variance as one run writes them
+  jacobian combine norms-*.npz -o norms.npz              per-sample norms of all shards, in row order
+  jacobian combine gram-*.npz -o gram.npy                the N × N kernel from the shards' row blocks
+
+Exit codes: 0 ok, 2 bad usage, a missing or overlapping piece, or an unreadable file, 3 runtime failure.`;
 
 export async function main(argv: string[]): Promise<number> {
   // onnxruntime's own log lines (colored, timestamped) would mix with the CLI's messages: its errors arrive as exceptions.
@@ -96,8 +117,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('-i, --input <[name=]file>', "input batch (axis 0 = samples): file.npy, file.npz[:entry] or '-' for stdin; repeat as name=file for several inputs", collect, [] as string[])
     .option('-o, --output <file>', "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
     .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
-    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run', parseRows)
-    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options', parseShard)
+    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine', parseRows)
+    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)', parseShard)
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
@@ -167,6 +188,20 @@ export async function main(argv: string[]): Promise<number> {
       opts.json = opts.json === true || program.opts().json === true;
       json = opts.json;
       exitCode = await checkCommand(models, opts);
+    });
+
+  program
+    .command('combine')
+    .description('merge the partial results of statistics runs with --shard or --rows into the result of one run')
+    .argument('<pieces.npz...>', 'the .npz files the shards wrote (any order)')
+    .option('-o, --output <file>', 'the merged result: .npz, or .npy when it is one array (default: stats.npz)')
+    .option('-q, --quiet', 'print nothing but errors')
+    .option('--json', 'print a machine-readable summary (or error) as JSON')
+    .addHelpText('after', COMBINE_EXAMPLES)
+    .action(async (pieces: string[], opts: CombineOptions) => {
+      opts.json = opts.json === true || program.opts().json === true;
+      json = opts.json;
+      exitCode = await combineCommand(pieces, opts);
     });
 
   if (argv.length <= 2) {

@@ -19,6 +19,7 @@ import { buildGradientGraph } from '../persample/build.js';
 import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
+import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../run/shards.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
 import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
 import type { StatsSink } from './run.js';
@@ -31,6 +32,8 @@ export interface GramOptions {
   batchSize?: number;
   maxMemory?: number;
   threads?: number;
+  /** Only the kernel's rows of these samples of the first set (--rows A:B, --shard I/N), against all columns. */
+  rows?: RowSelection;
   onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
 }
 
@@ -151,16 +154,17 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   const featureSession = await createSession(features.graph, options.threads);
   const kernelSession = await createSession(kernel, options.threads);
   p.lap('session');
-  const entries: OutputBlock[] = [{ name: 'gram', dtype: p.dtype, shape: [N1, ...p.elementShape, N2, ...p.elementShape] }];
-  const plan = { ...p, D, entries, batchSize: featureBatch, forms: features.forms };
+  const range: RowRange = resolveRows(options.rows, N1, featureBatch);
+  const entries: OutputBlock[] = [{ name: 'gram', dtype: p.dtype, shape: [range.end - range.start, ...p.elementShape, N2, ...p.elementShape] }];
+  const plan = { ...p, D, entries, batchSize: featureBatch, forms: features.forms, rows: range, partial: false };
   const ortType = ORT_TYPE[p.dtype]!;
 
   /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
-  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows, garbage: GarbageMeter): Promise<void> {
+  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows, garbage: GarbageMeter, keep: RowRange = { start: 0, end: samples }): Promise<void> {
     const seeds = new Map<number, ort.Tensor>();
     const reuse = new Map<RowSource, ArrayBuffer>();
-    for (let start = 0; start < samples; start += featureBatch) {
-      const end = Math.min(samples, start + featureBatch);
+    // Chunks of the unsharded run, so that a kept row's features come from the same batch as in one full run.
+    for (const { start, end, keepStart, keepEnd } of rangeChunks(keep, featureBatch, samples)) {
       const rows = p.fixedBatch ?? end - start;
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = chunkRows(source, start, end, rows, reuse);
@@ -173,8 +177,8 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
         throw new RuntimeFailure(`onnxruntime failed on samples ${start}–${end - 1}: ${(err as Error).message}`);
       }
       const data = out.data as Float32Array;
-      // Padding rows of a fixed batch are dropped here.
-      scratch.append(new Uint8Array(data.buffer, data.byteOffset, (end - start) * K * featureRowBytes));
+      // Padding rows of a fixed batch, and rows outside the kept range, are dropped here.
+      scratch.append(new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * K * featureRowBytes, (keepEnd - keepStart) * K * featureRowBytes));
       out.dispose();
       garbage.discard(data.byteLength);
     }
@@ -186,28 +190,37 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
       const garbage = new GarbageMeter();
       const first = new ScratchRows(featureRowBytes);
       scratches.push(first);
-      await featuresOf(p.inputs, N1, first, garbage);
+      // Rows of J (samples × output elements): the range's, and the slabs of the unsharded run that hold them.
+      // Whole slabs are computed (a slab of other height could round differently) and the range's rows kept.
+      const total1 = N1 * K;
+      const keep0 = range.start * K;
+      const keep1 = range.end * K;
+      const slab0 = keep0 - (keep0 % slabRows);
+      const slabEnd = Math.min(total1, Math.ceil(keep1 / slabRows) * slabRows);
+      // Without a second set the columns are all the samples, so all their features are needed; with one, only the slabs' rows.
+      const featureRange: RowRange = columnInputs ? { start: Math.floor(slab0 / K), end: Math.ceil(slabEnd / K) } : { start: 0, end: N1 };
+      if (keep1 > keep0) await featuresOf(p.inputs, N1, first, garbage, featureRange);
+      const firstOffset = featureRange.start * K;
       let secondScratch = first;
       if (columnInputs) {
         secondScratch = new ScratchRows(featureRowBytes);
         scratches.push(secondScratch);
-        await featuresOf(columnInputs, N2, secondScratch, garbage);
+        if (keep1 > keep0) await featuresOf(columnInputs, N2, secondScratch, garbage);
       }
       p.lap('compute');
-      const rows1 = N1 * K;
       const rows2 = N2 * K;
       const tensor = (bytes: Uint8Array, rows: number) =>
         new ortRuntime.Tensor(ortType, (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never, [rows, features.width]);
       // The feature blocks are read into two buffers used over and over.
-      const slabBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * rows2 * itemSize);
-      const rowBuffer = new ArrayBuffer(Math.min(rows1, slabRows) * featureRowBytes);
+      const slabBuffer = new ArrayBuffer(Math.min(total1, slabRows) * rows2 * itemSize);
+      const rowBuffer = new ArrayBuffer(Math.min(total1, slabRows) * featureRowBytes);
       const columnBuffer = new ArrayBuffer(Math.min(rows2, blockRows) * featureRowBytes);
       let bytesWritten = 0;
-      for (let r0 = 0; r0 < rows1; r0 += slabRows) {
-        const r1 = Math.min(rows1, r0 + slabRows);
+      for (let r0 = slab0; r0 < keep1; r0 += slabRows) {
+        const r1 = Math.min(total1, r0 + slabRows);
         // The write is awaited below, so one slab buffer serves every row block.
         const slab = npyTypedArray(p.dtype, slabBuffer).subarray(0, (r1 - r0) * rows2) as Float32Array;
-        const R = tensor(first.read(r0, r1, rowBuffer), r1 - r0);
+        const R = tensor(first.read(r0 - firstOffset, r1 - firstOffset, rowBuffer), r1 - r0);
         for (let c0 = 0; c0 < rows2; c0 += blockRows) {
           const c1 = Math.min(rows2, c0 + blockRows);
           let block: ort.Tensor;
@@ -224,10 +237,11 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
           garbage.discard(data.byteLength);
         }
         p.lap('compute');
-        await sink.write(0, new Uint8Array(slab.buffer, 0, slab.byteLength));
-        bytesWritten += slab.byteLength;
+        const kept = slab.subarray((Math.max(r0, keep0) - r0) * rows2, (Math.min(r1, keep1) - r0) * rows2);
+        await sink.write(0, new Uint8Array(kept.buffer, kept.byteOffset, kept.byteLength));
+        bytesWritten += kept.byteLength;
         p.lap('write');
-        options.onProgress?.({ samplesDone: Math.floor(r1 / K), samples: N1, bytesWritten });
+        options.onProgress?.({ samplesDone: Math.floor((Math.min(r1, keep1) - keep0) / K), samples: range.end - range.start, bytesWritten });
       }
     } finally {
       for (const scratch of scratches) scratch.remove();

@@ -41,6 +41,8 @@ export interface State {
   input: string;
   output: string;
   size: number;
+  /** The entry of a sharded run's partial results this accumulator's last value goes to (docs/scale-out.md). */
+  partial: string;
 }
 
 /** A result read from the last chunk's run. */
@@ -56,6 +58,8 @@ export interface StatsGraph {
   feeds: Map<string, string>;
   /** int64 (1,): rows of this run that hold samples (the rest pad a fixed batch). */
   realRows: string;
+  /** int64 (1,): the first row of this run that counts (rows before it belong to another --rows range). */
+  firstRow: string;
   /** Float scalar: samples accumulated before this run. */
   seen: string;
   cotangent?: string;
@@ -118,12 +122,15 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
   const concatFlat = (parts: string[]) => (parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 0 }));
   const rowsOf = (value: string) => b.op1('Shape', [value]);
 
-  // The mask (1 for rows that hold samples, 0 for a fixed batch's padding) is made here from the count.
+  // The mask (1 for rows that hold samples, 0 for a fixed batch's padding and for rows outside
+  // a --rows range that the chunk also holds) is made here from the bounds.
   const realRows = input('real_rows', DataType.INT64, [1]);
+  const firstRow = input('first_row', DataType.INT64, [1]);
   const seen = input('seen', floatType, []);
   const rows = b.slice(rowsOf(built.seed), [0], [1], [0]);
   const index = b.op1('Range', [b.constInt64([0], []), b.squeeze(rows, [0]), b.constInt64([1], [])]);
-  const mask = b.op1('Cast', [b.op1('Less', [index, realRows])], { to: floatType });
+  const counted = b.op1('And', [b.op1('Not', [b.op1('Less', [index, firstRow])]), b.op1('Less', [index, realRows])]);
+  const mask = b.op1('Cast', [counted], { to: floatType });
 
   if (options.jacobian) {
     const blocks = terms.map((t) => t.direct());
@@ -154,7 +161,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     rowOutputs.push({ entry: options.wrt === 'inputs' ? 'norm_per_input' : 'norm_per_param', output: output(ctx, graph, perTerm, floatType, 'norm_per_term'), dims: [terms.length] });
   }
 
-  const accumulate = (stat: string, contribution: (t: Term) => { value: string; form: Form }) => {
+  const accumulate = (stat: string, partial: string, contribution: (t: Term) => { value: string; form: Form }) => {
     const state = input(`${stat}_in`, floatType, [D]);
     const chunk = concatFlat(
       terms.map((t) => {
@@ -164,22 +171,22 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
       }),
     );
     const updated = output(ctx, graph, b.add(state, chunk), floatType, `${stat}_out`);
-    states.push({ input: state, output: updated, size: D });
+    states.push({ input: state, output: updated, size: D, partial });
     return updated;
   };
-  if (stats.has('sumsq')) finals.push({ entry: 'sumsq', output: accumulate('sumsq', (t) => weightedSumOfSquares(ctx, t, mask)), size: D });
+  if (stats.has('sumsq')) finals.push({ entry: 'sumsq', output: accumulate('sumsq', 'sumsq', (t) => weightedSumOfSquares(ctx, t, mask)), size: D });
   if (stats.has('clipped-sum')) {
     if (options.clip === undefined) throw new Error('clipped-sum needs a clip bound');
     const factor = b.op1('Min', [b.scalar(1), b.op1('Div', [b.scalar(options.clip), totalNorm()])]);
-    finals.push({ entry: 'clipped_sum', output: accumulate('clipped_sum', (t) => weightedSum(ctx, t, b.mul(mask, factor))), size: D });
+    finals.push({ entry: 'clipped_sum', output: accumulate('clipped_sum', 'clipped_sum', (t) => weightedSum(ctx, t, b.mul(mask, factor))), size: D });
   }
   let vjpInput: string | undefined;
   if (stats.has('vjp') && options.cotangentSeed) {
-    finals.push({ entry: 'vjp', output: accumulate('vjp', (t) => weightedSum(ctx, t, mask)), size: D });
+    finals.push({ entry: 'vjp', output: accumulate('vjp', 'vjp', (t) => weightedSum(ctx, t, mask)), size: D });
   } else if (stats.has('vjp')) {
     const cotangent = input('cotangent', floatType, ['rows', ...(options.copies > 1 ? shapes.perSample(analysis.output) : [])]);
     const weights = b.mul(b.reshape(cotangent, [-1]), mask);
-    finals.push({ entry: 'vjp', output: accumulate('vjp', (t) => weightedSum(ctx, t, weights)), size: D });
+    finals.push({ entry: 'vjp', output: accumulate('vjp', 'vjp', (t) => weightedSum(ctx, t, weights)), size: D });
     vjpInput = cotangent;
   }
   if (stats.has('mean') || stats.has('variance')) {
@@ -199,7 +206,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     ]);
     const delta = b.op1('Sub', [chunkMean, meanIn]);
     const meanOut = output(ctx, graph, b.add(meanIn, b.mul(delta, b.op1('Div', [count, total]))), floatType, 'mean_out');
-    states.push({ input: meanIn, output: meanOut, size: D });
+    states.push({ input: meanIn, output: meanOut, size: D, partial: 'mean' });
     if (stats.has('mean')) finals.push({ entry: 'mean', output: meanOut, size: D });
     if (stats.has('variance')) {
       const m2In = input('m2_in', floatType, [D]);
@@ -212,7 +219,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
       });
       const between = b.mul(b.mul(delta, delta), b.op1('Div', [b.mul(seen, count), total]));
       const m2Out = output(ctx, graph, b.sum([m2In, concatFlat(deviations), between]), floatType, 'm2_out');
-      states.push({ input: m2In, output: m2Out, size: D });
+      states.push({ input: m2In, output: m2Out, size: D, partial: 'm2' });
       finals.push({ entry: 'variance', output: output(ctx, graph, b.op1('Div', [m2Out, total]), floatType, 'variance'), size: D });
     }
   }
@@ -234,6 +241,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     seed: built.seed,
     feeds: built.feeds,
     realRows,
+    firstRow,
     seen,
     cotangent: vjpInput,
     vector: vectorInput,

@@ -18,6 +18,7 @@ import { probeShapes } from '../run/probe.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
 import { ELEM_TYPE_NAME, ORT_TYPE, paddedRows } from '../run/tensors.js';
+import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../run/shards.js';
 import { GarbageMeter } from './collect.js';
 import { buildStatsGraph, dataInputs, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
 
@@ -37,6 +38,12 @@ export interface StatsOptions {
   cotangent?: NpyArray | RowSource;
   /** With no statistic (`--wrt inputs`): write J, flat or one entry per input. */
   jacobian?: 'flat' | 'tuple';
+  /**
+   * Only these rows (--rows A:B or --shard I/N), in whole chunks of the unsharded run: per-row
+   * entries hold the range's rows, and sums over the samples become partial results
+   * (docs/scale-out.md) that `jacobian combine` merges.
+   */
+  rows?: RowSelection;
   onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
 }
 
@@ -230,14 +237,18 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
   const session = await createSession(built.graph, options.threads);
   p.lap('session');
   const N = p.samples;
+  const range: RowRange = resolveRows(options.rows, N, batchSize);
+  const partial = options.rows !== undefined && built.states.length > 0;
   const entries: OutputBlock[] = [
-    ...built.rowOutputs.map((r) => ({ name: r.entry, dtype: p.dtype, shape: [N, ...p.elementShape, ...r.dims] })),
-    ...built.finals.map((f) => ({ name: f.entry, dtype: p.dtype, shape: statShape(built) })),
+    ...built.rowOutputs.map((r) => ({ name: r.entry, dtype: p.dtype, shape: [range.end - range.start, ...p.elementShape, ...r.dims] })),
+    ...(partial
+      ? [...built.states.map((s) => ({ name: s.partial, dtype: p.dtype, shape: [s.size] })), { name: PARTIAL_COUNT, dtype: p.dtype, shape: [] }]
+      : built.finals.map((f) => ({ name: f.entry, dtype: p.dtype, shape: statShape(built) }))),
   ];
   const rowBytes = built.rowOutputs.map((r) => r.dims.reduce((a, c) => a * c, 1) * copies * itemSize);
   const ortType = ORT_TYPE[p.dtype]!;
   const floatArray = (n: number) => (p.dtype === 'float64' ? new Float64Array(n) : new Float32Array(n));
-  const plan = { ...p, D, terms: built.terms, forms: built.forms, entries, batchSize };
+  const plan = { ...p, D, terms: built.terms, forms: built.forms, entries, batchSize, rows: range, partial };
 
   async function run(sink: StatsSink): Promise<void> {
     let bytesWritten = 0;
@@ -248,8 +259,8 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
     const reuse = new Map<RowSource, ArrayBuffer>();
     const garbage = new GarbageMeter();
     try {
-      for (let start = 0; start < N; start += batchSize) {
-        const end = Math.min(N, start + batchSize);
+      // The chunks of the unsharded run, each keeping the rows of the range: a kept row comes from the same batch as in one full run.
+      for (const { start, end, keepStart, keepEnd } of rangeChunks(range, batchSize, N)) {
         const rows = p.fixedBatch ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of p.inputs) feeds[built.feeds.get(name)!] = chunkRows(arr, start, end, rows, reuse);
@@ -258,9 +269,10 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
           if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, copies > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
           feeds[built.seed] = seeds.get(rows)!;
         }
-        feeds[built.realRows] = new ort.Tensor('int64', BigInt64Array.from([BigInt((end - start) * copies)]), [1]);
+        feeds[built.realRows] = new ort.Tensor('int64', BigInt64Array.from([BigInt((keepEnd - start) * copies)]), [1]);
+        feeds[built.firstRow] = new ort.Tensor('int64', BigInt64Array.from([BigInt((keepStart - start) * copies)]), [1]);
         const seen = floatArray(1);
-        seen[0] = start;
+        seen[0] = keepStart - range.start;
         feeds[built.seen] = new ort.Tensor(ortType, seen, []);
         if (built.cotangent && cotangent) feeds[built.cotangent] = paddedRows(cotangent, start, end, rows);
         if (built.vector && vector) feeds[built.vector] = vector;
@@ -276,13 +288,25 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
         states = new Map(built.states.map((s) => [s.input, out[s.output] as ort.Tensor]));
         for (let i = 0; i < built.rowOutputs.length; i++) {
           const data = out[built.rowOutputs[i].output].data as Float32Array;
-          const bytes = new Uint8Array(data.buffer, data.byteOffset, (end - start) * rowBytes[i]);
+          const bytes = new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * rowBytes[i], (keepEnd - keepStart) * rowBytes[i]);
           await sink.write(i, bytes);
           bytesWritten += bytes.byteLength;
         }
         p.lap('write');
         last = out;
-        options.onProgress?.({ samplesDone: end, samples: N, bytesWritten });
+        options.onProgress?.({ samplesDone: keepEnd - range.start, samples: range.end - range.start, bytesWritten });
+      }
+      if (partial) {
+        // The accumulators as they stand after the range's last chunk (zeros for a shard with no rows), and the count they hold.
+        for (let i = 0; i < built.states.length; i++) {
+          const data = (last ? last[built.states[i].output].data : states.get(built.states[i].input)!.data) as Float32Array;
+          await sink.write(built.rowOutputs.length + i, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        }
+        const count = floatArray(1);
+        count[0] = range.end - range.start;
+        await sink.write(built.rowOutputs.length + built.states.length, new Uint8Array(count.buffer));
+        p.lap('write');
+        return;
       }
       for (let i = 0; i < built.finals.length; i++) {
         const data = last![built.finals[i].output].data as Float32Array;
@@ -295,6 +319,9 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
   }
   return { plan, run, release: () => session.release() };
 }
+
+/** The entry of a partial result holding how many samples its sums cover. */
+export const PARTIAL_COUNT = 'count';
 
 /** An accumulated statistic has J's column shape (D,). */
 function statShape(built: StatsGraph): number[] {
