@@ -167,7 +167,11 @@ function removeAndSync(file) {
 }
 
 function lastJsonLine(text) {
-  const line = text.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = text
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   return line ? JSON.parse(line) : undefined;
 }
 
@@ -209,7 +213,10 @@ function locateModels(names) {
   const missing = names.filter((n) => !Object.values(files(n)).every((f) => fs.existsSync(f)));
   if (missing.length > 0 && HAVE_TORCH) {
     log(`generating ${missing.join(', ')} with bench/models.py ...`);
-    const r = spawnSync(PYTHON, [path.join(BENCH, 'models.py'), ...missing], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
+    const r = spawnSync(PYTHON, [path.join(BENCH, 'models.py'), ...missing], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+    });
     if (r.status !== 0) fail('bench/models.py failed');
   }
   const located = new Map();
@@ -252,7 +259,16 @@ async function runCli(files, input, out, tmp, cliArgs) {
   const ok = r.code === 0 && fs.existsSync(out);
   removeAndSync(out);
   if (!ok) return { error: `CLI exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
-  return { seconds: r.seconds, peakRss: r.peakRss, cpuSeconds: r.cpuSeconds, sysSeconds: r.sysSeconds, minorFaults: r.minorFaults, timings: parseTimings(r.stderr), memory: parseMemory(r.stderr), mode: /mode: (\w+)/.exec(r.stderr)?.[1] };
+  return {
+    seconds: r.seconds,
+    peakRss: r.peakRss,
+    cpuSeconds: r.cpuSeconds,
+    sysSeconds: r.sysSeconds,
+    minorFaults: r.minorFaults,
+    timings: parseTimings(r.stderr),
+    memory: parseMemory(r.stderr),
+    mode: /mode: (\w+)/.exec(r.stderr)?.[1],
+  };
 }
 
 async function runPython(mode, name, n, out, extra = [], tmp) {
@@ -380,8 +396,21 @@ function cellOf(result, value) {
 
 function mainTable(rows) {
   const header = [
-    'model', 'N', 'D', 'J size', 'CLI s', 'functorch+save s', 'naive loop s', 'np.save floor s', 'floor process s',
-    'CLI/functorch', 'CLI/floor', 'functorch/CLI', 'naive/CLI', 'CLI peak RSS', 'RSS/J',
+    'model',
+    'N',
+    'D',
+    'J size',
+    'CLI s',
+    'functorch+save s',
+    'naive loop s',
+    'np.save floor s',
+    'floor process s',
+    'CLI/functorch',
+    'CLI/floor',
+    'functorch/CLI',
+    'naive/CLI',
+    'CLI peak RSS',
+    'RSS/J',
   ];
   const body = rows.map((row) => {
     if (row.skipped) return [row.name, String(row.n), String(row.d), formatBytes(row.jBytes), 'skipped†', ...Array(10).fill('')];
@@ -416,7 +445,16 @@ function breakdownTable(rows) {
     .map((r) => {
       const t = r.cli.timings.phases;
       const sum = phases.reduce((s, p) => s + (t[p] ?? 0), 0);
-      return [r.name, String(r.n), String(r.cli.timings.batchSize), ...phases.map((p) => sec(t[p])), sec(r.cli.seconds - sum), sec(r.cli.seconds), sec(r.cli.cpuSeconds), runsOf(r.cli)];
+      return [
+        r.name,
+        String(r.n),
+        String(r.cli.timings.batchSize),
+        ...phases.map((p) => sec(t[p])),
+        sec(r.cli.seconds - sum),
+        sec(r.cli.seconds),
+        sec(r.cli.cpuSeconds),
+        runsOf(r.cli),
+      ];
     });
   return { header, body };
 }
@@ -427,17 +465,42 @@ function runsOf(result) {
 }
 
 function pythonDetailTable(rows) {
-  const header = ['model', 'N', 'functorch setup', 'functorch compute', 'functorch save', 'functorch cpu s', 'functorch RSS', 'functorch runs s', 'naive loop', 'naive save', 'floor fill', 'floor save', 'floor fsync', 'floor save runs s'];
+  const header = [
+    'model',
+    'N',
+    'functorch setup',
+    'functorch compute',
+    'functorch save',
+    'functorch cpu s',
+    'functorch RSS',
+    'functorch runs s',
+    'naive loop',
+    'naive save',
+    'floor fill',
+    'floor save',
+    'floor fsync',
+    'floor save runs s',
+  ];
   const body = rows.map((r) => {
     const f = r.functorch?.report;
     const nv = r.naive?.report;
     const fl = r.floor?.report;
     const loop = nv ? (nv.extrapolated ? `~${sec(nv.loop_full_s)}* (${nv.samples_timed}/${nv.n} samples in ${sec(nv.loop_s)})` : sec(nv.loop_s)) : '—';
     return [
-      r.name, String(r.n),
-      sec(f?.setup_s), sec(f?.compute_s), sec(f?.save_s), sec(r.functorch?.cpuSeconds), f ? formatBytes(r.functorch.peakRss) : '—', runsOf(r.functorch),
-      loop, sec(nv?.save_s),
-      sec(fl?.fill_s), sec(fl?.save_s), sec(fl?.fsync_s ?? undefined), r.floor?.allReports ? r.floor.allReports.map((x) => sec(x.save_s)).join(' / ') : '—',
+      r.name,
+      String(r.n),
+      sec(f?.setup_s),
+      sec(f?.compute_s),
+      sec(f?.save_s),
+      sec(r.functorch?.cpuSeconds),
+      f ? formatBytes(r.functorch.peakRss) : '—',
+      runsOf(r.functorch),
+      loop,
+      sec(nv?.save_s),
+      sec(fl?.fill_s),
+      sec(fl?.save_s),
+      sec(fl?.fsync_s ?? undefined),
+      r.floor?.allReports ? r.floor.allReports.map((x) => sec(x.save_s)).join(' / ') : '—',
     ];
   });
   return { header, body };
@@ -447,7 +510,15 @@ function verifyTable(checks) {
   const header = ['model', 'N', 'J shape', 'max |CLI − functorch|', 'tolerance', 'max |functorch − naive|', 'result'];
   const body = checks.map((c) =>
     c.report.shape
-      ? [c.name, String(c.report.n), `(${c.report.shape.join(', ')})`, c.report.max_err?.toExponential(1) ?? '—', c.report.tolerance?.toExponential(1) ?? '—', c.report.functorch_vs_naive?.toExponential(1) ?? '—', c.report.ok ? 'ok' : `MISMATCH ${c.report.reason ?? ''}`]
+      ? [
+          c.name,
+          String(c.report.n),
+          `(${c.report.shape.join(', ')})`,
+          c.report.max_err?.toExponential(1) ?? '—',
+          c.report.tolerance?.toExponential(1) ?? '—',
+          c.report.functorch_vs_naive?.toExponential(1) ?? '—',
+          c.report.ok ? 'ok' : `MISMATCH ${c.report.reason ?? ''}`,
+        ]
       : [c.name, '', '', '', '', '', c.report.skipped ?? `FAILED: ${c.report.reason}`],
   );
   return { header, body };
@@ -459,9 +530,11 @@ function targets(rows) {
   const main = rows.filter((r) => !r.skipped && !r.flat);
   for (const r of main) {
     const x = derived(r);
-    if (x.cliOverFunctorch !== undefined) check(`${r.name}: CLI ≤ ${TARGETS.cliOverFunctorch} × functorch`, `${ratio(x.cliOverFunctorch)} ×`, x.cliOverFunctorch <= TARGETS.cliOverFunctorch);
+    if (x.cliOverFunctorch !== undefined)
+      check(`${r.name}: CLI ≤ ${TARGETS.cliOverFunctorch} × functorch`, `${ratio(x.cliOverFunctorch)} ×`, x.cliOverFunctorch <= TARGETS.cliOverFunctorch);
     const model = MODELS.find((m) => m.name === r.name);
-    if (model?.maxSeconds !== undefined && x.cli !== undefined) check(`${r.name}: CLI under ${model.maxSeconds} s whole-process (${r.cli.mode ?? '?'} mode)`, `${x.cli.toFixed(2)} s`, x.cli < model.maxSeconds);
+    if (model?.maxSeconds !== undefined && x.cli !== undefined)
+      check(`${r.name}: CLI under ${model.maxSeconds} s whole-process (${r.cli.mode ?? '?'} mode)`, `${x.cli.toFixed(2)} s`, x.cli < model.maxSeconds);
   }
   for (const r of rows.filter((x) => !x.skipped)) {
     const m = r.cli?.memory;
@@ -476,8 +549,14 @@ function targets(rows) {
   const mlp = main.find((r) => r.name === 'mlp784');
   if (mlp) {
     const x = derived(mlp);
-    if (x.cliOverFloor !== undefined) check(`mlp784: CLI ≤ ${TARGETS.mlpCliOverFloor} × np.save floor`, `${ratio(x.cliOverFloor)} ×`, x.cliOverFloor <= TARGETS.mlpCliOverFloor);
-    if (x.rssOverJ !== undefined) check(`mlp784: peak RSS ≤ ${pct(TARGETS.mlpRssOverJ)} of J`, `${pct(x.rssOverJ)} (${formatBytes(x.rss)} of ${formatBytes(mlp.jBytes)})`, x.rssOverJ <= TARGETS.mlpRssOverJ);
+    if (x.cliOverFloor !== undefined)
+      check(`mlp784: CLI ≤ ${TARGETS.mlpCliOverFloor} × np.save floor`, `${ratio(x.cliOverFloor)} ×`, x.cliOverFloor <= TARGETS.mlpCliOverFloor);
+    if (x.rssOverJ !== undefined)
+      check(
+        `mlp784: peak RSS ≤ ${pct(TARGETS.mlpRssOverJ)} of J`,
+        `${pct(x.rssOverJ)} (${formatBytes(x.rss)} of ${formatBytes(mlp.jBytes)})`,
+        x.rssOverJ <= TARGETS.mlpRssOverJ,
+      );
     const flat = rows.find((r) => r.flat && !r.skipped);
     if (flat && flat.cli?.peakRss && mlp.cli?.peakRss) {
       const growth = flat.cli.peakRss / mlp.cli.peakRss - 1;
@@ -487,7 +566,8 @@ function targets(rows) {
         growth <= TARGETS.rssFlatTolerance,
       );
       const xf = derived(flat);
-      if (xf.rssOverJ !== undefined) check(`mlp784 N=${flat.n}: peak RSS ≤ ${pct(TARGETS.mlpRssOverJ)} of J`, pct(xf.rssOverJ), xf.rssOverJ <= TARGETS.mlpRssOverJ);
+      if (xf.rssOverJ !== undefined)
+        check(`mlp784 N=${flat.n}: peak RSS ≤ ${pct(TARGETS.mlpRssOverJ)} of J`, pct(xf.rssOverJ), xf.rssOverJ <= TARGETS.mlpRssOverJ);
     }
   }
   return lines;
@@ -496,7 +576,11 @@ function targets(rows) {
 function render({ header, body }, markdown) {
   if (markdown) {
     const esc = (c) => c.replace(/\|/g, '\\|');
-    return [`| ${header.map(esc).join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`, ...body.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+    return [
+      `| ${header.map(esc).join(' | ')} |`,
+      `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`,
+      ...body.map((r) => `| ${r.map(esc).join(' | ')} |`),
+    ].join('\n');
   }
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
   const line = (r) => r.map((c, i) => (i < 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
@@ -504,7 +588,8 @@ function render({ header, body }, markdown) {
 }
 
 function machine() {
-  const cpu = /model name\s*:\s*(.*)/.exec(fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '')?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  const cpu =
+    /model name\s*:\s*(.*)/.exec(fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '')?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
   let ort = 'unknown';
   try {
     ort = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version;
@@ -512,12 +597,17 @@ function machine() {
     // not installed: the CLI rows will fail and say so
   }
   let torch = 'not installed';
-  if (HAVE_TORCH) torch = spawnSync(PYTHON, ['-c', 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'], { encoding: 'utf8' }).stdout.trim();
-  else if (HAVE_NUMPY) torch = `not installed (${spawnSync(PYTHON, ['-c', 'import numpy; print("numpy", numpy.__version__)'], { encoding: 'utf8' }).stdout.trim()})`;
+  if (HAVE_TORCH)
+    torch = spawnSync(PYTHON, ['-c', 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'], { encoding: 'utf8' }).stdout.trim();
+  else if (HAVE_NUMPY)
+    torch = `not installed (${spawnSync(PYTHON, ['-c', 'import numpy; print("numpy", numpy.__version__)'], { encoding: 'utf8' }).stdout.trim()})`;
   return [
     `cpu: ${cpu}, ${os.availableParallelism()} cores (nproc); memory ${formatBytes(os.totalmem())}, ${formatBytes(os.freemem())} free at start`,
     `node ${process.version}, onnxruntime-node ${ort}; python side: ${torch}`,
-    `peak RSS from ${HAVE_GNU_TIME ? '/usr/bin/time -f %M' : 'polling VmHWM in /proc/<pid>/status'}; load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `peak RSS from ${HAVE_GNU_TIME ? '/usr/bin/time -f %M' : 'polling VmHWM in /proc/<pid>/status'}; load average at start ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
   ];
 }
 
@@ -547,10 +637,17 @@ async function sweep(opts) {
       const mid = (f) => (runs.some((r) => f(r) === undefined) ? undefined : median(runs.map(f)));
       const faults = mid((r) => r.minorFaults);
       body.push([
-        String(b), formatBytes(b * rowBytes), sec(mid((r) => r.seconds)), sec(Math.min(...runs.map((r) => r.seconds))),
-        sec(mid((r) => r.timings?.phases.compute)), sec(mid((r) => r.timings?.phases.write)),
-        sec(mid((r) => r.cpuSeconds)), sec(mid((r) => r.sysSeconds)), faults === undefined ? '—' : String(faults),
-        formatBytes(mid((r) => r.peakRss)), pct(mid((r) => r.peakRss) / (SWEEP_N * rowBytes)),
+        String(b),
+        formatBytes(b * rowBytes),
+        sec(mid((r) => r.seconds)),
+        sec(Math.min(...runs.map((r) => r.seconds))),
+        sec(mid((r) => r.timings?.phases.compute)),
+        sec(mid((r) => r.timings?.phases.write)),
+        sec(mid((r) => r.cpuSeconds)),
+        sec(mid((r) => r.sysSeconds)),
+        faults === undefined ? '—' : String(faults),
+        formatBytes(mid((r) => r.peakRss)),
+        pct(mid((r) => r.peakRss) / (SWEEP_N * rowBytes)),
       ]);
     }
   } finally {
@@ -558,7 +655,11 @@ async function sweep(opts) {
   }
   const header = ['batch', 'chunk output', 'CLI s', 'min s', 'compute s', 'write s', 'cpu s', 'sys s', 'minor faults', 'peak RSS', 'RSS/J'];
   const md = opts.markdown;
-  const lines = [...machine().map((l) => (md ? `- ${l}` : l)), md ? `- command: \`node bench/run.js ${process.argv.slice(2).join(' ')}\`` : `command: node bench/run.js ${process.argv.slice(2).join(' ')}`, ''];
+  const lines = [
+    ...machine().map((l) => (md ? `- ${l}` : l)),
+    md ? `- command: \`node bench/run.js ${process.argv.slice(2).join(' ')}\`` : `command: node bench/run.js ${process.argv.slice(2).join(' ')}`,
+    '',
+  ];
   lines.push(`mlp784, N=${SWEEP_N}, J ${formatBytes(SWEEP_N * rowBytes)}; medians of ${opts.repeat}:`, '', render({ header, body }, md));
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -575,7 +676,8 @@ async function main() {
   if (opts.sweep) return sweep(opts);
   const selected = MODELS.filter((m) => !opts.only || opts.only.includes(m.name));
   const header = machine();
-  if (!HAVE_TORCH) log('python3-torch not installed: the torch rows and the correctness check are skipped (apt-get install python3-torch python3-onnx python3-numpy)');
+  if (!HAVE_TORCH)
+    log('python3-torch not installed: the torch rows and the correctness check are skipped (apt-get install python3-torch python3-onnx python3-numpy)');
   const located = locateModels(selected.map((m) => m.name));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-jacobian-bench-'));
   const rows = [];
@@ -584,7 +686,14 @@ async function main() {
     for (const model of selected) {
       const files = located.get(model.name);
       if (!files) {
-        rows.push({ name: model.name, n: model.n, d: model.d, k: model.k, jBytes: model.n * model.k * model.d * 4, skipped: 'missing: generate it with /usr/bin/python3 bench/models.py (needs python3-torch python3-onnx)' });
+        rows.push({
+          name: model.name,
+          n: model.n,
+          d: model.d,
+          k: model.k,
+          jBytes: model.n * model.k * model.d * 4,
+          skipped: 'missing: generate it with /usr/bin/python3 bench/models.py (needs python3-torch python3-onnx)',
+        });
         continue;
       }
       if (HAVE_TORCH) {
@@ -607,15 +716,27 @@ async function main() {
   const out = [];
   const section = (title) => out.push('', md ? `### ${title}` : `${title}:`, '');
   out.push(...header.map((l) => (md ? `- ${l}` : l)));
-  out.push(md ? `- load average at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}` : `load average at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  out.push(
+    md
+      ? `- load average at end ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}`
+      : `load average at end ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}`,
+  );
   out.push(md ? `- command: \`node bench/run.js ${process.argv.slice(2).join(' ')}\`` : `command: node bench/run.js ${process.argv.slice(2).join(' ')}`);
   section('Correctness (CLI vs functorch at small N)');
   out.push(render(verifyTable(checks), md));
   section(`Timings (whole process, seconds${opts.repeat > 1 ? `, median of ${opts.repeat}` : ''})`);
   out.push(render(mainTable(rows), md));
-  if (rows.some((r) => r.jBytes < SMALL_J)) out.push('', `CLI/floor and RSS/J are left out where J < ${formatBytes(SMALL_J)}: there start-up and the runtime's fixed memory are all there is to see.`);
+  if (rows.some((r) => r.jBytes < SMALL_J))
+    out.push('', `CLI/floor and RSS/J are left out where J < ${formatBytes(SMALL_J)}: there start-up and the runtime's fixed memory are all there is to see.`);
   for (const r of rows.filter((x) => x.skipped)) out.push('', `† ${r.name} N=${r.n}: ${r.skipped}`);
-  if (rows.some((r) => r.naive?.report?.extrapolated)) out.push('', `* extrapolated: the naive loop stopped after ${NAIVE_BUDGET_S} s and its time was scaled to all N samples.`);
+  if (rows.some((r) => r.naive?.report?.extrapolated))
+    out.push('', `* extrapolated: the naive loop stopped after ${NAIVE_BUDGET_S} s and its time was scaled to all N samples.`);
   section('Targets');
   const t = targets(rows);
   out.push(...t.map((l) => `${md ? '- ' : '  '}${l.pass ? 'PASS' : 'MISS'}  ${l.label}: ${l.value}`));

@@ -43,7 +43,13 @@ function ensureModel(name) {
 
 /** The first n rows of a float32 .npy as a new .npy (numpy writes the header; the CLI reads any). */
 function firstRows(source, n, dest) {
-  const r = spawnSync('/usr/bin/python3', ['-c', `import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1], mmap_mode='r')[:int(sys.argv[3])])`, source, dest, String(n)]);
+  const r = spawnSync('/usr/bin/python3', [
+    '-c',
+    `import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1], mmap_mode='r')[:int(sys.argv[3])])`,
+    source,
+    dest,
+    String(n),
+  ]);
   if (r.status !== 0) throw new Error(`slicing ${source}: ${r.stderr}`);
 }
 
@@ -86,7 +92,9 @@ async function main() {
       const threads = opts.threads === 'auto' ? Math.max(1, Math.floor(cores / S)) : Number(opts.threads);
       const started = performance.now();
       const results = await Promise.all(
-        Array.from({ length: S }, (_, i) => runShard([path.join(dir, 'model.onnx'), '-i', input, '--shard', `${i}/${S}`, '-o', store, '--json', '--threads', String(threads)])),
+        Array.from({ length: S }, (_, i) =>
+          runShard([path.join(dir, 'model.onnx'), '-i', input, '--shard', `${i}/${S}`, '-o', store, '--json', '--threads', String(threads)]),
+        ),
       );
       const wall = (performance.now() - started) / 1000;
       const digest = storeDigest(store);
@@ -116,7 +124,10 @@ async function main() {
   }
   const first = rows[0];
   const lines = [
-    `${opts.model}: N = ${first.samples}, D = ${first.columns}, J = ${(first.bytes / 1e6).toFixed(0)} MB float32, chunks of ${first.chunkRows} rows; ${cores} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`,
+    `${opts.model}: N = ${first.samples}, D = ${first.columns}, J = ${(first.bytes / 1e6).toFixed(0)} MB float32, chunks of ${first.chunkRows} rows; ${cores} cores, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
     '',
     '| shards | threads/shard | rows per shard | wall (s) | samples/s | J MB/s | time per shard (s) | peak RSS per shard (MB) | store = 1-shard store |',
     '|---:|---:|---|---:|---:|---:|---|---|---|',

@@ -75,7 +75,12 @@ function sliceNpy(source, rows, dest) {
   const headerLength = bytes[6] === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
   const dataStart = (bytes[6] === 1 ? 10 : 12) + headerLength;
   const header = bytes.subarray(bytes[6] === 1 ? 10 : 12, dataStart).toString('latin1');
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = /'shape':\s*\(([^)]*)\)/
+    .exec(header)[1]
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   if (rows > shape[0]) throw new Error(`${source} has ${shape[0]} samples, ${rows} needed: regenerate with bench/models.py`);
   const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * 4;
   writeNpy(dest, [rows, ...shape.slice(1)], bytes.subarray(dataStart, dataStart + rows * rowBytes));
@@ -103,7 +108,10 @@ function ensureModels(names) {
   if (missing.length === 0) return;
   if (!haveTorch) throw new Error(`bench/models/${missing[0]} is missing and torch is not installed to generate it`);
   log(`generating ${missing.join(', ')} with bench/models.py ...`);
-  const r = spawnSync(PYTHON, [path.join(BENCH, 'models.py'), ...missing], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
+  const r = spawnSync(PYTHON, [path.join(BENCH, 'models.py'), ...missing], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+  });
   if (r.status !== 0) throw new Error('bench/models.py failed');
 }
 
@@ -168,7 +176,9 @@ async function main() {
       for (const [stat, flags] of Object.entries(stats)) {
         for (const n of Object.keys(inputs).map(Number)) {
           log(`${name}: --stat ${stat} (N=${n}) ...`);
-          const r = await median(n === N_SMALL ? repeat : 1, () => cli(model, inputs[n], path.join(tmp, 'stats.npz'), typeof flags === 'function' ? flags(n) : flags));
+          const r = await median(n === N_SMALL ? repeat : 1, () =>
+            cli(model, inputs[n], path.join(tmp, 'stats.npz'), typeof flags === 'function' ? flags(n) : flags),
+          );
           results[`${stat}/${n}`] = r;
           rows.push([name, `--stat ${stat}`, n, sec(r), mb(r)]);
         }
@@ -196,7 +206,12 @@ async function main() {
           const a = results[`${stat}/${N_SMALL}`];
           const b = results[`${stat}/${N_LARGE}`];
           const growth = a?.peakRss && b?.peakRss ? b.peakRss / a.peakRss : undefined;
-          checks.push([name, `peak RSS N=${N_LARGE} / N=${N_SMALL}, --stat ${stat} (≤ 1.1)`, growth?.toFixed(2) ?? '—', growth !== undefined && growth <= 1.1 ? 'yes' : 'no']);
+          checks.push([
+            name,
+            `peak RSS N=${N_LARGE} / N=${N_SMALL}, --stat ${stat} (≤ 1.1)`,
+            growth?.toFixed(2) ?? '—',
+            growth !== undefined && growth <= 1.1 ? 'yes' : 'no',
+          ]);
         }
       }
     }

@@ -104,7 +104,10 @@ function guard() {
           `jacobian: runtime failure: the computation crashed with ${signal}${during}${why}; no output was written. ` +
             `This is a bug in onnxruntime or in the graph onnx-jacobian built: please report it with the model and the command line (jacobian ${args.join(' ')}).\n`,
         );
-        if (args.includes('--json')) process.stdout.write(`${JSON.stringify({ ok: false, exitCode: 3, error: `crashed with ${signal}${during}`, signal, stage: stage || null }, null, 2)}\n`);
+        if (args.includes('--json'))
+          process.stdout.write(
+            `${JSON.stringify({ ok: false, exitCode: 3, error: `crashed with ${signal}${during}`, signal, stage: stage || null }, null, 2)}\n`,
+          );
         process.exitCode = 3;
       }
       done();

@@ -132,7 +132,8 @@ export function opStatuses(ruleOps, noDerivativeOps, refusedOps) {
     if (rules.has(op)) return { op, status: 'gradient rule', note: RULE_NOTES[op] ?? '' };
     if (cuts.has(op)) return { op, status: 'no derivative (chain cut)', note: '' };
     const since = introduced(op);
-    if (since > LAST_OPSET) return { op, status: 'not applicable', note: `introduced at opset ${since}; the tool reads opsets ${FIRST_OPSET} to ${LAST_OPSET}` };
+    if (since > LAST_OPSET)
+      return { op, status: 'not applicable', note: `introduced at opset ${since}; the tool reads opsets ${FIRST_OPSET} to ${LAST_OPSET}` };
     const other = OTHERS[op];
     if (!other) return { op, status: 'refused', note: 'no gradient rule' };
     return { op, status: other[0], note: other[1] };

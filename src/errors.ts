@@ -8,7 +8,10 @@ export class JacobianError extends Error {
 /** The model is valid but this tool cannot differentiate it (exit 1). */
 export class ModelRefusedError extends JacobianError {
   override readonly exitCode = 1;
-  constructor(message: string, readonly problems: Problem[] = []) {
+  constructor(
+    message: string,
+    readonly problems: Problem[] = [],
+  ) {
     super(message);
   }
 }
@@ -36,5 +39,9 @@ export function describeProblem(p: Problem): string {
   // "… (Mul) on both inputs: …" reads as one sentence; other reasons follow a colon.
   const join = p.reason.startsWith('on ') ? ' ' : ': ';
   const where = p.node !== undefined ? ` enters node '${p.node}' (${p.op})` : '';
-  return p.parameter !== undefined ? `parameter '${p.parameter}'${where}${join}${p.reason}` : p.node !== undefined ? `node '${p.node}' (${p.op})${join}${p.reason}` : p.reason;
+  return p.parameter !== undefined
+    ? `parameter '${p.parameter}'${where}${join}${p.reason}`
+    : p.node !== undefined
+      ? `node '${p.node}' (${p.op})${join}${p.reason}`
+      : p.reason;
 }

@@ -53,12 +53,22 @@ export async function computeJacobian(model: string | Graph, options: JacobianOp
  * Streams J into a .npy (flat) or .npz (per parameter) file, atomically, or into a Zarr
  * store (a path ending in .zarr; a group with layout 'tuple'), whose chunks `rows` shards may share.
  */
-export async function writeJacobian(model: string | Graph, path: string, options: JacobianOptions & { input: InputSpec; compressor?: ZarrCompressor }): Promise<void> {
+export async function writeJacobian(
+  model: string | Graph,
+  path: string,
+  options: JacobianOptions & { input: InputSpec; compressor?: ZarrCompressor },
+): Promise<void> {
   const graph = typeof model === 'string' ? loadModel(model) : model;
   const zarr = isZarrPath(path);
   const archive = options.layout === 'tuple' || (!zarr && path.toLowerCase().endsWith('.npz'));
-  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), { ...options, layout: archive ? 'tuple' : 'flat', fixedChunks: zarr || options.fixedChunks });
-  const sink = zarr ? await openZarrSink(path, plan, { tuple: archive, compressor: options.compressor ?? 'none' }) : await openFileSink(path, plan.blocks, archive);
+  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), {
+    ...options,
+    layout: archive ? 'tuple' : 'flat',
+    fixedChunks: zarr || options.fixedChunks,
+  });
+  const sink = zarr
+    ? await openZarrSink(path, plan, { tuple: archive, compressor: options.compressor ?? 'none' })
+    : await openFileSink(path, plan.blocks, archive);
   try {
     await run(sink);
     await sink.commit();

@@ -76,11 +76,11 @@ export function checkOutputPath(outputPath: string, { readPaths, archive }: Outp
     if (archive) throw new UsageError('--as-tuple writes a .npz archive, which cannot go to stdout; give a file with -o');
     return;
   }
-  if (outputPath === '' ) throw new UsageError('-o: the output path is empty');
+  if (outputPath === '') throw new UsageError('-o: the output path is empty');
   // A Zarr store is a folder that shards share: the store itself checks an existing one; here only its parent.
   const zarr = isZarrPath(outputPath);
   if (zarr) outputPath = outputPath.replace(/[\\/]+$/, '');
-  if (!zarr && outputPath.endsWith('/') || outputPath.endsWith(path.sep)) {
+  if ((!zarr && outputPath.endsWith('/')) || outputPath.endsWith(path.sep)) {
     throw new UsageError(`-o ${outputPath}: is a folder name; give a file name such as ${path.join(outputPath, archive ? 'jacobian.npz' : 'jacobian.npy')}`);
   }
   const real = resolveLinks(outputPath);
@@ -90,7 +90,8 @@ export function checkOutputPath(outputPath: string, { readPaths, archive }: Outp
   } catch {
     st = undefined;
   }
-  if (st?.isDirectory() && !zarr) throw new UsageError(`-o ${outputPath}: is a directory; give a file name such as ${path.join(outputPath, archive ? 'jacobian.npz' : 'jacobian.npy')}`);
+  if (st?.isDirectory() && !zarr)
+    throw new UsageError(`-o ${outputPath}: is a directory; give a file name such as ${path.join(outputPath, archive ? 'jacobian.npz' : 'jacobian.npy')}`);
   if (st && !st.isFile() && !zarr) return; // a FIFO or device: written through whatever its name
   if (st) {
     for (const read of readPaths) {
@@ -107,7 +108,9 @@ export function checkOutputPath(outputPath: string, { readPaths, archive }: Outp
   }
   const extension = path.extname(outputPath).toLowerCase();
   if (extension !== '.npy' && extension !== '.npz' && !zarr) {
-    throw new UsageError(`-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`);
+    throw new UsageError(
+      `-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`,
+    );
   }
   const folder = path.dirname(real);
   let dir: fs.Stats;
@@ -133,10 +136,11 @@ export async function openFileSink(outputPath: string, blocks: readonly OutputBl
     const writer = await opening(() => NpyWriter.open(toStdout ? '-' : outputPath, blocks[0].dtype, blocks[0].shape, stream ? { stdout: stream } : {}));
     return {
       write: ([bytes]) => writing(() => writer.write(bytes)),
-      commit: () => writing(async () => {
-        await writer.commit();
-        if (stream) await endStream(stream);
-      }),
+      commit: () =>
+        writing(async () => {
+          await writer.commit();
+          if (stream) await endStream(stream);
+        }),
       abort: async () => {
         await writer.abort();
         stream?.destroy();
@@ -150,7 +154,12 @@ export async function openFileSink(outputPath: string, blocks: readonly OutputBl
   const removeSpool = () => spool && fs.rmSync(spool, { recursive: true, force: true });
   let writer: NpzWriter;
   try {
-    writer = await opening(() => NpzWriter.open(target, blocks.map((b) => ({ name: b.name, dtype: b.dtype, shape: b.shape }))));
+    writer = await opening(() =>
+      NpzWriter.open(
+        target,
+        blocks.map((b) => ({ name: b.name, dtype: b.dtype, shape: b.shape })),
+      ),
+    );
   } catch (err) {
     removeSpool();
     throw err;
@@ -189,7 +198,11 @@ export function isZarrPath(path: string): boolean {
  * axes for xarray; `source` says what it was computed from. Nothing shard-specific goes into
  * metadata: every shard writes the same bytes.
  */
-export async function openZarrSink(path: string, plan: JacobianPlan, options: { tuple: boolean; compressor: ZarrCompressor; source?: Record<string, unknown> }): Promise<FileSink> {
+export async function openZarrSink(
+  path: string,
+  plan: JacobianPlan,
+  options: { tuple: boolean; compressor: ZarrCompressor; source?: Record<string, unknown> },
+): Promise<FileSink> {
   const { rows, samples } = plan;
   // A --batch-size above N runs one chunk of N rows: store that, not a chunk mostly padding.
   const chunkRows = Math.min(plan.batchSize, samples);
@@ -206,11 +219,25 @@ export async function openZarrSink(path: string, plan: JacobianPlan, options: { 
   const taken = new Set<string>();
   const flat = !options.tuple;
   const arrays = flat
-    ? [{ name: '', dtype: plan.blocks[0].dtype, shape: [samples, ...plan.blocks[0].shape.slice(1)], chunkRows, attributes: { ...common, parameters, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, 'parameter'] } }]
+    ? [
+        {
+          name: '',
+          dtype: plan.blocks[0].dtype,
+          shape: [samples, ...plan.blocks[0].shape.slice(1)],
+          chunkRows,
+          attributes: { ...common, parameters, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, 'parameter'] },
+        },
+      ]
     : plan.blocks.map((block, i) => {
         const name = safeArrayName(block.name, taken);
         const dims = plan.parameters[i].dims.map((_, axis) => `${name}_${axis}`);
-        return { name, dtype: block.dtype, shape: [samples, ...block.shape.slice(1)], chunkRows, attributes: { ...common, parameter: block.name, offset: plan.parameters[i].offset, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...dims] } };
+        return {
+          name,
+          dtype: block.dtype,
+          shape: [samples, ...block.shape.slice(1)],
+          chunkRows,
+          attributes: { ...common, parameter: block.name, offset: plan.parameters[i].offset, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...dims] },
+        };
       });
   const group = flat ? undefined : { ...common, parameters: parameters.map((p, i) => ({ ...p, array: arrays[i].name })) };
   const writer = await opening(() => ZarrWriter.open(path, { arrays, group, compressor: options.compressor }));

@@ -43,7 +43,13 @@ describe('static run size when the batch moves', () => {
   async function jacobian(name: string, batchSize: number, vectorStrategy?: 'tile' | 'loop') {
     const ref = readReference(name);
     const graph = loadModel(join(FIXTURES, name, 'model.onnx'));
-    const { plan, run } = await planJacobian(graph, fixtureInputs(name, ref), { modelOutput: ref.output, reduce: ref.reduce, layout: 'flat', batchSize, vectorStrategy });
+    const { plan, run } = await planJacobian(graph, fixtureInputs(name, ref), {
+      modelOutput: ref.output,
+      reduce: ref.reduce,
+      layout: 'flat',
+      batchSize,
+      vectorStrategy,
+    });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     expectClose(sink.result()[0].data, readNpy(join(FIXTURES, name, ref.jacobian!)).data as Float32Array, `${name} batch ${batchSize}`);
@@ -61,13 +67,24 @@ describe('an output that carries the samples on another axis', () => {
     const { DataType } = await import('../src/onnx/graph.js');
     const { makeTensor } = await import('../src/onnx/proto.js');
     const W = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6]; // (3, 2)
-    const graph = { name: 'g', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] } as never as import('../src/onnx/graph.js').Graph;
+    const graph = {
+      name: 'g',
+      nodes: [],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }],
+      outputs: [],
+      initializers: new Map(),
+      opsetImports: new Map([['', 13]]),
+      irVersion: 7,
+      functions: [],
+    } as never as import('../src/onnx/graph.js').Graph;
     graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array(W).buffer)));
     const b = new GraphBuilder(graph);
     const y = b.op1('Transpose', [b.op1('Tanh', [b.op1('MatMul', ['x', 'w'])])], { perm: [1, 0] });
     graph.outputs = [{ name: y, elemType: DataType.FLOAT, dims: undefined }];
     const x = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((v) => v / 10);
-    const { plan, run } = await planJacobian(graph, new Map([['x', { dtype: 'float32' as const, shape: [4, 3], data: new Float32Array(x) }]]), { batchSize: 3 });
+    const { plan, run } = await planJacobian(graph, new Map([['x', { dtype: 'float32' as const, shape: [4, 3], data: new Float32Array(x) }]]), {
+      batchSize: 3,
+    });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [J] = sink.result();

@@ -65,16 +65,24 @@ describe('check and the run agree', () => {
     const check = jacobian(['check', 'temperature.onnx']);
     expect(check.code).toBe(0);
     expect(check.stdout).toMatch(/t: enters no parameter slot \(used by Exp → \S*Div\S* \(Div\) input 1\)/);
-    expect(check.stdout).toMatch(/1 of them changes the output outside any parameter slot and gets no columns; if it is trained, the model is not eligible \(--strict refuses it\):\n {2}t: Exp is applied to the parameter before it meets the data/);
+    expect(check.stdout).toMatch(
+      /1 of them changes the output outside any parameter slot and gets no columns; if it is trained, the model is not eligible \(--strict refuses it\):\n {2}t: Exp is applied to the parameter before it meets the data/,
+    );
     const json = JSON.parse(jacobian(['check', 'temperature.onnx', '--json']).stdout);
-    expect(json.constants).toEqual([{ name: 't', reason: expect.stringMatching(/^enters no parameter slot/), outsideSlots: true, ifTrained: expect.stringMatching(/^Exp is applied/) }]);
+    expect(json.constants).toEqual([
+      { name: 't', reason: expect.stringMatching(/^enters no parameter slot/), outsideSlots: true, ifTrained: expect.stringMatching(/^Exp is applied/) },
+    ]);
     const run = jacobian(['temperature.onnx', '-i', 'x.npy', '-o', 'J.npy', '--json']);
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout).parameters.map((p: { name: string }) => p.name)).toEqual(['W']);
   });
 
   it('--strict refuses it in check, check --input and the run alike', () => {
-    for (const args of [['check', 'temperature.onnx', '--strict'], ['check', 'temperature.onnx', '-i', 'x.npy', '--strict'], ['temperature.onnx', '-i', 'x.npy', '-o', 'J2.npy', '--strict']]) {
+    for (const args of [
+      ['check', 'temperature.onnx', '--strict'],
+      ['check', 'temperature.onnx', '-i', 'x.npy', '--strict'],
+      ['temperature.onnx', '-i', 'x.npy', '-o', 'J2.npy', '--strict'],
+    ]) {
       const r = jacobian(args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stdout + r.stderr).toMatch(/'t'.*--strict: this float initializer changes the output outside any parameter slot \(Exp is applied/s);
@@ -87,7 +95,9 @@ describe('check --verify on kinks', () => {
     const r = jacobian(['check', 'kinked.onnx', '-i', 'zeros.npy', '--verify']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/verify: .*: passed\n {2}\d+ finite differences? \(sample × output element × direction\) crossed a kink/);
-    expect(r.stdout).toMatch(/ {2}2 kink inputs \(ReLU\/Clip\/MaxPool\/… inputs within float32 rounding of a threshold\) at 1 node: J is ill-defined there[^\n]*\n {4}\S+ \(Relu\): 2 \(sample 0: 1, 1: 1\)/);
+    expect(r.stdout).toMatch(
+      / {2}2 kink inputs \(ReLU\/Clip\/MaxPool\/… inputs within float32 rounding of a threshold\) at 1 node: J is ill-defined there[^\n]*\n {4}\S+ \(Relu\): 2 \(sample 0: 1, 1: 1\)/,
+    );
     const json = JSON.parse(jacobian(['check', 'kinked.onnx', '-i', 'zeros.npy', '--verify', '--json']).stdout);
     expect(json.verify.nearKinks).toEqual([{ node: expect.any(String), op: 'Relu', count: 2, perSample: [1, 1] }]);
     expect(json.verify.kinkCrossings).toBeGreaterThan(0);
@@ -104,18 +114,24 @@ describe('exporter quirks, explained by check', () => {
     expect(report.constants.map((c: { name: string }) => c.name).sort()).toEqual(['1.bias::constant', '1.weight::constant']);
     const shared = report.exporterNotes.filter((n: string) => /shared by the exporter/.test(n));
     expect(shared).toHaveLength(2);
-    expect(shared[0]).toMatch(/^'1.weight' is shared by the exporter between a parameter slot and an input that carries no derivative \(\/1\/BatchNormalization \(BatchNormalization\) input 4\).*running_var = Identity\(bn.weight\)/);
+    expect(shared[0]).toMatch(
+      /^'1.weight' is shared by the exporter between a parameter slot and an input that carries no derivative \(\/1\/BatchNormalization \(BatchNormalization\) input 4\).*running_var = Identity\(bn.weight\)/,
+    );
   });
 
   it('a default export: onnx:: names and BatchNorm folded into Conv are named, with what to do', () => {
     const r = jacobian(['check', 'zoo_resnet/model.onnx']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/as exported:\n {2}\d+ parameters have names made by torch.onnx.export \('onnx::Conv_\d+'/);
-    expect(r.stdout).toMatch(/Conv weights named onnx::Conv_\* and no BatchNormalization node: .*folded weight W·γ\/√\(σ²\+ε\).*training=torch.onnx.TrainingMode.PRESERVE and do_constant_folding=False/);
+    expect(r.stdout).toMatch(
+      /Conv weights named onnx::Conv_\* and no BatchNormalization node: .*folded weight W·γ\/√\(σ²\+ε\).*training=torch.onnx.TrainingMode.PRESERVE and do_constant_folding=False/,
+    );
   });
 
   it('a pre-transposed MatMul weight is named as such', () => {
     const r = jacobian(['check', 'linear3d_folded/model.onnx']);
-    expect(r.stdout).toMatch(/1 MatMul weight named onnx::MatMul_\*: a Linear applied to inputs of rank 3 or more, whose weight the exporter stored transposed/);
+    expect(r.stdout).toMatch(
+      /1 MatMul weight named onnx::MatMul_\*: a Linear applied to inputs of rank 3 or more, whose weight the exporter stored transposed/,
+    );
   });
 });

@@ -1,7 +1,20 @@
 // The CLI fed hostile or clumsy input: every case asserts the exit code, the message and
 // what is (and is not) on disk afterwards.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -30,7 +43,10 @@ function seedVariant(name: string, mutate: (m: onnxProto.onnx.ModelProto) => voi
 /** Moves a tensor's bytes into an external file at `location` (written at `file`). */
 function externalize(t: onnxProto.onnx.ITensorProto, location: string, file: string): void {
   writeFileSync(file, t.rawData!);
-  t.externalData = [{ key: 'location', value: location }, { key: 'length', value: String(t.rawData!.length) }];
+  t.externalData = [
+    { key: 'location', value: location },
+    { key: 'length', value: String(t.rawData!.length) },
+  ];
   t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
   t.rawData = new Uint8Array(0);
 }
@@ -77,10 +93,15 @@ describe('security: nothing read or written outside what the user named', () => 
     writeFileSync(join(dir, 'secret.bin'), Buffer.alloc(64, 7));
     const constantTensor = (m: onnxProto.onnx.ModelProto) => m.graph!.node!.find((n) => n.opType === 'Constant')!.attribute![0].t!;
     seedVariant('ext/escape.onnx', (m) => externalize(constantTensor(m), '../secret.bin', join(dir, 'ignored.bin')));
-    for (const args of [['ext/escape.onnx', '-i', 'seed/input.npy', '-o', 'escape.npy'], ['check', 'ext/escape.onnx']]) {
+    for (const args of [
+      ['ext/escape.onnx', '-i', 'seed/input.npy', '-o', 'escape.npy'],
+      ['check', 'ext/escape.onnx'],
+    ]) {
       const r = jacobian(args);
       expect(r.code).toBe(2);
-      expect(r.stderr).toContain("jacobian: ext/escape.onnx: node '/4/Constant' (Constant) attribute 'value' keeps its data in '../secret.bin', which leaves the model's folder; external data must be a file inside the model's folder (ext)");
+      expect(r.stderr).toContain(
+        "jacobian: ext/escape.onnx: node '/4/Constant' (Constant) attribute 'value' keeps its data in '../secret.bin', which leaves the model's folder; external data must be a file inside the model's folder (ext)",
+      );
       expect(r.stdout).toBe('');
     }
     expect(existsSync(join(dir, 'escape.npy'))).toBe(false);
@@ -135,7 +156,9 @@ describe('security: nothing read or written outside what the user named', () => 
     const reader = spawn('sh', ['-c', `cat "${join(dir, 'fifo.npy')}" > "${join(dir, 'from-fifo.npy')}"`]);
     const readerDone = new Promise((resolve) => reader.on('exit', resolve));
     // spawnSync would block this process, and with it the reader: run the CLI asynchronously.
-    const code = await new Promise((resolve) => spawn(process.execPath, [BIN, 'seed/model.onnx', '-i', 'seed/input.npy', '-o', 'fifo.npy', '-q'], { cwd: dir, stdio: 'inherit' }).on('exit', resolve));
+    const code = await new Promise((resolve) =>
+      spawn(process.execPath, [BIN, 'seed/model.onnx', '-i', 'seed/input.npy', '-o', 'fifo.npy', '-q'], { cwd: dir, stdio: 'inherit' }).on('exit', resolve),
+    );
     await readerDone;
     expect(code).toBe(0);
     expect(statSync(join(dir, 'fifo.npy')).isFIFO()).toBe(true);
@@ -186,7 +209,11 @@ describe('security: nothing read or written outside what the user named', () => 
     expect(missing.stderr).toBe('jacobian: -o newdir/: is a folder name; give a file name such as newdir/jacobian.npy\n');
     const noFolder = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'newdir/J.npy', '--json']);
     expect(noFolder.code).toBe(2);
-    expect(JSON.parse(noFolder.stdout)).toMatchObject({ ok: false, exitCode: 2, error: '-o newdir/J.npy: the folder newdir does not exist; create it first (mkdir -p newdir)' });
+    expect(JSON.parse(noFolder.stdout)).toMatchObject({
+      ok: false,
+      exitCode: 2,
+      error: '-o newdir/J.npy: the folder newdir does not exist; create it first (mkdir -p newdir)',
+    });
     expect(existsSync(join(dir, 'newdir'))).toBe(false);
     const h5 = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'out.h5']);
     expect(h5.code).toBe(2);
@@ -208,7 +235,10 @@ describe('security: nothing read or written outside what the user named', () => 
 
 describe('exit codes and messages', () => {
   it('onnxruntime failing to load (ulimit -v) is a runtime failure (exit 3) with a message, not a stack trace', () => {
-    const r = spawnSync('sh', ['-c', `ulimit -v 1048576; exec "${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o ulimit.npy`], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync('sh', ['-c', `ulimit -v 1048576; exec "${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o ulimit.npy`], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
     // Below some limit Node itself cannot start (V8 reserves its code range first): nothing of ours to test then.
     if (/Fatal process OOM/.test(r.stderr)) return;
     expect(r.status).toBe(3);
@@ -245,11 +275,13 @@ describe('exit codes and messages', () => {
     seedVariant('huge.onnx', (m) => (m.graph!.initializer![0].dims = [2 ** 40, 2 ** 40]));
     const huge = jacobian(['check', 'huge.onnx']);
     expect(huge.code).toBe(2);
-    expect(huge.stderr).toBe("jacobian: huge.onnx: initializer '0.weight' declares shape (1099511627776, 1099511627776), too many elements to hold; the model is damaged\n");
+    expect(huge.stderr).toBe(
+      "jacobian: huge.onnx: initializer '0.weight' declares shape (1099511627776, 1099511627776), too many elements to hold; the model is damaged\n",
+    );
     seedVariant('liar2.onnx', (m) => (m.graph!.initializer![0].dims = [1000, 1000]));
     const liar = jacobian(['check', 'liar2.onnx', '--json']);
     expect(liar.code).toBe(2);
-    expect(JSON.parse(liar.stdout).error).toContain("declares shape (1000, 1000) = 1000000 elements but holds 16");
+    expect(JSON.parse(liar.stdout).error).toContain('declares shape (1000, 1000) = 1000000 elements but holds 16');
     seedVariant('dup.onnx', (m) => m.graph!.initializer!.push(m.graph!.initializer![0]));
     const dup = jacobian(['check', 'dup.onnx']);
     expect(dup.code).toBe(2);
@@ -260,11 +292,15 @@ describe('exit codes and messages', () => {
     seedVariant('cycle.onnx', (m) => (m.graph!.node![0].input![0] = '/3/Relu_output_0'));
     const cycle = jacobian(['check', 'cycle.onnx']);
     expect(cycle.code).toBe(2);
-    expect(cycle.stderr).toBe("jacobian: cycle.onnx: the graph has a cycle through node '/0/Conv' (Conv); the model is invalid (onnx.checker rejects it): re-export it\n");
+    expect(cycle.stderr).toBe(
+      "jacobian: cycle.onnx: the graph has a cycle through node '/0/Conv' (Conv); the model is invalid (onnx.checker rejects it): re-export it\n",
+    );
     seedVariant('twice.onnx', (m) => (m.graph!.node![3].output = ['/1/Relu_output_0']));
     const twice = jacobian(['twice.onnx', '-i', 'seed/input.npy', '-o', 'twice.npy']);
     expect(twice.code).toBe(2);
-    expect(twice.stderr).toBe("jacobian: twice.onnx: value '/1/Relu_output_0' is produced by two nodes, '/1/Relu' (Relu) and '/3/Relu' (Relu); the model is invalid (onnx.checker rejects it): re-export it\n");
+    expect(twice.stderr).toBe(
+      "jacobian: twice.onnx: value '/1/Relu_output_0' is produced by two nodes, '/1/Relu' (Relu) and '/3/Relu' (Relu); the model is invalid (onnx.checker rejects it): re-export it\n",
+    );
     expect(existsSync(join(dir, 'twice.npy'))).toBe(false);
   });
 
@@ -285,11 +321,19 @@ describe('exit codes and messages', () => {
     seedVariant('noinputs.onnx', (m) => {
       const input = m.graph!.input![0];
       m.graph!.input = [];
-      m.graph!.node!.unshift({ opType: 'Constant', output: [input.name!], attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: { dataType: 1, dims: [1, 1, 6, 6, 6], rawData: new Uint8Array(4 * 216) } }] });
+      m.graph!.node!.unshift({
+        opType: 'Constant',
+        output: [input.name!],
+        attribute: [
+          { name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: { dataType: 1, dims: [1, 1, 6, 6, 6], rawData: new Uint8Array(4 * 216) } },
+        ],
+      });
     });
     const r = jacobian(['noinputs.onnx', '-i', 'seed/input.npy', '-o', 'noinputs.npy']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('jacobian: the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for; export the model with its data as a graph input\n');
+    expect(r.stderr).toBe(
+      'jacobian: the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for; export the model with its data as a graph input\n',
+    );
     expect(r.stderr).not.toContain('undefined');
     const check = jacobian(['check', 'noinputs.onnx']);
     expect(check.code).toBe(1);

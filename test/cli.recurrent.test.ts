@@ -22,7 +22,16 @@ function jacobian(args: string[]) {
 
 /** An LSTM whose sequence axis the model leaves symbolic: x (N, T, 2). */
 function openLengthModel(): Graph {
-  const graph: Graph = { name: 'open', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 'T', 2] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 14]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'open',
+    nodes: [],
+    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 'T', 2] }],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', 14]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph);
   const param = (name: string, dims: number[]) => {
     graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(new Float32Array(dims.reduce((a, d) => a * d, 1)).fill(0.1).buffer)));
@@ -55,14 +64,22 @@ describe('recurrent models: check and the run agree', () => {
     const run = jacobian(['lstm_first/model.onnx', '-i', 'lstm_first/input.npy', '-o', 'lstm.npy', '-q']);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    expectClose(readNpy(join(dir, 'lstm.npy')).data as Float32Array, readNpy(join(dir, 'lstm_first', 'jacobian.npy')).data as Float32Array, 'lstm_first via the CLI');
+    expectClose(
+      readNpy(join(dir, 'lstm.npy')).data as Float32Array,
+      readNpy(join(dir, 'lstm_first', 'jacobian.npy')).data as Float32Array,
+      'lstm_first via the CLI',
+    );
   });
 
   it('a bidirectional 2-layer GRU with h0 given as a second input', () => {
     expect(jacobian(['check', 'gru_bidir2_h0/model.onnx', '-i', 'input=gru_bidir2_h0/input.npy', '-i', 'h0=gru_bidir2_h0/h0.npy']).code).toBe(0);
     const run = jacobian(['gru_bidir2_h0/model.onnx', '-i', 'input=gru_bidir2_h0/input.npy', '-i', 'h0=gru_bidir2_h0/h0.npy', '-o', 'gru.npy', '-q']);
     expect(run.code).toBe(0);
-    expectClose(readNpy(join(dir, 'gru.npy')).data as Float32Array, readNpy(join(dir, 'gru_bidir2_h0', 'jacobian.npy')).data as Float32Array, 'gru via the CLI');
+    expectClose(
+      readNpy(join(dir, 'gru.npy')).data as Float32Array,
+      readNpy(join(dir, 'gru_bidir2_h0', 'jacobian.npy')).data as Float32Array,
+      'gru via the CLI',
+    );
   });
 
   it('an open sequence length: check and the run both exit 1 naming the node and the fix', () => {
@@ -70,7 +87,9 @@ describe('recurrent models: check and the run agree', () => {
     const run = jacobian(['open.onnx', '-i', 'open.npy', '-o', 'open-j.npy']);
     for (const r of [check, run]) {
       expect(r.code).toBe(1);
-      expect(r.stderr + r.stdout).toMatch(/node 'lstm' \(LSTM\): its sequence length \(axis 0 of its input X, .*\) is not fixed in the model.*export the model with a fixed sequence length/);
+      expect(r.stderr + r.stdout).toMatch(
+        /node 'lstm' \(LSTM\): its sequence length \(axis 0 of its input X, .*\) is not fixed in the model.*export the model with a fixed sequence length/,
+      );
       expect(r.stderr + r.stdout).toContain("or fix axis 1 of input 'x' in the model");
     }
   });

@@ -19,7 +19,8 @@ function jacobian(args: string[]) {
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-cli-'));
-  for (const name of ['seed', 'lenet10', 'two_inputs', 'ineligible_squared', 'ineligible_exp', 'residual']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+  for (const name of ['seed', 'lenet10', 'two_inputs', 'ineligible_squared', 'ineligible_exp', 'residual'])
+    cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
 });
 
 describe('jacobian <model> --input', () => {
@@ -110,7 +111,10 @@ describe('jacobian <model> --input', () => {
 
   it('shows progress on a terminal, and nothing on stderr when piped', () => {
     // `script` gives the CLI a pseudo-terminal, as an interactive shell would.
-    const r = spawnSync('script', ['-qfec', `"${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o tty.npy --batch-size 100`, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync('script', ['-qfec', `"${process.execPath}" "${BIN}" seed/model.onnx -i seed/input.npy -o tty.npy --batch-size 100`, '/dev/null'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/\r500\/1000 samples +\d+\/s +ETA [\d.]+ s +[\d.]+ KiB of 128.9 KiB written/);
     expect(r.stdout).toMatch(/wrote tty\.npy/);
@@ -185,7 +189,11 @@ describe('jacobian check', () => {
     expect(r.stdout).toMatch(/0\.weight\s+\(2, 1, 2, 2, 2\)\s+16\s+0–15/);
     const json = JSON.parse(jacobian(['check', 'seed/model.onnx', '--json']).stdout);
     expect(json.eligible).toBe(true);
-    expect(json.parameters.map((p: { name: string; offset: number }) => [p.name, p.offset])).toEqual([['0.weight', 0], ['2.weight', 16], ['2.bias', 32]]);
+    expect(json.parameters.map((p: { name: string; offset: number }) => [p.name, p.offset])).toEqual([
+      ['0.weight', 0],
+      ['2.weight', 16],
+      ['2.bias', 32],
+    ]);
   });
 
   it('refuses both ineligible fixtures with exit 1 and names parameter and node', () => {

@@ -25,7 +25,11 @@ describe.skipIf(!available)('shards as Dask tasks', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jacobian-dask-'));
     const fixture = join(FIXTURES, 'lenet10');
     const common = ['--batch-size', '2', '--threads', '1'];
-    const single = spawnSync(process.execPath, [BIN, join(fixture, 'model.onnx'), '-i', join(fixture, 'input.npy'), '-o', join(dir, 'single.npy'), '-q', ...common], { encoding: 'utf8' });
+    const single = spawnSync(
+      process.execPath,
+      [BIN, join(fixture, 'model.onnx'), '-i', join(fixture, 'input.npy'), '-o', join(dir, 'single.npy'), '-q', ...common],
+      { encoding: 'utf8' },
+    );
     expect(single.status, single.stderr).toBe(0);
     const spec = {
       node: process.execPath,

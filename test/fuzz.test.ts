@@ -94,11 +94,20 @@ function mildMutation(random: Random): Buffer {
   const g = m.graph!;
   switch (int(random, 5)) {
     case 0:
-      pick(random, g.node!.filter((n) => n.opType === 'Relu')).opType = pick(random, ['Exp', 'Sigmoid', 'Tanh', 'Identity', 'Neg', 'Abs', 'Softplus', 'Frobnicate']);
+      pick(
+        random,
+        g.node!.filter((n) => n.opType === 'Relu'),
+      ).opType = pick(random, ['Exp', 'Sigmoid', 'Tanh', 'Identity', 'Neg', 'Abs', 'Softplus', 'Frobnicate']);
       break;
     case 1: {
-      const conv = pick(random, g.node!.filter((n) => n.opType === 'Conv' || n.opType === 'AveragePool'));
-      const a = pick(random, conv.attribute!.filter((x) => x.ints && x.ints.length > 0));
+      const conv = pick(
+        random,
+        g.node!.filter((n) => n.opType === 'Conv' || n.opType === 'AveragePool'),
+      );
+      const a = pick(
+        random,
+        conv.attribute!.filter((x) => x.ints && x.ints.length > 0),
+      );
       if (a) a.ints = a.ints!.map(() => int(random, 4));
       break;
     }
@@ -161,7 +170,10 @@ function mutateModel(random: Random): Buffer {
         g.node!.splice(int(random, g.node!.length), 1);
         break;
       case 8:
-        g.output = random() < 0.3 ? [] : [{ name: pick(random, ['output', 'missing', '/1/Relu_output_0']), type: { tensorType: { elemType: pick(random, [1, 7, 10, 11]) } } }];
+        g.output =
+          random() < 0.3
+            ? []
+            : [{ name: pick(random, ['output', 'missing', '/1/Relu_output_0']), type: { tensorType: { elemType: pick(random, [1, 7, 10, 11]) } } }];
         break;
       default: {
         const t = pick(random, g.initializer!);
@@ -186,7 +198,8 @@ function expectToolError(run: () => unknown, what: string): void {
   try {
     run();
   } catch (err) {
-    if (!(err instanceof JacobianError || err instanceof NpyFormatError)) throw new Error(`${what}: ${err instanceof Error ? `${err.name}: ${err.message}\n${err.stack}` : String(err)}`);
+    if (!(err instanceof JacobianError || err instanceof NpyFormatError))
+      throw new Error(`${what}: ${err instanceof Error ? `${err.name}: ${err.message}\n${err.stack}` : String(err)}`);
     expect([1, 2], what).toContain(exitCodeOf(err));
     expect((err as Error).message.length, what).toBeGreaterThan(10);
   }
@@ -228,7 +241,7 @@ describe('fuzz, in process', () => {
     }
   });
 
-  it('decoding and analysing 1500 mutated models gives a result or the tool\'s own error', () => {
+  it("decoding and analysing 1500 mutated models gives a result or the tool's own error", () => {
     const random = seededRandom(SEED + 2);
     for (let i = 0; i < 1500; i++) {
       const bytes = mutateModel(random);
@@ -266,7 +279,14 @@ function runCli(args: string[], cwd: string): Promise<Outcome> {
       if (rss) stderr = stderr.slice(0, rss.index);
       // /usr/bin/time reports a child's signal death as "Command terminated by signal N".
       const died = /Command terminated by signal (\d+)/.exec(stderr);
-      resolve({ code: died ? null : code, signal: died ? (`signal ${died[1]}` as NodeJS.Signals) : signal, stderr: stderr.replace(/Command (exited with non-zero status|terminated by signal) \d+\n?/, ''), stdout, maxRssKiB: rss ? Number(rss[1]) : undefined, ms: performance.now() - started });
+      resolve({
+        code: died ? null : code,
+        signal: died ? (`signal ${died[1]}` as NodeJS.Signals) : signal,
+        stderr: stderr.replace(/Command (exited with non-zero status|terminated by signal) \d+\n?/, ''),
+        stdout,
+        maxRssKiB: rss ? Number(rss[1]) : undefined,
+        ms: performance.now() - started,
+      });
     });
   });
 }
@@ -315,7 +335,11 @@ describe('fuzz, through the CLI', () => {
     for (let i = 0; i < 22; i++) {
       writeFileSync(join(cwd, `m${i}.onnx`), i % 2 === 0 ? mildMutation(random) : mutateModel(random));
       const check = i % 3 === 0;
-      cases.push({ args: check ? ['check', `m${i}.onnx`, '--json'] : [`m${i}.onnx`, '-i', 'input.npy', '-o', `J-m${i}.npz`], what: `model ${i}${check ? ' (check)' : ''}`, output: `J-m${i}.npz` });
+      cases.push({
+        args: check ? ['check', `m${i}.onnx`, '--json'] : [`m${i}.onnx`, '-i', 'input.npy', '-o', `J-m${i}.npz`],
+        what: `model ${i}${check ? ' (check)' : ''}`,
+        output: `J-m${i}.npz`,
+      });
     }
     const results = await runAll(cases, cwd);
     for (const r of results) expectContract(r, cases.find((c) => c.what === r.what)!.output, cwd);

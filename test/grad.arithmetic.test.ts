@@ -33,7 +33,8 @@ for (const op of ['Add', 'Sub', 'Mul', 'Div']) {
         build: (g, { a, b }) => g.op1(op, [a, b]),
       }));
     it('matches central differences with a constant broadcast on the right', () => check(withConstant(op, [2, 3], [0.5, -1.5, 2], [3])));
-    it('matches central differences with a constant of higher rank on the left', () => check(withConstant(op, [1, 3], [0.5, -1.5, 2, 0.7, 1.1, -0.4], [2, 3], false)));
+    it('matches central differences with a constant of higher rank on the left', () =>
+      check(withConstant(op, [1, 3], [0.5, -1.5, 2, 0.7, 1.1, -0.4], [2, 3], false)));
   });
 }
 
@@ -62,7 +63,11 @@ describe('Pow', () => {
   it('matches central differences when the exponent broadcasts the base', () =>
     check({ opset: 13, inputs: { x: { dims: [3, 1], draw: positive } }, build: (b, { x }) => b.op1('Pow', [x, b.constFloat([0.5, 1.5, 2.5, 3], [4])]) }));
   it('matches central differences in the base and an exponent that holds data', () =>
-    check({ opset: 13, inputs: { x: { dims: [3, 4], draw: positive }, p: { dims: [1, 4], draw: awayFromZero } }, build: (b, { x, p }) => b.op1('Pow', [x, p]) }));
+    check({
+      opset: 13,
+      inputs: { x: { dims: [3, 4], draw: positive }, p: { dims: [1, 4], draw: awayFromZero } },
+      build: (b, { x, p }) => b.op1('Pow', [x, p]),
+    }));
   it('matches central differences for an exponent that holds data on a constant base', () =>
     check({ opset: 13, inputs: { p: [4] }, build: (b, { p }) => b.op1('Pow', [b.constFloat([0.5, 2, 3, 1.5], [4]), p]) }));
 });
@@ -72,12 +77,15 @@ for (const op of ['Max', 'Min']) {
     it('matches central differences for two data operands with broadcasting', () =>
       check({ opset: 13, inputs: { a: [3, 4], b: [1, 4] }, build: (g, { a, b }) => g.op1(op, [a, b]) }));
     it('matches central differences for three operands and a constant', () =>
-      check({ opset: 13, inputs: { a: [5], b: [5], c: [5] }, build: (g, { a, b, c }) => g.op1(op, [a, b, g.constFloat([0.1, -0.2, 0.3, -0.4, 0.5], [5]), c]) }));
+      check({
+        opset: 13,
+        inputs: { a: [5], b: [5], c: [5] },
+        build: (g, { a, b, c }) => g.op1(op, [a, b, g.constFloat([0.1, -0.2, 0.3, -0.4, 0.5], [5]), c]),
+      }));
     it('is the identity for one operand', () => check({ opset: 13, inputs: { a: [5] }, build: (g, { a }) => g.op1(op, [a]) }));
     // On a tie exactly one operand (the first) takes the cotangent: max(x, x) = x must
     // not count it twice.
-    it('gives a tie to one operand only', () =>
-      check({ opset: 13, inputs: { a: [4], b: [4] }, build: (g, { a, b }) => g.op1(op, [a, a, b, a]) }));
+    it('gives a tie to one operand only', () => check({ opset: 13, inputs: { a: [4], b: [4] }, build: (g, { a, b }) => g.op1(op, [a, a, b, a]) }));
   });
 }
 

@@ -116,7 +116,12 @@ describe('Clip', () => {
 
 describe('PRelu', () => {
   it('matches central differences with one slope per channel (float32)', () =>
-    check({ opset: 13, ...float32BothSides, inputs: { x: { dims: [3, 2, 2], draw: awayFromZero } }, build: (b, { x }) => b.op1('PRelu', [x, b.constFloat([0.1, -0.3, 0.7], [3, 1, 1])]) }));
+    check({
+      opset: 13,
+      ...float32BothSides,
+      inputs: { x: { dims: [3, 2, 2], draw: awayFromZero } },
+      build: (b, { x }) => b.op1('PRelu', [x, b.constFloat([0.1, -0.3, 0.7], [3, 1, 1])]),
+    }));
   it('matches central differences with a shared slope (float32)', () =>
     check({ opset: 13, float32: true, inputs: { x: { dims: [5], draw: awayFromZero } }, build: (b, { x }) => b.op1('PRelu', [x, b.constFloat([0.25], [1])]) }));
   it('gives both the input and a slope that holds data their cotangents (float32)', () =>
@@ -169,7 +174,10 @@ describe('Mod', () => {
   it('matches central differences in both operands (opset 13)', () =>
     check({
       opset: 13,
-      inputs: { a: { dims: [3, 4], draw: (r) => 0.3 + 0.4 * r() + Math.floor(4 * r()) }, b: { dims: [1, 4], draw: (r) => (r() < 0.5 ? -1 : 1) * (1 + 0.01 * r()) } },
+      inputs: {
+        a: { dims: [3, 4], draw: (r) => 0.3 + 0.4 * r() + Math.floor(4 * r()) },
+        b: { dims: [1, 4], draw: (r) => (r() < 0.5 ? -1 : 1) * (1 + 0.01 * r()) },
+      },
       build: (b, { a, b: d }) => b.op1('Mod', [a, d], { fmod: 1 }),
     }));
 });

@@ -19,19 +19,46 @@ describe('gradcheck', () => {
 
   it('catches a derivative off by 1 % (float64)', async () => {
     const rule = gradRules.Tanh;
-    gradRules.Tanh = { ...rule, backward: (ctx, node, grads, wanted) => rule.backward(ctx, node, grads.map((g) => g && ctx.b.scale(g, 1.01)), wanted) };
+    gradRules.Tanh = {
+      ...rule,
+      backward: (ctx, node, grads, wanted) =>
+        rule.backward(
+          ctx,
+          node,
+          grads.map((g) => g && ctx.b.scale(g, 1.01)),
+          wanted,
+        ),
+    };
     await expect(gradcheck(tanh())).rejects.toThrow(/does not match central differences/);
   });
 
   it('catches a derivative off by 1 % (float32)', async () => {
     const rule = gradRules.Tanh;
-    gradRules.Tanh = { ...rule, backward: (ctx, node, grads, wanted) => rule.backward(ctx, node, grads.map((g) => g && ctx.b.scale(g, 1.01)), wanted) };
+    gradRules.Tanh = {
+      ...rule,
+      backward: (ctx, node, grads, wanted) =>
+        rule.backward(
+          ctx,
+          node,
+          grads.map((g) => g && ctx.b.scale(g, 1.01)),
+          wanted,
+        ),
+    };
     await expect(gradcheck(tanh(true))).rejects.toThrow(/does not match central differences/);
   });
 
   it('catches a rule that mixes samples (the batch is reversed)', async () => {
     const rule = gradRules.Tanh;
-    gradRules.Tanh = { ...rule, backward: (ctx, node, grads, wanted) => rule.backward(ctx, node, grads.map((g) => g && ctx.b.slice(g, [-1], [Number.MIN_SAFE_INTEGER], [0], [-1])), wanted) };
+    gradRules.Tanh = {
+      ...rule,
+      backward: (ctx, node, grads, wanted) =>
+        rule.backward(
+          ctx,
+          node,
+          grads.map((g) => g && ctx.b.slice(g, [-1], [Number.MIN_SAFE_INTEGER], [0], [-1])),
+          wanted,
+        ),
+    };
     await expect(gradcheck(tanh())).rejects.toThrow(/sample 0/);
   });
 
@@ -42,8 +69,8 @@ describe('gradcheck', () => {
   });
 
   it('reports a refusal instead of checking', async () => {
-    await expect(
-      gradcheck({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Softmax', [x], { axis: 0 }) }),
-    ).rejects.toThrow(/refused: it normalizes along axis 0/);
+    await expect(gradcheck({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Softmax', [x], { axis: 0 }) })).rejects.toThrow(
+      /refused: it normalizes along axis 0/,
+    );
   });
 });

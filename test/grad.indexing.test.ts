@@ -10,7 +10,13 @@ async function check(c: GradCase): Promise<void> {
 /** Output multiplied by a fixed varying tensor, so every element's cotangent differs. */
 function weighted(b: GraphBuilder, x: string, dims: number[]): string {
   const size = dims.reduce((p, d) => p * d, 1);
-  return b.mul(x, b.constFloat(Array.from({ length: size }, (_, i) => 1 + ((i * 7) % 5) / 4), dims));
+  return b.mul(
+    x,
+    b.constFloat(
+      Array.from({ length: size }, (_, i) => 1 + ((i * 7) % 5) / 4),
+      dims,
+    ),
+  );
 }
 
 describe('Concat', () => {
@@ -27,12 +33,19 @@ describe('Concat', () => {
   it('matches central differences along axis 1 with the same input twice', () =>
     check({ opset: 11, inputs: { a: [2, 3] }, build: (b, { a }) => weighted(b, b.op1('Concat', [a, b.op1('Tanh', [a])], { axis: 1 }), [4, 3]) }));
   it('refuses to work along the batch axis', () => {
-    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Concat', [x, x], { axis: 0 }) })).toEqual(['it concatenates along axis 0, the batch axis, so the samples are not independent']);
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Concat', [x, x], { axis: 0 }) })).toEqual([
+      'it concatenates along axis 0, the batch axis, so the samples are not independent',
+    ]);
   });
 });
 
 describe('Split', () => {
-  const joined = (b: GraphBuilder, parts: string[]) => b.op1('Concat', parts.map((p) => b.op1('Flatten', [p], { axis: 1 })), { axis: 1 });
+  const joined = (b: GraphBuilder, parts: string[]) =>
+    b.op1(
+      'Concat',
+      parts.map((p) => b.op1('Flatten', [p], { axis: 1 })),
+      { axis: 1 },
+    );
   it('matches central differences with equal parts (opset 11, no split attribute)', () =>
     check({ opset: 11, inputs: { x: [6, 2] }, build: (b, { x }) => weighted(b, joined(b, b.op('Split', [x], { axis: 1 }, 3).reverse()), [12]) }));
   it('matches central differences with split sizes as an attribute (opset 11)', () =>
@@ -44,7 +57,9 @@ describe('Split', () => {
   it('gives zeros for a part nothing flows back to', () =>
     check({ opset: 13, inputs: { x: [6] }, build: (b, { x }) => b.op('Split', [x, b.constInt64([2, 4])], { axis: 1 }, 2)[1] }));
   it('refuses to work along the batch axis', () => {
-    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op('Split', [x], {}, 2)[0] })).toEqual(['it splits along axis 0, the batch axis, so the samples are not independent']);
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op('Split', [x], {}, 2)[0] })).toEqual([
+      'it splits along axis 0, the batch axis, so the samples are not independent',
+    ]);
   });
 });
 
@@ -89,7 +104,9 @@ describe('Gather', () => {
       },
     }));
   it('refuses to work along the batch axis', () => {
-    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Gather', [x, b.constInt64([0])]) })).toEqual(['it gathers along axis 0, the batch axis, so the samples are not independent']);
+    expect(refusals({ opset: 13, inputs: { x: [3] }, build: (b, { x }) => b.op1('Gather', [x, b.constInt64([0])]) })).toEqual([
+      'it gathers along axis 0, the batch axis, so the samples are not independent',
+    ]);
   });
 });
 

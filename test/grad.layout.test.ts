@@ -10,7 +10,13 @@ async function check(c: GradCase): Promise<void> {
 /** Multiplying by a fixed random-looking tensor first makes every element's cotangent distinct. */
 function weighted(b: Parameters<GradCase['build']>[0], x: string, dims: number[]): string {
   const size = dims.reduce((p, d) => p * d, 1);
-  return b.mul(x, b.constFloat(Array.from({ length: size }, (_, i) => 1 + ((i * 7) % 5) / 4), dims));
+  return b.mul(
+    x,
+    b.constFloat(
+      Array.from({ length: size }, (_, i) => 1 + ((i * 7) % 5) / 4),
+      dims,
+    ),
+  );
 }
 
 describe('Transpose', () => {

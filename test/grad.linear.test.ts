@@ -12,7 +12,10 @@ async function check(c: GradCase): Promise<void> {
 /** A fixed pseudo-random constant (no two elements alike). */
 function weights(b: GraphBuilder, dims: number[], seed = 1): string {
   const size = dims.reduce((p, d) => p * d, 1);
-  return b.constFloat(Array.from({ length: size }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.8), dims);
+  return b.constFloat(
+    Array.from({ length: size }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.8),
+    dims,
+  );
 }
 
 describe('MatMul', () => {
@@ -72,8 +75,7 @@ describe('Conv', () => {
     check(conv({ auto_pad: 'SAME_UPPER', strides: [2, 2] }, [2, 5, 6], [3, 2, 3, 2])));
   it('matches central differences in 2-D with auto_pad SAME_LOWER (float32)', () =>
     check(conv({ auto_pad: 'SAME_LOWER', strides: [2, 1], kernel_shape: [2, 3] }, [2, 5, 4], [2, 2, 2, 3])));
-  it('matches central differences in 3-D, depthwise (float32)', () =>
-    check(conv({ group: 2, pads: [1, 0, 1, 0, 1, 1] }, [2, 3, 4, 3], [2, 1, 2, 3, 2])));
+  it('matches central differences in 3-D, depthwise (float32)', () => check(conv({ group: 2, pads: [1, 0, 1, 0, 1, 1] }, [2, 3, 4, 3], [2, 1, 2, 3, 2])));
 });
 
 describe('ConvTranspose', () => {
@@ -96,8 +98,7 @@ describe('ConvTranspose', () => {
     check(convT({ auto_pad: 'SAME_UPPER', strides: [2, 2] }, [2, 3, 4], [2, 2, 2, 3])));
   it('matches central differences with auto_pad SAME_LOWER and an odd total padding (float32)', () =>
     check(convT({ auto_pad: 'SAME_LOWER', strides: [2, 2] }, [2, 3, 4], [2, 2, 2, 3])));
-  it('matches central differences with output_shape (float32)', () =>
-    check(convT({ strides: [2, 2], output_shape: [6, 8] }, [2, 3, 4], [2, 2, 3, 3])));
+  it('matches central differences with output_shape (float32)', () => check(convT({ strides: [2, 2], output_shape: [6, 8] }, [2, 3, 4], [2, 2, 3, 3])));
   // The spec's total padding is negative when output_shape exceeds the full transposed convolution
   // (7 × 9 here); onnxruntime pads by 0 and the extra outputs at the end do not depend on x.
   it('matches central differences with an output_shape longer than the full transposed convolution (float32)', () =>
@@ -105,7 +106,9 @@ describe('ConvTranspose', () => {
   it('matches central differences in 3-D with auto_pad VALID (float32)', () =>
     check(convT({ auto_pad: 'VALID', strides: [1, 2, 1] }, [2, 2, 2, 2], [2, 1, 2, 2, 2])));
   it('refuses a weight that holds data', () => {
-    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(/the weight or bias is computed from the data: one weight for the whole batch/);
+    expect(refusals({ opset: 13, inputs: { x: [2, 3], w: [1, 2] }, build: (b, { x, w }) => b.op1('ConvTranspose', [x, w]) })[0]).toMatch(
+      /the weight or bias is computed from the data: one weight for the whole batch/,
+    );
   });
 });
 
@@ -119,18 +122,16 @@ describe('Einsum', () => {
       return b.mul(y, b.op1('Tanh', [y]));
     },
   });
-  it('matches central differences for a batched matrix product of two data operands', () =>
-    check(einsum('nij,njk->nik', { a: [2, 3], c: [3, 4] })));
+  it('matches central differences for a batched matrix product of two data operands', () => check(einsum('nij,njk->nik', { a: [2, 3], c: [3, 4] })));
   it('matches central differences with a constant operand and an implicit output', () => check(einsum('bij,jk', { a: [2, 3] }, [[3, 4]])));
-  it('matches central differences with ellipses and a broadcast length-1 axis', () =>
-    check(einsum('...ij,...jk->...ik', { a: [2, 2, 3], c: [1, 3, 4] })));
-  it('matches central differences with a diagonal and a letter summed out in one operand', () =>
-    check(einsum('niij,nk->nij', { a: [3, 3, 2], c: [4] })));
-  it('matches central differences for a bilinear form with spaces in the equation', () =>
-    check(einsum('ni, nj, ij -> n', { a: [3], c: [4] }, [[3, 4]])));
+  it('matches central differences with ellipses and a broadcast length-1 axis', () => check(einsum('...ij,...jk->...ik', { a: [2, 2, 3], c: [1, 3, 4] })));
+  it('matches central differences with a diagonal and a letter summed out in one operand', () => check(einsum('niij,nk->nij', { a: [3, 3, 2], c: [4] })));
+  it('matches central differences for a bilinear form with spaces in the equation', () => check(einsum('ni, nj, ij -> n', { a: [3], c: [4] }, [[3, 4]])));
   it('refuses an operand whose batch axis is summed or moved', async () => {
     expect(refusals(einsum('ni->', { a: [3] }))[0]).toMatch(/sums over every axis/);
-    await expect(gradcheck(einsum('ni,ni->i', { a: [3], c: [3] }))).rejects.toThrow(/does not keep the batch axis|moves the batch off axis 0|no axis carries the samples/);
+    await expect(gradcheck(einsum('ni,ni->i', { a: [3], c: [3] }))).rejects.toThrow(
+      /does not keep the batch axis|moves the batch off axis 0|no axis carries the samples/,
+    );
   });
 });
 
@@ -163,7 +164,16 @@ describe('Det', () => {
 describe('DeformConv', () => {
   /** Offsets in (−1.5, 1.5) pixels: some taps land outside the input, where corners read 0. */
   const offsetDraw = (r: () => number): number => 3 * r() - 1.5;
-  const deform = (attrs: Attrs, channels: number, size: number[], outChannels: number, kernel: number[], out: number[], offsetGroups = 1, withMask = true): GradCase => {
+  const deform = (
+    attrs: Attrs,
+    channels: number,
+    size: number[],
+    outChannels: number,
+    kernel: number[],
+    out: number[],
+    offsetGroups = 1,
+    withMask = true,
+  ): GradCase => {
     const taps = kernel[0] * kernel[1];
     const group = (attrs.group as number | undefined) ?? 1;
     return {

@@ -45,7 +45,9 @@ describe('NegativeLogLikelihoodLoss', () => {
   it('matches central differences on (N, C, d) with weights and ignore_index', () =>
     check(loss('NegativeLogLikelihoodLoss', { dims: [3, 2], labels: [0, 2, 1, 1, 2, 0, 1, 1], weights: [0.5, 2, 1.5], attrs: { ignore_index: 1 } })));
   it('refuses a mean or sum over the batch', () => {
-    expect(refusals(loss('NegativeLogLikelihoodLoss', { dims: [3], labels: [0, 0, 0, 0], attrs: { reduction: 'mean' } }))[0]).toMatch(/reduction='mean' averages or sums the losses over axis 0/);
+    expect(refusals(loss('NegativeLogLikelihoodLoss', { dims: [3], labels: [0, 0, 0, 0], attrs: { reduction: 'mean' } }))[0]).toMatch(
+      /reduction='mean' averages or sums the losses over axis 0/,
+    );
   });
 });
 

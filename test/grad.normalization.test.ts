@@ -11,7 +11,10 @@ async function check(c: GradCase): Promise<void> {
 }
 
 function vector(b: GraphBuilder, length: number, offset: number, dims = [length]): string {
-  return b.constFloat(Array.from({ length }, (_, i) => offset + Math.sin(i * 2.1 + offset)), dims);
+  return b.constFloat(
+    Array.from({ length }, (_, i) => offset + Math.sin(i * 2.1 + offset)),
+    dims,
+  );
 }
 
 /** y·tanh(y): the check then sees every output element with its own weight, not only their sum (which normalization makes flat). */
@@ -25,7 +28,10 @@ describe('BatchNormalization', () => {
     inputs: { x: dims },
     build: (b, { x }) => {
       const c = dims[0];
-      const variance = b.constFloat(Array.from({ length: c }, (_, i) => 0.5 + i * 0.3), [c]);
+      const variance = b.constFloat(
+        Array.from({ length: c }, (_, i) => 0.5 + i * 0.3),
+        [c],
+      );
       return readOut(b, b.op1('BatchNormalization', [x, vector(b, c, 1), vector(b, c, 0.2), vector(b, c, -0.1), variance], attrs));
     },
   });
@@ -80,7 +86,12 @@ describe('InstanceNormalization', () => {
       build: (b, { x }) => readOut(b, b.op1('InstanceNormalization', [x, vector(b, 3, 1), vector(b, 3, 0.2)], { epsilon: new FloatValue(0.01) })),
     }));
   it('matches central differences on (N, C, L) (float32)', () =>
-    check({ opset: 11, float32: true, inputs: { x: [2, 5] }, build: (b, { x }) => readOut(b, b.op1('InstanceNormalization', [x, vector(b, 2, 1), vector(b, 2, 0)])) }));
+    check({
+      opset: 11,
+      float32: true,
+      inputs: { x: [2, 5] },
+      build: (b, { x }) => readOut(b, b.op1('InstanceNormalization', [x, vector(b, 2, 1), vector(b, 2, 0)])),
+    }));
 });
 
 describe('GroupNormalization', () => {
@@ -96,7 +107,10 @@ describe('GroupNormalization', () => {
       opset: 21,
       inputs: { x: [6, 3] },
       build: (b, { x }) =>
-        readOut(b, b.op1('GroupNormalization', [x, vector(b, 6, 1), vector(b, 6, 0.2)], { num_groups: 2, epsilon: new FloatValue(0.02), stash_type: DataType.DOUBLE })),
+        readOut(
+          b,
+          b.op1('GroupNormalization', [x, vector(b, 6, 1), vector(b, 6, 0.2)], { num_groups: 2, epsilon: new FloatValue(0.02), stash_type: DataType.DOUBLE }),
+        ),
     }));
   it('matches central differences with a scale per channel and one channel per group (opset 21, float32)', () =>
     check({
@@ -108,7 +122,12 @@ describe('GroupNormalization', () => {
 });
 
 describe('LpNormalization', () => {
-  const lp = (attrs: Attrs, dims: number[], float32 = false): GradCase => ({ opset: 13, float32, inputs: { x: dims }, build: (b, { x }) => readOut(b, b.op1('LpNormalization', [x], attrs)) });
+  const lp = (attrs: Attrs, dims: number[], float32 = false): GradCase => ({
+    opset: 13,
+    float32,
+    inputs: { x: dims },
+    build: (b, { x }) => readOut(b, b.op1('LpNormalization', [x], attrs)),
+  });
   it('matches central differences with p = 2 along the last axis', () => check(lp({}, [3, 4])));
   it('matches central differences with p = 1 along axis 1', () => check(lp({ p: 1, axis: 1 }, [4, 3])));
   it('refuses to normalize along the batch axis', () => {
@@ -118,7 +137,12 @@ describe('LpNormalization', () => {
 
 describe('MeanVarianceNormalization', () => {
   // onnxruntime runs MeanVarianceNormalization in float32 only.
-  const mvn = (attrs: Attrs): GradCase => ({ opset: 13, float32: true, inputs: { x: [3, 2, 4] }, build: (b, { x }) => readOut(b, b.op1('MeanVarianceNormalization', [x], attrs)) });
+  const mvn = (attrs: Attrs): GradCase => ({
+    opset: 13,
+    float32: true,
+    inputs: { x: [3, 2, 4] },
+    build: (b, { x }) => readOut(b, b.op1('MeanVarianceNormalization', [x], attrs)),
+  });
   it('matches central differences over the spatial axes (float32)', () => check(mvn({ axes: [2, 3] })));
   it('matches central differences over channels and the last axis (float32)', () => check(mvn({ axes: [1, -1] })));
   it('refuses the default axes, which include the batch axis', () => {
@@ -127,7 +151,12 @@ describe('MeanVarianceNormalization', () => {
 });
 
 describe('LRN', () => {
-  const lrn = (attrs: Attrs, dims: number[]): GradCase => ({ opset: 13, float32: true, inputs: { x: dims }, build: (b, { x }) => readOut(b, b.op1('LRN', [x], attrs)) });
+  const lrn = (attrs: Attrs, dims: number[]): GradCase => ({
+    opset: 13,
+    float32: true,
+    inputs: { x: dims },
+    build: (b, { x }) => readOut(b, b.op1('LRN', [x], attrs)),
+  });
   it('matches central differences with an odd window (float32)', () =>
     check(lrn({ size: 3, alpha: new FloatValue(0.5), beta: new FloatValue(0.75), bias: new FloatValue(1.5) }, [6, 2, 2])));
   // onnxruntime accepts odd sizes and 4-D inputs only.

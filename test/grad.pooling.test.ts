@@ -49,7 +49,8 @@ describe('MaxPool', () => {
 });
 
 describe('AveragePool', () => {
-  it('matches central differences in 2-D with overlapping windows (float32)', () => check(pool('AveragePool', { kernel_shape: [3, 2], strides: [1, 2] }, [2, 5, 6])));
+  it('matches central differences in 2-D with overlapping windows (float32)', () =>
+    check(pool('AveragePool', { kernel_shape: [3, 2], strides: [1, 2] }, [2, 5, 6])));
   it('matches central differences with padding, count_include_pad = 0 (float32)', () =>
     check(pool('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 0] }, [2, 5, 6])));
   it('matches central differences with padding, count_include_pad = 1 (float32)', () =>
@@ -80,7 +81,12 @@ describe('GlobalAveragePool', () => {
 describe('GlobalMaxPool', () => {
   it('matches central differences in 2-D (float32)', () => check(pool('GlobalMaxPool', {}, [3, 4, 5])));
   it('shares the cotangent between tied maxima (float32)', () =>
-    check({ opset: 13, float32: true, inputs: { x: [2, 3] }, build: (b, { x }) => readOut(b, b.op1('GlobalMaxPool', [b.op1('Concat', [x, x], { axis: 2 })])) }));
+    check({
+      opset: 13,
+      float32: true,
+      inputs: { x: [2, 3] },
+      build: (b, { x }) => readOut(b, b.op1('GlobalMaxPool', [b.op1('Concat', [x, x], { axis: 2 })])),
+    }));
 });
 
 describe('Resize', () => {
@@ -101,7 +107,12 @@ describe('Resize', () => {
   it('matches central differences with fractional scales, asymmetric and floor (opset 13)', () =>
     check(resize(13, { coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' }, [2, 5, 4], (b) => ['', floats(b, [1, 1, 1.7, 0.6])])));
   it('matches central differences with round_prefer_ceil and align_corners (opset 11)', () =>
-    check(resize(11, { coordinate_transformation_mode: 'align_corners', nearest_mode: 'round_prefer_ceil' }, [2, 4, 3], (b) => [roi(b), floats(b, [1, 1, 1.5, 2.5])])));
+    check(
+      resize(11, { coordinate_transformation_mode: 'align_corners', nearest_mode: 'round_prefer_ceil' }, [2, 4, 3], (b) => [
+        roi(b),
+        floats(b, [1, 1, 1.5, 2.5]),
+      ]),
+    ));
   it('matches central differences with sizes that name the batch (opset 13)', () =>
     check(
       resize(13, {}, [2, 3, 5], (b, x) => {

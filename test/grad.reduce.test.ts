@@ -15,11 +15,7 @@ function reduce(op: string, opset: number, inputFrom: number, axes: number[] | u
     inputs: { x: { dims, draw: op === 'ReduceLogSum' ? positive : awayFromZero } },
     build: (b: GraphBuilder, { x }) => {
       const y =
-        axes === undefined
-          ? b.op1(op, [x], attrs)
-          : opset >= inputFrom
-            ? b.op1(op, [x, b.constInt64(axes)], attrs)
-            : b.op1(op, [x], { ...attrs, axes });
+        axes === undefined ? b.op1(op, [x], attrs) : opset >= inputFrom ? b.op1(op, [x, b.constInt64(axes)], attrs) : b.op1(op, [x], { ...attrs, axes });
       return b.mul(y, b.op1('Tanh', [y]));
     },
   };
@@ -45,10 +41,16 @@ for (const [op, inputFrom] of FORMS) {
       it(`matches central differences over two axes, keepdims=0 (opset ${opset})`, () => check(reduce(op, opset, inputFrom, [-1, 1], { keepdims: 0 })));
     }
     it('reduces nothing with empty axes and noop_with_empty_axes=1', () =>
-      check({ opset: inputFrom, inputs: { x: { dims: [3], draw: positive } }, build: (b, { x }) => b.op1(op, [x, b.constInt64([])], { noop_with_empty_axes: 1 }) }));
+      check({
+        opset: inputFrom,
+        inputs: { x: { dims: [3], draw: positive } },
+        build: (b, { x }) => b.op1(op, [x, b.constInt64([])], { noop_with_empty_axes: 1 }),
+      }));
     it('refuses axes that include the batch axis, and the default of all axes', () => {
       expect(refusals(reduce(op, 11, inputFrom, [0, 1]))).toEqual(['it reduces over axis 0, the batch axis, so the samples are not independent']);
-      expect(refusals(reduce(op, 11, inputFrom, undefined))).toEqual(['it reduces over all axes, axis 0 among them, the batch axis, so the samples are not independent']);
+      expect(refusals(reduce(op, 11, inputFrom, undefined))).toEqual([
+        'it reduces over all axes, axis 0 among them, the batch axis, so the samples are not independent',
+      ]);
     });
     if (op === 'ReduceMax' || op === 'ReduceMin') {
       // The extremum of (x, x) along the duplicated axis: the tied copies share the cotangent, so x gets it once.
@@ -67,7 +69,8 @@ describe('ReduceProd with zeros', () => {
         opset,
         inputs: { x: { dims: [6, 3], draw: someZeros } },
         batch: 4,
-        build: (b, { x }) => (opset >= 18 ? b.op1('ReduceProd', [x, b.constInt64([2])], { keepdims: 0 }) : b.op1('ReduceProd', [x], { axes: [2], keepdims: 0 })),
+        build: (b, { x }) =>
+          opset >= 18 ? b.op1('ReduceProd', [x, b.constInt64([2])], { keepdims: 0 }) : b.op1('ReduceProd', [x], { axes: [2], keepdims: 0 }),
       }));
   }
 });

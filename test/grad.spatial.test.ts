@@ -45,7 +45,12 @@ describe('Col2Im', () => {
         readOut(b, b.op1('Col2Im', [x, b.constInt64([5, 4]), b.constInt64([2, 2])], { dilations: [2, 1], pads: [1, 0, 0, 1], strides: [1, 2] })),
     }));
   it('matches central differences in the plain form (opset 18, float32)', () =>
-    check({ opset: 18, float32: true, inputs: { x: [9, 4] }, build: (b, { x }) => readOut(b, b.op1('Col2Im', [x, b.constInt64([4, 4]), b.constInt64([3, 3])])) }));
+    check({
+      opset: 18,
+      float32: true,
+      inputs: { x: [9, 4] },
+      build: (b, { x }) => readOut(b, b.op1('Col2Im', [x, b.constInt64([4, 4]), b.constInt64([3, 3])])),
+    }));
 });
 
 describe('GridSample', () => {
@@ -98,7 +103,6 @@ describe('GridSample', () => {
       inputs: { x: [2, 4, 5] },
       build: (b, { x }) => readOut(b, b.op1('GridSample', [x, constantGrid(b, x)], { mode: 'nearest', padding_mode: 'reflection' })),
     }));
-
 });
 
 describe('DFT', () => {
@@ -124,7 +128,12 @@ describe('STFT', () => {
     opset,
     inputs: { x: dims },
     build: (b, { x }) => {
-      const inputs = [x, b.constInt64([step], []), options.window ? b.constFloat(options.window) : '', options.length === undefined ? '' : b.constInt64([options.length], [])];
+      const inputs = [
+        x,
+        b.constInt64([step], []),
+        options.window ? b.constFloat(options.window) : '',
+        options.length === undefined ? '' : b.constInt64([options.length], []),
+      ];
       while (inputs[inputs.length - 1] === '') inputs.pop();
       return readOut(b, b.op1('STFT', inputs, options.onesided === undefined ? {} : { onesided: options.onesided }));
     },

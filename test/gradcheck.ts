@@ -100,7 +100,16 @@ interface Prepared {
 
 function prepare(c: GradCase): Prepared {
   const floatType = c.float32 ? DataType.FLOAT : DataType.DOUBLE;
-  const graph: Graph = { name: 'gradcheck', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', c.opset]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'gradcheck',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', c.opset]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, floatType, 'case');
   const x: Record<string, string> = {};
   const entries = new Map<string, Node>();
@@ -161,7 +170,14 @@ export async function gradcheck(c: GradCase): Promise<GradcheckReport> {
   const rows = new Map<string, RowSource>(
     specs.map((s) => {
       const values = data.get(s.name)!;
-      return [s.name, arrayRows({ dtype: c.float32 ? 'float32' : 'float64', shape: [batch, ...s.dims], data: c.float32 ? Float32Array.from(values) : Float64Array.from(values) })];
+      return [
+        s.name,
+        arrayRows({
+          dtype: c.float32 ? 'float32' : 'float64',
+          shape: [batch, ...s.dims],
+          data: c.float32 ? Float32Array.from(values) : Float64Array.from(values),
+        }),
+      ];
     }),
   );
   const shapes = await probeShapes(graph, rows, { ...analysis, output }, { threads: 1 });

@@ -6,17 +6,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { Writable } from 'node:stream';
-import {
-  NpyFormatError,
-  NpyWriter,
-  npyBytes,
-  npyHeader,
-  parseNpy,
-  readNpy,
-  type NpyArray,
-  type NpyData,
-  type NpyDtype,
-} from '../src/io/npy.js';
+import { NpyFormatError, NpyWriter, npyBytes, npyHeader, parseNpy, readNpy, type NpyArray, type NpyData, type NpyDtype } from '../src/io/npy.js';
 
 // Fixtures and expected values are written by numpy: fixtures/npy/generate.py.
 const fixture = npyFixture;
@@ -282,9 +272,7 @@ describe('npyHeader matches numpy byte for byte', () => {
 });
 
 /** The numpy-written little-endian version 1.0 fixtures: exactly what np.save writes. */
-const npSaveFixtures = Object.entries(expected.arrays).filter(
-  ([, a]) => a.version[0] === 1 && !a.descr.startsWith('>'),
-);
+const npSaveFixtures = Object.entries(expected.arrays).filter(([, a]) => a.version[0] === 1 && !a.descr.startsWith('>'));
 
 describe('npyBytes and NpyWriter produce the bytes np.save writes', () => {
   it('has enough np.save fixtures to compare against', () => {
@@ -465,7 +453,8 @@ describe('NpyWriter streaming and atomicity', () => {
     const sink = new Writable({
       write(_chunk, _enc, cb) {
         calls++;
-        if (calls === 1) cb(); // the header goes through
+        if (calls === 1)
+          cb(); // the header goes through
         else cb(new Error('EPIPE: reader went away'));
       },
     });

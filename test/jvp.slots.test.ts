@@ -9,7 +9,13 @@ import { SLOT_TOLERANCE, slotModel, type SlotCase } from './persample.model.js';
 /** `mixed`: ops that onnxruntime runs in float32 only (LRN) make float32 islands, checked at verify's default tolerance. */
 async function expectForward(c: SlotCase, mixed = false): Promise<void> {
   const { graph, inputs } = slotModel(c);
-  const result = await verifyJacobian(graph, inputs, { reduce: c.reduce, directions: 2, threads: 1, tolerance: mixed ? undefined : SLOT_TOLERANCE, mode: 'forward' });
+  const result = await verifyJacobian(graph, inputs, {
+    reduce: c.reduce,
+    directions: 2,
+    threads: 1,
+    tolerance: mixed ? undefined : SLOT_TOLERANCE,
+    mode: 'forward',
+  });
   expect(result.dtype).toBe(mixed ? 'mixed' : 'float64');
   expect(result.passed, result.reason).toBe(true);
   for (const d of result.details) expect(d.maxAbsFiniteDifference, `${d.parameter ?? 'all parameters'} moves the output`).toBeGreaterThan(1e-6);
@@ -17,7 +23,12 @@ async function expectForward(c: SlotCase, mixed = false): Promise<void> {
 
 describe('forward mode at the Einsum slot', () => {
   it('a Linear written as an Einsum: W (K, M) with X (N, T, K)', () =>
-    expectForward({ opset: 12, data: { x: [5, 4] }, parameters: { W: [4, 3] }, build: (b, { x }, { W }) => b.op1('Tanh', [b.op1('Einsum', [x, W], { equation: 'ntk,km->ntm' })]) }));
+    expectForward({
+      opset: 12,
+      data: { x: [5, 4] },
+      parameters: { W: [4, 3] },
+      build: (b, { x }, { W }) => b.op1('Tanh', [b.op1('Einsum', [x, W], { equation: 'ntk,km->ntm' })]),
+    }));
   it('two parameters and two data operands in one bilinear form, with an ellipsis', () =>
     expectForward({
       opset: 12,
@@ -30,7 +41,8 @@ describe('forward mode at the Einsum slot', () => {
       opset: 12,
       data: { x: [3] },
       parameters: { D: [3, 3], V: [3, 2] },
-      build: (b, { x }, { D, V }) => b.op1('Concat', [b.op1('Einsum', [x, D], { equation: 'ni,ii->ni' }), b.op1('Einsum', [x, V], { equation: 'ni,ij->ni' })], { axis: 1 }),
+      build: (b, { x }, { D, V }) =>
+        b.op1('Concat', [b.op1('Einsum', [x, D], { equation: 'ni,ii->ni' }), b.op1('Einsum', [x, V], { equation: 'ni,ij->ni' })], { axis: 1 }),
     }));
 });
 
@@ -57,19 +69,22 @@ describe('forward mode at the DeformConv slots', () => {
 
 describe('forward mode through the newer tangent rules, end to end', () => {
   it('Conv → LRN → LpPool → Flatten → MatMul → Mish → TopK → LpNormalization, and a CumSum/ReduceLogSumExp branch', () =>
-    expectForward({
-      opset: 18,
-      data: { x: { dims: [2, 5, 5], draw: (r) => 2 * r() - 1 } },
-      parameters: { W: [3, 2, 2, 2], V: [12, 6] },
-      build: (b, { x }, { W, V }) => {
-        const conv = b.op1('Conv', [x, W], {});
-        const pooled = b.op1('LpPool', [b.op1('LRN', [conv], { size: 3 })], { kernel_shape: [2, 2], strides: [2, 2] });
-        const hidden = b.op1('Mish', [b.op1('MatMul', [b.op1('Flatten', [pooled], { axis: 1 }), V])]);
-        const top = b.op('TopK', [hidden, b.constInt64([4])], { axis: 1 }, 2)[0];
-        const branch = b.op1('ReduceLogSumExp', [b.op1('CumSum', [hidden, b.constInt64([1], [])]), b.constInt64([1])], { keepdims: 1 });
-        return b.op1('Concat', [b.op1('LpNormalization', [top], { axis: 1 }), branch], { axis: 1 });
+    expectForward(
+      {
+        opset: 18,
+        data: { x: { dims: [2, 5, 5], draw: (r) => 2 * r() - 1 } },
+        parameters: { W: [3, 2, 2, 2], V: [12, 6] },
+        build: (b, { x }, { W, V }) => {
+          const conv = b.op1('Conv', [x, W], {});
+          const pooled = b.op1('LpPool', [b.op1('LRN', [conv], { size: 3 })], { kernel_shape: [2, 2], strides: [2, 2] });
+          const hidden = b.op1('Mish', [b.op1('MatMul', [b.op1('Flatten', [pooled], { axis: 1 }), V])]);
+          const top = b.op('TopK', [hidden, b.constInt64([4])], { axis: 1 }, 2)[0];
+          const branch = b.op1('ReduceLogSumExp', [b.op1('CumSum', [hidden, b.constInt64([1], [])]), b.constInt64([1])], { keepdims: 1 });
+          return b.op1('Concat', [b.op1('LpNormalization', [top], { axis: 1 }), branch], { axis: 1 });
+        },
       },
-    }, true));
+      true,
+    ));
   it('a spatial transformer: theta from a Gemm, AffineGrid, GridSample of the input, then Det', () =>
     expectForward(
       {
@@ -79,8 +94,15 @@ describe('forward mode through the newer tangent rules, end to end', () => {
         // theta = identity + a small affine part from the input, so the grid stays near the image.
         build: (b, { x }, { T, c }) => {
           const batch = b.slice(b.op1('Shape', [x]), [0], [1], [0]);
-          const theta = b.reshape(b.op1('Gemm', [b.op1('Flatten', [x], { axis: 1 }), T, c], { alpha: new FloatValue(0.1), beta: new FloatValue(0.1) }), [-1, 2, 3]);
-          const grid = b.op1('AffineGrid', [b.add(theta, b.constFloat([1, 0, 0, 0, 1, 0], [1, 2, 3])), b.op1('Concat', [batch, b.constInt64([1, 3, 3])], { axis: 0 })], { align_corners: 0 });
+          const theta = b.reshape(
+            b.op1('Gemm', [b.op1('Flatten', [x], { axis: 1 }), T, c], { alpha: new FloatValue(0.1), beta: new FloatValue(0.1) }),
+            [-1, 2, 3],
+          );
+          const grid = b.op1(
+            'AffineGrid',
+            [b.add(theta, b.constFloat([1, 0, 0, 0, 1, 0], [1, 2, 3])), b.op1('Concat', [batch, b.constInt64([1, 3, 3])], { axis: 0 })],
+            { align_corners: 0 },
+          );
           const sampled = b.op1('GridSample', [x, grid], { mode: 'linear', padding_mode: 'border' });
           return b.op1('Det', [b.reshape(sampled, [-1, 3, 3])]);
         },

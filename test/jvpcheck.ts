@@ -24,7 +24,16 @@ const spec = (input: number[] | InputSpec): InputSpec => (Array.isArray(input) ?
 
 /** Every op type the graph of a case uses (for the coverage check). */
 export function opsOf(c: GradCase): string[] {
-  const graph: Graph = { name: 'ops', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', c.opset]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'ops',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', c.opset]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const x = Object.fromEntries(Object.keys(c.inputs).map((name) => [name, name]));
   c.build(b, x);
@@ -33,7 +42,16 @@ export function opsOf(c: GradCase): string[] {
 
 export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: number }> {
   const floatType = c.float32 ? DataType.FLOAT : DataType.DOUBLE;
-  const graph: Graph = { name: 'jvpcheck', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', c.opset]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'jvpcheck',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', c.opset]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, floatType, 'case');
   const specs = Object.entries(c.inputs).map(([name, input]) => ({ name, ...spec(input) }));
   for (const s of specs) graph.inputs.push({ name: s.name, elemType: floatType, dims: ['N', ...s.dims] });
@@ -55,7 +73,12 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
   const data = new Map(specs.map((s) => [s.name, Array.from({ length: batch * size(s) }, () => (s.draw ?? awayFromZero)(random))]));
   const dtype = c.float32 ? 'float32' : 'float64';
   const tensor = (values: number[], dims: number[]) => new ort.Tensor(dtype, c.float32 ? Float32Array.from(values) : Float64Array.from(values), dims);
-  const rows = new Map<string, RowSource>(specs.map((s) => [s.name, arrayRows({ dtype, shape: [batch, ...s.dims], data: c.float32 ? Float32Array.from(data.get(s.name)!) : Float64Array.from(data.get(s.name)!) })]));
+  const rows = new Map<string, RowSource>(
+    specs.map((s) => [
+      s.name,
+      arrayRows({ dtype, shape: [batch, ...s.dims], data: c.float32 ? Float32Array.from(data.get(s.name)!) : Float64Array.from(data.get(s.name)!) }),
+    ]),
+  );
   const options = { executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 as const };
   const forward = await ort.InferenceSession.create(encodeModel(graph), options);
   const shapes = await probeShapes(graph, rows, { ...analysis, output }, { threads: 1 });
@@ -68,7 +91,16 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
     seeds.set(s.name, `tangent_${s.name}`);
   }
   const fromModel = constantLookup(graph);
-  const ctx = new TangentContext(tb, shapes, analysis.activations, `tangent_${specs[0].name}`, specs[0].name, (name) => fromModel(name) ?? shapes.constantValue(name), DIRECTIONS, analysis.valueDependent);
+  const ctx = new TangentContext(
+    tb,
+    shapes,
+    analysis.activations,
+    `tangent_${specs[0].name}`,
+    specs[0].name,
+    (name) => fromModel(name) ?? shapes.constantValue(name),
+    DIRECTIONS,
+    analysis.valueDependent,
+  );
   const tangents = tangentPass(ctx, { graph, needed }, { seeds });
   const outTangent = tangents.get(output);
   if (outTangent === undefined) throw new Error('no tangent reaches the output');
@@ -112,7 +144,8 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
         const error = Math.abs(analytic - numeric);
         worst = Math.max(worst, error / tolerance);
         largest = Math.max(largest, Math.abs(numeric));
-        if (!(error <= tolerance) && failures.length < 8) failures.push(`sample ${n}, direction ${d}, element ${k}: tangent ${analytic}, finite difference ${numeric}`);
+        if (!(error <= tolerance) && failures.length < 8)
+          failures.push(`sample ${n}, direction ${d}, element ${k}: tangent ${analytic}, finite difference ${numeric}`);
       }
     }
   }

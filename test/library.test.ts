@@ -20,7 +20,8 @@ describe('library API', () => {
       input: { a: readNpy(join(FIXTURES, 'two_inputs', 'a.npy')), b: join(FIXTURES, 'two_inputs', 'b.npy') },
       layout: 'tuple',
     });
-    for (const [i, p] of ref.parameters!.entries()) expectClose(result.blocks[i].data, readNpy(join(FIXTURES, 'two_inputs', p.file)).data as Float32Array, p.name);
+    for (const [i, p] of ref.parameters!.entries())
+      expectClose(result.blocks[i].data, readNpy(join(FIXTURES, 'two_inputs', p.file)).data as Float32Array, p.name);
   });
 
   it('writeJacobian streams a .npz archive', async () => {
@@ -28,7 +29,8 @@ describe('library API', () => {
     await writeJacobian(join(FIXTURES, 'seed', 'model.onnx'), path, { input: join(FIXTURES, 'seed', 'input.npy') });
     const entries = readNpz(path);
     const ref = readReference('seed');
-    for (const p of ref.parameters!) expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
+    for (const p of ref.parameters!)
+      expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
   });
 
   it('computeStats gives the per-sample norms and the Gram matrix of the PyTorch J', async () => {
@@ -40,14 +42,24 @@ describe('library API', () => {
     const input = join(FIXTURES, 'stats', 'mlp_x.npy');
     const stats = await computeStats(model, { input, stats: ['norm'] });
     expect(stats.get('norm')!.shape).toEqual([N, K]);
-    expectClose(stats.get('norm')!.data, Array.from({ length: N * K }, (_, r) => Math.sqrt(dot(row(r), row(r)))), 'norm');
+    expectClose(
+      stats.get('norm')!.data,
+      Array.from({ length: N * K }, (_, r) => Math.sqrt(dot(row(r), row(r)))),
+      'norm',
+    );
     const gram = await computeStats(model, { input, stats: ['gram'] });
-    expectClose(gram.get('gram')!.data, Array.from({ length: N * K * N * K }, (_, i) => dot(row(Math.floor(i / (N * K))), row(i % (N * K)))), 'gram');
+    expectClose(
+      gram.get('gram')!.data,
+      Array.from({ length: N * K * N * K }, (_, i) => dot(row(Math.floor(i / (N * K))), row(i % (N * K)))),
+      'gram',
+    );
   });
 
   it('checkModel reports the problems; computeJacobian refuses with ModelRefusedError', async () => {
     const analysis = checkModel(join(FIXTURES, 'ineligible_exp', 'model.onnx'));
     expect(analysis.problems.map((p) => p.parameter)).toContain('w');
-    await expect(computeJacobian(join(FIXTURES, 'ineligible_exp', 'model.onnx'), { input: join(FIXTURES, 'ineligible_exp', 'input.npy') })).rejects.toBeInstanceOf(ModelRefusedError);
+    await expect(
+      computeJacobian(join(FIXTURES, 'ineligible_exp', 'model.onnx'), { input: join(FIXTURES, 'ineligible_exp', 'input.npy') }),
+    ).rejects.toBeInstanceOf(ModelRefusedError);
   });
 });

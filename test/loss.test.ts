@@ -94,7 +94,18 @@ describe.skipIf(!gradRules.SoftmaxCrossEntropyLoss || !gradRules.GatherElements)
     const got = readNpz(join(dir, `in_graph_${kind}.npz`));
     const want = readNpz(join(dir, 'ce_index_grad.npz'));
     for (const [param, ref] of want) expectClose(got.get(`body.${param}`)!.data as Float32Array, ref.data as Float32Array, `${kind} ${param}`);
-    const n = jacobian([`in_graph_${kind}.onnx`, '-i', 'x=input.npy', '-i', 'y=ce_index_target.npy', '--stat', 'norm', '-o', `in_graph_${kind}_norm.npz`, '--quiet']);
+    const n = jacobian([
+      `in_graph_${kind}.onnx`,
+      '-i',
+      'x=input.npy',
+      '-i',
+      'y=ce_index_target.npy',
+      '--stat',
+      'norm',
+      '-o',
+      `in_graph_${kind}_norm.npz`,
+      '--quiet',
+    ]);
     expect(n.code).toBe(0);
     const norms = Array.from({ length: 6 }, (_, s) => {
       let total = 0;

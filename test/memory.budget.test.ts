@@ -16,7 +16,16 @@ const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 
 function model(dir: string, name: string, input: number[], build: (b: GraphBuilder, weight: (name: string, dims: number[]) => string) => string): string {
   const random = seededRandom(5);
-  const graph: Graph = { name, nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', ...input] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+  const graph: Graph = {
+    name,
+    nodes: [],
+    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', ...input] }],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', 13]]),
+    irVersion: 7,
+    functions: [],
+  };
   const weight = (w: string, dims: number[]) => {
     const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (random() - 0.5) / 4);
     graph.initializers.set(w, makeTensor(w, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

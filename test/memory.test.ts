@@ -15,7 +15,16 @@ const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 
 function mlp(dir: string): string {
   const random = seededRandom(3);
-  const graph: Graph = { name: 'mlp', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 256] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 7, functions: [] };
+  const graph: Graph = {
+    name: 'mlp',
+    nodes: [],
+    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 256] }],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', 13]]),
+    irVersion: 7,
+    functions: [],
+  };
   const weight = (name: string, dims: number[]) => {
     const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (random() - 0.5) / 8);
     graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

@@ -64,13 +64,18 @@ describe('check --input', () => {
   it('prints J, the mode and why, the chunk size and the estimated peak before computing', () => {
     const bin = join(__dirname, '..', 'bin', 'jacobian.js');
     const dir = join(FIXTURES, 'lenet10');
-    const r = spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.*', '--max-memory', '64MB'], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.*', '--max-memory', '64MB'], {
+      encoding: 'utf8',
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/J: float32 \(6, 10, 104\), 24\.4 KiB on disk/);
     expect(r.stdout).toMatch(/mode: reverse \(K = 10 output seeds ≤ D = 104 parameter directions per sample\)/);
     expect(r.stdout).toMatch(/chunks of 6 samples: .* per sample estimated; budget \(--max-memory\) 61\.0 MiB/);
     expect(r.stdout).toMatch(/memory: fixed cost [\d.]+ MiB .*, estimated peak [\d.]+ MiB/);
-    const json = JSON.parse(spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.bias', '--json'], { encoding: 'utf8' }).stdout);
+    const json = JSON.parse(
+      spawnSync(process.execPath, [bin, 'check', join(dir, 'model.onnx'), '-i', join(dir, 'input.npy'), '--params', '0.bias', '--json'], { encoding: 'utf8' })
+        .stdout,
+    );
     expect(json.plan.mode).toBe('forward');
     expect(json.plan.blocks[0].shape).toEqual([6, 10, 4]);
   });
@@ -85,7 +90,16 @@ describe('forward mode on slots no fixture has', () => {
     const { verifyJacobian } = await import('../src/verify/verify.js');
     const { seededRandom } = await import('./helpers.js');
     const random = seededRandom(11);
-    const graph = { name: 'slots', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 2, 3] as (string | number)[] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 8, functions: [] };
+    const graph = {
+      name: 'slots',
+      nodes: [],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 2, 3] as (string | number)[] }],
+      outputs: [],
+      initializers: new Map(),
+      opsetImports: new Map([['', 13]]),
+      irVersion: 8,
+      functions: [],
+    };
     const weight = (name: string, dims: number[], offset = 0) => {
       const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => offset + random() - 0.5);
       graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

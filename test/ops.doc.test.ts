@@ -12,7 +12,9 @@ describe('docs/ops.md', () => {
   });
   it('names only ONNX operators in the registry, and gives every rule, cut and refusal its status', () => {
     expect(unknownOps([...Object.keys(gradRules), ...NON_DIFFERENTIABLE_OPS])).toEqual([]);
-    const statuses = new Map(opStatuses(Object.keys(gradRules), [...NON_DIFFERENTIABLE_OPS], REFUSED_OPS).map((r: { op: string; status: string }) => [r.op, r.status]));
+    const statuses = new Map(
+      opStatuses(Object.keys(gradRules), [...NON_DIFFERENTIABLE_OPS], REFUSED_OPS).map((r: { op: string; status: string }) => [r.op, r.status]),
+    );
     for (const op of Object.keys(gradRules)) expect(statuses.get(op)).toBe(op in REFUSED_OPS ? 'refused' : 'gradient rule');
     for (const op of NON_DIFFERENTIABLE_OPS) expect(statuses.get(op)).toBe('no derivative (chain cut)');
     expect(statuses.get('HardSwish')).toBe('gradient rule');

@@ -11,7 +11,15 @@ describe('npm pack', () => {
   it('ships the CLI, the compiled library, the docs the help points to and the example, and no sources, tests or maps', () => {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const files: string[] = JSON.parse(out)[0].files.map((f: { path: string }) => f.path);
-    expect(files.filter((f) => !f.startsWith('dist/')).sort()).toEqual(['README.md', 'bin/jacobian.js', 'docs/check-json.md', 'docs/ci.md', 'fixtures/seed/input.npy', 'fixtures/seed/model.onnx', 'package.json']);
+    expect(files.filter((f) => !f.startsWith('dist/')).sort()).toEqual([
+      'README.md',
+      'bin/jacobian.js',
+      'docs/check-json.md',
+      'docs/ci.md',
+      'fixtures/seed/input.npy',
+      'fixtures/seed/model.onnx',
+      'package.json',
+    ]);
     expect(files).toContain('dist/cli/main.js');
     expect(files).toContain('dist/index.d.ts');
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);

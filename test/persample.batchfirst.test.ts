@@ -45,7 +45,8 @@ describe('slots with the samples off axis 0', () => {
       opset: 17,
       data: { x: [3, 4] },
       parameters: { gamma: [4], beta: [4] },
-      build: (b, { x }, { gamma, beta }) => b.transpose(b.op1('Tanh', [b.op1('LayerNormalization', [b.transpose(x, [1, 0, 2]), gamma, beta], { axis: -1 })]), [1, 0, 2]),
+      build: (b, { x }, { gamma, beta }) =>
+        b.transpose(b.op1('Tanh', [b.op1('LayerNormalization', [b.transpose(x, [1, 0, 2]), gamma, beta], { axis: -1 })]), [1, 0, 2]),
       reduce: 'sum',
     }));
 
@@ -85,6 +86,8 @@ describe('slots with the samples off axis 0', () => {
         return b.reshape(b.transpose(conv, [2, 0, 1, 3]), [-1, 3]);
       },
     });
-    await expect(planJacobian(graph, inputs)).rejects.toThrow(/node '.*Conv.*' \(Conv\): its data carry the samples on axis 2 .*per-sample gradients of Conv parameters need the samples on axis 0/);
+    await expect(planJacobian(graph, inputs)).rejects.toThrow(
+      /node '.*Conv.*' \(Conv\): its data carry the samples on axis 2 .*per-sample gradients of Conv parameters need the samples on axis 0/,
+    );
   });
 });

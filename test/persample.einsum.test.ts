@@ -5,7 +5,12 @@ import { expectSlotCase } from './persample.model.js';
 
 describe('Einsum parameter slot', () => {
   it('a Linear written as an Einsum: W (K, M) with X (N, T, K)', () =>
-    expectSlotCase({ opset: 12, data: { x: [5, 4] }, parameters: { W: [4, 3] }, build: (b, { x }, { W }) => b.op1('Tanh', [b.op1('Einsum', [x, W], { equation: 'ntk,km->ntm' })]) }));
+    expectSlotCase({
+      opset: 12,
+      data: { x: [5, 4] },
+      parameters: { W: [4, 3] },
+      build: (b, { x }, { W }) => b.op1('Tanh', [b.op1('Einsum', [x, W], { equation: 'ntk,km->ntm' })]),
+    }));
   it('two parameters and two data operands in one bilinear form, with an ellipsis', () =>
     expectSlotCase({
       opset: 12,
@@ -18,6 +23,7 @@ describe('Einsum parameter slot', () => {
       opset: 12,
       data: { x: [3] },
       parameters: { D: [3, 3], V: [3, 2] },
-      build: (b, { x }, { D, V }) => b.op1('Concat', [b.op1('Einsum', [x, D], { equation: 'ni,ii->ni' }), b.op1('Einsum', [x, V], { equation: 'ni,ij->ni' })], { axis: 1 }),
+      build: (b, { x }, { D, V }) =>
+        b.op1('Concat', [b.op1('Einsum', [x, D], { equation: 'ni,ii->ni' }), b.op1('Einsum', [x, V], { equation: 'ni,ij->ni' })], { axis: 1 }),
     }));
 });

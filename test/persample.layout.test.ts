@@ -46,7 +46,10 @@ describe('a parameter stored in another float type', () => {
       opset: 13,
       data: { x: [3] },
       parameters: { W: [3, 2], b: [2] },
-      build: (builder, { x }, { W, b }) => builder.op1('Tanh', [builder.add(builder.op1('MatMul', [x, builder.op1('Cast', [W], { to: DataType.FLOAT })]), builder.op1('Cast', [b], { to: DataType.FLOAT }))]),
+      build: (builder, { x }, { W, b }) =>
+        builder.op1('Tanh', [
+          builder.add(builder.op1('MatMul', [x, builder.op1('Cast', [W], { to: DataType.FLOAT })]), builder.op1('Cast', [b], { to: DataType.FLOAT })),
+        ]),
     });
     // Store W as float64 and b as float16 (exactly representable values), as some exporters do.
     const w = graph.initializers.get('W')!;

@@ -36,7 +36,16 @@ const size = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 
 export function slotModel(c: SlotCase): { graph: Graph; inputs: Map<string, NpyArray> } {
   const random = seededRandom(c.seed ?? 7);
-  const graph: Graph = { name: 'slot', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', c.opset]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'slot',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', c.opset]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const batch = c.batch ?? 3;
   const inputs = new Map<string, NpyArray>();

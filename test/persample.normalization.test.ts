@@ -25,13 +25,21 @@ describe('BatchNormalization parameter slots', () => {
       const analysis = analyze(graph, graph.outputs[0].name);
       expect(analysis.parameters.map((p) => p.name)).toEqual(['scale', 'B']);
       expect(analysis.constants.map((k) => k.name)).toEqual(['mean', 'var']);
-      await expectSlotCase({ ...c, parameters: { scale: c.parameters.scale, B: c.parameters.B }, build: (b, x, p) => c.build(b, x, { ...p, mean: b.constFloat(Array(dims[0]).fill(0.1)), var: b.constFloat(Array(dims[0]).fill(0.7)) }) });
+      await expectSlotCase({
+        ...c,
+        parameters: { scale: c.parameters.scale, B: c.parameters.B },
+        build: (b, x, p) => c.build(b, x, { ...p, mean: b.constFloat(Array(dims[0]).fill(0.1)), var: b.constFloat(Array(dims[0]).fill(0.7)) }),
+      });
     });
   }
 
   it('refuses training_mode=1', () => {
     const c = batchNorm([3, 4]);
-    const { graph } = slotModel({ ...c, opset: 15, build: (b, { x }, p) => b.op1('BatchNormalization', [x, p.scale, p.B, p.mean, p.var], { training_mode: 1 }) });
+    const { graph } = slotModel({
+      ...c,
+      opset: 15,
+      build: (b, { x }, p) => b.op1('BatchNormalization', [x, p.scale, p.B, p.mean, p.var], { training_mode: 1 }),
+    });
     expect(analyze(graph, graph.outputs[0].name).problems.map((p) => p.reason)).toContainEqual(expect.stringContaining('training_mode=1'));
   });
 });
@@ -54,13 +62,21 @@ describe('LayerNormalization parameter slots (opset 17)', () => {
     }));
 
   it('refuses axis 0', () => {
-    const { graph } = slotModel({ opset: 17, data: { x: [4] }, parameters: { scale: [4] }, build: (b, { x }, { scale }) => b.op1('LayerNormalization', [x, scale], { axis: 0 }) });
+    const { graph } = slotModel({
+      opset: 17,
+      data: { x: [4] },
+      parameters: { scale: [4] },
+      build: (b, { x }, { scale }) => b.op1('LayerNormalization', [x, scale], { axis: 0 }),
+    });
     expect(analyze(graph, graph.outputs[0].name).problems.map((p) => p.reason)).toContainEqual(expect.stringContaining('axis=0'));
   });
 });
 
 describe('InstanceNormalization parameter slots', () => {
-  for (const dims of [[3, 4], [2, 3, 3]]) {
+  for (const dims of [
+    [3, 4],
+    [2, 3, 3],
+  ]) {
     it(`scale and B on (N, ${dims.join(', ')})`, () =>
       expectSlotCase({
         opset: 13,

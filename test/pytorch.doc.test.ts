@@ -20,8 +20,16 @@ describe.skipIf(!hasTorch)('docs/pytorch.md (needs python3-torch)', () => {
     expect(Object.keys(out.recipe.errors).sort()).toEqual([...names].sort());
     for (const [name, error] of Object.entries(out.recipe.errors)) expect(error, name).toBeLessThanOrEqual(1e-4);
     // The default export: BatchNorm folded into the Conv (its weight maps as 'folded', its bias to no parameter), the 3-D Linear's weight transposed.
-    expect(out.default.mapping).toMatchObject({ 'token.bias': ['token.bias', 'same'], 'head.weight': ['head.weight', 'same'], 'head.bias': ['head.bias', 'same'] });
-    const how = Object.fromEntries(Object.entries(out.default.mapping as Record<string, [string, string]>).filter(([k]) => k.startsWith('onnx::')).map(([, [name, kind]]) => [name, kind]));
+    expect(out.default.mapping).toMatchObject({
+      'token.bias': ['token.bias', 'same'],
+      'head.weight': ['head.weight', 'same'],
+      'head.bias': ['head.bias', 'same'],
+    });
+    const how = Object.fromEntries(
+      Object.entries(out.default.mapping as Record<string, [string, string]>)
+        .filter(([k]) => k.startsWith('onnx::'))
+        .map(([, [name, kind]]) => [name, kind]),
+    );
     expect(how).toEqual({ 'conv.weight': 'folded', 'token.weight': 'transpose' });
     expect(out.default.entries.filter((e: string) => !(e in out.default.mapping))).toHaveLength(1); // the folded bias
     for (const [name, error] of Object.entries(out.default.errors)) expect(error, name).toBeLessThanOrEqual(1e-4);

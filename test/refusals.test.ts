@@ -13,7 +13,16 @@ import { probeShapes } from '../src/run/probe.js';
 import { arrayRows } from '../src/io/rows.js';
 
 function graphWith(opset: number, build: (b: GraphBuilder, x: string, w: string) => string): Graph {
-  const graph: Graph = { name: 'g', nodes: [], inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 7, functions: [] };
+  const graph: Graph = {
+    name: 'g',
+    nodes: [],
+    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', opset]]),
+    irVersion: 7,
+    functions: [],
+  };
   graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6]).buffer)));
   const b = new GraphBuilder(graph);
   const y = build(b, 'x', 'w');
@@ -55,7 +64,9 @@ describe('refused models', () => {
   it('an output that merges the samples with other positions, with what to do', async () => {
     // (N, 2) → Transpose (2, N) → Reshape (2·N): the output's rows are not the samples.
     const graph = graphWith(13, (b, x, w) => b.reshape(b.op1('Tanh', [b.op1('Transpose', [b.op1('Gemm', [x, w])], { perm: [1, 0] })]), [-1]));
-    expect(await refusal(graph)).toMatch(/output '.*' carries the samples on axis 0 of 1 merged with 2 outer positions; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/);
+    expect(await refusal(graph)).toMatch(
+      /output '.*' carries the samples on axis 0 of 1 merged with 2 outer positions; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose/,
+    );
   });
 
   it('a Reshape that scrambles the samples with other positions, naming the node', async () => {
@@ -65,7 +76,9 @@ describe('refused models', () => {
       const scrambled = b.op1('Reshape', [t, b.constInt64([-1, 2])]);
       return b.op1('Tanh', [scrambled]);
     });
-    expect(await refusal(graph)).toMatch(/\(output of node '.*Reshape.*' \(Reshape\)\) has shape \[2, 2\] for a batch of 2 and \[3, 2\] for 3: its axis 0 mixes the samples with other positions/);
+    expect(await refusal(graph)).toMatch(
+      /\(output of node '.*Reshape.*' \(Reshape\)\) has shape \[2, 2\] for a batch of 2 and \[3, 2\] for 3: its axis 0 mixes the samples with other positions/,
+    );
   });
 
   it('a data value broadcast along axis 0 when the samples sit on axis 1 (instead of a wrong sum)', async () => {
@@ -106,7 +119,9 @@ describe('refused models', () => {
   });
 
   it('ops refused whatever their configuration, with the reason', () => {
-    const graph = graphWith(13, (b, x, w) => b.op1('DequantizeLinear', [b.op1('QuantizeLinear', [b.op1('Gemm', [x, w]), b.constFloat([0.1], [])]), b.constFloat([0.1], [])]));
+    const graph = graphWith(13, (b, x, w) =>
+      b.op1('DequantizeLinear', [b.op1('QuantizeLinear', [b.op1('Gemm', [x, w]), b.constFloat([0.1], [])]), b.constFloat([0.1], [])]),
+    );
     const analysis = analyze(graph, graph.outputs[0].name);
     expect(analysis.problems.map((p) => p.reason)).toContainEqual(expect.stringMatching(/rounding to integers has derivative 0 almost everywhere/));
   });
@@ -155,6 +170,8 @@ describe('refused models', () => {
       return y;
     });
     const analysis = analyze(graph, graph.outputs[0].name);
-    expect(analysis.problems.map((p) => `${p.parameter} ${p.op} ${p.reason}`)).toContainEqual(expect.stringMatching(/^w If .*not at the top level of the graph/));
+    expect(analysis.problems.map((p) => `${p.parameter} ${p.op} ${p.reason}`)).toContainEqual(
+      expect.stringMatching(/^w If .*not at the top level of the graph/),
+    );
   });
 });

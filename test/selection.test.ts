@@ -38,7 +38,10 @@ describe('parameter selection', () => {
   it('--params on the last layer of lenet10 gives those columns of the reference', async () => {
     // lenet10 columns: 0.weight 0–99, 0.bias 100–103, 3.weight 104–319, 3.bias 320–325, 7.* 326–725, 9.weight 726–885, 9.bias 886–895.
     const { plan, J, expected } = await selected('lenet10', { params: ['9.*'] });
-    expect(plan.parameters.map((p) => [p.name, p.offset])).toEqual([['9.weight', 0], ['9.bias', 160]]);
+    expect(plan.parameters.map((p) => [p.name, p.offset])).toEqual([
+      ['9.weight', 0],
+      ['9.bias', 160],
+    ]);
     expect(J.shape).toEqual([...expected.shape.slice(0, -1), 170]);
     expectClose(J.data, columns(expected.data as Float32Array, expected.shape, [[726, 896]]), 'lenet10 --params 9.*');
   });
@@ -46,7 +49,14 @@ describe('parameter selection', () => {
   it('--exclude and column ranges as check prints them', async () => {
     const { plan, J, expected } = await selected('lenet10', { params: ['0-103', '326–725'], exclude: ['7.bias'] });
     expect(plan.parameters.map((p) => p.name)).toEqual(['0.weight', '0.bias', '7.weight']);
-    expectClose(J.data, columns(expected.data as Float32Array, expected.shape, [[0, 104], [326, 710]]), 'lenet10 ranges');
+    expectClose(
+      J.data,
+      columns(expected.data as Float32Array, expected.shape, [
+        [0, 104],
+        [326, 710],
+      ]),
+      'lenet10 ranges',
+    );
   });
 
   it('a selection on a scalar-output fixture with a residual path', async () => {
@@ -55,7 +65,11 @@ describe('parameter selection', () => {
     const { plan, J, expected } = await selected('residual', { exclude: [all[0]] });
     const first = plan.analysis.excluded[0];
     expect(first.name).toBe(all[0]);
-    expectClose(J.data, columns(expected.data as Float32Array, expected.shape, [[first.size, expected.shape[expected.shape.length - 1]]]), 'residual --exclude');
+    expectClose(
+      J.data,
+      columns(expected.data as Float32Array, expected.shape, [[first.size, expected.shape[expected.shape.length - 1]]]),
+      'residual --exclude',
+    );
   });
 
   it('an ineligible parameter outside the selection is excluded, not a refusal', () => {

@@ -58,18 +58,28 @@ function filesOf(folder: string): Map<string, Buffer> {
 }
 
 const pythonZarr = spawnSync(PYTHON, ['-c', 'import zarr, numpy'], { encoding: 'utf8' }).status === 0;
-if (!pythonZarr) console.warn(`skipping the zarr-python reads of the stores: ${PYTHON} cannot import zarr and numpy (apt-get install python3-zarr python3-numpy)`);
+if (!pythonZarr)
+  console.warn(`skipping the zarr-python reads of the stores: ${PYTHON} cannot import zarr and numpy (apt-get install python3-zarr python3-numpy)`);
 const pythonXarray = pythonZarr && spawnSync(PYTHON, ['-c', 'import xarray, dask.array'], { encoding: 'utf8' }).status === 0;
-if (!pythonXarray) console.warn(`skipping the xarray reads of the stores: ${PYTHON} cannot import xarray and dask (apt-get install python3-xarray python3-dask)`);
+if (!pythonXarray)
+  console.warn(`skipping the xarray reads of the stores: ${PYTHON} cannot import xarray and dask (apt-get install python3-xarray python3-dask)`);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-shards-'));
-  for (const name of ['lenet10', 'attention', 'fixed_batch', 'linear3d_folded', 'mlp_tanh_sigmoid']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+  for (const name of ['lenet10', 'attention', 'fixed_batch', 'linear3d_folded', 'mlp_tanh_sigmoid'])
+    cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
 });
 
 describe('shard arithmetic', () => {
   it('splits the chunks into contiguous runs of whole chunks covering every row once, sizes within one chunk', () => {
-    for (const [samples, chunkRows] of [[1000, 64], [10, 4], [6, 2], [7, 7], [5, 1], [100, 3]]) {
+    for (const [samples, chunkRows] of [
+      [1000, 64],
+      [10, 4],
+      [6, 2],
+      [7, 7],
+      [5, 1],
+      [100, 3],
+    ]) {
       for (let count = 1; count <= 9; count++) {
         const ranges = Array.from({ length: count }, (_, i) => shardRange(samples, chunkRows, i, count));
         expect(ranges[0].start).toBe(0);
@@ -183,12 +193,26 @@ describe('-o J.zarr', () => {
     expect([...one.keys()].sort()).toEqual(['.zarray', '.zattrs', '0.0.0', '1.0.0', '2.0.0']);
     expect(filesOf('three.zarr')).toEqual(one);
     const { meta, attrs, data } = readZarrArray('three.zarr');
-    expect(meta).toEqual({ chunks: [2, 10, 896], compressor: null, dimension_separator: '.', dtype: '<f4', fill_value: 'NaN', filters: null, order: 'C', shape: [6, 10, 896], zarr_format: 2 });
+    expect(meta).toEqual({
+      chunks: [2, 10, 896],
+      compressor: null,
+      dimension_separator: '.',
+      dtype: '<f4',
+      fill_value: 'NaN',
+      filters: null,
+      order: 'C',
+      shape: [6, 10, 896],
+      zarr_format: 2,
+    });
     expect(attrs._ARRAY_DIMENSIONS).toEqual(['sample', 'output_0', 'parameter']);
     expect((attrs.parameters as { name: string }[]).map((p) => p.name)).toEqual(readReference('lenet10').parameters!.map((p) => p.name));
     expect(lenet(['-o', 'lenet.npy']).code).toBe(0);
     expect(data.equals(npyData('lenet.npy'))).toBe(true);
-    expectClose(new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4), readNpy(join(dir, 'lenet10', 'jacobian.npy')).data as Float32Array, 'lenet10 zarr');
+    expectClose(
+      new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4),
+      readNpy(join(dir, 'lenet10', 'jacobian.npy')).data as Float32Array,
+      'lenet10 zarr',
+    );
   });
 
   it('a rerun rewrites identical chunks; a shard with other options is refused and changes nothing', () => {
@@ -272,7 +296,11 @@ describe('-o J.zarr', () => {
       const { meta, attrs, data } = readZarrArray(join('tuple.zarr', group.parameters[i].array));
       expect(attrs.parameter).toBe(p.name);
       expect(meta.shape).toEqual([8, ...p.shape]);
-      expectClose(new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4), readNpy(join(dir, 'linear3d_folded', p.file)).data as Float32Array, p.name);
+      expectClose(
+        new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4),
+        readNpy(join(dir, 'linear3d_folded', p.file)).data as Float32Array,
+        p.name,
+      );
     }
   });
 

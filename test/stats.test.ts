@@ -57,7 +57,26 @@ const MODELS = ['mlp', 'cnn', 'seq'];
 
 describe.each(MODELS)('%s', (m) => {
   it('norm, norm_per_param, jvp, vjp of a vector output, in uneven chunks', () => {
-    ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'norm', '--stat', 'jvp', '--vector', `${m}_v.npy`, '--stat', 'vjp', '--cotangent', `${m}_u.npy`, '--batch-size', '3', '-o', `${m}_vec.npz`, '-q']);
+    ok([
+      `${m}.onnx`,
+      '-i',
+      `${m}_x.npy`,
+      '--stat',
+      'norm',
+      '--stat',
+      'jvp',
+      '--vector',
+      `${m}_v.npy`,
+      '--stat',
+      'vjp',
+      '--cotangent',
+      `${m}_u.npy`,
+      '--batch-size',
+      '3',
+      '-o',
+      `${m}_vec.npz`,
+      '-q',
+    ]);
     const got = readNpz(join(dir, `${m}_vec.npz`));
     const J = load(`${m}_J.npy`);
     const sizes = Array.from(readNpy(join(dir, `${m}_sizes.npy`)).data as BigInt64Array, Number);
@@ -104,7 +123,25 @@ describe.each(MODELS)('%s', (m) => {
     const norms = G.map((g) => Math.sqrt(dot(g, g)));
     // A bound between the norms, so that some gradients are clipped and some not.
     const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
-    ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--reduce', 'sum', ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]), '--clip', String(C), '--vector', `${m}_v.npy`, '--cotangent', `${m}_u1.npy`, '--batch-size', '3', '-o', `${m}_sum.npz`, '-q']);
+    ok([
+      `${m}.onnx`,
+      '-i',
+      `${m}_x.npy`,
+      '--reduce',
+      'sum',
+      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
+      '--clip',
+      String(C),
+      '--vector',
+      `${m}_v.npy`,
+      '--cotangent',
+      `${m}_u1.npy`,
+      '--batch-size',
+      '3',
+      '-o',
+      `${m}_sum.npz`,
+      '-q',
+    ]);
     const got = readNpz(join(dir, `${m}_sum.npz`));
     const v = array(`${m}_v.npy`);
     const u = array(`${m}_u1.npy`);
@@ -128,7 +165,11 @@ describe.each(MODELS)('%s', (m) => {
     expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
     expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
     expectClose(got.get('clipped_sum')!.data as Float32Array, clipped, 'clipped_sum');
-    expectClose(got.get('jvp')!.data as Float32Array, G.map((g) => dot(g, v)), 'jvp');
+    expectClose(
+      got.get('jvp')!.data as Float32Array,
+      G.map((g) => dot(g, v)),
+      'jvp',
+    );
     expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
   });
 
@@ -137,7 +178,8 @@ describe.each(MODELS)('%s', (m) => {
     const J2 = load(`${m}_J2.npy`);
     const kernel = (A: typeof J, B: typeof J) => {
       const out: number[] = [];
-      for (let n = 0; n < A.N; n++) for (let k = 0; k < A.K; k++) for (let p = 0; p < B.N; p++) for (let l = 0; l < B.K; l++) out.push(dot(A.row(n, k), B.row(p, l)));
+      for (let n = 0; n < A.N; n++)
+        for (let k = 0; k < A.K; k++) for (let p = 0; p < B.N; p++) for (let l = 0; l < B.K; l++) out.push(dot(A.row(n, k), B.row(p, l)));
       return out;
     };
     ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'gram', '--batch-size', '3', '-o', `${m}_gram.npy`, '-q']);
@@ -150,7 +192,11 @@ describe.each(MODELS)('%s', (m) => {
     expectClose(cross.data as Float32Array, kernel(J, J2), 'cross-kernel');
     ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'gram', '--reduce', 'sum', '-o', `${m}_gram1.npy`, '-q']);
     const G = summed(J);
-    expectClose(readNpy(join(dir, `${m}_gram1.npy`)).data as Float32Array, G.flatMap((a) => G.map((b) => dot(a, b))), 'gram of sums');
+    expectClose(
+      readNpy(join(dir, `${m}_gram1.npy`)).data as Float32Array,
+      G.flatMap((a) => G.map((b) => dot(a, b))),
+      'gram of sums',
+    );
   });
 
   it('--wrt inputs: ∂z/∂x (N, K, *x) and its norms', () => {
@@ -162,7 +208,9 @@ describe.each(MODELS)('%s', (m) => {
     ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--wrt', 'inputs', '--stat', 'norm', '-o', `${m}_dxn.npz`, '-q']);
     const size = ref.shape.slice(2).reduce((a, b) => a * b, 1);
     const data = Float64Array.from(ref.data as Float32Array);
-    const norms = Array.from({ length: ref.shape[0] * ref.shape[1] }, (_, r) => Math.sqrt(dot(data.subarray(r * size, (r + 1) * size), data.subarray(r * size, (r + 1) * size))));
+    const norms = Array.from({ length: ref.shape[0] * ref.shape[1] }, (_, r) =>
+      Math.sqrt(dot(data.subarray(r * size, (r + 1) * size), data.subarray(r * size, (r + 1) * size))),
+    );
     expectClose(readNpz(join(dir, `${m}_dxn.npz`)).get('norm')!.data as Float32Array, norms, 'input gradient norms');
   });
 });
@@ -170,7 +218,17 @@ describe.each(MODELS)('%s', (m) => {
 describe('a model that fixes its batch size (padding rows masked out of the sums)', () => {
   it('norm, sumsq, mean, variance and gram of --reduce sum equal those of the PyTorch J', () => {
     cpSync(join(FIXTURES, 'fixed_batch'), join(dir, 'fixed_batch'), { recursive: true });
-    ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', ...['norm', 'sumsq', 'mean', 'variance'].flatMap((x) => ['--stat', x]), '-o', 'fixed.npz', '-q']);
+    ok([
+      'fixed_batch/model.onnx',
+      '-i',
+      'fixed_batch/input.npy',
+      '--reduce',
+      'sum',
+      ...['norm', 'sumsq', 'mean', 'variance'].flatMap((x) => ['--stat', x]),
+      '-o',
+      'fixed.npz',
+      '-q',
+    ]);
     ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', '--stat', 'gram', '-o', 'fixed_gram.npy', '-q']);
     const J = load('fixed_batch/jacobian.npy');
     expect(J.N % 4).not.toBe(0);
@@ -181,16 +239,27 @@ describe('a model that fixes its batch size (padding rows masked out of the sums
     const variance = new Float64Array(J.D);
     const sumsq = new Float64Array(J.D);
     G.forEach((g) => g.forEach((x, i) => ((variance[i] += (x - mean[i]) ** 2 / J.N), (sumsq[i] += x * x))));
-    expectClose(got.get('norm')!.data as Float32Array, G.map((g) => Math.sqrt(dot(g, g))), 'norm');
+    expectClose(
+      got.get('norm')!.data as Float32Array,
+      G.map((g) => Math.sqrt(dot(g, g))),
+      'norm',
+    );
     expectClose(got.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
     expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
     expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
-    expectClose(readNpy(join(dir, 'fixed_gram.npy')).data as Float32Array, G.flatMap((a) => G.map((b) => dot(a, b))), 'gram');
+    expectClose(
+      readNpy(join(dir, 'fixed_gram.npy')).data as Float32Array,
+      G.flatMap((a) => G.map((b) => dot(a, b))),
+      'gram',
+    );
     // vjp of the vector output: u seeds the reverse pass; the padded last batch is masked out.
     const u = Float32Array.from({ length: J.N * J.K }, (_, i) => Math.sin(i + 1));
     const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${J.N}, ${J.K}), }`;
     const padded = header + ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
-    writeFileSync(join(dir, 'fixed_u.npy'), Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, padded.length, 0]), Buffer.from(padded, 'latin1'), Buffer.from(u.buffer)]));
+    writeFileSync(
+      join(dir, 'fixed_u.npy'),
+      Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, padded.length, 0]), Buffer.from(padded, 'latin1'), Buffer.from(u.buffer)]),
+    );
     ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--stat', 'vjp', '--cotangent', 'fixed_u.npy', '-o', 'fixed_vjp.npy', '-q']);
     const vjp = new Float64Array(J.D);
     for (let n = 0; n < J.N; n++) for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
@@ -217,7 +286,20 @@ describe('which slots use the factors', () => {
 
 describe('with --loss', () => {
   it('norms of per-sample loss gradients equal those of functorch vmap(grad(loss))', () => {
-    ok(['losses/logits.onnx', '-i', 'losses/input.npy', '--loss', 'cross-entropy', '--target', 'losses/ce_index_target.npy', '--stat', 'norm', '-o', 'loss_norm.npz', '-q']);
+    ok([
+      'losses/logits.onnx',
+      '-i',
+      'losses/input.npy',
+      '--loss',
+      'cross-entropy',
+      '--target',
+      'losses/ce_index_target.npy',
+      '--stat',
+      'norm',
+      '-o',
+      'loss_norm.npz',
+      '-q',
+    ]);
     const ref = readNpz(join(dir, 'losses', 'ce_index_grad.npz'));
     const N = 6;
     const norms = Array.from({ length: N }, (_, n) => {
@@ -262,6 +344,8 @@ describe('usage errors', () => {
       expect(r.code).toBe(2);
       expect(readFileSync(join(dir, 'keep.npz'), 'utf8')).toBe('old');
     }
-    expect(jacobian(['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'norm', '-o', 'n.npy']).stderr).toMatch(/these statistics make 2 arrays \(norm, norm_per_param\): name the output \.npz/);
+    expect(jacobian(['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'norm', '-o', 'n.npy']).stderr).toMatch(
+      /these statistics make 2 arrays \(norm, norm_per_param\): name the output \.npz/,
+    );
   });
 });

@@ -91,7 +91,11 @@ describe.each(['mlp', 'cnn', 'seq'])('%s: row-wise statistics', (m) => {
     const pieces = [0, 1, 2].map((i) => npz(`${m}_rw_${i}.npz`));
     const names = ['norm', 'norm_per_param', 'jvp'];
     expectConcatenated(full, pieces, names);
-    expect(pieces.map((p) => Array.from(p.get('row_range')!.data as BigInt64Array, Number))).toEqual([[0, 3, 8], [3, 6, 8], [6, 8, 8]]);
+    expect(pieces.map((p) => Array.from(p.get('row_range')!.data as BigInt64Array, Number))).toEqual([
+      [0, 3, 8],
+      [3, 6, 8],
+      [6, 8, 8],
+    ]);
     // --rows 2:7 starts and ends inside chunks of 3: the kept rows still come from the unsharded chunks.
     const rows = npz(`${m}_rw_rows.npz`);
     for (const name of names) {
@@ -119,12 +123,32 @@ describe.each(['mlp', 'cnn'])('%s: sums over the samples', (m) => {
     const D = G[0].length;
     const norms = G.map((g) => Math.sqrt(dot(g, g)));
     const C = [...norms].sort((a, b) => a - b)[Math.floor(N / 2)] * 0.999;
-    const common = [`${m}.onnx`, '-i', `${m}_x.npy`, '--reduce', 'sum', ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]), '--clip', String(C), '--vector', `${m}_v.npy`, '--cotangent', `${m}_u1.npy`, '--batch-size', '3', '-q'];
+    const common = [
+      `${m}.onnx`,
+      '-i',
+      `${m}_x.npy`,
+      '--reduce',
+      'sum',
+      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
+      '--clip',
+      String(C),
+      '--vector',
+      `${m}_v.npy`,
+      '--cotangent',
+      `${m}_u1.npy`,
+      '--batch-size',
+      '3',
+      '-q',
+    ];
     ok([...common, '-o', `${m}_sum_full.npz`]);
     // 3 chunks in 4 shards: shard 0 has no rows and writes zero sums with count 0.
     for (const i of [0, 1, 2, 3]) ok([...common, '--shard', `${i}/4`, '-o', `${m}_sum_${i}.npz`]);
     // Ranges that start and end inside chunks: the rows outside the range are masked out of the sums.
-    const ranges = [[0, 2], [2, 7], [7, N]];
+    const ranges = [
+      [0, 2],
+      [2, 7],
+      [7, N],
+    ];
     ranges.forEach(([a, b], i) => ok([...common, '--rows', `${a}:${b}`, '-o', `${m}_sumrows_${i}.npz`]));
 
     const full = npz(`${m}_sum_full.npz`);
@@ -213,7 +237,11 @@ describe('gram, --wrt inputs, a fixed batch, --loss', () => {
     expect(bytes(npz('cross_combined.npz').get('gram')!).equals(bytes(crossFull))).toBe(true);
     const G = summed('mlp_J.npy');
     const G2 = summed('mlp_J2.npy');
-    expectClose(npz('cross_combined.npz').get('gram')!.data as Float32Array, G.flatMap((a) => G2.map((b) => dot(a, b))), 'cross-kernel');
+    expectClose(
+      npz('cross_combined.npz').get('gram')!.data as Float32Array,
+      G.flatMap((a) => G2.map((b) => dot(a, b))),
+      'cross-kernel',
+    );
   });
 
   it('--wrt inputs: J with respect to the inputs, and its norms, by shards', () => {
@@ -234,7 +262,15 @@ describe('gram, --wrt inputs, a fixed batch, --loss', () => {
   });
 
   it('a model that fixes its batch size: padded chunks, sums masked to the range', () => {
-    const common = ['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', ...['norm', 'sumsq', 'mean', 'variance'].flatMap((s) => ['--stat', s]), '-q'];
+    const common = [
+      'fixed_batch/model.onnx',
+      '-i',
+      'fixed_batch/input.npy',
+      '--reduce',
+      'sum',
+      ...['norm', 'sumsq', 'mean', 'variance'].flatMap((s) => ['--stat', s]),
+      '-q',
+    ];
     ok([...common, '-o', 'fixed_full.npz']);
     ok([...common, '--rows', '0:3', '-o', 'fixed_a.npz']);
     ok([...common, '--rows', '3:', '-o', 'fixed_b.npz']);
@@ -252,7 +288,20 @@ describe('gram, --wrt inputs, a fixed batch, --loss', () => {
   });
 
   it('--loss: per-sample loss-gradient norms by shards (the targets follow the rows)', () => {
-    const common = ['losses/logits.onnx', '-i', 'losses/input.npy', '--loss', 'cross-entropy', '--target', 'losses/ce_index_target.npy', '--stat', 'norm', '--batch-size', '2', '-q'];
+    const common = [
+      'losses/logits.onnx',
+      '-i',
+      'losses/input.npy',
+      '--loss',
+      'cross-entropy',
+      '--target',
+      'losses/ce_index_target.npy',
+      '--stat',
+      'norm',
+      '--batch-size',
+      '2',
+      '-q',
+    ];
     ok([...common, '-o', 'loss_full.npz']);
     for (const i of [0, 1]) ok([...common, '--shard', `${i}/2`, '-o', `loss_${i}.npz`]);
     expectConcatenated(npz('loss_full.npz'), [npz('loss_0.npz'), npz('loss_1.npz')], ['norm', 'norm_per_param']);
@@ -292,7 +341,10 @@ describe('refusals', () => {
     const stat = ['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'norm', '--batch-size', '3'];
     expectUsage([...stat, '--rows', '0:2', '--shard', '0/2', '-o', 'keep.npz'], /--rows and --shard/);
     expectUsage([...stat, '--rows', '3:20', '-o', 'keep.npz'], /--rows 3:20 is outside the batch/);
-    expectUsage(['mlp.onnx', '-i', 'mlp_x.npy', '--reduce', 'sum', '--stat', 'sumsq', '--shard', '0/2', '-o', 'sums.zarr'], /-o sums\.zarr: sums over the samples .* are not rows of a store/);
+    expectUsage(
+      ['mlp.onnx', '-i', 'mlp_x.npy', '--reduce', 'sum', '--stat', 'sumsq', '--shard', '0/2', '-o', 'sums.zarr'],
+      /-o sums\.zarr: sums over the samples .* are not rows of a store/,
+    );
     expectUsage([...stat.slice(0, 3), '--stat', 'gram', '--shard', '0/2', '-o', 'gram.zarr'], /--stat gram writes its kernel rows to \.npy or \.npz/);
     expectUsage([...stat, '--rows', '2:5', '-o', 'cut.zarr'], /--rows 2:5 cuts through a chunk of the Zarr store \(chunks of 3 rows\)/);
     expect(existsSync(join(dir, 'sums.zarr')) || existsSync(join(dir, 'gram.zarr')) || existsSync(join(dir, 'cut.zarr'))).toBe(false);
@@ -302,7 +354,24 @@ describe('refusals', () => {
     ok([...stat, '--shard', '0/2', '-o', 'r0.npz', '-q']);
     ok([...stat, '--shard', '1/2', '-o', 'r1.npz', '-q']);
     ok([...stat, '-o', 'r_full.npz', '-q']);
-    ok(['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'norm', '--stat', 'jvp', '--vector', 'mlp_v.npy', '--batch-size', '3', '--shard', '1/2', '-o', 'other1.npz', '-q']);
+    ok([
+      'mlp.onnx',
+      '-i',
+      'mlp_x.npy',
+      '--stat',
+      'norm',
+      '--stat',
+      'jvp',
+      '--vector',
+      'mlp_v.npy',
+      '--batch-size',
+      '3',
+      '--shard',
+      '1/2',
+      '-o',
+      'other1.npz',
+      '-q',
+    ]);
     expectUsage(['combine', 'r0.npz', '-o', 'keep.npz'], /rows 3–7 are missing/);
     expectUsage(['combine', 'r0.npz', 'r1.npz', 'r1.npz', '-o', 'keep.npz'], /r1\.npz \(rows 3–7\) overlaps r1\.npz/);
     expectUsage(['combine', 'r0.npz', 'r_full.npz', '-o', 'keep.npz'], /r_full\.npz holds no 'row_range' entry/);

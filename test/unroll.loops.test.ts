@@ -37,13 +37,32 @@ interface Model {
   inputs: Map<string, NpyArray>;
 }
 
-function base(opset = 13): { graph: Graph; b: GraphBuilder; inputs: Map<string, NpyArray>; data: (name: string, dims: number[], symbolic?: (number | string)[]) => string; param: (name: string, dims: number[], into?: Graph) => string } {
+function base(opset = 13): {
+  graph: Graph;
+  b: GraphBuilder;
+  inputs: Map<string, NpyArray>;
+  data: (name: string, dims: number[], symbolic?: (number | string)[]) => string;
+  param: (name: string, dims: number[], into?: Graph) => string;
+} {
   const random = seededRandom(5);
-  const graph: Graph = { name: 'loops', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'loops',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', opset]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const inputs = new Map<string, NpyArray>();
   const data = (name: string, dims: number[], symbolic: (number | string)[] = dims) => {
-    inputs.set(name, { dtype: 'float32', shape: [N, ...dims], data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1) });
+    inputs.set(name, {
+      dtype: 'float32',
+      shape: [N, ...dims],
+      data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1),
+    });
     graph.inputs.push({ name, elemType: DataType.FLOAT, dims: ['N', ...symbolic] });
     return name;
   };
@@ -57,7 +76,16 @@ function base(opset = 13): { graph: Graph; b: GraphBuilder; inputs: Map<string, 
 
 /** An Elman cell as a body: h' = Tanh(x·W + h·U + b) ⊙ scale, scale an initializer of the body. */
 function cellBody(param: (name: string, dims: number[], into?: Graph) => string, stateFirst: boolean, extraInputs: [string, number][] = []) {
-  const scratch: Graph = { name: 'body', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', 13]]), irVersion: 8, functions: [] };
+  const scratch: Graph = {
+    name: 'body',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', 13]]),
+    irVersion: 8,
+    functions: [],
+  };
   const bb = new GraphBuilder(scratch, DataType.FLOAT, 'body');
   const scale = param('scale', [H], scratch);
   const pre = bb.add(bb.add(bb.op1('MatMul', ['x_t', 'W']), bb.op1('MatMul', ['h_in', 'U'])), 'b');
@@ -77,7 +105,17 @@ function scanModel(opts: { axis: 0 | 1; reverse?: boolean; outputAxis?: number; 
   param('b', [H]);
   const { scratch, hOut, yOut, ins } = cellBody(param, true);
   const scanned = opts.axis === 0 ? b.transpose(x, [1, 0, 2]) : x;
-  const [hFinal, ys] = b.op('Scan', [h0, scanned], { num_scan_inputs: 1, scan_input_axes: [opts.axis], scan_input_directions: [opts.reverse ? 1 : 0], scan_output_axes: opts.outputAxis === undefined ? undefined : [opts.outputAxis] }, 2);
+  const [hFinal, ys] = b.op(
+    'Scan',
+    [h0, scanned],
+    {
+      num_scan_inputs: 1,
+      scan_input_axes: [opts.axis],
+      scan_input_directions: [opts.reverse ? 1 : 0],
+      scan_output_axes: opts.outputAxis === undefined ? undefined : [opts.outputAxis],
+    },
+    2,
+  );
   const scanNode = graph.nodes[graph.nodes.length - 1];
   scanNode.name = 'the_scan';
   scanNode.attributes.push({ name: 'body', type: 5, g: bodyProto(scratch.nodes, ins, [hOut, yOut], scratch.initializers) });
@@ -97,8 +135,14 @@ function loopModel(opts: { dynamicCondition?: boolean; trip?: string } = {}): Mo
   param('b', [H]);
   const { scratch, hOut, yOut } = cellBody(param, false);
   const bb = new GraphBuilder(scratch, DataType.FLOAT, 'cond');
-  const condOut = opts.dynamicCondition ? bb.op1('Less', [bb.op1('ReduceSum', [hOut], { keepdims: 0 }), bb.constFloat([100], [])]) : bb.op1('Identity', ['cond_in']);
-  const ins: [string, number][] = [['iteration', DataType.INT64], ['cond_in', DataType.BOOL], ['h_in', DataType.FLOAT]];
+  const condOut = opts.dynamicCondition
+    ? bb.op1('Less', [bb.op1('ReduceSum', [hOut], { keepdims: 0 }), bb.constFloat([100], [])])
+    : bb.op1('Identity', ['cond_in']);
+  const ins: [string, number][] = [
+    ['iteration', DataType.INT64],
+    ['cond_in', DataType.BOOL],
+    ['h_in', DataType.FLOAT],
+  ];
   const trip = opts.trip ?? b.constInt64([3], []);
   const [hFinal, ys] = b.op('Loop', [trip, '', h0], {}, 2);
   const loopNode = graph.nodes[graph.nodes.length - 1];
@@ -142,14 +186,20 @@ describe('Scan and Loop with a fixed number of iterations are unrolled', () => {
 describe('Scan and Loop whose iterations are known only at run time are refused with the reason', () => {
   const reasons = (m: Model) => analyze(prepareGraph(m.graph), m.graph.outputs[0].name).problems.map((p) => `${p.node} ${p.reason}`);
   it('a Scan over an axis the model leaves open', () => {
-    expect(reasons(scanModel({ axis: 1, dynamic: true }))).toContainEqual(expect.stringMatching(/^the_scan used inside the body of this node, which is not unrolled: the length of its scan inputs .* is not fixed in the model/));
+    expect(reasons(scanModel({ axis: 1, dynamic: true }))).toContainEqual(
+      expect.stringMatching(/^the_scan used inside the body of this node, which is not unrolled: the length of its scan inputs .* is not fixed in the model/),
+    );
   });
   it('a Loop whose body computes the condition', () => {
-    expect(reasons(loopModel({ dynamicCondition: true }))).toContainEqual(expect.stringMatching(/^the_loop used inside the body of this node, which is not unrolled: its body computes the loop condition/));
+    expect(reasons(loopModel({ dynamicCondition: true }))).toContainEqual(
+      expect.stringMatching(/^the_loop used inside the body of this node, which is not unrolled: its body computes the loop condition/),
+    );
   });
   it('a Loop whose trip count comes from the data', () => {
     const m = loopModel({ trip: 'M' });
     m.graph.nodes.unshift({ name: 'trip', opType: 'Size', domain: '', inputs: ['x_t'], outputs: ['M'], attributes: [] });
-    expect(reasons(m)).toContainEqual(expect.stringMatching(/^the_loop used inside the body of this node, which is not unrolled: its trip count M is not a constant/));
+    expect(reasons(m)).toContainEqual(
+      expect.stringMatching(/^the_loop used inside the body of this node, which is not unrolled: its trip count M is not a constant/),
+    );
   });
 });

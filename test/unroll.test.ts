@@ -51,11 +51,24 @@ function rnnModel(c: RnnCase, head: boolean): { graph: Graph; inputs: Map<string
   const [H, I, T, N] = [c.hidden ?? 3, c.input ?? 2, c.steps ?? 4, c.batch ?? 3];
   const layout = c.layout ?? 0;
   const G = GATES[c.op];
-  const graph: Graph = { name: 'rnn', nodes: [], inputs: [], outputs: [], initializers: new Map(), opsetImports: new Map([['', c.opset ?? 14]]), irVersion: 8, functions: [] };
+  const graph: Graph = {
+    name: 'rnn',
+    nodes: [],
+    inputs: [],
+    outputs: [],
+    initializers: new Map(),
+    opsetImports: new Map([['', c.opset ?? 14]]),
+    irVersion: 8,
+    functions: [],
+  };
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const inputs = new Map<string, NpyArray>();
   const data = (name: string, dims: number[], symbolic: (number | string)[]) => {
-    inputs.set(name, { dtype: 'float32', shape: [N, ...dims], data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1) });
+    inputs.set(name, {
+      dtype: 'float32',
+      shape: [N, ...dims],
+      data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1),
+    });
     graph.inputs.push({ name, elemType: DataType.FLOAT, dims: ['N', ...symbolic] });
     return name;
   };
@@ -78,7 +91,18 @@ function rnnModel(c: RnnCase, head: boolean): { graph: Graph; inputs: Map<string
     nodeInputs.push(c.peepholes ? parameter('P', [D, 3 * H]) : '');
   }
   while (nodeInputs[nodeInputs.length - 1] === '') nodeInputs.pop();
-  const outputs = b.op(c.op, nodeInputs, { hidden_size: H, direction: c.direction, layout: c.layout, clip: c.clip === undefined ? undefined : b.float(c.clip), linear_before_reset: c.linearBeforeReset }, c.op === 'LSTM' ? 3 : 2);
+  const outputs = b.op(
+    c.op,
+    nodeInputs,
+    {
+      hidden_size: H,
+      direction: c.direction,
+      layout: c.layout,
+      clip: c.clip === undefined ? undefined : b.float(c.clip),
+      linear_before_reset: c.linearBeforeReset,
+    },
+    c.op === 'LSTM' ? 3 : 2,
+  );
   const node = graph.nodes[graph.nodes.length - 1];
   node.name = `the_${c.op}`;
   if (c.activations) node.attributes.push({ name: 'activations', type: AttributeType.STRINGS, strings: c.activations.map((s) => Buffer.from(s)) } as Attribute);
@@ -133,14 +157,24 @@ const cases: [string, RnnCase][] = [
   ['LSTM reverse, layout 1, no biases, h0 only', { op: 'LSTM', direction: 'reverse', layout: 1, initialH: true }],
   [
     'LSTM bidirectional, other activations per direction with alpha and beta',
-    { op: 'LSTM', direction: 'bidirectional', bias: true, activations: ['HardSigmoid', 'Softsign', 'ScaledTanh', 'Sigmoid', 'Affine', 'Tanh'], alpha: [0.3, 0.9, 0.7], beta: [0.45, 1.1, 0.2] },
+    {
+      op: 'LSTM',
+      direction: 'bidirectional',
+      bias: true,
+      activations: ['HardSigmoid', 'Softsign', 'ScaledTanh', 'Sigmoid', 'Affine', 'Tanh'],
+      alpha: [0.3, 0.9, 0.7],
+      beta: [0.45, 1.1, 0.2],
+    },
   ],
   ['GRU forward, linear_before_reset 0, biases, h0', { op: 'GRU', bias: true, initialH: true }],
   ['GRU bidirectional, linear_before_reset 1, biases, h0', { op: 'GRU', direction: 'bidirectional', bias: true, initialH: true, linearBeforeReset: 1 }],
   ['GRU reverse, linear_before_reset 1, no biases, layout 1', { op: 'GRU', direction: 'reverse', linearBeforeReset: 1, layout: 1 }],
   ['GRU, Softplus and Elu activations', { op: 'GRU', bias: true, activations: ['Sigmoid', 'Elu'], alpha: [0.8] }],
   ['RNN forward, biases, h0, sequence_lens all full', { op: 'RNN', bias: true, initialH: true, sequenceLens: [4, 4, 4] }],
-  ['RNN bidirectional, Tanh and ScaledTanh', { op: 'RNN', direction: 'bidirectional', bias: true, activations: ['Tanh', 'ScaledTanh'], alpha: [1.3], beta: [0.7] }],
+  [
+    'RNN bidirectional, Tanh and ScaledTanh',
+    { op: 'RNN', direction: 'bidirectional', bias: true, activations: ['Tanh', 'ScaledTanh'], alpha: [1.3], beta: [0.7] },
+  ],
   ['RNN, one step', { op: 'RNN', bias: true, steps: 1 }],
 ];
 
@@ -151,7 +185,10 @@ describe('recurrent nodes unrolled: same outputs as onnxruntime', () => {
     ['LSTM with clip', { op: 'LSTM', direction: 'bidirectional', bias: true, clip: 0.5, initialH: true, initialC: true, peepholes: true }],
     ['GRU with clip', { op: 'GRU', bias: true, clip: 0.4, initialH: true }],
     ['RNN with Relu', { op: 'RNN', bias: true, activations: ['Relu'] }],
-    ['RNN with LeakyRelu and ThresholdedRelu', { op: 'RNN', direction: 'bidirectional', bias: true, activations: ['LeakyRelu', 'ThresholdedRelu'], alpha: [0.2, 0.1] }],
+    [
+      'RNN with LeakyRelu and ThresholdedRelu',
+      { op: 'RNN', direction: 'bidirectional', bias: true, activations: ['LeakyRelu', 'ThresholdedRelu'], alpha: [0.2, 0.1] },
+    ],
     ['GRU with defaults for alpha', { op: 'GRU', bias: true, activations: ['HardSigmoid', 'LeakyRelu'] }],
     ['LSTM at opset 11 (no layout attribute)', { op: 'LSTM', bias: true, initialH: true, opset: 11 }],
   ] as [string, RnnCase][])('%s', (_name, c) => expectSameForward(c));
@@ -174,7 +211,9 @@ describe('recurrent nodes that are not unrolled', () => {
   };
 
   it('a sequence length the model leaves open is refused, naming the node and what to do', () => {
-    expect(refusal({ op: 'LSTM', dynamicSteps: true })).toMatch(/node 'the_LSTM' \(LSTM\): its sequence length .* is not fixed in the model.*export the model with a fixed sequence length/);
+    expect(refusal({ op: 'LSTM', dynamicSteps: true })).toMatch(
+      /node 'the_LSTM' \(LSTM\): its sequence length .* is not fixed in the model.*export the model with a fixed sequence length/,
+    );
   });
 
   it('sequence_lens shorter than the sequence are refused', () => {

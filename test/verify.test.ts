@@ -34,7 +34,12 @@ function describeWorst(result: VerifyResult): string {
 /** J for the first `count` samples of a fixture, from the pipeline. */
 async function fixtureJacobian(name: string, count: number) {
   const { graph, inputs, options } = fixture(name);
-  const batch = new Map([...inputs].map(([k, arr]) => [k, arrayRows({ ...arr, shape: [count, ...arr.shape.slice(1)], data: arr.data.subarray(0, (count * arr.data.length) / arr.shape[0]) })]));
+  const batch = new Map(
+    [...inputs].map(([k, arr]) => [
+      k,
+      arrayRows({ ...arr, shape: [count, ...arr.shape.slice(1)], data: arr.data.subarray(0, (count * arr.data.length) / arr.shape[0]) }),
+    ]),
+  );
   const { plan, run } = await planJacobian(graph, batch, { ...options, layout: 'flat' });
   const sink = new MemorySink(plan.blocks);
   await run(sink);
@@ -42,7 +47,21 @@ async function fixtureJacobian(name: string, count: number) {
 }
 
 describe('verifyJacobian on the fixtures', () => {
-  const float64 = ['bn_shared', 'seed', 'lenet10', 'conv1d', 'residual', 'pools', 'bn_unfused', 'convtranspose_depthwise', 'groupnorm', 'attention', 'embedding', 'fixed_batch', 'two_outputs'];
+  const float64 = [
+    'bn_shared',
+    'seed',
+    'lenet10',
+    'conv1d',
+    'residual',
+    'pools',
+    'bn_unfused',
+    'convtranspose_depthwise',
+    'groupnorm',
+    'attention',
+    'embedding',
+    'fixed_batch',
+    'two_outputs',
+  ];
   it.each(float64)('%s passes, with the forward model in float64', async (name) => {
     const { graph, inputs, options } = fixture(name);
     const result = await verifyJacobian(graph, inputs, options);
@@ -316,7 +335,9 @@ describe('outputs much larger than their derivatives (a bias of 1000 after an Er
       if (result.inconclusive) {
         expect(result.worstRelativeError).toBeLessThanOrEqual(result.tolerance);
         expect(result.details.every((d) => d.inconclusive)).toBe(true);
-        expect(result.reason).toMatch(/^the finite differences cannot resolve these derivatives: float32 forward model \(precision 'float32' asked for\) and outputs ~1e3 times larger than the derivatives/);
+        expect(result.reason).toMatch(
+          /^the finite differences cannot resolve these derivatives: float32 forward model \(precision 'float32' asked for\) and outputs ~1e3 times larger than the derivatives/,
+        );
       } else {
         // Off by more than even the noise floor allows.
         expect(result.worstRelativeError).toBeGreaterThan(result.tolerance);
@@ -376,8 +397,20 @@ describe('float64 forms of the ops onnxruntime runs only in float32', () => {
   }
 
   /** The float64 graph gives the float32 graph's output up to float32 rounding. */
-  async function expectSameOutput(opset: number, dims: number[], build: (b: GraphBuilder, x: string) => string, draw = (r: () => number) => 4 * r() - 2, float32Ops = new Set<string>()) {
-    const { graph, inputs } = slotModel({ opset, data: { x: { dims: dims.slice(1), draw } }, parameters: {}, build: (b, { x }) => build(b, x), batch: dims[0] });
+  async function expectSameOutput(
+    opset: number,
+    dims: number[],
+    build: (b: GraphBuilder, x: string) => string,
+    draw = (r: () => number) => 4 * r() - 2,
+    float32Ops = new Set<string>(),
+  ) {
+    const { graph, inputs } = slotModel({
+      opset,
+      data: { x: { dims: dims.slice(1), draw } },
+      parameters: {},
+      build: (b, { x }) => build(b, x),
+      batch: dims[0],
+    });
     const x = inputs.get('x')!.data as Float32Array;
     const analysis = analyze(graph, graph.outputs[0].name);
     const shapes = await probeShapes(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), analysis, { batch: dims[0] });
@@ -399,10 +432,15 @@ describe('float64 forms of the ops onnxruntime runs only in float32', () => {
 
   const weights = (b: GraphBuilder, dims: number[], seed = 3) => {
     const random = seededRandom(seed);
-    return b.constFloat(Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => 2 * random() - 1), dims);
+    return b.constFloat(
+      Array.from({ length: dims.reduce((p, d) => p * d, 1) }, () => 2 * random() - 1),
+      dims,
+    );
   };
-  const conv = (attrs: Attrs, w: number[], bias = true) => (b: GraphBuilder, x: string) =>
-    b.op1('Conv', bias ? [x, weights(b, w), weights(b, [w[0]], 4)] : [x, weights(b, w)], attrs);
+  const conv =
+    (attrs: Attrs, w: number[], bias = true) =>
+    (b: GraphBuilder, x: string) =>
+      b.op1('Conv', bias ? [x, weights(b, w), weights(b, [w[0]], 4)] : [x, weights(b, w)], attrs);
   const convTranspose = (attrs: Attrs, w: number[], outChannels: number) => (b: GraphBuilder, x: string) =>
     b.op1('ConvTranspose', [x, weights(b, w), weights(b, [outChannels], 4)], attrs);
 
@@ -436,13 +474,30 @@ describe('float64 forms of the ops onnxruntime runs only in float32', () => {
   });
 
   it('Gelu (opset 20), its Erf in a float32 island; the tanh form in float64', async () => {
-    await expectSameOutput(20, [3, 40], (b, x) => b.op1('Gelu', [x]), (r) => 10 * r() - 5, new Set(['Erf']));
-    await expectSameOutput(20, [3, 40], (b, x) => b.op1('Gelu', [x], { approximate: 'tanh' }), (r) => 10 * r() - 5);
+    await expectSameOutput(
+      20,
+      [3, 40],
+      (b, x) => b.op1('Gelu', [x]),
+      (r) => 10 * r() - 5,
+      new Set(['Erf']),
+    );
+    await expectSameOutput(
+      20,
+      [3, 40],
+      (b, x) => b.op1('Gelu', [x], { approximate: 'tanh' }),
+      (r) => 10 * r() - 5,
+    );
   });
 
   it('Erf and LRN in float32 islands: the output of the float32 model, moved by about η under jitter', async () => {
     const dims = [2, 3, 4, 4];
-    const { graph, inputs } = slotModel({ opset: 13, data: { x: dims.slice(1) }, parameters: {}, build: (b, { x }) => b.op1('Erf', [b.op1('LRN', [x], { size: 3 })]), batch: 2 });
+    const { graph, inputs } = slotModel({
+      opset: 13,
+      data: { x: dims.slice(1) },
+      parameters: {},
+      build: (b, { x }) => b.op1('Erf', [b.op1('LRN', [x], { size: 3 })]),
+      batch: 2,
+    });
     const x = inputs.get('x')!.data as Float32Array;
     const shapes = await probeShapes(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), analyze(graph, graph.outputs[0].name), { batch: 2 });
     const doubled = toDouble(graph, (name) => shapes.dims(name), { float32Ops: new Set(['Erf', 'LRN']), elemType: (name) => shapes.elemType(name) });
@@ -475,7 +530,14 @@ describe('float64 forms of the ops onnxruntime runs only in float32', () => {
     ['HardSigmoid', { alpha: 0.3 }],
     ['HardSwish', {}],
     ['ThresholdedRelu', { alpha: 0.5 }],
-  ])('%s', (op, attrs) => expectSameOutput(14, [3, 40], (b, x) => b.op1(op, [x], attrs), (r) => 100 * r() - 50));
+  ])('%s', (op, attrs) =>
+    expectSameOutput(
+      14,
+      [3, 40],
+      (b, x) => b.op1(op, [x], attrs),
+      (r) => 100 * r() - 50,
+    ),
+  );
 });
 
 describe('verifyJacobian options', () => {

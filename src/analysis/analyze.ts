@@ -158,8 +158,10 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
     // Indices computed from the data's shape only (Range(Shape(x)[1]) for positions) select the same rows for every sample.
     if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
     // A constant broadcast or tiled to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
-    if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
-    if (differentiableInputs(n).some((i) => activations.has(n.inputs[i]))) for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
+    if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1]))
+      activations.add(n.outputs[0]);
+    if (differentiableInputs(n).some((i) => activations.has(n.inputs[i])))
+      for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
   }
 
   const problems: Problem[] = [];
@@ -235,7 +237,14 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
     const inBody = subgraphRefs.get(name);
     if (inBody) {
       const why = whyNotUnrolled(inBody);
-      paramProblems.push({ parameter: name, node: nodeLabel(inBody), op: inBody.opType, reason: why ? `used inside the body of this node, which is not unrolled: ${why}` : 'used inside the body of this node, not at the top level of the graph' });
+      paramProblems.push({
+        parameter: name,
+        node: nodeLabel(inBody),
+        op: inBody.opType,
+        reason: why
+          ? `used inside the body of this node, which is not unrolled: ${why}`
+          : 'used inside the body of this node, not at the top level of the graph',
+      });
     }
     if (uses.length === 0 && !inBody) {
       // How it meets the data: the ops it goes through first (Exp in x / exp(t)), then the node and input.
@@ -262,7 +271,12 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
       continue;
     }
     for (const { node, input } of nonSlot.slice(0, 1)) {
-      paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: `it also enters input ${input}, which is not a quasi-linear parameter slot` });
+      paramProblems.push({
+        parameter: name,
+        node: nodeLabel(node),
+        op: node.opType,
+        reason: `it also enters input ${input}, which is not a quasi-linear parameter slot`,
+      });
     }
     const size = tensor.dims.reduce((a, b) => a * b, 1);
     const candidate = { name, first: fullOffset, size };
@@ -296,7 +310,12 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
       delete constant.outsideSlots;
       delete constant.ifTrained;
     } else if (options.strict) {
-      problems.push({ parameter: constant.name, node: nodeLabel(node), op: node.opType, reason: `--strict: this float initializer changes the output outside any parameter slot (${constant.ifTrained})` });
+      problems.push({
+        parameter: constant.name,
+        node: nodeLabel(node),
+        op: node.opType,
+        reason: `--strict: this float initializer changes the output outside any parameter slot (${constant.ifTrained})`,
+      });
     }
   }
   // Values downstream of a parameterized node.
@@ -314,7 +333,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
     const wanted = n.inputs.map((v, i) => needed.has(v) && differentiableInputs(n).includes(i));
     if (!wanted.some(Boolean)) continue;
     const rule = gradRules[n.opType];
-    if (!rule || n.domain !== '' && n.domain !== 'ai.onnx') {
+    if (!rule || (n.domain !== '' && n.domain !== 'ai.onnx')) {
       unsupported.add(n.domain ? `${n.domain}.${n.opType}` : n.opType);
       continue;
     }
@@ -322,13 +341,33 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
     if (refusal) problems.push({ node: nodeLabel(n), op: n.opType, reason: refusal });
     if (hasSubgraph(n)) {
       const why = whyNotUnrolled(n);
-      problems.push({ node: nodeLabel(n), op: n.opType, reason: why ? `not unrolled: ${why}` : 'derivatives through control flow (If/Loop/Scan) are not supported' });
+      problems.push({
+        node: nodeLabel(n),
+        op: n.opType,
+        reason: why ? `not unrolled: ${why}` : 'derivatives through control flow (If/Loop/Scan) are not supported',
+      });
     }
   }
   if (unsupported.size > 0) {
-    problems.push({ reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'` });
+    problems.push({
+      reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'`,
+    });
   }
-  return { graph, output, activations, dataDependent, valueDependent, parameters, constants, excluded, problems, unsupportedOps: [...unsupported].sort(), needed, slotNodes, producers };
+  return {
+    graph,
+    output,
+    activations,
+    dataDependent,
+    valueDependent,
+    parameters,
+    constants,
+    excluded,
+    problems,
+    unsupportedOps: [...unsupported].sort(),
+    needed,
+    slotNodes,
+    producers,
+  };
 }
 
 export function problemLines(a: Pick<Analysis, 'problems'>): string[] {

@@ -44,8 +44,15 @@ export function graphProblems(graph: Graph, options: Pick<ConsistencyOptions, 'o
     // onnxruntime 1.30's GatherToSliceFusion (level 'extended' and up) replaces Range → Gather by a Slice
     // when the Range output has one consumer, without checking that it is also a graph output: the output
     // loses its producer and the process dies with SIGSEGV.
-    if (options.optimized && producers.get(output.name) === 'Range' && consumers.get(output.name)?.length === 1 && consumers.get(output.name)![0] === 'Gather') {
-      problems.push(`graph output '${output.name}' comes from a Range whose only consumer is a Gather: onnxruntime's graph optimizer would remove its producer`);
+    if (
+      options.optimized &&
+      producers.get(output.name) === 'Range' &&
+      consumers.get(output.name)?.length === 1 &&
+      consumers.get(output.name)![0] === 'Gather'
+    ) {
+      problems.push(
+        `graph output '${output.name}' comes from a Range whose only consumer is a Gather: onnxruntime's graph optimizer would remove its producer`,
+      );
     }
   }
   return problems;
@@ -57,5 +64,7 @@ export function checkGraphConsistency(graph: Graph, options: ConsistencyOptions)
   if (problems.length === 0) return;
   const shown = problems.slice(0, 3).join('; ');
   const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : '';
-  throw new RuntimeFailure(`internal error: ${options.what} is inconsistent, so it was not given to onnxruntime: ${shown}${more}; please report this with the model`);
+  throw new RuntimeFailure(
+    `internal error: ${options.what} is inconsistent, so it was not given to onnxruntime: ${shown}${more}; please report this with the model`,
+  );
 }

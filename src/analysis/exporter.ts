@@ -73,7 +73,10 @@ export function exporterNotes(analysis: Analysis, split: readonly SplitConstant[
   const notes: string[] = [];
   const generated = analysis.parameters.filter((p) => p.name.startsWith('onnx::'));
   if (generated.length > 0) {
-    const examples = generated.slice(0, 3).map((p) => `'${p.name}'`).join(', ');
+    const examples = generated
+      .slice(0, 3)
+      .map((p) => `'${p.name}'`)
+      .join(', ');
     notes.push(
       `${generated.length} parameter${generated.length === 1 ? ' has a name' : 's have names'} made by torch.onnx.export (${examples}${generated.length > 3 ? ', …' : ''}), not module names: constant folding rewrote ${generated.length === 1 ? 'it' : 'them'}. docs/pytorch.md maps ONNX initializers back to model.named_parameters(); exporting with do_constant_folding=False keeps the module names.`,
     );

@@ -26,7 +26,10 @@ export function isBatchFirst(layout: BatchLayout): boolean {
 }
 
 export function describeLayout(layout: BatchLayout, rank: number): string {
-  const merged = layout.outer > 1 || layout.inner > 1 ? ` merged with ${[layout.outer > 1 ? `${layout.outer} outer` : '', layout.inner > 1 ? `${layout.inner} inner` : ''].filter(Boolean).join(' and ')} positions` : '';
+  const merged =
+    layout.outer > 1 || layout.inner > 1
+      ? ` merged with ${[layout.outer > 1 ? `${layout.outer} outer` : '', layout.inner > 1 ? `${layout.inner} inner` : ''].filter(Boolean).join(' and ')} positions`
+      : '';
   return `axis ${layout.axis} of ${rank}${merged}`;
 }
 
@@ -126,7 +129,8 @@ export class ShapeTable {
   /** Dims after axis 0 of a batched value (for a value with a moved batch axis, only in a static table). */
   perSample(name: string): number[] {
     if (!this.batched.has(name)) throw new Error(`value '${name}' has no batch axis`);
-    if (this.staticBatch === undefined && !isBatchFirst(this.layout(name))) throw new Error(`value '${name}' does not carry the samples on axis 0 (only a graph of static batch size handles it)`);
+    if (this.staticBatch === undefined && !isBatchFirst(this.layout(name)))
+      throw new Error(`value '${name}' does not carry the samples on axis 0 (only a graph of static batch size handles it)`);
     return this.get(name).dims.slice(1);
   }
 }

@@ -58,7 +58,24 @@ const ACTIVATION_ARGS: Record<string, { alpha?: number; beta?: number }> = {
   elu: { alpha: 1 },
 };
 /** Ops that act elementwise on one input: a view passes through them. */
-const UNARY_ELEMENTWISE = new Set(['Relu', 'Tanh', 'Sigmoid', 'Identity', 'LeakyRelu', 'Elu', 'Neg', 'Abs', 'Exp', 'Softplus', 'Softsign', 'Gelu', 'Erf', 'Selu', 'Celu', 'HardSigmoid']);
+const UNARY_ELEMENTWISE = new Set([
+  'Relu',
+  'Tanh',
+  'Sigmoid',
+  'Identity',
+  'LeakyRelu',
+  'Elu',
+  'Neg',
+  'Abs',
+  'Exp',
+  'Softplus',
+  'Softsign',
+  'Gelu',
+  'Erf',
+  'Selu',
+  'Celu',
+  'HardSigmoid',
+]);
 
 /** Reductions and binary ops a view passes through (with a constant of rank 0 or 1 for the latter). */
 const REDUCE_OPS = new Set(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin']);
@@ -201,14 +218,28 @@ class Unroller {
     const rank = dims ? dims.length + 1 : undefined;
     const axis = axisGiven < 0 && rank !== undefined ? axisGiven + rank : axisGiven;
     if (axis === 0 && rank !== undefined && rank > 1 && items.every((v) => this.dataDependent.has(v))) {
-      const batchFirst = items.length === 1 ? this.b.unsqueeze(this.viewSource(items[0]), [1]) : this.b.op1('Concat', items.map((v) => this.b.unsqueeze(this.viewSource(v), [1])), { axis: 1 });
+      const batchFirst =
+        items.length === 1
+          ? this.b.unsqueeze(this.viewSource(items[0]), [1])
+          : this.b.op1(
+              'Concat',
+              items.map((v) => this.b.unsqueeze(this.viewSource(v), [1])),
+              { axis: 1 },
+            );
       this.dataDependent.add(batchFirst);
       this.setView(name, batchFirst, [1, 0, ...identity(rank).slice(2)], dims && [dims[0], items.length, ...dims.slice(1)]);
       this.dataDependent.add(name);
       return;
     }
     if (axis < 0) {
-      this.visit({ name: this.b.fresh('Concat_node'), opType: 'Concat', domain: '', inputs: items.map((v) => this.b.unsqueeze(this.viewSource(v), [axisGiven])), outputs: [name], attributes: [makeAttribute('axis', axisGiven)] });
+      this.visit({
+        name: this.b.fresh('Concat_node'),
+        opType: 'Concat',
+        domain: '',
+        inputs: items.map((v) => this.b.unsqueeze(this.viewSource(v), [axisGiven])),
+        outputs: [name],
+        attributes: [makeAttribute('axis', axisGiven)],
+      });
       return;
     }
     const parts = items.map((v) => this.b.unsqueeze(this.viewSource(v), [axis]));
@@ -234,7 +265,11 @@ class Unroller {
     const srcAxis = view ? view.perm[axis] : axis;
     const sizes = Array.from({ length: count }, () => 1);
     const parts =
-      count === 1 ? [source] : this.b.opset >= 13 ? this.b.op('Split', [source, this.b.constInt64(sizes)], { axis: srcAxis }, count) : this.b.op('Split', [source], { axis: srcAxis, split: sizes }, count);
+      count === 1
+        ? [source]
+        : this.b.opset >= 13
+          ? this.b.op('Split', [source, this.b.constInt64(sizes)], { axis: srcAxis }, count)
+          : this.b.op('Split', [source], { axis: srcAxis, split: sizes }, count);
     const srcDims = this.dims(source);
     return parts.map((part) => {
       const slice = this.b.squeeze(part, [srcAxis]);
@@ -242,10 +277,19 @@ class Unroller {
       if (view) {
         const element = this.b.fresh('scan_element');
         if (this.dataDependent.has(value)) this.dataDependent.add(element);
-        this.setView(element, slice, dropAxes(view.perm, [axis]), srcDims?.filter((_, i) => i !== srcAxis));
+        this.setView(
+          element,
+          slice,
+          dropAxes(view.perm, [axis]),
+          srcDims?.filter((_, i) => i !== srcAxis),
+        );
         return element;
       }
-      if (srcDims) this.knownDims.set(slice, srcDims.filter((_, i) => i !== srcAxis));
+      if (srcDims)
+        this.knownDims.set(
+          slice,
+          srcDims.filter((_, i) => i !== srcAxis),
+        );
       return slice;
     });
   }
@@ -383,7 +427,12 @@ class Unroller {
       if (!axes || axes.includes(batchAt)) return false;
       const srcAxes = axes.map((a) => view.perm[a]);
       const src = this.b.squeeze(view.src, srcAxes);
-      this.setView(output, src, dropAxes(view.perm, axes), srcDims?.filter((_, i) => !srcAxes.includes(i)));
+      this.setView(
+        output,
+        src,
+        dropAxes(view.perm, axes),
+        srcDims?.filter((_, i) => !srcAxes.includes(i)),
+      );
       return true;
     }
     if (node.opType === 'Gather') {
@@ -392,9 +441,19 @@ class Unroller {
       if (!indices || axis === batchAt || indices.dims.length > 1) return false;
       const src = this.b.op1('Gather', [view.src, node.inputs[1]], { axis: view.perm[axis] });
       if (indices.dims.length === 0) {
-        this.setView(output, src, dropAxes(view.perm, [axis]), srcDims?.filter((_, i) => i !== view.perm[axis]));
+        this.setView(
+          output,
+          src,
+          dropAxes(view.perm, [axis]),
+          srcDims?.filter((_, i) => i !== view.perm[axis]),
+        );
       } else {
-        this.setView(output, src, view.perm, srcDims?.map((d, i) => (i === view.perm[axis] ? indices.dims[0] : d)));
+        this.setView(
+          output,
+          src,
+          view.perm,
+          srcDims?.map((d, i) => (i === view.perm[axis] ? indices.dims[0] : d)),
+        );
       }
       return true;
     }
@@ -434,14 +493,26 @@ class Unroller {
       const weight = this.dims(node.inputs[1]);
       if (weight?.length !== 2) return false;
       const src = this.b.op1('MatMul', [view.src, node.inputs[1]]);
-      this.setView(output, src, view.perm, srcDims?.map((d, i) => (i === rank - 1 ? weight[1] : d)));
+      this.setView(
+        output,
+        src,
+        view.perm,
+        srcDims?.map((d, i) => (i === rank - 1 ? weight[1] : d)),
+      );
       return true;
     }
 
     if (node.opType === 'Shape' && !hasAttribute(node, 'start') && !hasAttribute(node, 'end')) {
       this.out.nodes.push({ ...node, inputs: [view.src], outputs: [this.b.fresh('Shape')] });
       const srcShape = this.out.nodes[this.out.nodes.length - 1].outputs[0];
-      this.out.nodes.push({ name: this.b.fresh('Gather_node'), opType: 'Gather', domain: '', inputs: [srcShape, this.b.constInt64(view.perm)], outputs: [output], attributes: [] });
+      this.out.nodes.push({
+        name: this.b.fresh('Gather_node'),
+        opType: 'Gather',
+        domain: '',
+        inputs: [srcShape, this.b.constInt64(view.perm)],
+        outputs: [output],
+        attributes: [],
+      });
       return true;
     }
     return false;
@@ -473,7 +544,11 @@ class Unroller {
     const axis = axisGiven < 0 ? axisGiven + perm.length : axisGiven;
     if (perm[axis] === 0) return false;
     const parts = views.map((v) => this.dims(v!.src));
-    const src = this.b.op1('Concat', views.map((v) => v!.src), { axis: perm[axis] });
+    const src = this.b.op1(
+      'Concat',
+      views.map((v) => v!.src),
+      { axis: perm[axis] },
+    );
     const dims = parts.every(Boolean) ? parts[0]!.map((d, i) => (i === perm[axis] ? parts.reduce((s, p) => s + p![i], 0) : d)) : undefined;
     this.setView(node.outputs[0], src, perm, dims);
     return true;
@@ -537,12 +612,21 @@ class Unroller {
     const bySrc = [...groups].sort((a, c) => view.perm[a.inAxes[0]] - view.perm[c.inAxes[0]]);
     const newSrcDims: number[] = [];
     const newAxisOf = new Map<number, number>();
-    for (const g of bySrc) for (const o of g.outAxes) {
-      newAxisOf.set(o, newSrcDims.length);
-      newSrcDims.push(target[o]);
-    }
-    const src = this.b.reshape(view.src, newSrcDims.map((d) => (d === UNKNOWN ? -1 : d)));
-    this.setView(node.outputs[0], src, target.map((_, o) => newAxisOf.get(o)!), newSrcDims);
+    for (const g of bySrc)
+      for (const o of g.outAxes) {
+        newAxisOf.set(o, newSrcDims.length);
+        newSrcDims.push(target[o]);
+      }
+    const src = this.b.reshape(
+      view.src,
+      newSrcDims.map((d) => (d === UNKNOWN ? -1 : d)),
+    );
+    this.setView(
+      node.outputs[0],
+      src,
+      target.map((_, o) => newAxisOf.get(o)!),
+      newSrcDims,
+    );
     return true;
   }
 
@@ -593,7 +677,10 @@ class Unroller {
     const op = node.opType;
     const x = node.inputs[0] ? this.dims(node.inputs[0]) : undefined;
     if (op === 'Constant') return this.constantTensor(name)?.dims;
-    if (UNARY_ELEMENTWISE.has(op) || ['Dropout', 'Cast', 'Clip', 'Softmax', 'LogSoftmax', 'LayerNormalization', 'BatchNormalization', 'Sqrt', 'Reciprocal'].includes(op)) {
+    if (
+      UNARY_ELEMENTWISE.has(op) ||
+      ['Dropout', 'Cast', 'Clip', 'Softmax', 'LogSoftmax', 'LayerNormalization', 'BatchNormalization', 'Sqrt', 'Reciprocal'].includes(op)
+    ) {
       return node.outputs[0] === name ? x : undefined;
     }
     if (['Add', 'Sub', 'Mul', 'Div', 'Pow', 'PRelu', 'Where', 'Max', 'Min', 'Sum'].includes(op)) {
@@ -701,7 +788,8 @@ class Unroller {
       const value = attrTensor(node, 'value');
       return !value || tensorNumbers(value).every((v) => v === 0);
     }
-    if (['Slice', 'Transpose', 'Squeeze', 'Unsqueeze', 'Reshape', 'Expand', 'Identity', 'Gather', 'Cast'].includes(node.opType)) return this.isZero(node.inputs[0]);
+    if (['Slice', 'Transpose', 'Squeeze', 'Unsqueeze', 'Reshape', 'Expand', 'Identity', 'Gather', 'Cast'].includes(node.opType))
+      return this.isZero(node.inputs[0]);
     return false;
   }
 
@@ -769,14 +857,21 @@ class Unroller {
     }
     if (sequenceLens) {
       const lens = this.constantInts(sequenceLens);
-      if (!lens) this.refuse(node, `its sequence_lens input '${sequenceLens}' is not a constant; only sequences that all have the full length ${T} are supported`);
-      if (lens.some((l) => l !== T)) this.refuse(node, `its sequence_lens (${lens.join(', ')}) are shorter than the sequence length ${T}; only full-length sequences are supported`);
+      if (!lens)
+        this.refuse(node, `its sequence_lens input '${sequenceLens}' is not a constant; only sequences that all have the full length ${T} are supported`);
+      if (lens.some((l) => l !== T))
+        this.refuse(node, `its sequence_lens (${lens.join(', ')}) are shorter than the sequence length ${T}; only full-length sequences are supported`);
     }
 
     // Activation functions, one list per direction, with their alpha/beta.
     const names = attrStrings(node, 'activations') ?? [];
     const perDirection = cell.activations.length;
-    const listed = names.length === 0 ? [...cell.activations, ...(D === 2 ? cell.activations : [])] : names.length === perDirection && D === 2 ? [...names, ...names] : names;
+    const listed =
+      names.length === 0
+        ? [...cell.activations, ...(D === 2 ? cell.activations : [])]
+        : names.length === perDirection && D === 2
+          ? [...names, ...names]
+          : names;
     if (listed.length !== perDirection * D) this.refuse(node, `it lists ${names.length} activation functions; ${perDirection * D} expected`);
     const alphas = [...(attrFloats(node, 'activation_alpha') ?? [])];
     const betas = [...(attrFloats(node, 'activation_beta') ?? [])];
@@ -832,7 +927,8 @@ class Unroller {
     const peep = (c: string, k: number) => b.op1('Gather', [b.op1('Mul', [b.unsqueeze(c, [2]), peephole!]), b.constInt64([k], [])], { axis: 2 });
 
     // Initial states as [batch, dirs, hidden]; undefined when zero.
-    const initial = (name: string | undefined) => (this.isZero(name) ? undefined : layout === 0 ? this.transposed(name!, [1, 0, 2]) : this.transposed(name!, [0, 1, 2]));
+    const initial = (name: string | undefined) =>
+      this.isZero(name) ? undefined : layout === 0 ? this.transposed(name!, [1, 0, 2]) : this.transposed(name!, [0, 1, 2]);
     let h = initial(initialH);
     let c = op === 'LSTM' ? initial(initialC) : undefined;
     // The steps cut apart by one Split (its gradient is one Concat; T Gathers would each scatter back into all T steps).
@@ -892,7 +988,14 @@ class Unroller {
     const stateDims = [UNKNOWN, D, H];
     if (Y) {
       // [batch, step, dirs, hidden], then the reverse direction's steps put back in time order.
-      const bySteps = T === 1 ? b.unsqueeze(states[0], [1]) : b.op1('Concat', states.map((st) => b.unsqueeze(st, [1])), { axis: 1 });
+      const bySteps =
+        T === 1
+          ? b.unsqueeze(states[0], [1])
+          : b.op1(
+              'Concat',
+              states.map((st) => b.unsqueeze(st, [1])),
+              { axis: 1 },
+            );
       const inTime =
         direction === 'forward'
           ? bySteps

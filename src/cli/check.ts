@@ -43,7 +43,19 @@ interface WithData {
 async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
   try {
     // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
-    if (opts.verify) return { verify: await verifyJacobian(graph, inputs, { modelOutput: opts.modelOutput, reduce: opts.reduce, directions: opts.directions, threads: opts.threads, params: opts.params, exclude: opts.exclude, mode: opts.mode, strict: opts.strict }) };
+    if (opts.verify)
+      return {
+        verify: await verifyJacobian(graph, inputs, {
+          modelOutput: opts.modelOutput,
+          reduce: opts.reduce,
+          directions: opts.directions,
+          threads: opts.threads,
+          params: opts.params,
+          exclude: opts.exclude,
+          mode: opts.mode,
+          strict: opts.strict,
+        }),
+      };
     const { plan, release } = await planJacobian(graph, inputs, {
       modelOutput: opts.modelOutput,
       reduce: opts.reduce,
@@ -102,7 +114,10 @@ export async function checkCommand(modelPaths: string[], opts: CheckOptions): Pr
   const summary = { models: modelPaths.length, eligible: count(0), notEligible: names(1), unreadable: names(2), failed: names(3) };
   if (opts.json) process.stdout.write(`${JSON.stringify({ ok: worst === 0, exitCode: worst, summary, reports }, null, 2)}\n`);
   else {
-    const parts = [`${summary.eligible} eligible`, `${summary.notEligible.length} not eligible${summary.notEligible.length ? ` (${summary.notEligible.join(', ')})` : ''}`];
+    const parts = [
+      `${summary.eligible} eligible`,
+      `${summary.notEligible.length} not eligible${summary.notEligible.length ? ` (${summary.notEligible.join(', ')})` : ''}`,
+    ];
     if (summary.unreadable.length) parts.push(`${summary.unreadable.length} unreadable (${summary.unreadable.join(', ')})`);
     if (summary.failed.length) parts.push(`${summary.failed.length} failed (${summary.failed.join(', ')})`);
     process.stdout.write(`\nchecked ${modelPaths.length} models: ${parts.join(', ')}\n`);
@@ -120,7 +135,8 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const notes = exporterNotes(analysis, split);
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
   if (unloadable) analysis.problems.push(unloadable);
-  if (graph.inputs.length === 0) analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
+  if (graph.inputs.length === 0)
+    analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
   // Ops along axis 0 read it as the batch; whether the samples sit there, or elsewhere (a
@@ -135,10 +151,15 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
       else if (batchAxisOnly) {
         const made = await syntheticInputs(graph, 3);
         if (typeof made === 'string') {
-          analysis.problems.push(...pending.map((p) => ({ ...p, reason: `${p.reason} (unless the samples sit on another axis there, which check tells with --input: ${made})` })));
+          analysis.problems.push(
+            ...pending.map((p) => ({ ...p, reason: `${p.reason} (unless the samples sit on another axis there, which check tells with --input: ${made})` })),
+          );
         } else {
           withData = await checkWithData(graph, new Map([...made].map(([name, arr]) => [name, arrayRows(arr)])), { ...opts, verify: false });
-          if (!withData.problems) notes.push('ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them (check --input confirms it on your data)');
+          if (!withData.problems)
+            notes.push(
+              'ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them (check --input confirms it on your data)',
+            );
         }
       }
     } else analysis.problems.push(...pending);
@@ -156,7 +177,9 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     columns: [p.offset, p.offset + p.size],
     slots: p.uses.map((u) => ({ node: nodeLabel(u.node), op: u.node.opType, input: u.input, via: u.chain.map((c) => c.opType) })),
   }));
-  const problems = noParameters ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }] : analysis.problems;
+  const problems = noParameters
+    ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }]
+    : analysis.problems;
   if (opts.json) {
     const report = {
       model: modelPath,
@@ -213,7 +236,13 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     else process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return eligible ? 0 : 1;
   }
-  const rows = parameters.map((p) => [p.name, `(${p.shape.join(', ')})`, String(p.size), `${p.columns[0]}–${p.columns[1] - 1}`, p.slots.map((s) => `${s.node} (${s.op})`).join(', ')]);
+  const rows = parameters.map((p) => [
+    p.name,
+    `(${p.shape.join(', ')})`,
+    String(p.size),
+    `${p.columns[0]}–${p.columns[1] - 1}`,
+    p.slots.map((s) => `${s.node} (${s.op})`).join(', '),
+  ]);
   const header = ['parameter', 'shape', 'size', 'columns', 'used by'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
@@ -241,8 +270,13 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     }
   }
   if (notes.length > 0) out.push('', 'as exported:', ...notes.map((n) => `  ${n}`));
-  if (problems.length > 0) out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
-  else out.push('', `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`);
+  if (problems.length > 0)
+    out.push('', `not eligible (${problems.length} problem${problems.length > 1 ? 's' : ''}):`, ...problems.map((p) => `  ${describeProblem(p)}`));
+  else
+    out.push(
+      '',
+      `eligible: every ${analysis.excluded.length > 0 ? 'selected ' : ''}parameter enters only quasi-linear slots and every op on the path has a gradient rule`,
+    );
   if (withData.plan) out.push('', ...planLines(withData.plan));
   if (verify) {
     const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;

@@ -16,12 +16,15 @@ export async function combineCommand(paths: string[], opts: CombineOptions): Pro
   const outputPath = opts.output ?? 'stats.npz';
   if (outputPath === '-') throw new UsageError('combine writes a file: give -o stats.npz');
   const archive = outputPath.toLowerCase().endsWith('.npz');
-  if (!archive && !outputPath.toLowerCase().endsWith('.npy')) throw new UsageError(`-o ${outputPath}: combine writes a .npz archive (or a .npy when the result is one array)`);
+  if (!archive && !outputPath.toLowerCase().endsWith('.npy'))
+    throw new UsageError(`-o ${outputPath}: combine writes a .npz archive (or a .npy when the result is one array)`);
   if (paths.some((p) => p === outputPath)) throw new UsageError(`-o ${outputPath} is also one of the pieces to combine: write the result elsewhere`);
   const combined = planCombine(paths);
   const { entries } = combined;
   if (!archive && entries.length !== 1) {
-    throw new UsageError(`the combined result has ${entries.length} arrays (${entries.map((e) => e.name).join(', ')}): name the output .npz, e.g. -o stats.npz`);
+    throw new UsageError(
+      `the combined result has ${entries.length} arrays (${entries.map((e) => e.name).join(', ')}): name the output .npz, e.g. -o stats.npz`,
+    );
   }
   let writer: NpzWriter | NpyWriter | undefined;
   try {
@@ -39,7 +42,9 @@ export async function combineCommand(paths: string[], opts: CombineOptions): Pro
   }
   const seconds = (performance.now() - started) / 1000;
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ ok: true, output: outputPath, samples: combined.samples, pieces: combined.pieces, entries, seconds }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: true, output: outputPath, samples: combined.samples, pieces: combined.pieces, entries, seconds }, null, 2)}\n`,
+    );
   } else if (!opts.quiet) {
     const list = entries.map((e) => `${e.name} (${e.shape.join(', ')})`).join(', ');
     process.stdout.write(`wrote ${outputPath}: ${list}; ${combined.samples} samples from ${combined.pieces} pieces in ${seconds.toFixed(2)} s\n`);

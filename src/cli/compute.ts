@@ -44,7 +44,10 @@ export interface ComputeOptions extends StatsCliOptions {
 /** The plan in a few lines: how J is computed and what it costs (for --verbose and check --input). */
 export function planLines(plan: JacobianPlan): string[] {
   const m = plan.memory;
-  const perSample = m.measuredBytesPerSample !== undefined ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured on a trial chunk (estimated ${formatBytes(m.estimatedBytesPerSample)})` : `${formatBytes(m.estimatedBytesPerSample)} per sample estimated`;
+  const perSample =
+    m.measuredBytesPerSample !== undefined
+      ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured on a trial chunk (estimated ${formatBytes(m.estimatedBytesPerSample)})`
+      : `${formatBytes(m.estimatedBytesPerSample)} per sample estimated`;
   const shape = plan.blocks.length === 1 ? `(${plan.blocks[0].shape.join(', ')})` : `${plan.blocks.length} arrays`;
   return [
     `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
@@ -70,7 +73,12 @@ export function jsonStreamFor(output: string | undefined): NodeJS.WriteStream {
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
   if ((opts.stat && opts.stat.length > 0) || opts.wrt === 'inputs') return statsCommand(modelPath, opts);
-  for (const [flag, given] of [['--clip', opts.clip], ['--vector', opts.vector], ['--cotangent', opts.cotangent], ['--input2', opts.input2?.length ? opts.input2 : undefined]] as const) {
+  for (const [flag, given] of [
+    ['--clip', opts.clip],
+    ['--vector', opts.vector],
+    ['--cotangent', opts.cotangent],
+    ['--input2', opts.input2?.length ? opts.input2 : undefined],
+  ] as const) {
     if (given !== undefined) throw new UsageError(`${flag} goes with --stat: see jacobian --help`);
   }
   const started = performance.now();
@@ -101,7 +109,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     for (const [name, source] of inputs) {
       const { rows, first } = await countNonFiniteRows(source);
       nonFiniteRows[name] = rows;
-      if (rows > 0) note(`input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ${first}); their rows of J will not be finite`);
+      if (rows > 0)
+        note(
+          `input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ${first}); their rows of J will not be finite`,
+        );
     }
   } catch (err) {
     for (const input of inputs.values()) input.close();
@@ -138,7 +149,11 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   let finishMs = 0;
   try {
     sink = zarr
-      ? await openZarrSink(outputPath, plan, { tuple: opts.asTuple === true, compressor: opts.compressor ?? 'none', source: zarrSource(modelPath, inputs, opts.reduce) })
+      ? await openZarrSink(outputPath, plan, {
+          tuple: opts.asTuple === true,
+          compressor: opts.compressor ?? 'none',
+          source: zarrSource(modelPath, inputs, opts.reduce),
+        })
       : await openFileSink(outputPath, plan.blocks, archive);
     await run(sink);
     const finishStart = performance.now();
@@ -152,7 +167,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     for (const input of inputs.values()) input.close();
   }
   if (opts.batchSize !== undefined && opts.batchSize !== plan.batchSize && !opts.quiet) {
-    process.stderr.write(`note: the model fixes its batch size at ${plan.batchSize}, so it ran in chunks of ${plan.batchSize}, not --batch-size ${opts.batchSize}\n`);
+    process.stderr.write(
+      `note: the model fixes its batch size at ${plan.batchSize}, so it ran in chunks of ${plan.batchSize}, not --batch-size ${opts.batchSize}\n`,
+    );
   }
   const seconds = (performance.now() - started) / 1000;
   const D = plan.parameters.reduce((s, p) => s + p.size, 0);
@@ -183,7 +200,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   } else if (!opts.quiet) {
     const shape = archive || (zarr && opts.asTuple) ? `${plan.blocks.length} arrays` : `(${plan.blocks[0].shape.join(', ')})`;
     const { start, end, shard } = plan.rows;
-    const rowsText = start === 0 && end === plan.samples ? `${plan.samples} samples` : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
+    const rowsText =
+      start === 0 && end === plan.samples
+        ? `${plan.samples} samples`
+        : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
     info.write(
       `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${rowsText} × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
     );
@@ -197,7 +217,10 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   // Float initializers that meet the data outside any parameter slot are not differentiated: say so.
   const undifferentiated = plan.analysis.constants.filter((c) => c.reason.startsWith('enters no parameter slot'));
   if (undifferentiated.length > 0 && !opts.quiet && !opts.json) {
-    const names = undifferentiated.slice(0, 5).map((c) => `'${c.name}'`).join(', ');
+    const names = undifferentiated
+      .slice(0, 5)
+      .map((c) => `'${c.name}'`)
+      .join(', ');
     process.stderr.write(
       `note: ${undifferentiated.length} float initializer${undifferentiated.length > 1 ? 's enter' : ' enters'} the network outside any parameter slot and ${undifferentiated.length > 1 ? 'are' : 'is'} treated as constant: ${names}${undifferentiated.length > 5 ? ', …' : ''} (jacobian check lists where)\n`,
     );

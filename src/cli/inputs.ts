@@ -74,9 +74,14 @@ function entryRows(archive: Map<string, NpyArray>, file: string, entry: string):
 export async function bindInputs(graph: Graph, specs: readonly string[], note: (line: string) => void = () => undefined): Promise<BoundInputs> {
   const names = graph.inputs.map((i) => i.name);
   if (names.length === 0) {
-    throw new ModelRefusedError('the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for; export the model with its data as a graph input');
+    throw new ModelRefusedError(
+      'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for; export the model with its data as a graph input',
+    );
   }
-  if (specs.length === 0) throw new UsageError(`no input data: pass --input batch.npy (axis 0 is the batch axis)${names.length > 1 ? `, one per model input: ${names.map((n) => `--input ${n}=${n}.npy`).join(' ')}` : ''}`);
+  if (specs.length === 0)
+    throw new UsageError(
+      `no input data: pass --input batch.npy (axis 0 is the batch axis)${names.length > 1 ? `, one per model input: ${names.map((n) => `--input ${n}=${n}.npy`).join(' ')}` : ''}`,
+    );
   const bound = new Map<string, RowSource>();
   const bind = (target: string, spec: string, source: RowSource) => {
     if (!names.includes(target)) throw new UsageError(`--input ${spec}: the model has no data input '${target}'; its inputs are: ${names.join(', ')}`);
@@ -92,7 +97,10 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
         if (entry !== undefined) throw new UsageError(`--input ${spec}: ${label} is a .npy file, which has no entries; drop ':${entry}'`);
         let target = name;
         if (target === undefined) {
-          if (names.length !== 1) throw new UsageError(`the model has ${names.length} data inputs (${names.join(', ')}): name each one, e.g. --input ${names[0]}=file.npy, or pass one .npz with an entry per input`);
+          if (names.length !== 1)
+            throw new UsageError(
+              `the model has ${names.length} data inputs (${names.join(', ')}): name each one, e.g. --input ${names[0]}=file.npy, or pass one .npz with an entry per input`,
+            );
           target = names[0];
         }
         bind(target, spec, opened.npy);
@@ -101,16 +109,25 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
       const archive = opened.npz!;
       if (entry !== undefined) {
         const target = name ?? (names.length === 1 ? names[0] : undefined);
-        if (target === undefined) throw new UsageError(`the model has ${names.length} data inputs (${names.join(', ')}): name the one ${label}:${entry} is for, e.g. --input ${names[0]}=${label}:${entry}`);
+        if (target === undefined)
+          throw new UsageError(
+            `the model has ${names.length} data inputs (${names.join(', ')}): name the one ${label}:${entry} is for, e.g. --input ${names[0]}=${label}:${entry}`,
+          );
         bind(target, spec, entryRows(archive, label, entry));
       } else if (name !== undefined || names.length === 1) {
         const target = name ?? names[0];
         const key = archive.has(target) ? target : archive.size === 1 ? [...archive.keys()][0] : undefined;
-        if (key === undefined) throw new UsageError(`--input ${spec}: ${label} has no entry '${target}' and several others (${[...archive.keys()].join(', ')}); pick one with ${label}:<entry>`);
+        if (key === undefined)
+          throw new UsageError(
+            `--input ${spec}: ${label} has no entry '${target}' and several others (${[...archive.keys()].join(', ')}); pick one with ${label}:<entry>`,
+          );
         bind(target, spec, entryRows(archive, label, key));
       } else {
         const matching = names.filter((n) => archive.has(n));
-        if (matching.length === 0) throw new UsageError(`--input ${spec}: none of ${label}'s entries (${[...archive.keys()].join(', ')}) is named after a model input (${names.join(', ')}); bind them with --input <input>=${label}:<entry>`);
+        if (matching.length === 0)
+          throw new UsageError(
+            `--input ${spec}: none of ${label}'s entries (${[...archive.keys()].join(', ')}) is named after a model input (${names.join(', ')}); bind them with --input <input>=${label}:<entry>`,
+          );
         for (const n of matching) bind(n, spec, entryRows(archive, label, n));
       }
     }

@@ -36,7 +36,11 @@ function collect(value: string, previous: string[]): string[] {
 
 /** Ctrl-C or a kill leaves no partial output: the progress line ends, the temporary file goes, then the process with the signal's code. */
 function removeOutputsOnSignals(jsonStream: () => NodeJS.WritableStream | undefined): void {
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ] as const) {
     process.once(signal, () => {
       endProgressLine();
       removeTemporaryFiles();
@@ -114,37 +118,78 @@ export async function main(argv: string[]): Promise<number> {
     .description('Per-sample Jacobians J[n, i] = ∂z⁽ⁿ⁾/∂θᵢ of an ONNX model, in one forward and one backward pass')
     .version(version, '-V, --version', 'print the version')
     .argument('<model.onnx>', 'the ONNX model')
-    .option('-i, --input <[name=]file>', "input batch (axis 0 = samples): file.npy, file.npz[:entry] or '-' for stdin; repeat as name=file for several inputs", collect, [] as string[])
-    .option('-o, --output <file>', "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)")
+    .option(
+      '-i, --input <[name=]file>',
+      "input batch (axis 0 = samples): file.npy, file.npz[:entry] or '-' for stdin; repeat as name=file for several inputs",
+      collect,
+      [] as string[],
+    )
+    .option(
+      '-o, --output <file>',
+      "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)",
+    )
     .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
-    .option('--rows <A:B>', 'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine', parseRows)
-    .option('--shard <I/N>', 'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)', parseShard)
+    .option(
+      '--rows <A:B>',
+      'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine',
+      parseRows,
+    )
+    .option(
+      '--shard <I/N>',
+      'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)',
+      parseShard,
+    )
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
     .option('--model-output <name>', 'which model output to differentiate (default: the first)')
     .addOption(new Option('--reduce <mode>', "'sum' differentiates the per-sample sum of the output's elements").choices(['none', 'sum']).default('none'))
-    .addOption(new Option('--loss <kind>', "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)").choices([...LOSSES]))
-    .option('--target <file.npy>', 'targets of --loss: class indices (int64) or values of the output\'s shape (float)')
+    .addOption(
+      new Option(
+        '--loss <kind>',
+        "differentiate a per-sample loss of the output against --target (PyTorch's definitions; the mean over a sample's elements)",
+      ).choices([...LOSSES]),
+    )
+    .option('--target <file.npy>', "targets of --loss: class indices (int64) or values of the output's shape (float)")
     .option('--huber-delta <delta>', 'delta of --loss huber (default 1)', parseFloat)
-    .addOption(new Option('--stat <name>', 'compute a statistic of J instead of writing J (repeatable): ' + STATS.join(', ')).choices([...STATS]).argParser(collectStat))
+    .addOption(
+      new Option('--stat <name>', 'compute a statistic of J instead of writing J (repeatable): ' + STATS.join(', ')).choices([...STATS]).argParser(collectStat),
+    )
     .option('--clip <C>', 'clipping bound of --stat clipped-sum', parsePositive('--clip'))
     .option('--vector <v.npy>', 'v of --stat jvp, shape (D,)')
     .option('--cotangent <u.npy>', 'u of --stat vjp, shape (N, *K)')
-    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
-    .addOption(new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'").choices(['parameters', 'inputs']).default('parameters'))
+    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', (value: string, previous: string[] | undefined) => [
+      ...(previous ?? []),
+      value,
+    ])
+    .addOption(
+      new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'")
+        .choices(['parameters', 'inputs'])
+        .default('parameters'),
+    )
     .option('--batch-size <n>', 'samples per onnxruntime run (default: chosen from --max-memory)', parseCount('--batch-size'))
     .option('--max-memory <size>', 'memory budget for one run, e.g. 256MB or 2GiB (default 1GiB)', parseSize)
     .option('--threads <n>', "onnxruntime's intra-op threads (default: all cores)", parseCount('--threads'))
     .addOption(
-      new Option('--vector-strategy <how>', "for outputs with K > 1 elements: 'tile' repeats each sample K times in one run, 'loop' runs K times with one element seeded")
+      new Option(
+        '--vector-strategy <how>',
+        "for outputs with K > 1 elements: 'tile' repeats each sample K times in one run, 'loop' runs K times with one element seeded",
+      )
         .choices(['tile', 'loop'])
         .default('tile'),
     )
     .addOption(
-      new Option('--mode <mode>', "'reverse': one backward pass per output element (K seeds); 'forward': one tangent per parameter column (D directions); 'auto' picks the cheaper")
+      new Option(
+        '--mode <mode>',
+        "'reverse': one backward pass per output element (K seeds); 'forward': one tangent per parameter column (D directions); 'auto' picks the cheaper",
+      )
         .choices(['auto', 'reverse', 'forward'])
         .default('auto'),
     )
-    .option('--params <pattern>', "differentiate only these parameters: a glob on initializer names ('fc.*') or a column range as check prints it (100-355); repeatable", collect, [])
+    .option(
+      '--params <pattern>',
+      "differentiate only these parameters: a glob on initializer names ('fc.*') or a column range as check prints it (100-355); repeatable",
+      collect,
+      [],
+    )
     .option('--exclude <pattern>', 'leave these parameters out (treated as constants); same patterns as --params; repeatable', collect, [])
     .option('-q, --quiet', 'print nothing but errors')
     .option('--strict', 'refuse float initializers that change the output outside any parameter slot (when every float initializer is trained)')
@@ -171,7 +216,12 @@ export async function main(argv: string[]): Promise<number> {
     .description('tell whether models are eligible: parameters, their columns in J, and every problem (exit 0 eligible, 1 not)')
     .argument('<model.onnx...>', 'the ONNX model(s)')
     .option('--model-output <name>', 'which model output to check (default: the first)')
-    .option('-i, --input <[name=]file>', 'sample data (.npy, .npz[:entry] or - for stdin): also probe the model (batch axis, independent samples) and build its Jacobian graph', collect, [] as string[])
+    .option(
+      '-i, --input <[name=]file>',
+      'sample data (.npy, .npz[:entry] or - for stdin): also probe the model (batch axis, independent samples) and build its Jacobian graph',
+      collect,
+      [] as string[],
+    )
     .option('--verify', 'with --input: compare J with central finite differences in random directions (exit 1 beyond the tolerance)')
     .option('--directions <n>', 'random directions for --verify (default 3)', parseCount('--directions'))
     .addOption(new Option('--reduce <mode>', 'as for the main command').choices(['none', 'sum']).default('none'))

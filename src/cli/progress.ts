@@ -30,7 +30,9 @@ export function progressPrinter(stream: NodeJS.WriteStream): { update(p: Progres
       const seconds = (performance.now() - start) / 1000;
       const rate = p.samplesDone / Math.max(seconds, 1e-9);
       const eta = (p.samples - p.samplesDone) / Math.max(rate, 1e-9);
-      stream.write(`\r${p.samplesDone}/${p.samples} samples  ${rate.toFixed(0)}/s  ETA ${eta.toFixed(1)} s  ${formatBytes(p.bytesWritten)}${p.bytesTotal === undefined ? '' : ` of ${formatBytes(p.bytesTotal)}`} written\x1b[K`);
+      stream.write(
+        `\r${p.samplesDone}/${p.samples} samples  ${rate.toFixed(0)}/s  ETA ${eta.toFixed(1)} s  ${formatBytes(p.bytesWritten)}${p.bytesTotal === undefined ? '' : ` of ${formatBytes(p.bytesTotal)}`} written\x1b[K`,
+      );
       shown = true;
       openLine = stream;
     },

@@ -43,12 +43,19 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
   };
   if (!archive) {
     if (entries.length !== 1) {
-      throw new UsageError(`these statistics make ${entries.length} arrays (${entries.map((e) => e.name).join(', ')}): name the output .npz, e.g. -o stats.npz`);
+      throw new UsageError(
+        `these statistics make ${entries.length} arrays (${entries.map((e) => e.name).join(', ')}): name the output .npz, e.g. -o stats.npz`,
+      );
     }
     const writer = await opening(() => NpyWriter.open(path, entries[0].dtype, entries[0].shape));
     return { write: (_i, bytes) => writer.write(bytes), commit: () => writer.commit(), abort: () => writer.abort() };
   }
-  const writer = await opening(() => NpzWriter.open(path, entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape }))));
+  const writer = await opening(() =>
+    NpzWriter.open(
+      path,
+      entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape })),
+    ),
+  );
   return { write: (i, bytes) => writer.write(i, bytes), commit: () => writer.commit(), abort: () => writer.abort() };
 }
 
@@ -59,7 +66,8 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
  */
 function rangeEntries(entries: OutputBlock[], range: RowRange, samples: number, run: Record<string, unknown>): { entries: OutputBlock[]; bytes: Uint8Array[] } {
   for (const name of [ROW_RANGE, RUN_FINGERPRINT]) {
-    if (entries.some((e) => e.name === name)) throw new UsageError(`an entry of the output is already named '${name}' (an input of that name?): rename it to compute a row range`);
+    if (entries.some((e) => e.name === name))
+      throw new UsageError(`an entry of the output is already named '${name}' (an input of that name?): rename it to compute a row range`);
   }
   const rangeBytes = new Uint8Array(BigInt64Array.from([range.start, range.end, samples].map(BigInt)).buffer);
   const fingerprint = new Uint8Array(createHash('sha256').update(JSON.stringify(run)).digest());
@@ -78,13 +86,25 @@ function rangeEntries(entries: OutputBlock[], range: RowRange, samples: number, 
  */
 async function openStatsZarrSink(
   path: string,
-  plan: { entries: OutputBlock[]; rows: RowRange; samples: number; batchSize: number; partial: boolean; elementShape: number[]; outputShape: number[]; analysis: { output: string } },
+  plan: {
+    entries: OutputBlock[];
+    rows: RowRange;
+    samples: number;
+    batchSize: number;
+    partial: boolean;
+    elementShape: number[];
+    outputShape: number[];
+    analysis: { output: string };
+  },
   options: { compressor: ZarrCompressor; gram: boolean; sums: boolean; source: Record<string, unknown> },
 ): Promise<FileStatsSink> {
   if (options.sums || plan.partial) {
-    throw new UsageError(`-o ${path}: sums over the samples (${[...SAMPLE_SUMS, 'vjp'].join(', ')}) are not rows of a store: write them to .npz (with --rows/--shard, partial pieces that jacobian combine merges)`);
+    throw new UsageError(
+      `-o ${path}: sums over the samples (${[...SAMPLE_SUMS, 'vjp'].join(', ')}) are not rows of a store: write them to .npz (with --rows/--shard, partial pieces that jacobian combine merges)`,
+    );
   }
-  if (options.gram) throw new UsageError(`-o ${path}: --stat gram writes its kernel rows to .npy or .npz (pieces merge with jacobian combine), not to a Zarr store`);
+  if (options.gram)
+    throw new UsageError(`-o ${path}: --stat gram writes its kernel rows to .npy or .npz (pieces merge with jacobian combine), not to a Zarr store`);
   const { rows, samples } = plan;
   const chunkRows = Math.min(plan.batchSize, samples);
   if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
@@ -97,9 +117,20 @@ async function openStatsZarrSink(
   const arrays = plan.entries.map((entry) => {
     const name = safeArrayName(entry.name, taken);
     const rest = entry.shape.slice(1 + elementAxes.length).map((_, axis) => `${name}_${axis}`);
-    return { name, dtype: entry.dtype, shape: [samples, ...entry.shape.slice(1)], chunkRows, attributes: { entry: entry.name, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...rest] } };
+    return {
+      name,
+      dtype: entry.dtype,
+      shape: [samples, ...entry.shape.slice(1)],
+      chunkRows,
+      attributes: { entry: entry.name, _ARRAY_DIMENSIONS: ['sample', ...elementAxes, ...rest] },
+    };
   });
-  const group = { model_output: plan.analysis.output, output_shape: plan.outputShape, source: options.source, entries: plan.entries.map((e, i) => ({ name: e.name, array: arrays[i].name })) };
+  const group = {
+    model_output: plan.analysis.output,
+    output_shape: plan.outputShape,
+    source: options.source,
+    entries: plan.entries.map((e, i) => ({ name: e.name, array: arrays[i].name })),
+  };
   let writer: ZarrWriter;
   try {
     writer = await ZarrWriter.open(path, { arrays, group, compressor: options.compressor });
@@ -134,9 +165,11 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   if (outputPath === '-') throw new UsageError('statistics are written to a file: give -o stats.npz');
   if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
   const zarr = isZarrPath(outputPath);
-  if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr) throw new UsageError(`--compressor applies to Zarr stores only: name the output norms.zarr, or drop --compressor ${opts.compressor}`);
+  if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr)
+    throw new UsageError(`--compressor applies to Zarr stores only: name the output norms.zarr, or drop --compressor ${opts.compressor}`);
   const rows = opts.shard ?? opts.rows;
-  if (stats.includes('gram') && stats.length > 1) throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
+  if (stats.includes('gram') && stats.length > 1)
+    throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
   if (opts.input2 && opts.input2.length > 0 && !stats.includes('gram')) throw new UsageError('--input2 is the second set of samples of --stat gram');
   const model = loadModel(modelPath);
   const note = (line: string) => {
@@ -146,10 +179,20 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const opened: RowSource[] = [...inputs.values()];
   try {
     const { graph, modelOutput } = await withLoss(model, inputs, opts);
-    if (opts.loss && opts.input2 && opts.input2.length > 0) throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
+    if (opts.loss && opts.input2 && opts.input2.length > 0)
+      throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
     const progress = showProgress ? progressPrinter(process.stderr) : undefined;
-    const common = { wrt, modelOutput, rows, reduce: opts.reduce, batchSize: opts.batchSize, maxMemory: opts.maxMemory, threads: opts.threads, onProgress: progress?.update };
+    const common = {
+      wrt,
+      modelOutput,
+      rows,
+      reduce: opts.reduce,
+      batchSize: opts.batchSize,
+      maxMemory: opts.maxMemory,
+      threads: opts.threads,
+      onProgress: progress?.update,
+    };
     let planned;
     if (stats.includes('gram')) {
       const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, opts.input2, note)).inputs : undefined;
@@ -171,13 +214,27 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     // A range's .npz says which rows it holds, so that jacobian combine can put the pieces together.
     const run = {
       ...zarrSource(modelPath, inputs, opts.reduce),
-      ...{ wrt, stats: [...stats].sort(), clip: opts.clip, loss: opts.loss, huberDelta: opts.huberDelta, modelOutput: opts.modelOutput, params: opts.params, exclude: opts.exclude },
+      ...{
+        wrt,
+        stats: [...stats].sort(),
+        clip: opts.clip,
+        loss: opts.loss,
+        huberDelta: opts.huberDelta,
+        modelOutput: opts.modelOutput,
+        params: opts.params,
+        exclude: opts.exclude,
+      },
     };
     const rangeEntry = rows !== undefined && archive && !zarr ? rangeEntries(plan.entries, plan.rows, plan.samples, run) : undefined;
     let sink: FileStatsSink | undefined;
     try {
       sink = zarr
-        ? await openStatsZarrSink(outputPath, plan, { compressor: opts.compressor ?? 'none', gram: stats.includes('gram'), sums: stats.some((s) => s === 'vjp' || SAMPLE_SUMS.includes(s)), source: run })
+        ? await openStatsZarrSink(outputPath, plan, {
+            compressor: opts.compressor ?? 'none',
+            gram: stats.includes('gram'),
+            sums: stats.some((s) => s === 'vjp' || SAMPLE_SUMS.includes(s)),
+            source: run,
+          })
         : await openStatsSink(outputPath, rangeEntry ? [...plan.entries, ...rangeEntry.entries] : plan.entries, archive);
       await planned.run(sink);
       for (const [k, bytes] of (rangeEntry?.bytes ?? []).entries()) await sink.write(plan.entries.length + k, bytes);
@@ -216,8 +273,13 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     } else if (!opts.quiet) {
       const list = plan.entries.map((e) => `${e.name} (${e.shape.join(', ')})`).join(', ');
       const { start, end, shard } = plan.rows;
-      const rowsText = start === 0 && end === plan.samples && rows === undefined ? `${plan.samples} samples` : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
-      info.write(`wrote ${outputPath}${plan.partial ? ' (partial sums: merge the shards with jacobian combine)' : ''}: ${list}; ${rowsText} × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`);
+      const rowsText =
+        start === 0 && end === plan.samples && rows === undefined
+          ? `${plan.samples} samples`
+          : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
+      info.write(
+        `wrote ${outputPath}${plan.partial ? ' (partial sums: merge the shards with jacobian combine)' : ''}: ${list}; ${rowsText} × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`,
+      );
     }
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);

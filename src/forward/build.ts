@@ -38,7 +38,16 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([D])]);
   const tangentCarrier = b.op1('ConstantOfShape', [tangentRows]);
   const fromModel = constantLookup(graph);
-  const ctx = new TangentContext(b, shapes, analysis.activations, tangentCarrier, primalCarrier, (name) => fromModel(name) ?? shapes.constantValue(name), D, analysis.valueDependent);
+  const ctx = new TangentContext(
+    b,
+    shapes,
+    analysis.activations,
+    tangentCarrier,
+    primalCarrier,
+    (name) => fromModel(name) ?? shapes.constantValue(name),
+    D,
+    analysis.valueDependent,
+  );
 
   const usesAt = new Map<Node, { parameter: Parameter; use: ParameterUse }[]>();
   for (const parameter of view.parameters) {
@@ -76,7 +85,12 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const K = shapes.perSample(output);
   const Kf = K.reduce((p, k) => p * k, 1);
   let t = tangents.get(output) ?? ctx.zerosPerSample(K);
-  if (!options.perElement && Kf > 1) t = b.reduceSum(t, K.map((_, i) => i + 1), false);
+  if (!options.perElement && Kf > 1)
+    t = b.reduceSum(
+      t,
+      K.map((_, i) => i + 1),
+      false,
+    );
   const elements = options.perElement ? K : [];
   const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K)
   const columnsLast = (v: string) => (options.perElement && Kf > 1 ? b.transpose(v, [0, 2, 1]) : v);

@@ -47,7 +47,13 @@ export function missingTangentRules(analysis: Analysis): string[] {
 
 export function chooseMode(
   analysis: Analysis,
-  { requested, perElement, outputElements, columns, movedBatch = false }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
+  {
+    requested,
+    perElement,
+    outputElements,
+    columns,
+    movedBatch = false,
+  }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
 ): ModeChoice {
   const largest = analysis.parameters.reduce((m, p) => Math.max(m, p.size), 0);
   const missing = missingTangentRules(analysis);
@@ -64,8 +70,15 @@ export function chooseMode(
     return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample` };
   }
   if (columns < seeds) {
-    if (forwardBlocked) return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
+    if (forwardBlocked)
+      return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
     return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample` };
   }
-  return { mode: 'reverse', reason: seeds === 1 ? 'one reverse pass per sample (a single output element or --reduce sum)' : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample` };
+  return {
+    mode: 'reverse',
+    reason:
+      seeds === 1
+        ? 'one reverse pass per sample (a single output element or --reduce sum)'
+        : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample`,
+  };
 }

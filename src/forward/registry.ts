@@ -10,7 +10,9 @@ import * as nonlinear from './rules/nonlinear.js';
 import type { JvpRule } from './rule.js';
 
 function rulesOf(module: Record<string, unknown>): Record<string, JvpRule> {
-  return Object.fromEntries(Object.entries(module).filter(([, v]) => typeof v === 'object' && v !== null && typeof (v as JvpRule).tangent === 'function')) as Record<string, JvpRule>;
+  return Object.fromEntries(
+    Object.entries(module).filter(([, v]) => typeof v === 'object' && v !== null && typeof (v as JvpRule).tangent === 'function'),
+  ) as Record<string, JvpRule>;
 }
 
 /** Ops refused in every configuration are refused in forward mode too, for the same reason. */

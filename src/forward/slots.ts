@@ -25,11 +25,13 @@ function channels(ctx: TangentContext, E: string, s: number, spatialRank: number
   return ctx.b.reshape(E, [s, -1, ...Array<number>(spatialRank).fill(1)]);
 }
 
-const bias = (sign: number): SlotTangent => (ctx, node, input, E, s) => {
-  const y = ctx.perSample(node.outputs[0]);
-  const term = expanded(ctx, aligned(ctx, E, ctx.dims(node.inputs[input]), y.length + 1, s), s, y);
-  return sign < 0 ? ctx.b.op1('Neg', [term]) : term;
-};
+const bias =
+  (sign: number): SlotTangent =>
+  (ctx, node, input, E, s) => {
+    const y = ctx.perSample(node.outputs[0]);
+    const term = expanded(ctx, aligned(ctx, E, ctx.dims(node.inputs[input]), y.length + 1, s), s, y);
+    return sign < 0 ? ctx.b.op1('Neg', [term]) : term;
+  };
 
 /** y = x ⊙ W (or x / W's reciprocal…): the tangent is x ⊙ E, with x broadcast over the directions. */
 const Mul: SlotTangent = (ctx, node, input, E, s) => {
@@ -95,7 +97,14 @@ const Conv: SlotTangent = (ctx, node, input, E, s) => {
   if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
   const stacked = b.reshape(b.transpose(E, [1, 0, ...rest.map((_, i) => i + 2)]), [O * s, ...rest]);
   const out = ctx.b.fresh('Conv_slot_tangent');
-  b.graph.nodes.push({ name: b.fresh('Conv_slot_tangent_node'), opType: 'Conv', domain: '', inputs: [node.inputs[0], stacked], outputs: [out], attributes: node.attributes });
+  b.graph.nodes.push({
+    name: b.fresh('Conv_slot_tangent_node'),
+    opType: 'Conv',
+    domain: '',
+    inputs: [node.inputs[0], stacked],
+    outputs: [out],
+    attributes: node.attributes,
+  });
   const spatial = y.slice(1);
   const ordered = b.transpose(b.reshape(out, [-1, O, s, ...spatial]), [0, 2, 1, ...spatial.map((_, i) => i + 3)]);
   return ordered;
@@ -113,7 +122,14 @@ const ConvTranspose: SlotTangent = (ctx, node, input, E, s) => {
   const groups = attrInt(node, 'group', 1);
   const stacked = b.reshape(b.transpose(E, [1, 2, 0, ...kernel.map((_, i) => i + 3)]), [C, perGroup * s, ...kernel]);
   const out = b.fresh('ConvTranspose_slot_tangent');
-  b.graph.nodes.push({ name: b.fresh('ConvTranspose_slot_tangent_node'), opType: 'ConvTranspose', domain: '', inputs: [node.inputs[0], stacked], outputs: [out], attributes: node.attributes });
+  b.graph.nodes.push({
+    name: b.fresh('ConvTranspose_slot_tangent_node'),
+    opType: 'ConvTranspose',
+    domain: '',
+    inputs: [node.inputs[0], stacked],
+    outputs: [out],
+    attributes: node.attributes,
+  });
   const spatial = y.slice(1);
   const split = b.reshape(out, [-1, groups, perGroup, s, ...spatial]);
   return b.reshape(b.transpose(split, [0, 3, 1, 2, ...spatial.map((_, i) => i + 4)]), [-1, s, ...y]);
@@ -154,7 +170,11 @@ const LayerNormalization = normalization((ctx, node) => {
   const axis = attrInt(node, 'axis', -1);
   const first = axis < 0 ? axis + rank : axis;
   const ones = ctx.b.op1('ConstantOfShape', [ctx.b.constInt64(xDims.slice(first - 1))], { value: ctx.b.floatTensor([1]) });
-  return ctx.b.op1('LayerNormalization', [x, ones], { axis: first, epsilon: ctx.b.float(attrFloat(node, 'epsilon', 1e-5)), stash_type: attrInt(node, 'stash_type', 1) });
+  return ctx.b.op1('LayerNormalization', [x, ones], {
+    axis: first,
+    epsilon: ctx.b.float(attrFloat(node, 'epsilon', 1e-5)),
+    stash_type: attrInt(node, 'stash_type', 1),
+  });
 }, false);
 
 /** GroupNormalization: one scale per group at opset 18 (spread over the group's channels here), per channel from 21. */
@@ -166,7 +186,11 @@ const GroupNormalization: SlotTangent = (ctx, node, input, E, s) => {
   const size = ctx.dims(node.inputs[input])[0];
   const perChannelE = size === C ? E : b.reshape(b.op1('Expand', [b.reshape(E, [s, groups, 1]), b.constInt64([1, 1, C / groups])]), [s, C]);
   return normalization((c, n) => {
-    const attrs = { num_groups: groups, epsilon: c.b.float(attrFloat(n, 'epsilon', 1e-5)), stash_type: c.b.opset >= 21 ? attrInt(n, 'stash_type', 1) : undefined };
+    const attrs = {
+      num_groups: groups,
+      epsilon: c.b.float(attrFloat(n, 'epsilon', 1e-5)),
+      stash_type: c.b.opset >= 21 ? attrInt(n, 'stash_type', 1) : undefined,
+    };
     return c.b.op1('GroupNormalization', [x, filled(c, size, 1), filled(c, size, 0)], attrs);
   }, true)(ctx, node, input, perChannelE, s);
 };
@@ -181,7 +205,10 @@ const Gather: SlotTangent = (ctx, node, _input, E) => {
 
 /** Einsum is linear in a parameter operand: the equation with E in its place, a direction letter in front of E's and after the output's batch letter. */
 const Einsum: SlotTangent = (ctx, node, input, E) => {
-  const subscripts = parseEquation(attrString(node, 'equation', ''), node.inputs.map((v) => ctx.rank(v)));
+  const subscripts = parseEquation(
+    attrString(node, 'equation', ''),
+    node.inputs.map((v) => ctx.rank(v)),
+  );
   const used = new Set([...subscripts.inputs.flat(), ...subscripts.output]);
   const direction = [...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'].find((l) => !used.has(l))!;
   const terms = subscripts.inputs.map((term, j) => (j === input ? direction : '') + term.join(''));

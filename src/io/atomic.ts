@@ -164,8 +164,7 @@ export class AtomicFile implements OutputSink {
       handle = await fs.promises.open(tempPath, 'wx', 0o666);
     } catch (err) {
       throw new Error(
-        `${target}: cannot create the temporary output file ${tempPath}: ${errorMessage(err)}; ` +
-          'check that the directory exists and is writable',
+        `${target}: cannot create the temporary output file ${tempPath}: ${errorMessage(err)}; ` + 'check that the directory exists and is writable',
       );
     }
     registerTemp(tempPath);
@@ -249,7 +248,6 @@ export class AtomicFile implements OutputSink {
   }
 }
 
-
 /**
  * Sequential output to a stream (stdout). Positions must arrive in order
  * (each write continues where the previous one ended). Each write resolves
@@ -276,9 +274,7 @@ export class StreamSink implements OutputSink {
   async writeAt(bytes: Uint8Array, position: number): Promise<void> {
     if (this.state !== 'open') throw new Error(`${this.description}: output was already ${this.state}`);
     if (position !== this.offset) {
-      throw new Error(
-        `${this.description}: a stream can only be written in order (next byte is at ${this.offset}, got a write at ${position})`,
-      );
+      throw new Error(`${this.description}: a stream can only be written in order (next byte is at ${this.offset}, got a write at ${position})`);
     }
     this.offset += bytes.byteLength;
     if (bytes.byteLength === 0) return;

@@ -18,19 +18,7 @@ import { crc32 } from 'node:zlib';
 import type { Writable } from 'node:stream';
 import { AtomicFile, IO_CHUNK, StreamSink, WriterCore, type OutputSink } from './atomic.js';
 
-export type NpyDtype =
-  | 'float32'
-  | 'float64'
-  | 'float16'
-  | 'int8'
-  | 'uint8'
-  | 'int16'
-  | 'uint16'
-  | 'int32'
-  | 'uint32'
-  | 'int64'
-  | 'uint64'
-  | 'bool';
+export type NpyDtype = 'float32' | 'float64' | 'float16' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'bool';
 
 export type NpyData =
   | Float32Array
@@ -202,9 +190,7 @@ function checkArray(arr: NpyArray): DtypeInfo {
   const info = dtypeInfo(arr.dtype);
   const n = shapeSize(arr.shape);
   if (!(arr.data instanceof info.ctor)) {
-    throw new TypeError(
-      `npy array of dtype ${arr.dtype} needs its data in a ${info.ctor.name}, got ${arr.data?.constructor?.name ?? typeof arr.data}`,
-    );
+    throw new TypeError(`npy array of dtype ${arr.dtype} needs its data in a ${info.ctor.name}, got ${arr.data?.constructor?.name ?? typeof arr.data}`);
   }
   if (arr.data.length !== n) {
     throw new RangeError(`npy array of shape ${formatShape(arr.shape)} needs ${n} elements, its data has ${arr.data.length}`);
@@ -373,9 +359,7 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   const major = bytes[6]!;
   const minor = bytes[7]!;
   if (!((major === 1 || major === 2 || major === 3) && minor === 0)) {
-    throw new NpyFormatError(
-      `${source}: unsupported .npy format version ${major}.${minor} (supported: 1.0, 2.0, 3.0); re-save it with np.save`,
-    );
+    throw new NpyFormatError(`${source}: unsupported .npy format version ${major}.${minor} (supported: 1.0, 2.0, 3.0); re-save it with np.save`);
   }
   const preamble = major === 1 ? 10 : 12;
   if (total < preamble) throw new NpyFormatError(`${source}: truncated .npy file (${total} bytes, shorter than the header preamble); ${REMEDY_RESAVE}`);
@@ -384,7 +368,9 @@ function headerEnd(bytes: Uint8Array, total: number, source: string): number {
   const end = preamble + hlen;
   // numpy's own reader refuses headers over 10,000 bytes; a length beyond this bound is damage, refused before any allocation.
   if (hlen > MAX_HEADER_BYTES) {
-    throw new NpyFormatError(`${source}: the .npy header length field says ${hlen} bytes, more than any array header needs (at most ${MAX_HEADER_BYTES}); ${REMEDY_RESAVE}`);
+    throw new NpyFormatError(
+      `${source}: the .npy header length field says ${hlen} bytes, more than any array header needs (at most ${MAX_HEADER_BYTES}); ${REMEDY_RESAVE}`,
+    );
   }
   if (end > total) {
     throw new NpyFormatError(
@@ -511,14 +497,9 @@ function allocate(info: NpyHeaderInfo, source: string): NpyArray {
   } catch (err) {
     const elements = info.dataBytes / DTYPES[info.dtype].itemsize;
     const why =
-      elements > 2 ** 32
-        ? `${elements} elements is more than a typed array can hold in this Node.js (2^32)`
-        : err instanceof Error
-          ? err.message
-          : String(err);
+      elements > 2 ** 32 ? `${elements} elements is more than a typed array can hold in this Node.js (2^32)` : err instanceof Error ? err.message : String(err);
     throw new NpyFormatError(
-      `${source}: cannot hold ${describeShape(info)} (${info.dataBytes} bytes) in memory: ${why}; ` +
-        'split the array into smaller files',
+      `${source}: cannot hold ${describeShape(info)} (${info.dataBytes} bytes) in memory: ${why}; ` + 'split the array into smaller files',
     );
   }
 }
@@ -631,13 +612,7 @@ function ioReason(err: unknown): string {
  * also returns the CRC-32 of the region's bytes as stored (for .npz members).
  * @internal shared with npz.ts
  */
-export function readNpyRegion(
-  fd: number,
-  start: number,
-  length: number,
-  source: string,
-  wantCrc: boolean,
-): { array: NpyArray; crc: number } {
+export function readNpyRegion(fd: number, start: number, length: number, source: string, wantCrc: boolean): { array: NpyArray; crc: number } {
   const { info, headerBytes } = readNpyHeader(fd, start, length, source);
   const end = info.dataOffset;
   const arr = allocate(info, source);

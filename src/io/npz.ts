@@ -83,8 +83,7 @@ const METHOD_DEFLATED = 8;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
 /** rw-r--r-- regular file, in the high 16 bits of the external attributes (Unix). */
-const EXTERNAL_ATTR = ((0o100644 << 16) >>> 0);
-
+const EXTERNAL_ATTR = (0o100644 << 16) >>> 0;
 
 /** The member holding the original names when some were encoded. */
 export const NAMES_MEMBER = '__names__.json';
@@ -376,7 +375,6 @@ export class NpzWriter {
     if (!e) throw new RangeError(`${this.path}: no .npz member #${entryIndex} (the archive has ${this.entries.length})`);
     return e;
   }
-
 }
 
 // ---------------------------------------------------------------------------
@@ -546,9 +544,7 @@ export function readNpz(path: string): Map<string, NpyArray> {
         continue;
       }
       if (!e.name.endsWith('.npy')) {
-        throw new NpyFormatError(
-          `${source} is not a .npy array; an .npz must contain only .npy members (write it with np.savez)`,
-        );
+        throw new NpyFormatError(`${source} is not a .npy array; an .npz must contain only .npy members (write it with np.savez)`);
       }
       const key = e.name.slice(0, -4);
       if (result.has(key)) throw new NpyFormatError(`${path}: two members are named '${e.name}'; ${REMEDY_NPZ}`);
@@ -582,9 +578,7 @@ export function readNpz(path: string): Map<string, NpyArray> {
         array = parseNpy(raw, source);
       }
       if (crc >>> 0 !== e.crc >>> 0) {
-        throw new NpyFormatError(
-          `${source}: CRC-32 mismatch (archive says ${hex32(e.crc)}, data has ${hex32(crc)}); the file is corrupt, re-create it`,
-        );
+        throw new NpyFormatError(`${source}: CRC-32 mismatch (archive says ${hex32(e.crc)}, data has ${hex32(crc)}); the file is corrupt, re-create it`);
       }
       result.set(key, array);
     }

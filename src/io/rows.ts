@@ -132,7 +132,10 @@ function withOrder(source: RowSource, fortranOrder: boolean, raw: () => NpyData)
 /** `path` '-' is standard input; FIFOs and devices are read whole; regular files chunk by chunk. */
 export function openNpyRows(path: string): RowSource {
   const label = path === '-' ? '<stdin>' : path;
-  const { fd, stat } = path === '-' ? { fd: 0, stat: fs.fstatSync(0) } : openForReading(path, '.npy', `; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
+  const { fd, stat } =
+    path === '-'
+      ? { fd: 0, stat: fs.fstatSync(0) }
+      : openForReading(path, '.npy', `; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
   try {
     if (!stat.isFile()) {
       const rows = npyRowsFromBytes(readWhole(fd, label), label);

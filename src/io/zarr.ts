@@ -49,7 +49,15 @@ export interface ZarrStoreSpec {
 /** JSON with keys sorted at every level and non-ASCII escaped, indented as zarr-python writes it. */
 export function canonicalJson(value: unknown): string {
   const sorted = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(sorted) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
+    Array.isArray(v)
+      ? v.map(sorted)
+      : v !== null && typeof v === 'object'
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, sorted((v as Record<string, unknown>)[k])]),
+          )
+        : v;
   return JSON.stringify(sorted(value), null, 4).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
@@ -151,7 +159,9 @@ export class ZarrWriter {
       const expected = new Set(['.zattrs', '.zmetadata', ...spec.arrays.map((a) => a.name)]);
       const stray = (await fs.promises.readdir(root)).filter((f) => !expected.has(f) && !(f.startsWith('.') && f.includes('.tmp-')));
       if (stray.length > 0) {
-        throw new UsageError(`${root} is a folder that is not a Zarr store (it holds ${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ', …' : ''}): choose a new path or an empty folder`);
+        throw new UsageError(
+          `${root} is a folder that is not a Zarr store (it holds ${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ', …' : ''}): choose a new path or an empty folder`,
+        );
       }
     }
     const consolidated: Record<string, unknown> = {};
@@ -181,7 +191,8 @@ export class ZarrWriter {
     const spec = this.spec.arrays[array];
     const rowBytes = spec.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(spec.dtype);
     const rowsHere = Math.min(spec.chunkRows, spec.shape[0] - chunk * spec.chunkRows);
-    if (rows.byteLength !== rowsHere * rowBytes) throw new Error(`chunk ${chunk} of ${spec.name || 'the array'} needs ${rowsHere} rows, got ${rows.byteLength} bytes`);
+    if (rows.byteLength !== rowsHere * rowBytes)
+      throw new Error(`chunk ${chunk} of ${spec.name || 'the array'} needs ${rowsHere} rows, got ${rows.byteLength} bytes`);
     const padding = (spec.chunkRows - rowsHere) * rowBytes;
     let parts: Uint8Array[] = padding > 0 ? [rows, new Uint8Array(padding)] : [rows];
     if (this.spec.compressor === 'zlib') parts = [await promisify(deflate)(padding > 0 ? Buffer.concat(parts) : rows, { level: 1 })];

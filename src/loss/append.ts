@@ -75,13 +75,16 @@ export function appendLoss(model: Graph, output: string, kind: LossKind, target:
     throw new UsageError(`--target ${target.source} holds ${target.dtype} but the output '${output}' is ${floatName}: convert it with astype('${floatName}')`);
   }
   if (kind === 'nll' && !classTarget) {
-    throw new UsageError(`--loss nll takes class indices (int64, shape (N, d1, …)), as PyTorch's nll_loss does; --target ${target.source} holds ${target.dtype}`);
+    throw new UsageError(
+      `--loss nll takes class indices (int64, shape (N, d1, …)), as PyTorch's nll_loss does; --target ${target.source} holds ${target.dtype}`,
+    );
   }
   const outDims = staticPerSample(outputInfo.dims);
   const targetDims = target.shape.slice(1);
   if (outDims) {
     const expected = classTarget ? outDims.slice(1) : outDims;
-    if (classTarget && outDims.length === 0) throw new UsageError(`--loss ${kind} needs an output with a class axis (N, C, …); '${output}' has one value per sample`);
+    if (classTarget && outDims.length === 0)
+      throw new UsageError(`--loss ${kind} needs an output with a class axis (N, C, …); '${output}' has one value per sample`);
     if (!sameShape(expected, targetDims)) {
       throw new UsageError(
         `--target ${target.source} has shape ${shapeText(targetDims)} but --loss ${kind} on output '${output}' of shape ${shapeText(outDims)} needs ${shapeText(expected)}${classTarget ? ' (class indices)' : ''}`,

@@ -72,8 +72,7 @@ export class GraphBuilder {
 
   /** A float tensor value for attributes such as ConstantOfShape's `value`. */
   floatTensor(values: readonly number[]): Tensor {
-    const raw =
-      this.floatType === DataType.DOUBLE ? new Uint8Array(new Float64Array(values).buffer) : new Uint8Array(new Float32Array(values).buffer);
+    const raw = this.floatType === DataType.DOUBLE ? new Uint8Array(new Float64Array(values).buffer) : new Uint8Array(new Float32Array(values).buffer);
     return makeTensor('value', this.floatType, [values.length], raw);
   }
 

@@ -24,7 +24,9 @@ function decodeValueInfo(v: onnxProto.onnx.IValueInfoProto): ValueInfo {
   return {
     name: v.name ?? '',
     elemType: tensorType?.elemType ?? 0,
-    dims: tensorType?.shape ? (tensorType.shape.dim ?? []).map((d) => (d.dimParam ? d.dimParam : d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : '?')) : undefined,
+    dims: tensorType?.shape
+      ? (tensorType.shape.dim ?? []).map((d) => (d.dimParam ? d.dimParam : d.dimValue !== null && d.dimValue !== undefined ? toNumber(d.dimValue) : '?'))
+      : undefined,
   };
 }
 
@@ -42,7 +44,8 @@ function decodeNode(n: onnxProto.onnx.INodeProto): Node {
 export function decodeGraph(g: onnxProto.onnx.IGraphProto): Omit<Graph, 'opsetImports' | 'irVersion' | 'functions'> {
   const initializers = new Map<string, Tensor>();
   for (const t of g.initializer ?? []) {
-    if (initializers.has(t.name ?? '')) throw new ModelFileError(`two initializers are named '${t.name ?? ''}'; the model is invalid (onnx.checker rejects it): re-export it`);
+    if (initializers.has(t.name ?? ''))
+      throw new ModelFileError(`two initializers are named '${t.name ?? ''}'; the model is invalid (onnx.checker rejects it): re-export it`);
     initializers.set(t.name ?? '', decodeTensor(t));
   }
   return {
@@ -61,7 +64,9 @@ export function decodeModel(bytes: Uint8Array, source: string, modelPath?: strin
   try {
     model = onnx.ModelProto.decode(bytes);
   } catch (err) {
-    throw new ModelFileError(`${source} is not an ONNX model (${(err as Error).message}); pass a .onnx file written by torch.onnx.export, tf2onnx or onnx.save`);
+    throw new ModelFileError(
+      `${source} is not an ONNX model (${(err as Error).message}); pass a .onnx file written by torch.onnx.export, tf2onnx or onnx.save`,
+    );
   }
   if (!model.graph) throw new ModelFileError(`${source} holds no graph; pass a .onnx model file`);
   resolveTensors(model, modelPath, source);

@@ -11,7 +11,30 @@ type Long = { toNumber(): number };
 const num = (v: number | Long | null | undefined): number => (v === null || v === undefined ? 0 : typeof v === 'number' ? v : v.toNumber());
 
 /** Bits per element of ONNX data types with a fixed size (strings and unknown types are absent). */
-const BITS: Record<number, number> = { 1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64, 15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4 };
+const BITS: Record<number, number> = {
+  1: 32,
+  2: 8,
+  3: 8,
+  4: 16,
+  5: 16,
+  6: 32,
+  7: 64,
+  9: 8,
+  10: 16,
+  11: 64,
+  12: 32,
+  13: 64,
+  14: 64,
+  15: 128,
+  16: 16,
+  17: 8,
+  18: 8,
+  19: 8,
+  20: 8,
+  21: 4,
+  22: 4,
+  23: 4,
+};
 
 type TensorVisitor = (t: onnxProto.onnx.ITensorProto, where: string) => void;
 
@@ -56,7 +79,8 @@ function elementCount(t: onnxProto.onnx.ITensorProto, where: string, source: str
     if (!Number.isSafeInteger(v) || v < 0) throw new ModelFileError(`${source}: ${where} has an invalid dimension ${String(v)}; the model is damaged`);
     n *= v;
   }
-  if (!Number.isSafeInteger(n)) throw new ModelFileError(`${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}), too many elements to hold; the model is damaged`);
+  if (!Number.isSafeInteger(n))
+    throw new ModelFileError(`${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}), too many elements to hold; the model is damaged`);
   return n;
 }
 
@@ -76,11 +100,15 @@ function inlineExternal(t: onnxProto.onnx.ITensorProto, where: string, modelPath
   const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const location = entries.get('location') ?? '';
   if (modelPath === undefined) {
-    throw new ModelFileError(`${where} keeps its data in an external file ('${location}'), which needs the model's path to be found; load the model from its file`);
+    throw new ModelFileError(
+      `${where} keeps its data in an external file ('${location}'), which needs the model's path to be found; load the model from its file`,
+    );
   }
   const source = modelPath;
   const refuse = (why: string): never => {
-    throw new ModelFileError(`${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the model's folder (${path.dirname(modelPath) || '.'})`);
+    throw new ModelFileError(
+      `${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the model's folder (${path.dirname(modelPath) || '.'})`,
+    );
   };
   if (location === '' || location.includes('\0')) refuse('is not a file name');
   if (path.isAbsolute(location) || path.win32.isAbsolute(location)) refuse('is an absolute path');
@@ -92,7 +120,7 @@ function inlineExternal(t: onnxProto.onnx.ITensorProto, where: string, modelPath
     throw new ModelFileError(`${source}: cannot resolve the model's folder: ${(err as Error).message}`);
   }
   const joined = path.resolve(folder, location);
-  if (!joined.startsWith(folder + path.sep)) refuse('leaves the model\'s folder');
+  if (!joined.startsWith(folder + path.sep)) refuse("leaves the model's folder");
   try {
     file = fs.realpathSync(joined);
   } catch {
@@ -151,7 +179,9 @@ export function resolveTensors(model: onnxProto.onnx.IModelProto, modelPath: str
     if (bits === undefined || (t.segment !== null && t.segment !== undefined)) return;
     const held = heldElements(t, bits);
     if (held !== undefined && held !== n && !(bits === 4 && held === n + 1)) {
-      throw new ModelFileError(`${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}) = ${n} elements but holds ${held}; the model is damaged: re-export it`);
+      throw new ModelFileError(
+        `${source}: ${where} declares shape (${(t.dims ?? []).map(num).join(', ')}) = ${n} elements but holds ${held}; the model is damaged: re-export it`,
+      );
     }
   });
 }

@@ -11,9 +11,14 @@ export function checkGraphStructure(graph: Graph, source: string): void {
     for (const output of node.outputs) {
       if (output === '') continue;
       const earlier = producer.get(output);
-      if (earlier !== undefined) throw new ModelFileError(`${source}: value '${output}' is produced by two nodes, ${label(earlier)} and ${label(i)}; the model is invalid (onnx.checker rejects it): re-export it`);
+      if (earlier !== undefined)
+        throw new ModelFileError(
+          `${source}: value '${output}' is produced by two nodes, ${label(earlier)} and ${label(i)}; the model is invalid (onnx.checker rejects it): re-export it`,
+        );
       if (graph.initializers.has(output) || graph.inputs.some((v) => v.name === output)) {
-        throw new ModelFileError(`${source}: node ${label(i)} writes '${output}', which is also a graph input or initializer; the model is invalid: re-export it`);
+        throw new ModelFileError(
+          `${source}: node ${label(i)} writes '${output}', which is also a graph input or initializer; the model is invalid: re-export it`,
+        );
       }
       producer.set(output, i);
     }
@@ -21,10 +26,14 @@ export function checkGraphStructure(graph: Graph, source: string): void {
   const defined = (name: string) => producer.has(name) || graph.initializers.has(name) || graph.inputs.some((v) => v.name === name);
   graph.nodes.forEach((node, i) => {
     const missing = node.inputs.find((x) => x !== '' && !defined(x));
-    if (missing !== undefined) throw new ModelFileError(`${source}: node ${label(i)} reads '${missing}', which no node, graph input or initializer defines; the model is invalid: re-export it`);
+    if (missing !== undefined)
+      throw new ModelFileError(
+        `${source}: node ${label(i)} reads '${missing}', which no node, graph input or initializer defines; the model is invalid: re-export it`,
+      );
   });
   for (const output of graph.outputs) {
-    if (!defined(output.name)) throw new ModelFileError(`${source}: graph output '${output.name}' is not computed by any node; the model is invalid: re-export it`);
+    if (!defined(output.name))
+      throw new ModelFileError(`${source}: graph output '${output.name}' is not computed by any node; the model is invalid: re-export it`);
   }
   // Kahn's algorithm over the node dependencies: nodes left over lie on a cycle.
   const waiting = graph.nodes.map((node) => new Set(node.inputs.filter((x) => producer.has(x)).map((x) => producer.get(x)!)).size);

@@ -30,7 +30,11 @@ function toBatchFirst(ctx: GradContext, like: string, value: string): string {
   const perm = [batchAxis, ...split.map((_, i) => i).filter((i) => i !== batchAxis)];
   const result = ctx.b.transpose(ctx.b.reshape(value, split), perm);
   const name = ctx.b.op1('Identity', [result]);
-  ctx.shapes.define(name, perm.slice(1).map((i) => split[i]), ctx.shapes.elemType(like));
+  ctx.shapes.define(
+    name,
+    perm.slice(1).map((i) => split[i]),
+    ctx.shapes.elemType(like),
+  );
   return name;
 }
 
@@ -38,19 +42,14 @@ function toBatchFirst(ctx: GradContext, like: string, value: string): string {
  * The per-sample gradient of the parameter in slot `input`, running the slot rule on batch-first
  * copies of the node's data when they carry the samples elsewhere; undefined when nothing moved.
  */
-export function batchFirstSlot(
-  ctx: GradContext,
-  node: Node,
-  input: number,
-  g: string,
-  rule: (node: Node, g: string) => string,
-): string | undefined {
+export function batchFirstSlot(ctx: GradContext, node: Node, input: number, g: string, rule: (node: Node, g: string) => string): string | undefined {
   const output = node.outputs[0];
   const data = node.inputs.filter((v, i) => i !== input && ctx.shapes.isBatched(v));
   if (!moved(ctx, output) && !data.some((v) => moved(ctx, v))) return undefined;
   const layout = ctx.shapes.layout(output);
   const rank = ctx.shapes.dims(output).length;
-  const refuse = (why: string) => refuseNode(node, `its data carry the samples on axis ${layout.axis} (merged ${layout.outer}×batch×${layout.inner}) and ${why}`);
+  const refuse = (why: string) =>
+    refuseNode(node, `its data carry the samples on axis ${layout.axis} (merged ${layout.outer}×batch×${layout.inner}) and ${why}`);
   const paramRank = ctx.shapes.dims(node.inputs[input]).length;
   const batched = [output, ...data];
   if (node.opType !== 'Gather' && batched.every((v) => sameMergeOnAxis0(ctx.shapes.layout(v), layout))) {
@@ -71,13 +70,18 @@ export function batchFirstSlot(
     const at = layout.axis - (rank - paramRank);
     if (paramDims[at] !== 1 || layout.outer !== 1 || layout.inner !== 1) throw refuse('the parameter is broadcast across that axis');
     const squeezed = ctx.b.fresh('parameter_without_batch_axis');
-    ctx.shapes.defineConstant(squeezed, paramDims.filter((_, i) => i !== at), ctx.shapes.elemType(node.inputs[input]));
+    ctx.shapes.defineConstant(
+      squeezed,
+      paramDims.filter((_, i) => i !== at),
+      ctx.shapes.elemType(node.inputs[input]),
+    );
     const shadowInputs = inputs.map((v, i) => (i === input ? squeezed : v));
     return ctx.b.unsqueeze(rule({ ...node, inputs: shadowInputs, outputs: [gFirst] }, gFirst), [at + 1]);
   }
   if (node.opType === 'MatMul') {
     // Rows of the data operand are independent: the batch may sit among the leading axes or be the rows of X·W.
-    if (paramRank !== 2 || !(layout.axis < rank - 2 || (input === 1 && layout.axis === rank - 2))) throw refuse('this MatMul contracts or broadcasts across it');
+    if (paramRank !== 2 || !(layout.axis < rank - 2 || (input === 1 && layout.axis === rank - 2)))
+      throw refuse('this MatMul contracts or broadcasts across it');
     return rule({ ...node, inputs, outputs: [gFirst] }, gFirst);
   }
   if (node.opType === 'LayerNormalization') {
@@ -126,7 +130,10 @@ export function refuseBroadcastOffBatch(ctx: GradContext, nodes: readonly Node[]
       if (!needed.has(input)) continue;
       const dims = ctx.shapes.dims(input);
       if (dims.length !== out.length || dims[0] !== out[0]) {
-        throw refuseNode(node, `its data carry the samples off axis 0 and input '${input}' (${dims.join('×')}) is broadcast against (${out.join('×')}) along axis 0 or by rank; this is not supported`);
+        throw refuseNode(
+          node,
+          `its data carry the samples off axis 0 and input '${input}' (${dims.join('×')}) is broadcast against (${out.join('×')}) along axis 0 or by rank; this is not supported`,
+        );
       }
     }
   }

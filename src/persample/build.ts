@@ -124,7 +124,14 @@ function tileAtFrontier(b: GraphBuilder, graph: Graph, view: Analysis, shapes: S
     // Integer values (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
     const perSample = shapes.dims(value).slice(1);
     const expanded = b.op1('Expand', [b.unsqueeze(untiled, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
-    b.graph.nodes.push({ name: `${value}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [value], attributes: [] });
+    b.graph.nodes.push({
+      name: `${value}/tiled`,
+      opType: 'Reshape',
+      domain: '',
+      inputs: [expanded, b.constInt64([-1, ...perSample])],
+      outputs: [value],
+      attributes: [],
+    });
   }
   graph.nodes.splice(first, 0, ...graph.nodes.splice(start));
   return feeds;
@@ -144,7 +151,14 @@ function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: n
     // Integer inputs (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
     const perSample = shapes.dims(original).slice(1);
     const expanded = b.op1('Expand', [b.unsqueeze(input.name, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
-    b.graph.nodes.push({ name: `${original}/tiled`, opType: 'Reshape', domain: '', inputs: [expanded, b.constInt64([-1, ...perSample])], outputs: [original], attributes: [] });
+    b.graph.nodes.push({
+      name: `${original}/tiled`,
+      opType: 'Reshape',
+      domain: '',
+      inputs: [expanded, b.constInt64([-1, ...perSample])],
+      outputs: [original],
+      attributes: [],
+    });
     feeds.set(original, input.name);
   }
   graph.nodes.unshift(...graph.nodes.splice(start));
@@ -173,7 +187,8 @@ export function throughLayout(ctx: GradContext, node: Node, grad: string): strin
  */
 function withBatchAxis(ctx: GradContext, node: Node): Node {
   const axis = attrInt(node, 'axis', 0);
-  const attributes = node.opType === 'Slice' ? node.attributes : [...node.attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', axis >= 0 ? axis + 1 : axis)];
+  const attributes =
+    node.opType === 'Slice' ? node.attributes : [...node.attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', axis >= 0 ? axis + 1 : axis)];
   const inputs = [...node.inputs];
   if (node.opType === 'Slice') {
     const starts = ctx.constantValue(inputs[1]);
@@ -204,9 +219,15 @@ export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, p
     if (g === undefined) continue;
     // Indices built from the batch size (Range(Shape(x)[0])) give each sample its own entries: not a selection of the parameter.
     const perSampleSelection = use.chain.find((node) => node.outputs.some((o) => o && ctx.shapes.isBatched(o)));
-    if (perSampleSelection) throw refuseNode(perSampleSelection, `it picks entries of parameter '${parameter.name}' by indices that depend on the batch size, so each sample gets different entries`);
+    if (perSampleSelection)
+      throw refuseNode(
+        perSampleSelection,
+        `it picks entries of parameter '${parameter.name}' by indices that depend on the batch size, so each sample gets different entries`,
+      );
     const rule = slotRules[use.node.opType];
-    let grad = batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ?? rule.perSample(ctx, use.node, use.input, g);
+    let grad =
+      batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ??
+      rule.perSample(ctx, use.node, use.input, g);
     for (let i = use.chain.length - 1; i >= 0; i--) {
       const node = use.chain[i];
       grad = SELECTION_OPS.has(node.opType) ? throughSelection(selectionCtx, node, use.values[i], use.values[i + 1], grad) : throughLayout(ctx, node, grad);
@@ -249,7 +270,11 @@ export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copie
   const view = analysisOnClone(analysis, graph);
   // Where values carry the samples off axis 0, the samples are tiled at the inputs, which always carry them on axis 0.
   const feeds =
-    copies <= 1 ? new Map(graph.inputs.map((i) => [i.name, i.name])) : shapes.hasMovedBatch() ? tileInputs(b, graph, shapes, copies) : tileAtFrontier(b, graph, view, shapes, copies);
+    copies <= 1
+      ? new Map(graph.inputs.map((i) => [i.name, i.name]))
+      : shapes.hasMovedBatch()
+        ? tileInputs(b, graph, shapes, copies)
+        : tileAtFrontier(b, graph, view, shapes, copies);
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);

@@ -96,6 +96,14 @@ function rewrite(b: GraphBuilder, node: Node, perm: number[], shapes: ShapeTable
   const outputs = node.outputs.map((o) => (o ? b.fresh('batch_first') : o));
   b.graph.nodes.push({ ...node, inputs, outputs, attributes });
   node.outputs.forEach((o, i) => {
-    if (o) b.graph.nodes.push({ name: `${nodeLabel(node)}/batch_back_${i}`, opType: 'Transpose', domain: '', inputs: [outputs[i]], outputs: [o], attributes: [makeAttribute('perm', back)] });
+    if (o)
+      b.graph.nodes.push({
+        name: `${nodeLabel(node)}/batch_back_${i}`,
+        opType: 'Transpose',
+        domain: '',
+        inputs: [outputs[i]],
+        outputs: [o],
+        attributes: [makeAttribute('perm', back)],
+      });
   });
 }

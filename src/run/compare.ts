@@ -17,7 +17,14 @@ function compareSession(elemType: number): Promise<ort.InferenceSession> {
     ];
     const diff = b.op1('ReduceMax', [b.op1('Abs', [b.op1('Sub', ['a', 'b'])])], { keepdims: 0 });
     const scale = b.op1('ReduceMax', [b.op1('Abs', ['a'])], { keepdims: 0 });
-    graph.nodes.push({ name: 'out', opType: 'Concat', domain: '', inputs: [b.unsqueeze(diff, [0]), b.unsqueeze(scale, [0])], outputs: ['result'], attributes: [{ name: 'axis', type: 2, i: 0 }] });
+    graph.nodes.push({
+      name: 'out',
+      opType: 'Concat',
+      domain: '',
+      inputs: [b.unsqueeze(diff, [0]), b.unsqueeze(scale, [0])],
+      outputs: ['result'],
+      attributes: [{ name: 'axis', type: 2, i: 0 }],
+    });
     graph.outputs = [{ name: 'result', elemType, dims: [2] }];
     session = ort.InferenceSession.create(encodeModel(graph));
     sessions.set(elemType, session);

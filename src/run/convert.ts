@@ -24,7 +24,11 @@ function tinyGraph(inputType: number, outputType: number, nodes: Node[], outputs
 }
 
 async function runOnce(graph: Graph, x: ort.Tensor): Promise<ort.Tensor[]> {
-  const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 4 });
+  const session = await ort.InferenceSession.create(encodeModel(graph), {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'disabled',
+    logSeverityLevel: 4,
+  });
   try {
     const out = await session.run({ x });
     return graph.outputs.map((o) => out[o.name]);
@@ -70,13 +74,28 @@ export async function conformInput(name: string, source: RowSource, elemType: nu
   const nodes: Node[] = [];
   let value = 'x';
   if (source.fortranOrder && shape.length > 1) {
-    nodes.push({ name: 'transpose', opType: 'Transpose', domain: '', inputs: [value], outputs: ['t'], attributes: [makeAttribute('perm', shape.map((_, i) => shape.length - 1 - i))] });
+    nodes.push({
+      name: 'transpose',
+      opType: 'Transpose',
+      domain: '',
+      inputs: [value],
+      outputs: ['t'],
+      attributes: [
+        makeAttribute(
+          'perm',
+          shape.map((_, i) => shape.length - 1 - i),
+        ),
+      ],
+    });
     value = 't';
   }
   nodes.push({ name: 'cast', opType: 'Cast', domain: '', inputs: [value], outputs: ['y'], attributes: [makeAttribute('to', ELEM_TYPE_OF[target])] });
   const [y] = await runOnce(tinyGraph(ELEM_TYPE_OF[source.dtype], ELEM_TYPE_OF[target], nodes), ortTensor(source.dtype, wholeArray(source), stored));
   note(`input '${name}' (${source.source}) converted ${what} in memory (${shape.join(' × ')} elements)`);
-  const data = npyTypedArray(target, (y.data as NpyData).buffer.slice((y.data as NpyData).byteOffset, (y.data as NpyData).byteOffset + (y.data as NpyData).byteLength) as ArrayBuffer);
+  const data = npyTypedArray(
+    target,
+    (y.data as NpyData).buffer.slice((y.data as NpyData).byteOffset, (y.data as NpyData).byteOffset + (y.data as NpyData).byteLength) as ArrayBuffer,
+  );
   source.close();
   return { ...arrayRows({ dtype: target, shape: [...shape], data }), source: source.source };
 }
@@ -105,7 +124,14 @@ export async function countNonFiniteRows(source: RowSource): Promise<{ rows: num
       ? { name: 'row', opType: 'ReduceMax', domain: '', inputs: ['flag'], outputs: ['row'], attributes: [...attr('axes', axes), ...attr('keepdims', 0)] }
       : { name: 'row', opType: 'Identity', domain: '', inputs: ['flag'], outputs: ['row'], attributes: [] },
     { name: 'count', opType: 'ReduceSum', domain: '', inputs: ['row'], outputs: ['y'], attributes: attr('keepdims', 0) },
-    { name: 'first', opType: 'ArgMax', domain: '', inputs: ['row'], outputs: ['first'], attributes: [...attr('axis', 0), ...attr('keepdims', 0), ...attr('select_last_index', 0)] },
+    {
+      name: 'first',
+      opType: 'ArgMax',
+      domain: '',
+      inputs: ['row'],
+      outputs: ['first'],
+      attributes: [...attr('axis', 0), ...attr('keepdims', 0), ...attr('select_last_index', 0)],
+    },
   ];
   const graph = tinyGraph(elemType, DataType.INT64, nodes, ['y', 'first']);
   const session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], logSeverityLevel: 4 });

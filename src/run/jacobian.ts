@@ -131,7 +131,9 @@ export function resolveOutput(graph: Graph, requested: string | undefined): stri
 /** Only float outputs have derivatives (an ArgMax or a class index has none). */
 function refuseNonFloatOutput(name: string, elemType: number): void {
   if (elemType !== 0 && !isFloatType(elemType)) {
-    throw new ModelRefusedError(`output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`);
+    throw new ModelRefusedError(
+      `output '${name}' holds ${ELEM_TYPE_NAME[elemType] ?? `type ${elemType}`} values, which have no derivative; choose a float output with --model-output`,
+    );
   }
 }
 
@@ -152,11 +154,15 @@ export function checkInputs(graph: Graph, inputs: Map<string, RowSource>): numbe
     }
     if (input.dims) {
       if (input.dims.length !== arr.shape.length) {
-        throw new UsageError(`input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects rank ${input.dims.length} (${input.dims.join(', ')})`);
+        throw new UsageError(
+          `input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects rank ${input.dims.length} (${input.dims.join(', ')})`,
+        );
       }
       input.dims.forEach((d, i) => {
         if (i > 0 && typeof d === 'number' && d !== arr.shape[i]) {
-          throw new UsageError(`input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects (${input.dims!.join(', ')}) with the batch first`);
+          throw new UsageError(
+            `input '${input.name}' has shape (${arr.shape.join(', ')}) but the model expects (${input.dims!.join(', ')}) with the batch first`,
+          );
         }
       });
     }
@@ -372,7 +378,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined;
   const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
-  const jacobianGraph = mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, graphShapes, { layout, copies });
+  const jacobianGraph =
+    mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, graphShapes, { layout, copies });
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -391,7 +398,21 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     estimatedPeakBytes: fixedBytes + batchSize * estimate,
     outputBytes: blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * itemSize, 0),
   };
-  const plan: JacobianPlan = { analysis, shapes, parameters: analysis.parameters, samples, outputShape, elementShape, blocks, batchSize, rows: rowRange, memory, mode, modeReason, timings };
+  const plan: JacobianPlan = {
+    analysis,
+    shapes,
+    parameters: analysis.parameters,
+    samples,
+    outputShape,
+    elementShape,
+    blocks,
+    batchSize,
+    rows: rowRange,
+    memory,
+    mode,
+    modeReason,
+    timings,
+  };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
   const seeds = new Map<string, ort.Tensor>();

@@ -75,7 +75,8 @@ export async function probeShapes(
     if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64 && !analysis.valueDependent.has(name)) {
       const values = Array.from(t.data as BigInt64Array | Int32Array, Number);
       const again = changed?.[name];
-      const sameForBothBatches = !again || (again.size === t.size && Array.from(again.data as BigInt64Array | Int32Array, Number).every((v, i) => v === values[i]));
+      const sameForBothBatches =
+        !again || (again.size === t.size && Array.from(again.data as BigInt64Array | Int32Array, Number).every((v, i) => v === values[i]));
       if (sameForBothBatches) smallConstants.set(name, values);
     }
   }
@@ -111,7 +112,8 @@ export async function probeShapes(
       `the output '${analysis.output}' carries the samples on ${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
     );
   }
-  if (changed && samples > 1 && (!outputLayout || isBatchFirst(outputLayout))) await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
+  if (changed && samples > 1 && (!outputLayout || isBatchFirst(outputLayout)))
+    await checkIndependence(out[analysis.output], changed[analysis.output], batch, analysis.output, results.get(analysis.output)!.elemType);
   return new ShapeTable(results, batch, batched, smallConstants, layouts);
 }
 
@@ -150,7 +152,14 @@ function batchAxis(first: number[], second: number[], b1: number, b2: number): {
  * (flat positions are kept, so the batch's stride carries over), any other node keeps its input's.
  * A data value whose samples cannot be followed is refused, naming the node that made it.
  */
-function inferLayouts(graph: Graph, first: Map<string, ValueShape>, second: Map<string, number[]>, b1: number, b2: number, activations: ReadonlySet<string>): Map<string, BatchLayout> {
+function inferLayouts(
+  graph: Graph,
+  first: Map<string, ValueShape>,
+  second: Map<string, number[]>,
+  b1: number,
+  b2: number,
+  activations: ReadonlySet<string>,
+): Map<string, BatchLayout> {
   const layouts = new Map<string, BatchLayout>();
   for (const input of graph.inputs) layouts.set(input.name, BATCH_FIRST);
   for (const node of graph.nodes) {
@@ -161,11 +170,14 @@ function inferLayouts(graph: Graph, first: Map<string, ValueShape>, second: Map<
       const found = batchAxis(d1, d2, b1, b2);
       let layout: BatchLayout | undefined;
       let why = '';
-      if (found === 'none') why = `has the same shape [${d1.join(', ')}] for batches of ${b1} and ${b2}: no axis carries the samples (they are summed or mixed)`;
-      else if (found === 'unclear') why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: no single axis grows with the batch`;
+      if (found === 'none')
+        why = `has the same shape [${d1.join(', ')}] for batches of ${b1} and ${b2}: no axis carries the samples (they are summed or mixed)`;
+      else if (found === 'unclear')
+        why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: no single axis grows with the batch`;
       else {
         layout = layoutOf(node, name, found, first, layouts);
-        if (!layout) why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
+        if (!layout)
+          why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
       }
       if (layout) layouts.set(name, layout);
       else if (activations.has(name)) {
@@ -178,7 +190,13 @@ function inferLayouts(graph: Graph, first: Map<string, ValueShape>, second: Map<
   return layouts;
 }
 
-function layoutOf(node: Node, name: string, found: { axis: number; factor: number }, first: Map<string, ValueShape>, layouts: Map<string, BatchLayout>): BatchLayout | undefined {
+function layoutOf(
+  node: Node,
+  name: string,
+  found: { axis: number; factor: number },
+  first: Map<string, ValueShape>,
+  layouts: Map<string, BatchLayout>,
+): BatchLayout | undefined {
   const { axis, factor } = found;
   const dims = first.get(name)!.dims;
   if (RESHAPES.has(node.opType)) {

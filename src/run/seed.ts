@@ -58,7 +58,11 @@ function stackSession(count: number, elemType: number): Promise<ort.InferenceSes
     const graph = standaloneGraph('stack');
     const b = new GraphBuilder(graph, elemType);
     graph.inputs = Array.from({ length: count }, (_, k) => ({ name: `e${k}`, elemType, dims: undefined }));
-    const stacked = b.op1('Concat', graph.inputs.map((input) => b.unsqueeze(input.name, [1])), { axis: 1 });
+    const stacked = b.op1(
+      'Concat',
+      graph.inputs.map((input) => b.unsqueeze(input.name, [1])),
+      { axis: 1 },
+    );
     graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [stacked], outputs: ['result'], attributes: [] });
     graph.outputs = [{ name: 'result', elemType, dims: undefined }];
     session = ort.InferenceSession.create(encodeModel(graph));
@@ -86,7 +90,11 @@ export async function joinSeedBlocks(perBlock: ort.Tensor[][], copies: number, e
       const graph = standaloneGraph('join');
       const b = new GraphBuilder(graph, elemType);
       graph.inputs = perBlock.map((_, i) => ({ name: `b${i}`, elemType, dims: undefined }));
-      const joined = b.op1('Concat', graph.inputs.map((input) => b.reshape(input.name, [-1, copies, rest])), { axis: 1 });
+      const joined = b.op1(
+        'Concat',
+        graph.inputs.map((input) => b.reshape(input.name, [-1, copies, rest])),
+        { axis: 1 },
+      );
       const kept = perBlock.length * copies === elements ? joined : b.slice(joined, [0], [elements], [1]);
       graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [kept], outputs: ['result'], attributes: [] });
       graph.outputs = [{ name: 'result', elemType, dims: undefined }];

@@ -36,7 +36,16 @@ export async function syntheticInputs(graph: Graph, samples: number): Promise<Ma
 async function randomNormal(shape: number[], elemType: number): Promise<NpyArray['data']> {
   const graph: Graph = {
     name: 'synthetic',
-    nodes: [{ name: 'draw', opType: 'RandomNormal', domain: '', inputs: [], outputs: ['x'], attributes: [makeAttribute('shape', shape), makeAttribute('dtype', elemType), makeAttribute('seed', 0.5)] }],
+    nodes: [
+      {
+        name: 'draw',
+        opType: 'RandomNormal',
+        domain: '',
+        inputs: [],
+        outputs: ['x'],
+        attributes: [makeAttribute('shape', shape), makeAttribute('dtype', elemType), makeAttribute('seed', 0.5)],
+      },
+    ],
     inputs: [],
     outputs: [{ name: 'x', elemType, dims: shape }],
     initializers: new Map(),

@@ -47,5 +47,8 @@ export function pickRows(source: RowSource, rows: readonly number[]): ort.Tensor
 /** Rows [start, end), padded to `total` rows by repeating the last one (a fixed batch size). */
 export function paddedRows(source: RowSource, start: number, end: number, total: number): ort.Tensor {
   if (end - start === total) return sliceRows(source, start, end);
-  return pickRows(source, Array.from({ length: total }, (_, i) => Math.min(start + i, end - 1)));
+  return pickRows(
+    source,
+    Array.from({ length: total }, (_, i) => Math.min(start + i, end - 1)),
+  );
 }

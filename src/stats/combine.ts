@@ -57,30 +57,49 @@ function readPiece(path: string): Piece {
     entries.push({ name, dtype: array.dtype, shape: [...array.shape] });
     if (partial && isSum(name)) sums.set(name, array);
     else if (array.shape[0] !== end - start) {
-      throw new UsageError(`${path}: entry '${name}' has ${array.shape[0]} rows but the piece holds rows ${start}–${end - 1} (${end - start} rows): the file is damaged or not a piece of a sharded run`);
+      throw new UsageError(
+        `${path}: entry '${name}' has ${array.shape[0]} rows but the piece holds rows ${start}–${end - 1} (${end - start} rows): the file is damaged or not a piece of a sharded run`,
+      );
     }
   }
   if (partial) {
     for (const name of sums.keys()) {
-      if (name !== PARTIAL_COUNT && sums.get(name)!.shape.length !== 1) throw new UsageError(`${path}: the partial sum '${name}' has shape (${sums.get(name)!.shape.join(', ')}), not (D,)`);
+      if (name !== PARTIAL_COUNT && sums.get(name)!.shape.length !== 1)
+        throw new UsageError(`${path}: the partial sum '${name}' has shape (${sums.get(name)!.shape.join(', ')}), not (D,)`);
     }
     if (sums.has(M2) && !sums.has(MEAN)) throw new UsageError(`${path}: the partial variance '${M2}' comes without its '${MEAN}'`);
   }
   const fingerprint = arrays.get(RUN_FINGERPRINT);
-  return { path, start, end, samples, entries, sums, fingerprint: fingerprint ? Buffer.from(fingerprint.data.buffer, fingerprint.data.byteOffset, fingerprint.data.byteLength).toString('hex') : undefined };
+  return {
+    path,
+    start,
+    end,
+    samples,
+    entries,
+    sums,
+    fingerprint: fingerprint ? Buffer.from(fingerprint.data.buffer, fingerprint.data.byteOffset, fingerprint.data.byteLength).toString('hex') : undefined,
+  };
 }
 
 /** The pieces ordered by their rows, checked to be pieces of one run covering every row once. */
 function orderPieces(pieces: Piece[]): Piece[] {
   const first = pieces[0];
-  const describe = (p: Piece) => p.entries.map((e) => `${e.name} ${e.dtype} (${(isSum(e.name) && p.sums.has(e.name) ? e.shape : e.shape.slice(1)).join(', ')})`).join(', ');
+  const describe = (p: Piece) =>
+    p.entries.map((e) => `${e.name} ${e.dtype} (${(isSum(e.name) && p.sums.has(e.name) ? e.shape : e.shape.slice(1)).join(', ')})`).join(', ');
   for (const p of pieces) {
-    if (p.samples !== first.samples) throw new UsageError(`${p.path} is a piece of a run over ${p.samples} samples, ${first.path} of one over ${first.samples}: combine the pieces of one run`);
+    if (p.samples !== first.samples)
+      throw new UsageError(
+        `${p.path} is a piece of a run over ${p.samples} samples, ${first.path} of one over ${first.samples}: combine the pieces of one run`,
+      );
     if (describe(p) !== describe(first)) {
-      throw new UsageError(`${p.path} and ${first.path} hold different entries (${describe(p)} against ${describe(first)}): combine the pieces of one run, made with the same options`);
+      throw new UsageError(
+        `${p.path} and ${first.path} hold different entries (${describe(p)} against ${describe(first)}): combine the pieces of one run, made with the same options`,
+      );
     }
     if (p.fingerprint !== first.fingerprint) {
-      throw new UsageError(`${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; '${RUN_FINGERPRINT}' does not match): combine the pieces of one run`);
+      throw new UsageError(
+        `${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; '${RUN_FINGERPRINT}' does not match): combine the pieces of one run`,
+      );
     }
   }
   const ordered = [...pieces].sort((a, b) => a.start - b.start || a.end - b.end);
@@ -88,11 +107,15 @@ function orderPieces(pieces: Piece[]): Piece[] {
   let previous: Piece | undefined;
   for (const p of ordered) {
     if (p.start > next) throw new UsageError(`rows ${next}–${p.start - 1} are missing: no piece holds them (run the missing shard, then combine again)`);
-    if (p.start < next) throw new UsageError(`${p.path} (rows ${p.start}–${p.end - 1}) overlaps ${previous!.path} (rows ${previous!.start}–${previous!.end - 1}): give each shard once`);
+    if (p.start < next)
+      throw new UsageError(
+        `${p.path} (rows ${p.start}–${p.end - 1}) overlaps ${previous!.path} (rows ${previous!.start}–${previous!.end - 1}): give each shard once`,
+      );
     if (p.end > p.start) previous = p;
     next = Math.max(next, p.end);
   }
-  if (next !== first.samples) throw new UsageError(`rows ${next}–${first.samples - 1} are missing: no piece holds them (run the missing shard, then combine again)`);
+  if (next !== first.samples)
+    throw new UsageError(`rows ${next}–${first.samples - 1} are missing: no piece holds them (run the missing shard, then combine again)`);
   return ordered;
 }
 
@@ -133,14 +156,20 @@ export function planCombine(paths: string[]): Combined {
       const arrays = readNpz(piece.path);
       for (let i = 0; i < rowEntries.length; i++) {
         const data = arrays.get(rowEntries[i].name)!.data;
-        await write(entries.findIndex((e) => e.name === rowEntries[i].name), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        await write(
+          entries.findIndex((e) => e.name === rowEntries[i].name),
+          new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+        );
       }
     }
     if (sumNames.length === 0) return;
     const merged = await mergeSums(pieces, sumNames, template.sums.get(sumNames[0])!.dtype);
     for (const name of sumNames) {
       const data = merged.get(name)!;
-      await write(entries.findIndex((e) => e.name === (name === M2 ? 'variance' : name)), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      await write(
+        entries.findIndex((e) => e.name === (name === M2 ? 'variance' : name)),
+        new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      );
     }
   }
   return { samples, pieces: pieces.length, entries, run };

@@ -43,8 +43,7 @@ function flat(ctx: GradContext, value: string, size: number): string {
 
 /** Where a term's features sit in a feature row: its per-sample gradient, or its factors a and g. */
 type Segment =
-  | { term: string; kind: 'gradient'; offset: number; width: number }
-  | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
+  { term: string; kind: 'gradient'; offset: number; width: number } | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
 
 interface FeatureGraph {
   graph: Graph;
@@ -86,9 +85,25 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
     }
   }
   const name = b.fresh('features');
-  graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 1 })], outputs: [name], attributes: [] });
+  graph.nodes.push({
+    name: `${name}/node`,
+    opType: 'Identity',
+    domain: '',
+    inputs: [parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 1 })],
+    outputs: [name],
+    attributes: [],
+  });
   graph.outputs = [{ name, elemType: floatType, dims: undefined }];
-  return { graph, seed: built.seed, feeds: built.feeds, features: name, width: offset, segments, forms, directElements: [...formed].reduce((s, t) => s + t.size, 0) };
+  return {
+    graph,
+    seed: built.seed,
+    feeds: built.feeds,
+    features: name,
+    width: offset,
+    segments,
+    forms,
+    directElements: [...formed].reduce((s, t) => s + t.size, 0),
+  };
 }
 
 /** A graph of two feature blocks R (r, F) and C (c, F) giving the kernel block (r, c) summed over the terms. */
@@ -105,7 +120,8 @@ function buildKernelGraph(segments: Segment[], width: number, floatType: number)
     if (s.kind === 'gradient') return product(columns('R', s.offset, s.offset + s.width), columns('C', s.offset, s.offset + s.width));
     const aEnd = s.offset + s.T * s.I;
     const gEnd = aEnd + s.T * s.O;
-    if (s.T === 1) return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
+    if (s.T === 1)
+      return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
     // (r·T, c·T) products of positions, multiplied, summed over t and s: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ).
     const positions = (from: number, to: number, w: number) => product(b.reshape(columns('R', from, to), [-1, w]), b.reshape(columns('C', from, to), [-1, w]));
     const both = b.mul(positions(s.offset, aEnd, s.I), positions(aEnd, gEnd, s.O));
@@ -122,7 +138,12 @@ const KERNEL_INPUT_TARGET = 32 * 1024 * 1024;
 /** The slab of output rows assembled before it is written. */
 const SLAB_TARGET = 8 * 1024 * 1024;
 
-export async function planGram(model: Graph, given: Map<string, NpyArray | RowSource>, second: Map<string, NpyArray | RowSource> | undefined, options: GramOptions) {
+export async function planGram(
+  model: Graph,
+  given: Map<string, NpyArray | RowSource>,
+  second: Map<string, NpyArray | RowSource> | undefined,
+  options: GramOptions,
+) {
   const p: Prepared = await prepare(model, given, options);
   const wrt = options.wrt ?? 'parameters';
   const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : undefined;
@@ -130,11 +151,15 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   for (const [name, source] of columnInputs ?? []) {
     const rowSource = p.inputs.get(name)!;
     if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {
-      throw new UsageError(`--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`);
+      throw new UsageError(
+        `--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`,
+      );
     }
   }
   if (p.copies > 1 && p.fixedBatch !== undefined) {
-    throw new ModelRefusedError(`the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`);
+    throw new ModelRefusedError(
+      `the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
+    );
   }
   const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);
   const kernel = buildKernelGraph(features.segments, features.width, p.elemType);
@@ -148,7 +173,10 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   // Each term makes one or two (r, c) products besides the block itself.
   const products = features.segments.reduce((n, s) => n + (s.kind === 'factors' ? 2 : 1), 1);
   const byProducts = Math.floor(Math.sqrt(KERNEL_INPUT_TARGET / (products * itemSize)));
-  const blockRows = Math.max(1, Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), byProducts, options.batchSize ? options.batchSize * K : Infinity));
+  const blockRows = Math.max(
+    1,
+    Math.min(Math.max(N1, N2) * K, Math.floor(KERNEL_INPUT_TARGET / (2 * featureRowBytes)), byProducts, options.batchSize ? options.batchSize * K : Infinity),
+  );
   const slabRows = Math.max(1, Math.min(N1 * K, blockRows, Math.floor(SLAB_TARGET / (N2 * K * itemSize))));
   p.lap('graph');
   const featureSession = await createSession(features.graph, options.threads);
@@ -160,7 +188,13 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
   const ortType = ORT_TYPE[p.dtype]!;
 
   /** Runs the feature graph over a set of samples into a scratch file of N·K rows. */
-  async function featuresOf(inputs: Map<string, RowSource>, samples: number, scratch: ScratchRows, garbage: GarbageMeter, keep: RowRange = { start: 0, end: samples }): Promise<void> {
+  async function featuresOf(
+    inputs: Map<string, RowSource>,
+    samples: number,
+    scratch: ScratchRows,
+    garbage: GarbageMeter,
+    keep: RowRange = { start: 0, end: samples },
+  ): Promise<void> {
     const seeds = new Map<number, ort.Tensor>();
     const reuse = new Map<RowSource, ArrayBuffer>();
     // Chunks of the unsharded run, so that a kept row's features come from the same batch as in one full run.
@@ -210,7 +244,11 @@ export async function planGram(model: Graph, given: Map<string, NpyArray | RowSo
       p.lap('compute');
       const rows2 = N2 * K;
       const tensor = (bytes: Uint8Array, rows: number) =>
-        new ortRuntime.Tensor(ortType, (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never, [rows, features.width]);
+        new ortRuntime.Tensor(
+          ortType,
+          (p.dtype === 'float64' ? new Float64Array(bytes.buffer, 0, bytes.byteLength / 8) : new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)) as never,
+          [rows, features.width],
+        );
       // The feature blocks are read into two buffers used over and over.
       const slabBuffer = new ArrayBuffer(Math.min(total1, slabRows) * rows2 * itemSize);
       const rowBuffer = new ArrayBuffer(Math.min(total1, slabRows) * featureRowBytes);

@@ -139,7 +139,11 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
       rowOutputs.push({ entry: 'jacobian', output: output(ctx, graph, blocks[0], floatType, 'jacobian'), dims: terms[0].dims });
     } else if (options.jacobian === 'flat') {
       const flat = terms.map((t) => b.reshape(t.direct(), [-1, t.size]));
-      rowOutputs.push({ entry: 'jacobian', output: output(ctx, graph, flat.length === 1 ? flat[0] : b.op1('Concat', flat, { axis: 1 }), floatType, 'jacobian'), dims: [D] });
+      rowOutputs.push({
+        entry: 'jacobian',
+        output: output(ctx, graph, flat.length === 1 ? flat[0] : b.op1('Concat', flat, { axis: 1 }), floatType, 'jacobian'),
+        dims: [D],
+      });
     } else {
       terms.forEach((t, i) => rowOutputs.push({ entry: t.name, output: output(ctx, graph, blocks[i], floatType, 'jacobian'), dims: t.dims }));
     }
@@ -156,9 +160,19 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
   };
   const totalNorm = () => b.op1('Sqrt', [b.sum(norms())]);
   if (stats.has('norm')) {
-    const perTerm = b.op1('Sqrt', [b.op1('Concat', norms().map((n) => b.unsqueeze(n, [1])), { axis: 1 })]);
+    const perTerm = b.op1('Sqrt', [
+      b.op1(
+        'Concat',
+        norms().map((n) => b.unsqueeze(n, [1])),
+        { axis: 1 },
+      ),
+    ]);
     rowOutputs.push({ entry: 'norm', output: output(ctx, graph, totalNorm(), floatType, 'norm'), dims: [] });
-    rowOutputs.push({ entry: options.wrt === 'inputs' ? 'norm_per_input' : 'norm_per_param', output: output(ctx, graph, perTerm, floatType, 'norm_per_term'), dims: [terms.length] });
+    rowOutputs.push({
+      entry: options.wrt === 'inputs' ? 'norm_per_input' : 'norm_per_param',
+      output: output(ctx, graph, perTerm, floatType, 'norm_per_term'),
+      dims: [terms.length],
+    });
   }
 
   const accumulate = (stat: string, partial: string, contribution: (t: Term) => { value: string; form: Form }) => {

@@ -70,7 +70,11 @@ export interface Prepared {
 }
 
 /** Everything before the graph: inputs, analysis (with respect to the parameters or the inputs), probe. */
-export async function prepare(model: Graph, given: Map<string, NpyArray | RowSource>, options: { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number }): Promise<Prepared> {
+export async function prepare(
+  model: Graph,
+  given: Map<string, NpyArray | RowSource>,
+  options: { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number },
+): Promise<Prepared> {
   const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
   const timings: Record<string, number> = {};
   let t = performance.now();
@@ -100,7 +104,8 @@ export async function prepare(model: Graph, given: Map<string, NpyArray | RowSou
     }
   }
   if (wrt === 'parameters') refuseIfIneligible(analysis);
-  else if (analysis.problems.length > 0) throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
+  else if (analysis.problems.length > 0)
+    throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
   shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
   if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
@@ -110,7 +115,7 @@ export async function prepare(model: Graph, given: Map<string, NpyArray | RowSou
   }
   if (shapes.hasMovedBatch()) {
     throw new ModelRefusedError(
-      'values of this model carry the samples off axis 0 (e.g. MultiheadAttention\'s (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs',
+      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs",
     );
   }
   lap('probe');
@@ -149,7 +154,8 @@ export function chunkRows(source: RowSource, start: number, end: number, rows: n
 
 /** Columns of J: the parameters' sizes, or the float data inputs' per-sample sizes. */
 export function columns(p: Prepared, wrt: Wrt): number {
-  const sizes = wrt === 'inputs' ? dataInputs(p.analysis).map((n) => p.shapes.perSample(n).reduce((a, c) => a * c, 1)) : p.analysis.parameters.map((q) => q.size);
+  const sizes =
+    wrt === 'inputs' ? dataInputs(p.analysis).map((n) => p.shapes.perSample(n).reduce((a, c) => a * c, 1)) : p.analysis.parameters.map((q) => q.size);
   return sizes.reduce((a, c) => a + c, 0);
 }
 
@@ -179,10 +185,14 @@ function checkStatOptions(p: Prepared, options: StatsOptions, D: number): void {
     );
   }
   if (p.copies > 1 && p.fixedBatch !== undefined && !(options.stats.length === 1 && options.stats[0] === 'vjp')) {
-    throw new ModelRefusedError(`statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`);
+    throw new ModelRefusedError(
+      `statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
+    );
   }
-  if (options.stats.includes('clipped-sum') && !(options.clip !== undefined && options.clip > 0)) throw new UsageError('--stat clipped-sum needs the clipping bound: --clip C (C > 0)');
-  if (options.clip !== undefined && !options.stats.includes('clipped-sum')) throw new UsageError('--clip is the bound of --stat clipped-sum: add --stat clipped-sum');
+  if (options.stats.includes('clipped-sum') && !(options.clip !== undefined && options.clip > 0))
+    throw new UsageError('--stat clipped-sum needs the clipping bound: --clip C (C > 0)');
+  if (options.clip !== undefined && !options.stats.includes('clipped-sum'))
+    throw new UsageError('--clip is the bound of --stat clipped-sum: add --stat clipped-sum');
   if (options.stats.includes('jvp')) {
     if (!options.vector) throw new UsageError(`--stat jvp needs --vector v.npy of shape (${D},)`);
     if (options.vector.shape.length !== 1 || options.vector.shape[0] !== D) {

@@ -66,15 +66,19 @@ function gemmFactors(ctx: GradContext, node: Node, g: string): Factors {
   const [I] = ctx.perSample(node.inputs[0]);
   const [O] = ctx.perSample(node.outputs[0]);
   const transposed = attrInt(node, 'transB', 0) !== 0;
-  return lazyFactors(ctx, { a: () => ctx.b.reshape(node.inputs[0], [-1, 1, I]), g: () => ctx.b.reshape(g, [-1, 1, O]) }, {
-    T: 1,
-    I,
-    O,
-    alpha: attrFloat(node, 'alpha', 1),
-    transposed,
-    slotDims: transposed ? [O, I] : [I, O],
-    slot: `Gemm '${node.name}'`,
-  });
+  return lazyFactors(
+    ctx,
+    { a: () => ctx.b.reshape(node.inputs[0], [-1, 1, I]), g: () => ctx.b.reshape(g, [-1, 1, O]) },
+    {
+      T: 1,
+      I,
+      O,
+      alpha: attrFloat(node, 'alpha', 1),
+      transposed,
+      slotDims: transposed ? [O, I] : [I, O],
+      slot: `Gemm '${node.name}'`,
+    },
+  );
 }
 
 function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undefined {
@@ -83,15 +87,19 @@ function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undef
   const [I, O] = weightDims;
   const xDims = ctx.perSample(node.inputs[0]);
   const T = xDims.slice(0, -1).reduce((p, d) => p * d, 1);
-  return lazyFactors(ctx, { a: () => ctx.b.reshape(node.inputs[0], [-1, T, I]), g: () => ctx.b.reshape(g, [-1, T, O]) }, {
-    T,
-    I,
-    O,
-    alpha: 1,
-    transposed: false,
-    slotDims: [I, O],
-    slot: `MatMul '${node.name}'`,
-  });
+  return lazyFactors(
+    ctx,
+    { a: () => ctx.b.reshape(node.inputs[0], [-1, T, I]), g: () => ctx.b.reshape(g, [-1, T, O]) },
+    {
+      T,
+      I,
+      O,
+      alpha: 1,
+      transposed: false,
+      slotDims: [I, O],
+      slot: `MatMul '${node.name}'`,
+    },
+  );
 }
 
 /** A Conv with one group: a = the unfolded input patches (rows, P, C·k), g = (rows, P, O). */
@@ -101,7 +109,10 @@ function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefin
   const geo = convGeometry(node, inDims.slice(1), kernel);
   if (geo.group !== 1) return undefined;
   const K = kernel.reduce((p, k) => p * k, 1);
-  const P = ctx.perSample(node.outputs[0]).slice(1).reduce((p, d) => p * d, 1);
+  const P = ctx
+    .perSample(node.outputs[0])
+    .slice(1)
+    .reduce((p, d) => p * d, 1);
   const b = ctx.b;
   const patches = () =>
     b.op1('Conv', [node.inputs[0], patchKernels(ctx, channels, kernel)], {
@@ -111,15 +122,19 @@ function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefin
       pads: [...geo.padsBegin, ...geo.padsEnd],
       kernel_shape: kernel,
     }); // (rows, C·K, ...P)
-  return lazyFactors(ctx, { aT: () => b.reshape(patches(), [-1, channels * K, P]), g: () => b.transpose(b.reshape(g, [-1, outChannels, P]), [0, 2, 1]) }, {
-    T: P,
-    I: channels * K,
-    O: outChannels,
-    alpha: 1,
-    transposed: true,
-    slotDims: [outChannels, channels, ...kernel],
-    slot: `Conv '${node.name}'`,
-  });
+  return lazyFactors(
+    ctx,
+    { aT: () => b.reshape(patches(), [-1, channels * K, P]), g: () => b.transpose(b.reshape(g, [-1, outChannels, P]), [0, 2, 1]) },
+    {
+      T: P,
+      I: channels * K,
+      O: outChannels,
+      alpha: 1,
+      transposed: true,
+      slotDims: [outChannels, channels, ...kernel],
+      slot: `Conv '${node.name}'`,
+    },
+  );
 }
 
 /** Whether a value holds samples on an axis other than 0 (a tracked batch axis, e.g. MultiheadAttention's (T, B, E)). */

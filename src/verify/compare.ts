@@ -75,7 +75,11 @@ export function compareGraph(
     const block = b.slice(jacobian, [start], [end], [2]);
     products.push(b.op1('MatMul', [block, b.slice(directions, [start], [end], [0])]));
   }
-  const stacked = b.op1('Concat', products.map((p) => b.unsqueeze(p, [0])), { axis: 0 }); // (S, N, elements, R)
+  const stacked = b.op1(
+    'Concat',
+    products.map((p) => b.unsqueeze(p, [0])),
+    { axis: 0 },
+  ); // (S, N, elements, R)
   const product = b.transpose(stacked, [3, 0, 1, 2]); // (R, S, N, elements)
   // reduce 'sum': the differences of each sample's sum
   const perElement = (v: string) => (shape.elements !== shape.outputElements ? b.reduceSum(v, [3], true) : v);
@@ -96,7 +100,11 @@ export function compareGraph(
   const minusCrossed = crossed('minusPattern');
   const bothCrossed = b.op1('And', [plusCrossed, minusCrossed]);
   // One side crossed: J·u is the other side's slope. Neither (as far as the patterns tell): the best of the three.
-  const error = b.op1('Where', [b.op1('And', [plusCrossed, b.op1('Not', [minusCrossed])]), errorBackward, b.op1('Where', [b.op1('And', [minusCrossed, b.op1('Not', [plusCrossed])]), errorForward, smallest])]);
+  const error = b.op1('Where', [
+    b.op1('And', [plusCrossed, b.op1('Not', [minusCrossed])]),
+    errorBackward,
+    b.op1('Where', [b.op1('And', [minusCrossed, b.op1('Not', [plusCrossed])]), errorForward, smallest]),
+  ]);
   // The scope's derivatives, the scale that tells a kink's jump of slope from curvature and rounding.
   const scale = b.op1('Max', [maxAbs(difference, [2, 3], 1), maxAbs(product, [2, 3], 1)]);
   // One-sided differences disagree beyond the tolerance and beyond their own rounding noise (twice the central one's).
@@ -115,9 +123,15 @@ export function compareGraph(
     maxAbs(reference, [0, 1]),
     maxOf(where(undecidable, error, zeros)),
     b.reduceSum(b.op1('Cast', [kinked], { to: DataType.DOUBLE }), [2, 3], false),
-    b.reduceSum(b.op1('Cast', [b.op1('And', [undecidable, b.op1('Greater', [error, b.mul(scale, b.scalar(tolerance))])])], { to: DataType.DOUBLE }), [2, 3], false),
+    b.reduceSum(
+      b.op1('Cast', [b.op1('And', [undecidable, b.op1('Greater', [error, b.mul(scale, b.scalar(tolerance))])])], { to: DataType.DOUBLE }),
+      [2, 3],
+      false,
+    ),
   ];
-  results.forEach((value, i) => graph.nodes.push({ name: COMPARE_OUTPUTS[i], opType: 'Identity', domain: '', inputs: [value], outputs: [COMPARE_OUTPUTS[i]], attributes: [] }));
+  results.forEach((value, i) =>
+    graph.nodes.push({ name: COMPARE_OUTPUTS[i], opType: 'Identity', domain: '', inputs: [value], outputs: [COMPARE_OUTPUTS[i]], attributes: [] }),
+  );
   graph.outputs = COMPARE_OUTPUTS.map((name) => ({ name, elemType: DataType.DOUBLE, dims: undefined }));
   return graph;
 }

@@ -115,7 +115,11 @@ export function toDouble(source: Graph, dims: (name: string) => number[], option
   function kernel(opType: string, inputs: string[], attrs: Attrs = {}): string {
     if (!float32Ops.has(opType)) return b.op1(opType, inputs, attrs);
     islands++;
-    const y = b.op1(opType, inputs.map((v) => b.op1('Cast', [jitter(v)], { to: DataType.FLOAT })), attrs);
+    const y = b.op1(
+      opType,
+      inputs.map((v) => b.op1('Cast', [jitter(v)], { to: DataType.FLOAT })),
+      attrs,
+    );
     return jitter(b.op1('Cast', [y], { to: DataType.DOUBLE }));
   }
 

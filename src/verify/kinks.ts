@@ -53,7 +53,8 @@ export function kinkGraph(source: Graph): { graph: Graph; outputs: { name: strin
   const graph: Graph = { ...source, nodes: [...source.nodes], outputs: [], initializers: new Map(source.initializers) };
   const b = new GraphBuilder(graph, 1, 'kinks');
   const opset = defaultOpset(source);
-  const reduceMax = (x: string, axes: number[]) => (opset >= 18 ? b.op1('ReduceMax', [x, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceMax', [x], { axes, keepdims: 1 }));
+  const reduceMax = (x: string, axes: number[]) =>
+    opset >= 18 ? b.op1('ReduceMax', [x, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceMax', [x], { axes, keepdims: 1 });
   const rows = (x: string) => b.reshape(x, [0, -1]);
   /**
    * (rows, ) count of entries of `distance` (rows, M) within the margin: KINK_MARGIN times the
@@ -118,7 +119,13 @@ export function kinkGraph(source: Graph): { graph: Graph; outputs: { name: strin
  * only nodes with some. Undefined when onnxruntime cannot run the counting graph (a model
  * in float16, say): the count is a report, not a condition of the check.
  */
-export async function nearKinks(source: Graph, inputs: Map<string, RowSource>, count: number, rowsPerRun: number, threads?: number): Promise<NearKink[] | undefined> {
+export async function nearKinks(
+  source: Graph,
+  inputs: Map<string, RowSource>,
+  count: number,
+  rowsPerRun: number,
+  threads?: number,
+): Promise<NearKink[] | undefined> {
   const { graph, outputs } = kinkGraph(source);
   if (outputs.length === 0) return [];
   let session: ort.InferenceSession;
@@ -131,7 +138,10 @@ export async function nearKinks(source: Graph, inputs: Map<string, RowSource>, c
   try {
     const feeds: Record<string, ort.Tensor> = {};
     for (const [name, source] of inputs) feeds[name] = paddedRows(source, 0, count, rowsPerRun);
-    const result = await session.run(feeds, outputs.map((o) => o.name));
+    const result = await session.run(
+      feeds,
+      outputs.map((o) => o.name),
+    );
     const found: NearKink[] = [];
     for (const { name, node } of outputs) {
       const values = Array.from(result[name].data as Float32Array);

@@ -66,7 +66,13 @@ function geometry(node: Node, names: readonly string[]): Attrs {
 
 function addBias(ctx: LowerContext, y: string, bias: string | undefined, spatialRank: number): string {
   if (!bias) return y;
-  return ctx.b.add(y, ctx.b.unsqueeze(bias, Array.from({ length: spatialRank }, (_, i) => i + 1)));
+  return ctx.b.add(
+    y,
+    ctx.b.unsqueeze(
+      bias,
+      Array.from({ length: spatialRank }, (_, i) => i + 1),
+    ),
+  );
 }
 
 function reduce(b: GraphBuilder, op: 'ReduceMean' | 'ReduceMax', x: string, axes: number[]): string {
@@ -104,7 +110,11 @@ const ConvTranspose: Lowering = (ctx, node, original) => {
   const attrs = { ...geometry(node, ['strides', 'dilations', 'pads', 'auto_pad', 'output_padding', 'output_shape']), kernel_shape: kernel, group: inChannels };
   const scattered = exactly(ctx, x, (half) => ctx.b32.op1('ConvTranspose', [half, kernels], attrs)); // (n, C·K, ...Q)
   const grouped = b.reshape(scattered, [-1, group, (inChannels / group) * K, Q]);
-  const weights = b.reshape(b.transpose(b.reshape(w, [group, inChannels / group, groupOutChannels, K]), [0, 2, 1, 3]), [group, groupOutChannels, (inChannels / group) * K]);
+  const weights = b.reshape(b.transpose(b.reshape(w, [group, inChannels / group, groupOutChannels, K]), [0, 2, 1, 3]), [
+    group,
+    groupOutChannels,
+    (inChannels / group) * K,
+  ]);
   const y = b.reshape(b.op1('MatMul', [weights, grouped]), [-1, group * groupOutChannels, ...outSpatial]);
   return addBias(ctx, y, bias || undefined, outSpatial.length);
 };
@@ -134,7 +144,14 @@ const AveragePool: Lowering = (ctx, node, original) => {
 /** The node itself, on other inputs (its attributes as they are). */
 function sameOp(b: GraphBuilder, node: Node, inputs: string[]): string {
   const output = b.fresh(node.opType);
-  b.graph.nodes.push({ name: b.fresh(`${node.opType}_node`), opType: node.opType, domain: node.domain, inputs, outputs: [output], attributes: node.attributes });
+  b.graph.nodes.push({
+    name: b.fresh(`${node.opType}_node`),
+    opType: node.opType,
+    domain: node.domain,
+    inputs,
+    outputs: [output],
+    attributes: node.attributes,
+  });
   return output;
 }
 
@@ -145,7 +162,11 @@ const Resize: Lowering = (ctx, node) => {
   return exactly(ctx, x, (half) => sameOp(ctx.b32, node, [half, ...rest]));
 };
 
-const spatialAxes = (ctx: LowerContext, original: string) => ctx.dims(original).slice(2).map((_, i) => i + 2);
+const spatialAxes = (ctx: LowerContext, original: string) =>
+  ctx
+    .dims(original)
+    .slice(2)
+    .map((_, i) => i + 2);
 
 const GlobalAveragePool: Lowering = (ctx, node, original) => reduce(ctx.b, 'ReduceMean', node.inputs[0], spatialAxes(ctx, original[0]));
 const GlobalMaxPool: Lowering = (ctx, node, original) => reduce(ctx.b, 'ReduceMax', node.inputs[0], spatialAxes(ctx, original[0]));
@@ -157,7 +178,11 @@ const InstanceNormalization: Lowering = (ctx, node, original) => {
   const centered = b.op1('Sub', [x, reduce(b, 'ReduceMean', x, axes)]);
   const variance = reduce(b, 'ReduceMean', b.mul(centered, centered), axes);
   const normalized = b.op1('Div', [centered, b.op1('Sqrt', [b.add(variance, b.scalar(attrFloat(node, 'epsilon', 1e-5)))])]);
-  const perChannel = (v: string) => b.unsqueeze(v, axes.map((_, i) => i + 1));
+  const perChannel = (v: string) =>
+    b.unsqueeze(
+      v,
+      axes.map((_, i) => i + 1),
+    );
   return b.add(b.mul(normalized, perChannel(scale)), perChannel(bias));
 };
 
@@ -185,7 +210,8 @@ const Softplus: Lowering = ({ b }, node) => {
   return b.op1('Where', [b.op1('Greater', [x, b.scalar(40)]), x, b.op1('Log', [b.add(b.op1('Exp', [b.op1('Min', [x, b.scalar(40)])]), b.scalar(1))])]);
 };
 const Softsign: Lowering = ({ b }, node) => b.op1('Div', [node.inputs[0], b.add(b.op1('Abs', [node.inputs[0]]), b.scalar(1))]);
-const hardSigmoid = (b: GraphBuilder, x: string, alpha: number, beta: number) => b.op1('Max', [b.scalar(0), b.op1('Min', [b.scalar(1), b.add(b.scale(x, alpha), b.scalar(beta))])]);
+const hardSigmoid = (b: GraphBuilder, x: string, alpha: number, beta: number) =>
+  b.op1('Max', [b.scalar(0), b.op1('Min', [b.scalar(1), b.add(b.scale(x, alpha), b.scalar(beta))])]);
 const HardSigmoid: Lowering = ({ b }, node) => hardSigmoid(b, node.inputs[0], attrFloat(node, 'alpha', 0.2), attrFloat(node, 'beta', 0.5));
 const HardSwish: Lowering = ({ b }, node) => b.mul(node.inputs[0], hardSigmoid(b, node.inputs[0], 1 / 6, 0.5));
 const ThresholdedRelu: Lowering = ({ b }, node) =>
@@ -195,7 +221,11 @@ const Gelu: Lowering = ({ b, kernel }, node) => {
   const x = node.inputs[0];
   return b.scale(b.mul(x, b.add(b.scalar(1), kernel('Erf', [b.scale(x, Math.SQRT1_2)]))), 0.5);
 };
-const Mean: Lowering = ({ b }, node) => b.scale(node.inputs.slice(1).reduce((sum, x) => b.add(sum, x), node.inputs[0]), 1 / node.inputs.length);
+const Mean: Lowering = ({ b }, node) =>
+  b.scale(
+    node.inputs.slice(1).reduce((sum, x) => b.add(sum, x), node.inputs[0]),
+    1 / node.inputs.length,
+  );
 
 export const LOWERINGS: Record<string, Lowering> = {
   AveragePool,

@@ -50,15 +50,34 @@ export function addKinkPattern(graph: Graph, b: GraphBuilder, dataInputs: readon
     const above = (t: string) => b.op1('Cast', [b.op1('Greater', [x, t])], { to: floatType });
     const thresholds = ELEMENTWISE[node.opType]?.(node);
     if (thresholds !== undefined) {
-      if (thresholds.length > 0) terms.push(checksum(thresholds.map((t) => above(b.scalar(t))).reduce((a, c) => b.add(a, c)), index));
+      if (thresholds.length > 0)
+        terms.push(
+          checksum(
+            thresholds.map((t) => above(b.scalar(t))).reduce((a, c) => b.add(a, c)),
+            index,
+          ),
+        );
     } else if (node.opType === 'Clip') {
       const bounds = node.inputs.slice(1, 3).filter((v) => v !== undefined && v !== '');
-      if (bounds.length > 0) terms.push(checksum(bounds.map(above).reduce((a, c) => b.add(a, c)), index));
+      if (bounds.length > 0)
+        terms.push(
+          checksum(
+            bounds.map(above).reduce((a, c) => b.add(a, c)),
+            index,
+          ),
+        );
     } else if ((node.opType === 'Min' || node.opType === 'Max') && node.inputs.length === 2) {
       terms.push(checksum(b.op1('Greater', [node.inputs[0], node.inputs[1]]), index));
     } else if (node.opType === 'MaxPool') {
       const outs = [b.fresh('MaxPool'), b.fresh('MaxPool_indices')];
-      graph.nodes.push({ name: b.fresh('MaxPool_node'), opType: 'MaxPool', domain: '', inputs: [x], outputs: outs, attributes: node.attributes.filter((a) => a.name !== 'storage_order') });
+      graph.nodes.push({
+        name: b.fresh('MaxPool_node'),
+        opType: 'MaxPool',
+        domain: '',
+        inputs: [x],
+        outputs: outs,
+        attributes: node.attributes.filter((a) => a.name !== 'storage_order'),
+      });
       terms.push(checksum(outs[1], index));
     }
     // Many terms: add them as they come, so that no node has hundreds of inputs.

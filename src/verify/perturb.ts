@@ -17,7 +17,14 @@ export const PATTERN_OUTPUT = 'verify/pattern';
  * `valueOf` names the value that carries each parameter in `source` (a float64 cast of the
  * initializer, or the initializer itself); `floatType` is the element type of those values.
  */
-export function perturbedForward(source: Graph, parameters: readonly Parameter[], output: string, floatType: number, valueOf: (name: string) => string, dataInputs: readonly string[] = []): Graph {
+export function perturbedForward(
+  source: Graph,
+  parameters: readonly Parameter[],
+  output: string,
+  floatType: number,
+  valueOf: (name: string) => string,
+  dataInputs: readonly string[] = [],
+): Graph {
   const graph: Graph = {
     ...source,
     nodes: source.nodes.map((n) => ({ ...n, inputs: [...n.inputs] })),

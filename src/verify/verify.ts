@@ -192,7 +192,9 @@ function rowSources(inputs: Inputs): Map<string, RowSource> {
 
 /** The first `count` samples of every input, read into memory. */
 function firstRows(inputs: Map<string, RowSource>, count: number): Map<string, RowSource> {
-  return new Map([...inputs].map(([name, source]) => [name, arrayRows({ dtype: source.dtype, shape: [count, ...source.shape.slice(1)], data: source.rows(0, count) })]));
+  return new Map(
+    [...inputs].map(([name, source]) => [name, arrayRows({ dtype: source.dtype, shape: [count, ...source.shape.slice(1)], data: source.rows(0, count) })]),
+  );
 }
 
 type FloatData = Float32Array | Float64Array;
@@ -273,7 +275,12 @@ async function openForward(graph: Graph, inputs: Map<string, RowSource>, output:
     };
     try {
       // A float64 graph may be accepted and still fail in a kernel: one run settles it.
-      const { shape } = await run(inputs, 1, undefined, parameters.map(() => 0));
+      const { shape } = await run(
+        inputs,
+        1,
+        undefined,
+        parameters.map(() => 0),
+      );
       return {
         dtype: islands > 0 ? 'mixed' : dtype,
         float32Ops: islands > 0 ? [...float32Ops] : [],
@@ -340,7 +347,8 @@ async function randomDirections(count: number, D: number, elemType: number, seed
 }
 
 function concat(parts: FloatData[], elemType: number): FloatData {
-  const out = elemType === DataType.DOUBLE ? new Float64Array(parts.reduce((s, p) => s + p.length, 0)) : new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  const out =
+    elemType === DataType.DOUBLE ? new Float64Array(parts.reduce((s, p) => s + p.length, 0)) : new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let at = 0;
   for (const part of parts) {
     out.set(part, at);
@@ -349,12 +357,7 @@ function concat(parts: FloatData[], elemType: number): FloatData {
   return out;
 }
 
-async function compareAlongDirections(
-  forward: Forward,
-  inputs: Map<string, RowSource>,
-  jacobian: JacobianRows,
-  options: VerifyOptions,
-): Promise<VerifyResult> {
+async function compareAlongDirections(forward: Forward, inputs: Map<string, RowSource>, jacobian: JacobianRows, options: VerifyOptions): Promise<VerifyResult> {
   const { parameters, dtype } = forward;
   const tensorType = dtype === 'float32' ? 'float32' : 'float64';
   const elemType = dtype === 'float32' ? DataType.FLOAT : DataType.DOUBLE;
@@ -365,7 +368,9 @@ async function compareAlongDirections(
   const outputElements = forward.outputShape.reduce((a, b) => a * b, 1);
   const elements = jacobian.data.length / (count * D);
   if (jacobian.shape[jacobian.shape.length - 1] !== D || (elements !== 1 && elements !== outputElements)) {
-    throw new UsageError(`a Jacobian of shape (${jacobian.shape.join(', ')}) does not fit ${count} samples of this model: ${outputElements} output elements, ${D} parameter values`);
+    throw new UsageError(
+      `a Jacobian of shape (${jacobian.shape.join(', ')}) does not fit ${count} samples of this model: ${outputElements} output elements, ${D} parameter values`,
+    );
   }
   const R = options.directions ?? 3;
   const directions = await randomDirections(R, D, elemType, options.seed ?? 0, options.threads);
@@ -381,8 +386,16 @@ async function compareAlongDirections(
   for (let r = 0; r < R; r++) {
     const direction = directions.subarray(r * D, (r + 1) * D);
     for (const scope of scopes) {
-      for (const [sign, into, patterns] of [[1, plus, plusPattern], [-1, minus, minusPattern]] as const) {
-        const moved = await forward.run(inputs, count, direction, parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0)));
+      for (const [sign, into, patterns] of [
+        [1, plus, plusPattern],
+        [-1, minus, minusPattern],
+      ] as const) {
+        const moved = await forward.run(
+          inputs,
+          count,
+          direction,
+          parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0)),
+        );
         into.push(moved.output);
         patterns.push(moved.pattern);
       }
@@ -398,11 +411,18 @@ async function compareAlongDirections(
   }
   const tolerance = options.tolerance ?? precision.tolerance;
   const columns = groups.map((g) => ({ start: parameters[g.first].offset, end: parameters[g.last - 1].offset + parameters[g.last - 1].size }));
-  const compare = compareGraph(parameters, columns, { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType }, epsilon, tolerance, {
-    roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
-    islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
-    margin: NOISE_MARGIN,
-  });
+  const compare = compareGraph(
+    parameters,
+    columns,
+    { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType },
+    epsilon,
+    tolerance,
+    {
+      roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
+      islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
+      margin: NOISE_MARGIN,
+    },
+  );
   const stackedDims = [R, scopes.length, count, outputElements];
   const out = await runGraph(
     compare,
@@ -515,7 +535,18 @@ const plain = (x: number) => (x !== 0 && Math.abs(x) < 1e-3 ? x.toExponential() 
 /** Why a direction's derivatives are not resolved: the forward model's precision, and which noise covers them. */
 function unresolvedReason(
   forward: Forward,
-  u: { direction: number; largest: number; floor: number; jacobianNoise: number; forwardNoise: number; maxOutput: number; islandSensitivity: number; epsilon: number; tolerance: number; jacobianRoundoff: number },
+  u: {
+    direction: number;
+    largest: number;
+    floor: number;
+    jacobianNoise: number;
+    forwardNoise: number;
+    maxOutput: number;
+    islandSensitivity: number;
+    epsilon: number;
+    tolerance: number;
+    jacobianRoundoff: number;
+  },
 ): string {
   const head = 'the finite differences cannot resolve these derivatives';
   if (!(u.largest > 0)) return `${head}: the output does not move along direction ${u.direction} (every finite difference and J·u is 0)`;
@@ -527,7 +558,11 @@ function unresolvedReason(
   const outputs = `outputs ${larger(u.maxOutput)} (max |f(θ)| ${exp(u.maxOutput)}, ${along}; ε = ${plain(u.epsilon)})`;
   if (forward.dtype === 'float32') {
     const op = forward.fallback === undefined ? undefined : missingKernel(forward.fallback);
-    const why = forward.forced ? "precision 'float32' asked for" : op !== undefined ? `${op} has no float64 kernel in onnxruntime` : `onnxruntime: ${forward.fallback}`;
+    const why = forward.forced
+      ? "precision 'float32' asked for"
+      : op !== undefined
+        ? `${op} has no float64 kernel in onnxruntime`
+        : `onnxruntime: ${forward.fallback}`;
     return `${head}: float32 forward model (${why}) and ${outputs}`;
   }
   if (forward.dtype === 'mixed' && UNIT_ROUNDOFF.float32 * u.islandSensitivity >= UNIT_ROUNDOFF.float64 * u.maxOutput) {
@@ -549,7 +584,9 @@ export async function checkJacobian(graph: Graph, given: Inputs, jacobian: Jacob
   const samples = checkInputs(prepared, inputs);
   const fixedBatch = fixedBatchSize(prepared);
   if (jacobian.shape[0] > Math.min(samples, fixedBatch ?? samples)) {
-    throw new UsageError(`a Jacobian of ${jacobian.shape[0]} samples cannot be checked with ${samples} samples${fixedBatch ? ` and a model that fixes the batch size at ${fixedBatch}` : ''}`);
+    throw new UsageError(
+      `a Jacobian of ${jacobian.shape[0]} samples cannot be checked with ${samples} samples${fixedBatch ? ` and a model that fixes the batch size at ${fixedBatch}` : ''}`,
+    );
   }
   const batch = firstRows(inputs, jacobian.shape[0]);
   const forward = await openForward(prepared, batch, output, options);
@@ -573,7 +610,16 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, { modelOutput: output, reduce: options.reduce, layout: 'flat', threads: options.threads, params: options.params, exclude: options.exclude, mode: options.mode, strict: options.strict });
+    const { plan, run } = await planJacobian(graph, batch, {
+      modelOutput: output,
+      reduce: options.reduce,
+      layout: 'flat',
+      threads: options.threads,
+      params: options.params,
+      exclude: options.exclude,
+      mode: options.mode,
+      strict: options.strict,
+    });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
     const [jacobian] = sink.result();

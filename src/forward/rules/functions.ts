@@ -151,7 +151,10 @@ export const Einsum: JvpRule = {
   tangent(ctx, node, tangents) {
     if (tangents.every((t) => t === undefined)) return [undefined];
     const b = ctx.b;
-    const subscripts = parseEquation(attrString(node, 'equation', ''), node.inputs.map((v) => ctx.rank(v)));
+    const subscripts = parseEquation(
+      attrString(node, 'equation', ''),
+      node.inputs.map((v) => ctx.rank(v)),
+    );
     const batch = subscripts.output[0];
     node.inputs.forEach((input, k) => {
       const term = subscripts.inputs[k];
@@ -261,7 +264,9 @@ export const LpPool: JvpRule = {
     const geo = convGeometry(node, spatial, attrInts(node, 'kernel_shape') ?? []);
     const extents = geo.kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
     // ceil_mode's last window may reach past the padded input: pad the end by as much.
-    const padsEnd = spatial.map((s, i) => geo.padsEnd[i] + Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])));
+    const padsEnd = spatial.map(
+      (s, i) => geo.padsEnd[i] + Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])),
+    );
     const p = attrInt(node, 'p', 2);
     const weighted = ctx.mulBy(t, inDims, lpWeight(ctx, x, p));
     const kernelSize = product(geo.kernel);
@@ -285,7 +290,11 @@ export const GlobalLpPool: JvpRule = {
     const y = node.outputs[0];
     const inDims = ctx.perSample(x);
     const p = attrInt(node, 'p', 2);
-    const summed = b.reduceSum(ctx.mulBy(t, inDims, lpWeight(ctx, x, p)), inDims.slice(1).map((_, i) => i + 2), true);
+    const summed = b.reduceSum(
+      ctx.mulBy(t, inDims, lpWeight(ctx, x, p)),
+      inDims.slice(1).map((_, i) => i + 2),
+      true,
+    );
     return [ctx.mulBy(summed, ctx.perSample(y), b.op1('Pow', [y, b.scalar(1 - p)]))];
   },
 };
@@ -314,14 +323,23 @@ export const ReduceProd = reduction((ctx0, x, _y, axes) => {
 /** A loss over the classes (axis 1) of x: dloss = Σ_c ∂loss/∂x_c ⊙ dx_c, the gradient from the reverse rule seeded with ones. */
 function lossTangent(ctx: TangentContext, node: Node, t: string): string {
   const x = node.inputs[0];
-  const [gradient] = gradRules[node.opType].backward(ctx, node, [onesLike(ctx, node.outputs[0]), undefined], node.inputs.map((_, i) => i === 0));
+  const [gradient] = gradRules[node.opType].backward(
+    ctx,
+    node,
+    [onesLike(ctx, node.outputs[0]), undefined],
+    node.inputs.map((_, i) => i === 0),
+  );
   return ctx.b.reduceSum(ctx.mulBy(t, ctx.perSample(x), gradient!), [1], false);
 }
 
 export const NegativeLogLikelihoodLoss: JvpRule = {
   tangent(ctx, node, [t]) {
     if (t === undefined) return [undefined];
-    refuseAlike(node, ctx.b.opset, node.inputs.map((_, i) => i === 0));
+    refuseAlike(
+      node,
+      ctx.b.opset,
+      node.inputs.map((_, i) => i === 0),
+    );
     return [lossTangent(typed(ctx, node.outputs[0]), node, t)];
   },
 };
@@ -330,7 +348,11 @@ export const NegativeLogLikelihoodLoss: JvpRule = {
 export const SoftmaxCrossEntropyLoss: JvpRule = {
   tangent(ctx0, node, [t]) {
     if (t === undefined) return node.outputs.map(() => undefined);
-    refuseAlike(node, ctx0.b.opset, node.inputs.map((_, i) => i === 0));
+    refuseAlike(
+      node,
+      ctx0.b.opset,
+      node.inputs.map((_, i) => i === 0),
+    );
     const ctx = typed(ctx0, node.outputs[0]);
     const b = ctx.b;
     const hadLogProb = Boolean(node.outputs[1]);

@@ -89,7 +89,11 @@ export const ScatterND: JvpRule = {
     );
     const spread = b.add(b.unsqueeze(b.mul(v, scaleFirst), [1]), offsets);
     const tangentIndices = b.reshape(spread, [-1, ...indexDims]);
-    const updateZeros = () => b.op1('Expand', [b.scalar(0), b.op1('Concat', [b.slice(b.op1('Shape', [tangentIndices]), [0], [-1], [0]), b.constInt64(ctx.shapes.dims(x).slice(depth))], { axis: 0 })]);
+    const updateZeros = () =>
+      b.op1('Expand', [
+        b.scalar(0),
+        b.op1('Concat', [b.slice(b.op1('Shape', [tangentIndices]), [0], [-1], [0]), b.constInt64(ctx.shapes.dims(x).slice(depth))], { axis: 0 }),
+      ]);
     return sameOp(ctx, node, [tx ?? zerosFor(ctx, x), tangentIndices, tu ?? updateZeros()]);
   },
 };

@@ -48,7 +48,15 @@ export const ConvTranspose = Conv;
 export const Gemm: JvpRule = {
   tangent(ctx, node, [ta, , tc]) {
     const terms: string[] = [];
-    if (ta !== undefined) terms.push(sameOp(ctx, node, [ta, node.inputs[1]], node.attributes.filter((a) => a.name !== 'beta'))[0]);
+    if (ta !== undefined)
+      terms.push(
+        sameOp(
+          ctx,
+          node,
+          [ta, node.inputs[1]],
+          node.attributes.filter((a) => a.name !== 'beta'),
+        )[0],
+      );
     if (tc !== undefined) terms.push(ctx.b.scale(ctx.broadcastTangent(tc, node.inputs[2], node.outputs[0]), attrFloat(node, 'beta', 1)));
     return [terms.length === 0 ? undefined : ctx.b.sum(terms)];
   },
@@ -76,7 +84,13 @@ export const Tile: JvpRule = {
   },
 };
 
-function sumOf(ctx: TangentContext, node: Parameters<JvpRule['tangent']>[1], tangents: (string | undefined)[], factor = 1, signs?: number[]): (string | undefined)[] {
+function sumOf(
+  ctx: TangentContext,
+  node: Parameters<JvpRule['tangent']>[1],
+  tangents: (string | undefined)[],
+  factor = 1,
+  signs?: number[],
+): (string | undefined)[] {
   const terms = tangents.flatMap((t, i) => {
     if (t === undefined) return [];
     const term = ctx.broadcastTangent(t, node.inputs[i], node.outputs[0]);
@@ -134,7 +148,12 @@ export const Pad: JvpRule = {
     if (t === undefined) return [undefined];
     const inputs = [t, node.inputs[1] ?? '', '', node.inputs[3] ?? ''];
     while (inputs.length > 1 && inputs[inputs.length - 1] === '') inputs.pop();
-    return sameOp(ctx, node, inputs, node.attributes.filter((a) => a.name !== 'value'));
+    return sameOp(
+      ctx,
+      node,
+      inputs,
+      node.attributes.filter((a) => a.name !== 'value'),
+    );
   },
 };
 

@@ -18,15 +18,51 @@ function diagonal(op: string): JvpRule {
       if (t === undefined) return node.outputs.map(() => undefined);
       const typed = inFloatTypeOf(ctx, node.outputs[0]) as TangentContext;
       const shadow: Node = { ...node, inputs: node.inputs.map((v) => (v ? ctx.primal(v) : v)), outputs: node.outputs.map((v) => (v ? ctx.primal(v) : v)) };
-      const [dx] = gradRules[op].backward(typed, shadow, [ctx.toDirections(t, node.inputs[0])], node.inputs.map((_, i) => i === 0));
+      const [dx] = gradRules[op].backward(
+        typed,
+        shadow,
+        [ctx.toDirections(t, node.inputs[0])],
+        node.inputs.map((_, i) => i === 0),
+      );
       return [ctx.fromDirections(dx!, ctx.perSample(node.outputs[0]))];
     },
   };
 }
 
 const DIAGONAL = [
-  'Relu', 'LeakyRelu', 'Elu', 'Selu', 'Celu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'Softsign', 'Gelu', 'Clip', 'Exp', 'Log', 'Sqrt', 'Reciprocal', 'Abs', 'Erf',
-  'HardSwish', 'Mish', 'ThresholdedRelu', 'Shrink', 'Sin', 'Cos', 'Tan', 'Asin', 'Acos', 'Atan', 'Sinh', 'Cosh', 'Asinh', 'Acosh', 'Atanh',
+  'Relu',
+  'LeakyRelu',
+  'Elu',
+  'Selu',
+  'Celu',
+  'Sigmoid',
+  'HardSigmoid',
+  'Tanh',
+  'Softplus',
+  'Softsign',
+  'Gelu',
+  'Clip',
+  'Exp',
+  'Log',
+  'Sqrt',
+  'Reciprocal',
+  'Abs',
+  'Erf',
+  'HardSwish',
+  'Mish',
+  'ThresholdedRelu',
+  'Shrink',
+  'Sin',
+  'Cos',
+  'Tan',
+  'Asin',
+  'Acos',
+  'Atan',
+  'Sinh',
+  'Cosh',
+  'Asinh',
+  'Acosh',
+  'Atanh',
 ] as const;
 export const diagonalRules: Record<string, JvpRule> = Object.fromEntries(DIAGONAL.map((op) => [op, diagonal(op)]));
 
@@ -82,7 +118,8 @@ export const Pow: JvpRule = {
     }
     if (tp !== undefined) {
       const log = b.op1('Log', [b.op1('Where', [b.op1('Equal', [x, b.scalar(0)]), b.scalar(1), x])]);
-      const inX = ctx.shapes.elemType(exponent) === type ? ctx.broadcastTangent(tp, exponent, y) : b.op1('Cast', [ctx.broadcastTangent(tp, exponent, y)], { to: type });
+      const inX =
+        ctx.shapes.elemType(exponent) === type ? ctx.broadcastTangent(tp, exponent, y) : b.op1('Cast', [ctx.broadcastTangent(tp, exponent, y)], { to: type });
       terms.push(ctx.mulBy(inX, ctx.perSample(y), b.mul(y, log)));
     }
     return [b.sum(terms)];
@@ -162,7 +199,16 @@ export function standardizeTangent(ctx: TangentContext, x: string, t: string, di
   const centered = b.op1('Sub', [x, mean(x)]);
   const invStd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(mean(b.mul(centered, centered)), b.scalar(epsilon))])]);
   const xHat = b.mul(centered, invStd);
-  const inner = b.op1('Sub', [b.op1('Sub', [t, mean(t)]), ctx.mulBy(mean(ctx.mulBy(t, dims, xHat)), dims.map((d, i) => (axes.includes(i + 1) ? 1 : d)), xHat, true, dims)]);
+  const inner = b.op1('Sub', [
+    b.op1('Sub', [t, mean(t)]),
+    ctx.mulBy(
+      mean(ctx.mulBy(t, dims, xHat)),
+      dims.map((d, i) => (axes.includes(i + 1) ? 1 : d)),
+      xHat,
+      true,
+      dims,
+    ),
+  ]);
   return ctx.mulBy(inner, dims, invStd);
 }
 
@@ -304,4 +350,3 @@ export const ReduceL2 = reduction((ctx, x, y) => {
   const b = inFloatTypeOf(ctx, x).b;
   return b.op1('Div', [x, b.op1('Where', [b.op1('Equal', [y, b.scalar(0)]), b.scalar(1), y])]);
 });
-

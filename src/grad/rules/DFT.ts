@@ -10,7 +10,8 @@ import { firstOnly, oneOutputRule, refuseNode, zeroPadAxis } from './shared.js';
 export const DFT = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse(node) {
-    if (attrInt(node, 'onesided', 0) === 1 && attrInt(node, 'inverse', 0) === 1) return 'onesided=1 with inverse=1 (a real inverse transform) has no gradient rule yet';
+    if (attrInt(node, 'onesided', 0) === 1 && attrInt(node, 'inverse', 0) === 1)
+      return 'onesided=1 with inverse=1 (a real inverse transform) has no gradient rule yet';
     return undefined;
   },
   backward(ctx, node, g) {
@@ -60,8 +61,15 @@ export const STFT = oneOutputRule({
     const [signal, parts] = ctx.perSample(x);
     const [frames, bins] = ctx.perSample(node.outputs[0]);
     const step = ctx.constantValue(stepInput)?.[0];
-    const lengthValue = lengthInput ? ctx.constantValue(lengthInput)?.[0] : window ? ctx.dims(window)[0] : attrInt(node, 'onesided', 1) === 0 ? bins : undefined;
-    if (step === undefined || lengthValue === undefined) throw refuseNode(node, 'its frame_step or frame_length is computed from the data; only constant ones are supported');
+    const lengthValue = lengthInput
+      ? ctx.constantValue(lengthInput)?.[0]
+      : window
+        ? ctx.dims(window)[0]
+        : attrInt(node, 'onesided', 1) === 0
+          ? bins
+          : undefined;
+    if (step === undefined || lengthValue === undefined)
+      throw refuseNode(node, 'its frame_step or frame_length is computed from the data; only constant ones are supported');
     const length = lengthValue;
     // Per frame: Sᵀ (pad the one-sided bins), Fᴴ = length × inverse DFT, along axis 2 of (N, frames, length, 2).
     let v = zeroPadAxis(ctx, g, 4, 2, 0, length - bins);
@@ -72,9 +80,7 @@ export const STFT = oneOutputRule({
     const blocks = Math.ceil(length / step);
     v = zeroPadAxis(ctx, v, 4, 2, 0, blocks * step - length);
     v = b.reshape(v, [-1, frames, blocks, step, 2]);
-    const shifted = Array.from({ length: blocks }, (_, o) =>
-      zeroPadAxis(ctx, b.squeeze(b.slice(v, [o], [o + 1], [2]), [2]), 4, 1, o, blocks - 1 - o),
-    );
+    const shifted = Array.from({ length: blocks }, (_, o) => zeroPadAxis(ctx, b.squeeze(b.slice(v, [o], [o + 1], [2]), [2]), 4, 1, o, blocks - 1 - o));
     let dx = b.reshape(b.sum(shifted), [-1, (frames + blocks - 1) * step, 2]);
     const covered = (frames + blocks - 1) * step;
     dx = covered >= signal ? b.slice(dx, [0], [signal], [1]) : zeroPadAxis(ctx, dx, 3, 1, 0, signal - covered);

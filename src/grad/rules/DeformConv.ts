@@ -18,7 +18,17 @@ export interface DeformColumns {
   corners: { index: string; weight: string; rowSlope: string; columnSlope: string }[];
   /** X flattened to (N, OG, Cg, H·W). */
   xFlat: string;
-  geometry: { channels: number; height: number; width: number; offsetGroups: number; taps: number; positions: number; outChannels: number; groups: number; kernel: number[] };
+  geometry: {
+    channels: number;
+    height: number;
+    width: number;
+    offsetGroups: number;
+    taps: number;
+    positions: number;
+    outChannels: number;
+    groups: number;
+    kernel: number[];
+  };
 }
 
 /** The sampled columns of a DeformConv node and how they were sampled. */
@@ -56,7 +66,12 @@ export function deformColumns(ctx: GradContext, node: Node): DeformColumns {
   // offset (N, OG·K·2, oH, oW) → (N, OG, K, 2, P): row offset first, then column.
   const offsets = b.reshape(offset, [-1, offsetGroups, taps, 2, positions]);
   const along = (part: number, base: number[]) =>
-    b.reshape(b.add(b.squeeze(b.slice(offsets, [part], [part + 1], [3]), [3]), b.constFloat(base, [1, 1, taps, positions])), [-1, offsetGroups, 1, taps * positions]);
+    b.reshape(b.add(b.squeeze(b.slice(offsets, [part], [part + 1], [3]), [3]), b.constFloat(base, [1, 1, taps, positions])), [
+      -1,
+      offsetGroups,
+      1,
+      taps * positions,
+    ]);
   const row = along(0, baseRow);
   const column = along(1, baseColumn);
   const rowFloor = b.op1('Floor', [row]);
@@ -64,8 +79,7 @@ export function deformColumns(ctx: GradContext, node: Node): DeformColumns {
   const rowFraction = b.op1('Sub', [row, rowFloor]);
   const columnFraction = b.op1('Sub', [column, columnFloor]);
   const one = b.scalar(1);
-  const inside = (v: string, length: number) =>
-    b.op1('And', [b.op1('GreaterOrEqual', [v, b.scalar(0)]), b.op1('LessOrEqual', [v, b.scalar(length - 1)])]);
+  const inside = (v: string, length: number) => b.op1('And', [b.op1('GreaterOrEqual', [v, b.scalar(0)]), b.op1('LessOrEqual', [v, b.scalar(length - 1)])]);
   const clamp = (v: string, length: number) => b.op1('Max', [b.op1('Min', [v, b.scalar(length - 1)]), b.scalar(0)]);
 
   const xFlat = b.reshape(x, [-1, offsetGroups, perGroup, height * width]);
@@ -122,8 +136,16 @@ export const DeformConv = oneOutputRule({
     const result: (string | undefined)[] = node.inputs.map(() => undefined);
     if (wanted[0]) {
       const zeros = b.op1('Expand', [b.scalar(0), b.op1('Shape', [columns.xFlat])]);
-      const index = b.op1('Concat', columns.corners.map((c) => c.index), { axis: 3 });
-      const updates = b.op1('Concat', columns.corners.map((c) => b.mul(dValues, c.weight)), { axis: 3 });
+      const index = b.op1(
+        'Concat',
+        columns.corners.map((c) => c.index),
+        { axis: 3 },
+      );
+      const updates = b.op1(
+        'Concat',
+        columns.corners.map((c) => b.mul(dValues, c.weight)),
+        { axis: 3 },
+      );
       const dx = b.op1('ScatterElements', [zeros, index, updates], { axis: 3, reduction: 'add' });
       result[0] = ctx.toPerSample(dx, [channels, height, width]);
     }

@@ -20,7 +20,10 @@ export const Det = oneOutputRule({
     const rows = b.op1('Gather', [x, otherIndices], { axis: rank - 2 });
     const minors = b.op1('Gather', [rows, otherIndices], { axis: rank });
     const perm = Array.from({ length: rank - 2 }, (_, i) => i).concat([rank - 2, rank, rank - 1, rank + 1]);
-    const signs = b.constFloat(Array.from({ length: size * size }, (_, k) => ((Math.floor(k / size) + (k % size)) % 2 === 0 ? 1 : -1)), [size, size]);
+    const signs = b.constFloat(
+      Array.from({ length: size * size }, (_, k) => ((Math.floor(k / size) + (k % size)) % 2 === 0 ? 1 : -1)),
+      [size, size],
+    );
     const cofactors = b.mul(b.op1('Det', [b.transpose(minors, perm)]), signs);
     return [b.mul(gMatrix, cofactors)];
   },

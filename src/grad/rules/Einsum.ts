@@ -37,7 +37,10 @@ export function parseEquation(equation: string, ranks: number[]): Subscripts {
   } else {
     const counts = new Map<string, number>();
     for (const l of inputs.flat()) counts.set(l, (counts.get(l) ?? 0) + 1);
-    const singles = [...counts].filter(([l, c]) => c === 1 && !ellipsis.includes(l)).map(([l]) => l).sort();
+    const singles = [...counts]
+      .filter(([l, c]) => c === 1 && !ellipsis.includes(l))
+      .map(([l]) => l)
+      .sort();
     output = [...ellipsis, ...singles];
   }
   return { inputs, output };
@@ -98,7 +101,12 @@ export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, 
     // A diagonal: the repeated axis gets a letter of its own, tied to the first by an identity.
     const twin = spare.shift()!;
     const n = size.get(l)!;
-    operands.push(b.constFloat(Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)), [n, n]));
+    operands.push(
+      b.constFloat(
+        Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)),
+        [n, n],
+      ),
+    );
     inputTerms.push([l, twin]);
     target.push(twin);
   }

@@ -12,9 +12,7 @@ export const Gemm = oneOutputRule({
     const b = ctx.b;
     const alpha = attrFloat(node, 'alpha', 1);
     const beta = attrFloat(node, 'beta', 1);
-    const dA = wanted[0]
-      ? b.op1('Gemm', [g, node.inputs[1]], { transB: attrInt(node, 'transB', 0) === 0 ? 1 : 0, alpha: b.float(alpha) })
-      : undefined;
+    const dA = wanted[0] ? b.op1('Gemm', [g, node.inputs[1]], { transB: attrInt(node, 'transB', 0) === 0 ? 1 : 0, alpha: b.float(alpha) }) : undefined;
     const dC = wanted[2] ? ctx.unbroadcastToInput(b.scale(g, beta), node.inputs[2], node.outputs[0]) : undefined;
     return [dA, undefined, dC];
   },

@@ -59,16 +59,28 @@ export const Resize = oneOutputRule({
       const range = b.op1('Range', [b.constInt64([0], []), b.constInt64([count], []), b.constInt64([1], [])]);
       const positions = b.op1('Cast', [b.reshape(range, [1, ...inDims])], { to: DataType.FLOAT });
       // The sizes name the batch too; the positions have a batch of one.
-      const oneSample = sizes && !resizedAxes ? b.op1('Concat', [b.constInt64([1]), b.slice(sizes, [1], [Number.MAX_SAFE_INTEGER], [0])], { axis: 0 }) : undefined;
+      const oneSample =
+        sizes && !resizedAxes ? b.op1('Concat', [b.constInt64([1]), b.slice(sizes, [1], [Number.MAX_SAFE_INTEGER], [0])], { axis: 0 }) : undefined;
       const sourceIndex = b.op1('Cast', [resizeLike(positions, oneSample)], { to: DataType.INT64 });
       matrixOf = (axis) => {
         const others = Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis);
         // On the line of output positions through the origin every other coordinate is 0,
         // so a source position divided by this axis's stride is the source coordinate.
-        const line = b.reshape(b.slice(sourceIndex, others.map(() => 0), others.map(() => 1), others), [outDims[axis - 1], 1]);
+        const line = b.reshape(
+          b.slice(
+            sourceIndex,
+            others.map(() => 0),
+            others.map(() => 1),
+            others,
+          ),
+          [outDims[axis - 1], 1],
+        );
         const coordinate = b.op1('Div', [line, b.constInt64([product(inDims.slice(axis))], [])]);
         const inLength = inDims[axis - 1];
-        const columns = b.constInt64(Array.from({ length: inLength }, (_, i) => i), [1, inLength]);
+        const columns = b.constInt64(
+          Array.from({ length: inLength }, (_, i) => i),
+          [1, inLength],
+        );
         return b.op1('Cast', [b.op1('Equal', [coordinate, columns])], { to: type });
       };
     } else {
@@ -85,7 +97,10 @@ export const Resize = oneOutputRule({
         const basisDims = inDims.map((d, i) => (i + 1 !== axis && collapsible(i + 1) ? 1 : d));
         const identityDims = inDims.map(() => 1);
         identityDims[axis - 1] = inLength;
-        const identity = b.constFloat(Array.from({ length: inLength * inLength }, (_, i) => (Math.floor(i / inLength) === i % inLength ? 1 : 0)), [inLength, ...identityDims]);
+        const identity = b.constFloat(
+          Array.from({ length: inLength * inLength }, (_, i) => (Math.floor(i / inLength) === i % inLength ? 1 : 0)),
+          [inLength, ...identityDims],
+        );
         const basis = b.op1('Expand', [identity, b.constInt64([inLength, ...basisDims])]);
         let basisSizes: string | undefined;
         if (sizes && !resizedAxes) {
@@ -96,7 +111,15 @@ export const Resize = oneOutputRule({
         }
         const resized = resizeLike(basis, basisSizes);
         const others = Array.from({ length: rank - 1 }, (_, i) => i + 1).filter((i) => i !== axis);
-        const line = b.reshape(b.slice(resized, others.map(() => 0), others.map(() => 1), others), [inLength, outDims[axis - 1]]);
+        const line = b.reshape(
+          b.slice(
+            resized,
+            others.map(() => 0),
+            others.map(() => 1),
+            others,
+          ),
+          [inLength, outDims[axis - 1]],
+        );
         return b.transpose(line, [1, 0]);
       };
     }

@@ -21,9 +21,7 @@ export const Relu = elementwise((ctx, { x, g }) => splitAtZero(ctx, x, g, ctx.b.
 export const LeakyRelu = elementwise((ctx, { x, g, node }) => splitAtZero(ctx, x, g, ctx.b.scale(g, attrFloat(node, 'alpha', 0.01))));
 
 // y = alpha·(exp(x) − 1) for x ≤ 0, so y' = y + alpha there.
-export const Elu = elementwise((ctx, { x, y, g, node }) =>
-  splitAtZero(ctx, x, g, ctx.b.mul(g, ctx.b.add(y, ctx.b.scalar(attrFloat(node, 'alpha', 1))))),
-);
+export const Elu = elementwise((ctx, { x, y, g, node }) => splitAtZero(ctx, x, g, ctx.b.mul(g, ctx.b.add(y, ctx.b.scalar(attrFloat(node, 'alpha', 1))))));
 
 // y = gamma·x for x > 0, gamma·alpha·(exp(x) − 1) otherwise, so y' = y + gamma·alpha there.
 export const Selu = elementwise((ctx, { x, y, g, node }) => {

@@ -124,7 +124,10 @@ export const Gather = oneOutputRule({
     const count = product(ctx.shapes.dims(indices));
     const after = product(xDims.slice(axis + 1));
     const resolved = b.reshape(anyShape, [count, 1]);
-    const positions = b.constInt64(Array.from({ length }, (_, i) => i), [1, length]);
+    const positions = b.constInt64(
+      Array.from({ length }, (_, i) => i),
+      [1, length],
+    );
     const oneHot = b.op1('Cast', [b.op1('Equal', [resolved, positions])], { to: floatTypeOf(ctx, x) });
     // g (batch, before…, indices…, after…) → (batch·before, count, after); onehotᵀ (length, count) contracts the indices.
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, count, after])]);
@@ -180,13 +183,24 @@ export const GatherElements = oneOutputRule({
     const positionDims = xDims.map(() => 1);
     positionDims.splice(axis + 1, 0, length);
     positionDims[axis] = 1;
-    const positions = b.constInt64(Array.from({ length }, (_, i) => i), positionDims);
+    const positions = b.constInt64(
+      Array.from({ length }, (_, i) => i),
+      positionDims,
+    );
     const oneHot = b.op1('Cast', [b.op1('Equal', [b.unsqueeze(resolved, [axis + 1]), positions])], { to: floatTypeOf(ctx, x) });
     const summed = b.squeeze(b.reduceSum(b.mul(oneHot, b.unsqueeze(g, [axis + 1])), [axis], true), [axis]);
     // Indices may be shorter than the data on the other axes: the rest gets zeros.
     const indexDims = ctx.dims(indices);
     const short = xDims.map((d, i) => (i === 0 || i === axis ? 0 : d - indexDims[i]));
-    return [zeroPad(ctx, summed, xDims.map(() => 0), short), undefined];
+    return [
+      zeroPad(
+        ctx,
+        summed,
+        xDims.map(() => 0),
+        short,
+      ),
+      undefined,
+    ];
   },
 });
 
@@ -197,7 +211,8 @@ export const GatherElements = oneOutputRule({
  */
 export const GatherND = oneOutputRule({
   differentiableInputs: firstOnly,
-  refuse: (node) => (attrInt(node, 'batch_dims', 0) === 0 ? 'batch_dims=0: its index tuples address axis 0, the batch axis, so the samples are not independent' : undefined),
+  refuse: (node) =>
+    attrInt(node, 'batch_dims', 0) === 0 ? 'batch_dims=0: its index tuples address axis 0, the batch axis, so the samples are not independent' : undefined,
   backward(ctx, node, g) {
     const b = ctx.b;
     const [x, indices] = node.inputs;
@@ -212,9 +227,21 @@ export const GatherND = oneOutputRule({
     const strides = indexed.map((_, k) => product(indexed.slice(k + 1)));
     const resolved = resolveIndices(ctx, indices, b.constInt64(indexed));
     const flat = b.reshape(b.reduceSum(b.mul(resolved, b.constInt64(strides)), [indexDims.length - 1], false), [-1, tuples, 1]);
-    const oneHot = b.op1('Cast', [b.op1('Equal', [flat, b.constInt64(Array.from({ length: positions }, (_, i) => i), [1, 1, positions])])], {
-      to: floatTypeOf(ctx, x),
-    });
+    const oneHot = b.op1(
+      'Cast',
+      [
+        b.op1('Equal', [
+          flat,
+          b.constInt64(
+            Array.from({ length: positions }, (_, i) => i),
+            [1, 1, positions],
+          ),
+        ]),
+      ],
+      {
+        to: floatTypeOf(ctx, x),
+      },
+    );
     const spread = b.op1('MatMul', [b.transpose(oneHot, [0, 2, 1]), b.reshape(g, [-1, tuples, rest])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
@@ -288,7 +315,8 @@ export const Compress = oneOutputRule({
   differentiableInputs: firstOnly,
   refuse(node) {
     if (attrInt(node, 'axis', Number.NaN) === 0) return 'it selects along axis 0, the batch axis, so the samples are not independent';
-    if (node.attributes.every((a) => a.name !== 'axis')) return 'without an axis it flattens the input, batch axis included, so the samples are not independent';
+    if (node.attributes.every((a) => a.name !== 'axis'))
+      return 'without an axis it flattens the input, batch axis included, so the samples are not independent';
     return undefined;
   },
   backward(ctx, node, g) {
@@ -299,7 +327,19 @@ export const Compress = oneOutputRule({
     const length = xDims[axis];
     const kept = [0, ...ctx.perSample(node.outputs[0])][axis];
     const positions = b.reshape(b.op1('NonZero', [condition]), [kept, 1]);
-    const oneHot = b.op1('Cast', [b.op1('Equal', [positions, b.constInt64(Array.from({ length }, (_, i) => i), [1, length])])], { to: floatTypeOf(ctx, x) });
+    const oneHot = b.op1(
+      'Cast',
+      [
+        b.op1('Equal', [
+          positions,
+          b.constInt64(
+            Array.from({ length }, (_, i) => i),
+            [1, length],
+          ),
+        ]),
+      ],
+      { to: floatTypeOf(ctx, x) },
+    );
     const spread = b.op1('MatMul', [b.transpose(oneHot, [1, 0]), b.reshape(g, [-1, kept, product(xDims.slice(axis + 1))])]);
     return [ctx.toPerSample(spread, xDims.slice(1)), undefined];
   },
@@ -308,8 +348,7 @@ export const Compress = oneOutputRule({
 /** ReverseSequence reverses each sequence's first lens[i] steps: doing it again puts the cotangent back. */
 export const ReverseSequence = oneOutputRule({
   differentiableInputs: firstOnly,
-  refuse: (node) =>
-    attrInt(node, 'time_axis', 0) === 0 ? 'its time axis is axis 0, the batch axis, so the samples are not independent' : undefined,
+  refuse: (node) => (attrInt(node, 'time_axis', 0) === 0 ? 'its time axis is axis 0, the batch axis, so the samples are not independent' : undefined),
   backward: (ctx, node, g) => [
     ctx.b.op1('ReverseSequence', [g, node.inputs[1]], { batch_axis: attrInt(node, 'batch_axis', 1), time_axis: attrInt(node, 'time_axis', 0) }),
     undefined,

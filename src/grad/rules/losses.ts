@@ -27,7 +27,10 @@ function targetWeights(ctx: GradContext, node: Node, scores: string): string {
   if (ctx.shapes.elemType(target) !== DataType.INT64) t = b.op1('Cast', [t], { to: DataType.INT64 });
   t = b.unsqueeze(t, [1]);
   const classDims = dims.map((_, i) => (i === 1 ? classes : 1));
-  const positions = b.constInt64(Array.from({ length: classes }, (_, i) => i), classDims);
+  const positions = b.constInt64(
+    Array.from({ length: classes }, (_, i) => i),
+    classDims,
+  );
   const type = floatTypeOf(ctx, scores);
   let chosen = b.op1('Cast', [b.op1('Equal', [t, positions])], { to: type });
   if (weights) chosen = b.mul(chosen, b.reshape(weights, classDims));

@@ -18,9 +18,7 @@ export const Reciprocal = elementwise((ctx, { y, g }) => ctx.b.op1('Neg', [ctx.b
 export const Abs = elementwise((ctx, { x, g }) => ctx.b.mul(g, ctx.b.op1('Sign', [x])));
 
 // erf'(x) = 2/√π · exp(−x²).
-export const Erf = elementwise((ctx, { x, g }) =>
-  ctx.b.mul(g, ctx.b.scale(ctx.b.op1('Exp', [ctx.b.op1('Neg', [ctx.b.mul(x, x)])]), 2 / Math.sqrt(Math.PI))),
-);
+export const Erf = elementwise((ctx, { x, g }) => ctx.b.mul(g, ctx.b.scale(ctx.b.op1('Exp', [ctx.b.op1('Neg', [ctx.b.mul(x, x)])]), 2 / Math.sqrt(Math.PI))));
 
 export const Sin = elementwise((ctx, { x, g }) => ctx.b.mul(g, ctx.b.op1('Cos', [x])));
 

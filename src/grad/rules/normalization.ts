@@ -62,14 +62,17 @@ export const BatchNormalization = oneOutputRule({
 });
 
 /** Normalizes over the axes from `axis` (default −1) on; scale and bias have those axes' shape. */
-export const LayerNormalization = normalization((ctx, node, g) => {
-  const x = node.inputs[0];
-  const dims = [0, ...ctx.perSample(x)];
-  const axis = dataAxis(node, attrInt(node, 'axis', -1), dims.length);
-  const axes = dims.map((_, i) => i).slice(axis);
-  const gHat = ctx.b.mul(g, node.inputs[1]);
-  return standardizeBackward(ctx, x, gHat, axes, product(dims.slice(axis)), attrFloat(node, 'epsilon', 1e-5));
-}, refuseBatchAxis(-1, 'normalizes from'));
+export const LayerNormalization = normalization(
+  (ctx, node, g) => {
+    const x = node.inputs[0];
+    const dims = [0, ...ctx.perSample(x)];
+    const axis = dataAxis(node, attrInt(node, 'axis', -1), dims.length);
+    const axes = dims.map((_, i) => i).slice(axis);
+    const gHat = ctx.b.mul(g, node.inputs[1]);
+    return standardizeBackward(ctx, x, gHat, axes, product(dims.slice(axis)), attrFloat(node, 'epsilon', 1e-5));
+  },
+  refuseBatchAxis(-1, 'normalizes from'),
+);
 
 /** Normalizes each (sample, channel) over space; scale and bias are per channel. */
 export const InstanceNormalization = normalization((ctx, node, g) => {

@@ -62,7 +62,14 @@ export const MaxPool = oneOutputRule({
           for (let o = 0; o < Math.min(periods[axis], outSpatial[axis]); o++) visit([...offsets, o]);
           return;
         }
-        const pick = (v: string) => b.slice(v, offsets, outSpatial.map(() => Number.MAX_SAFE_INTEGER), axes, periods);
+        const pick = (v: string) =>
+          b.slice(
+            v,
+            offsets,
+            outSpatial.map(() => Number.MAX_SAFE_INTEGER),
+            axes,
+            periods,
+          );
         groups.push(b.op1('ScatterElements', [zeros, flat(pick(indices)), flat(pick(g))], { axis: 0 }));
       };
       visit([]);
@@ -120,7 +127,11 @@ export const AveragePool = oneOutputRule({
       const mask = b.constFloat(Array(product(counted)).fill(1), [1, 1, ...counted]);
       const before = includePad ? spatial.map(() => 0) : geo.padsBegin;
       const after = includePad ? overhang : padsEnd;
-      const counts = b.op1('Conv', [zeroPad(ctx, mask, [0, 0, ...before], [0, 0, ...after]), b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])], convAttrs);
+      const counts = b.op1(
+        'Conv',
+        [zeroPad(ctx, mask, [0, 0, ...before], [0, 0, ...after]), b.constFloat(Array(kernelSize).fill(1), [1, 1, ...kernel])],
+        convAttrs,
+      );
       // A window wholly in the overhang (onnxruntime keeps some) counts nothing and sends nothing back.
       divisor = b.op1('Max', [counts, b.scalar(1)]);
     }
@@ -172,7 +183,10 @@ export const GlobalMaxPool = oneOutputRule({
   backward(ctx, node, g) {
     const b = ctx.b;
     const x = node.inputs[0];
-    const spatialAxes = ctx.perSample(x).slice(1).map((_, i) => i + 2);
+    const spatialAxes = ctx
+      .perSample(x)
+      .slice(1)
+      .map((_, i) => i + 2);
     const isMax = b.op1('Equal', [x, node.outputs[0]]);
     const ties = b.reduceSum(b.op1('Cast', [isMax], { to: floatTypeOf(ctx, x) }), spatialAxes, true);
     return [b.op1('Where', [isMax, b.op1('Div', [g, ties]), b.scalar(0)])];

@@ -79,7 +79,8 @@ export const ReduceProd = reduction((ctx, { x, g, axes, node }) => {
   const b = ctx.b;
   const isZero = b.op1('Equal', [x, b.scalar(0)]);
   const safe = b.op1('Where', [isZero, b.scalar(1), x]);
-  const nonZeroProduct = ctx.b.opset >= 18 ? b.op1('ReduceProd', [safe, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceProd', [safe], { axes, keepdims: 1 });
+  const nonZeroProduct =
+    ctx.b.opset >= 18 ? b.op1('ReduceProd', [safe, b.constInt64(axes)], { keepdims: 1 }) : b.op1('ReduceProd', [safe], { axes, keepdims: 1 });
   const zeros = b.reduceSum(b.op1('Cast', [isZero], { to: floatTypeOf(ctx, node.inputs[0]) }), axes, true);
   const zero = b.scalar(0);
   const atZero = b.op1('Where', [b.op1('Equal', [zeros, b.scalar(1)]), nonZeroProduct, zero]);

@@ -13,7 +13,9 @@ export const firstOnly = (): number[] => [0];
  * check never fails; it stays, in this one place, for ops with outputs the model may use
  * without output 0 (MaxPool's Indices, LayerNormalization's Mean).
  */
-export function oneOutputRule(rule: Omit<GradRule, 'backward'> & { backward(ctx: GradContext, node: Node, g: string, wanted: boolean[]): (string | undefined)[] }): GradRule {
+export function oneOutputRule(
+  rule: Omit<GradRule, 'backward'> & { backward(ctx: GradContext, node: Node, g: string, wanted: boolean[]): (string | undefined)[] },
+): GradRule {
   return { ...rule, backward: (ctx, node, [g], wanted) => (g === undefined ? node.inputs.map(() => undefined) : rule.backward(ctx, node, g, wanted)) };
 }
 

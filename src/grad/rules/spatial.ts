@@ -137,7 +137,10 @@ export const GridSample = oneOutputRule({
       const reflect = (distance: string, from: number, towards: number) => {
         const folds = b.op1('Floor', [b.scale(distance, 1 / range)]);
         const rest = b.op1('Sub', [distance, b.scale(folds, range)]);
-        const even = b.op1('Equal', [b.op1('Mod', [b.op1('Cast', [folds], { to: DataType.INT64 }), b.constInt64([2], [])], { fmod: 0 }), b.constInt64([0], [])]);
+        const even = b.op1('Equal', [
+          b.op1('Mod', [b.op1('Cast', [folds], { to: DataType.INT64 }), b.constInt64([2], [])], { fmod: 0 }),
+          b.constInt64([0], []),
+        ]);
         const sign = towards > from ? 1 : -1;
         return b.op1('Where', [even, b.add(b.scalar(from), b.scale(rest, sign)), b.add(b.scalar(towards), b.scale(rest, -sign))]);
       };
@@ -195,18 +198,24 @@ export const GridSample = oneOutputRule({
     let dx: string | undefined;
     if (wanted[0]) {
       const zeros = b.op1('Expand', [b.scalar(0), b.op1('Shape', [xFlat])]);
-      const scattered = b.op1(
-        'ScatterElements',
-        [zeros, b.op1('Concat', indices, { axis: 2 }), b.op1('Concat', xUpdates, { axis: 2 })],
-        { axis: 2, reduction: 'add' },
-      );
+      const scattered = b.op1('ScatterElements', [zeros, b.op1('Concat', indices, { axis: 2 }), b.op1('Concat', xUpdates, { axis: 2 })], {
+        axis: 2,
+        reduction: 'add',
+      });
       dx = ctx.toPerSample(scattered, [channels, ...spatial]);
     }
     let dGrid: string | undefined;
     if (wanted[1]) {
       const components = spatial.map((_, d) => (nearest ? b.op1('Mul', [location[d], b.scalar(0)]) : b.scale(b.sum(gridTerms[d]), scales[d])));
       // Grid components run over the spatial axes from the last to the first.
-      dGrid = ctx.toPerSample(b.op1('Concat', components.reverse().map((c) => b.unsqueeze(c, [2])), { axis: 2 }), [...outSpatial, rank]);
+      dGrid = ctx.toPerSample(
+        b.op1(
+          'Concat',
+          components.reverse().map((c) => b.unsqueeze(c, [2])),
+          { axis: 2 },
+        ),
+        [...outSpatial, rank],
+      );
     }
     return [dx, dGrid];
   },

@@ -33,7 +33,12 @@ export const Conv: SlotRule = {
     const b = ctx.b;
     const outDims = ctx.perSample(node.outputs[0]); // [O, ...P]
     const spatialOut = outDims.slice(1);
-    if (input === 2) return b.reduceSum(g, spatialOut.map((_, i) => i + 2), false);
+    if (input === 2)
+      return b.reduceSum(
+        g,
+        spatialOut.map((_, i) => i + 2),
+        false,
+      );
 
     const x = node.inputs[0];
     const inDims = ctx.perSample(x); // [C, ...S]

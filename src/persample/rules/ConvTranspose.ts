@@ -14,7 +14,12 @@ export const ConvTranspose: SlotRule = {
   perSample(ctx, node, input, g) {
     const b = ctx.b;
     const [outChannels, ...outSpatial] = ctx.perSample(node.outputs[0]);
-    if (input === 2) return b.reduceSum(g, outSpatial.map((_, i) => i + 2), false);
+    if (input === 2)
+      return b.reduceSum(
+        g,
+        outSpatial.map((_, i) => i + 2),
+        false,
+      );
 
     const x = node.inputs[0];
     const [inChannels, ...inSpatial] = ctx.perSample(x);

@@ -10,7 +10,12 @@ export const DeformConv: SlotRule = {
   perSample(ctx, node, input, g) {
     const b = ctx.b;
     const outSpatial = ctx.perSample(node.outputs[0]).slice(1);
-    if (input === 3) return b.reduceSum(g, outSpatial.map((_, i) => i + 2), false);
+    if (input === 3)
+      return b.reduceSum(
+        g,
+        outSpatial.map((_, i) => i + 2),
+        false,
+      );
     const columns = deformColumns(ctx, node);
     const { outChannels, groups, positions } = columns.geometry;
     const gGrouped = b.reshape(g, [-1, groups, outChannels / groups, positions]);

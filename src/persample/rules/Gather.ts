@@ -27,7 +27,11 @@ export const Gather: SlotRule = {
     } else {
       // onnxruntime's OneHot takes int64 indices and depth with float32 values; other types are cast.
       const positions = b.reshape(b.op1('Cast', [indices], { to: DataType.INT64 }), [-1, T]);
-      const values = b.op1('Cast', [b.op1('Constant', [], { value: makeTensor('value', DataType.FLOAT, [2], new Uint8Array(new Float32Array([0, 1]).buffer)) })], { to: b.floatType });
+      const values = b.op1(
+        'Cast',
+        [b.op1('Constant', [], { value: makeTensor('value', DataType.FLOAT, [2], new Uint8Array(new Float32Array([0, 1]).buffer)) })],
+        { to: b.floatType },
+      );
       const oneHot = b.op1('OneHot', [positions, b.constInt64([rows]), values]); // (n, T, V)
       perSample = b.op1('MatMul', [b.transpose(oneHot, [0, 2, 1]), updates]);
     }

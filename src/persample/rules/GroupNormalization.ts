@@ -16,10 +16,18 @@ export const GroupNormalization: SlotRule = {
     const size = perGroup ? groups : channels;
     let term = g;
     if (input === 1) {
-      const attrs = { num_groups: groups, epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)), stash_type: b.opset >= 21 ? attrInt(node, 'stash_type', 1) : undefined };
+      const attrs = {
+        num_groups: groups,
+        epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)),
+        stash_type: b.opset >= 21 ? attrInt(node, 'stash_type', 1) : undefined,
+      };
       term = b.mul(g, b.op1('GroupNormalization', [x, b.filled([size], 1), b.filled([size], 0)], attrs));
     }
     if (perGroup) return b.reduceSum(b.reshape(term, [-1, groups, (channels / groups) * tensorSize(spatial)]), [2], false);
-    return b.reduceSum(term, spatial.map((_, i) => i + 2), false);
+    return b.reduceSum(
+      term,
+      spatial.map((_, i) => i + 2),
+      false,
+    );
   },
 };

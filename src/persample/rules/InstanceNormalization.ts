@@ -12,7 +12,9 @@ export const InstanceNormalization: SlotRule = {
     const [channels, ...spatial] = ctx.perSample(x);
     const spatialAxes = spatial.map((_, i) => i + 2);
     if (input === 2) return b.reduceSum(g, spatialAxes, false);
-    const normalized = b.op1('InstanceNormalization', [x, b.filled([channels], 1), b.filled([channels], 0)], { epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)) });
+    const normalized = b.op1('InstanceNormalization', [x, b.filled([channels], 1), b.filled([channels], 0)], {
+      epsilon: b.float(attrFloat(node, 'epsilon', 1e-5)),
+    });
     return b.reduceSum(b.mul(g, normalized), spatialAxes, false);
   },
 };
