@@ -13,6 +13,7 @@ import { readNpy } from '../src/io/npy.js';
 import { loadModel } from '../src/onnx/proto.js';
 import { MemorySink } from '../src/output.js';
 import { planJacobian } from '../src/run/jacobian.js';
+import { computeStats } from '../src/index.js';
 import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 /** Columns [lo, hi) of the last axis of a reference array. */
@@ -44,6 +45,22 @@ describe('parameter selection', () => {
     ]);
     expect(J.shape).toEqual([...expected.shape.slice(0, -1), 170]);
     expectClose(J.data, columns(expected.data as Float32Array, expected.shape, [[726, 896]]), 'lenet10 --params 9.*');
+  });
+
+  it('statistics take the selection too: --stat norm of the last layer of lenet10 is the norm of those reference columns', async () => {
+    const ref = readReference('lenet10');
+    const stats = await computeStats(join(FIXTURES, 'lenet10', 'model.onnx'), {
+      input: join(FIXTURES, 'lenet10', 'input.npy'),
+      stats: ['norm'],
+      params: ['9.*'],
+    });
+    const expected = readNpy(join(FIXTURES, 'lenet10', ref.jacobian!));
+    const head = columns(expected.data as Float32Array, expected.shape, [[726, 896]]);
+    const norms = new Float32Array(head.length / 170);
+    for (let r = 0; r < norms.length; r++) norms[r] = Math.hypot(...head.subarray(r * 170, (r + 1) * 170));
+    const norm = stats.get('norm')!;
+    expect(norm.shape).toEqual(expected.shape.slice(0, -1));
+    expectClose(norm.data as Float32Array, norms, 'lenet10 norms of 9.*');
   });
 
   it('--exclude and column ranges as check prints them', async () => {

@@ -171,6 +171,9 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   if (stats.includes('gram') && stats.length > 1)
     throw new UsageError('--stat gram runs on its own (it pairs chunks of samples); compute other statistics in a separate run');
   if (opts.input2 && opts.input2.length > 0 && !stats.includes('gram')) throw new UsageError('--input2 is the second set of samples of --stat gram');
+  if (opts.mode === 'forward') throw new UsageError('--mode forward computes J itself; statistics and --wrt inputs run the reverse pass: drop --mode forward');
+  if (opts.vectorStrategy === 'loop')
+    throw new UsageError('--vector-strategy loop applies to J itself; statistics seed every output element in one run: drop --vector-strategy');
   const model = loadModel(modelPath);
   const note = (line: string) => {
     if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
@@ -186,6 +189,9 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     const common = {
       wrt,
       modelOutput,
+      params: opts.params,
+      exclude: opts.exclude,
+      strict: opts.strict,
       rows,
       reduce: opts.reduce,
       batchSize: opts.batchSize,

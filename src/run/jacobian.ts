@@ -2,7 +2,7 @@
 import ort from 'onnxruntime-node';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { analyze, problemLines, type Analysis, type Parameter } from '../analysis/analyze.js';
+import { analyze, problemLines, type Analysis, type AnalyzeOptions, type Parameter } from '../analysis/analyze.js';
 import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
@@ -280,8 +280,40 @@ function refuseOversizedBatch(fixedBatch: number | undefined, inputs: Map<string
   }
 }
 
-/** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
-export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
+export interface PipelineOptions extends AnalyzeOptions {
+  modelOutput?: string;
+  threads?: number;
+  maxMemory?: number;
+}
+
+/** What every computation starts from: the prepared graph, its analysis and the probe's shapes. */
+export interface Pipeline {
+  graph: Graph;
+  output: string;
+  analysis: Analysis;
+  shapes: ShapeTable;
+  inputs: Map<string, RowSource>;
+  samples: number;
+  /** The batch size the model fixes, if it does. */
+  fixedBatch: number | undefined;
+  timings: Record<string, number>;
+  lap: (phase: string) => void;
+}
+
+function refuseFor(analysis: Analysis, wrt: AnalyzeOptions['wrt']): void {
+  if (wrt !== 'inputs') return refuseIfIneligible(analysis);
+  if (analysis.problems.length > 0) {
+    throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
+  }
+}
+
+/**
+ * The one way in, for J and its statistics alike: inputs checked, the model prepared and
+ * analysed, refused if ineligible, and probed. Ops along axis 0 read it as the batch; where the
+ * probe finds the samples elsewhere, the graph is rewritten to run them on batch-first data,
+ * and a sequence-first output is transposed to batch-first.
+ */
+export async function preparePipeline(model: Graph, given: Map<string, NpyArray | RowSource>, options: PipelineOptions = {}): Promise<Pipeline> {
   const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
   const timings: Record<string, number> = {};
   let t = performance.now();
@@ -299,11 +331,10 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   lap('analysis');
   let shapes: ShapeTable | undefined;
   if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
-    // Ops along axis 0 read it as the batch; where the probe finds the samples elsewhere, they run on batch-first data.
     try {
       shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
     } catch (err) {
-      refuseIfIneligible(analysis); // the named node, rather than what the probe saw of it
+      refuseFor(analysis, options.wrt); // the named node, rather than what the probe saw of it
       throw err;
     }
     const lookup = constantLookup(graph);
@@ -315,7 +346,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       shapes = undefined;
     }
   }
-  refuseIfIneligible(analysis);
+  refuseFor(analysis, options.wrt);
   shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
   if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
     // A sequence-first output (T, N, V): J's rows need the samples first, so the output is transposed to (N, T, V).
@@ -325,6 +356,12 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   }
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
+  return { graph, output, analysis, shapes, inputs, samples, fixedBatch, timings, lap };
+}
+
+/** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
+export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
+  const { output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = await preparePipeline(model, given, options);
   const outputShape = shapes.perSample(output);
   const outputElements = outputShape.reduce((a, b) => a * b, 1);
   const reduce = options.reduce ?? 'none';

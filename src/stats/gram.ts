@@ -22,10 +22,13 @@ import { ORT_TYPE } from '../run/tensors.js';
 import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../run/shards.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
 import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
+import type { ParameterSelection } from '../analysis/select.js';
 import type { StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
-export interface GramOptions {
+export interface GramOptions extends ParameterSelection {
+  /** As for J: float initializers outside any parameter slot are problems. */
+  strict?: boolean;
   wrt?: Wrt;
   modelOutput?: string;
   reduce?: Reduce;

@@ -2,19 +2,15 @@
 // chunked runs whose per-row outputs stream to the sink and whose accumulators are
 // carried from run to run; J itself is never written.
 import ort from 'onnxruntime-node';
-import { analyze, problemLines, type Analysis } from '../analysis/analyze.js';
-import { prepareGraph } from '../analysis/prepare.js';
+import type { Analysis } from '../analysis/analyze.js';
+import type { ParameterSelection } from '../analysis/select.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
-import { checkInputs, fixedBatchSize, refuseIfIneligible, resolveOutput, withBatchFirstOutput, type OutputBlock, type Reduce } from '../run/jacobian.js';
-import { isBatchAxisProblem, moveBatchToFront } from '../run/batchFront.js';
-import { constantLookup } from '../persample/build.js';
-import { isBatchFirst } from '../analysis/shapes.js';
-import { probeShapes } from '../run/probe.js';
+import { preparePipeline, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
 import { ELEM_TYPE_NAME, ORT_TYPE, paddedRows } from '../run/tensors.js';
@@ -22,7 +18,9 @@ import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../r
 import { GarbageMeter } from './collect.js';
 import { buildStatsGraph, dataInputs, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
 
-export interface StatsOptions {
+export interface StatsOptions extends ParameterSelection {
+  /** As for J: float initializers outside any parameter slot are problems. */
+  strict?: boolean;
   stats: StatName[];
   wrt?: Wrt;
   modelOutput?: string;
@@ -69,56 +67,20 @@ export interface Prepared {
   lap: (phase: string) => void;
 }
 
-/** Everything before the graph: inputs, analysis (with respect to the parameters or the inputs), probe. */
+/** Everything before the graph (the pipeline J starts from too), and what statistics need beyond it. */
 export async function prepare(
   model: Graph,
   given: Map<string, NpyArray | RowSource>,
-  options: { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number },
+  options: ParameterSelection & { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number; strict?: boolean },
 ): Promise<Prepared> {
-  const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
-  const timings: Record<string, number> = {};
-  let t = performance.now();
-  const lap = (phase: string) => {
-    const now = performance.now();
-    timings[phase] = (timings[phase] ?? 0) + now - t;
-    t = now;
-  };
-  let graph = prepareGraph(model);
-  let output = resolveOutput(graph, options.modelOutput);
-  const samples = checkInputs(graph, inputs);
-  const fixedBatch = fixedBatchSize(graph);
   const wrt = options.wrt ?? 'parameters';
-  let analysis = analyze(graph, output, { wrt });
-  lap('analysis');
-  let shapes: ShapeTable | undefined;
-  // As planJacobian does: data carrying the samples off axis 0 are rewritten batch-first where the probe allows.
-  if (fixedBatch === undefined && analysis.problems.every((q) => q.node !== undefined && isBatchAxisProblem(q.reason))) {
-    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads, movedOutput: true });
-    const lookup = constantLookup(graph);
-    const table = shapes;
-    const rewritten = shapes.hasMovedBatch() ? moveBatchToFront(graph, shapes, (name) => lookup(name) ?? table.constantValue(name)) : undefined;
-    if (rewritten) {
-      graph = rewritten;
-      analysis = analyze(graph, output, { wrt });
-      shapes = undefined;
-    }
-  }
-  if (wrt === 'parameters') refuseIfIneligible(analysis);
-  else if (analysis.problems.length > 0)
-    throw new ModelRefusedError(`the model cannot be differentiated with respect to its inputs:\n  ${problemLines(analysis).join('\n  ')}`, analysis.problems);
+  const { graph, output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = await preparePipeline(model, given, { ...options, wrt });
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
-  shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads: options.threads, movedOutput: true });
-  if (shapes.isBatched(output) && !isBatchFirst(shapes.layout(output))) {
-    ({ graph, output } = withBatchFirstOutput(graph, output, shapes.layout(output).axis, shapes.dims(output).length));
-    analysis = analyze(graph, output, { wrt });
-    shapes = await probeShapes(graph, inputs, analysis, { threads: options.threads });
-  }
   if (shapes.hasMovedBatch()) {
     throw new ModelRefusedError(
       "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs",
     );
   }
-  lap('probe');
   const outputShape = shapes.perSample(output);
   const K = outputShape.reduce((a, b) => a * b, 1);
   const perElement = (options.reduce ?? 'none') === 'none' && K > 1;
