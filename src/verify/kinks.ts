@@ -16,7 +16,8 @@
 // after a ReLU, where every choice gives the same J.
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrFloat, defaultOpset, nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { defaultOpset, nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { ELEMENTWISE } from './pattern.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
 import { paddedRows } from '../run/tensors.js';
@@ -32,21 +33,6 @@ export interface NearKink {
   /** The count per sample, when the node's axis 0 is the sample axis. */
   perSample?: number[];
 }
-
-const ELEMENTWISE: Record<string, (node: Node) => number[]> = {
-  Relu: () => [0],
-  LeakyRelu: () => [0],
-  PRelu: () => [0],
-  Abs: () => [0],
-  HardSwish: () => [-3, 3],
-  ThresholdedRelu: (n) => [attrFloat(n, 'alpha', 1)],
-  Shrink: (n) => [-attrFloat(n, 'lambd', 0.5), attrFloat(n, 'lambd', 0.5)],
-  HardSigmoid: (n) => {
-    const alpha = attrFloat(n, 'alpha', 0.2);
-    const beta = attrFloat(n, 'beta', 0.5);
-    return alpha === 0 ? [] : [-beta / alpha, (1 - beta) / alpha];
-  },
-};
 
 /** The kink-count graph: one output (rows, ) per piecewise-linear node, and which node each is. */
 export function kinkGraph(source: Graph): { graph: Graph; outputs: { name: string; node: Node }[] } {

@@ -9,7 +9,8 @@
 import { GraphBuilder } from '../onnx/builder.js';
 import { attrFloat, type Graph, type Node } from '../onnx/graph.js';
 
-const ELEMENTWISE: Record<string, (node: Node) => number[]> = {
+/** The thresholds of each elementwise op with kinks (piecewise ops switch pieces there). */
+export const ELEMENTWISE: Record<string, (node: Node) => number[]> = {
   Relu: () => [0],
   LeakyRelu: () => [0],
   PRelu: () => [0],
