@@ -69,7 +69,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { MemorySink } from '../output.js';
-import { checkInputs, fixedBatchSize, planJacobian, refuseIfIneligible, resolveOutput, type Mode, type Reduce } from '../run/jacobian.js';
+import { checkInputs, fixedBatchSize, planJacobian, preparePipeline, refuseIfIneligible, resolveOutput, type Mode, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
 import { probeShapes } from '../run/probe.js';
 import type { ShapeTable } from '../analysis/shapes.js';
@@ -600,10 +600,16 @@ export async function checkJacobian(graph: Graph, given: Inputs, jacobian: Jacob
 
 /** Computes J for the first samples (at most MAX_SAMPLES) with the pipeline and checks it with finite differences. */
 export async function verifyJacobian(graph: Graph, given: Inputs, options: VerifyOptions = {}): Promise<VerifyResult> {
-  const prepared = prepareGraph(graph);
-  const output = resolveOutput(prepared, options.modelOutput);
   const inputs = rowSources(given);
-  const samples = checkInputs(prepared, inputs);
+  // The graph J is computed from: ops along axis 0 that holds the sequence rewritten to
+  // batch-first data, a sequence-first output transposed to (N, T, …), as J's rows are.
+  const { graph: prepared, output, samples } = await preparePipeline(graph, inputs, {
+    modelOutput: options.modelOutput,
+    threads: options.threads,
+    params: options.params,
+    exclude: options.exclude,
+    strict: options.strict,
+  });
   const forward = await openForward(prepared, inputs, output, options);
   try {
     const D = forward.parameters.reduce((s, p) => s + p.size, 0);
@@ -611,7 +617,7 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
     const batch = firstRows(inputs, count);
     const { plan, run } = await planJacobian(graph, batch, {
-      modelOutput: output,
+      modelOutput: options.modelOutput,
       reduce: options.reduce,
       layout: 'flat',
       threads: options.threads,
