@@ -603,7 +603,11 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
   const inputs = rowSources(given);
   // The graph J is computed from: ops along axis 0 that holds the sequence rewritten to
   // batch-first data, a sequence-first output transposed to (N, T, …), as J's rows are.
-  const { graph: prepared, output, samples } = await preparePipeline(graph, inputs, {
+  const {
+    graph: prepared,
+    output,
+    samples,
+  } = await preparePipeline(graph, inputs, {
     modelOutput: options.modelOutput,
     threads: options.threads,
     params: options.params,
