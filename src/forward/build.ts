@@ -6,7 +6,7 @@ import type { Analysis, Parameter, ParameterUse } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { attrInts, type Graph, type Node } from '../onnx/graph.js';
-import { analysisOnClone, cloneGraph, constantLookup, type JacobianGraph } from '../persample/build.js';
+import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, type JacobianGraph } from '../persample/build.js';
 import { TangentContext } from './context.js';
 import { tangentPass } from './pass.js';
 import { slotTangents } from './slots.js';
@@ -103,15 +103,8 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
       return b.reshape(columnsLast(block), [-1, ...elements, ...p.dims]);
     });
   }
-  const named = outputs.map((o) => {
-    const name = b.fresh('output');
-    graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
-    return name;
-  });
-  graph.outputs = named.map((name, i) => ({
-    name,
-    elemType: floatType,
-    dims: options.layout === 'flat' ? ['rows', ...elements, D] : ['rows', ...elements, ...view.parameters[i].dims],
-  }));
+  const named = setGraphOutputs(b, outputs, floatType, (i) =>
+    options.layout === 'flat' ? ['rows', ...elements, D] : ['rows', ...elements, ...view.parameters[i].dims],
+  );
   return { graph, seed: '', outputs: named, feeds: new Map(graph.inputs.map((i) => [i.name, i.name])) };
 }

@@ -296,16 +296,22 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   } else {
     outputs = blocks;
   }
-  // Graph inputs and initializers cannot be outputs as they are: an Identity gives each block a fresh name.
-  const named = outputs.map((o) => {
+  const named = setGraphOutputs(b, outputs, floatType, (i) =>
+    options.layout === 'flat' ? ['rows', parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...parameters[i].dims],
+  );
+  return { graph, seed, outputs: named, feeds };
+}
+
+/**
+ * Makes `values` the graph's outputs, each under a fresh name through an Identity (graph
+ * inputs and initializers cannot be outputs as they are); returns the output names.
+ */
+export function setGraphOutputs(b: GraphBuilder, values: string[], elemType: number, dims: (i: number) => (number | string)[]): string[] {
+  const named = values.map((o) => {
     const name = b.fresh('output');
-    graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
+    b.graph.nodes.push({ name: `${name}/node`, opType: 'Identity', domain: '', inputs: [o], outputs: [name], attributes: [] });
     return name;
   });
-  graph.outputs = named.map((name, i) => ({
-    name,
-    elemType: floatType,
-    dims: options.layout === 'flat' ? ['rows', parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...parameters[i].dims],
-  }));
-  return { graph, seed, outputs: named, feeds };
+  b.graph.outputs = named.map((name, i) => ({ name, elemType, dims: dims(i) }));
+  return named;
 }

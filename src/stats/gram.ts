@@ -16,29 +16,17 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { ScratchRows } from './scratch.js';
 import { GarbageMeter } from './collect.js';
 import { buildGradientGraph } from '../persample/build.js';
-import { checkInputs, type OutputBlock, type Reduce } from '../run/jacobian.js';
+import { checkInputs, type OutputBlock } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
-import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../run/shards.js';
+import { rangeChunks, resolveRows, type RowRange } from '../run/shards.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
 import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
-import type { ParameterSelection } from '../analysis/select.js';
-import type { StatsSink } from './run.js';
+import type { StatsRunOptions, StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
-export interface GramOptions extends ParameterSelection {
-  /** As for J: float initializers outside any parameter slot are problems. */
-  strict?: boolean;
-  wrt?: Wrt;
-  modelOutput?: string;
-  reduce?: Reduce;
-  batchSize?: number;
-  maxMemory?: number;
-  threads?: number;
-  /** Only the kernel's rows of these samples of the first set (--rows A:B, --shard I/N), against all columns. */
-  rows?: RowSelection;
-  onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
-}
+/** For the Gram matrix, `rows` are the kernel's rows of the first set, against all columns. */
+export type GramOptions = StatsRunOptions;
 
 function flat(ctx: GradContext, value: string, size: number): string {
   return ctx.b.reshape(value, [-1, size]);

@@ -18,16 +18,27 @@ import { rangeChunks, resolveRows, type RowRange, type RowSelection } from '../r
 import { GarbageMeter } from './collect.js';
 import { buildStatsGraph, dataInputs, SAMPLE_SUMS, type StatName, type StatsGraph, type Wrt } from './graph.js';
 
-export interface StatsOptions extends ParameterSelection {
+/** What every statistics run takes, the Gram matrix's included. */
+export interface StatsRunOptions extends ParameterSelection {
   /** As for J: float initializers outside any parameter slot are problems. */
   strict?: boolean;
-  stats: StatName[];
   wrt?: Wrt;
   modelOutput?: string;
   reduce?: Reduce;
   batchSize?: number;
   maxMemory?: number;
   threads?: number;
+  /**
+   * Only these rows (--rows A:B or --shard I/N), in whole chunks of the unsharded run: per-row
+   * entries hold the range's rows, and sums over the samples become partial results
+   * (docs/scale-out.md) that `jacobian combine` merges.
+   */
+  rows?: RowSelection;
+  onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
+}
+
+export interface StatsOptions extends StatsRunOptions {
+  stats: StatName[];
   /** Bound C of clipped-sum. */
   clip?: number;
   /** v of jvp, (D,). */
@@ -36,13 +47,6 @@ export interface StatsOptions extends ParameterSelection {
   cotangent?: NpyArray | RowSource;
   /** With no statistic (`--wrt inputs`): write J, flat or one entry per input. */
   jacobian?: 'flat' | 'tuple';
-  /**
-   * Only these rows (--rows A:B or --shard I/N), in whole chunks of the unsharded run: per-row
-   * entries hold the range's rows, and sums over the samples become partial results
-   * (docs/scale-out.md) that `jacobian combine` merges.
-   */
-  rows?: RowSelection;
-  onProgress?: (progress: { samplesDone: number; samples: number; bytesWritten: number }) => void;
 }
 
 /** Receives entry i's next bytes (row entries chunk by chunk, the accumulated ones at the end). */
