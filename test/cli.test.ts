@@ -222,6 +222,29 @@ describe('jacobian check', () => {
     expect(noData.stderr).toContain('--input');
   });
 
+  it('--verify analyses and probes the model once: verify reuses the plan of the one way in', () => {
+    // The stages the process reports to its guard (src/run/stage.ts), read from fd 3: every probe run is one line.
+    const stages = (args: string[]) => {
+      const r = spawnSync(process.execPath, [BIN, ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, JACOBIAN_STAGE_FD: '3' },
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      });
+      expect(r.status).toBe(0);
+      return String(r.output[3]).split('\n');
+    };
+    for (const [args, jacobianRuns] of [
+      [['check', 'lenet10/model.onnx', '-i', 'lenet10/input.npy', '--verify'], 1],
+      [['check', 'seed/model.onnx', '-i', 'seed/input.npy'], 0],
+      [['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'probed.npy'], 1],
+    ] as const) {
+      const lines = stages([...args]);
+      expect(lines.filter((l) => l.startsWith('running the probe graph')).length, args.join(' ')).toBe(1);
+      expect(Math.min(1, lines.filter((l) => l.startsWith('running the Jacobian graph')).length), args.join(' ')).toBe(jacobianRuns);
+    }
+  });
+
   it('exits 2 on an unreadable model', () => {
     const r = jacobian(['check', 'missing.onnx']);
     expect(r.code).toBe(2);

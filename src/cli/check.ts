@@ -1,13 +1,10 @@
 // `jacobian check <model.onnx>`: eligibility for CI, the parameter table and every problem.
 import ort from 'onnxruntime-node';
-import { analyze } from '../analysis/analyze.js';
-import { prepareGraphWithNotes } from '../analysis/prepare.js';
 import { exporterNotes } from '../analysis/exporter.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import { encodeModel } from '../onnx/proto.js';
 import { exitCodeOf } from './errors.js';
-import type { Graph } from '../onnx/graph.js';
-import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
+import { analyseModel, planJacobian, preparePipeline, type AnalysedModel, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
 import { bindInputs } from './inputs.js';
@@ -15,8 +12,7 @@ import { isBatchAxisProblem } from '../run/batchFront.js';
 import { syntheticInputs } from '../run/synthetic.js';
 import { arrayRows, type RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
-import { nodeLabel } from '../onnx/graph.js';
-import { resolveOutput } from '../run/jacobian.js';
+import { nodeLabel, type Graph } from '../onnx/graph.js';
 
 export interface CheckOptions {
   json?: boolean;
@@ -40,31 +36,24 @@ interface WithData {
   plan?: JacobianPlan;
 }
 
-async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
+async function checkWithData(analysed: AnalysedModel, inputs: Map<string, RowSource>, opts: CheckOptions): Promise<WithData> {
   try {
-    // verifyJacobian plans the Jacobian itself (probe and graph build), so it refuses what planJacobian would.
+    // The one way in, as the run takes it: the analysis made for the report, probed once; --verify reuses both.
+    const pipeline = await preparePipeline(analysed, inputs, { ...selection(opts), threads: opts.threads, maxMemory: opts.maxMemory });
     if (opts.verify)
       return {
-        verify: await verifyJacobian(graph, inputs, {
-          modelOutput: opts.modelOutput,
+        verify: await verifyJacobian(pipeline, undefined, {
           reduce: opts.reduce,
           directions: opts.directions,
           threads: opts.threads,
-          params: opts.params,
-          exclude: opts.exclude,
           mode: opts.mode,
-          strict: opts.strict,
         }),
       };
-    const { plan, release } = await planJacobian(graph, inputs, {
-      modelOutput: opts.modelOutput,
+    const { plan, release } = await planJacobian(pipeline, undefined, {
       reduce: opts.reduce,
       threads: opts.threads,
-      params: opts.params,
-      exclude: opts.exclude,
       mode: opts.mode,
       maxMemory: opts.maxMemory,
-      strict: opts.strict,
     });
     await release();
     return { plan };
@@ -73,6 +62,9 @@ async function checkWithData(graph: Graph, inputs: Map<string, RowSource>, opts:
     throw err;
   }
 }
+
+/** The options that choose the output and the parameters: what the analysis depends on. */
+const selection = (opts: CheckOptions) => ({ modelOutput: opts.modelOutput, params: opts.params, exclude: opts.exclude, strict: opts.strict });
 
 /** onnxruntime must be able to load the model as it is, or no run can succeed: a problem when it cannot. */
 async function loadProblem(graph: Graph): Promise<Problem | undefined> {
@@ -126,49 +118,50 @@ export async function checkCommand(modelPaths: string[], opts: CheckOptions): Pr
 }
 
 async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report: unknown) => void): Promise<number> {
-  const { graph, split } = prepareGraphWithNotes(loadModel(modelPath));
+  const analysed = analyseModel(loadModel(modelPath), selection(opts));
+  const { graph, output, analysis } = analysed;
   // The graph the run builds on (local functions inlined, recurrences unrolled) is what onnxruntime must load.
   const unloadable = await loadProblem(graph);
-  const output = resolveOutput(graph, opts.modelOutput);
-  const analysis = analyze(graph, output, { params: opts.params, exclude: opts.exclude, strict: opts.strict });
   const noParameters = analysis.parameters.length === 0;
-  const notes = exporterNotes(analysis, split);
+  const notes = exporterNotes(analysis, analysed.split);
+  // The report's problems: the analysis's (left as it is for the pipeline), and what check finds beside it.
+  const problems = [...analysis.problems];
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.
-  if (unloadable) analysis.problems.push(unloadable);
+  if (unloadable) problems.push(unloadable);
   if (graph.inputs.length === 0)
-    analysis.problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
+    problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
   const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
   // Ops along axis 0 read it as the batch; whether the samples sit there, or elsewhere (a
   // sequence-first model), only a probe tells, as in the run: with the user's data, or else
   // with made-up samples when the model fixes the per-sample dims.
-  const batchAxisOnly = analysis.problems.length > 0 && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason));
-  const pending = batchAxisOnly ? analysis.problems.splice(0) : [];
+  const batchAxisOnly = problems.length > 0 && problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason));
+  const pending = batchAxisOnly ? problems.splice(0) : [];
   let withData: WithData = {};
   try {
-    if (analysis.problems.length === 0 && !noParameters) {
-      if (inputs) withData = await checkWithData(graph, inputs, opts);
+    if (problems.length === 0 && !noParameters) {
+      if (inputs) withData = await checkWithData(analysed, inputs, opts);
       else if (batchAxisOnly) {
         const made = await syntheticInputs(graph, 3);
         if (typeof made === 'string') {
-          analysis.problems.push(
+          problems.push(
             ...pending.map((p) => ({ ...p, reason: `${p.reason} (unless the samples sit on another axis there, which check tells with --input: ${made})` })),
           );
         } else {
-          withData = await checkWithData(graph, new Map([...made].map(([name, arr]) => [name, arrayRows(arr)])), { ...opts, verify: false });
+          withData = await checkWithData(analysed, new Map([...made].map(([name, arr]) => [name, arrayRows(arr)])), { ...opts, verify: false });
           if (!withData.problems)
             notes.push(
               'ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them (check --input confirms it on your data)',
             );
         }
       }
-    } else analysis.problems.push(...pending);
+    } else problems.push(...pending);
   } finally {
     for (const input of inputs?.values() ?? []) input.close();
   }
-  analysis.problems.push(...(withData.problems ?? []));
+  problems.push(...(withData.problems ?? []));
   const verify = withData.verify;
-  const eligible = analysis.problems.length === 0 && !noParameters && (verify === undefined || verify.passed);
+  const eligible = problems.length === 0 && !noParameters && (verify === undefined || verify.passed);
   const parameters = analysis.parameters.map((p) => ({
     name: p.name,
     shape: p.dims,
@@ -177,9 +170,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     columns: [p.offset, p.offset + p.size],
     slots: p.uses.map((u) => ({ node: nodeLabel(u.node), op: u.node.opType, input: u.input, via: u.chain.map((c) => c.opType) })),
   }));
-  const problems = noParameters
-    ? [...analysis.problems, { reason: 'the model has no parameters (float initializers in a quasi-linear slot)' }]
-    : analysis.problems;
+  if (noParameters) problems.push({ reason: 'the model has no parameters (float initializers in a quasi-linear slot)' });
   if (opts.json) {
     const report = {
       model: modelPath,

@@ -6,14 +6,15 @@ import { analyze, problemLines, type Analysis, type AnalyzeOptions, type Paramet
 import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
-import { asRowSource, type RowSource } from '../io/rows.js';
+import { arrayRows, asRowSource, type RowSource } from '../io/rows.js';
 import { isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
 import { chooseMode } from '../forward/choose.js';
-import { prepareGraph } from '../analysis/prepare.js';
+import { prepareGraph, prepareGraphWithNotes } from '../analysis/prepare.js';
+import type { SplitConstant } from '../analysis/exporter.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
 import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
@@ -286,6 +287,22 @@ export interface PipelineOptions extends AnalyzeOptions {
   maxMemory?: number;
 }
 
+/** The model before any data: prepared (functions inlined, recurrences unrolled), its output chosen, analysed. */
+export interface AnalysedModel {
+  graph: Graph;
+  output: string;
+  analysis: Analysis;
+  /** Constants the exporter shared with a parameter slot, given a copy of their own (for check's notes). */
+  split: SplitConstant[];
+}
+
+/** The first half of the one way in: what `jacobian check` reports without data, and what preparePipeline starts from. */
+export function analyseModel(model: Graph, options: PipelineOptions = {}): AnalysedModel {
+  const { graph, split } = prepareGraphWithNotes(model);
+  const output = resolveOutput(graph, options.modelOutput);
+  return { graph, output, analysis: analyze(graph, output, options), split };
+}
+
 /** What every computation starts from: the prepared graph, its analysis and the probe's shapes. */
 export interface Pipeline {
   graph: Graph;
@@ -307,13 +324,20 @@ function refuseFor(analysis: Analysis, wrt: AnalyzeOptions['wrt']): void {
   }
 }
 
+const isAnalysed = (model: Graph | AnalysedModel): model is AnalysedModel => 'analysis' in model;
+
 /**
- * The one way in, for J and its statistics alike: inputs checked, the model prepared and
- * analysed, refused if ineligible, and probed. Ops along axis 0 read it as the batch; where the
+ * The one way in, for J, its statistics, `check` and `check --verify` alike: inputs checked,
+ * the model prepared and analysed (or taken as analyseModel left it, analysed with the same
+ * options), refused if ineligible, and probed. Ops along axis 0 read it as the batch; where the
  * probe finds the samples elsewhere, the graph is rewritten to run them on batch-first data,
  * and a sequence-first output is transposed to batch-first.
  */
-export async function preparePipeline(model: Graph, given: Map<string, NpyArray | RowSource>, options: PipelineOptions = {}): Promise<Pipeline> {
+export async function preparePipeline(
+  model: Graph | AnalysedModel,
+  given: Map<string, NpyArray | RowSource>,
+  options: PipelineOptions = {},
+): Promise<Pipeline> {
   const inputs = new Map([...given].map(([name, input]) => [name, asRowSource(input)]));
   const timings: Record<string, number> = {};
   let t = performance.now();
@@ -322,12 +346,13 @@ export async function preparePipeline(model: Graph, given: Map<string, NpyArray 
     timings[phase] = (timings[phase] ?? 0) + now - t;
     t = now;
   };
-  let graph = prepareGraph(model);
-  let output = resolveOutput(graph, options.modelOutput);
+  const analysed = isAnalysed(model) ? model : undefined;
+  let graph = analysed?.graph ?? prepareGraph(model as Graph);
+  let output = analysed?.output ?? resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
-  let analysis = analyze(graph, output, options);
+  let analysis = analysed?.analysis ?? analyze(graph, output, options);
   lap('analysis');
   let shapes: ShapeTable | undefined;
   if (fixedBatch === undefined && analysis.problems.every((p) => p.node !== undefined && isBatchAxisProblem(p.reason))) {
@@ -359,9 +384,23 @@ export async function preparePipeline(model: Graph, given: Map<string, NpyArray 
   return { graph, output, analysis, shapes, inputs, samples, fixedBatch, timings, lap };
 }
 
-/** Analysis, probe and Jacobian graph; then `run` streams the chunks into a sink. */
-export async function planJacobian(model: Graph, given: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
-  const { output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = await preparePipeline(model, given, options);
+/** The pipeline on its first `count` samples only, read into memory (no second analysis or probe: shapes are per sample). */
+export function firstSamples(pipeline: Pipeline, count: number): Pipeline {
+  const inputs = new Map(
+    [...pipeline.inputs].map(([name, source]) => [
+      name,
+      arrayRows({ dtype: source.dtype, shape: [count, ...source.shape.slice(1)], data: source.rows(0, count) }),
+    ]),
+  );
+  return { ...pipeline, inputs, samples: count };
+}
+
+const isPipeline = (model: Graph | Pipeline): model is Pipeline => 'shapes' in model && 'analysis' in model;
+
+/** Analysis, probe (or a pipeline prepared already) and Jacobian graph; then `run` streams the chunks into a sink. */
+export async function planJacobian(model: Graph | Pipeline, given: Map<string, NpyArray | RowSource> = new Map(), options: JacobianOptions = {}) {
+  const pipeline = isPipeline(model) ? model : await preparePipeline(model, given, options);
+  const { output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = pipeline;
   const outputShape = shapes.perSample(output);
   const outputElements = outputShape.reduce((a, b) => a * b, 1);
   const reduce = options.reduce ?? 'none';

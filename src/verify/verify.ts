@@ -59,20 +59,17 @@
 // Verification is for small batches: it uses the first MAX_SAMPLES samples at most (fewer when
 // J for them would exceed JACOBIAN_BUDGET bytes, or the model fixes a smaller batch size).
 import ort from 'onnxruntime-node';
-import { analyze, type Parameter } from '../analysis/analyze.js';
-import { prepareGraph } from '../analysis/prepare.js';
+import type { Parameter } from '../analysis/analyze.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray } from '../io/npy.js';
-import { arrayRows, asRowSource, type RowSource } from '../io/rows.js';
+import type { RowSource } from '../io/rows.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import { MemorySink } from '../output.js';
-import { checkInputs, fixedBatchSize, planJacobian, preparePipeline, refuseIfIneligible, resolveOutput, type Mode, type Reduce } from '../run/jacobian.js';
+import { firstSamples, planJacobian, preparePipeline, type Mode, type Pipeline, type PipelineOptions, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
-import { probeShapes } from '../run/probe.js';
-import type { ShapeTable } from '../analysis/shapes.js';
 import { paddedRows } from '../run/tensors.js';
 import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
 import { ROUNDOFF_INPUT, toDouble } from './double.js';
@@ -186,17 +183,6 @@ export interface JacobianRows {
 
 type Inputs = Map<string, NpyArray | RowSource>;
 
-function rowSources(inputs: Inputs): Map<string, RowSource> {
-  return new Map([...inputs].map(([name, input]) => [name, asRowSource(input)]));
-}
-
-/** The first `count` samples of every input, read into memory. */
-function firstRows(inputs: Map<string, RowSource>, count: number): Map<string, RowSource> {
-  return new Map(
-    [...inputs].map(([name, source]) => [name, arrayRows({ dtype: source.dtype, shape: [count, ...source.shape.slice(1)], data: source.rows(0, count) })]),
-  );
-}
-
 type FloatData = Float32Array | Float64Array;
 
 interface ForwardRun {
@@ -230,24 +216,19 @@ function missingKernel(message: string): string | undefined {
   return /Could not find an implementation for (\w+)\(\d+\) node/.exec(message)?.[1];
 }
 
-/** The perturbed forward model in float64 if onnxruntime runs it so, else in float32. */
-async function openForward(graph: Graph, inputs: Map<string, RowSource>, output: string, options: VerifyOptions): Promise<Forward> {
+/** The perturbed forward model in float64 if onnxruntime runs it so, else in float32: the pipeline's graph, analysis and probe. */
+async function openForward(pipeline: Pipeline, options: VerifyOptions): Promise<Forward> {
   const { threads, precision = 'auto' } = options;
-  const analysis = analyze(graph, output, options);
-  refuseIfIneligible(analysis);
+  const { graph, output, analysis, shapes, fixedBatch, inputs } = pipeline;
   const parameters = analysis.parameters;
-  const fixedBatch = fixedBatchSize(graph);
   const D = parameters.reduce((s, p) => s + p.size, 0);
-  let shapes: ShapeTable | undefined;
   const dataInputs = graph.inputs.map((i) => i.name);
   const attempt = async (dtype: 'float64' | 'float32', float32Ops: ReadonlySet<string>): Promise<Omit<Forward, 'fallback' | 'forced'>> => {
     const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
     let model: Graph;
     let islands = 0;
     if (dtype === 'float64') {
-      shapes ??= await probeShapes(graph, inputs, analysis, { batch: fixedBatch, threads });
-      const table = shapes;
-      const doubled = toDouble(graph, (name) => table.dims(name), { float32Ops, elemType: (name) => table.elemType(name) });
+      const doubled = toDouble(graph, (name) => shapes.dims(name), { float32Ops, elemType: (name) => shapes.elemType(name) });
       islands = doubled.islands;
       model = perturbedForward(doubled.graph, parameters, output, elemType, (name) => doubled.doubleOf.get(name) ?? name, dataInputs);
     } else {
@@ -578,64 +559,50 @@ function unresolvedReason(
  * `inputs`, with finite differences of the model (see the comment at the top).
  */
 export async function checkJacobian(graph: Graph, given: Inputs, jacobian: JacobianRows, options: VerifyOptions = {}): Promise<VerifyResult> {
-  const prepared = prepareGraph(graph);
-  const output = resolveOutput(prepared, options.modelOutput);
-  const inputs = rowSources(given);
-  const samples = checkInputs(prepared, inputs);
-  const fixedBatch = fixedBatchSize(prepared);
+  const pipeline = await preparePipeline(graph, given, pipelineOptions(options));
+  const { samples, fixedBatch } = pipeline;
   if (jacobian.shape[0] > Math.min(samples, fixedBatch ?? samples)) {
     throw new UsageError(
       `a Jacobian of ${jacobian.shape[0]} samples cannot be checked with ${samples} samples${fixedBatch ? ` and a model that fixes the batch size at ${fixedBatch}` : ''}`,
     );
   }
-  const batch = firstRows(inputs, jacobian.shape[0]);
-  const forward = await openForward(prepared, batch, output, options);
+  return compareWithForward(firstSamples(pipeline, jacobian.shape[0]), jacobian, options);
+}
+
+/** The options of the one way in (run/jacobian.ts) that verification shares with the run. */
+function pipelineOptions(options: VerifyOptions): PipelineOptions {
+  const { modelOutput, threads, params, exclude, strict } = options;
+  return { modelOutput, threads, params, exclude, strict };
+}
+
+/** The pipeline's forward model opened, J compared with its finite differences, and the kink inputs counted. */
+async function compareWithForward(batch: Pipeline, jacobian: JacobianRows, options: VerifyOptions): Promise<VerifyResult> {
+  const forward = await openForward(batch, options);
   try {
-    const result = await compareAlongDirections(forward, batch, jacobian, options);
-    return { ...result, nearKinks: await nearKinks(prepared, batch, jacobian.shape[0], fixedBatch ?? jacobian.shape[0], options.threads) };
+    const result = await compareAlongDirections(forward, batch.inputs, jacobian, options);
+    return { ...result, nearKinks: await nearKinks(batch.graph, batch.inputs, batch.samples, batch.fixedBatch ?? batch.samples, options.threads) };
   } finally {
     await forward.release();
   }
 }
 
-/** Computes J for the first samples (at most MAX_SAMPLES) with the pipeline and checks it with finite differences. */
-export async function verifyJacobian(graph: Graph, given: Inputs, options: VerifyOptions = {}): Promise<VerifyResult> {
-  const inputs = rowSources(given);
-  // The graph J is computed from: ops along axis 0 that holds the sequence rewritten to
-  // batch-first data, a sequence-first output transposed to (N, T, …), as J's rows are.
-  const {
-    graph: prepared,
-    output,
-    samples,
-  } = await preparePipeline(graph, inputs, {
-    modelOutput: options.modelOutput,
-    threads: options.threads,
-    params: options.params,
-    exclude: options.exclude,
-    strict: options.strict,
-  });
-  const forward = await openForward(prepared, inputs, output, options);
-  try {
-    const D = forward.parameters.reduce((s, p) => s + p.size, 0);
-    const rowsPerSample = options.reduce === 'sum' ? 1 : forward.outputShape.reduce((a, b) => a * b, 1);
-    const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatchSize(prepared) ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
-    const batch = firstRows(inputs, count);
-    const { plan, run } = await planJacobian(graph, batch, {
-      modelOutput: options.modelOutput,
-      reduce: options.reduce,
-      layout: 'flat',
-      threads: options.threads,
-      params: options.params,
-      exclude: options.exclude,
-      mode: options.mode,
-      strict: options.strict,
-    });
-    const sink = new MemorySink(plan.blocks);
-    await run(sink);
-    const [jacobian] = sink.result();
-    const result = await compareAlongDirections(forward, batch, jacobian, options);
-    return { ...result, nearKinks: await nearKinks(prepared, batch, count, fixedBatchSize(prepared) ?? count, options.threads) };
-  } finally {
-    await forward.release();
-  }
+/**
+ * Computes J for the first samples (at most MAX_SAMPLES) with the pipeline and checks it with
+ * finite differences of the graph J is computed from (ops along axis 0 that holds the sequence
+ * rewritten to batch-first data, a sequence-first output transposed to (N, T, …), as J's rows
+ * are). Given a pipeline (`check --verify`), its analysis and probe are reused: the model is
+ * probed once.
+ */
+export async function verifyJacobian(model: Graph | Pipeline, given: Inputs = new Map(), options: VerifyOptions = {}): Promise<VerifyResult> {
+  const pipeline = 'shapes' in model ? model : await preparePipeline(model, given, pipelineOptions(options));
+  const { analysis, shapes, output, samples, fixedBatch } = pipeline;
+  const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
+  const rowsPerSample = options.reduce === 'sum' ? 1 : shapes.perSample(output).reduce((a, b) => a * b, 1);
+  const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatch ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
+  const batch = firstSamples(pipeline, count);
+  const { plan, run } = await planJacobian(batch, undefined, { reduce: options.reduce, layout: 'flat', threads: options.threads, mode: options.mode });
+  const sink = new MemorySink(plan.blocks);
+  await run(sink);
+  const [jacobian] = sink.result();
+  return compareWithForward(batch, jacobian, options);
 }
