@@ -1,17 +1,18 @@
 // The library API: what a TypeScript user imports.
 import './telemetry.js';
-import { analyze, type Analysis } from './analysis/analyze.js';
-import { prepareGraph } from './analysis/prepare.js';
+import type { Analysis } from './analysis/analyze.js';
 import type { ParameterSelection } from './analysis/select.js';
-import { readNpy, type NpyArray } from './io/npy.js';
+import type { NpyArray } from './io/npy.js';
+import type { RowSource } from './io/rows.js';
 import type { Graph } from './onnx/graph.js';
 import { loadModel } from './onnx/proto.js';
-import { isZarrPath, MemorySink, openFileSink, openZarrSink } from './output.js';
+import { jacobianFormat, MemorySink, writePlannedJacobian } from './output.js';
 import type { ZarrCompressor } from './io/zarr.js';
-import { planJacobian, resolveOutput, type JacobianOptions } from './run/jacobian.js';
+import { analyseModel, planJacobian, type JacobianOptions, type OutputBlock } from './run/jacobian.js';
+import { bindInputs, parseInputPath, type InputBinding } from './run/inputs.js';
 import { planGram } from './stats/gram.js';
 import type { StatName } from './stats/graph.js';
-import { planStats, type StatsOptions } from './stats/run.js';
+import { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
 
 export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysis/analyze.js';
 export type { ParameterSelection } from './analysis/select.js';
@@ -31,22 +32,35 @@ export { loadModel } from './onnx/proto.js';
 
 export type InputSpec = string | NpyArray | Record<string, string | NpyArray>;
 
-function resolveInputs(graph: Graph, input: InputSpec): Map<string, NpyArray> {
-  const load = (v: string | NpyArray) => (typeof v === 'string' ? readNpy(v) : v);
-  if (typeof input === 'string' || 'data' in input) {
-    if (graph.inputs.length !== 1) throw new Error(`the model has ${graph.inputs.length} data inputs: pass an object { name: array }`);
-    return new Map([[graph.inputs[0].name, load(input as string | NpyArray)]]);
+/** The library's inputs as the CLI's --input specs: a path (.npy or .npz[:entry]) or an array, for one model input or by name. */
+function bindings(input: InputSpec): InputBinding[] {
+  const one = (value: string | NpyArray, name?: string): InputBinding =>
+    typeof value === 'string'
+      ? { name, ...parseInputPath(value), spec: name === undefined ? value : `${name}=${value}` }
+      : { name, array: value, spec: name ?? 'array' };
+  if (typeof input === 'string' || 'data' in input) return [one(input as string | NpyArray)];
+  return Object.entries(input as Record<string, string | NpyArray>).map(([name, value]) => one(value, name));
+}
+
+/** Binds the inputs as the CLI does (files read chunk by chunk, not whole), runs `use`, and closes them. */
+async function withInputs<T>(graph: Graph, input: InputSpec, use: (inputs: Map<string, RowSource>) => Promise<T>): Promise<T> {
+  const { inputs } = await bindInputs(graph, bindings(input));
+  try {
+    return await use(inputs);
+  } finally {
+    for (const source of inputs.values()) source.close();
   }
-  return new Map(Object.entries(input as Record<string, string | NpyArray>).map(([k, v]) => [k, load(v)]));
 }
 
 /** Computes J in memory: one block (flat) or one per parameter (layout 'tuple'). */
 export async function computeJacobian(model: string | Graph, options: JacobianOptions & { input: InputSpec }) {
   const graph = typeof model === 'string' ? loadModel(model) : model;
-  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), options);
-  const sink = new MemorySink(plan.blocks);
-  await run(sink);
-  return { parameters: plan.parameters.map(({ name, dims, size, offset }) => ({ name, shape: dims, size, offset })), blocks: sink.result() };
+  return withInputs(graph, options.input, async (inputs) => {
+    const { plan, run } = await planJacobian(graph, inputs, options);
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    return { parameters: plan.parameters.map(({ name, dims, size, offset }) => ({ name, shape: dims, size, offset })), blocks: sink.result() };
+  });
 }
 
 /**
@@ -59,23 +73,12 @@ export async function writeJacobian(
   options: JacobianOptions & { input: InputSpec; compressor?: ZarrCompressor },
 ): Promise<void> {
   const graph = typeof model === 'string' ? loadModel(model) : model;
-  const zarr = isZarrPath(path);
-  const archive = options.layout === 'tuple' || (!zarr && path.toLowerCase().endsWith('.npz'));
-  const { plan, run } = await planJacobian(graph, resolveInputs(graph, options.input), {
-    ...options,
-    layout: archive ? 'tuple' : 'flat',
-    fixedChunks: zarr || options.fixedChunks,
+  const tuple = options.layout === 'tuple';
+  const { zarr, layout } = jacobianFormat(path, tuple);
+  await withInputs(graph, options.input, async (inputs) => {
+    const planned = await planJacobian(graph, inputs, { ...options, layout, fixedChunks: zarr || options.fixedChunks });
+    await writePlannedJacobian(path, planned, { tuple, compressor: options.compressor });
   });
-  const sink = zarr
-    ? await openZarrSink(path, plan, { tuple: archive, compressor: options.compressor ?? 'none' })
-    : await openFileSink(path, plan.blocks, archive);
-  try {
-    await run(sink);
-    await sink.commit();
-  } catch (err) {
-    await sink.abort();
-    throw err;
-  }
 }
 
 /**
@@ -87,10 +90,20 @@ export async function computeStats(
   options: Omit<StatsOptions, 'stats'> & { input: InputSpec; stats: StatName[]; input2?: InputSpec },
 ): Promise<Map<string, { shape: number[]; data: Float32Array | Float64Array }>> {
   const graph = typeof model === 'string' ? loadModel(model) : model;
-  const inputs = resolveInputs(graph, options.input);
-  const planned = options.stats.includes('gram')
-    ? await planGram(graph, inputs, options.input2 ? resolveInputs(graph, options.input2) : undefined, options)
-    : await planStats(graph, inputs, options);
+  return withInputs(graph, options.input, (inputs) =>
+    options.stats.includes('gram')
+      ? options.input2
+        ? withInputs(graph, options.input2, async (second) => statsInMemory(await planGram(graph, inputs, second, options)))
+        : planGram(graph, inputs, undefined, options).then(statsInMemory)
+      : planStats(graph, inputs, options).then(statsInMemory),
+  );
+}
+
+/** Runs planned statistics into memory: one array per entry. */
+async function statsInMemory(planned: {
+  plan: { entries: OutputBlock[] };
+  run: (sink: StatsSink) => Promise<void>;
+}): Promise<Map<string, { shape: number[]; data: Float32Array | Float64Array }>> {
   const parts = planned.plan.entries.map(() => [] as Uint8Array[]);
   await planned.run({ write: async (i, bytes) => void parts[i].push(new Uint8Array(bytes)) });
   return new Map(
@@ -104,6 +117,5 @@ export async function computeStats(
 
 /** The eligibility analysis `jacobian check` prints. */
 export function checkModel(model: string | Graph, modelOutput?: string, selection: ParameterSelection = {}): Analysis {
-  const graph = prepareGraph(typeof model === 'string' ? loadModel(model) : model);
-  return analyze(graph, resolveOutput(graph, modelOutput), selection);
+  return analyseModel(typeof model === 'string' ? loadModel(model) : model, { ...selection, modelOutput }).analysis;
 }

@@ -256,6 +256,39 @@ export async function openZarrSink(
   };
 }
 
+/** How J is laid out at a path: a Zarr store (a group when `tuple`), a .npz archive (per parameter), else a flat .npy. */
+export function jacobianFormat(path: string, tuple: boolean): { zarr: boolean; archive: boolean; layout: 'flat' | 'tuple' } {
+  const zarr = isZarrPath(path);
+  const archive = !zarr && (tuple || path.toLowerCase().endsWith('.npz'));
+  return { zarr, archive, layout: archive || (zarr && tuple) ? 'tuple' : 'flat' };
+}
+
+/**
+ * Streams a planned J into the file or store at `path` (laid out by jacobianFormat), for the
+ * CLI and the library alike: committed once every chunk is written, aborted (nothing left
+ * half-written) on any failure. Returns the commit's milliseconds.
+ */
+export async function writePlannedJacobian(
+  path: string,
+  planned: { plan: JacobianPlan; run: (sink: JacobianSink) => Promise<void> },
+  options: { tuple: boolean; compressor?: ZarrCompressor; source?: Record<string, unknown> },
+): Promise<number> {
+  const { zarr, archive } = jacobianFormat(path, options.tuple);
+  let sink: FileSink | undefined;
+  try {
+    sink = zarr
+      ? await openZarrSink(path, planned.plan, { tuple: options.tuple, compressor: options.compressor ?? 'none', source: options.source })
+      : await openFileSink(path, planned.plan.blocks, archive);
+    await planned.run(sink);
+    const started = performance.now();
+    await sink.commit();
+    return performance.now() - started;
+  } catch (err) {
+    await sink?.abort();
+    throw err;
+  }
+}
+
 /** Collects every block in memory (library use; the CLI streams to files). */
 export class MemorySink implements JacobianSink {
   private readonly parts: Uint8Array[][];

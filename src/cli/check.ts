@@ -7,7 +7,8 @@ import { exitCodeOf } from './errors.js';
 import { analyseModel, planJacobian, preparePipeline, type AnalysedModel, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
-import { bindInputs } from './inputs.js';
+import { bindInputs } from '../run/inputs.js';
+import { inputBindings } from './parse.js';
 import { isBatchAxisProblem } from '../run/batchFront.js';
 import { syntheticInputs } from '../run/synthetic.js';
 import { arrayRows, type RowSource } from '../io/rows.js';
@@ -131,7 +132,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   if (graph.inputs.length === 0)
     problems.push({ reason: 'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for' });
   // Inputs are opened first, so that a missing file is a usage error (exit 2) whatever the model.
-  const inputs = opts.input.length > 0 ? (await bindInputs(graph, opts.input)).inputs : undefined;
+  const inputs = opts.input.length > 0 ? (await bindInputs(graph, inputBindings(opts.input))).inputs : undefined;
   // Ops along axis 0 read it as the batch; whether the samples sit there, or elsewhere (a
   // sequence-first model), only a probe tells, as in the run: with the user's data, or else
   // with made-up samples when the model fixes the per-sample dims.

@@ -5,12 +5,12 @@ import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import { loadModel } from '../onnx/proto.js';
 import type { ZarrCompressor } from '../io/zarr.js';
-import { checkOutputPath, isStdoutName, isZarrPath, openFileSink, openZarrSink, type FileSink } from '../output.js';
+import { checkOutputPath, isStdoutName, jacobianFormat, writePlannedJacobian } from '../output.js';
 import { countNonFiniteRows } from '../run/convert.js';
-import { parseInputSpec } from './parse.js';
+import { parseInputSpec, inputBindings } from './parse.js';
 import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import type { RowSelection } from '../run/shards.js';
-import { bindInputs } from './inputs.js';
+import { bindInputs } from '../run/inputs.js';
 import { withLoss } from './loss.js';
 import { statsCommand, type StatsCliOptions } from './stats.js';
 import type { LossKind } from '../loss/append.js';
@@ -82,8 +82,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     if (given !== undefined) throw new UsageError(`${flag} goes with --stat: see jacobian --help`);
   }
   const started = performance.now();
-  const zarr = opts.output !== undefined && isZarrPath(opts.output);
-  const archive = !zarr && (opts.asTuple === true || (opts.output?.toLowerCase().endsWith('.npz') ?? false));
+  const { zarr, archive, layout } = jacobianFormat(opts.output ?? '', opts.asTuple === true);
   if (opts.rows !== undefined && opts.shard !== undefined) throw new UsageError('--rows and --shard both choose the rows to compute: give one of them');
   if (opts.compressor !== undefined && opts.compressor !== 'none' && !zarr) {
     throw new UsageError(`--compressor applies to Zarr stores only: name the output J.zarr, or drop --compressor ${opts.compressor}`);
@@ -103,7 +102,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   };
   const loadStart = performance.now();
   const model = loadModel(modelPath);
-  const { inputs } = await bindInputs(model, opts.input, note);
+  const { inputs } = await bindInputs(model, inputBindings(opts.input), note);
   const nonFiniteRows: Record<string, number> = {};
   try {
     for (const [name, source] of inputs) {
@@ -127,7 +126,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     planned = await planJacobian(graph, inputs, {
       modelOutput,
       reduce: opts.reduce,
-      layout: archive || (zarr && opts.asTuple === true) ? 'tuple' : 'flat',
+      layout,
       rows: opts.shard ?? opts.rows,
       fixedChunks: zarr,
       params: opts.params,
@@ -144,24 +143,14 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     for (const input of inputs.values()) input.close();
     throw err;
   }
-  const { plan, run } = planned;
-  let sink: FileSink | undefined;
+  const { plan } = planned;
   let finishMs = 0;
   try {
-    sink = zarr
-      ? await openZarrSink(outputPath, plan, {
-          tuple: opts.asTuple === true,
-          compressor: opts.compressor ?? 'none',
-          source: zarrSource(modelPath, inputs, opts.reduce),
-        })
-      : await openFileSink(outputPath, plan.blocks, archive);
-    await run(sink);
-    const finishStart = performance.now();
-    await sink.commit();
-    finishMs = performance.now() - finishStart;
-  } catch (err) {
-    await sink?.abort();
-    throw err;
+    finishMs = await writePlannedJacobian(outputPath, planned, {
+      tuple: opts.asTuple === true,
+      compressor: opts.compressor,
+      source: zarr ? zarrSource(modelPath, inputs, opts.reduce) : undefined,
+    });
   } finally {
     progress?.done();
     for (const input of inputs.values()) input.close();

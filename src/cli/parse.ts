@@ -1,5 +1,6 @@
 // Parsing of option values shared by the commands.
 import { UsageError } from '../errors.js';
+import { parseInputPath, type InputBinding } from '../run/inputs.js';
 
 export function parseCount(flag: string) {
   return (value: string): number => {
@@ -39,12 +40,14 @@ export function parseSize(value: string): number {
  * `--input name=path` or a bare path (bound to the only data input); a path `file.npz:entry`
  * names one entry of an archive; '-' is standard input.
  */
+/** The --input specs as bindInputs takes them (src/run/inputs.ts). */
+export function inputBindings(specs: readonly string[]): InputBinding[] {
+  return specs.map((spec) => ({ ...parseInputSpec(spec), spec }));
+}
+
 export function parseInputSpec(spec: string): { name?: string; path: string; entry?: string } {
   const eq = spec.indexOf('=');
   const named = eq > 0 && !spec.slice(0, eq).includes('/');
   const name = named ? spec.slice(0, eq) : undefined;
-  const rest = named ? spec.slice(eq + 1) : spec;
-  const archive = /^(.+\.npz|-):([^/\\]+)$/i.exec(rest);
-  if (archive) return { name, path: archive[1], entry: archive[2] };
-  return { name, path: rest };
+  return { name, ...parseInputPath(named ? spec.slice(eq + 1) : spec) };
 }

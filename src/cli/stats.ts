@@ -15,7 +15,8 @@ import { planGram } from '../stats/gram.js';
 import { SAMPLE_SUMS, type StatName, type Wrt } from '../stats/graph.js';
 import { planStats, type StatsSink } from '../stats/run.js';
 import { zarrSource, type ComputeOptions } from './compute.js';
-import { bindInputs } from './inputs.js';
+import { bindInputs } from '../run/inputs.js';
+import { inputBindings } from './parse.js';
 import { withLoss } from './loss.js';
 import { formatBytes, progressPrinter } from './progress.js';
 
@@ -178,7 +179,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const note = (line: string) => {
     if (!opts.quiet && !opts.json) process.stderr.write(`note: ${line}\n`);
   };
-  const { inputs } = await bindInputs(model, opts.input, note);
+  const { inputs } = await bindInputs(model, inputBindings(opts.input), note);
   const opened: RowSource[] = [...inputs.values()];
   try {
     const { graph, modelOutput } = await withLoss(model, inputs, opts);
@@ -201,7 +202,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     };
     let planned;
     if (stats.includes('gram')) {
-      const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, opts.input2, note)).inputs : undefined;
+      const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, inputBindings(opts.input2), note)).inputs : undefined;
       if (second) opened.push(...second.values());
       planned = await planGram(graph, inputs, second, common);
     } else {

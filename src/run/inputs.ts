@@ -1,5 +1,6 @@
-// Binds --input specs to the model's data inputs: .npy files (read chunk by chunk), entries
-// of .npz archives, standard input ('-'); then converts float types and Fortran order.
+// Binds the CLI's --input specs and the library's inputs to the model's data inputs: .npy
+// files (read chunk by chunk), entries of .npz archives, standard input ('-'), arrays in
+// memory; then converts float types and Fortran order. The CLI and the library bind alike.
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,11 +9,26 @@ import type { NpyArray } from '../io/npy.js';
 import { readNpz } from '../io/npz.js';
 import { arrayRows, npyRowsFromBytes, openNpyRows, readAllBytes, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
-import { conformInput } from '../run/convert.js';
-import { parseInputSpec } from './parse.js';
+import { conformInput } from './convert.js';
 
 export interface BoundInputs {
   inputs: Map<string, RowSource>;
+}
+
+/** `file.npz:entry` (or `-:entry`, stdin holding an archive) names an entry of an archive; any other path is read whole. */
+export function parseInputPath(path: string): { path: string; entry?: string } {
+  const archive = /^(.+\.npz|-):([^/\\]+)$/i.exec(path);
+  return archive ? { path: archive[1], entry: archive[2] } : { path };
+}
+
+/** One input as given: a file (`-` for stdin; an entry of a .npz), or an array in memory; for the model input `name`. */
+export interface InputBinding {
+  name?: string;
+  path?: string;
+  entry?: string;
+  array?: NpyArray;
+  /** How the user wrote it, for messages (the --input spec). */
+  spec: string;
 }
 
 const isZip = (bytes: Uint8Array) => bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && (bytes[2] === 3 || bytes[2] === 5);
@@ -68,10 +84,11 @@ function entryRows(archive: Map<string, NpyArray>, file: string, entry: string):
 }
 
 /**
- * `--input [name=]file.npy`, `[name=]file.npz[:entry]` or `[name=]-` (stdin). An archive
- * without an entry binds each model input to the entry of the same name (or its only entry).
+ * `--input [name=]file.npy`, `[name=]file.npz[:entry]` or `[name=]-` (stdin), parsed, or an
+ * array. An archive without an entry binds each model input to the entry of the same name (or
+ * its only entry). The sources are open until closed (RowSource.close).
  */
-export async function bindInputs(graph: Graph, specs: readonly string[], note: (line: string) => void = () => undefined): Promise<BoundInputs> {
+export async function bindInputs(graph: Graph, specs: readonly InputBinding[], note: (line: string) => void = () => undefined): Promise<BoundInputs> {
   const names = graph.inputs.map((i) => i.name);
   if (names.length === 0) {
     throw new ModelRefusedError(
@@ -89,9 +106,8 @@ export async function bindInputs(graph: Graph, specs: readonly string[], note: (
     bound.set(target, source);
   };
   try {
-    for (const spec of specs) {
-      const { name, path, entry } = parseInputSpec(spec);
-      const opened = openData(path);
+    for (const { name, path = '', entry, array, spec } of specs) {
+      const opened = array ? { npy: arrayRows(array) } : openData(path);
       const label = path === '-' ? '<stdin>' : path;
       if (opened.npy) {
         if (entry !== undefined) throw new UsageError(`--input ${spec}: ${label} is a .npy file, which has no entries; drop ':${entry}'`);
