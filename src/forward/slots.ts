@@ -6,6 +6,7 @@ import { attrFloat, attrInt, attrString, type Node } from '../onnx/graph.js';
 import { deformColumns, groupedColumns } from '../grad/rules/DeformConv.js';
 import { parseEquation } from '../grad/rules/Einsum.js';
 import type { TangentContext } from './context.js';
+import { sameOp } from './rule.js';
 
 export type SlotTangent = (ctx: TangentContext, node: Node, input: number, E: string, s: number) => string;
 
@@ -96,15 +97,7 @@ const Conv: SlotTangent = (ctx, node, input, E, s) => {
   const [O, ...rest] = ctx.dims(node.inputs[1]);
   if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
   const stacked = b.reshape(b.transpose(E, [1, 0, ...rest.map((_, i) => i + 2)]), [O * s, ...rest]);
-  const out = ctx.b.fresh('Conv_slot_tangent');
-  b.graph.nodes.push({
-    name: b.fresh('Conv_slot_tangent_node'),
-    opType: 'Conv',
-    domain: '',
-    inputs: [node.inputs[0], stacked],
-    outputs: [out],
-    attributes: node.attributes,
-  });
+  const [out] = sameOp(ctx, node, [node.inputs[0], stacked]);
   const spatial = y.slice(1);
   const ordered = b.transpose(b.reshape(out, [-1, O, s, ...spatial]), [0, 2, 1, ...spatial.map((_, i) => i + 3)]);
   return ordered;
@@ -121,15 +114,7 @@ const ConvTranspose: SlotTangent = (ctx, node, input, E, s) => {
   const [C, perGroup, ...kernel] = ctx.dims(node.inputs[1]);
   const groups = attrInt(node, 'group', 1);
   const stacked = b.reshape(b.transpose(E, [1, 2, 0, ...kernel.map((_, i) => i + 3)]), [C, perGroup * s, ...kernel]);
-  const out = b.fresh('ConvTranspose_slot_tangent');
-  b.graph.nodes.push({
-    name: b.fresh('ConvTranspose_slot_tangent_node'),
-    opType: 'ConvTranspose',
-    domain: '',
-    inputs: [node.inputs[0], stacked],
-    outputs: [out],
-    attributes: node.attributes,
-  });
+  const [out] = sameOp(ctx, node, [node.inputs[0], stacked]);
   const spatial = y.slice(1);
   const split = b.reshape(out, [-1, groups, perGroup, s, ...spatial]);
   return b.reshape(b.transpose(split, [0, 3, 1, 2, ...spatial.map((_, i) => i + 4)]), [-1, s, ...y]);

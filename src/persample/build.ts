@@ -121,20 +121,25 @@ function tileAtFrontier(b: GraphBuilder, graph: Graph, view: Analysis, shapes: S
       producer.outputs = producer.outputs.map((o) => (o === value ? untiled : o));
     }
     for (const n of earlier) n.inputs = n.inputs.map((v) => (v === value ? untiled : v));
-    // Integer values (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
-    const perSample = shapes.dims(value).slice(1);
-    const expanded = b.op1('Expand', [b.unsqueeze(untiled, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
-    b.graph.nodes.push({
-      name: `${value}/tiled`,
-      opType: 'Reshape',
-      domain: '',
-      inputs: [expanded, b.constInt64([-1, ...perSample])],
-      outputs: [value],
-      attributes: [],
-    });
+    tileValue(b, shapes, untiled, value, copies);
   }
   graph.nodes.splice(first, 0, ...graph.nodes.splice(start));
   return feeds;
+}
+
+/** `value` := `untiled` with each row repeated `copies` times (sample-major), by a node appended to the graph. */
+function tileValue(b: GraphBuilder, shapes: ShapeTable, untiled: string, value: string, copies: number): void {
+  // Integer values (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
+  const perSample = shapes.dims(value).slice(1);
+  const expanded = b.op1('Expand', [b.unsqueeze(untiled, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
+  b.graph.nodes.push({
+    name: `${value}/tiled`,
+    opType: 'Reshape',
+    domain: '',
+    inputs: [expanded, b.constInt64([-1, ...perSample])],
+    outputs: [value],
+    attributes: [],
+  });
 }
 
 /**
@@ -148,17 +153,7 @@ function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: n
   for (const input of graph.inputs) {
     const original = input.name;
     input.name = b.fresh('untiled');
-    // Integer inputs (indices) carry no derivative, so they are not data values of the shape table; their dims are known all the same.
-    const perSample = shapes.dims(original).slice(1);
-    const expanded = b.op1('Expand', [b.unsqueeze(input.name, [1]), b.constInt64([1, copies, ...perSample.map(() => 1)])]);
-    b.graph.nodes.push({
-      name: `${original}/tiled`,
-      opType: 'Reshape',
-      domain: '',
-      inputs: [expanded, b.constInt64([-1, ...perSample])],
-      outputs: [original],
-      attributes: [],
-    });
+    tileValue(b, shapes, input.name, original, copies);
     feeds.set(original, input.name);
   }
   graph.nodes.unshift(...graph.nodes.splice(start));

@@ -250,52 +250,53 @@ function lpWeight(ctx: TangentContext, x: string, p: number): string {
   return b.mul(b.op1('Pow', [b.op1('Abs', [x]), b.scalar(p - 1)]), b.op1('Sign', [x]));
 }
 
-/** y = (Σ_window |x|^p)^(1/p): dy = y^(1−p)·Σ_window |x|^(p−1)·sign(x)·dx, the window sum a depthwise Conv of ones. */
+/** y = (Σ_window |x|^p)^(1/p): dy = y^(1−p)·Σ_window |x|^(p−1)·sign(x)·dx, the window sum given (LpPool's or GlobalLpPool's). */
+function lpPoolTangent(ctx0: TangentContext, node: Node, t: string, windowSum: (ctx: TangentContext, weighted: string, inDims: number[]) => string): string[] {
+  const ctx = typed(ctx0, node.outputs[0]);
+  const x = node.inputs[0];
+  const y = node.outputs[0];
+  const inDims = ctx.perSample(x);
+  const p = attrInt(node, 'p', 2);
+  const summed = windowSum(ctx, ctx.mulBy(t, inDims, lpWeight(ctx, x, p)), inDims);
+  return [ctx.mulBy(summed, ctx.perSample(y), ctx.b.op1('Pow', [y, ctx.b.scalar(1 - p)]))];
+}
+
+/** The window sum a depthwise Conv of ones. */
 export const LpPool: JvpRule = {
   tangent(ctx0, node, [t]) {
     if (t === undefined) return [undefined];
-    const ctx = typed(ctx0, node.outputs[0]);
-    const b = ctx.b;
-    const x = node.inputs[0];
-    const y = node.outputs[0];
-    const inDims = ctx.perSample(x);
-    const outDims = ctx.perSample(y);
-    const spatial = inDims.slice(1);
-    const geo = convGeometry(node, spatial, attrInts(node, 'kernel_shape') ?? []);
-    const extents = geo.kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
-    // ceil_mode's last window may reach past the padded input: pad the end by as much.
-    const padsEnd = spatial.map(
-      (s, i) => geo.padsEnd[i] + Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])),
-    );
-    const p = attrInt(node, 'p', 2);
-    const weighted = ctx.mulBy(t, inDims, lpWeight(ctx, x, p));
-    const kernelSize = product(geo.kernel);
-    const summed = b.op1('Conv', [weighted, b.constFloat(Array(inDims[0] * kernelSize).fill(1), [inDims[0], 1, ...geo.kernel])], {
-      kernel_shape: geo.kernel,
-      strides: geo.strides,
-      dilations: geo.dilations,
-      pads: [...geo.padsBegin, ...padsEnd],
-      group: inDims[0],
+    return lpPoolTangent(ctx0, node, t, (ctx, weighted, inDims) => {
+      const outDims = ctx.perSample(node.outputs[0]);
+      const spatial = inDims.slice(1);
+      const geo = convGeometry(node, spatial, attrInts(node, 'kernel_shape') ?? []);
+      const extents = geo.kernel.map((k, i) => (k - 1) * geo.dilations[i] + 1);
+      // ceil_mode's last window may reach past the padded input: pad the end by as much.
+      const padsEnd = spatial.map(
+        (s, i) => geo.padsEnd[i] + Math.max(0, (outDims[i + 1] - 1) * geo.strides[i] + extents[i] - (s + geo.padsBegin[i] + geo.padsEnd[i])),
+      );
+      const kernelSize = product(geo.kernel);
+      return ctx.b.op1('Conv', [weighted, ctx.b.constFloat(Array(inDims[0] * kernelSize).fill(1), [inDims[0], 1, ...geo.kernel])], {
+        kernel_shape: geo.kernel,
+        strides: geo.strides,
+        dilations: geo.dilations,
+        pads: [...geo.padsBegin, ...padsEnd],
+        group: inDims[0],
+      });
     });
-    return [ctx.mulBy(summed, outDims, b.op1('Pow', [y, b.scalar(1 - p)]))];
   },
 };
 
+/** The window is all of space. */
 export const GlobalLpPool: JvpRule = {
   tangent(ctx0, node, [t]) {
     if (t === undefined) return [undefined];
-    const ctx = typed(ctx0, node.outputs[0]);
-    const b = ctx.b;
-    const x = node.inputs[0];
-    const y = node.outputs[0];
-    const inDims = ctx.perSample(x);
-    const p = attrInt(node, 'p', 2);
-    const summed = b.reduceSum(
-      ctx.mulBy(t, inDims, lpWeight(ctx, x, p)),
-      inDims.slice(1).map((_, i) => i + 2),
-      true,
+    return lpPoolTangent(ctx0, node, t, (ctx, weighted, inDims) =>
+      ctx.b.reduceSum(
+        weighted,
+        inDims.slice(1).map((_, i) => i + 2),
+        true,
+      ),
     );
-    return [ctx.mulBy(summed, ctx.perSample(y), b.op1('Pow', [y, b.scalar(1 - p)]))];
   },
 };
 

@@ -42,14 +42,20 @@ export const GatherElements: JvpRule = {
   },
 };
 
-/** batch_dims ≥ 1: the index tuples of row n address row n, so repeated indices address the repeated rows. */
-export const GatherND: JvpRule = {
+/**
+ * Linear in the data, with a second input of per-row indices or lengths: the op on the
+ * tangent, that input repeated per direction as the rows are.
+ */
+const withRowsRepeated: JvpRule = {
   tangent(ctx, node, [t]) {
     if (t === undefined) return [undefined];
     refuseAlike(node, ctx.b.opset, [true, false]);
     return sameOp(ctx, node, [t, repeatRows(ctx, node.inputs[1])]);
   },
 };
+
+/** batch_dims ≥ 1: the index tuples of row n address row n, so repeated indices address the repeated rows. */
+export const GatherND: JvpRule = withRowsRepeated;
 
 /** ScatterElements is linear in the data and the updates together (reduction none or add). */
 export const ScatterElements: JvpRule = {
@@ -120,13 +126,7 @@ export const Compress: JvpRule = {
 };
 
 /** batch_axis 0, time_axis 1 (the only form the reverse rule takes): one length per row, repeated per direction. */
-export const ReverseSequence: JvpRule = {
-  tangent(ctx, node, [t]) {
-    if (t === undefined) return [undefined];
-    refuseAlike(node, ctx.b.opset, [true, false]);
-    return sameOp(ctx, node, [t, repeatRows(ctx, node.inputs[1])]);
-  },
-};
+export const ReverseSequence: JvpRule = withRowsRepeated;
 
 /** CenterCropPad: a shape that lists the batch axis gets the tangent's row count there. */
 export const CenterCropPad: JvpRule = {

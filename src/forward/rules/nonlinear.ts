@@ -3,7 +3,7 @@
 // (TangentContext.mulBy, withPrimal).
 import { attrFloat, attrInt, type Node } from '../../onnx/graph.js';
 import { gradRules } from '../../grad/registry.js';
-import { floatTypeOf, inFloatTypeOf, product, reducedAxes } from '../../grad/rules/shared.js';
+import { floatTypeOf, groupLayout, inFloatTypeOf, product, reducedAxes } from '../../grad/rules/shared.js';
 import type { TangentContext } from '../context.js';
 import type { JvpRule } from '../rule.js';
 
@@ -248,14 +248,10 @@ export const InstanceNormalization = normalization((ctx, node, t) => {
 export const GroupNormalization = normalization((ctx, node, t) => {
   const b = ctx.b;
   const x = node.inputs[0];
-  const dims = ctx.perSample(x);
-  const channels = dims[0];
-  const groups = attrInt(node, 'num_groups', 1);
-  const perGroup = product(dims) / groups;
-  const grouped = (v: string) => b.reshape(v, [-1, groups, perGroup]);
+  const { dims, groups, perGroup, grouped, perChannelScale } = groupLayout(ctx, node);
   const hat = standardizeTangent(ctx, grouped(x), grouped(t), [groups, perGroup], [2], perGroup, attrFloat(node, 'epsilon', 1e-5));
   const scale = node.inputs[1];
-  if (ctx.dims(scale)[0] === channels && channels !== groups) return b.mul(ctx.toPerSample(hat, dims), perChannel(ctx, scale, dims.length + 1));
+  if (perChannelScale) return b.mul(ctx.toPerSample(hat, dims), perChannel(ctx, scale, dims.length + 1));
   return ctx.toPerSample(b.mul(hat, b.reshape(scale, [groups, 1])), dims);
 });
 

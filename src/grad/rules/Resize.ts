@@ -9,6 +9,20 @@
 // coefficient, exclude_outside and antialias setting is onnxruntime's own.
 import { attrInts, attrString, DataType } from '../../onnx/graph.js';
 import { firstOnly, floatTypeOf, inversePermutation, oneOutputRule, product, refuseNode } from './shared.js';
+import type { GraphBuilder } from '../../onnx/builder.js';
+
+/** The entries of `value` at coordinate 0 on each of `axes` (a line along the other axes), reshaped to `shape`. */
+function atOrigin(b: GraphBuilder, value: string, axes: number[], shape: number[]): string {
+  return b.reshape(
+    b.slice(
+      value,
+      axes.map(() => 0),
+      axes.map(() => 1),
+      axes,
+    ),
+    shape,
+  );
+}
 
 export const Resize = oneOutputRule({
   differentiableInputs: firstOnly,
@@ -66,15 +80,7 @@ export const Resize = oneOutputRule({
         const others = Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis);
         // On the line of output positions through the origin every other coordinate is 0,
         // so a source position divided by this axis's stride is the source coordinate.
-        const line = b.reshape(
-          b.slice(
-            sourceIndex,
-            others.map(() => 0),
-            others.map(() => 1),
-            others,
-          ),
-          [outDims[axis - 1], 1],
-        );
+        const line = atOrigin(b, sourceIndex, others, [outDims[axis - 1], 1]);
         const coordinate = b.op1('Div', [line, b.constInt64([product(inDims.slice(axis))], [])]);
         const inLength = inDims[axis - 1];
         const columns = b.constInt64(
@@ -111,15 +117,7 @@ export const Resize = oneOutputRule({
         }
         const resized = resizeLike(basis, basisSizes);
         const others = Array.from({ length: rank - 1 }, (_, i) => i + 1).filter((i) => i !== axis);
-        const line = b.reshape(
-          b.slice(
-            resized,
-            others.map(() => 0),
-            others.map(() => 1),
-            others,
-          ),
-          [inLength, outDims[axis - 1]],
-        );
+        const line = atOrigin(b, resized, others, [inLength, outDims[axis - 1]]);
         return b.transpose(line, [1, 0]);
       };
     }

@@ -5,7 +5,7 @@
 import { attrFloat, attrInt, attrInts } from '../../onnx/graph.js';
 import type { Node } from '../../onnx/graph.js';
 import type { GradContext, GradRule } from '../context.js';
-import { dataAxis, firstOnly, oneOutputRule, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
+import { dataAxis, firstOnly, groupLayout, oneOutputRule, product, refuseBatchAxis, zeroPadAxis } from './shared.js';
 
 const SCALE_AND_BIAS_DATA = 'the scale or bias holds data; only constant or parameter scale and bias are supported';
 
@@ -90,16 +90,9 @@ export const InstanceNormalization = normalization((ctx, node, g) => {
 export const GroupNormalization = normalization((ctx, node, g) => {
   const b = ctx.b;
   const x = node.inputs[0];
-  const dims = ctx.perSample(x);
-  const channels = dims[0];
-  const groups = attrInt(node, 'num_groups', 1);
-  const perGroup = product(dims) / groups;
-  const grouped = (v: string) => b.reshape(v, [-1, groups, perGroup]);
+  const { dims, groups, perGroup, grouped, perChannelScale } = groupLayout(ctx, node);
   const scale = node.inputs[1];
-  const gHat =
-    ctx.dims(scale)[0] === channels && channels !== groups
-      ? grouped(b.mul(g, perChannel(ctx, scale, dims.length + 1)))
-      : b.mul(grouped(g), b.reshape(scale, [groups, 1]));
+  const gHat = perChannelScale ? grouped(b.mul(g, perChannel(ctx, scale, dims.length + 1))) : b.mul(grouped(g), b.reshape(scale, [groups, 1]));
   const dx = standardizeBackward(ctx, grouped(x), gHat, [2], perGroup, attrFloat(node, 'epsilon', 1e-5));
   return ctx.toPerSample(dx, dims);
 });

@@ -1,6 +1,6 @@
 // Helpers shared by the gradient rules (not rules themselves: the registry does not list this module).
 import { ModelRefusedError } from '../../errors.js';
-import { attrInt, attrInts, isFloatType, nodeLabel, type Node } from '../../onnx/graph.js';
+import { attrInt, attrInts, isFloatType, nodeLabel, tensorSize, type Node } from '../../onnx/graph.js';
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { GradContext, GradRule } from '../context.js';
 
@@ -149,4 +149,16 @@ export function refuseDataWeights(_node: Node, { wanted }: { wanted: boolean[] }
   return wanted[1] || wanted[2]
     ? 'the weight or bias is computed from the data: one weight for the whole batch, computed from its samples, makes them interact (only constant or parameter weights are supported)'
     : undefined;
+}
+
+/**
+ * GroupNormalization's view of a sample, for its reverse and tangent rules: (groups, perGroup)
+ * values, and whether the scale is per channel (opset 21) rather than per group.
+ */
+export function groupLayout(ctx: GradContext, node: Node) {
+  const dims = ctx.perSample(node.inputs[0]);
+  const groups = attrInt(node, 'num_groups', 1);
+  const perGroup = tensorSize(dims) / groups;
+  const perChannelScale = ctx.dims(node.inputs[1])[0] === dims[0] && dims[0] !== groups;
+  return { dims, groups, perGroup, perChannelScale, grouped: (v: string) => ctx.b.reshape(v, [-1, groups, perGroup]) };
 }
