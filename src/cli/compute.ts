@@ -12,9 +12,19 @@ import { planJacobian, type JacobianPlan, type Mode, type Reduce } from '../run/
 import type { RowSelection } from '../run/shards.js';
 import { bindInputs } from '../run/inputs.js';
 import { withLoss } from './loss.js';
-import { statsCommand, type StatsCliOptions } from './stats.js';
 import type { LossKind } from '../loss/append.js';
+import type { StatName, Wrt } from '../stats/graph.js';
 import { formatBytes, progressPrinter } from './progress.js';
+
+/** The flags of statistics (`--stat`, `--wrt inputs`: ./stats.ts), which share the main command. */
+export interface StatsCliOptions {
+  stat?: StatName[];
+  wrt?: Wrt;
+  clip?: number;
+  vector?: string;
+  cotangent?: string;
+  input2?: string[];
+}
 
 export interface ComputeOptions extends StatsCliOptions {
   strict?: boolean;
@@ -72,7 +82,6 @@ export function jsonStreamFor(output: string | undefined): NodeJS.WriteStream {
 }
 
 export async function computeCommand(modelPath: string, opts: ComputeOptions): Promise<number> {
-  if ((opts.stat && opts.stat.length > 0) || opts.wrt === 'inputs') return statsCommand(modelPath, opts);
   for (const [flag, given] of [
     ['--clip', opts.clip],
     ['--vector', opts.vector],

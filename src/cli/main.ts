@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { checkCommand, type CheckOptions } from './check.js';
 import { combineCommand, type CombineOptions } from './combine.js';
 import { computeCommand, jsonStreamFor, type ComputeOptions } from './compute.js';
+import { statsCommand } from './stats.js';
 import { endProgressLine } from './progress.js';
 import { reportError } from './errors.js';
 import { removeTemporaryFiles } from '../io/atomic.js';
@@ -200,7 +201,8 @@ export async function main(argv: string[]): Promise<number> {
     .addHelpText('after', MAIN_EXAMPLES)
     .action(async (model: string, opts: ComputeOptions) => {
       jsonStream = jsonStreamFor(opts.output);
-      exitCode = await computeCommand(model, opts);
+      // Statistics (and J with respect to the inputs) are their own command behind the same flags.
+      exitCode = (opts.stat && opts.stat.length > 0) || opts.wrt === 'inputs' ? await statsCommand(model, opts) : await computeCommand(model, opts);
     });
 
   // Set before the subcommand exists: commander copies these settings when it creates one.

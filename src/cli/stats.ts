@@ -12,22 +12,13 @@ import type { OutputBlock } from '../run/jacobian.js';
 import { createHash } from 'node:crypto';
 import { ROW_RANGE, RUN_FINGERPRINT } from '../stats/combine.js';
 import { planGram } from '../stats/gram.js';
-import { SAMPLE_SUMS, type StatName, type Wrt } from '../stats/graph.js';
+import { SAMPLE_SUMS } from '../stats/graph.js';
 import { planStats, type StatsSink } from '../stats/run.js';
-import { zarrSource, type ComputeOptions } from './compute.js';
+import { zarrSource, type ComputeOptions, type StatsCliOptions } from './compute.js';
 import { bindInputs } from '../run/inputs.js';
 import { inputBindings } from './parse.js';
 import { withLoss } from './loss.js';
 import { formatBytes, progressPrinter } from './progress.js';
-
-export interface StatsCliOptions {
-  stat?: StatName[];
-  wrt?: Wrt;
-  clip?: number;
-  vector?: string;
-  cotangent?: string;
-  input2?: string[];
-}
 
 interface FileStatsSink extends StatsSink {
   commit(): Promise<void>;
