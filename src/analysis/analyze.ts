@@ -1,3 +1,12 @@
+// src/analysis/: the model before any data. prepare.ts readies the decoded graph (opset
+// check, local functions inlined, recurrent layers unrolled by unroll.ts, shared constants
+// split by exporter.ts); this file finds the data values, the parameters and their slots,
+// the values that need cotangents and every problem; shapes.ts holds the probe's shapes,
+// select.ts the --params/--exclude patterns, consistency.ts the check of built graphs.
+// Imports: onnx/, errors.ts and the rule tables below it (grad/context.ts, grad/registry.ts,
+// persample/registry.ts), never a graph builder. Imported by the builders (grad/reverse.ts,
+// persample/build.ts, forward/), run/, stats/, verify/, cli/ and index.ts.
+//
 // Static analysis: which values hold data, which initializers are parameters and
 // where they enter the graph, which values need cotangents, and every problem
 // that makes the model ineligible.

@@ -1,3 +1,9 @@
+// src/cli/: the command line. main.ts wires commander and sends the main command to
+// compute.ts (J) or stats.ts (--stat, --wrt inputs), `check` to check.ts and `combine` to
+// combine.ts; parse.ts parses option values, errors.ts maps errors to exit codes. Imports
+// everything below it (run/ for the one way in and the input binding, output.ts, stats/,
+// verify/, loss/, io/); nothing imports cli/ (the library, index.ts, is its sibling).
+//
 // Commander wiring only: each command lives in its own file; errors go through one handler.
 import '../telemetry.js';
 import { Command, CommanderError, Option } from 'commander';

@@ -1,3 +1,10 @@
+// src/forward/: forward mode. build.ts (this file) assembles the forward Jacobian graph,
+// pass.ts walks the nodes once with tangents, choose.ts picks reverse or forward mode;
+// context.ts (TangentContext), rule.ts, rules/ and registry.ts are the JVP rule table and
+// slots.ts the parameter slots' tangents. Imports: analysis/, onnx/, and the reverse rules'
+// helpers in grad/ (shared.ts, registry.ts, DeformConv/Einsum pieces) and persample/build.ts.
+// Imported by run/ (planJacobian).
+//
 // The forward-mode Jacobian graph: the forward nodes, then one tangent pass in which the
 // D directions of the selected parameters (one per column of J) enter at their slots,
 // batched as a direction axis: rows·D tangent rows in one onnxruntime run. The output's

@@ -1,3 +1,10 @@
+// src/grad/: reverse mode. reverse.ts (this file) is the driver; context.ts (GradContext,
+// the GradRule interface), rules/<Op>.ts with their shared helpers (rules/shared.ts),
+// convGeometry.ts and registry.ts are the rule table below it. Imports: onnx/, errors.ts,
+// analysis/shapes.ts (the shape table), and analysis/analyze.ts in this driver only.
+// Imported by persample/ (the Jacobian graph), forward/ and stats/ (the rules' helpers),
+// and analysis/analyze.ts (which ops have rules).
+//
 // The reverse pass: one walk over the nodes in reverse topological order, summing
 // cotangent contributions where a value fans out (as tinygrad's gradient.py does).
 import type { Analysis } from '../analysis/analyze.js';

@@ -1,3 +1,9 @@
+// src/io/: files, with no knowledge of models. npy.ts (this file) reads and streams .npy,
+// rows.ts reads inputs row by row (files, stdin, FIFOs), npz.ts writes and reads .npz,
+// zarr.ts writes Zarr v2 stores, atomic.ts is the writer core (temporary file, commit,
+// abort). Imports: errors.ts only. Imported by run/, output.ts, stats/, verify/, loss/, cli/
+// and index.ts.
+//
 /**
  * numpy `.npy` files: reading (format versions 1.0, 2.0 and 3.0, either byte
  * order) and streaming, atomic writing of exactly the bytes `np.save` writes.

@@ -1,3 +1,7 @@
+// src/loss/: --loss. append.ts (this file) appends the per-sample loss as ONNX nodes,
+// targets.ts checks class indices. Imports: onnx/, io/, errors.ts, run/tensors.ts. Imported
+// by cli/loss.ts and index.ts.
+//
 // `--loss`: appends a per-sample loss l⁽ⁿ⁾ after a model output, as ONNX nodes whose
 // gradient rules exist, with the target as a second data input; J is then ∂l⁽ⁿ⁾/∂θ.
 //

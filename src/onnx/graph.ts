@@ -1,3 +1,8 @@
+// src/onnx/: the model as data. proto.ts decodes and encodes (the only module that sees
+// protobuf), graph.ts (this file) is the small graph every other module works on,
+// builder.ts adds nodes with fresh names, tensorData.ts reads tensors, validate.ts checks a
+// decoded graph. Imports: errors.ts only. Imported by every folder that reads or builds graphs.
+//
 // The small mutable graph every other module works on (protobuf stays in proto.ts).
 import type onnxProto from 'onnx-proto';
 

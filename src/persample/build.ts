@@ -1,3 +1,10 @@
+// src/persample/: the reverse-mode Jacobian graph. build.ts (this file) is the driver:
+// forward nodes, the reverse pass (grad/reverse.ts) and the per-sample gradients of the
+// parameter slots; rule.ts, rules/<Op>.ts and registry.ts are the slot rule table and
+// batchFirst.ts the samples' layouts. Imports: analysis/, grad/, onnx/. Imported by run/
+// (planJacobian), forward/build.ts, stats/ (graph pieces) and analysis/analyze.ts (the
+// registry only).
+//
 // Assembles the Jacobian graph: forward nodes, the reverse pass, and the per-sample
 // parameter gradients, with the Jacobian blocks (or their concatenation) as outputs.
 import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';

@@ -1,3 +1,10 @@
+// src/run/: from a model and inputs to runs in onnxruntime. jacobian.ts (this file) is the
+// one way in (analyseModel, preparePipeline: analysed, probed plan) and planJacobian (graph,
+// session, chunk loop); inputs.ts binds inputs for the CLI and the library; probe.ts,
+// batchFront.ts, seed.ts, shards.ts, session.ts, tensors.ts, convert.ts and compare.ts are
+// its parts. Imports: analysis/, persample/ and forward/ (the graph builders), onnx/, io/.
+// Imported by stats/, verify/, output.ts, loss/, cli/ and index.ts.
+//
 // The pipeline: model + inputs → analysis → probe → Jacobian graph → chunked runs → sink.
 import ort from 'onnxruntime-node';
 import { setFlagsFromString } from 'node:v8';

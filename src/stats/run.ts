@@ -1,3 +1,9 @@
+// src/stats/: statistics of J computed in the graph, without writing J. run.ts (this file)
+// plans and runs them on the one way in (run/jacobian.ts preparePipeline); graph.ts,
+// terms.ts and ops.ts build the statistics graph, gram.ts and scratch.ts the Gram matrix,
+// combine.ts merges sharded pieces, collect.ts frees discarded outputs. Imports: run/,
+// persample/, grad/, analysis/, onnx/, io/. Imported by cli/ and index.ts.
+//
 // The statistics pipeline: model + inputs → analysis → probe → statistics graph →
 // chunked runs whose per-row outputs stream to the sink and whose accumulators are
 // carried from run to run; J itself is never written.

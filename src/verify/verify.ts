@@ -1,3 +1,9 @@
+// src/verify/: `check --verify`. verify.ts (this file) takes the one way in's Pipeline
+// (run/jacobian.ts) and compares J·u with finite differences of the forward model, built by
+// perturb.ts, double.ts and lower.ts (float64), pattern.ts and kinks.ts (kinks), compare.ts
+// (the compare graph). Imports: run/, analysis/, output.ts (MemorySink), onnx/, io/.
+// Imported by cli/check.ts.
+//
 // `jacobian check --verify`: the Jacobian the pipeline computes, compared with central
 // finite differences of the forward model along random directions of the parameters.
 //
