@@ -2,7 +2,7 @@
 // where they enter the graph, which values need cotangents, and every problem
 // that makes the model ineligible.
 import { describeProblem, type Problem } from '../errors.js';
-import { hasSubgraph, isFloatType, nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { hasSubgraph, isFloatType, nodeLabel, subgraphsOf, type Graph, type Node, type Subgraph } from '../onnx/graph.js';
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
 import { LAYOUT_OPS } from '../grad/context.js';
 import { slotRules } from '../persample/registry.js';
@@ -94,19 +94,13 @@ function differentiableOutputs(node: Node): number[] {
 }
 
 function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
-  const visit = (g: { node?: { input?: string[] | null; attribute?: Node['attributes'] | null }[] | null } | null | undefined): void => {
-    for (const n of g?.node ?? []) {
-      for (const i of n.input ?? []) if (!into.has(i)) into.set(i, node);
-      for (const a of n.attribute ?? []) {
-        if (a.g) visit(a.g as never);
-        for (const sub of a.graphs ?? []) visit(sub as never);
-      }
+  const visit = (g: Subgraph): void => {
+    for (const n of g.nodes) {
+      for (const i of n.inputs) if (!into.has(i)) into.set(i, node);
+      subgraphsOf(n).forEach(visit);
     }
   };
-  for (const a of node.attributes) {
-    if (a.g) visit(a.g as never);
-    for (const sub of a.graphs ?? []) visit(sub as never);
-  }
+  subgraphsOf(node).forEach(visit);
 }
 
 /**

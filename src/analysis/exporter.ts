@@ -57,7 +57,7 @@ export function splitConstantUses(graph: Graph): { graph: Graph; split: SplitCon
     if (constant.length === 0 || constant.length === uses.length) continue;
     let copy = `${name}::constant`;
     while (initializers.has(copy) || consumers.has(copy)) copy += '_';
-    initializers.set(copy, { ...tensor, name: copy, proto: { ...tensor.proto, name: copy } });
+    initializers.set(copy, { ...tensor, name: copy });
     const moved = new Set(constant);
     nodes = nodes.map((node) => {
       const inputs = node.inputs.map((v, input) => (v === name && [...moved].some((u) => u.node === node && u.input === input) ? copy : v));

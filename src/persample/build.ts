@@ -6,7 +6,7 @@ import { GradContext } from '../grad/context.js';
 import { reversePass } from '../grad/reverse.js';
 import { gradRules } from '../grad/registry.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
+import { attrInt, attrInts, constantValue, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
 import { refuseNode } from '../grad/rules/shared.js';
@@ -66,16 +66,9 @@ export function constantLookup(graph: Graph): (name: string) => number[] | undef
   for (const n of graph.nodes) if (n.opType === 'Constant') constantNodes.set(n.outputs[0], n);
   return (name) => {
     const init = graph.initializers.get(name);
-    if (init) return tensorNumbers(init.proto);
+    if (init) return tensorNumbers(init);
     const node = constantNodes.get(name);
-    if (!node) return undefined;
-    const attr = node.attributes[0];
-    if (attr.t) return tensorNumbers(attr.t);
-    if (attr.ints && attr.ints.length > 0) return attr.ints.map(Number);
-    if (attr.i !== undefined && attr.i !== null) return [Number(attr.i)];
-    if (attr.floats && attr.floats.length > 0) return [...attr.floats];
-    if (attr.f !== undefined && attr.f !== null) return [attr.f];
-    return undefined;
+    return node && constantValue(node)?.values;
   };
 }
 
