@@ -12,7 +12,7 @@ const { onnx } = onnxProto;
 type Long = { toNumber(): number };
 type TensorProto = onnxProto.onnx.ITensorProto;
 
-export function toNumber(value: number | Long | null | undefined): number {
+function toNumber(value: number | Long | null | undefined): number {
   if (value === null || value === undefined) return 0;
   return typeof value === 'number' ? value : value.toNumber();
 }
