@@ -56,7 +56,7 @@ describe('refused models', () => {
       const y = b.op1('Gemm', [x, w]);
       return b.op1('Sub', [y, b.op1('ReduceMean', [y], { axes: [0], keepdims: 1 })]);
     });
-    const analysis = { activations: new Set<string>(), valueDependent: new Set<string>(['x']), output: graph.outputs[0].name };
+    const analysis = { dataValues: new Set<string>(), valueDependent: new Set<string>(['x']), output: graph.outputs[0].name };
     await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 

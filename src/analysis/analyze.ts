@@ -62,7 +62,8 @@ export interface ExcludedParameter {
 export interface Analysis {
   graph: Graph;
   output: string;
-  activations: Set<string>;
+  /** Data values: differentiable descendants of the float data inputs (a batch axis in front; activations in the ML sense). */
+  dataValues: Set<string>;
   /** Values that depend on a data input at all (derivative or not). */
   dataDependent: Set<string>;
   /** Values that depend on the data's values, not only on its shape (Shape and Size cut the chain). */
@@ -110,9 +111,9 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
  */
 export const SELECTION_OPS = new Set(['Slice', 'Gather', 'Split', 'Concat']);
 
-function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, activations: ReadonlySet<string>): boolean {
+function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, dataValues: ReadonlySet<string>): boolean {
   if (!SELECTION_OPS.has(node.opType)) return false;
-  if (node.opType === 'Concat') return node.inputs.every((v) => !activations.has(v) && !valueDependent.has(v));
+  if (node.opType === 'Concat') return node.inputs.every((v) => !dataValues.has(v) && !valueDependent.has(v));
   return input === 0 && node.inputs.slice(1).every((v) => !v || !valueDependent.has(v));
 }
 
@@ -143,19 +144,19 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
 
   // Data values: differentiable descendants of the data inputs, and the float rows a Gather
   // picks by data indices (an embedding: integer indices are data but carry no derivative).
-  const activations = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
+  const dataValues = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
   const dataDependent = new Set(graph.inputs.map((v) => v.name));
   const valueDependent = new Set(dataDependent);
   for (const n of graph.nodes) {
     if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
     if (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => valueDependent.has(i))) n.outputs.forEach((o) => valueDependent.add(o));
     // Indices computed from the data's shape only (Range(Shape(x)[1]) for positions) select the same rows for every sample.
-    if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
+    if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) dataValues.add(n.outputs[0]);
     // A constant broadcast or tiled to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
     if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1]))
-      activations.add(n.outputs[0]);
-    if (differentiableInputs(n).some((i) => activations.has(n.inputs[i])))
-      for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
+      dataValues.add(n.outputs[0]);
+    if (differentiableInputs(n).some((i) => dataValues.has(n.inputs[i])))
+      for (const o of differentiableOutputs(n)) if (n.outputs[o]) dataValues.add(n.outputs[o]);
   }
 
   const problems: Problem[] = [];
@@ -184,7 +185,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
           continue;
         }
         // A Gather of a table by data indices meets the data through its integer input (its output holds data).
-        const meetsData = differentiableInputs(node).some((i) => activations.has(node.inputs[i])) || activations.has(node.outputs[0]);
+        const meetsData = differentiableInputs(node).some((i) => dataValues.has(node.inputs[i])) || dataValues.has(node.outputs[0]);
         if (!meetsData) {
           if (NON_DIFFERENTIABLE_OPS.has(node.opType)) continue;
           if (LAYOUT_OPS.has(node.opType) && input === 0) {
@@ -192,7 +193,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             continue;
           }
           // Selections (Slice, Gather by constant indices, Split, Concat with constants) only pick entries: still linear.
-          if (isSelection(node, input, valueDependent, activations)) {
+          if (isSelection(node, input, valueDependent, dataValues)) {
             for (const o of node.outputs) if (o) walk(o, [...chain, node], [...values, value], viaNonLayout);
             continue;
           }
@@ -319,7 +320,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
       for (const o of differentiableOutputs(n)) if (n.outputs[o]) downstream.add(n.outputs[o]);
     }
   }
-  const needed = new Set([...activations].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
+  const needed = new Set([...dataValues].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
 
   const unsupported = new Set<string>();
   for (const n of graph.nodes) {
@@ -350,7 +351,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
   return {
     graph,
     output,
-    activations,
+    dataValues,
     dataDependent,
     valueDependent,
     parameters,

@@ -233,7 +233,7 @@ export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, p
 /** A context in which the values along parameters' paths have a sample axis in front, as per-sample gradients do. */
 function selectionContext(b: GraphBuilder, shapes: ShapeTable, analysis: Analysis, seed: string, ctx: GradContext, parameters: Parameter[]): GradContext {
   const onPaths = new Set(parameters.flatMap((p) => p.uses.flatMap((u: ParameterUse) => u.values)));
-  return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.activations, ...onPaths]), seed, (name) => ctx.constantValue(name));
+  return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.dataValues, ...onPaths]), seed, (name) => ctx.constantValue(name));
 }
 
 /** The forward graph, the reverse pass and the slot cotangents: what the Jacobian and its statistics are built from. */
@@ -271,7 +271,7 @@ export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copie
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
-  const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
+  const ctx = new GradContext(b, shapes, analysis.dataValues, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
   if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
   const valueGrads = new Map<string, string | undefined>(gradsOf.map((v) => [v, undefined]));
   const slotGrads = reversePass(ctx, view, seed, valueGrads);

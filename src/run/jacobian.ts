@@ -230,7 +230,7 @@ function estimatedBytesPerSample(analysis: Analysis, shapes: ShapeTable, outputB
   // or tangents; the others once per sample.
   let pathBytes = 0;
   let otherBytes = 0;
-  for (const name of analysis.activations) {
+  for (const name of analysis.dataValues) {
     if (!shapes.has(name)) continue;
     const bytes = (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
     if (analysis.needed.has(name)) pathBytes += bytes;

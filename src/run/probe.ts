@@ -28,10 +28,10 @@ export interface ProbeOptions {
 export async function probeShapes(
   graph: Graph,
   inputs: Map<string, RowSource>,
-  analysis: Pick<Analysis, 'activations' | 'valueDependent' | 'output'>,
+  analysis: Pick<Analysis, 'dataValues' | 'valueDependent' | 'output'>,
   options: ProbeOptions = {},
 ): Promise<ShapeTable> {
-  const { activations } = analysis;
+  const { dataValues } = analysis;
   const batch = options.batch ?? PROBE_BATCH;
   const samples = [...inputs.values()][0].shape[0];
   // onnxruntime-node returns tensors only: sequence values (torch's repeat_interleave exports a Loop over them) stay inside.
@@ -87,14 +87,14 @@ export async function probeShapes(
   if (options.batch === undefined && changed) {
     const second = new Map(Object.entries(changed).map(([name, t]) => [name, [...t.dims]]));
     for (const [name, arr] of inputs) second.set(name, [secondRows.length, ...arr.shape.slice(1)]);
-    const found = inferLayouts(graph, results, second, batch, secondRows.length, activations);
+    const found = inferLayouts(graph, results, second, batch, secondRows.length, dataValues);
     for (const [name, layout] of found) {
       batched.add(name);
       layouts.set(name, layout);
     }
   } else {
     // A fixed batch size gives one probe batch only: data values must keep it on axis 0.
-    for (const name of activations) {
+    for (const name of dataValues) {
       const shape = results.get(name);
       if (!shape) continue;
       if (shape.dims[0] !== batch) {
@@ -158,7 +158,7 @@ function inferLayouts(
   second: Map<string, number[]>,
   b1: number,
   b2: number,
-  activations: ReadonlySet<string>,
+  dataValues: ReadonlySet<string>,
 ): Map<string, BatchLayout> {
   const layouts = new Map<string, BatchLayout>();
   for (const input of graph.inputs) layouts.set(input.name, BATCH_FIRST);
@@ -180,7 +180,7 @@ function inferLayouts(
           why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
       }
       if (layout) layouts.set(name, layout);
-      else if (activations.has(name)) {
+      else if (dataValues.has(name)) {
         throw new ModelRefusedError(`value '${name}' (output of node '${nodeLabel(node)}' (${node.opType})) ${why}, so the samples cannot be kept apart`, [
           { node: nodeLabel(node), op: node.opType, reason: why },
         ]);

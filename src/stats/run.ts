@@ -128,7 +128,7 @@ export function columns(p: Prepared, wrt: Wrt): number {
 /** Bytes per sample of the activations the probe measured. */
 export function activationBytes(p: Prepared): number {
   let bytes = 0;
-  for (const name of p.analysis.activations) {
+  for (const name of p.analysis.dataValues) {
     if (!p.shapes.has(name)) continue;
     bytes += p.shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[p.shapes.elemType(name)] ?? 'float32');
   }

@@ -56,7 +56,7 @@ function checkBatch(ctx: GradContext, node: Node, subscripts: Subscripts): void 
   const batch = subscripts.output[0];
   node.inputs.forEach((input, k) => {
     const term = subscripts.inputs[k];
-    if (ctx.isActivation(input) ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
+    if (ctx.isDataValue(input) ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
       throw refuseNode(node, `operand ${k} does not keep the batch axis as the output's first axis, so the samples are not independent`);
     }
   });
