@@ -219,8 +219,8 @@ export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, p
       );
     const rule = slotRules[use.node.opType];
     let grad =
-      batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ??
-      rule.perSample(ctx, use.node, use.input, g);
+      batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.sampleGradient(ctx, node, use.input, cotangent)) ??
+      rule.sampleGradient(ctx, use.node, use.input, g);
     for (let i = use.chain.length - 1; i >= 0; i--) {
       const node = use.chain[i];
       grad = SELECTION_OPS.has(node.opType) ? throughSelection(selectionCtx, node, use.values[i], use.values[i + 1], grad) : throughLayout(ctx, node, grad);

@@ -533,9 +533,9 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           // The warm-up sample's buffers are in the fixed cost already: the trial grows by size − 1 samples.
           memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
           phase = 'steady';
-          const perSample = Math.max(memory.measuredBytesPerSample, estimate);
-          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, budget);
-          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * perSample;
+          const bytesPerSample = Math.max(memory.measuredBytesPerSample, estimate);
+          batchSize = plan.batchSize = batchSizeFor(bytesPerSample, samples, outputBytesPerSample, budget);
+          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * bytesPerSample;
           size = batchSize;
         }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.

@@ -191,9 +191,9 @@ const MIN_CHUNK = 32;
 
 /** Samples per run: activations and the per-sample gradients a statistic forms, within the target and the budget. */
 export function statsBatchSize(p: Prepared, directElements: number, maxMemory = 1 << 30, extraPerSample = 0): number {
-  const perSample = p.copies * (3 * activationBytes(p) + 3 * directElements * npyItemSize(p.dtype)) + extraPerSample + 1;
-  const byTarget = Math.floor(Math.min(maxMemory, CHUNK_TARGET) / perSample);
-  const byBudget = Math.floor(maxMemory / perSample);
+  const bytesPerSample = p.copies * (3 * activationBytes(p) + 3 * directElements * npyItemSize(p.dtype)) + extraPerSample + 1;
+  const byTarget = Math.floor(Math.min(maxMemory, CHUNK_TARGET) / bytesPerSample);
+  const byBudget = Math.floor(maxMemory / bytesPerSample);
   return Math.max(1, Math.min(p.samples, MAX_CHUNK, byBudget, Math.max(byTarget, MIN_CHUNK)));
 }
 
