@@ -99,6 +99,11 @@ describe('refused models', () => {
     expect(await refusal(graph)).toMatch(/\(Gather\): it picks entries of parameter 'w' by indices that depend on the batch size/);
   });
 
+  it('a parameter on both inputs of a product: the reason follows the node after a colon', async () => {
+    const message = await refusal(graphWith(13, (b, x, w) => b.op1('MatMul', [x, b.op1('Mul', [w, w])])));
+    expect(message).toMatch(/parameter 'w' enters node '[^']+' \(Mul\): it is on both inputs, and y = W·W·x is not quasi-linear/);
+  });
+
   it('an opset older than 11, with how to convert it', () => {
     const graph = graphWith(9, (b, x, w) => b.op1('Gemm', [x, w]));
     expect(() => prepareGraph(graph)).toThrow(/opset 9; opset 11 or newer is needed: convert it with .*version_converter/);

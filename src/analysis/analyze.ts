@@ -109,6 +109,8 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
  * parameter, Concat with other parameters or constants. Their positions and sizes must not depend on the
  * data's values (shape-computed bounds are fine: they are read from the probe).
  */
+const BOTH_INPUTS = 'it is on both inputs, and y = W·W·x is not quasi-linear';
+
 export const SELECTION_OPS = new Set(['Slice', 'Gather', 'Split', 'Concat']);
 
 function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, dataValues: ReadonlySet<string>): boolean {
@@ -202,9 +204,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             parameter: name,
             node: nodeLabel(node),
             op: node.opType,
-            reason: both
-              ? 'on both inputs: y = W·W·x is not quasi-linear'
-              : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
+            reason: both ? BOTH_INPUTS : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
           });
           for (const o of node.outputs) walk(o, [...chain, node], [...values, value], viaNonLayout ?? node);
           continue;
@@ -217,7 +217,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             continue;
           }
           if (rule.product && paramInputs.length > 1) {
-            paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: 'on both inputs: y = W·W·x is not quasi-linear' });
+            paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: BOTH_INPUTS });
             continue;
           }
           const refusal = rule.refuse?.(node, input, graph);
