@@ -632,8 +632,10 @@ export async function verifyJacobian(graph: Graph, given: Inputs, options: Verif
     });
     const sink = new MemorySink(plan.blocks);
     await run(sink);
-    const [jacobian] = sink.result();
-    const result = await compareAlongDirections(forward, batch, jacobian, options);
+    const [block] = sink.result();
+    const { data, shape, dtype } = block;
+    if (!(data instanceof Float32Array || data instanceof Float64Array)) throw new RuntimeFailure(`--verify compares a float32 or float64 J, not ${dtype}`);
+    const result = await compareAlongDirections(forward, batch, { data, shape }, options);
     return { ...result, nearKinks: await nearKinks(prepared, batch, count, fixedBatchSize(prepared) ?? count, options.threads) };
   } finally {
     await forward.release();
