@@ -109,7 +109,8 @@ export function checkOutputPath(outputPath: string, { readPaths, archive }: Outp
   const extension = path.extname(outputPath).toLowerCase();
   if (extension !== '.npy' && extension !== '.npz' && !zarr) {
     throw new UsageError(
-      `-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`,
+      `-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × ` +
+        `D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`,
     );
   }
   const folder = path.dirname(real);

@@ -345,7 +345,9 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
   }
   if (unsupported.size > 0) {
     problems.push({
-      reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'`,
+      reason:
+        `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the ` +
+        `path from the parameters to output '${output}'`,
     });
   }
   return {

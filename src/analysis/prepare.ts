@@ -21,7 +21,8 @@ export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: Spli
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
-      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
+      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import ` +
+        `onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
     );
   }
   const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };

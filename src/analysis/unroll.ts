@@ -845,11 +845,15 @@ class Unroller {
       const source = view ? { input: view.src, axis: view.perm[seqAxis] } : { input: X, axis: seqAxis };
       const fixable = this.model.inputs.some((v) => v.name === source.input);
       const fix = fixable
-        ? `, or fix axis ${source.axis} of input '${source.input}' in the model to the length of your sequences (T): python3 -c "import onnx; m = onnx.load('model.onnx'); [i for i in m.graph.input if i.name == '${source.input}'][0].type.tensor_type.shape.dim[${source.axis}].dim_value = T; onnx.save(m, 'fixed.onnx')"`
+        ? `, or fix axis ${source.axis} of input '${source.input}' in the model to the length of your sequences (T): ` +
+          `python3 -c "import onnx; m = onnx.load('model.onnx'); [i for i in m.graph.input if i.name == ` +
+          `'${source.input}'][0].type.tensor_type.shape.dim[${source.axis}].dim_value = T; onnx.save(m, 'fixed.onnx')"`
         : '';
       this.refuse(
         node,
-        `its sequence length (axis ${seqAxis} of its input X, '${X}') is not fixed in the model, and the recurrence is differentiated by unrolling it into one copy of the cell per step; export the model with a fixed sequence length (no dynamic axis on the sequence dimension)${fix}`,
+        `its sequence length (axis ${seqAxis} of its input X, '${X}') is not fixed in the model, and the recurrence is ` +
+          `differentiated by unrolling it into one copy of the cell per step; export the model with a fixed sequence ` +
+          `length (no dynamic axis on the sequence dimension)${fix}`,
       );
     }
     if (sequenceLens) {

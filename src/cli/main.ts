@@ -126,17 +126,20 @@ export async function main(argv: string[]): Promise<number> {
     )
     .option(
       '-o, --output <file>',
-      "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)",
+      'output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); ' +
+        "'-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)",
     )
     .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
     .option(
       '--rows <A:B>',
-      'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine',
+      'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With ' +
+        '--stat: those rows of per-sample statistics, and partial sums for jacobian combine',
       parseRows,
     )
     .option(
       '--shard <I/N>',
-      'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)',
+      'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options ' +
+        '(statistics too: merge their pieces with jacobian combine)',
       parseShard,
     )
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))

@@ -109,7 +109,8 @@ function inlineExternal(t: onnxProto.onnx.ITensorProto, where: string, modelPath
   const source = modelPath;
   const refuse = (why: string): never => {
     throw new ModelFileError(
-      `${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the model's folder (${path.dirname(modelPath) || '.'})`,
+      `${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the ` +
+        `model's folder (${path.dirname(modelPath) || '.'})`,
     );
   };
   if (location === '' || location.includes('\0')) refuse('is not a file name');

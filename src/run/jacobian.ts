@@ -275,7 +275,9 @@ function refuseOversizedBatch(fixedBatch: number | undefined, inputs: Map<string
   const rowBytes = [...inputs.values()].reduce((sum, input) => sum + input.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(input.dtype), 0);
   if (fixedBatch * rowBytes > maxMemory) {
     throw new ModelRefusedError(
-      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
+      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} ` +
+        `bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch ` +
+        `axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
     );
   }
 }

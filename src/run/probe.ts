@@ -99,7 +99,9 @@ export async function probeShapes(
       if (!shape) continue;
       if (shape.dims[0] !== batch) {
         throw new ModelRefusedError(
-          `value '${name}' has shape [${shape.dims.join(', ')}] for the model's fixed batch of ${batch}: with a fixed batch size the samples must stay on axis 0 (export the model with a dynamic batch axis to let the tool follow them)`,
+          `value '${name}' has shape [${shape.dims.join(', ')}] for the model's fixed batch of ${batch}: with a fixed ` +
+            `batch size the samples must stay on axis 0 (export the model with a dynamic batch axis to let the tool follow ` +
+            `them)`,
         );
       }
       batched.add(name);
@@ -109,7 +111,9 @@ export async function probeShapes(
   const transposable = options.movedOutput === true && outputLayout?.outer === 1 && outputLayout.inner === 1;
   if (outputLayout && !isBatchFirst(outputLayout) && !transposable) {
     throw new ModelRefusedError(
-      `the output '${analysis.output}' carries the samples on ${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
+      `the output '${analysis.output}' carries the samples on ` +
+        `${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on ` +
+        `axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
     );
   }
   if (changed && samples > 1 && (!outputLayout || isBatchFirst(outputLayout)))
@@ -177,7 +181,9 @@ function inferLayouts(
       else {
         layout = layoutOf(node, name, found, first, layouts);
         if (!layout)
-          why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
+          why =
+            `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} ` +
+            `mixes the samples with other positions in an order that cannot be followed`;
       }
       if (layout) layouts.set(name, layout);
       else if (dataValues.has(name)) {
@@ -225,7 +231,9 @@ async function checkIndependence(before: ort.Tensor, after: ort.Tensor, batch: n
   const { difference, scale } = await maxAbsDifference(others(before), others(after), elemType);
   if (difference > 1e-5 * Math.max(1, scale)) {
     throw new ModelRefusedError(
-      `the samples interact: changing sample 0 changed the output '${output}' of the other samples by up to ${difference.toPrecision(3)} (batch statistics, or ops that mix the batch axis); per-sample Jacobians need samples that do not influence each other`,
+      `the samples interact: changing sample 0 changed the output '${output}' of the other samples by up to ` +
+        `${difference.toPrecision(3)} (batch statistics, or ops that mix the batch axis); per-sample Jacobians need ` +
+        `samples that do not influence each other`,
     );
   }
 }

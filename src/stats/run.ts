@@ -82,7 +82,8 @@ export async function prepare(
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
   if (shapes.hasMovedBatch()) {
     throw new ModelRefusedError(
-      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs",
+      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do " +
+        'not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs',
     );
   }
   const outputShape = shapes.perSample(output);
@@ -147,12 +148,14 @@ function checkStatOptions(p: Prepared, options: StatsOptions, D: number): void {
   const sums = options.stats.filter((s) => SAMPLE_SUMS.includes(s));
   if (sums.length > 0 && p.copies > 1) {
     throw new UsageError(
-      `--stat ${sums[0]} sums over the samples one gradient each, but output '${p.analysis.output}' has ${p.copies} elements per sample: differentiate a scalar per sample with --loss or --reduce sum`,
+      `--stat ${sums[0]} sums over the samples one gradient each, but output '${p.analysis.output}' has ${p.copies} ` +
+        `elements per sample: differentiate a scalar per sample with --loss or --reduce sum`,
     );
   }
   if (p.copies > 1 && p.fixedBatch !== undefined && !(options.stats.length === 1 && options.stats[0] === 'vjp')) {
     throw new ModelRefusedError(
-      `statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
+      `statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its ` +
+        `batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
     );
   }
   if (options.stats.includes('clipped-sum') && !(options.clip !== undefined && options.clip > 0))
