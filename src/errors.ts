@@ -35,13 +35,12 @@ export interface Problem {
   reason: string;
 }
 
+/** The parameter and the node at fault, then the reason after a colon. */
 export function describeProblem(p: Problem): string {
-  // "… (Mul) on both inputs: …" reads as one sentence; other reasons follow a colon.
-  const join = p.reason.startsWith('on ') ? ' ' : ': ';
   const where = p.node !== undefined ? ` enters node '${p.node}' (${p.op})` : '';
   return p.parameter !== undefined
-    ? `parameter '${p.parameter}'${where}${join}${p.reason}`
+    ? `parameter '${p.parameter}'${where}: ${p.reason}`
     : p.node !== undefined
-      ? `node '${p.node}' (${p.op})${join}${p.reason}`
+      ? `node '${p.node}' (${p.op}): ${p.reason}`
       : p.reason;
 }

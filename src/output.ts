@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { RuntimeFailure, UsageError } from './errors.js';
 import { resolveLinks } from './io/atomic.js';
-import { NpyWriter } from './io/npy.js';
+import { npyTypedArray, NpyWriter, type NpyArray } from './io/npy.js';
 import { NpzWriter } from './io/npz.js';
 import { safeArrayName, ZarrWriter, type ZarrCompressor } from './io/zarr.js';
 import type { JacobianPlan, JacobianSink, OutputBlock } from './run/jacobian.js';
@@ -109,7 +109,8 @@ export function checkOutputPath(outputPath: string, { readPaths, archive }: Outp
   const extension = path.extname(outputPath).toLowerCase();
   if (extension !== '.npy' && extension !== '.npz' && !zarr) {
     throw new UsageError(
-      `-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`,
+      `-o ${outputPath}: unknown output format '${extension || '(no extension)'}'; name the file .npy (the flat N × ` +
+        `D matrix), .npz (one array per parameter) or .zarr (a Zarr store, a folder)`,
     );
   }
   const folder = path.dirname(real);
@@ -301,12 +302,12 @@ export class MemorySink implements JacobianSink {
     buffers.forEach((b, i) => this.parts[i].push(new Uint8Array(b)));
   }
 
-  /** Each block as one contiguous Float32Array (or Float64Array for double models). */
-  result(): { name: string; shape: number[]; data: Float32Array | Float64Array }[] {
+  /** Each block as one contiguous array of its dtype: Float32Array, Float64Array, or for float16 a Uint16Array of the raw bits (as readNpy gives). */
+  result(): (NpyArray & { name: string })[] {
     return this.blocks.map((block, i) => {
       const bytes = Buffer.concat(this.parts[i]);
       const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-      return { name: block.name, shape: block.shape, data: block.dtype === 'float64' ? new Float64Array(copy) : new Float32Array(copy) };
+      return { name: block.name, dtype: block.dtype, shape: block.shape, data: npyTypedArray(block.dtype, copy) };
     });
   }
 }

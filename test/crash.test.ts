@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { graphProblems } from '../src/analysis/consistency.js';
 import { standaloneGraph, type Graph } from '../src/onnx/graph.js';
+import { makeTensor } from '../src/onnx/proto.js';
 import { FIXTURES } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
@@ -90,7 +91,7 @@ describe('graph consistency before onnxruntime', () => {
 
   it("flags a Range output that is a graph output feeding only a Gather in an optimized session (onnxruntime's GatherToSliceFusion crash)", () => {
     const g = rangeGatherGraph();
-    g.initializers.set('table', { name: 'table', dataType: 1, dims: [8, 2], proto: {} });
+    g.initializers.set('table', makeTensor('table', 1, [8, 2], new Uint8Array(64)));
     g.outputs.push({ name: 'pos', elemType: 7, dims: undefined });
     expect(graphProblems(g, { optimized: false })).toEqual([]);
     expect(graphProblems(g, { optimized: true })[0]).toMatch(/graph output 'pos' comes from a Range whose only consumer is a Gather/);

@@ -128,7 +128,7 @@ function prepare(c: GradCase): Prepared {
     if (!outputDerivatives(n).some((o) => reaches.has(n.outputs[o]))) continue;
     for (const k of differentiableInputs(n)) if (n.inputs[k]) reaches.add(n.inputs[k]);
   }
-  const needed = new Set([...analysis.activations].filter((v) => reaches.has(v)));
+  const needed = new Set([...analysis.dataValues].filter((v) => reaches.has(v)));
   return { graph, floatType, output, entries, analysis, needed };
 }
 
@@ -187,7 +187,7 @@ export async function gradcheck(c: GradCase): Promise<GradcheckReport> {
   const outDims = shapes.perSample(output);
   graph.inputs.push({ name: 'cotangent', elemType: floatType, dims: ['N', ...outDims] });
   const fromModel = constantLookup(graph);
-  const ctx = new GradContext(b, shapes, analysis.activations, 'cotangent', (name) => fromModel(name) ?? shapes.constantValue(name));
+  const ctx = new GradContext(b, shapes, analysis.dataValues, 'cotangent', (name) => fromModel(name) ?? shapes.constantValue(name));
   const view = { ...analysis, graph, output, needed, slotNodes: [...entries.values()] } as Analysis;
   const cotangents = reversePass(ctx, view, 'cotangent');
   graph.outputs = specs.map((s) => {

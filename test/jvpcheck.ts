@@ -65,7 +65,7 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
     if (!outs.some((o) => reaches.has(n.outputs[o]))) continue;
     for (const k of differentiableInputs(n)) if (n.inputs[k]) reaches.add(n.inputs[k]);
   }
-  const needed = new Set([...analysis.activations].filter((v) => reaches.has(v)));
+  const needed = new Set([...analysis.dataValues].filter((v) => reaches.has(v)));
 
   const random = seededRandom(c.seed ?? 12345);
   const batch = c.batch ?? 3;
@@ -94,7 +94,7 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
   const ctx = new TangentContext(
     tb,
     shapes,
-    analysis.activations,
+    analysis.dataValues,
     `tangent_${specs[0].name}`,
     specs[0].name,
     (name) => fromModel(name) ?? shapes.constantValue(name),

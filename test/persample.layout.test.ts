@@ -1,7 +1,7 @@
 // A parameter reaching its slot through layout-only ops gets the slot's per-sample
 // gradient mapped back through them; against central differences.
 import { describe, expect, it } from 'vitest';
-import { DataType } from '../src/onnx/graph.js';
+import { DataType, tensorNumbers } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { expectSlotCase, slotModel } from './persample.model.js';
@@ -53,7 +53,7 @@ describe('a parameter stored in another float type', () => {
     });
     // Store W as float64 and b as float16 (exactly representable values), as some exporters do.
     const w = graph.initializers.get('W')!;
-    const wValues = new Float32Array(new Uint8Array(w.proto.rawData!).slice().buffer);
+    const wValues = tensorNumbers(w);
     graph.initializers.set('W', makeTensor('W', DataType.DOUBLE, w.dims, new Uint8Array(Float64Array.from(wValues).buffer)));
     // float16 bit patterns of 0.5 and −0.25
     graph.initializers.set('b', makeTensor('b', DataType.FLOAT16, [2], new Uint8Array(new Uint16Array([0x3800, 0xb400]).buffer)));

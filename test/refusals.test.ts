@@ -1,11 +1,10 @@
 // Models the tool must refuse, each with a reason that names what is wrong.
 // Built by hand: the assertion is the refusal, not a number.
-import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { analyze } from '../src/analysis/analyze.js';
 import { ModelRefusedError } from '../src/errors.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph } from '../src/onnx/graph.js';
+import { DataType, type Graph, type Subgraph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { planJacobian, resolveOutput } from '../src/run/jacobian.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
@@ -57,7 +56,7 @@ describe('refused models', () => {
       const y = b.op1('Gemm', [x, w]);
       return b.op1('Sub', [y, b.op1('ReduceMean', [y], { axes: [0], keepdims: 1 })]);
     });
-    const analysis = { activations: new Set<string>(), valueDependent: new Set<string>(['x']), output: graph.outputs[0].name };
+    const analysis = { dataValues: new Set<string>(), valueDependent: new Set<string>(['x']), output: graph.outputs[0].name };
     await expect(probeShapes(graph, new Map([['x', arrayRows(batch)]]), analysis)).rejects.toThrow(/samples interact: changing sample 0 changed the output/);
   });
 
@@ -98,6 +97,11 @@ describe('refused models', () => {
       return b.op1('Mul', [b.slice(x, [0], [2], [1]), rows]);
     });
     expect(await refusal(graph)).toMatch(/\(Gather\): it picks entries of parameter 'w' by indices that depend on the batch size/);
+  });
+
+  it('a parameter on both inputs of a product: the reason follows the node after a colon', async () => {
+    const message = await refusal(graphWith(13, (b, x, w) => b.op1('MatMul', [x, b.op1('Mul', [w, w])])));
+    expect(message).toMatch(/parameter 'w' enters node '[^']+' \(Mul\): it is on both inputs, and y = W·W·x is not quasi-linear/);
   });
 
   it('an opset older than 11, with how to convert it', () => {
@@ -154,18 +158,20 @@ describe('refused models', () => {
 
   it('a parameter used inside the body of an If node', () => {
     const graph = graphWith(13, (b, x, w) => {
-      const branch = (name: string): onnxProto.onnx.IGraphProto => ({
+      const branch = (name: string): Subgraph => ({
         name,
-        node: [{ opType: 'Gemm', input: [x, w], output: [`${name}_y`] }],
-        output: [{ name: `${name}_y`, type: { tensorType: { elemType: DataType.FLOAT } } }],
+        nodes: [{ name: '', opType: 'Gemm', domain: '', inputs: [x, w], outputs: [`${name}_y`], attributes: [] }],
+        inputs: [],
+        outputs: [{ name: `${name}_y`, elemType: DataType.FLOAT, dims: undefined }],
+        initializers: new Map(),
       });
       const cond = b.constInt64([1], []);
       const flag = b.op1('Cast', [cond], { to: DataType.BOOL });
       const [y] = b.op('If', [flag], {}, 1);
       const node = b.graph.nodes[b.graph.nodes.length - 1];
       node.attributes = [
-        { name: 'then_branch', type: onnxProto.onnx.AttributeProto.AttributeType.GRAPH, g: branch('then') },
-        { name: 'else_branch', type: onnxProto.onnx.AttributeProto.AttributeType.GRAPH, g: branch('else') },
+        { name: 'then_branch', kind: 'graph', value: branch('then') },
+        { name: 'else_branch', kind: 'graph', value: branch('else') },
       ];
       return y;
     });

@@ -2,33 +2,32 @@
 // unrolled graph gives onnxruntime's outputs of the original node, and its Jacobian matches
 // central finite differences; dynamic ones are refused with the reason.
 import ort from 'onnxruntime-node';
-import type onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { analyze } from '../src/analysis/analyze.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
 import type { NpyArray } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph, type Node } from '../src/onnx/graph.js';
+import { DataType, type Graph, type Node, type Subgraph, type ValueInfo } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { seededRandom } from './helpers.js';
 
 const [N, T, I, H] = [3, 4, 2, 3];
 
-function valueInfo(name: string, elemType: number): onnxProto.onnx.IValueInfoProto {
+function valueInfo(name: string, elemType: number): ValueInfo {
   // onnxruntime's Loop wants the scalar iteration number and condition declared as such.
   const scalar = elemType === DataType.INT64 || elemType === DataType.BOOL;
-  return { name, type: { tensorType: { elemType, ...(scalar ? { shape: { dim: [] } } : {}) } } };
+  return { name, elemType, dims: scalar ? [] : undefined };
 }
 
 /** A body graph from nodes made with a GraphBuilder on a scratch graph. */
-function bodyProto(nodes: Node[], inputs: [string, number][], outputs: string[], initializers: Graph['initializers'] = new Map()): onnxProto.onnx.IGraphProto {
+function bodyGraph(nodes: Node[], inputs: [string, number][], outputs: string[], initializers: Graph['initializers'] = new Map()): Subgraph {
   return {
     name: 'body',
-    node: nodes.map((n) => ({ name: n.name, opType: n.opType, domain: '', input: n.inputs, output: n.outputs, attribute: n.attributes })),
-    input: inputs.map(([name, t]) => valueInfo(name, t)),
-    output: outputs.map((name) => valueInfo(name, DataType.FLOAT)),
-    initializer: [...initializers.values()].map((t) => t.proto),
+    nodes,
+    inputs: inputs.map(([name, t]) => valueInfo(name, t)),
+    outputs: outputs.map((name) => valueInfo(name, DataType.FLOAT)),
+    initializers,
   };
 }
 
@@ -118,7 +117,7 @@ function scanModel(opts: { axis: 0 | 1; reverse?: boolean; outputAxis?: number; 
   );
   const scanNode = graph.nodes[graph.nodes.length - 1];
   scanNode.name = 'the_scan';
-  scanNode.attributes.push({ name: 'body', type: 5, g: bodyProto(scratch.nodes, ins, [hOut, yOut], scratch.initializers) });
+  scanNode.attributes.push({ name: 'body', kind: 'graph', value: bodyGraph(scratch.nodes, ins, [hOut, yOut], scratch.initializers) });
   const yBatchFirst = (opts.outputAxis ?? 0) === 0 ? b.transpose(ys, [1, 0, 2]) : ys;
   const output = b.op1('Concat', [b.reshape(yBatchFirst, [0, -1]), hFinal], { axis: 1 });
   graph.outputs = [{ name: output, elemType: DataType.FLOAT, dims: undefined }];
@@ -147,9 +146,9 @@ function loopModel(opts: { dynamicCondition?: boolean; trip?: string } = {}): Mo
   const [hFinal, ys] = b.op('Loop', [trip, '', h0], {}, 2);
   const loopNode = graph.nodes[graph.nodes.length - 1];
   loopNode.name = 'the_loop';
-  const body = bodyProto(scratch.nodes, ins, [condOut, hOut, yOut], scratch.initializers);
-  body.output![0] = valueInfo(condOut, DataType.BOOL);
-  loopNode.attributes.push({ name: 'body', type: 5, g: body });
+  const body = bodyGraph(scratch.nodes, ins, [condOut, hOut, yOut], scratch.initializers);
+  body.outputs[0] = valueInfo(condOut, DataType.BOOL);
+  loopNode.attributes.push({ name: 'body', kind: 'graph', value: body });
   const output = b.op1('Concat', [b.reshape(b.transpose(ys, [1, 0, 2]), [0, -1]), hFinal], { axis: 1 });
   graph.outputs = [{ name: output, elemType: DataType.FLOAT, dims: undefined }];
   return { graph, inputs };

@@ -8,8 +8,8 @@ import { prepareGraph } from '../src/analysis/prepare.js';
 import { ModelRefusedError } from '../src/errors.js';
 import type { NpyArray } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Attribute, type Graph } from '../src/onnx/graph.js';
-import { AttributeType, encodeModel, FloatsValue, makeAttribute, makeTensor } from '../src/onnx/proto.js';
+import { DataType, type Graph } from '../src/onnx/graph.js';
+import { encodeModel, FloatsValue, makeAttribute, makeTensor } from '../src/onnx/proto.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { seededRandom } from './helpers.js';
@@ -105,7 +105,7 @@ function rnnModel(c: RnnCase, head: boolean): { graph: Graph; inputs: Map<string
   );
   const node = graph.nodes[graph.nodes.length - 1];
   node.name = `the_${c.op}`;
-  if (c.activations) node.attributes.push({ name: 'activations', type: AttributeType.STRINGS, strings: c.activations.map((s) => Buffer.from(s)) } as Attribute);
+  if (c.activations) node.attributes.push({ name: 'activations', kind: 'strings', value: c.activations });
   if (c.alpha) node.attributes.push(makeAttribute('activation_alpha', new FloatsValue(c.alpha)));
   if (c.beta) node.attributes.push(makeAttribute('activation_beta', new FloatsValue(c.beta)));
   if (!head) {

@@ -11,7 +11,7 @@
 // where they enter the graph, which values need cotangents, and every problem
 // that makes the model ineligible.
 import { describeProblem, type Problem } from '../errors.js';
-import { hasSubgraph, isFloatType, nodeLabel, type Graph, type Node } from '../onnx/graph.js';
+import { hasSubgraph, isFloatType, nodeLabel, subgraphsOf, type Graph, type Node, type Subgraph } from '../onnx/graph.js';
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../grad/registry.js';
 import { LAYOUT_OPS } from '../grad/context.js';
 import { slotRules } from '../persample/registry.js';
@@ -71,7 +71,8 @@ export interface ExcludedParameter {
 export interface Analysis {
   graph: Graph;
   output: string;
-  activations: Set<string>;
+  /** Data values: differentiable descendants of the float data inputs (a batch axis in front; activations in the ML sense). */
+  dataValues: Set<string>;
   /** Values that depend on a data input at all (derivative or not). */
   dataDependent: Set<string>;
   /** Values that depend on the data's values, not only on its shape (Shape and Size cut the chain). */
@@ -103,19 +104,13 @@ function differentiableOutputs(node: Node): number[] {
 }
 
 function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
-  const visit = (g: { node?: { input?: string[] | null; attribute?: Node['attributes'] | null }[] | null } | null | undefined): void => {
-    for (const n of g?.node ?? []) {
-      for (const i of n.input ?? []) if (!into.has(i)) into.set(i, node);
-      for (const a of n.attribute ?? []) {
-        if (a.g) visit(a.g as never);
-        for (const sub of a.graphs ?? []) visit(sub as never);
-      }
+  const visit = (g: Subgraph): void => {
+    for (const n of g.nodes) {
+      for (const i of n.inputs) if (!into.has(i)) into.set(i, node);
+      subgraphsOf(n).forEach(visit);
     }
   };
-  for (const a of node.attributes) {
-    if (a.g) visit(a.g as never);
-    for (const sub of a.graphs ?? []) visit(sub as never);
-  }
+  subgraphsOf(node).forEach(visit);
 }
 
 /**
@@ -123,11 +118,13 @@ function namesUsedInSubgraphs(node: Node, into: Map<string, Node>): void {
  * parameter, Concat with other parameters or constants. Their positions and sizes must not depend on the
  * data's values (shape-computed bounds are fine: they are read from the probe).
  */
+const BOTH_INPUTS = 'it is on both inputs, and y = W·W·x is not quasi-linear';
+
 export const SELECTION_OPS = new Set(['Slice', 'Gather', 'Split', 'Concat']);
 
-function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, activations: ReadonlySet<string>): boolean {
+function isSelection(node: Node, input: number, valueDependent: ReadonlySet<string>, dataValues: ReadonlySet<string>): boolean {
   if (!SELECTION_OPS.has(node.opType)) return false;
-  if (node.opType === 'Concat') return node.inputs.every((v) => !activations.has(v) && !valueDependent.has(v));
+  if (node.opType === 'Concat') return node.inputs.every((v) => !dataValues.has(v) && !valueDependent.has(v));
   return input === 0 && node.inputs.slice(1).every((v) => !v || !valueDependent.has(v));
 }
 
@@ -158,19 +155,19 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
 
   // Data values: differentiable descendants of the data inputs, and the float rows a Gather
   // picks by data indices (an embedding: integer indices are data but carry no derivative).
-  const activations = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
+  const dataValues = new Set(graph.inputs.filter((v) => isFloatType(v.elemType) || v.elemType === 0).map((v) => v.name));
   const dataDependent = new Set(graph.inputs.map((v) => v.name));
   const valueDependent = new Set(dataDependent);
   for (const n of graph.nodes) {
     if (n.inputs.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
     if (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => valueDependent.has(i))) n.outputs.forEach((o) => valueDependent.add(o));
     // Indices computed from the data's shape only (Range(Shape(x)[1]) for positions) select the same rows for every sample.
-    if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) activations.add(n.outputs[0]);
+    if (n.opType === 'Gather' && valueDependent.has(n.inputs[1])) dataValues.add(n.outputs[0]);
     // A constant broadcast or tiled to a shape read off the data (a class token expanded to the batch) gets one copy per sample.
     if ((n.opType === 'Expand' || n.opType === 'Tile') && !dataDependent.has(n.inputs[0]) && dataDependent.has(n.inputs[1]) && !valueDependent.has(n.inputs[1]))
-      activations.add(n.outputs[0]);
-    if (differentiableInputs(n).some((i) => activations.has(n.inputs[i])))
-      for (const o of differentiableOutputs(n)) if (n.outputs[o]) activations.add(n.outputs[o]);
+      dataValues.add(n.outputs[0]);
+    if (differentiableInputs(n).some((i) => dataValues.has(n.inputs[i])))
+      for (const o of differentiableOutputs(n)) if (n.outputs[o]) dataValues.add(n.outputs[o]);
   }
 
   const problems: Problem[] = [];
@@ -199,7 +196,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
           continue;
         }
         // A Gather of a table by data indices meets the data through its integer input (its output holds data).
-        const meetsData = differentiableInputs(node).some((i) => activations.has(node.inputs[i])) || activations.has(node.outputs[0]);
+        const meetsData = differentiableInputs(node).some((i) => dataValues.has(node.inputs[i])) || dataValues.has(node.outputs[0]);
         if (!meetsData) {
           if (NON_DIFFERENTIABLE_OPS.has(node.opType)) continue;
           if (LAYOUT_OPS.has(node.opType) && input === 0) {
@@ -207,7 +204,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             continue;
           }
           // Selections (Slice, Gather by constant indices, Split, Concat with constants) only pick entries: still linear.
-          if (isSelection(node, input, valueDependent, activations)) {
+          if (isSelection(node, input, valueDependent, dataValues)) {
             for (const o of node.outputs) if (o) walk(o, [...chain, node], [...values, value], viaNonLayout);
             continue;
           }
@@ -216,9 +213,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             parameter: name,
             node: nodeLabel(node),
             op: node.opType,
-            reason: both
-              ? 'on both inputs: y = W·W·x is not quasi-linear'
-              : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
+            reason: both ? BOTH_INPUTS : `${node.opType} is applied to the parameter before it meets the data, so the output is not linear in it`,
           });
           for (const o of node.outputs) walk(o, [...chain, node], [...values, value], viaNonLayout ?? node);
           continue;
@@ -231,7 +226,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
             continue;
           }
           if (rule.product && paramInputs.length > 1) {
-            paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: 'on both inputs: y = W·W·x is not quasi-linear' });
+            paramProblems.push({ parameter: name, node: nodeLabel(node), op: node.opType, reason: BOTH_INPUTS });
             continue;
           }
           const refusal = rule.refuse?.(node, input, graph);
@@ -257,7 +252,8 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
     }
     if (uses.length === 0 && !inBody) {
       // How it meets the data: the ops it goes through first (Exp in x / exp(t)), then the node and input.
-      const where = nonSlot.map(({ node, input, chain }) => `${chain.map((c) => `${c.opType} → `).join('')}${nodeLabel(node)} (${node.opType}) input ${input}`);
+      const through = (chain: Node[]) => chain.map((c) => `${c.opType} → `).join('');
+      const where = nonSlot.map(({ node, input, chain }) => `${through(chain)}${nodeLabel(node)} (${node.opType}) input ${input}`);
       const first = nonSlot[0];
       constants.push({
         name,
@@ -334,7 +330,7 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
       for (const o of differentiableOutputs(n)) if (n.outputs[o]) downstream.add(n.outputs[o]);
     }
   }
-  const needed = new Set([...activations].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
+  const needed = new Set([...dataValues].filter((v) => reaches.has(v) && (wrtInputs || downstream.has(v))));
 
   const unsupported = new Set<string>();
   for (const n of graph.nodes) {
@@ -359,13 +355,15 @@ export function analyze(graph: Graph, output: string, options: AnalyzeOptions = 
   }
   if (unsupported.size > 0) {
     problems.push({
-      reason: `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the path from the parameters to output '${output}'`,
+      reason:
+        `no gradient rule for op type${unsupported.size > 1 ? 's' : ''} ${[...unsupported].sort().join(', ')} on the ` +
+        `path from the parameters to output '${output}'`,
     });
   }
   return {
     graph,
     output,
-    activations,
+    dataValues,
     dataDependent,
     valueDependent,
     parameters,

@@ -57,7 +57,7 @@ export function splitConstantUses(graph: Graph): { graph: Graph; split: SplitCon
     if (constant.length === 0 || constant.length === uses.length) continue;
     let copy = `${name}::constant`;
     while (initializers.has(copy) || consumers.has(copy)) copy += '_';
-    initializers.set(copy, { ...tensor, name: copy, proto: { ...tensor.proto, name: copy } });
+    initializers.set(copy, { ...tensor, name: copy });
     const moved = new Set(constant);
     nodes = nodes.map((node) => {
       const inputs = node.inputs.map((v, input) => (v === name && [...moved].some((u) => u.node === node && u.input === input) ? copy : v));
@@ -78,7 +78,10 @@ export function exporterNotes(analysis: Analysis, split: readonly SplitConstant[
       .map((p) => `'${p.name}'`)
       .join(', ');
     notes.push(
-      `${generated.length} parameter${generated.length === 1 ? ' has a name' : 's have names'} made by torch.onnx.export (${examples}${generated.length > 3 ? ', …' : ''}), not module names: constant folding rewrote ${generated.length === 1 ? 'it' : 'them'}. docs/pytorch.md maps ONNX initializers back to model.named_parameters(); exporting with do_constant_folding=False keeps the module names.`,
+      `${generated.length} parameter${generated.length === 1 ? ' has a name' : 's have names'} made by ` +
+        `torch.onnx.export (${examples}${generated.length > 3 ? ', …' : ''}), not module names: constant folding ` +
+        `rewrote ${generated.length === 1 ? 'it' : 'them'}. docs/pytorch.md maps ONNX initializers back to ` +
+        `model.named_parameters(); exporting with do_constant_folding=False keeps the module names.`,
     );
   }
   const graph = analysis.graph;
@@ -86,18 +89,28 @@ export function exporterNotes(analysis: Analysis, split: readonly SplitConstant[
   const foldedConvs = analysis.parameters.filter((p) => p.name.startsWith('onnx::Conv') && p.uses.some((u) => u.node.opType === 'Conv' && u.input === 1));
   if (!batchNorms && foldedConvs.length > 0) {
     notes.push(
-      `${foldedConvs.length} Conv weight${foldedConvs.length === 1 ? '' : 's'} named onnx::Conv_* and no BatchNormalization node: torch.onnx.export in eval mode folds each BatchNorm into the Conv before it, so these columns are derivatives with respect to the folded weight W·γ/√(σ²+ε) and bias (b − μ)·γ/√(σ²+ε) + β, not conv.weight, bn.weight or bn.bias. To differentiate those, export with training=torch.onnx.TrainingMode.PRESERVE and do_constant_folding=False (docs/pytorch.md).`,
+      `${foldedConvs.length} Conv weight${foldedConvs.length === 1 ? '' : 's'} named onnx::Conv_* and no ` +
+        `BatchNormalization node: torch.onnx.export in eval mode folds each BatchNorm into the Conv before it, so ` +
+        `these columns are derivatives with respect to the folded weight W·γ/√(σ²+ε) and bias (b − μ)·γ/√(σ²+ε) + β, ` +
+        `not conv.weight, bn.weight or bn.bias. To differentiate those, export with ` +
+        `training=torch.onnx.TrainingMode.PRESERVE and do_constant_folding=False (docs/pytorch.md).`,
     );
   }
   const transposed = analysis.parameters.filter((p) => p.name.startsWith('onnx::MatMul'));
   if (transposed.length > 0) {
     notes.push(
-      `${transposed.length} MatMul weight${transposed.length === 1 ? '' : 's'} named onnx::MatMul_*: a Linear applied to inputs of rank 3 or more, whose weight the exporter stored transposed (W.T, shape (in, out)) and listed after the other initializers; their columns follow W.T's layout and the initializer order.`,
+      `${transposed.length} MatMul weight${transposed.length === 1 ? '' : 's'} named onnx::MatMul_*: a Linear ` +
+        `applied to inputs of rank 3 or more, whose weight the exporter stored transposed (W.T, shape (in, out)) and ` +
+        `listed after the other initializers; their columns follow W.T's layout and the initializer order.`,
     );
   }
   for (const s of split) {
     notes.push(
-      `'${s.name}' is shared by the exporter between a parameter slot and ${s.uses.length === 1 ? 'an input that carries' : 'inputs that carry'} no derivative (${s.uses.join(', ')}): torch deduplicates equal tensors (a freshly initialised BatchNorm's weight and running_var are both ones, and are exported as running_var = Identity(bn.weight)). Treated as two tensors, as in PyTorch: '${s.name}' is the parameter, and those inputs read a constant copy ('${s.copy}'), which --verify does not move.`,
+      `'${s.name}' is shared by the exporter between a parameter slot and ` +
+        `${s.uses.length === 1 ? 'an input that carries' : 'inputs that carry'} no derivative (${s.uses.join(', ')}): ` +
+        `torch deduplicates equal tensors (a freshly initialised BatchNorm's weight and running_var are both ones, and ` +
+        `are exported as running_var = Identity(bn.weight)). Treated as two tensors, as in PyTorch: '${s.name}' is the ` +
+        `parameter, and those inputs read a constant copy ('${s.copy}'), which --verify does not move.`,
     );
   }
   return notes;

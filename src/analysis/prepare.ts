@@ -7,7 +7,7 @@
 // identity, as without it).
 import { ModelRefusedError } from '../errors.js';
 import { unrollRecurrences } from './unroll.js';
-import { DataType, defaultOpset, tensorNumbers, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
+import { attrTensor, DataType, defaultOpset, tensorNumbers, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
 import { splitConstantUses, type SplitConstant } from './exporter.js';
 
 export const MIN_OPSET = 11;
@@ -21,7 +21,8 @@ export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: Spli
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
-      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
+      `the model uses opset ${opset}; opset ${MIN_OPSET} or newer is needed: convert it with python3 -c "import ` +
+        `onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('model.onnx'), 13), 'model13.onnx')"`,
     );
   }
   const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
@@ -35,7 +36,8 @@ export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: Spli
 function withoutConstantInferenceDropout(graph: Graph): Graph {
   const constantNodes = new Map(graph.nodes.filter((n) => n.opType === 'Constant').map((n) => [n.outputs[0], n]));
   const isConstantFalse = (name: string): boolean => {
-    const tensor = graph.initializers.get(name)?.proto ?? constantNodes.get(name)?.attributes.find((a) => a.name === 'value')?.t;
+    const constant = constantNodes.get(name);
+    const tensor = graph.initializers.get(name) ?? (constant && attrTensor(constant, 'value'));
     if (!tensor || tensor.dataType !== DataType.BOOL) return false;
     const values = tensorNumbers(tensor);
     return values.length === 1 && values[0] === 0;
@@ -66,15 +68,15 @@ function inlineFunctions(nodes: readonly Node[], functions: readonly LocalFuncti
     fn.inputs.forEach((name, i) => rename.set(name, call.inputs[i] ?? ''));
     fn.outputs.forEach((name, i) => rename.set(name, call.outputs[i] ?? ''));
     const mapped = (name: string) => (name === '' ? '' : (rename.get(name) ?? `${prefix}${name}`));
-    const callAttributes = new Map(call.attributes.map((a) => [a.name ?? '', a]));
+    const callAttributes = new Map(call.attributes.map((a) => [a.name, a]));
     const body = fn.nodes.map((n) => ({
       ...n,
       name: `${prefix}${n.name}`,
       inputs: n.inputs.map(mapped),
       outputs: n.outputs.map(mapped),
       attributes: n.attributes.flatMap((a): Attribute[] => {
-        if (!a.refAttrName) return [a];
-        const given = callAttributes.get(a.refAttrName);
+        if (a.kind !== 'ref') return [a];
+        const given = callAttributes.get(a.ref);
         return given ? [{ ...given, name: a.name }] : [];
       }),
     }));

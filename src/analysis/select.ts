@@ -50,7 +50,8 @@ class Pattern {
     if (last < lo || c.first > hi) return false;
     if (c.first < lo || last > hi) {
       throw new UsageError(
-        `${this.flag} ${this.text} covers only part of parameter '${c.name}' (columns ${c.first}–${last}): a range selects whole parameters; widen it to ${Math.min(lo, c.first)}–${Math.max(hi, last)} or name the parameters`,
+        `${this.flag} ${this.text} covers only part of parameter '${c.name}' (columns ${c.first}–${last}): a range ` +
+          `selects whole parameters; widen it to ${Math.min(lo, c.first)}–${Math.max(hi, last)} or name the parameters`,
       );
     }
     return true;
@@ -99,7 +100,8 @@ export class ParameterSelector {
     if (unused.length > 0) {
       const list = candidates.slice(0, 8).map((c) => `${c.name} (${c.first}–${c.first + c.size - 1})`);
       throw new UsageError(
-        `${unused.map((p) => `${p.flag} ${p.text}`).join(', ')} matches no parameter; the parameters and their columns are: ${list.join(', ')}${candidates.length > 8 ? ', … (jacobian check lists them all)' : ''}`,
+        `${unused.map((p) => `${p.flag} ${p.text}`).join(', ')} matches no parameter; the parameters and their columns ` +
+          `are: ${list.join(', ')}${candidates.length > 8 ? ', … (jacobian check lists them all)' : ''}`,
       );
     }
     if (this.active && selectedCount === 0 && candidates.length > 0) {

@@ -28,7 +28,8 @@ export function isBatchFirst(layout: BatchLayout): boolean {
 export function describeLayout(layout: BatchLayout, rank: number): string {
   const merged =
     layout.outer > 1 || layout.inner > 1
-      ? ` merged with ${[layout.outer > 1 ? `${layout.outer} outer` : '', layout.inner > 1 ? `${layout.inner} inner` : ''].filter(Boolean).join(' and ')} positions`
+      ? ` merged with ${[layout.outer > 1 ? `${layout.outer} outer` : '', layout.inner > 1 ? `${layout.inner} inner` : ''].filter(Boolean).join(' and ')} ` +
+        `positions`
       : '';
   return `axis ${layout.axis} of ${rank}${merged}`;
 }

@@ -23,18 +23,22 @@ import {
   attrInt,
   attrInts,
   attrString,
+  attrFloats,
+  attrGraph,
+  attrStrings,
   attrTensor,
+  constantValue,
   DataType,
   hasAttribute,
   hasSubgraph,
   nodeLabel,
   tensorNumbers,
   tensorSize,
-  type Attribute,
   type Graph,
   type Node,
+  type Subgraph,
 } from '../onnx/graph.js';
-import { decodeGraph, makeAttribute, makeTensor } from '../onnx/proto.js';
+import { makeAttribute, makeTensor } from '../onnx/proto.js';
 
 const RECURRENT_OPS = new Set(['LSTM', 'GRU', 'RNN']);
 /** Gates per cell and the activation functions one direction uses (ONNX defaults). */
@@ -176,10 +180,9 @@ class Unroller {
   // ---------------------------------------------------------------- Loop and Scan
 
   /** The body of a Loop/Scan, or why it cannot be inlined. */
-  private body(node: Node): ReturnType<typeof decodeGraph> | string {
-    const attr = node.attributes.find((a) => a.name === 'body');
-    if (!attr?.g) return 'it has no body graph';
-    const body = decodeGraph(attr.g);
+  private body(node: Node): Subgraph | string {
+    const body = attrGraph(node, 'body');
+    if (!body) return 'it has no body graph';
     const nested = body.nodes.find((n) => hasSubgraph(n));
     if (nested) return `its body holds control flow (${nested.opType}), which is not unrolled`;
     return body;
@@ -189,7 +192,7 @@ class Unroller {
    * One copy of the body: its inputs bound to `bound`, its own values renamed under
    * `prefix`, names from the enclosing graph left alone. Returns the body outputs' values.
    */
-  private inline(body: ReturnType<typeof decodeGraph>, bound: string[], prefix: string, shared: Map<string, string>): string[] {
+  private inline(body: Subgraph, bound: string[], prefix: string, shared: Map<string, string>): string[] {
     const rename = new Map<string, string>();
     body.inputs.forEach((v, i) => rename.set(v.name, bound[i]));
     for (const [name, renamed] of shared) rename.set(name, renamed);
@@ -202,11 +205,11 @@ class Unroller {
   }
 
   /** The body's initializers, added once for all iterations (a float one is one parameter used at every step). */
-  private shareInitializers(body: ReturnType<typeof decodeGraph>, prefix: string): Map<string, string> {
+  private shareInitializers(body: Subgraph, prefix: string): Map<string, string> {
     const shared = new Map<string, string>();
     for (const [name, tensor] of body.initializers) {
       const renamed = `${prefix}${name}`;
-      this.out.initializers.set(renamed, { ...tensor, name: renamed, proto: { ...tensor.proto, name: renamed } });
+      this.out.initializers.set(renamed, { ...tensor, name: renamed });
       shared.set(name, renamed);
     }
     return shared;
@@ -305,7 +308,7 @@ class Unroller {
     const condOut = body.outputs[0]?.name;
     const producer = body.nodes.find((n) => n.outputs.includes(condOut));
     const passesCondition = condOut === condIn || (producer?.opType === 'Identity' && producer.inputs[0] === condIn);
-    const constantTrue = producer?.opType === 'Constant' && tensorNumbers(attrTensor(producer, 'value') ?? {}).every((v) => v !== 0);
+    const constantTrue = producer?.opType === 'Constant' && (constantValue(producer)?.values.every((v) => v !== 0) ?? false);
     if (!passesCondition && !constantTrue) return 'its body computes the loop condition, so the number of iterations is known only when it runs';
     const count = trip[0];
     if (count < 1 || count > MAX_ITERATIONS) return `its trip count ${count} is outside 1…${MAX_ITERATIONS}`;
@@ -635,15 +638,9 @@ class Unroller {
   private constantTensor(name: string | undefined): { dims: number[]; values: number[] } | undefined {
     if (!name) return undefined;
     const init = this.out.initializers.get(name);
-    if (init) return { dims: init.dims, values: tensorNumbers(init.proto) };
+    if (init) return { dims: init.dims, values: tensorNumbers(init) };
     const producer = this.producers.get(name);
-    if (producer?.opType !== 'Constant') return undefined;
-    const t = attrTensor(producer, 'value');
-    if (t) return { dims: (t.dims ?? []).map(Number), values: tensorNumbers(t) };
-    const ints = attrInts(producer, 'value_ints');
-    if (ints) return { dims: [ints.length], values: ints };
-    if (hasAttribute(producer, 'value_int')) return { dims: [], values: [attrInt(producer, 'value_int', 0)] };
-    return undefined;
+    return producer?.opType === 'Constant' ? constantValue(producer) : undefined;
   }
 
   private constantInts(name: string | undefined): number[] | undefined {
@@ -774,14 +771,14 @@ class Unroller {
 
   /** A float constant as a Constant node (a float initializer would be taken for a parameter). */
   private floatConstant(value: number): string {
-    return this.b.op1('Constant', [], { value: makeTensor('value', this.b.floatType, [], this.b.floatTensor([value]).proto.rawData!) });
+    return this.b.op1('Constant', [], { value: this.b.floatTensor([value], []) });
   }
 
   /** Whether an initial state is known to be zero (absent, ConstantOfShape of 0, or an all-zero initializer, through layout ops). */
   private isZero(name: string | undefined): boolean {
     if (!name) return true;
     const init = this.model.initializers.get(name);
-    if (init) return tensorNumbers(init.proto).every((v) => v === 0);
+    if (init) return tensorNumbers(init).every((v) => v === 0);
     const node = this.producers.get(name);
     if (!node) return false;
     if (node.opType === 'ConstantOfShape') {
@@ -848,11 +845,15 @@ class Unroller {
       const source = view ? { input: view.src, axis: view.perm[seqAxis] } : { input: X, axis: seqAxis };
       const fixable = this.model.inputs.some((v) => v.name === source.input);
       const fix = fixable
-        ? `, or fix axis ${source.axis} of input '${source.input}' in the model to the length of your sequences (T): python3 -c "import onnx; m = onnx.load('model.onnx'); [i for i in m.graph.input if i.name == '${source.input}'][0].type.tensor_type.shape.dim[${source.axis}].dim_value = T; onnx.save(m, 'fixed.onnx')"`
+        ? `, or fix axis ${source.axis} of input '${source.input}' in the model to the length of your sequences (T): ` +
+          `python3 -c "import onnx; m = onnx.load('model.onnx'); [i for i in m.graph.input if i.name == ` +
+          `'${source.input}'][0].type.tensor_type.shape.dim[${source.axis}].dim_value = T; onnx.save(m, 'fixed.onnx')"`
         : '';
       this.refuse(
         node,
-        `its sequence length (axis ${seqAxis} of its input X, '${X}') is not fixed in the model, and the recurrence is differentiated by unrolling it into one copy of the cell per step; export the model with a fixed sequence length (no dynamic axis on the sequence dimension)${fix}`,
+        `its sequence length (axis ${seqAxis} of its input X, '${X}') is not fixed in the model, and the recurrence is ` +
+          `differentiated by unrolling it into one copy of the cell per step; export the model with a fixed sequence ` +
+          `length (no dynamic axis on the sequence dimension)${fix}`,
       );
     }
     if (sequenceLens) {
@@ -1007,16 +1008,6 @@ class Unroller {
     if (Yh) this.setView(Yh, h!, layout === 0 ? [1, 0, 2] : [0, 1, 2], stateDims);
     if (Yc && op === 'LSTM') this.setView(Yc, c!, layout === 0 ? [1, 0, 2] : [0, 1, 2], stateDims);
   }
-}
-
-function attrStrings(n: Node, name: string): string[] | undefined {
-  const a = n.attributes.find((x: Attribute) => x.name === name);
-  return a?.strings && a.strings.length > 0 ? a.strings.map((s) => Buffer.from(s).toString('utf8')) : undefined;
-}
-
-function attrFloats(n: Node, name: string): number[] | undefined {
-  const a = n.attributes.find((x: Attribute) => x.name === name);
-  return a?.floats && a.floats.length > 0 ? [...a.floats] : undefined;
 }
 
 /** The perm of a view after the view axes `removed` are dropped (and src's matching axes with them). */

@@ -152,7 +152,8 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
           withData = await checkWithData(analysed, new Map([...made].map(([name, arr]) => [name, arrayRows(arr)])), { ...opts, verify: false });
           if (!withData.problems)
             notes.push(
-              'ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them (check --input confirms it on your data)',
+              'ops along axis 0 where the samples sit on another axis: probed on made-up samples, the run follows them ' +
+                '(check --input confirms it on your data)',
             );
         }
       }
@@ -246,7 +247,8 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
       `excluded (not columns of J, treated as constants; columns as numbered without a selection):`,
       ...analysis.excluded.map(
         (e) =>
-          `  ${e.name} (${e.dims.join(', ')}), columns ${e.columns[0]}–${e.columns[1] - 1}: ${e.reason}${e.problems.length > 0 ? `; would not be eligible: ${e.problems.map((p) => p.reason).join('; ')}` : ''}`,
+          `  ${e.name} (${e.dims.join(', ')}), columns ${e.columns[0]}–${e.columns[1] - 1}: ` +
+          `${e.reason}${e.problems.length > 0 ? `; would not be eligible: ${e.problems.map((p) => p.reason).join('; ')}` : ''}`,
       ),
     );
   }
@@ -256,7 +258,9 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     if (outside.length > 0 && !opts.strict) {
       out.push(
         '',
-        `${outside.length} of them change${outside.length === 1 ? 's' : ''} the output outside any parameter slot and get${outside.length === 1 ? 's' : ''} no columns; if ${outside.length === 1 ? 'it is' : 'they are'} trained, the model is not eligible (--strict refuses ${outside.length === 1 ? 'it' : 'them'}):`,
+        `${outside.length} of them change${outside.length === 1 ? 's' : ''} the output outside any parameter slot and ` +
+          `get${outside.length === 1 ? 's' : ''} no columns; if ${outside.length === 1 ? 'it is' : 'they are'} trained, ` +
+          `the model is not eligible (--strict refuses ${outside.length === 1 ? 'it' : 'them'}):`,
         ...outside.map((c) => `  ${c.name}: ${c.ifTrained}`),
       );
     }
@@ -274,11 +278,17 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     const forward = verify.dtype === 'mixed' ? `float64 with ${verify.float32Ops.join(', ')} in float32` : verify.dtype;
     const verdict = verify.passed ? 'passed' : verify.inconclusive ? 'INCONCLUSIVE' : 'FAILED';
     out.push(
-      `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences (${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); tolerance ${verify.tolerance}: ${verdict}`,
+      `verify: worst relative error ${verify.worstRelativeError.toExponential(2)} against central finite differences ` +
+        `(${verify.directions} random directions, ${verify.samples} samples, ${forward}, ε = ${verify.epsilon}); ` +
+        `tolerance ${verify.tolerance}: ${verdict}`,
     );
     if (verify.kinkCrossings > 0) {
+      const undecided =
+        verify.undecidedElements > 0 ? `; ${verify.undecidedElements} with kinks on both sides, where no difference agrees with J·u, left out` : '';
       out.push(
-        `  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element × direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on the side without one${verify.undecidedElements > 0 ? `; ${verify.undecidedElements} with kinks on both sides, where no difference agrees with J·u, left out` : ''}`,
+        `  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element ` +
+          `× direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on ` +
+          `the side without one${undecided}`,
       );
     }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);
@@ -286,7 +296,10 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
     else if (verify.nearKinks.length > 0) {
       const total = verify.nearKinks.reduce((s, k) => s + k.count, 0);
       out.push(
-        `  ${total} kink input${total === 1 ? '' : 's'} (ReLU/Clip/MaxPool/… inputs within float32 rounding of a threshold) at ${verify.nearKinks.length} node${verify.nearKinks.length === 1 ? '' : 's'}: J is ill-defined there (any float32 result may differ from a float64 one); draw inputs away from kinks to compare J across tools`,
+        `  ${total} kink input${total === 1 ? '' : 's'} (ReLU/Clip/MaxPool/… inputs within float32 rounding of a ` +
+          `threshold) at ${verify.nearKinks.length} node${verify.nearKinks.length === 1 ? '' : 's'}: J is ill-defined ` +
+          `there (any float32 result may differ from a float64 one); draw inputs away from kinks to compare J across ` +
+          `tools`,
         ...verify.nearKinks.slice(0, 10).map((k) => {
           const samples = k.perSample?.flatMap((c, n) => (c > 0 ? [`${n}: ${c}`] : []));
           return `    ${k.node} (${k.op}): ${k.count}${samples ? ` (sample ${samples.slice(0, 8).join(', ')}${samples.length > 8 ? ', …' : ''})` : ''}`;

@@ -63,7 +63,8 @@ export function planLines(plan: JacobianPlan): string[] {
     `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
     `mode: ${plan.mode} (${plan.modeReason})`,
     `chunks of ${plan.batchSize} sample${plan.batchSize > 1 ? 's' : ''}: ${perSample}; budget (--max-memory) ${formatBytes(m.budget)}`,
-    `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,
+    `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated ` +
+      `peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,
   ];
 }
 
@@ -119,7 +120,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       nonFiniteRows[name] = rows;
       if (rows > 0)
         note(
-          `input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ${first}); their rows of J will not be finite`,
+          `input '${name}' (${source.source}): ${rows} of ${source.shape[0]} samples hold NaN or ±Inf (the first is row ` +
+            `${first}); their rows of J will not be finite`,
         );
     }
   } catch (err) {
@@ -203,11 +205,13 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
         ? `${plan.samples} samples`
         : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
     info.write(
-      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${rowsText} × ${D} parameters in ${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
+      `wrote ${toStdout ? 'stdout' : outputPath}: ${plan.blocks[0].dtype} ${shape}, ${rowsText} × ${D} parameters in ` +
+        `${plan.parameters.length} tensors, ${formatBytes(bytes)} in ${seconds.toFixed(2)} s\n`,
     );
     if (start === end) {
       process.stderr.write(
-        `note: shard ${shard?.index}/${shard?.count} has no rows: the ${plan.samples} samples fill only ${Math.ceil(plan.samples / plan.batchSize)} chunks of ${plan.batchSize} rows; ` +
+        `note: shard ${shard?.index}/${shard?.count} has no rows: the ${plan.samples} samples fill only ` +
+          `${Math.ceil(plan.samples / plan.batchSize)} chunks of ${plan.batchSize} rows; ` +
           'to split finer, give every run the same smaller --batch-size\n',
       );
     }
@@ -220,7 +224,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       .map((c) => `'${c.name}'`)
       .join(', ');
     process.stderr.write(
-      `note: ${undifferentiated.length} float initializer${undifferentiated.length > 1 ? 's enter' : ' enters'} the network outside any parameter slot and ${undifferentiated.length > 1 ? 'are' : 'is'} treated as constant: ${names}${undifferentiated.length > 5 ? ', …' : ''} (jacobian check lists where)\n`,
+      `note: ${undifferentiated.length} float initializer${undifferentiated.length > 1 ? 's enter' : ' enters'} the ` +
+        `network outside any parameter slot and ${undifferentiated.length > 1 ? 'are' : 'is'} treated as constant: ` +
+        `${names}${undifferentiated.length > 5 ? ', …' : ''} (jacobian check lists where)\n`,
     );
   }
   if (opts.verbose) {
@@ -228,7 +234,9 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
     const peak = process.resourceUsage().maxRSS * 1024;
     process.stderr.write(
-      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(peak)}: fixed cost ${formatBytes(plan.memory.fixedBytes)} + ${formatBytes(Math.max(0, peak - plan.memory.fixedBytes))} (budget ${formatBytes(plan.memory.budget)})\n`,
+      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ` +
+        `${formatBytes(peak)}: fixed cost ${formatBytes(plan.memory.fixedBytes)} + ` +
+        `${formatBytes(Math.max(0, peak - plan.memory.fixedBytes))} (budget ${formatBytes(plan.memory.budget)})\n`,
     );
   }
   return 0;

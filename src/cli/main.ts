@@ -37,8 +37,8 @@ import { parseRows, parseShard } from '../run/shards.js';
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** Ctrl-C or a kill leaves no partial output: the progress line ends, the temporary file goes, then the process with the signal's code. */
@@ -133,17 +133,20 @@ export async function main(argv: string[]): Promise<number> {
     )
     .option(
       '-o, --output <file>',
-      "output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); '-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)",
+      'output file: .npy (flat N × D matrix), .npz (one entry per parameter) or a .zarr folder (a Zarr v2 store); ' +
+        "'-' for stdout (default: jacobian.npy, or jacobian.npz with --as-tuple)",
     )
     .option('--as-tuple', 'write one array per parameter into a .npz archive (or a Zarr group)')
     .option(
       '--rows <A:B>',
-      'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With --stat: those rows of per-sample statistics, and partial sums for jacobian combine',
+      'compute only rows A … B−1 of J (samples counted from 0); the bytes equal those rows of a full run. With ' +
+        '--stat: those rows of per-sample statistics, and partial sums for jacobian combine',
       parseRows,
     )
     .option(
       '--shard <I/N>',
-      'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options (statistics too: merge their pieces with jacobian combine)',
+      'compute shard I of N (I counted from 0): N contiguous ranges of whole chunks; run each with the same options ' +
+        '(statistics too: merge their pieces with jacobian combine)',
       parseShard,
     )
     .addOption(new Option('--compressor <codec>', "compression of Zarr chunks ('zlib': numcodecs' Zlib, level 1)").choices(['none', 'zlib']))
@@ -163,10 +166,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--clip <C>', 'clipping bound of --stat clipped-sum', parsePositive('--clip'))
     .option('--vector <v.npy>', 'v of --stat jvp, shape (D,)')
     .option('--cotangent <u.npy>', 'u of --stat vjp, shape (N, *K)')
-    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', (value: string, previous: string[] | undefined) => [
-      ...(previous ?? []),
-      value,
-    ])
+    .option('--input2 <[name=]file.npy>', 'second set of samples of --stat gram (the cross-kernel J₁J₂ᵀ)', collect)
     .addOption(
       new Option('--wrt <what>', "differentiate with respect to the 'parameters' or the model's 'inputs'")
         .choices(['parameters', 'inputs'])

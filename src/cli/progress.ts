@@ -31,7 +31,9 @@ export function progressPrinter(stream: NodeJS.WriteStream): { update(p: Progres
       const rate = p.samplesDone / Math.max(seconds, 1e-9);
       const eta = (p.samples - p.samplesDone) / Math.max(rate, 1e-9);
       stream.write(
-        `\r${p.samplesDone}/${p.samples} samples  ${rate.toFixed(0)}/s  ETA ${eta.toFixed(1)} s  ${formatBytes(p.bytesWritten)}${p.bytesTotal === undefined ? '' : ` of ${formatBytes(p.bytesTotal)}`} written\x1b[K`,
+        `\r${p.samplesDone}/${p.samples} samples  ${rate.toFixed(0)}/s  ETA ${eta.toFixed(1)} s  ` +
+          `${formatBytes(p.bytesWritten)}${p.bytesTotal === undefined ? '' : ` of ${formatBytes(p.bytesTotal)}`} ` +
+          `written\x1b[K`,
       );
       shown = true;
       openLine = stream;

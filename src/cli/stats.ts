@@ -92,7 +92,8 @@ async function openStatsZarrSink(
 ): Promise<FileStatsSink> {
   if (options.sums || plan.partial) {
     throw new UsageError(
-      `-o ${path}: sums over the samples (${[...SAMPLE_SUMS, 'vjp'].join(', ')}) are not rows of a store: write them to .npz (with --rows/--shard, partial pieces that jacobian combine merges)`,
+      `-o ${path}: sums over the samples (${[...SAMPLE_SUMS, 'vjp'].join(', ')}) are not rows of a store: write them ` +
+        `to .npz (with --rows/--shard, partial pieces that jacobian combine merges)`,
     );
   }
   if (options.gram)
@@ -101,7 +102,8 @@ async function openStatsZarrSink(
   const chunkRows = Math.min(plan.batchSize, samples);
   if (rows.start % chunkRows !== 0 || (rows.end % chunkRows !== 0 && rows.end !== samples)) {
     throw new UsageError(
-      `--rows ${rows.start}:${rows.end} cuts through a chunk of the Zarr store (chunks of ${chunkRows} rows): start and end at multiples of ${chunkRows} (or end at ${samples}), or use --shard I/N`,
+      `--rows ${rows.start}:${rows.end} cuts through a chunk of the Zarr store (chunks of ${chunkRows} rows): start ` +
+        `and end at multiples of ${chunkRows} (or end at ${samples}), or use --shard I/N`,
     );
   }
   const elementAxes = plan.elementShape.map((_, i) => `output_${i}`);
@@ -276,13 +278,15 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
           ? `${plan.samples} samples`
           : `rows ${start}–${end - 1} of ${plan.samples} samples${shard ? ` (shard ${shard.index}/${shard.count})` : ''}`;
       info.write(
-        `wrote ${outputPath}${plan.partial ? ' (partial sums: merge the shards with jacobian combine)' : ''}: ${list}; ${rowsText} × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`,
+        `wrote ${outputPath}${plan.partial ? ' (partial sums: merge the shards with jacobian combine)' : ''}: ${list}; ` +
+          `${rowsText} × ${plan.D} ${wrt === 'inputs' ? 'input elements' : 'parameters'} in ${seconds.toFixed(2)} s\n`,
       );
     }
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
       process.stderr.write(
-        `${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,
+        `${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
+          `memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,
       );
     }
     return 0;

@@ -48,7 +48,7 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const ctx = new TangentContext(
     b,
     shapes,
-    analysis.activations,
+    analysis.dataValues,
     tangentCarrier,
     primalCarrier,
     (name) => fromModel(name) ?? shapes.constantValue(name),

@@ -15,7 +15,7 @@ export class TangentContext extends GradContext {
   constructor(
     b: GraphBuilder,
     shapes: ShapeTable,
-    activations: ReadonlySet<string>,
+    dataValues: ReadonlySet<string>,
     /** A value whose axis 0 has length rows·D (the tangent batch). */
     tangentCarrier: string,
     /** A data value of the forward pass whose axis 0 has length rows. */
@@ -24,9 +24,9 @@ export class TangentContext extends GradContext {
     /** Directions per sample. */
     readonly directions: number,
     /** Values that carry the batch axis (data-dependent values, float or not). */
-    private readonly batchedValues: ReadonlySet<string> = activations,
+    private readonly batchedValues: ReadonlySet<string> = dataValues,
   ) {
-    super(b, shapes, activations, tangentCarrier, constants);
+    super(b, shapes, dataValues, tangentCarrier, constants);
   }
 
   /** (rows·D, ...v) → (rows, D, ...v) for the tangent of `value`. */

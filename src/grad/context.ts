@@ -10,7 +10,7 @@ export class GradContext {
     readonly b: GraphBuilder,
     readonly shapes: ShapeTable,
     /** Values that hold data (a batch axis in front); everything else is constant per run. */
-    readonly activations: ReadonlySet<string>,
+    readonly dataValues: ReadonlySet<string>,
     /** A graph value whose axis 0 is the run's batch size (the seed). */
     private readonly batchCarrier: string,
     private readonly constants: (name: string) => number[] | undefined,
@@ -28,11 +28,11 @@ export class GradContext {
 
   /** Rank including the batch axis for data values. */
   rank(name: string): number {
-    return this.activations.has(name) ? this.perSample(name).length + 1 : this.dims(name).length;
+    return this.dataValues.has(name) ? this.perSample(name).length + 1 : this.dims(name).length;
   }
 
-  isActivation(name: string): boolean {
-    return this.activations.has(name);
+  isDataValue(name: string): boolean {
+    return this.dataValues.has(name);
   }
 
   /** The numbers held by a constant input (initializer or Constant node), if known. */

@@ -151,7 +151,8 @@ export class ZarrWriter {
     await makeFolder(root);
     if ((await readIfPresent(path.join(root, otherKind))) !== undefined) {
       throw new UsageError(
-        `${root} holds ${spec.group ? 'a single array' : 'a group of arrays (--as-tuple)'}, but this run writes ${spec.group ? 'a group (--as-tuple)' : 'one array'}: give every shard the same options, or remove the store`,
+        `${root} holds ${spec.group ? 'a single array' : 'a group of arrays (--as-tuple)'}, but this run writes ` +
+          `${spec.group ? 'a group (--as-tuple)' : 'one array'}: give every shard the same options, or remove the store`,
       );
     }
     if ((await readIfPresent(path.join(root, rootKind))) === undefined) {
@@ -160,7 +161,8 @@ export class ZarrWriter {
       const stray = (await fs.promises.readdir(root)).filter((f) => !expected.has(f) && !(f.startsWith('.') && f.includes('.tmp-')));
       if (stray.length > 0) {
         throw new UsageError(
-          `${root} is a folder that is not a Zarr store (it holds ${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ', …' : ''}): choose a new path or an empty folder`,
+          `${root} is a folder that is not a Zarr store (it holds ` +
+            `${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ', …' : ''}): choose a new path or an empty folder`,
         );
       }
     }

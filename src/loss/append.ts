@@ -91,7 +91,8 @@ export function appendLoss(model: Graph, output: string, kind: LossKind, target:
       throw new UsageError(`--loss ${kind} needs an output with a class axis (N, C, …); '${output}' has one value per sample`);
     if (!sameShape(expected, targetDims)) {
       throw new UsageError(
-        `--target ${target.source} has shape ${shapeText(targetDims)} but --loss ${kind} on output '${output}' of shape ${shapeText(outDims)} needs ${shapeText(expected)}${classTarget ? ' (class indices)' : ''}`,
+        `--target ${target.source} has shape ${shapeText(targetDims)} but --loss ${kind} on output '${output}' of ` +
+          `shape ${shapeText(outDims)} needs ${shapeText(expected)}${classTarget ? ' (class indices)' : ''}`,
       );
     }
   }

@@ -35,7 +35,8 @@ export async function checkClassTargets(target: RowSource, classes: number): Pro
       const high = Number((out.high.data as BigInt64Array)[0]);
       if (low < 0 || high >= classes) {
         throw new UsageError(
-          `--target ${target.source}: class index ${low < 0 ? low : high} in samples ${start}–${end - 1} is outside [0, ${classes}) for an output with ${classes} classes (ignore_index is not supported)`,
+          `--target ${target.source}: class index ${low < 0 ? low : high} in samples ${start}–${end - 1} is outside [0, ` +
+            `${classes}) for an output with ${classes} classes (ignore_index is not supported)`,
         );
       }
     }

@@ -65,15 +65,17 @@ export class GraphBuilder {
   /** A float constant in the model's float type. */
   constFloat(values: readonly number[], dims: readonly number[] = [values.length]): string {
     const name = this.fresh('const');
-    const { proto } = this.floatTensor(values);
-    this.graph.initializers.set(name, makeTensor(name, this.floatType, dims, proto.rawData!));
+    this.graph.initializers.set(name, makeTensor(name, this.floatType, dims, this.floatBytes(values)));
     return name;
   }
 
-  /** A float tensor value for attributes such as ConstantOfShape's `value`. */
-  floatTensor(values: readonly number[]): Tensor {
-    const raw = this.floatType === DataType.DOUBLE ? new Uint8Array(new Float64Array(values).buffer) : new Uint8Array(new Float32Array(values).buffer);
-    return makeTensor('value', this.floatType, [values.length], raw);
+  /** A float tensor value for attributes such as ConstantOfShape's `value`, in the model's float type. */
+  floatTensor(values: readonly number[], dims: readonly number[] = [values.length]): Tensor {
+    return makeTensor('value', this.floatType, dims, this.floatBytes(values));
+  }
+
+  private floatBytes(values: readonly number[]): Uint8Array {
+    return this.floatType === DataType.DOUBLE ? new Uint8Array(new Float64Array(values).buffer) : new Uint8Array(new Float32Array(values).buffer);
   }
 
   /** A tensor of `dims` holding `value` everywhere (ConstantOfShape), in the model's float type. */

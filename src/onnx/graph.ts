@@ -3,16 +3,26 @@
 // builder.ts adds nodes with fresh names, tensorData.ts reads tensors, validate.ts checks a
 // decoded graph. Imports: errors.ts only. Imported by every folder that reads or builds graphs.
 //
-// The small mutable graph every other module works on (protobuf stays in proto.ts).
-import type onnxProto from 'onnx-proto';
+// The small mutable graph every other module works on. Attributes are plain values
+// (numbers, strings, tensors, subgraphs); protobuf stays in proto.ts, and a tensor's
+// stored contents are an opaque handle that only src/onnx reads (tensorNumbers).
 
-export type Attribute = onnxProto.onnx.IAttributeProto;
+import { tensorNumbers } from './tensorData.js';
+
+export { tensorNumbers };
+
+declare const stored: unique symbol;
+/** What src/onnx keeps to write a value back as it was read; opaque everywhere else. */
+export interface Stored {
+  readonly [stored]: true;
+}
 
 export interface Tensor {
   name: string;
   dataType: number;
   dims: number[];
-  proto: onnxProto.onnx.ITensorProto;
+  /** The contents, read with tensorNumbers; written back under `name`, `dataType` and `dims`. */
+  data: Stored;
 }
 
 export interface ValueInfo {
@@ -33,6 +43,43 @@ export interface Node {
   attributes: Attribute[];
 }
 
+/**
+ * A graph held by an attribute (If's branches, Loop's and Scan's bodies): it may read values
+ * of the graphs around it by name.
+ */
+export interface Subgraph {
+  name: string;
+  nodes: Node[];
+  /** Data inputs only: inputs that also have an initializer are not listed. */
+  inputs: ValueInfo[];
+  outputs: ValueInfo[];
+  initializers: Map<string, Tensor>;
+  /** What the model held beyond the fields above (value_info, sparse initializers, …), written back as it was. */
+  rest?: Stored;
+}
+
+/** Attribute values by kind; ints are plain numbers (int64 values beyond ±2^53 are rounded, and ±2^63 stand for INT64_MAX and INT64_MIN). */
+export interface AttributeValues {
+  int: number;
+  float: number;
+  string: string;
+  tensor: Tensor;
+  graph: Subgraph;
+  ints: number[];
+  floats: number[];
+  strings: string[];
+  tensors: Tensor[];
+  graphs: Subgraph[];
+}
+export type AttributeKind = keyof AttributeValues;
+
+export type Attribute =
+  | { [K in AttributeKind]: { name: string; kind: K; value: AttributeValues[K] } }[AttributeKind]
+  /** Inside a local function: the value of the calling node's attribute `ref`. */
+  | { name: string; kind: 'ref'; ref: string; stored: Stored }
+  /** Kinds the tool does not read (sparse tensors, type protos, strings that are not UTF-8), kept to be written back. */
+  | { name: string; kind: 'other'; stored: Stored };
+
 export interface LocalFunction {
   name: string;
   domain: string;
@@ -42,13 +89,7 @@ export interface LocalFunction {
   nodes: Node[];
 }
 
-export interface Graph {
-  name: string;
-  nodes: Node[];
-  /** Data inputs only: inputs that also have an initializer are not listed. */
-  inputs: ValueInfo[];
-  outputs: ValueInfo[];
-  initializers: Map<string, Tensor>;
+export interface Graph extends Omit<Subgraph, 'rest'> {
   opsetImports: Map<string, number>;
   irVersion: number;
   functions: LocalFunction[];
@@ -73,64 +114,71 @@ export function nodeLabel(n: Node): string {
   return n.name || n.outputs[0] || '(unnamed)';
 }
 
-function findAttribute(n: Node, name: string): Attribute | undefined {
-  return n.attributes.find((a) => a.name === name);
-}
-
-function num(v: unknown): number {
-  return typeof v === 'number' ? v : (v as { toNumber(): number }).toNumber();
+function findAttribute<K extends AttributeKind>(n: Node, name: string, kind: K): AttributeValues[K] | undefined {
+  const a = n.attributes.find((x) => x.name === name);
+  return a?.kind === kind ? (a.value as AttributeValues[K]) : undefined;
 }
 
 export function attrInt(n: Node, name: string, fallback: number): number {
-  const a = findAttribute(n, name);
-  return a?.i !== undefined && a.i !== null ? num(a.i) : fallback;
+  return findAttribute(n, name, 'int') ?? fallback;
 }
 
 export function attrFloat(n: Node, name: string, fallback: number): number {
-  const a = findAttribute(n, name);
-  return a?.f !== undefined && a.f !== null ? a.f : fallback;
+  return findAttribute(n, name, 'float') ?? fallback;
 }
 
 export function attrInts(n: Node, name: string): number[] | undefined {
-  const a = findAttribute(n, name);
-  return a?.ints && a.ints.length > 0 ? a.ints.map(num) : a && a.type === 7 ? [] : undefined;
+  return findAttribute(n, name, 'ints');
+}
+
+export function attrFloats(n: Node, name: string): number[] | undefined {
+  return findAttribute(n, name, 'floats');
 }
 
 export function attrString(n: Node, name: string, fallback: string): string {
-  const a = findAttribute(n, name);
-  return a?.s ? Buffer.from(a.s).toString('utf8') : fallback;
+  return findAttribute(n, name, 'string') ?? fallback;
+}
+
+export function attrStrings(n: Node, name: string): string[] | undefined {
+  return findAttribute(n, name, 'strings');
 }
 
 export function hasAttribute(n: Node, name: string): boolean {
-  return findAttribute(n, name) !== undefined;
+  return n.attributes.some((a) => a.name === name);
 }
 
-export function attrTensor(n: Node, name: string): onnxProto.onnx.ITensorProto | undefined {
-  return findAttribute(n, name)?.t ?? undefined;
+export function attrTensor(n: Node, name: string): Tensor | undefined {
+  return findAttribute(n, name, 'tensor');
+}
+
+export function attrGraph(n: Node, name: string): Subgraph | undefined {
+  return findAttribute(n, name, 'graph');
+}
+
+/** The graphs a node's attributes hold (If's branches, Loop's and Scan's bodies). */
+export function subgraphsOf(n: Node): Subgraph[] {
+  return n.attributes.flatMap((a) => (a.kind === 'graph' ? [a.value] : a.kind === 'graphs' ? a.value : []));
 }
 
 export function hasSubgraph(n: Node): boolean {
-  return n.attributes.some((a) => a.g || (a.graphs && a.graphs.length > 0));
+  return subgraphsOf(n).length > 0;
 }
 
-/** The values of an int64/int32/float tensor proto as plain numbers (small constants only). */
-export function tensorNumbers(t: onnxProto.onnx.ITensorProto): number[] {
-  const raw = t.rawData;
-  const type = t.dataType ?? 0;
-  if (raw && raw.length > 0) {
-    const copy = new Uint8Array(raw).buffer;
-    if (type === DataType.INT64) return Array.from(new BigInt64Array(copy), Number);
-    if (type === DataType.INT32) return Array.from(new Int32Array(copy));
-    if (type === DataType.FLOAT) return Array.from(new Float32Array(copy));
-    if (type === DataType.DOUBLE) return Array.from(new Float64Array(copy));
-    if (type === DataType.UINT8 || type === DataType.BOOL) return Array.from(new Uint8Array(copy));
-    if (type === DataType.INT8) return Array.from(new Int8Array(copy));
-    throw new Error(`cannot read constant '${t.name}' of data type ${type}`);
+/** The value of a Constant node (`value`, `value_int(s)` or `value_float(s)`), as numbers; undefined for other forms. */
+export function constantValue(n: Node): { dims: number[]; values: number[] } | undefined {
+  const a = n.attributes[0];
+  switch (a?.kind) {
+    case 'tensor':
+      return { dims: a.value.dims, values: tensorNumbers(a.value) };
+    case 'int':
+    case 'float':
+      return { dims: [], values: [a.value] };
+    case 'ints':
+    case 'floats':
+      return { dims: [a.value.length], values: a.value };
+    default:
+      return undefined;
   }
-  if (type === DataType.INT64) return (t.int64Data ?? []).map(num);
-  if (type === DataType.FLOAT) return [...(t.floatData ?? [])];
-  if (type === DataType.DOUBLE) return [...(t.doubleData ?? [])];
-  return [...(t.int32Data ?? [])];
 }
 
 export function tensorSize(dims: readonly number[]): number {

@@ -1,22 +1,32 @@
 // The only module that touches onnx-proto: decode a model file into the small
-// mutable Graph of ./graph.ts and encode a Graph back into bytes.
+// mutable Graph of ./graph.ts and encode a Graph back into bytes. Attributes are
+// decoded once, here, into plain values (subgraphs included) and encoded back.
 import onnxProto from 'onnx-proto';
 import { readFileSync } from 'node:fs';
-import type { Attribute, Graph, Node, Tensor, ValueInfo } from './graph.js';
+import type { Attribute, AttributeKind, Graph, Node, Stored, Subgraph, Tensor, ValueInfo } from './graph.js';
 import { ModelFileError } from '../errors.js';
 import { resolveTensors } from './tensorData.js';
 import { checkGraphStructure } from './validate.js';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
+type TensorProto = onnxProto.onnx.ITensorProto;
 
-export function toNumber(value: number | Long | null | undefined): number {
+function toNumber(value: number | Long | null | undefined): number {
   if (value === null || value === undefined) return 0;
   return typeof value === 'number' ? value : value.toNumber();
 }
 
-function decodeTensor(t: onnxProto.onnx.ITensorProto): Tensor {
-  return { name: t.name ?? '', dataType: t.dataType ?? 0, dims: (t.dims ?? []).map(toNumber), proto: t };
+const stored = (value: object): Stored => value as unknown as Stored;
+
+function decodeTensor(t: TensorProto): Tensor {
+  return { name: t.name ?? '', dataType: t.dataType ?? 0, dims: (t.dims ?? []).map(toNumber), data: stored(t) };
+}
+
+function encodeTensor(t: Tensor): TensorProto {
+  const proto = t.data as unknown as TensorProto;
+  // An unnamed tensor (an attribute's, as a rule) stays without a name.
+  return { ...proto, ...(t.name !== '' || proto.name ? { name: t.name } : {}), dataType: t.dataType, dims: t.dims };
 }
 
 function decodeValueInfo(v: onnxProto.onnx.IValueInfoProto): ValueInfo {
@@ -30,6 +40,96 @@ function decodeValueInfo(v: onnxProto.onnx.IValueInfoProto): ValueInfo {
   };
 }
 
+const T = onnx.AttributeProto.AttributeType;
+const KIND_OF_TYPE: Partial<Record<number, AttributeKind>> = {
+  [T.INT]: 'int',
+  [T.FLOAT]: 'float',
+  [T.STRING]: 'string',
+  [T.TENSOR]: 'tensor',
+  [T.GRAPH]: 'graph',
+  [T.INTS]: 'ints',
+  [T.FLOATS]: 'floats',
+  [T.STRINGS]: 'strings',
+  [T.TENSORS]: 'tensors',
+  [T.GRAPHS]: 'graphs',
+};
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeAttribute(a: onnxProto.onnx.IAttributeProto): Attribute {
+  const name = a.name ?? '';
+  if (a.refAttrName) return { name, kind: 'ref', ref: a.refAttrName, stored: stored(a) };
+  const other: Attribute = { name, kind: 'other', stored: stored(a) };
+  try {
+    switch (KIND_OF_TYPE[a.type ?? 0]) {
+      case 'int':
+        return { name, kind: 'int', value: toNumber(a.i) };
+      case 'float':
+        return { name, kind: 'float', value: a.f ?? 0 };
+      case 'string':
+        return { name, kind: 'string', value: utf8.decode(a.s ?? new Uint8Array()) };
+      case 'tensor':
+        return a.t ? { name, kind: 'tensor', value: decodeTensor(a.t) } : other;
+      case 'graph':
+        return a.g ? { name, kind: 'graph', value: decodeSubgraph(a.g) } : other;
+      case 'ints':
+        return { name, kind: 'ints', value: (a.ints ?? []).map(toNumber) };
+      case 'floats':
+        return { name, kind: 'floats', value: [...(a.floats ?? [])] };
+      case 'strings':
+        return { name, kind: 'strings', value: (a.strings ?? []).map((s) => utf8.decode(s)) };
+      case 'tensors':
+        return { name, kind: 'tensors', value: (a.tensors ?? []).map(decodeTensor) };
+      case 'graphs':
+        return { name, kind: 'graphs', value: (a.graphs ?? []).map(decodeSubgraph) };
+      default:
+        return other;
+    }
+  } catch (err) {
+    // A string attribute that is not UTF-8 is kept as it was.
+    if (err instanceof TypeError) return other;
+    throw err;
+  }
+}
+
+/** INT64_MAX and INT64_MIN as protobufjs takes them: ±2^63 and beyond (what they decode to as numbers) are clamped to them. */
+const INT64_MAX = { low: -1, high: 0x7fffffff, unsigned: false };
+const INT64_MIN = { low: 0, high: -0x80000000, unsigned: false };
+
+function int64(value: number): number | typeof INT64_MAX {
+  if (!Number.isInteger(value)) throw new Error(`an int attribute value must be a whole number, not ${value}`);
+  return value >= 2 ** 63 ? INT64_MAX : value <= -(2 ** 63) ? INT64_MIN : value;
+}
+
+function encodeAttribute(a: Attribute): onnxProto.onnx.IAttributeProto {
+  const { name } = a;
+  switch (a.kind) {
+    case 'ref':
+      return { ...(a.stored as unknown as onnxProto.onnx.IAttributeProto), name, refAttrName: a.ref };
+    case 'other':
+      return { ...(a.stored as unknown as onnxProto.onnx.IAttributeProto), name };
+    case 'int':
+      return { name, type: T.INT, i: int64(a.value) as number };
+    case 'float':
+      return { name, type: T.FLOAT, f: a.value };
+    case 'string':
+      return { name, type: T.STRING, s: Buffer.from(a.value, 'utf8') };
+    case 'tensor':
+      return { name, type: T.TENSOR, t: encodeTensor(a.value) };
+    case 'graph':
+      return { name, type: T.GRAPH, g: encodeGraph(a.value) };
+    case 'ints':
+      return { name, type: T.INTS, ints: a.value.map(int64) as number[] };
+    case 'floats':
+      return { name, type: T.FLOATS, floats: a.value };
+    case 'strings':
+      return { name, type: T.STRINGS, strings: a.value.map((s) => Buffer.from(s, 'utf8')) };
+    case 'tensors':
+      return { name, type: T.TENSORS, tensors: a.value.map(encodeTensor) };
+    case 'graphs':
+      return { name, type: T.GRAPHS, graphs: a.value.map(encodeGraph) };
+  }
+}
+
 function decodeNode(n: onnxProto.onnx.INodeProto): Node {
   return {
     name: n.name ?? '',
@@ -37,11 +137,11 @@ function decodeNode(n: onnxProto.onnx.INodeProto): Node {
     domain: n.domain ?? '',
     inputs: [...(n.input ?? [])],
     outputs: [...(n.output ?? [])],
-    attributes: (n.attribute ?? []) as Attribute[],
+    attributes: (n.attribute ?? []).map(decodeAttribute),
   };
 }
 
-export function decodeGraph(g: onnxProto.onnx.IGraphProto): Omit<Graph, 'opsetImports' | 'irVersion' | 'functions'> {
+function decodeGraph(g: onnxProto.onnx.IGraphProto): Subgraph {
   const initializers = new Map<string, Tensor>();
   for (const t of g.initializer ?? []) {
     if (initializers.has(t.name ?? ''))
@@ -55,6 +155,23 @@ export function decodeGraph(g: onnxProto.onnx.IGraphProto): Omit<Graph, 'opsetIm
     inputs: (g.input ?? []).map(decodeValueInfo).filter((v) => !initializers.has(v.name)),
     outputs: (g.output ?? []).map(decodeValueInfo),
     initializers,
+  };
+}
+
+/** A graph attribute's graph, keeping the fields Subgraph does not model (value_info, sparse initializers, …) to write back. */
+function decodeSubgraph(g: onnxProto.onnx.IGraphProto): Subgraph {
+  const { name: _name, node: _node, input: _input, output: _output, initializer: _initializer, ...rest } = g;
+  return { ...decodeGraph(g), rest: stored(rest) };
+}
+
+function encodeGraph(g: Subgraph): onnxProto.onnx.IGraphProto {
+  return {
+    ...(g.rest as unknown as onnxProto.onnx.IGraphProto | undefined),
+    name: g.name,
+    node: g.nodes.map(encodeNode),
+    initializer: [...g.initializers.values()].map(encodeTensor),
+    input: g.inputs.map(encodeValueInfo),
+    output: g.outputs.map(encodeValueInfo),
   };
 }
 
@@ -116,7 +233,7 @@ function encodeValueInfo(v: ValueInfo): onnxProto.onnx.IValueInfoProto {
 }
 
 function encodeNode(n: Node): onnxProto.onnx.INodeProto {
-  return { name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs, attribute: n.attributes };
+  return { name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs, attribute: n.attributes.map(encodeAttribute) };
 }
 
 export function encodeModel(g: Graph): Uint8Array {
@@ -124,31 +241,24 @@ export function encodeModel(g: Graph): Uint8Array {
     irVersion: Math.max(g.irVersion, 7),
     producerName: 'onnx-jacobian',
     opsetImport: [...g.opsetImports].map(([domain, version]) => ({ domain, version })),
-    graph: {
-      name: g.name,
-      node: g.nodes.map(encodeNode),
-      initializer: [...g.initializers.values()].map((t) => t.proto),
-      input: g.inputs.map(encodeValueInfo),
-      output: g.outputs.map(encodeValueInfo),
-    },
+    graph: encodeGraph(g),
   });
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** A TensorProto from raw little-endian bytes. */
+/** A tensor from raw little-endian bytes. */
 export function makeTensor(name: string, dataType: number, dims: readonly number[], raw: Uint8Array): Tensor {
-  return { name, dataType, dims: [...dims], proto: { name, dataType, dims: [...dims], rawData: raw } };
+  return { name, dataType, dims: [...dims], data: stored({ rawData: raw }) };
 }
 
 export function makeAttribute(name: string, value: AttributeValue): Attribute {
-  const T = onnx.AttributeProto.AttributeType;
-  if (typeof value === 'number') return Number.isInteger(value) ? { name, type: T.INT, i: value } : { name, type: T.FLOAT, f: value };
-  if (typeof value === 'string') return { name, type: T.STRING, s: Buffer.from(value, 'utf8') };
-  if (value instanceof FloatValue) return { name, type: T.FLOAT, f: value.value };
-  if (value instanceof FloatsValue) return { name, type: T.FLOATS, floats: value.values };
-  if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
-  if ('proto' in value) return { name, type: T.TENSOR, t: value.proto };
-  throw new Error(`unsupported attribute value for ${name}`);
+  if (typeof value === 'number') return Number.isInteger(value) ? { name, kind: 'int', value } : { name, kind: 'float', value };
+  if (typeof value === 'string') return { name, kind: 'string', value };
+  if (value instanceof FloatValue) return { name, kind: 'float', value: value.value };
+  if (value instanceof FloatsValue) return { name, kind: 'floats', value: [...value.values] };
+  if (Array.isArray(value)) return { name, kind: 'ints', value: [...value] };
+  if ('nodes' in value) return { name, kind: 'graph', value };
+  return { name, kind: 'tensor', value };
 }
 
 /** Wrappers that say a number is a float attribute even when it is whole. */
@@ -158,7 +268,4 @@ export class FloatValue {
 export class FloatsValue {
   constructor(readonly values: number[]) {}
 }
-export type AttributeValue = number | string | number[] | FloatValue | FloatsValue | Tensor;
-
-export const AttributeType = onnx.AttributeProto.AttributeType;
-export const TensorDataType = onnx.TensorProto.DataType;
+export type AttributeValue = number | string | number[] | FloatValue | FloatsValue | Tensor | Subgraph;

@@ -1,10 +1,12 @@
 // Every TensorProto of a model, wherever it sits (initializers, sparse initializers, Constant
 // and other tensor attributes, subgraphs, local functions): external data read in from the
-// model's own folder, and each tensor's size checked against the data it holds.
+// model's own folder, and each tensor's size checked against the data it holds; and the values
+// of small tensors as plain numbers.
 import onnxProto from 'onnx-proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelFileError } from '../errors.js';
+import type { Tensor } from './graph.js';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
@@ -107,7 +109,8 @@ function inlineExternal(t: onnxProto.onnx.ITensorProto, where: string, modelPath
   const source = modelPath;
   const refuse = (why: string): never => {
     throw new ModelFileError(
-      `${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the model's folder (${path.dirname(modelPath) || '.'})`,
+      `${source}: ${where} keeps its data in '${location}', which ${why}; external data must be a file inside the ` +
+        `model's folder (${path.dirname(modelPath) || '.'})`,
     );
   };
   if (location === '' || location.includes('\0')) refuse('is not a file name');
@@ -184,4 +187,25 @@ export function resolveTensors(model: onnxProto.onnx.IModelProto, modelPath: str
       );
     }
   });
+}
+
+/** The values of an int64/int32/float/bool tensor as plain numbers (small constants only); type codes as in BITS. */
+export function tensorNumbers(tensor: Tensor): number[] {
+  const t = tensor.data as unknown as onnxProto.onnx.ITensorProto;
+  const raw = t.rawData;
+  const type = tensor.dataType;
+  if (raw && raw.length > 0) {
+    const copy = new Uint8Array(raw).buffer;
+    if (type === 7) return Array.from(new BigInt64Array(copy), Number);
+    if (type === 6) return Array.from(new Int32Array(copy));
+    if (type === 1) return Array.from(new Float32Array(copy));
+    if (type === 11) return Array.from(new Float64Array(copy));
+    if (type === 2 || type === 9) return Array.from(new Uint8Array(copy));
+    if (type === 3) return Array.from(new Int8Array(copy));
+    throw new Error(`cannot read constant '${tensor.name}' of data type ${type}`);
+  }
+  if (type === 7) return (t.int64Data ?? []).map(num);
+  if (type === 1) return [...(t.floatData ?? [])];
+  if (type === 11) return [...(t.doubleData ?? [])];
+  return [...(t.int32Data ?? [])];
 }

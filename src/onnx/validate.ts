@@ -13,7 +13,8 @@ export function checkGraphStructure(graph: Graph, source: string): void {
       const earlier = producer.get(output);
       if (earlier !== undefined)
         throw new ModelFileError(
-          `${source}: value '${output}' is produced by two nodes, ${label(earlier)} and ${label(i)}; the model is invalid (onnx.checker rejects it): re-export it`,
+          `${source}: value '${output}' is produced by two nodes, ${label(earlier)} and ${label(i)}; the model is ` +
+            `invalid (onnx.checker rejects it): re-export it`,
         );
       if (graph.initializers.has(output) || graph.inputs.some((v) => v.name === output)) {
         throw new ModelFileError(

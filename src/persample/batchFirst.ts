@@ -132,7 +132,8 @@ export function refuseBroadcastOffBatch(ctx: GradContext, nodes: readonly Node[]
       if (dims.length !== out.length || dims[0] !== out[0]) {
         throw refuseNode(
           node,
-          `its data carry the samples off axis 0 and input '${input}' (${dims.join('×')}) is broadcast against (${out.join('×')}) along axis 0 or by rank; this is not supported`,
+          `its data carry the samples off axis 0 and input '${input}' (${dims.join('×')}) is broadcast against ` +
+            `(${out.join('×')}) along axis 0 or by rank; this is not supported`,
         );
       }
     }

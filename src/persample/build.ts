@@ -13,7 +13,7 @@ import { GradContext } from '../grad/context.js';
 import { reversePass } from '../grad/reverse.js';
 import { gradRules } from '../grad/registry.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInt, attrInts, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
+import { attrInt, attrInts, constantValue, tensorNumbers, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { slotRules } from './registry.js';
 import { refuseNode } from '../grad/rules/shared.js';
@@ -73,16 +73,9 @@ export function constantLookup(graph: Graph): (name: string) => number[] | undef
   for (const n of graph.nodes) if (n.opType === 'Constant') constantNodes.set(n.outputs[0], n);
   return (name) => {
     const init = graph.initializers.get(name);
-    if (init) return tensorNumbers(init.proto);
+    if (init) return tensorNumbers(init);
     const node = constantNodes.get(name);
-    if (!node) return undefined;
-    const attr = node.attributes[0];
-    if (attr.t) return tensorNumbers(attr.t);
-    if (attr.ints && attr.ints.length > 0) return attr.ints.map(Number);
-    if (attr.i !== undefined && attr.i !== null) return [Number(attr.i)];
-    if (attr.floats && attr.floats.length > 0) return [...attr.floats];
-    if (attr.f !== undefined && attr.f !== null) return [attr.f];
-    return undefined;
+    return node && constantValue(node)?.values;
   };
 }
 
@@ -228,8 +221,8 @@ export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, p
       );
     const rule = slotRules[use.node.opType];
     let grad =
-      batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.perSample(ctx, node, use.input, cotangent)) ??
-      rule.perSample(ctx, use.node, use.input, g);
+      batchFirstSlot(ctx, use.node, use.input, g, (node, cotangent) => rule.sampleGradient(ctx, node, use.input, cotangent)) ??
+      rule.sampleGradient(ctx, use.node, use.input, g);
     for (let i = use.chain.length - 1; i >= 0; i--) {
       const node = use.chain[i];
       grad = SELECTION_OPS.has(node.opType) ? throughSelection(selectionCtx, node, use.values[i], use.values[i + 1], grad) : throughLayout(ctx, node, grad);
@@ -242,7 +235,7 @@ export function perSampleGradient(ctx: GradContext, selectionCtx: GradContext, p
 /** A context in which the values along parameters' paths have a sample axis in front, as per-sample gradients do. */
 function selectionContext(b: GraphBuilder, shapes: ShapeTable, analysis: Analysis, seed: string, ctx: GradContext, parameters: Parameter[]): GradContext {
   const onPaths = new Set(parameters.flatMap((p) => p.uses.flatMap((u: ParameterUse) => u.values)));
-  return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.activations, ...onPaths]), seed, (name) => ctx.constantValue(name));
+  return new GradContext(b, shapes.withBatchAxisOn(onPaths), new Set([...analysis.dataValues, ...onPaths]), seed, (name) => ctx.constantValue(name));
 }
 
 /** The forward graph, the reverse pass and the slot cotangents: what the Jacobian and its statistics are built from. */
@@ -280,7 +273,7 @@ export function buildGradientGraph(analysis: Analysis, shapes: ShapeTable, copie
   const seed = b.fresh('seed');
   graph.inputs.push({ name: seed, elemType: floatType, dims: ['rows', ...shapes.perSample(analysis.output)] });
   const fromModel = constantLookup(graph);
-  const ctx = new GradContext(b, shapes, analysis.activations, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
+  const ctx = new GradContext(b, shapes, analysis.dataValues, seed, (name) => fromModel(name) ?? shapes.constantValue(name));
   if (shapes.staticBatch !== undefined) refuseBroadcastOffBatch(ctx, graph.nodes, analysis.needed);
   const valueGrads = new Map<string, string | undefined>(gradsOf.map((v) => [v, undefined]));
   const slotGrads = reversePass(ctx, view, seed, valueGrads);

@@ -13,5 +13,5 @@ export interface SlotRule {
    * The per-sample gradient of the value in slot `input`, shape (batch, ...its dims),
    * from the batched cotangent of the node's first output.
    */
-  perSample(ctx: GradContext, node: Node, input: number, outputGrad: string): string;
+  sampleGradient(ctx: GradContext, node: Node, input: number, outputGrad: string): string;
 }

@@ -23,7 +23,7 @@ function compareSession(elemType: number): Promise<ort.InferenceSession> {
       domain: '',
       inputs: [b.unsqueeze(diff, [0]), b.unsqueeze(scale, [0])],
       outputs: ['result'],
-      attributes: [{ name: 'axis', type: 2, i: 0 }],
+      attributes: [{ name: 'axis', kind: 'int', value: 0 }],
     });
     graph.outputs = [{ name: 'result', elemType, dims: [2] }];
     session = ort.InferenceSession.create(encodeModel(graph));

@@ -92,12 +92,14 @@ export async function bindInputs(graph: Graph, specs: readonly InputBinding[], n
   const names = graph.inputs.map((i) => i.name);
   if (names.length === 0) {
     throw new ModelRefusedError(
-      'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate for; export the model with its data as a graph input',
+      'the model has no data inputs (every graph input has an initializer), so there are no samples to differentiate ' +
+        'for; export the model with its data as a graph input',
     );
   }
   if (specs.length === 0)
     throw new UsageError(
-      `no input data: pass --input batch.npy (axis 0 is the batch axis)${names.length > 1 ? `, one per model input: ${names.map((n) => `--input ${n}=${n}.npy`).join(' ')}` : ''}`,
+      `no input data: pass --input batch.npy (axis 0 is the batch ` +
+        `axis)${names.length > 1 ? `, one per model input: ${names.map((n) => `--input ${n}=${n}.npy`).join(' ')}` : ''}`,
     );
   const bound = new Map<string, RowSource>();
   const bind = (target: string, spec: string, source: RowSource) => {
@@ -115,7 +117,8 @@ export async function bindInputs(graph: Graph, specs: readonly InputBinding[], n
         if (target === undefined) {
           if (names.length !== 1)
             throw new UsageError(
-              `the model has ${names.length} data inputs (${names.join(', ')}): name each one, e.g. --input ${names[0]}=file.npy, or pass one .npz with an entry per input`,
+              `the model has ${names.length} data inputs (${names.join(', ')}): name each one, e.g. --input ` +
+                `${names[0]}=file.npy, or pass one .npz with an entry per input`,
             );
           target = names[0];
         }
@@ -127,7 +130,8 @@ export async function bindInputs(graph: Graph, specs: readonly InputBinding[], n
         const target = name ?? (names.length === 1 ? names[0] : undefined);
         if (target === undefined)
           throw new UsageError(
-            `the model has ${names.length} data inputs (${names.join(', ')}): name the one ${label}:${entry} is for, e.g. --input ${names[0]}=${label}:${entry}`,
+            `the model has ${names.length} data inputs (${names.join(', ')}): name the one ${label}:${entry} is for, e.g. ` +
+              `--input ${names[0]}=${label}:${entry}`,
           );
         bind(target, spec, entryRows(archive, label, entry));
       } else if (name !== undefined || names.length === 1) {
@@ -142,7 +146,8 @@ export async function bindInputs(graph: Graph, specs: readonly InputBinding[], n
         const matching = names.filter((n) => archive.has(n));
         if (matching.length === 0)
           throw new UsageError(
-            `--input ${spec}: none of ${label}'s entries (${[...archive.keys()].join(', ')}) is named after a model input (${names.join(', ')}); bind them with --input <input>=${label}:<entry>`,
+            `--input ${spec}: none of ${label}'s entries (${[...archive.keys()].join(', ')}) is named after a model input ` +
+              `(${names.join(', ')}); bind them with --input <input>=${label}:<entry>`,
           );
         for (const n of matching) bind(n, spec, entryRows(archive, label, n));
       }

@@ -238,7 +238,7 @@ function estimatedBytesPerSample(analysis: Analysis, shapes: ShapeTable, outputB
   // or tangents; the others once per sample.
   let pathBytes = 0;
   let otherBytes = 0;
-  for (const name of analysis.activations) {
+  for (const name of analysis.dataValues) {
     if (!shapes.has(name)) continue;
     const bytes = (shapes.dims(name).reduce((a, b) => a * b, 1) / shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[shapes.elemType(name)] ?? 'float32');
     if (analysis.needed.has(name)) pathBytes += bytes;
@@ -283,7 +283,9 @@ function refuseOversizedBatch(fixedBatch: number | undefined, inputs: Map<string
   const rowBytes = [...inputs.values()].reduce((sum, input) => sum + input.shape.slice(1).reduce((a, b) => a * b, 1) * npyItemSize(input.dtype), 0);
   if (fixedBatch * rowBytes > maxMemory) {
     throw new ModelRefusedError(
-      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
+      `the model fixes its batch size at ${fixedBatch} samples, whose inputs alone take ${fixedBatch * rowBytes} ` +
+        `bytes per run, beyond the memory budget (${maxMemory} bytes, --max-memory); re-export it with a dynamic batch ` +
+        `axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))`,
     );
   }
 }
@@ -579,9 +581,9 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
           // The warm-up sample's buffers are in the fixed cost already: the trial grows by size − 1 samples.
           memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
           phase = 'steady';
-          const perSample = Math.max(memory.measuredBytesPerSample, estimate);
-          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, budget);
-          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * perSample;
+          const bytesPerSample = Math.max(memory.measuredBytesPerSample, estimate);
+          batchSize = plan.batchSize = batchSizeFor(bytesPerSample, samples, outputBytesPerSample, budget);
+          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * bytesPerSample;
           size = batchSize;
         }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.

@@ -28,10 +28,10 @@ export interface ProbeOptions {
 export async function probeShapes(
   graph: Graph,
   inputs: Map<string, RowSource>,
-  analysis: Pick<Analysis, 'activations' | 'valueDependent' | 'output'>,
+  analysis: Pick<Analysis, 'dataValues' | 'valueDependent' | 'output'>,
   options: ProbeOptions = {},
 ): Promise<ShapeTable> {
-  const { activations } = analysis;
+  const { dataValues } = analysis;
   const batch = options.batch ?? PROBE_BATCH;
   const samples = [...inputs.values()][0].shape[0];
   // onnxruntime-node returns tensors only: sequence values (torch's repeat_interleave exports a Loop over them) stay inside.
@@ -87,19 +87,21 @@ export async function probeShapes(
   if (options.batch === undefined && changed) {
     const second = new Map(Object.entries(changed).map(([name, t]) => [name, [...t.dims]]));
     for (const [name, arr] of inputs) second.set(name, [secondRows.length, ...arr.shape.slice(1)]);
-    const found = inferLayouts(graph, results, second, batch, secondRows.length, activations);
+    const found = inferLayouts(graph, results, second, batch, secondRows.length, dataValues);
     for (const [name, layout] of found) {
       batched.add(name);
       layouts.set(name, layout);
     }
   } else {
     // A fixed batch size gives one probe batch only: data values must keep it on axis 0.
-    for (const name of activations) {
+    for (const name of dataValues) {
       const shape = results.get(name);
       if (!shape) continue;
       if (shape.dims[0] !== batch) {
         throw new ModelRefusedError(
-          `value '${name}' has shape [${shape.dims.join(', ')}] for the model's fixed batch of ${batch}: with a fixed batch size the samples must stay on axis 0 (export the model with a dynamic batch axis to let the tool follow them)`,
+          `value '${name}' has shape [${shape.dims.join(', ')}] for the model's fixed batch of ${batch}: with a fixed ` +
+            `batch size the samples must stay on axis 0 (export the model with a dynamic batch axis to let the tool follow ` +
+            `them)`,
         );
       }
       batched.add(name);
@@ -109,7 +111,9 @@ export async function probeShapes(
   const transposable = options.movedOutput === true && outputLayout?.outer === 1 && outputLayout.inner === 1;
   if (outputLayout && !isBatchFirst(outputLayout) && !transposable) {
     throw new ModelRefusedError(
-      `the output '${analysis.output}' carries the samples on ${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
+      `the output '${analysis.output}' carries the samples on ` +
+        `${describeLayout(outputLayout, results.get(analysis.output)!.dims.length)}; the Jacobian's rows need them on ` +
+        `axis 0 alone: end the model with a Transpose (or choose another output with --model-output)`,
     );
   }
   if (changed && samples > 1 && (!outputLayout || isBatchFirst(outputLayout)))
@@ -158,7 +162,7 @@ function inferLayouts(
   second: Map<string, number[]>,
   b1: number,
   b2: number,
-  activations: ReadonlySet<string>,
+  dataValues: ReadonlySet<string>,
 ): Map<string, BatchLayout> {
   const layouts = new Map<string, BatchLayout>();
   for (const input of graph.inputs) layouts.set(input.name, BATCH_FIRST);
@@ -177,10 +181,12 @@ function inferLayouts(
       else {
         layout = layoutOf(node, name, found, first, layouts);
         if (!layout)
-          why = `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} mixes the samples with other positions in an order that cannot be followed`;
+          why =
+            `has shape [${d1.join(', ')}] for a batch of ${b1} and [${d2.join(', ')}] for ${b2}: its axis ${found.axis} ` +
+            `mixes the samples with other positions in an order that cannot be followed`;
       }
       if (layout) layouts.set(name, layout);
-      else if (activations.has(name)) {
+      else if (dataValues.has(name)) {
         throw new ModelRefusedError(`value '${name}' (output of node '${nodeLabel(node)}' (${node.opType})) ${why}, so the samples cannot be kept apart`, [
           { node: nodeLabel(node), op: node.opType, reason: why },
         ]);
@@ -225,7 +231,9 @@ async function checkIndependence(before: ort.Tensor, after: ort.Tensor, batch: n
   const { difference, scale } = await maxAbsDifference(others(before), others(after), elemType);
   if (difference > 1e-5 * Math.max(1, scale)) {
     throw new ModelRefusedError(
-      `the samples interact: changing sample 0 changed the output '${output}' of the other samples by up to ${difference.toPrecision(3)} (batch statistics, or ops that mix the batch axis); per-sample Jacobians need samples that do not influence each other`,
+      `the samples interact: changing sample 0 changed the output '${output}' of the other samples by up to ` +
+        `${difference.toPrecision(3)} (batch statistics, or ops that mix the batch axis); per-sample Jacobians need ` +
+        `samples that do not influence each other`,
     );
   }
 }

@@ -58,7 +58,8 @@ function readPiece(path: string): Piece {
     if (partial && isSum(name)) sums.set(name, array);
     else if (array.shape[0] !== end - start) {
       throw new UsageError(
-        `${path}: entry '${name}' has ${array.shape[0]} rows but the piece holds rows ${start}–${end - 1} (${end - start} rows): the file is damaged or not a piece of a sharded run`,
+        `${path}: entry '${name}' has ${array.shape[0]} rows but the piece holds rows ${start}–${end - 1} ` +
+          `(${end - start} rows): the file is damaged or not a piece of a sharded run`,
       );
     }
   }
@@ -93,12 +94,14 @@ function orderPieces(pieces: Piece[]): Piece[] {
       );
     if (describe(p) !== describe(first)) {
       throw new UsageError(
-        `${p.path} and ${first.path} hold different entries (${describe(p)} against ${describe(first)}): combine the pieces of one run, made with the same options`,
+        `${p.path} and ${first.path} hold different entries (${describe(p)} against ${describe(first)}): combine the ` +
+          `pieces of one run, made with the same options`,
       );
     }
     if (p.fingerprint !== first.fingerprint) {
       throw new UsageError(
-        `${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; '${RUN_FINGERPRINT}' does not match): combine the pieces of one run`,
+        `${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; ` +
+          `'${RUN_FINGERPRINT}' does not match): combine the pieces of one run`,
       );
     }
   }

@@ -143,13 +143,15 @@ export async function planGram(
     const rowSource = p.inputs.get(name)!;
     if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {
       throw new UsageError(
-        `--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`,
+        `--input2 for '${name}' has rows of shape (${source.shape.slice(1).join(', ')}) ${source.dtype}; the first set ` +
+          `has (${rowSource.shape.slice(1).join(', ')}) ${rowSource.dtype}`,
       );
     }
   }
   if (p.copies > 1 && p.fixedBatch !== undefined) {
     throw new ModelRefusedError(
-      `the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
+      `the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes ` +
+        `its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
     );
   }
   const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);

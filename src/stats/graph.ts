@@ -92,7 +92,7 @@ export function termsFor(ctx: GradContext, analysis: Analysis, shapes: ShapeTabl
 
 /** The float data inputs, the values `--wrt inputs` differentiates with respect to (a loss's target is not one). */
 export function dataInputs(analysis: Analysis): string[] {
-  return analysis.graph.inputs.filter((i) => analysis.activations.has(i.name) && !i.lossTarget).map((i) => i.name);
+  return analysis.graph.inputs.filter((i) => analysis.dataValues.has(i.name) && !i.lossTarget).map((i) => i.name);
 }
 
 export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options: StatsGraphOptions): StatsGraph {

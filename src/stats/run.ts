@@ -88,7 +88,8 @@ export async function prepare(
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
   if (shapes.hasMovedBatch()) {
     throw new ModelRefusedError(
-      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs",
+      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do " +
+        'not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs',
     );
   }
   const outputShape = shapes.perSample(output);
@@ -134,7 +135,7 @@ export function columns(p: Prepared, wrt: Wrt): number {
 /** Bytes per sample of the activations the probe measured. */
 export function activationBytes(p: Prepared): number {
   let bytes = 0;
-  for (const name of p.analysis.activations) {
+  for (const name of p.analysis.dataValues) {
     if (!p.shapes.has(name)) continue;
     bytes += p.shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[p.shapes.elemType(name)] ?? 'float32');
   }
@@ -153,12 +154,14 @@ function checkStatOptions(p: Prepared, options: StatsOptions, D: number): void {
   const sums = options.stats.filter((s) => SAMPLE_SUMS.includes(s));
   if (sums.length > 0 && p.copies > 1) {
     throw new UsageError(
-      `--stat ${sums[0]} sums over the samples one gradient each, but output '${p.analysis.output}' has ${p.copies} elements per sample: differentiate a scalar per sample with --loss or --reduce sum`,
+      `--stat ${sums[0]} sums over the samples one gradient each, but output '${p.analysis.output}' has ${p.copies} ` +
+        `elements per sample: differentiate a scalar per sample with --loss or --reduce sum`,
     );
   }
   if (p.copies > 1 && p.fixedBatch !== undefined && !(options.stats.length === 1 && options.stats[0] === 'vjp')) {
     throw new ModelRefusedError(
-      `statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
+      `statistics of a vector output repeat each sample ${p.copies} times in the batch, but the model fixes its ` +
+        `batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
     );
   }
   if (options.stats.includes('clipped-sum') && !(options.clip !== undefined && options.clip > 0))
@@ -197,9 +200,9 @@ const MIN_CHUNK = 32;
 
 /** Samples per run: activations and the per-sample gradients a statistic forms, within the target and the budget. */
 export function statsBatchSize(p: Prepared, directElements: number, maxMemory = 1 << 30, extraPerSample = 0): number {
-  const perSample = p.copies * (3 * activationBytes(p) + 3 * directElements * npyItemSize(p.dtype)) + extraPerSample + 1;
-  const byTarget = Math.floor(Math.min(maxMemory, CHUNK_TARGET) / perSample);
-  const byBudget = Math.floor(maxMemory / perSample);
+  const bytesPerSample = p.copies * (3 * activationBytes(p) + 3 * directElements * npyItemSize(p.dtype)) + extraPerSample + 1;
+  const byTarget = Math.floor(Math.min(maxMemory, CHUNK_TARGET) / bytesPerSample);
+  const byBudget = Math.floor(maxMemory / bytesPerSample);
   return Math.max(1, Math.min(p.samples, MAX_CHUNK, byBudget, Math.max(byTarget, MIN_CHUNK)));
 }
 

@@ -356,7 +356,8 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
   const elements = jacobian.data.length / (count * D);
   if (jacobian.shape[jacobian.shape.length - 1] !== D || (elements !== 1 && elements !== outputElements)) {
     throw new UsageError(
-      `a Jacobian of shape (${jacobian.shape.join(', ')}) does not fit ${count} samples of this model: ${outputElements} output elements, ${D} parameter values`,
+      `a Jacobian of shape (${jacobian.shape.join(', ')}) does not fit ${count} samples of this model: ` +
+        `${outputElements} output elements, ${D} parameter values`,
     );
   }
   const R = options.directions ?? 3;
@@ -477,7 +478,12 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
       : `J·u or the finite differences are not finite (${where})`;
   } else if (undecidedScopes.length > 0 && unresolved.length === 0) {
     const worstKink = undecidedScopes.reduce((a, d) => (d.undecided > a.undecided ? d : a));
-    reason = `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ${worstKink.undecided} of ${elementsPerScope} elements along direction ${worstKink.direction} (${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u differs from every difference by up to ${worstKink.kinkError.toExponential(2)} relative: J there cannot be checked by finite differences; the samples lie on or near kinks`;
+    reason =
+      `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ` +
+      `${worstKink.undecided} of ${elementsPerScope} elements along direction ${worstKink.direction} ` +
+      `(${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u ` +
+      `differs from every difference by up to ${worstKink.kinkError.toExponential(2)} relative: J there cannot be ` +
+      `checked by finite differences; the samples lie on or near kinks`;
   } else if (inconclusive) {
     const worstUnresolved = unresolved.reduce((a, u) => (u.largest / u.floor < a.largest / a.floor ? u : a));
     reason = unresolvedReason(forward, { ...worstUnresolved, forwardNoise, maxOutput: maxOutput[0], islandSensitivity, epsilon, tolerance, jacobianRoundoff });
@@ -539,7 +545,10 @@ function unresolvedReason(
   if (!(u.largest > 0)) return `${head}: the output does not move along direction ${u.direction} (every finite difference and J·u is 0)`;
   const along = `derivatives up to ${exp(u.largest)} along direction ${u.direction}, noise floor ${exp(u.floor)}`;
   if (u.jacobianNoise >= u.forwardNoise) {
-    return `${head}: the tolerance ${plain(u.tolerance)} is below what the rounding of J allows (${NOISE_MARGIN} × its unit roundoff ${exp(u.jacobianRoundoff)} = ${exp(NOISE_MARGIN * u.jacobianRoundoff)}; ${along})`;
+    return (
+      `${head}: the tolerance ${plain(u.tolerance)} is below what the rounding of J allows (${NOISE_MARGIN} × its ` +
+      `unit roundoff ${exp(u.jacobianRoundoff)} = ${exp(NOISE_MARGIN * u.jacobianRoundoff)}; ${along})`
+    );
   }
   const larger = (x: number) => `${magnitude(x / u.largest)} times larger than the derivatives`;
   const outputs = `outputs ${larger(u.maxOutput)} (max |f(θ)| ${exp(u.maxOutput)}, ${along}; ε = ${plain(u.epsilon)})`;
@@ -555,7 +564,11 @@ function unresolvedReason(
   if (forward.dtype === 'mixed' && UNIT_ROUNDOFF.float32 * u.islandSensitivity >= UNIT_ROUNDOFF.float64 * u.maxOutput) {
     const ops = forward.float32Ops.join(', ');
     const many = forward.float32Ops.length > 1;
-    return `${head}: ${ops} run${many ? '' : 's'} in float32 (no float64 kernel in onnxruntime), and the output's sensitivity to ${many ? 'their' : 'its'} values is ${larger(u.islandSensitivity)} (${exp(u.islandSensitivity)}, ${along}; ε = ${plain(u.epsilon)})`;
+    return (
+      `${head}: ${ops} run${many ? '' : 's'} in float32 (no float64 kernel in onnxruntime), and the output's ` +
+      `sensitivity to ${many ? 'their' : 'its'} values is ${larger(u.islandSensitivity)} ` +
+      `(${exp(u.islandSensitivity)}, ${along}; ε = ${plain(u.epsilon)})`
+    );
   }
   return `${head}: ${outputs}, even in float64`;
 }
@@ -569,7 +582,8 @@ export async function checkJacobian(graph: Graph, given: Inputs, jacobian: Jacob
   const { samples, fixedBatch } = pipeline;
   if (jacobian.shape[0] > Math.min(samples, fixedBatch ?? samples)) {
     throw new UsageError(
-      `a Jacobian of ${jacobian.shape[0]} samples cannot be checked with ${samples} samples${fixedBatch ? ` and a model that fixes the batch size at ${fixedBatch}` : ''}`,
+      `a Jacobian of ${jacobian.shape[0]} samples cannot be checked with ${samples} ` +
+        `samples${fixedBatch ? ` and a model that fixes the batch size at ${fixedBatch}` : ''}`,
     );
   }
   return compareWithForward(firstSamples(pipeline, jacobian.shape[0]), jacobian, options);
@@ -609,6 +623,8 @@ export async function verifyJacobian(model: Graph | Pipeline, given: Inputs = ne
   const { plan, run } = await planJacobian(batch, undefined, { reduce: options.reduce, layout: 'flat', threads: options.threads, mode: options.mode });
   const sink = new MemorySink(plan.blocks);
   await run(sink);
-  const [jacobian] = sink.result();
-  return compareWithForward(batch, jacobian, options);
+  const [block] = sink.result();
+  const { data, shape, dtype } = block;
+  if (!(data instanceof Float32Array || data instanceof Float64Array)) throw new RuntimeFailure(`--verify compares a float32 or float64 J, not ${dtype}`);
+  return compareWithForward(batch, { data, shape }, options);
 }

@@ -115,7 +115,7 @@ export const Sub: JvpRule = {
 export const Concat: JvpRule = {
   tangent(ctx, node, tangents) {
     if (tangents.every((t) => t === undefined)) return [undefined];
-    const parts = node.inputs.map((input, i) => tangents[i] ?? ctx.zerosPerSample(ctx.isActivation(input) ? ctx.perSample(input) : ctx.dims(input).slice(1)));
+    const parts = node.inputs.map((input, i) => tangents[i] ?? ctx.zerosPerSample(ctx.isDataValue(input) ? ctx.perSample(input) : ctx.dims(input).slice(1)));
     return sameOp(ctx, node, parts);
   },
 };

@@ -56,7 +56,7 @@ function checkBatch(ctx: GradContext, node: Node, subscripts: Subscripts): void 
   const batch = subscripts.output[0];
   node.inputs.forEach((input, k) => {
     const term = subscripts.inputs[k];
-    if (ctx.isActivation(input) ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
+    if (ctx.isDataValue(input) ? term[0] !== batch || term.indexOf(batch, 1) > 0 : term.includes(batch)) {
       throw refuseNode(node, `operand ${k} does not keep the batch axis as the output's first axis, so the samples are not independent`);
     }
   });
@@ -64,10 +64,10 @@ function checkBatch(ctx: GradContext, node: Node, subscripts: Subscripts): void 
 
 /**
  * The cotangent of operand k of an Einsum node from the output's cotangent g; with
- * `perSample`, one per sample: the batch letter is kept in front (for a parameter operand,
+ * `keepBatch`, one per sample: the batch letter is kept in front (for a parameter operand,
  * which has no batch axis).
  */
-export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, g: string, perSample = false): string {
+export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, g: string, keepBatch = false): string {
   const b = ctx.b;
   const ranks = node.inputs.map((v) => ctx.rank(v));
   const dims = node.inputs.map((v) => ctx.shapes.dims(v));
@@ -92,7 +92,7 @@ export function einsumOperandCotangent(ctx: GradContext, node: Node, k: number, 
     operands.push(other);
     inputTerms.push(terms[j]);
   });
-  const target: string[] = perSample ? [subscripts.output[0]] : [];
+  const target: string[] = keepBatch ? [subscripts.output[0]] : [];
   for (const l of terms[k]) {
     if (!target.includes(l)) {
       target.push(l);

@@ -7,7 +7,7 @@ import { oneOutputRule } from './shared.js';
 
 /** Full dims: the batch axis (as 0) in front for data values. */
 function fullDims(ctx: GradContext, name: string): number[] {
-  return ctx.isActivation(name) ? [0, ...ctx.perSample(name)] : ctx.dims(name);
+  return ctx.isDataValue(name) ? [0, ...ctx.perSample(name)] : ctx.dims(name);
 }
 
 function swapLastTwo(ctx: GradContext, v: string, rank: number): string {

@@ -147,7 +147,8 @@ export function inFloatTypeOf(ctx: GradContext, value: string): GradContext {
 /** Conv-like ops: only the data input may carry a cotangent; weight and bias are constants or parameters. */
 export function refuseDataWeights(_node: Node, { wanted }: { wanted: boolean[] }): string | undefined {
   return wanted[1] || wanted[2]
-    ? 'the weight or bias is computed from the data: one weight for the whole batch, computed from its samples, makes them interact (only constant or parameter weights are supported)'
+    ? 'the weight or bias is computed from the data: one weight for the whole batch, computed from its samples, ' +
+        'makes them interact (only constant or parameter weights are supported)'
     : undefined;
 }
 

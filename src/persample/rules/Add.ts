@@ -3,5 +3,5 @@ import type { SlotRule } from '../rule.js';
 
 export const Add: SlotRule = {
   slots: () => [0, 1],
-  perSample: (ctx, node, input, g) => ctx.unbroadcastPerSample(g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input])),
+  sampleGradient: (ctx, node, input, g) => ctx.unbroadcastPerSample(g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input])),
 };

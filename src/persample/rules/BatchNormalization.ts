@@ -10,7 +10,7 @@ export const BatchNormalization: SlotRule = {
     if (attrInt(node, 'training_mode', 0) !== 0) return 'training_mode=1 normalizes with statistics of the whole batch, which mixes the samples';
     return undefined;
   },
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const [x, , , mean, variance] = node.inputs;
     const [channels, ...spatial] = ctx.perSample(x);

@@ -29,7 +29,7 @@ export function unfold(ctx: GradContext, value: string, channels: number, geo: C
 export const Conv: SlotRule = {
   slots: () => [1, 2],
   product: true,
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const outDims = ctx.perSample(node.outputs[0]); // [O, ...P]
     const spatialOut = outDims.slice(1);

@@ -11,7 +11,7 @@ import { unfold } from './Conv.js';
 export const ConvTranspose: SlotRule = {
   slots: () => [1, 2],
   product: true,
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const [outChannels, ...outSpatial] = ctx.perSample(node.outputs[0]);
     if (input === 2)

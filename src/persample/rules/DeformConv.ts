@@ -7,7 +7,7 @@ import type { SlotRule } from '../rule.js';
 export const DeformConv: SlotRule = {
   slots: () => [1, 3],
   product: true,
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const outSpatial = ctx.perSample(node.outputs[0]).slice(1);
     if (input === 3)

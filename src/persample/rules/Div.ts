@@ -4,6 +4,6 @@ import type { SlotRule } from '../rule.js';
 
 export const Div: SlotRule = {
   slots: () => [0],
-  perSample: (ctx, node, input, g) =>
+  sampleGradient: (ctx, node, input, g) =>
     ctx.unbroadcastPerSample(ctx.b.op1('Div', [g, node.inputs[1]]), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input])),
 };

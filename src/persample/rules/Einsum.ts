@@ -7,5 +7,5 @@ import type { SlotRule } from '../rule.js';
 export const Einsum: SlotRule = {
   slots: (node) => node.inputs.map((_, i) => i),
   product: true,
-  perSample: (ctx, node, input, g) => einsumOperandCotangent(ctx, node, input, g, true),
+  sampleGradient: (ctx, node, input, g) => einsumOperandCotangent(ctx, node, input, g, true),
 };

@@ -5,5 +5,5 @@ import type { SlotRule } from '../rule.js';
 
 export const Expand: SlotRule = {
   slots: () => [0],
-  perSample: (ctx, node, _input, g) => ctx.unbroadcastPerSample(g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[0])),
+  sampleGradient: (ctx, node, _input, g) => ctx.unbroadcastPerSample(g, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[0])),
 };

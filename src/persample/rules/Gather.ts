@@ -12,7 +12,7 @@ export const Gather: SlotRule = {
     if (attrInt(node, 'axis', 0) !== 0) return 'only axis 0 (rows of the table) keeps the batch axis of the indices in front';
     return undefined;
   },
-  perSample(ctx, node, _input, g) {
+  sampleGradient(ctx, node, _input, g) {
     const b = ctx.b;
     const indices = node.inputs[1];
     const [rows, ...rowDims] = ctx.dims(node.inputs[0]);

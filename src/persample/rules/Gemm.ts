@@ -9,7 +9,7 @@ export const Gemm: SlotRule = {
     if (attrInt(node, 'transA', 0) !== 0) return 'transA=1 puts the batch on axis 1 of A; only transA=0 is supported';
     return undefined;
   },
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const [a] = node.inputs;
     if (input === 2) return ctx.unbroadcastToParameter(b.scale(g, attrFloat(node, 'beta', 1)), ctx.dims(node.inputs[2]), node.outputs[0]);

@@ -7,7 +7,7 @@ import type { SlotRule } from '../rule.js';
 
 export const GroupNormalization: SlotRule = {
   slots: () => [1, 2],
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const [channels, ...spatial] = ctx.perSample(x);

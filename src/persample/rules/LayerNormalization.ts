@@ -10,7 +10,7 @@ export const LayerNormalization: SlotRule = {
     if (attrInt(node, 'axis', -1) === 0) return 'axis=0 normalizes across the batch axis, which mixes the samples';
     return undefined;
   },
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const x = node.inputs[0];
     const output = ctx.perSample(node.outputs[0]);

@@ -8,7 +8,7 @@ import type { SlotRule } from '../rule.js';
 export const MatMul: SlotRule = {
   slots: () => [0, 1],
   product: true,
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const b = ctx.b;
     const weightDims = ctx.dims(node.inputs[input]);
     const x = node.inputs[1 - input];

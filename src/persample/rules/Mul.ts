@@ -5,7 +5,7 @@ import type { SlotRule } from '../rule.js';
 export const Mul: SlotRule = {
   slots: () => [0, 1],
   product: true,
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const other = node.inputs[1 - input];
     return ctx.unbroadcastPerSample(ctx.b.mul(g, other), ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input]));
   },

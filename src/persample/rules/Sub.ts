@@ -3,7 +3,7 @@ import type { SlotRule } from '../rule.js';
 
 export const Sub: SlotRule = {
   slots: () => [0, 1],
-  perSample(ctx, node, input, g) {
+  sampleGradient(ctx, node, input, g) {
     const signed = input === 0 ? g : ctx.b.op1('Neg', [g]);
     return ctx.unbroadcastPerSample(signed, ctx.perSample(node.outputs[0]), ctx.dims(node.inputs[input]));
   },

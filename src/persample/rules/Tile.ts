@@ -12,7 +12,7 @@ export const Tile: SlotRule = {
     if (dims && dims[0] !== 1) return 'a tiled parameter needs size 1 on axis 0, the axis that is repeated once per sample';
     return undefined;
   },
-  perSample(ctx, node, _input, g) {
+  sampleGradient(ctx, node, _input, g) {
     const b = ctx.b;
     const [first, ...rest] = ctx.dims(node.inputs[0]);
     if (first !== 1) throw refuseNode(node, 'a tiled parameter needs size 1 on axis 0, the axis that is repeated once per sample');
