@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
-export default tseslint.config({ ignores: ['dist/', 'node_modules/', 'coverage/', 'fixtures/'] }, js.configs.recommended, ...tseslint.configs.recommended, {
+export default tseslint.config({ ignores: ['dist/', 'node_modules/', 'coverage/', 'fixtures/', 'bench/models/'] }, js.configs.recommended, ...tseslint.configs.recommended, {
   languageOptions: { globals: { ...globals.node } },
   linterOptions: { reportUnusedDisableDirectives: 'error' },
   rules: {
