@@ -21,7 +21,7 @@ import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
 import { rangeChunks, resolveRows, type RowRange } from '../run/shards.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
-import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
+import { chunkRows, columns, createSession, prepare, runRowsFor, shapesFor, statsBatchSize, type Prepared } from './run.js';
 import type { StatsRunOptions, StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
@@ -152,13 +152,16 @@ export async function planGram(
       `the Gram matrix of a vector output repeats each sample ${p.copies} times in the batch, but the model fixes its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
     );
   }
-  const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);
+  let features = buildFeatureGraph(p.analysis, shapesFor(p, p.copies, 1), p.copies, wrt);
   const kernel = buildKernelGraph(features.segments, features.width, p.elemType);
   const D = columns(p, wrt);
   const itemSize = npyItemSize(p.dtype);
   const K = p.copies;
   const N1 = p.samples;
   const featureBatch = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, features.directElements, options.maxMemory);
+  // A sequence-first model's feature graph runs on chunks of one size (see runRowsFor).
+  const runRows = runRowsFor(p, featureBatch);
+  if (runRows !== undefined && p.fixedBatch === undefined) features = buildFeatureGraph(p.analysis, shapesFor(p, p.copies, runRows), p.copies, wrt);
   const featureRowBytes = features.width * itemSize;
   // Kernel blocks in rows of J (samples × output elements).
   // Each term makes one or two (r, c) products besides the block itself.
@@ -190,7 +193,7 @@ export async function planGram(
     const reuse = new Map<RowSource, ArrayBuffer>();
     // Chunks of the unsharded run, so that a kept row's features come from the same batch as in one full run.
     for (const { start, end, keepStart, keepEnd } of rangeChunks(keep, featureBatch, samples)) {
-      const rows = p.fixedBatch ?? end - start;
+      const rows = runRows ?? end - start;
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = chunkRows(source, start, end, rows, reuse);
       if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));
