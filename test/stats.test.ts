@@ -1,5 +1,7 @@
 // --stat and --wrt inputs against functorch's per-sample Jacobians (fixtures/stats/generate.py):
-// each statistic is recomputed here from the reference J in float64.
+// each statistic is recomputed here from the reference J in float64. The models take every
+// factor path (Gemm, MatMul with the parameter on either side, Conv with one group, grouped and
+// depthwise, ConvTranspose with groups) and a sequence-first model (samples on axis 1).
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -281,6 +283,21 @@ describe('which slots use the factors', () => {
     expect(cnn).toMatch(/norm 0\.weight: from the per-sample gradient/);
     expect(cnn).toMatch(/norm 2\.weight: from the factors \(Conv '\/2\/Conv', T=4\)/);
     expect(forms('seq')).toMatch(/norm 0\.weight: from the factors \(MatMul '\/0\/MatMul', T=2\)/);
+    // Grouped and depthwise Conv, ConvTranspose, MatMul with the parameter on the left: factors where T²(I+O) < I·O per group.
+    const gconv = forms('gconv');
+    expect(gconv).toMatch(/norm 0\.weight: from the per-sample gradient/);
+    expect(gconv).toMatch(/norm 2\.weight: from the factors \(Conv '\/2\/Conv', 2 groups, T=2\)/);
+    expect(gconv).toMatch(/norm 4\.weight: from the factors \(Conv '\/4\/Conv', 32 groups, T=1\)/);
+    const convt = forms('convt');
+    expect(convt).toMatch(/norm 0\.weight: from the factors \(ConvTranspose '\/0\/ConvTranspose', 2 groups, T=2\)/);
+    expect(convt).toMatch(/norm 2\.weight: from the per-sample gradient/);
+    const left = forms('left');
+    expect(left).toMatch(/norm W1: from the factors \(MatMul '\/MatMul' \(left operand\), T=2\)/);
+    expect(left).toMatch(/norm W2: from the per-sample gradient/);
+    const gram = (m: string) => jacobian([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'gram', '-o', `${m}_forms.npy`, '-q', '--verbose']).stderr;
+    expect(gram('gconv')).toMatch(/gram 2\.weight: from the factors \(Conv '\/2\/Conv', 2 groups, T=2\)/);
+    expect(gram('convt')).toMatch(/gram 0\.weight: from the factors \(ConvTranspose '\/0\/ConvTranspose', 2 groups, T=2\)/);
+    expect(gram('left')).toMatch(/gram W1: from the factors \(MatMul '\/MatMul' \(left operand\), T=2\)/);
   });
 });
 

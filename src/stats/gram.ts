@@ -34,7 +34,8 @@ function flat(ctx: GradContext, value: string, size: number): string {
 
 /** Where a term's features sit in a feature row: its per-sample gradient, or its factors a and g. */
 type Segment =
-  { term: string; kind: 'gradient'; offset: number; width: number } | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
+  | { term: string; kind: 'gradient'; offset: number; width: number }
+  | { term: string; kind: 'factors'; offset: number; G: number; T: number; I: number; O: number };
 
 interface FeatureGraph {
   graph: Graph;
@@ -63,13 +64,13 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
     const f = term.factors;
     if (f && factorsPay(f)) {
       forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
-      parts.push(flat(ctx, f.a, f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.T * f.O));
-      segments.push({ term: term.name, kind: 'factors', offset, T: f.T, I: f.I, O: f.O });
-      offset += f.T * (f.I + f.O);
+      parts.push(flat(ctx, f.a, f.G * f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.G * f.T * f.O));
+      segments.push({ term: term.name, kind: 'factors', offset, G: f.G, T: f.T, I: f.I, O: f.O });
+      offset += f.G * f.T * (f.I + f.O);
     } else {
       forms.push(`gram ${term.name}: from the per-sample gradient`);
       formed.add(term);
-      // A factored gradient as aᵀg (rows, I, O): inner products do not depend on the layout, and this one needs no transposes.
+      // A factored gradient as aᵀg (rows·G, I, O): inner products do not depend on the layout, and this one needs no transposes.
       parts.push(f ? flat(ctx, b.scale(b.op1('MatMul', [f.aT, f.g]), f.alpha), term.size) : flat(ctx, term.direct(), term.size));
       segments.push({ term: term.name, kind: 'gradient', offset, width: term.size });
       offset += term.size;
@@ -109,8 +110,17 @@ function buildKernelGraph(segments: Segment[], width: number, floatType: number)
   const product = (left: string, right: string) => b.op1('MatMul', [left, b.transpose(right, [1, 0])]);
   const blocks = segments.map((s) => {
     if (s.kind === 'gradient') return product(columns('R', s.offset, s.offset + s.width), columns('C', s.offset, s.offset + s.width));
-    const aEnd = s.offset + s.T * s.I;
-    const gEnd = aEnd + s.T * s.O;
+    const aEnd = s.offset + s.G * s.T * s.I;
+    const gEnd = aEnd + s.G * s.T * s.O;
+    if (s.G > 1) {
+      // Per block j, (r·T, c·T) products of positions as one batched MatMul over the blocks, then Σ over j, t and s.
+      const blocks = (x: string, from: number, to: number, w: number) =>
+        b.reshape(b.transpose(b.reshape(columns(x, from, to), [-1, s.G, s.T, w]), [1, 0, 2, 3]), [s.G, -1, w]);
+      const positions = (from: number, to: number, w: number) => b.op1('MatMul', [blocks('R', from, to, w), b.transpose(blocks('C', from, to, w), [0, 2, 1])]);
+      const both = b.mul(positions(s.offset, aEnd, s.I), positions(aEnd, gEnd, s.O)); // (G, r·T, c·T)
+      const shape = b.op1('Concat', [b.constInt64([s.G]), b.slice(b.op1('Shape', ['R']), [0], [1], [0]), b.constInt64([s.T, -1, s.T])], { axis: 0 });
+      return b.reduceSum(b.op1('Reshape', [both, shape]), [0, 2, 4], false);
+    }
     if (s.T === 1)
       return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
     // (r·T, c·T) products of positions, multiplied, summed over t and s: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ).
