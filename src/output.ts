@@ -136,6 +136,7 @@ export async function openFileSink(outputPath: string, blocks: readonly OutputBl
     const writer = await opening(() => NpyWriter.open(toStdout ? '-' : outputPath, blocks[0].dtype, blocks[0].shape, stream ? { stdout: stream } : {}));
     return {
       write: ([bytes]) => writing(() => writer.write(bytes)),
+      writePieces: ([pieces]) => writing(() => writer.writePieces(pieces)),
       commit: () =>
         writing(async () => {
           await writer.commit();
