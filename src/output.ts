@@ -269,6 +269,11 @@ export class MemorySink implements JacobianSink {
     buffers.forEach((b, i) => this.parts[i].push(new Uint8Array(b)));
   }
 
+  /** The pieces of each block joined: the one copy a block takes here either way. */
+  async writePieces(blocks: Uint8Array[][]): Promise<void> {
+    blocks.forEach((pieces, i) => this.parts[i].push(Buffer.concat(pieces)));
+  }
+
   /** Each block as one contiguous Float32Array (or Float64Array for double models). */
   result(): { name: string; shape: number[]; data: Float32Array | Float64Array }[] {
     return this.blocks.map((block, i) => {
