@@ -68,7 +68,11 @@ function guard() {
   const args = process.argv.slice(2);
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-    env: { ...process.env, JACOBIAN_STAGE_FD: '3' },
+    // glibc returns freed heap to the system and serves blocks over a threshold that moves with
+    // each free from fresh mmaps, whose pages fault in again on first touch: every chunk's output
+    // copies then pay page faults (expensive on a VM). Fixed, as here, freed chunks are reused
+    // in place: half the page faults on mlp784's J (docs/performance.md). The user's values win.
+    env: { MALLOC_MMAP_THRESHOLD_: String(64 << 20), MALLOC_TRIM_THRESHOLD_: String(1 << 30), ...process.env, JACOBIAN_STAGE_FD: '3' },
   });
   let stage = '';
   let pending = '';

@@ -137,6 +137,7 @@ export async function openFileSink(outputPath: string, blocks: readonly OutputBl
     const writer = await opening(() => NpyWriter.open(toStdout ? '-' : outputPath, blocks[0].dtype, blocks[0].shape, stream ? { stdout: stream } : {}));
     return {
       write: ([bytes]) => writing(() => writer.write(bytes)),
+      writePieces: ([pieces]) => writing(() => writer.writePieces(pieces)),
       commit: () =>
         writing(async () => {
           await writer.commit();
@@ -300,6 +301,11 @@ export class MemorySink implements JacobianSink {
 
   async write(buffers: Uint8Array[]): Promise<void> {
     buffers.forEach((b, i) => this.parts[i].push(new Uint8Array(b)));
+  }
+
+  /** The pieces of each block joined: the one copy a block takes here either way. */
+  async writePieces(blocks: Uint8Array[][]): Promise<void> {
+    blocks.forEach((pieces, i) => this.parts[i].push(Buffer.concat(pieces)));
   }
 
   /** Each block as one contiguous array of its dtype: Float32Array, Float64Array, or for float16 a Uint16Array of the raw bits (as readNpy gives). */

@@ -233,8 +233,15 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     const t = { load: loadMs, ...plan.timings, finish: finishMs, total: performance.now() - started };
     const lines = Object.entries(t).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
     const peak = process.resourceUsage().maxRSS * 1024;
+    const w = plan.writes;
+    const overlap =
+      w.chunks === 0
+        ? ''
+        : `\nwrites: ${w.chunks} chunk${w.chunks > 1 ? 's' : ''}${w.pieces > w.chunks ? ` as ${w.pieces} per-parameter row pieces` : ''}, ` +
+          `${(w.busyMs / 1000).toFixed(3)} s from handing each to the file to its end (at most; they overlap the computing), ` +
+          `of which the run waited ${((plan.timings.write ?? 0) / 1000).toFixed(3)} s (write)`;
     process.stderr.write(
-      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak memory (RSS) ` +
+      `${planLines(plan).join('\n')}\ntiming (batch size ${plan.batchSize}):\n${lines.join('\n')}${overlap}\npeak memory (RSS) ` +
         `${formatBytes(peak)}: fixed cost ${formatBytes(plan.memory.fixedBytes)} + ` +
         `${formatBytes(Math.max(0, peak - plan.memory.fixedBytes))} (budget ${formatBytes(plan.memory.budget)})\n`,
     );

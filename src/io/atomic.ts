@@ -21,10 +21,15 @@ import type { Writable } from 'node:stream';
  */
 export const IO_CHUNK = 1 << 30;
 
+/** Most pieces one writev takes (Linux's IOV_MAX). */
+export const IOV_MAX = 1024;
+
 /** Something the writers can put bytes into at known positions. */
 export interface OutputSink {
   /** Writes all of `bytes` at byte offset `position`. The caller must not modify `bytes` until this resolves. */
   writeAt(bytes: Uint8Array, position: number): Promise<void>;
+  /** Writes the pieces one after the other from `position`, as writeAt of their concatenation would, without joining them. */
+  writevAt?(pieces: readonly Uint8Array[], position: number): Promise<void>;
   /** Makes the output final (atomic rename for files). */
   commit(): Promise<void>;
   /** Discards the output as far as possible. Never throws; safe to call more than once. */
@@ -190,6 +195,49 @@ export class AtomicFile implements OutputSink {
         const { bytesWritten } = await handle.write(bytes, done, n, position + done);
         if (bytesWritten <= 0) throw new Error('the OS accepted no bytes');
         done += bytesWritten;
+      }
+    } catch (err) {
+      const wasOpen = this.state === 'open';
+      await this.abort();
+      if (!wasOpen) throw err;
+      throw new Error(`${this.target}: writing the output failed: ${errorMessage(err)}; nothing was written to ${this.target}`);
+    }
+  }
+
+  /**
+   * Positional writev of the pieces, in calls of at most IOV_MAX pieces and IO_CHUNK bytes
+   * (continuing after short writes): the bytes land as writeAt of the pieces joined would put
+   * them, with no copy in this process. On failure the file is aborted.
+   */
+  async writevAt(pieces: readonly Uint8Array[], position: number): Promise<void> {
+    const handle = this.openHandle();
+    try {
+      let next = 0; // first piece not yet (wholly) written
+      let skip = 0; // bytes of pieces[next] already written
+      let at = position;
+      while (next < pieces.length) {
+        const batch: Uint8Array[] = [];
+        let bytes = 0;
+        for (let i = next; i < pieces.length && batch.length < IOV_MAX && bytes < IO_CHUNK; i++) {
+          const piece = i === next ? pieces[i].subarray(skip) : pieces[i];
+          const take = piece.byteLength <= IO_CHUNK - bytes ? piece : piece.subarray(0, IO_CHUNK - bytes);
+          batch.push(take);
+          bytes += take.byteLength;
+        }
+        if (bytes === 0) {
+          next++; // empty pieces
+          skip = 0;
+          continue;
+        }
+        const { bytesWritten } = await handle.writev(batch, at);
+        if (bytesWritten <= 0) throw new Error('the OS accepted no bytes');
+        at += bytesWritten;
+        let left = skip + bytesWritten;
+        while (next < pieces.length && left >= pieces[next].byteLength) {
+          left -= pieces[next].byteLength;
+          next++;
+        }
+        skip = left;
       }
     } catch (err) {
       const wasOpen = this.state === 'open';
@@ -385,7 +433,18 @@ export class WriterCore {
 
   /** Writes `bytes` at `position`; the caller must not modify `bytes` until this resolves. */
   write(bytes: Uint8Array, position: number): Promise<void> {
-    const tracked: Promise<void> = this.sink.writeAt(bytes, position).then(
+    return this.track(this.sink.writeAt(bytes, position));
+  }
+
+  /** Writes the pieces one after the other from `position` (joined first for a sink without writev, such as a stream). */
+  writev(pieces: readonly Uint8Array[], position: number): Promise<void> {
+    const sink = this.sink;
+    if (pieces.length === 1) return this.track(sink.writeAt(pieces[0], position));
+    return this.track(sink.writevAt ? sink.writevAt(pieces, position) : sink.writeAt(Buffer.concat(pieces), position));
+  }
+
+  private track(write: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = write.then(
       () => {
         this.inflight.delete(tracked);
       },

@@ -278,9 +278,17 @@ export class NpyWriter {
    * resolves. Writing past prod(shape) * itemsize aborts the output and throws.
    */
   async write(bytes: ArrayBufferView): Promise<void> {
+    await this.writePieces([bytes]);
+  }
+
+  /**
+   * Appends the pieces, in order, as write() of their concatenation would (one positioned writev
+   * for a file: the pieces are not joined in memory). Do not modify them until the promise resolves.
+   */
+  async writePieces(pieces: readonly ArrayBufferView[]): Promise<void> {
     this.core.ensureOpen('write');
-    const u8 = asBytes(bytes);
-    const total = this.accepted + u8.byteLength;
+    const bytes = pieces.map(asBytes);
+    const total = this.accepted + bytes.reduce((s, b) => s + b.byteLength, 0);
     if (total > this.expectedBytes) {
       await this.core.fail(
         new Error(
@@ -291,7 +299,7 @@ export class NpyWriter {
     }
     const position = this.headerLength + this.accepted;
     this.accepted = total;
-    await this.core.write(u8, position);
+    await this.core.writev(bytes, position);
   }
 
   /**

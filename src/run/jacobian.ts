@@ -85,6 +85,13 @@ export interface OutputBlock {
 /** Receives each chunk's rows: one buffer per output block, in block order. */
 export interface JacobianSink {
   write(blocks: Uint8Array[]): Promise<void>;
+  /**
+   * The same rows, each block as pieces whose concatenation is its bytes: the flat J of several
+   * parameters arrives as each row's per-parameter pieces in row-major order, for a sink that can
+   * write them where they belong (one positioned writev) instead of joining them first. Without
+   * it, `write` receives the pieces joined.
+   */
+  writePieces?(blocks: Uint8Array[][]): Promise<void>;
 }
 
 export interface JacobianPlan {
@@ -109,6 +116,21 @@ export interface JacobianPlan {
   modeReason: string;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
+  /** The output's writes, once run. */
+  writes: WriteTimes;
+}
+
+/**
+ * The chunks' writes overlap the next chunks' computation: `timings.write` is only the time the
+ * run waited for them. Here is how long they took, from handing a chunk to the sink until the run saw
+ * it written (an upper bound: the run sees the end of a write only between two onnxruntime runs).
+ */
+export interface WriteTimes {
+  chunks: number;
+  /** Milliseconds from each chunk's handing to the sink to its end, summed. */
+  busyMs: number;
+  /** Pieces handed to the sink: more than `chunks` when the flat J's rows arrive per parameter. */
+  pieces: number;
 }
 
 export interface MemoryPlan {
@@ -463,8 +485,14 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined;
   const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  // The reverse graph's flat J would be a Concat of the per-parameter blocks: one more copy of every
+  // byte in onnxruntime (its costliest kernel on mlp784). The blocks come out as they are instead, and
+  // each row's pieces go to the sink in row-major order (src/io/atomic.ts writes them with one writev).
+  const piecewise = mode === 'reverse' && layout === 'flat' && analysis.parameters.length > 1;
   const jacobianGraph =
-    mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, graphShapes, { layout, copies });
+    mode === 'forward'
+      ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement })
+      : buildJacobianGraph(analysis, graphShapes, { layout: piecewise ? 'tuple' : layout, copies });
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -497,8 +525,22 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     mode,
     modeReason,
     timings,
+    writes: { chunks: 0, busyMs: 0, pieces: 0 },
   };
-  const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
+  // Bytes per sample of each graph output; with piecewise rows, a row (one sample, or one sample's output
+  // element) of the flat J is one piece of each parameter's output.
+  const units = elementShape.reduce((a, b) => a * b, 1);
+  const outputRowBytes = piecewise
+    ? analysis.parameters.map((p) => units * p.size * itemSize)
+    : blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
+  const pieceBytes = analysis.parameters.map((p) => p.size * itemSize);
+  /** The flat J's rows of a chunk as pieces, row by row, each row's parameters in order: a loop over rows, never over elements. */
+  const rowPieces = (outputs: Uint8Array[]): Uint8Array[] => {
+    const pieces: Uint8Array[] = [];
+    const rows = outputs[0].byteLength / pieceBytes[0];
+    for (let r = 0; r < rows; r++) outputs.forEach((bytes, p) => pieces.push(bytes.subarray(r * pieceBytes[p], (r + 1) * pieceBytes[p])));
+    return pieces;
+  };
 
   const seeds = new Map<string, ort.Tensor>();
   async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
@@ -587,17 +629,23 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
           size = batchSize;
         }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
-        const buffers = results.map((tensor, i) => {
+        const outputs = results.map((tensor, i) => {
           const data = tensor.data as Float32Array;
-          return new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * rowBytes[i], (keepEnd - keepStart) * rowBytes[i]);
+          return new Uint8Array(data.buffer, data.byteOffset + (keepStart - start) * outputRowBytes[i], (keepEnd - keepStart) * outputRowBytes[i]);
         });
+        const pieces = piecewise ? [rowPieces(outputs)] : outputs.map((bytes) => [bytes]);
         // onnxruntime-node runs on this thread while file writes run on libuv's pool,
         // so this chunk is written while the next one is computed.
         await pendingWrite;
         lap('write');
         options.onProgress?.({ samplesDone: keepStart - rowRange.start, samples: rowCount, bytesWritten, bytesTotal: memory.outputBytes });
-        const chunkBytes = buffers.reduce((s, b) => s + b.byteLength, 0);
-        pendingWrite = sink.write(buffers).then(() => {
+        const chunkBytes = outputs.reduce((s, b) => s + b.byteLength, 0);
+        const handed = performance.now();
+        const written = sink.writePieces ? sink.writePieces(pieces) : sink.write(pieces.map((block) => (block.length === 1 ? block[0] : Buffer.concat(block))));
+        plan.writes.chunks++;
+        plan.writes.pieces += pieces.reduce((s, block) => s + block.length, 0);
+        pendingWrite = written.then(() => {
+          plan.writes.busyMs += performance.now() - handed;
           for (const tensor of results) tensor.dispose();
           uncollected += chunkBytes;
           if (uncollected > budget / 8) {
@@ -607,7 +655,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
         });
         // Handled here so a failed write waits for the await above instead of crashing the process.
         pendingWrite.catch(() => undefined);
-        bytesWritten += buffers.reduce((s, b) => s + b.byteLength, 0);
+        bytesWritten += chunkBytes;
       }
       await pendingWrite;
       lap('write');

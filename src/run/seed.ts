@@ -5,6 +5,7 @@ import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
 import { standaloneGraph, type Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
+import { sessionOptions } from './session.js';
 import { ELEM_TYPE_OF } from './tensors.js';
 
 export type SeedMode =
@@ -15,7 +16,7 @@ export type SeedMode =
   | { kind: 'block'; first: number; count: number; copies: number };
 
 async function runOnce(graph: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.Tensor> {
-  const session = await ort.InferenceSession.create(encodeModel(graph));
+  const session = await ort.InferenceSession.create(encodeModel(graph), sessionOptions());
   try {
     return (await session.run(feeds)).result;
   } finally {
@@ -65,7 +66,7 @@ function stackSession(count: number, elemType: number): Promise<ort.InferenceSes
     );
     graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [stacked], outputs: ['result'], attributes: [] });
     graph.outputs = [{ name: 'result', elemType, dims: undefined }];
-    session = ort.InferenceSession.create(encodeModel(graph));
+    session = ort.InferenceSession.create(encodeModel(graph), sessionOptions());
     stackSessions.set(key, session);
   }
   return session;
@@ -98,7 +99,7 @@ export async function joinSeedBlocks(perBlock: ort.Tensor[][], copies: number, e
       const kept = perBlock.length * copies === elements ? joined : b.slice(joined, [0], [elements], [1]);
       graph.nodes.push({ name: 'result', opType: 'Identity', domain: '', inputs: [kept], outputs: ['result'], attributes: [] });
       graph.outputs = [{ name: 'result', elemType, dims: undefined }];
-      session = ort.InferenceSession.create(encodeModel(graph));
+      session = ort.InferenceSession.create(encodeModel(graph), sessionOptions());
       joinSessions.set(key, session);
     }
     const feeds = Object.fromEntries(perBlock.map((tensors, i) => [`b${i}`, tensors[output]]));
