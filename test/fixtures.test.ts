@@ -47,7 +47,7 @@ describe.each(names.filter((n) => readReference(n).eligible))('fixture %s', (nam
 });
 
 // Forward mode (one tangent per column of J) against the same references, on every fixture
-// it takes (parameters of at most FORWARD_MAX_PARAMETER_SIZE entries), whatever auto would pick.
+// it takes (wide_linear's 8281-entry weight in direction blocks), whatever auto would pick.
 // Fixtures whose tangents forward mode cannot build yet, with the reason it gives: auto picks
 // reverse for them, and --mode forward refuses with that reason.
 const FORWARD_REFUSES: Record<string, RegExp> = {

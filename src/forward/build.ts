@@ -5,7 +5,7 @@
 import type { Analysis, Parameter, ParameterUse } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInts, type Graph, type Node } from '../onnx/graph.js';
+import { attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
 import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, type JacobianGraph } from '../persample/build.js';
 import { TangentContext } from './context.js';
 import { tangentPass } from './pass.js';
@@ -15,6 +15,31 @@ export interface ForwardGraphOptions {
   layout: 'flat' | 'tuple';
   /** One column block per output element (K > 1, no reduction), else the per-sample sum's derivative. */
   perElement: boolean;
+  /**
+   * Directions per run (default all D). Fewer makes a graph for one block of columns
+   * [first, first + directions) of J, `first` fed at run time (see ForwardJacobianGraph).
+   */
+  directions?: number;
+}
+
+export interface ForwardJacobianGraph extends JacobianGraph {
+  /**
+   * With direction blocks: the int64 [1] graph input naming the block's first column. The one
+   * output is then (directions, rows, K or 1), columns past D zero; DirectionBlocks joins the runs.
+   */
+  firstDirection?: string;
+}
+
+/** 0 … n − 1 as int64 (Range from opset 11, a constant before). */
+function arange(b: GraphBuilder, n: number): string {
+  if (b.opset < 11) return b.constInt64(Array.from({ length: n }, (_, i) => i));
+  return b.op1('Range', [b.constInt64([0], []), b.constInt64([n], []), b.constInt64([1], [])]);
+}
+
+/** Rows: the `count` parameter-local indices (int64, any of them may fall outside the parameter); one-hot rows (count, ...dims), zero rows outside. */
+function oneHotRows(b: GraphBuilder, rows: string, count: number, p: Parameter): string {
+  const hits = b.op1('Equal', [b.reshape(rows, [count, 1]), b.reshape(arange(b, p.size), [1, p.size])]);
+  return b.reshape(b.op1('Cast', [hits], { to: b.floatType }), [count, ...p.dims]);
 }
 
 /** E (s, ...dims) through a layout node on the parameter's way to its slot, the direction axis kept in front. */
@@ -28,13 +53,23 @@ function throughLayout(ctx: TangentContext, node: Node, E: string, s: number): s
   return ctx.b.reshape(E, [s, ...ctx.dims(node.outputs[0])]);
 }
 
-export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: ForwardGraphOptions): JacobianGraph {
+export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: ForwardGraphOptions): ForwardJacobianGraph {
   const graph: Graph = cloneGraph(analysis.graph);
   const view = analysisOnClone(analysis, graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const D = view.parameters.reduce((sum, p) => sum + p.size, 0);
+  const columns = view.parameters.reduce((sum, p) => sum + p.size, 0);
+  // D: directions per run, all the columns or one block of them.
+  const D = Math.min(columns, options.directions ?? columns);
+  const blocked = D < columns;
   const primalCarrier = graph.inputs[0].name;
+  let firstDirection: string | undefined;
+  let blockColumns: string | undefined;
+  if (blocked) {
+    firstDirection = b.fresh('first_direction');
+    graph.inputs.push({ name: firstDirection, elemType: DataType.INT64, dims: [1] });
+    blockColumns = b.add(arange(b, D), firstDirection); // the block's columns of J
+  }
   const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([D])]);
   const tangentCarrier = b.op1('ConstantOfShape', [tangentRows]);
   const fromModel = constantLookup(graph);
@@ -56,25 +91,30 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
       usesAt.get(use.node)!.push({ parameter, use });
     }
   }
+  // A parameter's directions E (s, ...W), one-hot rows built by Equal of index ranges (no identity
+  // held in memory): without blocks its own s = size directions, padded to D at its column offset;
+  // with blocks the block's D columns, rows outside the parameter all zero.
   const oneHot = new Map<Parameter, string>();
   const directionsOf = (p: Parameter): string => {
     let E = oneHot.get(p);
     if (!E) {
-      const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([p.size, p.size])], { value: b.floatTensor([0]) })]);
-      oneHot.set(p, (E = b.reshape(eye, [p.size, ...p.dims])));
+      const rows = blocked ? b.op1('Sub', [blockColumns!, b.constInt64([p.offset])]) : arange(b, p.size);
+      oneHot.set(p, (E = oneHotRows(b, rows, blocked ? D : p.size, p)));
     }
     return E;
   };
+  const directionCount = (p: Parameter) => (blocked ? D : p.size);
   const atSlots = (node: Node): string | undefined => {
     const uses = usesAt.get(node);
     if (!uses) return undefined;
     const y = ctx.perSample(node.outputs[0]);
     const terms = uses.map(({ parameter, use }) => {
+      const s = directionCount(parameter);
       let E = directionsOf(parameter);
-      for (const layout of use.chain) E = throughLayout(ctx, layout, E, parameter.size);
-      const directed = slotTangents[node.opType](ctx, node, use.input, E, parameter.size); // (rows, s, ...y)
+      for (const layout of use.chain) E = throughLayout(ctx, layout, E, s);
+      const directed = slotTangents[node.opType](ctx, node, use.input, E, s); // (rows, s, ...y)
       const after = D - parameter.offset - parameter.size;
-      if (parameter.offset === 0 && after === 0) return directed;
+      if (blocked || (parameter.offset === 0 && after === 0)) return directed;
       const pads = [0, parameter.offset, ...y.map(() => 0), 0, after, ...y.map(() => 0)];
       return b.op1('Pad', [directed, b.constInt64(pads)], { mode: 'constant' });
     });
@@ -95,6 +135,12 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K)
   const columnsLast = (v: string) => (options.perElement && Kf > 1 ? b.transpose(v, [0, 2, 1]) : v);
   let outputs: string[];
+  if (blocked) {
+    // Direction-major, so that the blocks of a chunk join by appending: (D, rows, K or 1).
+    const out = b.transpose(byElement, [1, 0, 2]);
+    const [name] = setGraphOutputs(b, [out], floatType, () => [D, 'rows', options.perElement ? Kf : 1]);
+    return { graph, seed: '', outputs: [name], feeds: new Map(graph.inputs.map((i) => [i.name, i.name])), firstDirection };
+  }
   if (options.layout === 'flat') {
     outputs = [b.reshape(columnsLast(byElement), [-1, ...elements, D])];
   } else {

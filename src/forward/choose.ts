@@ -1,8 +1,8 @@
 // Reverse or forward mode, from the probe's shapes. Reverse mode runs one cotangent per
 // output element of a sample (K seeds), forward mode one tangent per column of J (D
 // directions); both carry that many copies of the activations through the network, so
-// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode
-// also holds a D_p × D_p one-hot block per parameter, which bounds its D.
+// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode's
+// one-hot directions are built per run in the graph, in blocks that fit --max-memory.
 import type { Analysis } from '../analysis/analyze.js';
 import { differentiableInputs } from '../analysis/analyze.js';
 import { UsageError } from '../errors.js';
@@ -23,9 +23,6 @@ function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined 
   }
   return undefined;
 }
-
-/** Largest parameter (entries) forward mode takes: its one-hot directions are size² elements. */
-export const FORWARD_MAX_PARAMETER_SIZE = 8192;
 
 export interface ModeChoice {
   mode: 'reverse' | 'forward';
@@ -55,14 +52,8 @@ export function chooseMode(
     movedBatch = false,
   }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
 ): ModeChoice {
-  const largest = analysis.parameters.reduce((m, p) => Math.max(m, p.size), 0);
   const missing = missingTangentRules(analysis);
-  const forwardBlocked =
-    missing.length > 0
-      ? `no forward (tangent) rule for ${missing.join(', ')}`
-      : largest > FORWARD_MAX_PARAMETER_SIZE
-        ? `a parameter has ${largest} entries, more than the ${FORWARD_MAX_PARAMETER_SIZE} forward mode takes (select fewer with --params)`
-        : slotBlock(analysis, movedBatch);
+  const forwardBlocked = missing.length > 0 ? `no forward (tangent) rule for ${missing.join(', ')}` : slotBlock(analysis, movedBatch);
   const seeds = perElement ? outputElements : 1;
   if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
   if (requested === 'forward') {

@@ -13,6 +13,7 @@ import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
 import { chooseMode } from '../forward/choose.js';
+import { DirectionBlocks } from '../forward/blocks.js';
 import { prepareGraph } from '../analysis/prepare.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { probeShapes } from './probe.js';
@@ -259,6 +260,18 @@ function trialRows(batchSize: number): number {
 /** Seed blocks are sized with this factor on the estimate (measured: 3.5× on an InstanceNormalization output). */
 const SEED_BLOCK_MARGIN = 4;
 
+/**
+ * Forward mode's one-hot directions E (s, ...W) per parameter, made in every run: with all D
+ * directions, s = size per parameter; in blocks of B, B rows per parameter (B·D entries). The
+ * slot tangents take copies of E (transposed, stacked as channels): counted DIRECTION_MARGIN times.
+ */
+const DIRECTION_MARGIN = 3;
+function directionBytes(parameters: readonly Parameter[], directions: number, itemSize: number): number {
+  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const entries = directions >= D ? parameters.reduce((s, p) => s + p.size * p.size, 0) : directions * D;
+  return DIRECTION_MARGIN * entries * itemSize;
+}
+
 /** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
 const BUDGET_SHARE = 0.8;
 
@@ -396,10 +409,35 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       blockEstimate = base + copies * perSeed;
     }
   }
-  const rowsPerSample = mode === 'forward' ? D : copies;
+  // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
+  // one sample with all D directions does not fit, the directions go in blocks (one run each).
+  let directions = D;
+  let runBytes = 0;
+  if (mode === 'forward') {
+    const perDirection = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    // In blocks, a chunk's runs are appended into one more copy of its rows of J (src/forward/blocks.ts).
+    const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + outputBytesPerSample;
+    runBytes = directionBytes(analysis.parameters, D, itemSize);
+    // Sized for one sample per run unless the batch size is given (or fixed by the model).
+    const rows = fixedBatch ?? options.batchSize ?? 1;
+    if (runBytes + rows * (base + D * perDirection) > BUDGET_SHARE * budget) {
+      // The one-hot directions are made once per run whatever its rows: where the batch size is
+      // free, they take half the budget and the samples of a chunk the other half.
+      const share = (fixedBatch ?? options.batchSize) ? 1 : 0.5;
+      const onePerRun = (BUDGET_SHARE * budget - rows * base) / (rows * perDirection + DIRECTION_MARGIN * D * itemSize);
+      const halved = (share * BUDGET_SHARE * budget - rows * base) / (rows * perDirection + DIRECTION_MARGIN * D * itemSize);
+      directions = Math.max(1, Math.min(D - 1, Math.floor(halved >= 1 ? halved : onePerRun)));
+      runBytes = directionBytes(analysis.parameters, directions, itemSize);
+      modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
+      blockEstimate = base + directions * perDirection;
+    }
+  }
+  const rowsPerSample = mode === 'forward' ? directions : copies;
   const estimate = blockEstimate ?? estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
+  // The budget left for the samples of a chunk once the run's own costs are paid.
+  const rowBudget = Math.max(0, budget - runBytes / BUDGET_SHARE);
   // Seed blocks are sized for one sample at a time.
-  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, budget));
+  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, rowBudget));
   const rowRange = resolveRows(options.rows, samples, batchSize);
   const rowCount = rowRange.end - rowRange.start;
   const blocks: OutputBlock[] =
@@ -412,11 +450,15 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   // Where the planner chose the chunk, the first one is a trial a quarter that size: the
   // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
   // Row ranges, Zarr stores and graphs of one run size keep chunks of one size from row 0.
-  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined;
+  // Direction blocks make the same one-hot directions in every run, which a warm-up sample would hide in the fixed cost.
+  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined || directions < D;
   const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
   const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
   const jacobianGraph =
-    mode === 'forward' ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement }) : buildJacobianGraph(analysis, graphShapes, { layout, copies });
+    mode === 'forward'
+      ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement, directions })
+      : buildJacobianGraph(analysis, graphShapes, { layout, copies });
+  const firstDirection: string | undefined = 'firstDirection' in jacobianGraph ? (jacobianGraph.firstDirection as string | undefined) : undefined;
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -432,7 +474,7 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     budget,
     fixedBytes,
     estimatedBytesPerSample: estimate,
-    estimatedPeakBytes: fixedBytes + batchSize * estimate,
+    estimatedPeakBytes: fixedBytes + runBytes + batchSize * estimate,
     outputBytes: blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * itemSize, 0),
   };
   const plan: JacobianPlan = {
@@ -499,7 +541,19 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
-        if (mode === 'forward') {
+        if (firstDirection !== undefined) {
+          const joined = new DirectionBlocks({ layout, columns: D, elements: elementShape, parameters: analysis.parameters });
+          let type: ort.Tensor.Type = 'float32';
+          for (let first = 0; first < D; first += directions) {
+            feeds[firstDirection] = new ort.Tensor('int64', BigInt64Array.from([BigInt(first)]), [1]);
+            const [block] = await runOnce(feeds, start, end - 1);
+            type = block.type;
+            joined.add(block, first);
+          }
+          results = await joined.join(type);
+          // The runs' outputs and the joined buffer are garbage now: counted towards the next collection.
+          uncollected += joined.dropped;
+        } else if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
         } else if (seedMode.kind === 'block') {
           const perBlock: ort.Tensor[][] = [];
@@ -534,8 +588,8 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
           memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
           phase = 'steady';
           const perSample = Math.max(memory.measuredBytesPerSample, estimate);
-          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, budget);
-          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * perSample;
+          batchSize = plan.batchSize = batchSizeFor(perSample, samples, outputBytesPerSample, rowBudget);
+          memory.estimatedPeakBytes = memory.fixedBytes + runBytes + batchSize * perSample;
           size = batchSize;
         }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
