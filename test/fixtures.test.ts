@@ -53,15 +53,12 @@ describe.each(names.filter((n) => readReference(n).eligible))('fixture %s', (nam
 const FORWARD_REFUSES: Record<string, RegExp> = {
   ...Object.fromEntries(
     [
-      'bert14',
-      'bert17',
       'conv_lstm',
       'decoder14',
       'encoder_first14',
       'encoder_first17',
       'encoder_seq13',
       'encoder_seq17',
-      'gpt_block14',
       'gru_first',
       'gru_time_major_steps',
       'lstm2_hn',
@@ -76,9 +73,6 @@ const FORWARD_REFUSES: Record<string, RegExp> = {
       'vit14',
     ].map((n) => [n, /values carry the samples off axis 0|reaches its slot through|\(parameter slot\)/]),
   ),
-  gpt_tied17: /reaches its slot through Slice/,
-  gpt_tokens13: /reaches its slot through Gather/,
-  param_selections: /reaches its slot through/,
 };
 
 describe.each(names.filter((n) => readReference(n).eligible))('fixture %s in both modes', (name) => {

@@ -2,10 +2,12 @@
 // D directions of the selected parameters (one per column of J) enter at their slots,
 // batched as a direction axis: rows·D tangent rows in one onnxruntime run. The output's
 // tangent (rows·D, ...K) is laid out as reverse mode's J, (rows, ...K, D) or per parameter.
-import type { Analysis, Parameter, ParameterUse } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
+import { attrInt, attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
+import { makeAttribute } from '../onnx/proto.js';
+import { refuseNode } from '../grad/rules/shared.js';
 import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, type JacobianGraph } from '../persample/build.js';
 import { TangentContext } from './context.js';
 import { tangentPass } from './pass.js';
@@ -40,6 +42,47 @@ function arange(b: GraphBuilder, n: number): string {
 function oneHotRows(b: GraphBuilder, rows: string, count: number, p: Parameter): string {
   const hits = b.op1('Equal', [b.reshape(rows, [count, 1]), b.reshape(arange(b, p.size), [1, p.size])]);
   return b.reshape(b.op1('Cast', [hits], { to: b.floatType }), [count, ...p.dims]);
+}
+
+/** A copy of `node` with the direction axis in front of its data: axis attributes that count from the front (and Slice's axes) move up by one. */
+function shifted(ctx: TangentContext, node: Node, inputs: string[]): Node {
+  const up = (a: number) => (a >= 0 ? a + 1 : a);
+  let attributes = node.attributes;
+  if (node.opType === 'Slice') {
+    if (node.inputs.length < 3) {
+      // Opset < 10: starts, ends and axes are attributes.
+      const axes = attrInts(node, 'axes') ?? (attrInts(node, 'starts') ?? []).map((_, i) => i);
+      attributes = [...attributes.filter((a) => a.name !== 'axes'), makeAttribute('axes', axes.map(up))];
+    } else {
+      const starts = ctx.constantValue(node.inputs[1]);
+      const axes = node.inputs[3] ? ctx.constantValue(node.inputs[3]) : Array.from({ length: starts?.length ?? ctx.dims(node.inputs[1])[0] }, (_, i) => i);
+      if (!axes) throw refuseNode(node, 'its axes are not constant, so forward mode cannot slice the directions of the parameter; use --mode reverse');
+      inputs = [...inputs];
+      while (inputs.length < 4) inputs.push(node.inputs[inputs.length] ?? '');
+      inputs[3] = ctx.b.constInt64(axes.map(up));
+    }
+  } else {
+    attributes = [...attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', up(attrInt(node, 'axis', 0)))];
+  }
+  return { ...node, inputs, attributes };
+}
+
+/**
+ * E (s, ...value) through a selection of the parameter on its way to its slot (Slice, Gather by
+ * indices that do not depend on the data, Split, Concat with other parameters or constants): the
+ * selection of the directions is the same op with the direction axis in front; other inputs of a
+ * Concat carry no direction of this parameter (zeros).
+ */
+function throughSelection(ctx: TangentContext, node: Node, value: string, next: string, E: string, s: number): string {
+  const b = ctx.b;
+  const inputs =
+    node.opType === 'Concat'
+      ? node.inputs.map((v) => (v === value ? E : b.op1('ConstantOfShape', [b.constInt64([s, ...ctx.dims(v)])], { value: b.floatTensor([0]) })))
+      : [E, ...node.inputs.slice(1)];
+  const copy = shifted(ctx, node, inputs);
+  const outputs = node.outputs.map((o) => (o ? b.fresh(`${node.opType}_directions`) : ''));
+  b.graph.nodes.push({ ...copy, name: b.fresh(`${node.opType}_directions_node`), outputs });
+  return outputs[node.outputs.indexOf(next)];
 }
 
 /** E (s, ...dims) through a layout node on the parameter's way to its slot, the direction axis kept in front. */
@@ -111,7 +154,9 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
     const terms = uses.map(({ parameter, use }) => {
       const s = directionCount(parameter);
       let E = directionsOf(parameter);
-      for (const layout of use.chain) E = throughLayout(ctx, layout, E, s);
+      use.chain.forEach((link, i) => {
+        E = SELECTION_OPS.has(link.opType) ? throughSelection(ctx, link, use.values[i], use.values[i + 1], E, s) : throughLayout(ctx, link, E, s);
+      });
       const directed = slotTangents[node.opType](ctx, node, use.input, E, s); // (rows, s, ...y)
       const after = D - parameter.offset - parameter.size;
       if (blocked || (parameter.offset === 0 && after === 0)) return directed;

@@ -4,13 +4,13 @@
 // the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode's
 // one-hot directions are built per run in the graph, in blocks that fit --max-memory.
 import type { Analysis } from '../analysis/analyze.js';
-import { differentiableInputs } from '../analysis/analyze.js';
+import { differentiableInputs, SELECTION_OPS } from '../analysis/analyze.js';
 import { UsageError } from '../errors.js';
 import { jvpRules } from './registry.js';
 import { slotTangents } from './slots.js';
 
-/** Ops between a parameter and its slot that forward mode maps a parameter's directions through. */
-const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
+/** Ops between a parameter and its slot that forward mode maps a parameter's directions through: layout and selections. */
+const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', ...SELECTION_OPS]);
 
 /** Why forward mode cannot build this model's tangents at the slots, or undefined. */
 function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined {

@@ -232,7 +232,21 @@ const DeformConv: SlotTangent = (ctx, node, input, E, s) => {
   return b.reshape(b.op1('MatMul', [weights, grouped]), [-1, s, ...y]);
 };
 
+/** A parameter broadcast to a shape read off the data (ViT's class token): the tangent is E broadcast alike, one copy per sample. */
+const Expand: SlotTangent = bias(1);
+
+/** A parameter (1, ...p) tiled to (rows, ...r·p) (a class token `cls.repeat(B, 1, 1)`): E tiled alike within each sample. */
+const Tile: SlotTangent = (ctx, node, _input, E, s) => {
+  const b = ctx.b;
+  const [, ...rest] = ctx.dims(node.inputs[0]);
+  const y = ctx.perSample(node.outputs[0]);
+  const tiled = b.op1('Tile', [b.reshape(E, [s, ...rest]), b.constInt64([1, ...rest.map((p, i) => y[i] / p)])]);
+  return expanded(ctx, b.unsqueeze(tiled, [0]), s, y);
+};
+
 export const slotTangents: Record<string, SlotTangent> = {
+  Expand,
+  Tile,
   Add: bias(1),
   Sub: (ctx, node, input, E, s) => bias(input === 0 ? 1 : -1)(ctx, node, input, E, s),
   Mul,
