@@ -8,7 +8,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
 import { makeAttribute } from '../onnx/proto.js';
 import { refuseNode } from '../grad/rules/shared.js';
-import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, type JacobianGraph } from '../persample/build.js';
+import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, tileInputs, type JacobianGraph } from '../persample/build.js';
 import { TangentContext } from './context.js';
 import { tangentPass } from './pass.js';
 import { slotTangents } from './slots.js';
@@ -85,6 +85,27 @@ function throughSelection(ctx: TangentContext, node: Node, value: string, next: 
   return outputs[node.outputs.indexOf(next)];
 }
 
+/**
+ * In a tiled run, a slot's tangent (P, s, ...y after axis 0) for all s directions of the block at
+ * every row; row n·D + d keeps direction d only. The rows sit on y's batch axis (fused with others
+ * as its layout says): position i of that axis is row ⌊i / inner⌋ mod (rows·D), direction ⌊i / inner⌋ mod D.
+ */
+function ownDirection(ctx: TangentContext, y: string, directed: string, D: number): string {
+  const b = ctx.b;
+  const dims = ctx.dims(y);
+  const { axis, inner } = ctx.shapes.layout(y);
+  const L = dims[axis];
+  const index = b.op1('Div', [arange(b, L), b.constInt64([inner])]);
+  const direction = b.op1('Sub', [index, b.op1('Mul', [b.op1('Div', [index, b.constInt64([D])]), b.constInt64([D])])]);
+  const hits = b.op1('Cast', [b.op1('Equal', [b.reshape(arange(b, D), [D, 1]), b.reshape(direction, [1, L])])], { to: b.floatType }); // (D, L)
+  const shape = Array<number>(dims.length + 1).fill(1);
+  shape[1] = D;
+  if (axis === 0) shape[0] = L;
+  else shape[axis + 1] = L;
+  const mask = axis === 0 ? b.reshape(b.transpose(hits, [1, 0]), shape) : b.reshape(hits, shape);
+  return b.reduceSum(b.mul(directed, mask), [1], false);
+}
+
 /** E (s, ...dims) through a layout node on the parameter's way to its slot, the direction axis kept in front. */
 function throughLayout(ctx: TangentContext, node: Node, E: string, s: number): string {
   if (node.opType === 'Cast' || node.opType === 'Identity') return E;
@@ -104,8 +125,13 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const columns = view.parameters.reduce((sum, p) => sum + p.size, 0);
   // D: directions per run, all the columns or one block of them.
   const D = Math.min(columns, options.directions ?? columns);
-  const blocked = D < columns;
-  const primalCarrier = graph.inputs[0].name;
+  // Values that carry the samples off axis 0 (a static table, one run size): the samples are
+  // repeated D times at the inputs, as reverse mode repeats them for its seeds, so that a tangent
+  // has its primal's shape and layout wherever the batch axis goes; row n·D + d follows direction d.
+  const tiled = shapes.hasMovedBatch();
+  const feeds = tiled ? tileInputs(b, graph, shapes, D) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const blocked = D < columns || tiled;
+  const primalCarrier = tiled ? [...feeds.keys()][0] : graph.inputs[0].name;
   let firstDirection: string | undefined;
   let blockColumns: string | undefined;
   if (blocked) {
@@ -113,7 +139,7 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
     graph.inputs.push({ name: firstDirection, elemType: DataType.INT64, dims: [1] });
     blockColumns = b.add(arange(b, D), firstDirection); // the block's columns of J
   }
-  const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([D])]);
+  const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([tiled ? 1 : D])]);
   const tangentCarrier = b.op1('ConstantOfShape', [tangentRows]);
   const fromModel = constantLookup(graph);
   const ctx = new TangentContext(
@@ -123,7 +149,7 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
     tangentCarrier,
     primalCarrier,
     (name) => fromModel(name) ?? shapes.constantValue(name),
-    D,
+    tiled ? 1 : D,
     analysis.valueDependent,
   );
 
@@ -158,12 +184,13 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
         E = SELECTION_OPS.has(link.opType) ? throughSelection(ctx, link, use.values[i], use.values[i + 1], E, s) : throughLayout(ctx, link, E, s);
       });
       const directed = slotTangents[node.opType](ctx, node, use.input, E, s); // (rows, s, ...y)
+      if (tiled) return ownDirection(ctx, node.outputs[0], directed, D);
       const after = D - parameter.offset - parameter.size;
       if (blocked || (parameter.offset === 0 && after === 0)) return directed;
       const pads = [0, parameter.offset, ...y.map(() => 0), 0, after, ...y.map(() => 0)];
       return b.op1('Pad', [directed, b.constInt64(pads)], { mode: 'constant' });
     });
-    return ctx.fromDirections(b.sum(terms), y);
+    return tiled ? b.sum(terms) : ctx.fromDirections(b.sum(terms), y);
   };
   const tangents = tangentPass(ctx, view, { atSlots });
   const output = analysis.output;
@@ -177,14 +204,14 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
       false,
     );
   const elements = options.perElement ? K : [];
-  const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K)
+  const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K): row n·D + d of a tiled run is direction d
   const columnsLast = (v: string) => (options.perElement && Kf > 1 ? b.transpose(v, [0, 2, 1]) : v);
   let outputs: string[];
   if (blocked) {
     // Direction-major, so that the blocks of a chunk join by appending: (D, rows, K or 1).
     const out = b.transpose(byElement, [1, 0, 2]);
     const [name] = setGraphOutputs(b, [out], floatType, () => [D, 'rows', options.perElement ? Kf : 1]);
-    return { graph, seed: '', outputs: [name], feeds: new Map(graph.inputs.map((i) => [i.name, i.name])), firstDirection };
+    return { graph, seed: '', outputs: [name], feeds: tiled ? feeds : new Map(graph.inputs.map((i) => [i.name, i.name])), firstDirection };
   }
   if (options.layout === 'flat') {
     outputs = [b.reshape(columnsLast(byElement), [-1, ...elements, D])];

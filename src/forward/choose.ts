@@ -13,8 +13,7 @@ import { slotTangents } from './slots.js';
 const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', ...SELECTION_OPS]);
 
 /** Why forward mode cannot build this model's tangents at the slots, or undefined. */
-function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined {
-  if (movedBatch) return 'values carry the samples off axis 0, which only reverse mode follows';
+function slotBlock(analysis: Analysis): string | undefined {
   for (const p of analysis.parameters) {
     for (const use of p.uses) {
       const selection = use.chain.find((n) => !FORWARD_LAYOUT_OPS.has(n.opType));
@@ -53,17 +52,19 @@ export function chooseMode(
   }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
 ): ModeChoice {
   const missing = missingTangentRules(analysis);
-  const forwardBlocked = missing.length > 0 ? `no forward (tangent) rule for ${missing.join(', ')}` : slotBlock(analysis, movedBatch);
+  const forwardBlocked = missing.length > 0 ? `no forward (tangent) rule for ${missing.join(', ')}` : slotBlock(analysis);
   const seeds = perElement ? outputElements : 1;
+  // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike: the counts still compare.
+  const repeated = movedBatch ? ', each sample repeated per direction (values carry the samples off axis 0)' : '';
   if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
   if (requested === 'forward') {
     if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
-    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample` };
+    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}` };
   }
   if (columns < seeds) {
     if (forwardBlocked)
       return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
-    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample` };
+    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample${repeated}` };
   }
   return {
     mode: 'reverse',

@@ -413,23 +413,43 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   // one sample with all D directions does not fit, the directions go in blocks (one run each).
   let directions = D;
   let runBytes = 0;
+  // Values that carry the samples off axis 0: forward mode repeats each sample once per direction
+  // at the inputs (src/forward/build.ts), so every value is repeated, and each slot computes all
+  // the run's directions on every repeat before keeping its own (directions² per sample).
+  const tiledForward = mode === 'forward' && shapes.hasMovedBatch();
   if (mode === 'forward') {
     const perDirection = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
     // In blocks, a chunk's runs are appended into one more copy of its rows of J (src/forward/blocks.ts).
     const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + outputBytesPerSample;
-    runBytes = directionBytes(analysis.parameters, D, itemSize);
+    const untiled = tiledForward ? estimatedBytesPerSample(analysis, shapes, 0, 0) : 0;
+    const slotBytes = tiledForward
+      ? analysis.slotNodes.reduce((sum, n) => sum + shapes.dims(n.outputs[0]).reduce((a, c) => a * c, 1) / shapes.probeBatch, 0) * itemSize
+      : 0;
+    const perSample = (B: number) => base + B * (perDirection + untiled) + SEED_BLOCK_MARGIN * B * B * slotBytes;
+    const cost = (B: number, rows: number) => directionBytes(analysis.parameters, tiledForward ? Math.min(B, D - 1) : B, itemSize) + rows * perSample(B);
     // Sized for one sample per run unless the batch size is given (or fixed by the model).
-    const rows = fixedBatch ?? options.batchSize ?? 1;
-    if (runBytes + rows * (base + D * perDirection) > BUDGET_SHARE * budget) {
+    const given = fixedBatch ?? options.batchSize;
+    const rows = given ?? 1;
+    runBytes = directionBytes(analysis.parameters, D, itemSize);
+    if (cost(D, rows) > BUDGET_SHARE * budget) {
       // The one-hot directions are made once per run whatever its rows: where the batch size is
       // free, they take half the budget and the samples of a chunk the other half.
-      const share = (fixedBatch ?? options.batchSize) ? 1 : 0.5;
-      const onePerRun = (BUDGET_SHARE * budget - rows * base) / (rows * perDirection + DIRECTION_MARGIN * D * itemSize);
-      const halved = (share * BUDGET_SHARE * budget - rows * base) / (rows * perDirection + DIRECTION_MARGIN * D * itemSize);
-      directions = Math.max(1, Math.min(D - 1, Math.floor(halved >= 1 ? halved : onePerRun)));
-      runBytes = directionBytes(analysis.parameters, directions, itemSize);
+      const largest = (limit: number) => {
+        let [lo, hi] = [0, D - 1];
+        while (lo < hi) {
+          const mid = Math.ceil((lo + hi) / 2);
+          if (cost(mid, rows) <= limit) lo = mid;
+          else hi = mid - 1;
+        }
+        return lo;
+      };
+      const halved = given === undefined ? largest(0.5 * BUDGET_SHARE * budget) : 0;
+      directions = Math.max(1, halved >= 1 ? halved : largest(BUDGET_SHARE * budget));
       modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
-      blockEstimate = base + directions * perDirection;
+    }
+    if (directions < D || tiledForward) {
+      runBytes = directionBytes(analysis.parameters, Math.min(directions, D - 1), itemSize);
+      blockEstimate = perSample(directions);
     }
   }
   const rowsPerSample = mode === 'forward' ? directions : copies;
@@ -451,12 +471,12 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
   // Row ranges, Zarr stores and graphs of one run size keep chunks of one size from row 0.
   // Direction blocks make the same one-hot directions in every run, which a warm-up sample would hide in the fixed cost.
-  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined || directions < D;
+  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined || directions < D || tiledForward;
   const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
-  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * (mode === 'forward' ? directions : copies)) : shapes;
   const jacobianGraph =
     mode === 'forward'
-      ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement, directions })
+      ? buildForwardJacobianGraph(analysis, graphShapes, { layout, perElement, directions })
       : buildJacobianGraph(analysis, graphShapes, { layout, copies });
   const firstDirection: string | undefined = 'firstDirection' in jacobianGraph ? (jacobianGraph.firstDirection as string | undefined) : undefined;
   lap('graph');
