@@ -447,6 +447,16 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
       directions = Math.max(1, halved >= 1 ? halved : largest(BUDGET_SHARE * budget));
       modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
     }
+    if (tiledForward) {
+      // Past the point where the slots' directions² outweigh the repeats' own values, more directions per run only cost.
+      const balanced = Math.max(1, Math.floor((perDirection + untiled) / Math.max(1, SEED_BLOCK_MARGIN * slotBytes)));
+      if (balanced < directions) {
+        directions = balanced;
+        modeReason =
+          modeReason.replace(/; the directions in .*$/, '') +
+          `; the directions in ${Math.ceil(D / directions)} runs of ${directions}, as many as keep the slots' cost linear`;
+      }
+    }
     if (directions < D || tiledForward) {
       runBytes = directionBytes(analysis.parameters, Math.min(directions, D - 1), itemSize);
       blockEstimate = perSample(directions);
