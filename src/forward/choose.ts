@@ -49,10 +49,24 @@ export function chooseMode(
     outputElements,
     columns,
     movedBatch = false,
-  }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
+    fixedBatch = false,
+  }: {
+    requested: 'auto' | 'reverse' | 'forward';
+    perElement: boolean;
+    outputElements: number;
+    columns: number;
+    movedBatch?: boolean;
+    /** The model fixes its batch size. */
+    fixedBatch?: boolean;
+  },
 ): ModeChoice {
   const missing = missingTangentRules(analysis);
-  const forwardBlocked = missing.length > 0 ? `no forward (tangent) rule for ${missing.join(', ')}` : slotBlock(analysis);
+  const forwardBlocked =
+    missing.length > 0
+      ? `no forward (tangent) rule for ${missing.join(', ')}`
+      : movedBatch && fixedBatch
+        ? 'the model fixes its batch size and carries the samples off axis 0, where forward mode repeats each sample once per direction'
+        : slotBlock(analysis);
   const seeds = perElement ? outputElements : 1;
   // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike: the counts still compare.
   const repeated = movedBatch ? ', each sample repeated per direction (values carry the samples off axis 0)' : '';

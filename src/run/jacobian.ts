@@ -388,7 +388,14 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const itemSize = npyItemSize(dtype);
-  const choice = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D, movedBatch: shapes.hasMovedBatch() });
+  const choice = chooseMode(analysis, {
+    requested: options.mode ?? 'auto',
+    perElement,
+    outputElements,
+    columns: D,
+    movedBatch: shapes.hasMovedBatch(),
+    fixedBatch: fixedBatch !== undefined,
+  });
   const mode = choice.mode;
   let modeReason = choice.reason;
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
