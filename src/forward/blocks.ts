@@ -28,7 +28,8 @@ function joinSession(elemType: number, l: DirectionBlockLayout): Promise<ort.Inf
     const graph = standaloneGraph('join_directions');
     const b = new GraphBuilder(graph, elemType);
     graph.inputs = [{ name: 'directions', elemType, dims: undefined }];
-    const all = b.transpose('directions', [1, 2, 0]); // (rows, K, D)
+    const transposed = b.transpose('directions', [1, 2, 0]); // (rows, K, blocks·B)
+    const all = b.slice(transposed, [0], [l.columns], [2]);
     const outputs =
       l.layout === 'flat'
         ? [b.reshape(all, [-1, ...l.elements, l.columns])]
@@ -43,41 +44,48 @@ function joinSession(elemType: number, l: DirectionBlockLayout): Promise<ort.Inf
 
 type FloatArray = Float32Array | Float64Array;
 
-/** One chunk's direction blocks, appended as they come and joined into J's output blocks. */
+/**
+ * One chunk's direction blocks, written by onnxruntime straight into one (blocks·B, rows, K)
+ * buffer (each run's output a view of it, no copy), and joined into J's output blocks. The
+ * buffer is kept for the next chunk of the same size: a fresh one per chunk fragments the heap.
+ */
 export class DirectionBlocks {
   private buffer: FloatArray | undefined;
-  private filled = 0;
   private rows = 0;
-  private perDirection = 0;
-  /** Bytes of the runs' tensors copied and dropped (garbage until V8 collects it). */
-  dropped = 0;
 
-  constructor(private readonly layout: DirectionBlockLayout) {}
+  constructor(
+    private readonly layout: DirectionBlockLayout,
+    /** Directions per run. */
+    private readonly directions: number,
+    /** K, or 1 for a reduced output. */
+    private readonly elements: number,
+    private readonly type: 'float32' | 'float64',
+  ) {}
 
-  /** A run's output (directions, rows, K) for columns first…; the directions past the last column are left out. */
-  add(tensor: ort.Tensor, first: number): void {
-    const data = tensor.data as FloatArray;
-    if (!this.buffer) {
-      this.rows = tensor.dims[1];
-      this.perDirection = data.length / tensor.dims[0];
-      const Ctor = data.constructor as new (n: number) => FloatArray;
-      this.buffer = new Ctor(this.layout.columns * this.perDirection);
-    }
-    const count = Math.min(tensor.dims[0], this.layout.columns - first);
-    this.buffer.set(data.subarray(0, count * this.perDirection), first * this.perDirection);
-    this.filled += count;
-    this.dropped += data.byteLength;
-    tensor.dispose();
+  private get capacity(): number {
+    return Math.ceil(this.layout.columns / this.directions) * this.directions;
+  }
+
+  /** Makes room for a chunk of `rows` samples. */
+  start(rows: number): void {
+    if (this.buffer && this.rows === rows) return;
+    this.rows = rows;
+    const n = this.capacity * rows * this.elements;
+    this.buffer = this.type === 'float64' ? new Float64Array(n) : new Float32Array(n);
+  }
+
+  /** The output tensor (B, rows, K) of the run for columns first…first + B − 1: a view of the buffer. */
+  output(first: number): ort.Tensor {
+    const size = this.directions * this.rows * this.elements;
+    const offset = first * this.rows * this.elements;
+    return new ort.Tensor(this.type, this.buffer!.subarray(offset, offset + size), [this.directions, this.rows, this.elements]);
   }
 
   /** J's output blocks (flat, or one per parameter) of the chunk. */
-  async join(type: ort.Tensor.Type): Promise<ort.Tensor[]> {
-    if (!this.buffer || this.filled !== this.layout.columns) throw new Error(`direction blocks hold ${this.filled} of ${this.layout.columns} columns`);
-    const session = await joinSession(ELEM_TYPE_OF[type], this.layout);
-    const input = new ort.Tensor(type, this.buffer, [this.layout.columns, this.rows, this.perDirection / this.rows]);
+  async join(): Promise<ort.Tensor[]> {
+    const session = await joinSession(ELEM_TYPE_OF[this.type], this.layout);
+    const input = new ort.Tensor(this.type, this.buffer!, [this.capacity, this.rows, this.elements]);
     const out = await session.run({ directions: input });
-    this.dropped += this.buffer.byteLength;
-    this.buffer = undefined;
     const count = this.layout.layout === 'flat' ? 1 : this.layout.parameters.length;
     return Array.from({ length: count }, (_, i) => out[`out${i}`]);
   }

@@ -531,6 +531,12 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
   };
   const rowBytes = blocks.map((b) => b.shape.slice(1).reduce((a, c) => a * c, 1) * itemSize);
 
+  const directionBlocks = new DirectionBlocks(
+    { layout, columns: D, elements: elementShape, parameters: analysis.parameters },
+    directions,
+    perElement ? outputElements : 1,
+    dtype === 'float64' ? 'float64' : 'float32',
+  );
   const seeds = new Map<string, ort.Tensor>();
   async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
     // Seed blocks are made afresh: kept, all of them would hold K seeds per row.
@@ -540,10 +546,10 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
     return seeds.get(key)!;
   }
 
-  async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
+  async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number, into?: Record<string, ort.Tensor>): Promise<ort.Tensor[]> {
     try {
       reportStage(`running the Jacobian graph on samples ${first}–${last}`);
-      const out = await session.run(feeds);
+      const out = into ? await session.run(feeds, into) : await session.run(feeds);
       return jacobianGraph.outputs.map((name) => out[name]);
     } catch (err) {
       throw new RuntimeFailure(`onnxruntime failed on samples ${first}–${last}: ${(err as Error).message}`);
@@ -579,17 +585,12 @@ export async function planJacobian(model: Graph, given: Map<string, NpyArray | R
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
         if (firstDirection !== undefined) {
-          const joined = new DirectionBlocks({ layout, columns: D, elements: elementShape, parameters: analysis.parameters });
-          let type: ort.Tensor.Type = 'float32';
+          directionBlocks.start(rows);
           for (let first = 0; first < D; first += directions) {
             feeds[firstDirection] = new ort.Tensor('int64', BigInt64Array.from([BigInt(first)]), [1]);
-            const [block] = await runOnce(feeds, start, end - 1);
-            type = block.type;
-            joined.add(block, first);
+            await runOnce(feeds, start, end - 1, { [jacobianGraph.outputs[0]]: directionBlocks.output(first) });
           }
-          results = await joined.join(type);
-          // The runs' outputs and the joined buffer are garbage now: counted towards the next collection.
-          uncollected += joined.dropped;
+          results = await directionBlocks.join();
         } else if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
         } else if (seedMode.kind === 'block') {
