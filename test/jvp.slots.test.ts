@@ -110,3 +110,44 @@ describe('forward mode through the newer tangent rules, end to end', () => {
       true,
     ));
 });
+
+describe('forward mode at a parameter copied to every sample (a class token)', () => {
+  const batchShape = (b: import('../src/onnx/builder.js').GraphBuilder, x: string, rest: number[]) =>
+    b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64(rest)], { axis: 0 });
+
+  it('Expand of a (1, 1, 4) token to (N, 1, 4), concatenated with the data along the sequence', () =>
+    expectForward({
+      opset: 13,
+      data: { x: [3, 4] },
+      parameters: { token: [1, 1, 4], W: [4, 2] },
+      build: (b, { x }, { token, W }) => {
+        const tokens = b.op1('Expand', [token, batchShape(b, x, [1, 4])]);
+        return b.op1('MatMul', [b.op1('Tanh', [b.op1('Concat', [tokens, x], { axis: 1 })]), W]);
+      },
+    }));
+
+  it('Tile of a (1, 2, 3) token by (N, 2, 1) to (N, 4, 3)', () =>
+    expectForward({
+      opset: 13,
+      data: { x: [4, 3] },
+      parameters: { token: [1, 2, 3] },
+      build: (b, { x }, { token }) => b.op1('Tanh', [b.op1('Mul', [b.op1('Tile', [token, batchShape(b, x, [2, 1])]), x])]),
+    }));
+});
+
+describe('forward mode through selections of parameters on their way to the slot', () => {
+  it('Slice, Split, Concat with a constant, and Gather by constant indices', () =>
+    expectForward({
+      opset: 13,
+      data: { x: [4] },
+      parameters: { W: [6, 3], V: [4, 1], T: [5, 4] },
+      build: (b, { x }, { W, V, T }) => {
+        const rows = b.op1('Slice', [W, b.constInt64([1]), b.constInt64([5]), b.constInt64([0])]); // (4, 3)
+        const [left] = b.op('Split', [rows, b.constInt64([2, 1])], { axis: 1 }, 2); // (4, 2)
+        const M = b.op1('Concat', [left, V, b.constFloat([0.5, -0.5, 1, 2], [4, 1])], { axis: 1 }); // (4, 4)
+        const picked = b.op1('Gather', [T, b.constInt64([3, 0, 1, 2])], { axis: 0 }); // (4, 4)
+        const h = b.op1('Tanh', [b.op1('MatMul', [x, picked])]);
+        return b.op1('Tanh', [b.op1('MatMul', [h, M])]);
+      },
+    }));
+});

@@ -38,12 +38,12 @@ function model(dir: string, name: string, input: number[], build: (b: GraphBuild
   return path;
 }
 
-function run(dir: string, modelPath: string, input: number[], samples: number, budget: string) {
+function run(dir: string, modelPath: string, input: number[], samples: number, budget: string, extra: string[] = []) {
   const random = seededRandom(samples);
   const x = join(dir, `x-${samples}-${input.join('x')}.npy`);
   const size = input.reduce((a, b) => a * b, 1);
   writeFileSync(x, npyBytes({ dtype: 'float32', shape: [samples, ...input], data: Float32Array.from({ length: samples * size }, () => random() - 0.5) }));
-  const r = spawnSync(process.execPath, [BIN, modelPath, '-i', x, '-o', join(dir, 'J.npy'), '--max-memory', budget, '--json'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, modelPath, '-i', x, '-o', join(dir, 'J.npy'), '--max-memory', budget, '--json', ...extra], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
   return JSON.parse(r.stdout);
 }
@@ -60,6 +60,19 @@ describe('the memory budget', () => {
     const summary = run(dir, path, input, 500, '24MB');
     expect(summary.mode).toBe('forward');
     expect(summary.bytes).toBeGreaterThan(90e6);
+    expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
+  });
+
+  it('holds in forward mode with a parameter of 16,384 entries, its directions in blocks', () => {
+    const input = [128];
+    const path = model(dir, 'wide', input, (b, w) => {
+      const h = b.op1('Tanh', [b.op1('Gemm', ['x', w('wide.weight', [128, 128]), w('wide.bias', [128])], { transB: 1 })]);
+      return b.op1('Gemm', [h, w('head.weight', [4, 128]), w('head.bias', [4])], { transB: 1 });
+    });
+    const summary = run(dir, path, input, 12, '64MB', ['--mode', 'forward']);
+    expect(summary.mode).toBe('forward');
+    expect(summary.modeReason).toMatch(/the directions in \d+ runs of \d+ to fit --max-memory/);
+    expect(summary.bytes).toBeGreaterThanOrEqual(12 * 4 * 16900 * 4);
     expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
   });
 

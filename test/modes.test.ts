@@ -9,6 +9,7 @@ import { loadModel } from '../src/onnx/proto.js';
 import { MemorySink } from '../src/output.js';
 import { planJacobian, type JacobianOptions } from '../src/run/jacobian.js';
 import { jvpRules } from '../src/forward/registry.js';
+import { chooseMode } from '../src/forward/choose.js';
 import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 function columns(data: Float32Array, D: number, lo: number, hi: number): Float32Array {
@@ -118,5 +119,33 @@ describe('forward mode on slots no fixture has', () => {
     const result = await verifyJacobian(graph as never, new Map([['x', arrayRows(x)]]), { mode: 'forward' });
     expect(result.dtype).toBe('float64');
     expect(result.passed).toBe(true);
+  });
+});
+
+describe('forward mode in direction blocks', () => {
+  it('a budget below one sample with all D directions splits them into runs, flat and per parameter, against PyTorch', async () => {
+    const { plan, J, expected } = await lenet({ mode: 'forward', maxMemory: 400_000 });
+    expect(plan.mode).toBe('forward');
+    expect(plan.modeReason).toMatch(/the directions in \d+ runs of \d+ to fit --max-memory/);
+    expectClose(J.data, expected.data as Float32Array, 'lenet10 in direction blocks');
+    const ref = readReference('lenet10');
+    const tuple = await planJacobian(loadModel(join(FIXTURES, 'lenet10', 'model.onnx')), fixtureInputs('lenet10', ref), {
+      mode: 'forward',
+      maxMemory: 400_000,
+      layout: 'tuple',
+    });
+    const sink = new MemorySink(tuple.plan.blocks);
+    await tuple.run(sink);
+    for (const [i, p] of ref.parameters!.entries()) expectClose(sink.result()[i].data, readNpy(join(FIXTURES, 'lenet10', p.file)).data as Float32Array, p.name);
+  });
+
+  it('a model that fixes its batch size and carries the samples off axis 0 is refused in forward mode, naming --mode reverse', async () => {
+    const { plan } = await lenet({ mode: 'reverse' });
+    expect(() =>
+      chooseMode(plan.analysis, { requested: 'forward', perElement: true, outputElements: 10, columns: 896, movedBatch: true, fixedBatch: true }),
+    ).toThrow(/fixes its batch size and carries the samples off axis 0.*--mode reverse/);
+    expect(chooseMode(plan.analysis, { requested: 'auto', perElement: true, outputElements: 10, columns: 4, movedBatch: true, fixedBatch: true }).mode).toBe(
+      'reverse',
+    );
   });
 });

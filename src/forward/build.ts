@@ -9,11 +9,13 @@
 // D directions of the selected parameters (one per column of J) enter at their slots,
 // batched as a direction axis: rows·D tangent rows in one onnxruntime run. The output's
 // tangent (rows·D, ...K) is laid out as reverse mode's J, (rows, ...K, D) or per parameter.
-import type { Analysis, Parameter, ParameterUse } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { attrInts, type Graph, type Node } from '../onnx/graph.js';
-import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, type JacobianGraph } from '../persample/build.js';
+import { attrInt, attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
+import { makeAttribute } from '../onnx/proto.js';
+import { refuseNode } from '../grad/rules/shared.js';
+import { analysisOnClone, cloneGraph, constantLookup, setGraphOutputs, tileInputs, type JacobianGraph } from '../persample/build.js';
 import { TangentContext } from './context.js';
 import { tangentPass } from './pass.js';
 import { slotTangents } from './slots.js';
@@ -22,6 +24,93 @@ export interface ForwardGraphOptions {
   layout: 'flat' | 'tuple';
   /** One column block per output element (K > 1, no reduction), else the per-sample sum's derivative. */
   perElement: boolean;
+  /**
+   * Directions per run (default all D). Fewer makes a graph for one block of columns
+   * [first, first + directions) of J, `first` fed at run time (see ForwardJacobianGraph).
+   */
+  directions?: number;
+}
+
+export interface ForwardJacobianGraph extends JacobianGraph {
+  /**
+   * With direction blocks: the int64 [1] graph input naming the block's first column. The one
+   * output is then (directions, rows, K or 1), columns past D zero; DirectionBlocks joins the runs.
+   */
+  firstDirection?: string;
+}
+
+/** 0 … n − 1 as int64 (Range from opset 11, a constant before). */
+function arange(b: GraphBuilder, n: number): string {
+  if (b.opset < 11) return b.constInt64(Array.from({ length: n }, (_, i) => i));
+  return b.op1('Range', [b.constInt64([0], []), b.constInt64([n], []), b.constInt64([1], [])]);
+}
+
+/** Rows: the `count` parameter-local indices (int64, any of them may fall outside the parameter); one-hot rows (count, ...dims), zero rows outside. */
+function oneHotRows(b: GraphBuilder, rows: string, count: number, p: Parameter): string {
+  const hits = b.op1('Equal', [b.reshape(rows, [count, 1]), b.reshape(arange(b, p.size), [1, p.size])]);
+  return b.reshape(b.op1('Cast', [hits], { to: b.floatType }), [count, ...p.dims]);
+}
+
+/** A copy of `node` with the direction axis in front of its data: axis attributes that count from the front (and Slice's axes) move up by one. */
+function shifted(ctx: TangentContext, node: Node, inputs: string[]): Node {
+  const up = (a: number) => (a >= 0 ? a + 1 : a);
+  let attributes = node.attributes;
+  if (node.opType === 'Slice') {
+    if (node.inputs.length < 3) {
+      // Opset < 10: starts, ends and axes are attributes.
+      const axes = attrInts(node, 'axes') ?? (attrInts(node, 'starts') ?? []).map((_, i) => i);
+      attributes = [...attributes.filter((a) => a.name !== 'axes'), makeAttribute('axes', axes.map(up))];
+    } else {
+      const starts = ctx.constantValue(node.inputs[1]);
+      const axes = node.inputs[3] ? ctx.constantValue(node.inputs[3]) : Array.from({ length: starts?.length ?? ctx.dims(node.inputs[1])[0] }, (_, i) => i);
+      if (!axes) throw refuseNode(node, 'its axes are not constant, so forward mode cannot slice the directions of the parameter; use --mode reverse');
+      inputs = [...inputs];
+      while (inputs.length < 4) inputs.push(node.inputs[inputs.length] ?? '');
+      inputs[3] = ctx.b.constInt64(axes.map(up));
+    }
+  } else {
+    attributes = [...attributes.filter((a) => a.name !== 'axis'), makeAttribute('axis', up(attrInt(node, 'axis', 0)))];
+  }
+  return { ...node, inputs, attributes };
+}
+
+/**
+ * E (s, ...value) through a selection of the parameter on its way to its slot (Slice, Gather by
+ * indices that do not depend on the data, Split, Concat with other parameters or constants): the
+ * selection of the directions is the same op with the direction axis in front; other inputs of a
+ * Concat carry no direction of this parameter (zeros).
+ */
+function throughSelection(ctx: TangentContext, node: Node, value: string, next: string, E: string, s: number): string {
+  const b = ctx.b;
+  const inputs =
+    node.opType === 'Concat'
+      ? node.inputs.map((v) => (v === value ? E : b.op1('ConstantOfShape', [b.constInt64([s, ...ctx.dims(v)])], { value: b.floatTensor([0]) })))
+      : [E, ...node.inputs.slice(1)];
+  const copy = shifted(ctx, node, inputs);
+  const outputs = node.outputs.map((o) => (o ? b.fresh(`${node.opType}_directions`) : ''));
+  b.graph.nodes.push({ ...copy, name: b.fresh(`${node.opType}_directions_node`), outputs });
+  return outputs[node.outputs.indexOf(next)];
+}
+
+/**
+ * In a tiled run, a slot's tangent (P, s, ...y after axis 0) for all s directions of the block at
+ * every row; row n·D + d keeps direction d only. The rows sit on y's batch axis (fused with others
+ * as its layout says): position i of that axis is row ⌊i / inner⌋ mod (rows·D), direction ⌊i / inner⌋ mod D.
+ */
+function ownDirection(ctx: TangentContext, y: string, directed: string, D: number): string {
+  const b = ctx.b;
+  const dims = ctx.dims(y);
+  const { axis, inner } = ctx.shapes.layout(y);
+  const L = dims[axis];
+  const index = b.op1('Div', [arange(b, L), b.constInt64([inner])]);
+  const direction = b.op1('Sub', [index, b.op1('Mul', [b.op1('Div', [index, b.constInt64([D])]), b.constInt64([D])])]);
+  const hits = b.op1('Cast', [b.op1('Equal', [b.reshape(arange(b, D), [D, 1]), b.reshape(direction, [1, L])])], { to: b.floatType }); // (D, L)
+  const shape = Array<number>(dims.length + 1).fill(1);
+  shape[1] = D;
+  if (axis === 0) shape[0] = L;
+  else shape[axis + 1] = L;
+  const mask = axis === 0 ? b.reshape(b.transpose(hits, [1, 0]), shape) : b.reshape(hits, shape);
+  return b.reduceSum(b.mul(directed, mask), [1], false);
 }
 
 /** E (s, ...dims) through a layout node on the parameter's way to its slot, the direction axis kept in front. */
@@ -35,14 +124,29 @@ function throughLayout(ctx: TangentContext, node: Node, E: string, s: number): s
   return ctx.b.reshape(E, [s, ...ctx.dims(node.outputs[0])]);
 }
 
-export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: ForwardGraphOptions): JacobianGraph {
+export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable, options: ForwardGraphOptions): ForwardJacobianGraph {
   const graph: Graph = cloneGraph(analysis.graph);
   const view = analysisOnClone(analysis, graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const D = view.parameters.reduce((sum, p) => sum + p.size, 0);
-  const primalCarrier = graph.inputs[0].name;
-  const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([D])]);
+  const columns = view.parameters.reduce((sum, p) => sum + p.size, 0);
+  // D: directions per run, all the columns or one block of them.
+  const D = Math.min(columns, options.directions ?? columns);
+  // Values that carry the samples off axis 0 (a static table, one run size): the samples are
+  // repeated D times at the inputs, as reverse mode repeats them for its seeds, so that a tangent
+  // has its primal's shape and layout wherever the batch axis goes; row n·D + d follows direction d.
+  const tiled = shapes.hasMovedBatch();
+  const feeds = tiled ? tileInputs(b, graph, shapes, D) : new Map(graph.inputs.map((i) => [i.name, i.name]));
+  const blocked = D < columns || tiled;
+  const primalCarrier = tiled ? [...feeds.keys()][0] : graph.inputs[0].name;
+  let firstDirection: string | undefined;
+  let blockColumns: string | undefined;
+  if (blocked) {
+    firstDirection = b.fresh('first_direction');
+    graph.inputs.push({ name: firstDirection, elemType: DataType.INT64, dims: [1] });
+    blockColumns = b.add(arange(b, D), firstDirection); // the block's columns of J
+  }
+  const tangentRows = b.op1('Mul', [b.slice(b.op1('Shape', [primalCarrier]), [0], [1], [0]), b.constInt64([tiled ? 1 : D])]);
   const tangentCarrier = b.op1('ConstantOfShape', [tangentRows]);
   const fromModel = constantLookup(graph);
   const ctx = new TangentContext(
@@ -52,7 +156,7 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
     tangentCarrier,
     primalCarrier,
     (name) => fromModel(name) ?? shapes.constantValue(name),
-    D,
+    tiled ? 1 : D,
     analysis.valueDependent,
   );
 
@@ -63,29 +167,37 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
       usesAt.get(use.node)!.push({ parameter, use });
     }
   }
+  // A parameter's directions E (s, ...W), one-hot rows built by Equal of index ranges (no identity
+  // held in memory): without blocks its own s = size directions, padded to D at its column offset;
+  // with blocks the block's D columns, rows outside the parameter all zero.
   const oneHot = new Map<Parameter, string>();
   const directionsOf = (p: Parameter): string => {
     let E = oneHot.get(p);
     if (!E) {
-      const eye = b.op1('EyeLike', [b.op1('ConstantOfShape', [b.constInt64([p.size, p.size])], { value: b.floatTensor([0]) })]);
-      oneHot.set(p, (E = b.reshape(eye, [p.size, ...p.dims])));
+      const rows = blocked ? b.op1('Sub', [blockColumns!, b.constInt64([p.offset])]) : arange(b, p.size);
+      oneHot.set(p, (E = oneHotRows(b, rows, blocked ? D : p.size, p)));
     }
     return E;
   };
+  const directionCount = (p: Parameter) => (blocked ? D : p.size);
   const atSlots = (node: Node): string | undefined => {
     const uses = usesAt.get(node);
     if (!uses) return undefined;
     const y = ctx.perSample(node.outputs[0]);
     const terms = uses.map(({ parameter, use }) => {
+      const s = directionCount(parameter);
       let E = directionsOf(parameter);
-      for (const layout of use.chain) E = throughLayout(ctx, layout, E, parameter.size);
-      const directed = slotTangents[node.opType](ctx, node, use.input, E, parameter.size); // (rows, s, ...y)
+      use.chain.forEach((link, i) => {
+        E = SELECTION_OPS.has(link.opType) ? throughSelection(ctx, link, use.values[i], use.values[i + 1], E, s) : throughLayout(ctx, link, E, s);
+      });
+      const directed = slotTangents[node.opType](ctx, node, use.input, E, s); // (rows, s, ...y)
+      if (tiled) return ownDirection(ctx, node.outputs[0], directed, D);
       const after = D - parameter.offset - parameter.size;
-      if (parameter.offset === 0 && after === 0) return directed;
+      if (blocked || (parameter.offset === 0 && after === 0)) return directed;
       const pads = [0, parameter.offset, ...y.map(() => 0), 0, after, ...y.map(() => 0)];
       return b.op1('Pad', [directed, b.constInt64(pads)], { mode: 'constant' });
     });
-    return ctx.fromDirections(b.sum(terms), y);
+    return tiled ? b.sum(terms) : ctx.fromDirections(b.sum(terms), y);
   };
   const tangents = tangentPass(ctx, view, { atSlots });
   const output = analysis.output;
@@ -99,9 +211,15 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
       false,
     );
   const elements = options.perElement ? K : [];
-  const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K)
+  const byElement = b.reshape(t, [-1, D, options.perElement ? Kf : 1]); // (rows, D, K): row n·D + d of a tiled run is direction d
   const columnsLast = (v: string) => (options.perElement && Kf > 1 ? b.transpose(v, [0, 2, 1]) : v);
   let outputs: string[];
+  if (blocked) {
+    // Direction-major, so that the blocks of a chunk join by appending: (D, rows, K or 1).
+    const out = b.transpose(byElement, [1, 0, 2]);
+    const [name] = setGraphOutputs(b, [out], floatType, () => [D, 'rows', options.perElement ? Kf : 1]);
+    return { graph, seed: '', outputs: [name], feeds: tiled ? feeds : new Map(graph.inputs.map((i) => [i.name, i.name])), firstDirection };
+  }
   if (options.layout === 'flat') {
     outputs = [b.reshape(columnsLast(byElement), [-1, ...elements, D])];
   } else {

@@ -1,20 +1,19 @@
 // Reverse or forward mode, from the probe's shapes. Reverse mode runs one cotangent per
 // output element of a sample (K seeds), forward mode one tangent per column of J (D
 // directions); both carry that many copies of the activations through the network, so
-// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode
-// also holds a D_p × D_p one-hot block per parameter, which bounds its D.
+// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode's
+// one-hot directions are built per run in the graph, in blocks that fit --max-memory.
 import type { Analysis } from '../analysis/analyze.js';
-import { differentiableInputs } from '../analysis/analyze.js';
+import { differentiableInputs, SELECTION_OPS } from '../analysis/analyze.js';
 import { UsageError } from '../errors.js';
 import { jvpRules } from './registry.js';
 import { slotTangents } from './slots.js';
 
-/** Ops between a parameter and its slot that forward mode maps a parameter's directions through. */
-const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
+/** Ops between a parameter and its slot that forward mode maps a parameter's directions through: layout and selections. */
+const FORWARD_LAYOUT_OPS = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', ...SELECTION_OPS]);
 
 /** Why forward mode cannot build this model's tangents at the slots, or undefined. */
-function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined {
-  if (movedBatch) return 'values carry the samples off axis 0, which only reverse mode follows';
+function slotBlock(analysis: Analysis): string | undefined {
   for (const p of analysis.parameters) {
     for (const use of p.uses) {
       const selection = use.chain.find((n) => !FORWARD_LAYOUT_OPS.has(n.opType));
@@ -23,9 +22,6 @@ function slotBlock(analysis: Analysis, movedBatch: boolean): string | undefined 
   }
   return undefined;
 }
-
-/** Largest parameter (entries) forward mode takes: its one-hot directions are size² elements. */
-export const FORWARD_MAX_PARAMETER_SIZE = 8192;
 
 export interface ModeChoice {
   mode: 'reverse' | 'forward';
@@ -53,26 +49,36 @@ export function chooseMode(
     outputElements,
     columns,
     movedBatch = false,
-  }: { requested: 'auto' | 'reverse' | 'forward'; perElement: boolean; outputElements: number; columns: number; movedBatch?: boolean },
+    fixedBatch = false,
+  }: {
+    requested: 'auto' | 'reverse' | 'forward';
+    perElement: boolean;
+    outputElements: number;
+    columns: number;
+    movedBatch?: boolean;
+    /** The model fixes its batch size. */
+    fixedBatch?: boolean;
+  },
 ): ModeChoice {
-  const largest = analysis.parameters.reduce((m, p) => Math.max(m, p.size), 0);
   const missing = missingTangentRules(analysis);
   const forwardBlocked =
     missing.length > 0
       ? `no forward (tangent) rule for ${missing.join(', ')}`
-      : largest > FORWARD_MAX_PARAMETER_SIZE
-        ? `a parameter has ${largest} entries, more than the ${FORWARD_MAX_PARAMETER_SIZE} forward mode takes (select fewer with --params)`
-        : slotBlock(analysis, movedBatch);
+      : movedBatch && fixedBatch
+        ? 'the model fixes its batch size and carries the samples off axis 0, where forward mode repeats each sample once per direction'
+        : slotBlock(analysis);
   const seeds = perElement ? outputElements : 1;
+  // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike: the counts still compare.
+  const repeated = movedBatch ? ', each sample repeated per direction (values carry the samples off axis 0)' : '';
   if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
   if (requested === 'forward') {
     if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
-    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample` };
+    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}` };
   }
   if (columns < seeds) {
     if (forwardBlocked)
       return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
-    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample` };
+    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample${repeated}` };
   }
   return {
     mode: 'reverse',

@@ -16,9 +16,10 @@ function aligned(ctx: TangentContext, E: string, dims: readonly number[], rank: 
   return ctx.b.reshape(E, [s, ...Array<number>(rank - 1 - keep).fill(1), ...dims.slice(dims.length - keep)]);
 }
 
-/** A direction-form value (1 or rows, s, …) broadcast to (rows, s, ...dims). */
-function expanded(ctx: TangentContext, v: string, s: number, dims: readonly number[]): string {
-  return ctx.b.op1('Expand', [v, ctx.b.op1('Concat', [ctx.primalRows(), ctx.b.constInt64([s, ...dims])], { axis: 0 })]);
+/** A direction-form value (1 or rows, s, …) broadcast to (rows, s, ...dims), rows the length of axis 0 of `like` (the slot's output). */
+function expanded(ctx: TangentContext, v: string, s: number, dims: readonly number[], like: string): string {
+  const rows = ctx.b.slice(ctx.b.op1('Shape', [like]), [0], [1], [0]);
+  return ctx.b.op1('Expand', [v, ctx.b.op1('Concat', [rows, ctx.b.constInt64([s, ...dims])], { axis: 0 })]);
 }
 
 /** Per-channel E (s, C) against (rows, s, C, ...spatial). */
@@ -30,7 +31,12 @@ const bias =
   (sign: number): SlotTangent =>
   (ctx, node, input, E, s) => {
     const y = ctx.perSample(node.outputs[0]);
-    const term = expanded(ctx, aligned(ctx, E, ctx.dims(node.inputs[input]), y.length + 1, s), s, y);
+    const w = ctx.dims(node.inputs[input]);
+    // A parameter whose axis 0 lines up with axis 0 of the data beyond size 1: the sequence axis of
+    // values that carry the samples on axis 1 (a positional table (T, 1, d) added to (T, N, d)).
+    const alongAxis0 = w.length === y.length + 1 && w[0] !== 1;
+    const shaped = alongAxis0 ? ctx.b.transpose(E, [1, 0, ...w.slice(1).map((_, i) => i + 2)]) : aligned(ctx, E, w, y.length + 1, s);
+    const term = expanded(ctx, shaped, s, y, node.outputs[0]);
     return sign < 0 ? ctx.b.op1('Neg', [term]) : term;
   };
 
@@ -95,7 +101,7 @@ const Conv: SlotTangent = (ctx, node, input, E, s) => {
   const b = ctx.b;
   const y = ctx.perSample(node.outputs[0]);
   const [O, ...rest] = ctx.dims(node.inputs[1]);
-  if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
+  if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y, node.outputs[0]);
   const stacked = b.reshape(b.transpose(E, [1, 0, ...rest.map((_, i) => i + 2)]), [O * s, ...rest]);
   const [out] = sameOp(ctx, node, [node.inputs[0], stacked]);
   const spatial = y.slice(1);
@@ -110,7 +116,7 @@ const Conv: SlotTangent = (ctx, node, input, E, s) => {
 const ConvTranspose: SlotTangent = (ctx, node, input, E, s) => {
   const b = ctx.b;
   const y = ctx.perSample(node.outputs[0]);
-  if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
+  if (input === 2) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y, node.outputs[0]);
   const [C, perGroup, ...kernel] = ctx.dims(node.inputs[1]);
   const groups = attrInt(node, 'group', 1);
   const stacked = b.reshape(b.transpose(E, [1, 2, 0, ...kernel.map((_, i) => i + 3)]), [C, perGroup * s, ...kernel]);
@@ -125,7 +131,7 @@ function normalization(normalized: (ctx: TangentContext, node: Node) => string, 
   return (ctx, node, input, E, s) => {
     const y = ctx.perSample(node.outputs[0]);
     const shaped = perChannelParameters ? channels(ctx, E, s, y.length - 1) : aligned(ctx, E, ctx.dims(node.inputs[input]), y.length + 1, s);
-    if (input === 2) return expanded(ctx, shaped, s, y);
+    if (input === 2) return expanded(ctx, shaped, s, y, node.outputs[0]);
     return ctx.b.mul(ctx.b.unsqueeze(normalized(ctx, node), [1]), shaped);
   };
 }
@@ -206,7 +212,7 @@ const Einsum: SlotTangent = (ctx, node, input, E) => {
 const DeformConv: SlotTangent = (ctx, node, input, E, s) => {
   const b = ctx.b;
   const y = ctx.perSample(node.outputs[0]);
-  if (input === 3) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y);
+  if (input === 3) return expanded(ctx, channels(ctx, E, s, y.length - 1), s, y, node.outputs[0]);
   // The columns are primal values: their batch is the primal rows, not the tangent's.
   const primal = Object.create(ctx) as TangentContext;
   primal.batchSize = () => ctx.primalRows();
@@ -217,7 +223,21 @@ const DeformConv: SlotTangent = (ctx, node, input, E, s) => {
   return b.reshape(b.op1('MatMul', [weights, grouped]), [-1, s, ...y]);
 };
 
+/** A parameter broadcast to a shape read off the data (ViT's class token): the tangent is E broadcast alike, one copy per sample. */
+const Expand: SlotTangent = bias(1);
+
+/** A parameter (1, ...p) tiled to (rows, ...r·p) (a class token `cls.repeat(B, 1, 1)`): E tiled alike within each sample. */
+const Tile: SlotTangent = (ctx, node, _input, E, s) => {
+  const b = ctx.b;
+  const [, ...rest] = ctx.dims(node.inputs[0]);
+  const y = ctx.perSample(node.outputs[0]);
+  const tiled = b.op1('Tile', [b.reshape(E, [s, ...rest]), b.constInt64([1, ...rest.map((p, i) => y[i] / p)])]);
+  return expanded(ctx, b.unsqueeze(tiled, [0]), s, y, node.outputs[0]);
+};
+
 export const slotTangents: Record<string, SlotTangent> = {
+  Expand,
+  Tile,
   Add: bias(1),
   Sub: (ctx, node, input, E, s) => bias(input === 0 ? 1 : -1)(ctx, node, input, E, s),
   Mul,

@@ -147,7 +147,7 @@ function tileValue(b: GraphBuilder, shapes: ShapeTable, untiled: string, value: 
  * graph inputs get new names; the tiled values take over the original ones, so the
  * forward nodes stay as they are. Returns the feed name of each original input.
  */
-function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: number): Map<string, string> {
+export function tileInputs(b: GraphBuilder, graph: Graph, shapes: ShapeTable, copies: number): Map<string, string> {
   const feeds = new Map<string, string>();
   const start = graph.nodes.length;
   for (const input of graph.inputs) {

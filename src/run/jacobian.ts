@@ -20,6 +20,7 @@ import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
 import { chooseMode } from '../forward/choose.js';
+import { DirectionBlocks } from '../forward/blocks.js';
 import { prepareGraph, prepareGraphWithNotes } from '../analysis/prepare.js';
 import type { SplitConstant } from '../analysis/exporter.js';
 import type { ParameterSelection } from '../analysis/select.js';
@@ -289,6 +290,18 @@ function trialRows(batchSize: number): number {
 /** Seed blocks are sized with this factor on the estimate (measured: 3.5× on an InstanceNormalization output). */
 const SEED_BLOCK_MARGIN = 4;
 
+/**
+ * Forward mode's one-hot directions E (s, ...W) per parameter, made in every run: with all D
+ * directions, s = size per parameter; in blocks of B, B rows per parameter (B·D entries). The
+ * slot tangents take copies of E (transposed, stacked as channels): counted DIRECTION_MARGIN times.
+ */
+const DIRECTION_MARGIN = 3;
+function directionBytes(parameters: readonly Parameter[], directions: number, itemSize: number): number {
+  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const entries = directions >= D ? parameters.reduce((s, p) => s + p.size * p.size, 0) : directions * D;
+  return DIRECTION_MARGIN * entries * itemSize;
+}
+
 /** Chunks are sized to this share of the budget: onnxruntime's transient buffers and allocator slack take the rest. */
 const BUDGET_SHARE = 0.8;
 
@@ -445,7 +458,14 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const itemSize = npyItemSize(dtype);
-  const choice = chooseMode(analysis, { requested: options.mode ?? 'auto', perElement, outputElements, columns: D, movedBatch: shapes.hasMovedBatch() });
+  const choice = chooseMode(analysis, {
+    requested: options.mode ?? 'auto',
+    perElement,
+    outputElements,
+    columns: D,
+    movedBatch: shapes.hasMovedBatch(),
+    fixedBatch: fixedBatch !== undefined,
+  });
   const mode = choice.mode;
   let modeReason = choice.reason;
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
@@ -466,10 +486,65 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
       blockEstimate = base + copies * perSeed;
     }
   }
-  const rowsPerSample = mode === 'forward' ? D : copies;
+  // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
+  // one sample with all D directions does not fit, the directions go in blocks (one run each).
+  let directions = D;
+  let runBytes = 0;
+  // Values that carry the samples off axis 0: forward mode repeats each sample once per direction
+  // at the inputs (src/forward/build.ts), so every value is repeated, and each slot computes all
+  // the run's directions on every repeat before keeping its own (directions² per sample).
+  const tiledForward = mode === 'forward' && shapes.hasMovedBatch();
+  if (mode === 'forward') {
+    const perDirection = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    // In blocks, a chunk's runs are appended into one more copy of its rows of J (src/forward/blocks.ts).
+    const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + outputBytesPerSample;
+    const untiled = tiledForward ? estimatedBytesPerSample(analysis, shapes, 0, 0) : 0;
+    const slotBytes = tiledForward
+      ? analysis.slotNodes.reduce((sum, n) => sum + shapes.dims(n.outputs[0]).reduce((a, c) => a * c, 1) / shapes.probeBatch, 0) * itemSize
+      : 0;
+    const perSample = (B: number) => base + B * (perDirection + untiled) + SEED_BLOCK_MARGIN * B * B * slotBytes;
+    const cost = (B: number, rows: number) => directionBytes(analysis.parameters, tiledForward ? Math.min(B, D - 1) : B, itemSize) + rows * perSample(B);
+    // Sized for one sample per run unless the batch size is given (or fixed by the model).
+    const given = fixedBatch ?? options.batchSize;
+    const rows = given ?? 1;
+    runBytes = directionBytes(analysis.parameters, D, itemSize);
+    if (cost(D, rows) > BUDGET_SHARE * budget) {
+      // The one-hot directions are made once per run whatever its rows: where the batch size is
+      // free, they take half the budget and the samples of a chunk the other half.
+      const largest = (limit: number) => {
+        let [lo, hi] = [0, D - 1];
+        while (lo < hi) {
+          const mid = Math.ceil((lo + hi) / 2);
+          if (cost(mid, rows) <= limit) lo = mid;
+          else hi = mid - 1;
+        }
+        return lo;
+      };
+      const halved = given === undefined ? largest(0.5 * BUDGET_SHARE * budget) : 0;
+      directions = Math.max(1, halved >= 1 ? halved : largest(BUDGET_SHARE * budget));
+      modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
+    }
+    if (tiledForward) {
+      // Past the point where the slots' directions² outweigh the repeats' own values, more directions per run only cost.
+      const balanced = Math.max(1, Math.floor((perDirection + untiled) / Math.max(1, SEED_BLOCK_MARGIN * slotBytes)));
+      if (balanced < directions) {
+        directions = balanced;
+        modeReason =
+          modeReason.replace(/; the directions in .*$/, '') +
+          `; the directions in ${Math.ceil(D / directions)} runs of ${directions}, as many as keep the slots' cost linear`;
+      }
+    }
+    if (directions < D || tiledForward) {
+      runBytes = directionBytes(analysis.parameters, Math.min(directions, D - 1), itemSize);
+      blockEstimate = perSample(directions);
+    }
+  }
+  const rowsPerSample = mode === 'forward' ? directions : copies;
   const estimate = blockEstimate ?? estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
+  // The budget left for the samples of a chunk once the run's own costs are paid.
+  const rowBudget = Math.max(0, budget - runBytes / BUDGET_SHARE);
   // Seed blocks are sized for one sample at a time.
-  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, budget));
+  let batchSize = fixedBatch ?? options.batchSize ?? (seedMode.kind === 'block' ? 1 : batchSizeFor(estimate, samples, outputBytesPerSample, rowBudget));
   const rowRange = resolveRows(options.rows, samples, batchSize);
   const rowCount = rowRange.end - rowRange.start;
   const blocks: OutputBlock[] =
@@ -482,17 +557,19 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   // Where the planner chose the chunk, the first one is a trial a quarter that size: the
   // memory it takes resizes the chunks after it (the estimate misses onnxruntime's buffers).
   // Row ranges, Zarr stores and graphs of one run size keep chunks of one size from row 0.
-  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined;
+  // Direction blocks make the same one-hot directions in every run, which a warm-up sample would hide in the fixed cost.
+  const gridOnly = options.rows !== undefined || options.fixedChunks === true || runRows !== undefined || directions < D || tiledForward;
   const trial = !gridOnly && options.batchSize === undefined && batchSize > 2 && samples > 1 + trialRows(batchSize) ? trialRows(batchSize) : undefined;
-  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * copies) : shapes;
+  const graphShapes = runRows !== undefined && fixedBatch === undefined ? shapes.atBatch(runRows * (mode === 'forward' ? directions : copies)) : shapes;
   // The reverse graph's flat J would be a Concat of the per-parameter blocks: one more copy of every
   // byte in onnxruntime (its costliest kernel on mlp784). The blocks come out as they are instead, and
   // each row's pieces go to the sink in row-major order (src/io/atomic.ts writes them with one writev).
   const piecewise = mode === 'reverse' && layout === 'flat' && analysis.parameters.length > 1;
   const jacobianGraph =
     mode === 'forward'
-      ? buildForwardJacobianGraph(analysis, shapes, { layout, perElement })
+      ? buildForwardJacobianGraph(analysis, graphShapes, { layout, perElement, directions })
       : buildJacobianGraph(analysis, graphShapes, { layout: piecewise ? 'tuple' : layout, copies });
+  const firstDirection: string | undefined = 'firstDirection' in jacobianGraph ? (jacobianGraph.firstDirection as string | undefined) : undefined;
   lap('graph');
   checkGraphConsistency(jacobianGraph.graph, { what: 'the Jacobian graph', optimized: true });
   let session: ort.InferenceSession;
@@ -508,7 +585,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     budget,
     fixedBytes,
     estimatedBytesPerSample: estimate,
-    estimatedPeakBytes: fixedBytes + batchSize * estimate,
+    estimatedPeakBytes: fixedBytes + runBytes + batchSize * estimate,
     outputBytes: blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * itemSize, 0),
   };
   const plan: JacobianPlan = {
@@ -542,6 +619,12 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     return pieces;
   };
 
+  const directionBlocks = new DirectionBlocks(
+    { layout, columns: D, elements: elementShape, parameters: analysis.parameters },
+    directions,
+    perElement ? outputElements : 1,
+    dtype === 'float64' ? 'float64' : 'float32',
+  );
   const seeds = new Map<string, ort.Tensor>();
   async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
     // Seed blocks are made afresh: kept, all of them would hold K seeds per row.
@@ -551,10 +634,10 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     return seeds.get(key)!;
   }
 
-  async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number): Promise<ort.Tensor[]> {
+  async function runOnce(feeds: Record<string, ort.Tensor>, first: number, last: number, into?: Record<string, ort.Tensor>): Promise<ort.Tensor[]> {
     try {
       reportStage(`running the Jacobian graph on samples ${first}–${last}`);
-      const out = await session.run(feeds);
+      const out = into ? await session.run(feeds, into) : await session.run(feeds);
       return jacobianGraph.outputs.map((name) => out[name]);
     } catch (err) {
       throw new RuntimeFailure(`onnxruntime failed on samples ${first}–${last}: ${(err as Error).message}`);
@@ -589,7 +672,14 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of inputs) feeds[jacobianGraph.feeds.get(name)!] = paddedRows(arr, start, end, rows);
         let results: ort.Tensor[];
-        if (mode === 'forward') {
+        if (firstDirection !== undefined) {
+          directionBlocks.start(rows);
+          for (let first = 0; first < D; first += directions) {
+            feeds[firstDirection] = new ort.Tensor('int64', BigInt64Array.from([BigInt(first)]), [1]);
+            await runOnce(feeds, start, end - 1, { [jacobianGraph.outputs[0]]: directionBlocks.output(first) });
+          }
+          results = await directionBlocks.join();
+        } else if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
         } else if (seedMode.kind === 'block') {
           const perBlock: ort.Tensor[][] = [];
@@ -624,8 +714,8 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
           memory.measuredBytesPerSample = taken / (size - 1) + outputBytesPerSample;
           phase = 'steady';
           const bytesPerSample = Math.max(memory.measuredBytesPerSample, estimate);
-          batchSize = plan.batchSize = batchSizeFor(bytesPerSample, samples, outputBytesPerSample, budget);
-          memory.estimatedPeakBytes = memory.fixedBytes + batchSize * bytesPerSample;
+          batchSize = plan.batchSize = batchSizeFor(bytesPerSample, samples, outputBytesPerSample, rowBudget);
+          memory.estimatedPeakBytes = memory.fixedBytes + runBytes + batchSize * bytesPerSample;
           size = batchSize;
         }
         // Padding rows of a fixed batch, and rows outside the requested range, are dropped here.
