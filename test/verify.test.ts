@@ -17,7 +17,7 @@ import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
 import { nearKinks } from '../src/verify/kinks.js';
-import { checkJacobian, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
+import { checkJacobian, MAGNITUDE_SCOPES, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
 import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
 import { seededRandom, slotModel } from './persample.model.js';
 
@@ -175,23 +175,68 @@ describe('checkJacobian on corrupted Jacobians', () => {
 });
 
 describe('scopes of many parameters', () => {
-  it('beyond 12 parameters, 4 runs of consecutive parameters are checked besides all of them', async () => {
+  /**
+   * 7 layers Tanh(Gemm(h, W, B)): 14 parameters. The data x is about 30 and W0 about 0.01, so
+   * W0's block (g ⊗ x) is some 50 times B0's (g): B0 is a small block among large ones.
+   */
+  function deepModel() {
     const layers = 7;
-    const parameters: Record<string, number[]> = {};
-    for (let l = 0; l < layers; l++) Object.assign(parameters, { [`W${l}`]: [3, 3], [`B${l}`]: [3] });
-    const { graph, inputs } = slotModel({
+    const parameters: Record<string, { dims: number[]; draw: (r: () => number) => number }> = {};
+    for (let l = 0; l < layers; l++) {
+      const scale = l === 0 ? 0.02 : 2;
+      Object.assign(parameters, {
+        [`W${l}`]: { dims: [3, 3], draw: (r: () => number) => scale * r() - scale / 2 },
+        [`B${l}`]: { dims: [3], draw: (r: () => number) => 2 * r() - 1 },
+      });
+    }
+    return slotModel({
       opset: 13,
-      data: { x: [3] },
+      data: { x: { dims: [3], draw: (r) => 60 * r() - 30 } },
       parameters,
       build: (b, { x }, p) => Array.from({ length: layers }, (_, l) => l).reduce((h, l) => b.op1('Tanh', [b.op1('Gemm', [h, p[`W${l}`], p[`B${l}`]])]), x),
       batch: 3,
     });
+  }
+
+  it('beyond 12 parameters, each direction checks blocks of about the same size together: every parameter once, at most 8 scopes', async () => {
+    const { graph, inputs } = deepModel();
     const result = await verifyJacobian(graph, inputs, { directions: 2 });
     expect(result.passed, describeWorst(result)).toBe(true);
-    const groups = result.details.filter((d) => d.direction === 0 && d.parameter !== undefined);
-    expect(groups.map((d) => d.parameters!.length)).toEqual([3, 4, 3, 4]);
-    expect(groups.flatMap((d) => d.parameters)).toEqual(analyze(graph).parameters.map((p) => p.name));
-    expect(groups[0].parameter).toBe(`${groups[0].parameters![0]} … ${groups[0].parameters![2]}`);
+    const names = analyze(graph).parameters.map((p) => p.name);
+    for (let r = 0; r < 2; r++) {
+      const scopes = result.details.filter((d) => d.direction === r && d.parameter !== undefined);
+      expect(scopes.length).toBeLessThanOrEqual(MAGNITUDE_SCOPES);
+      expect(scopes.flatMap((d) => d.parameters ?? [d.parameter]).sort()).toEqual([...names].sort());
+    }
+    expect(result.blockResolution).toBeLessThan(0.1);
+  });
+
+  it('a bias of 3 values off by 2% among larger blocks fails (the former 4 runs of consecutive parameters passed it)', async () => {
+    // Checked once with the former scopes (W0, B0, W1 | B1 … W3 | … | …): worst relative error
+    // 4.5e-4 against the tolerance 1e-3, passed. B0's scope is now of blocks within a factor 4.
+    const { graph, inputs } = deepModel();
+    const { plan, run } = await planJacobian(graph, new Map([...inputs].map(([k, v]) => [k, arrayRows(v)])), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const D = jacobian.shape[jacobian.shape.length - 1];
+    const bias = plan.parameters.find((p) => p.name === 'B0')!;
+    const weight = plan.parameters.find((p) => p.name === 'W0')!;
+    const corrupted = jacobian.data.slice();
+    for (let row = 0; row < corrupted.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) corrupted[row + i] *= 1.02;
+    const honest = await checkJacobian(graph, inputs, jacobian);
+    expect(honest.passed, describeWorst(honest)).toBe(true);
+    // B0 is a small block: along every direction its J·u is below a tenth of W0's.
+    for (let r = 0; r < honest.directions; r++) {
+      const alone = (name: string) => honest.details.find((d) => d.direction === r && (d.parameters ?? [d.parameter]).includes(name))!;
+      expect(alone('B0')).not.toBe(alone('W0'));
+    }
+    const result = await checkJacobian(graph, inputs, { ...jacobian, data: corrupted });
+    expect([result.passed, result.inconclusive]).toEqual([false, false]);
+    const worst = result.details.reduce((a, d) => (d.relativeError > a.relativeError ? d : a));
+    expect(worst.parameters ?? [worst.parameter]).toContain('B0');
+    expect(result.reason).toMatch(/B0/);
+    expect(weight.size).toBeGreaterThan(bias.size);
   });
 });
 
