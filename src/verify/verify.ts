@@ -10,12 +10,9 @@
 // For each direction u (standard normal entries, from onnxruntime's RandomNormal with a fixed
 // seed) and each scope — all parameters at once, then each parameter alone (u restricted to
 // its block, so that a wrong block is not drowned by larger ones), or, beyond MAX_SCOPES
-// parameters, GROUPED_SCOPES runs of consecutive parameters (each scope costs two forward runs
-// per direction, and a float64 forward run of a CNN costs about a third of J's whole
-// computation: per-parameter scopes made the check of a 160-tensor EfficientNet-B0 take 50
-// times as long as J; with 4 groups it takes 5 to 8 times as long, and a wrong small block
-// among the tens of a group can be drowned by larger ones) — the check compares, for
-// every sample n and output element k (or each sample's sum over k with reduce 'sum'),
+// parameters, at most MAGNITUDE_SCOPES sets of blocks of about the same size (below) — the
+// check compares, for every sample n and output element k (or each sample's sum over k with
+// reduce 'sum'),
 //   J·u                                   the Jacobian rows times u, with
 //   FD = (f(θ + εu) − f(θ − εu)) / 2ε     the forward model with the parameters moved along u.
 // The relative error of a scope is
@@ -40,6 +37,33 @@
 // some scope failed outright. So a pass means: along every direction the largest derivatives
 // agree to the tolerance, and every block to within tolerance × S.
 //
+// Scopes of many parameters. Each scope costs two forward runs per direction, and a float64
+// forward run of a CNN costs about a third of J's whole computation: a scope per parameter made
+// the check of a 160-tensor EfficientNet-B0 take 50 times as long as J. Beyond MAX_SCOPES
+// parameters the blocks are therefore checked in sets, chosen per direction from what J itself
+// says before any finite difference runs: M_p = max_{n,k} |J_p·u_p|, the size of block p's
+// share of J·u (./compare.ts, magnitudeGraph). The blocks above the floor are sorted by M_p and
+// cut into scopes, largest first, wherever a block is more than a factor B below the first of
+// its scope (B = BIN_FACTOR, 4, or the smallest factor that needs at most MAGNITUDE_SCOPES − 1
+// scopes); the blocks at or below the floor form one more scope. (Runs of consecutive
+// parameters, as before, let a wrong small block hide among the tens of larger ones of its run.)
+// What this guarantees: let block p alone be wrong, Δ_p = (J_p − J_p^true)·u_p, and call
+// δ = max|Δ_p| / M_p its relative error. Its scope's error is then max|Δ_p| (up to the finite
+// difference's own error), so the scope fails once δ > tolerance · max(G, floor) / M_p, G
+// being the scope's measured scale, the wrong block included. That bound, best over the
+// directions where M_p is above the floor and worst over the blocks, is the result's
+// blockResolution; a priori it is at most
+// tolerance · ((m − 1)·B + c) for a scope of m blocks, c = max(1, M_p^true / M_p): the other
+// m − 1 blocks are at most B·M_p each and the block itself adds max(M_p, M_p^true) to G (for
+// random directions the others add up like √m rather than m). A block made too large by J
+// (M_p ≫ M_p^true) is placed among large blocks but its error, (1 − M_p^true/M_p)·M_p, is of
+// their size: it fails. A block made too small (M_p ≪ M_p^true, a J of zeros) is placed among
+// small blocks, where its true derivative is then the largest term of the finite difference:
+// |J·u − FD| is about G, a relative error near 1, and it fails. Blocks at or below the floor
+// along every direction (blocksBelowFloor) are bounded in absolute terms only, as above, by
+// tolerance × max(G, floor) of their scope. Several wrong blocks in one scope could cancel
+// each other only by conspiring at every sample, output element and direction.
+
 // The forward model runs in float64 where onnxruntime allows: data inputs, float initializers
 // and float constants are cast to float64, and the ops onnxruntime runs only in float32 are
 // rewritten (./lower.ts). Then ε = 1e-7 and the tolerance is 1e-3: the finite difference is
