@@ -17,7 +17,7 @@ import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
 import { nearKinks } from '../src/verify/kinks.js';
-import { checkJacobian, MAGNITUDE_SCOPES, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
+import { BIN_FACTOR, checkJacobian, chooseScopes, MAGNITUDE_SCOPES, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
 import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
 import { seededRandom, slotModel } from './persample.model.js';
 
@@ -238,6 +238,40 @@ describe('scopes of many parameters', () => {
     expect(worst.parameters ?? [worst.parameter]).toContain('B0');
     expect(result.reason).toMatch(/B0/);
     expect(weight.size).toBeGreaterThan(bias.size);
+    // A block J makes too large lands among large blocks, one made too small (zeros) among small ones: both fail.
+    for (const factor of [20, 0]) {
+      const scaled = jacobian.data.slice();
+      for (let row = 0; row < scaled.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) scaled[row + i] *= factor;
+      const wrong = await checkJacobian(graph, inputs, { ...jacobian, data: scaled });
+      expect([factor, wrong.passed, wrong.inconclusive]).toEqual([factor, false, false]);
+      const failing = wrong.details.filter((d) => d.parameter !== undefined && d.relativeError > wrong.tolerance);
+      expect(failing.length).toBeGreaterThan(0);
+      expect(failing.every((d) => (d.parameters ?? [d.parameter]).includes('B0'))).toBe(true);
+    }
+  });
+
+  it('chooseScopes: at most 8 scopes over 12 decades, each parameter once, blocks within the factor of their scope; those at or below the floor together', () => {
+    const random = seededRandom(3);
+    const sizes = Array.from({ length: 200 }, () => 10 ** (-12 * random()));
+    const floor = 1e-9;
+    const scopes = chooseScopes(sizes, floor);
+    expect(scopes.length).toBeLessThanOrEqual(MAGNITUDE_SCOPES);
+    expect(scopes.flat().sort((a, b) => a - b)).toEqual(sizes.map((_, p) => p));
+    const below = scopes[scopes.length - 1];
+    expect(below.every((p) => sizes[p] <= floor)).toBe(true);
+    const above = scopes.slice(0, -1);
+    expect(above.flat().every((p) => sizes[p] > floor)).toBe(true);
+    const factors = above.map((scope) => Math.max(...scope.map((p) => sizes[p])) / Math.min(...scope.map((p) => sizes[p])));
+    // 9 decades above the floor in 7 scopes: the factor is about 10^(9/7), not BIN_FACTOR.
+    expect(Math.max(...factors)).toBeLessThan(10 ** (9 / 7) * 1.01);
+    // Three decades (2^-29/3 to 1, a third of an octave apart): 5 scopes of 7, 7, 7, 7 and 2, each within BIN_FACTOR.
+    const narrow = chooseScopes(
+      Array.from({ length: 30 }, (_, p) => 2 ** (-p / 3)),
+      0,
+    );
+    expect(narrow.map((scope) => scope.length)).toEqual([7, 7, 7, 7, 2]);
+    expect(narrow.every((scope) => Math.max(...scope.map((p) => 2 ** (-p / 3))) / Math.min(...scope.map((p) => 2 ** (-p / 3))) <= BIN_FACTOR)).toBe(true);
+    expect(chooseScopes([1, 2, 3], 0)).toEqual([[0], [1], [2]]);
   });
 });
 
