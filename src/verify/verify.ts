@@ -568,8 +568,8 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
  * The scopes of one direction besides all parameters (sets of parameter indices), from each
  * block's max|J_p·u_p|: each parameter alone up to MAX_SCOPES parameters; beyond, the blocks
  * above the noise floor sorted by size and cut, largest first, wherever a block is more than
- * a factor B below the first of its scope, B = BIN_FACTOR or the smallest factor that needs
- * at most MAGNITUDE_SCOPES scopes; the blocks at or below the floor form one more scope.
+ * a factor B below the first of its scope, B = BIN_FACTOR or the smallest factor that keeps
+ * to MAGNITUDE_SCOPES scopes in all; the blocks at or below the floor form one more scope.
  */
 export function chooseScopes(sizes: readonly number[], floor: number): number[][] {
   const P = sizes.length;
@@ -608,7 +608,7 @@ function scopeLabel(check: VerifyCheck): string {
   if (check.parameters === undefined) return check.parameter === undefined ? 'all parameters' : `parameter '${check.parameter}'`;
   const names = check.parameters;
   const listed = names.length > 4 ? [...names.slice(0, 3), '…'] : names;
-  return `one of the ${names.length} parameters ${listed.join(', ')} checked together (J·u of about the same size; --params checks them alone)`;
+  return `one of the ${names.length} parameters ${listed.join(', ')} checked together (--params checks them alone)`;
 }
 
 /** The worst over the blocks of the smallest relative error of its own J·u that its scope would catch, best over the directions. */
