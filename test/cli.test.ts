@@ -214,7 +214,7 @@ describe('jacobian check', () => {
     const json = JSON.parse(r.stdout);
     expect(json.verify).toMatchObject({ passed: true, dtype: 'float64', directions: 3 });
     expect(json.verify.worstRelativeError).toBeLessThanOrEqual(json.verify.tolerance);
-    // Each of lenet10's 10 parameters is checked alone: a block off by a little more than the tolerance fails.
+    // Each of lenet10's 8 parameters is checked alone: a block off by a little more than the tolerance fails.
     expect(json.verify.blocksBelowFloor).toBe(0);
     expect(json.verify.blockResolution).toBeGreaterThanOrEqual(json.verify.tolerance);
     expect(json.verify.blockResolution).toBeLessThan(1.01 * json.verify.tolerance);
