@@ -214,9 +214,15 @@ describe('jacobian check', () => {
     const json = JSON.parse(r.stdout);
     expect(json.verify).toMatchObject({ passed: true, dtype: 'float64', directions: 3 });
     expect(json.verify.worstRelativeError).toBeLessThanOrEqual(json.verify.tolerance);
+    // Each of lenet10's 8 parameters is checked alone: a block off by a little more than the tolerance fails.
+    expect(json.verify.blocksBelowFloor).toBe(0);
+    expect(json.verify.blockResolution).toBeGreaterThanOrEqual(json.verify.tolerance);
+    expect(json.verify.blockResolution).toBeLessThan(1.01 * json.verify.tolerance);
     const plain = jacobian(['check', 'seed/model.onnx', '-i', 'seed/input.npy', '--verify']);
     expect(plain.code).toBe(0);
-    expect(plain.stdout).toMatch(/verify: worst relative error .* passed/);
+    expect(plain.stdout).toMatch(
+      /verify: worst relative error .* passed\n {2}per parameter: a block of J whose J·u is off by more than [\d.]+% of its own size fails the check\n/,
+    );
     const noData = jacobian(['check', 'seed/model.onnx', '--verify']);
     expect(noData.code).toBe(2);
     expect(noData.stderr).toContain('--input');

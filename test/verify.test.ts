@@ -17,7 +17,7 @@ import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
 import { nearKinks } from '../src/verify/kinks.js';
-import { checkJacobian, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
+import { BIN_FACTOR, checkJacobian, chooseScopes, MAGNITUDE_SCOPES, verifyJacobian, type VerifyOptions, type VerifyResult } from '../src/verify/verify.js';
 import { FIXTURES, fixtureInputs, readReference } from './helpers.js';
 import { seededRandom, slotModel } from './persample.model.js';
 
@@ -175,23 +175,103 @@ describe('checkJacobian on corrupted Jacobians', () => {
 });
 
 describe('scopes of many parameters', () => {
-  it('beyond 12 parameters, 4 runs of consecutive parameters are checked besides all of them', async () => {
+  /**
+   * 7 layers Tanh(Gemm(h, W, B)): 14 parameters. The data x is about 30 and W0 about 0.01, so
+   * W0's block (g ⊗ x) is some 50 times B0's (g): B0 is a small block among large ones.
+   */
+  function deepModel() {
     const layers = 7;
-    const parameters: Record<string, number[]> = {};
-    for (let l = 0; l < layers; l++) Object.assign(parameters, { [`W${l}`]: [3, 3], [`B${l}`]: [3] });
-    const { graph, inputs } = slotModel({
+    const parameters: Record<string, { dims: number[]; draw: (r: () => number) => number }> = {};
+    for (let l = 0; l < layers; l++) {
+      const scale = l === 0 ? 0.02 : 2;
+      Object.assign(parameters, {
+        [`W${l}`]: { dims: [3, 3], draw: (r: () => number) => scale * r() - scale / 2 },
+        [`B${l}`]: { dims: [3], draw: (r: () => number) => 2 * r() - 1 },
+      });
+    }
+    return slotModel({
       opset: 13,
-      data: { x: [3] },
+      data: { x: { dims: [3], draw: (r) => 60 * r() - 30 } },
       parameters,
       build: (b, { x }, p) => Array.from({ length: layers }, (_, l) => l).reduce((h, l) => b.op1('Tanh', [b.op1('Gemm', [h, p[`W${l}`], p[`B${l}`]])]), x),
       batch: 3,
     });
+  }
+
+  it('beyond 12 parameters, each direction checks blocks of about the same size together: every parameter once, at most 8 scopes', async () => {
+    const { graph, inputs } = deepModel();
     const result = await verifyJacobian(graph, inputs, { directions: 2 });
     expect(result.passed, describeWorst(result)).toBe(true);
-    const groups = result.details.filter((d) => d.direction === 0 && d.parameter !== undefined);
-    expect(groups.map((d) => d.parameters!.length)).toEqual([3, 4, 3, 4]);
-    expect(groups.flatMap((d) => d.parameters)).toEqual(analyze(graph).parameters.map((p) => p.name));
-    expect(groups[0].parameter).toBe(`${groups[0].parameters![0]} … ${groups[0].parameters![2]}`);
+    const names = analyze(graph).parameters.map((p) => p.name);
+    for (let r = 0; r < 2; r++) {
+      const scopes = result.details.filter((d) => d.direction === r && d.parameter !== undefined);
+      expect(scopes.length).toBeLessThanOrEqual(MAGNITUDE_SCOPES);
+      expect(scopes.flatMap((d) => d.parameters ?? [d.parameter]).sort()).toEqual([...names].sort());
+    }
+    expect(result.blockResolution).toBeLessThan(0.1);
+  });
+
+  it('a bias of 3 values off by 0.5% among larger blocks fails (the former 4 runs of consecutive parameters passed it)', async () => {
+    // Checked once with the former scopes (W0, B0, W1 | B1 … W3 | B3 … B4 | W5 … B6): passed,
+    // worst relative error 3.9e-4 (W0, B0, W1, direction 0) against the tolerance 1e-3. Now
+    // B0 is checked with blocks of its own size: failed, 6.0e-3.
+    const { graph, inputs } = deepModel();
+    const { plan, run } = await planJacobian(graph, new Map([...inputs].map(([k, v]) => [k, arrayRows(v)])), { layout: 'flat' });
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const [jacobian] = sink.result();
+    const D = jacobian.shape[jacobian.shape.length - 1];
+    const bias = plan.parameters.find((p) => p.name === 'B0')!;
+    const weight = plan.parameters.find((p) => p.name === 'W0')!;
+    const corrupted = jacobian.data.slice();
+    for (let row = 0; row < corrupted.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) corrupted[row + i] *= 1.005;
+    const honest = await checkJacobian(graph, inputs, jacobian);
+    const result = await checkJacobian(graph, inputs, { ...jacobian, data: corrupted });
+    expect(honest.passed, describeWorst(honest)).toBe(true);
+    // B0 is a small block: along no direction is it checked with W0.
+    for (let r = 0; r < honest.directions; r++) {
+      const alone = (name: string) => honest.details.find((d) => d.direction === r && (d.parameters ?? [d.parameter]).includes(name))!;
+      expect(alone('B0')).not.toBe(alone('W0'));
+    }
+    expect([result.passed, result.inconclusive]).toEqual([false, false]);
+    const worst = result.details.reduce((a, d) => (d.relativeError > a.relativeError ? d : a));
+    expect(worst.parameters ?? [worst.parameter]).toContain('B0');
+    expect(result.reason).toMatch(/B0/);
+    expect(weight.size).toBeGreaterThan(bias.size);
+    // A block J makes too large lands among large blocks, one made too small (zeros) among small ones: both fail.
+    for (const factor of [20, 0]) {
+      const scaled = jacobian.data.slice();
+      for (let row = 0; row < scaled.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) scaled[row + i] *= factor;
+      const wrong = await checkJacobian(graph, inputs, { ...jacobian, data: scaled });
+      expect([factor, wrong.passed, wrong.inconclusive]).toEqual([factor, false, false]);
+      const failing = wrong.details.filter((d) => d.parameter !== undefined && d.relativeError > wrong.tolerance);
+      expect(failing.length).toBeGreaterThan(0);
+      expect(failing.every((d) => (d.parameters ?? [d.parameter]).includes('B0'))).toBe(true);
+    }
+  });
+
+  it('chooseScopes: at most 8 scopes over 12 decades, each parameter once, blocks within the factor of their scope; those at or below the floor together', () => {
+    const random = seededRandom(3);
+    const sizes = Array.from({ length: 200 }, () => 10 ** (-12 * random()));
+    const floor = 1e-9;
+    const scopes = chooseScopes(sizes, floor);
+    expect(scopes.length).toBeLessThanOrEqual(MAGNITUDE_SCOPES);
+    expect(scopes.flat().sort((a, b) => a - b)).toEqual(sizes.map((_, p) => p));
+    const below = scopes[scopes.length - 1];
+    expect(below.every((p) => sizes[p] <= floor)).toBe(true);
+    const above = scopes.slice(0, -1);
+    expect(above.flat().every((p) => sizes[p] > floor)).toBe(true);
+    const factors = above.map((scope) => Math.max(...scope.map((p) => sizes[p])) / Math.min(...scope.map((p) => sizes[p])));
+    // 9 decades above the floor in 7 scopes: the factor is about 10^(9/7), not BIN_FACTOR.
+    expect(Math.max(...factors)).toBeLessThan(10 ** (9 / 7) * 1.01);
+    // Three decades (2^-29/3 to 1, a third of an octave apart): 5 scopes of 7, 7, 7, 7 and 2, each within BIN_FACTOR.
+    const narrow = chooseScopes(
+      Array.from({ length: 30 }, (_, p) => 2 ** (-p / 3)),
+      0,
+    );
+    expect(narrow.map((scope) => scope.length)).toEqual([7, 7, 7, 7, 2]);
+    expect(narrow.every((scope) => Math.max(...scope.map((p) => 2 ** (-p / 3))) / Math.min(...scope.map((p) => 2 ** (-p / 3))) <= BIN_FACTOR)).toBe(true);
+    expect(chooseScopes([1, 2, 3], 0)).toEqual([[0], [1], [2]]);
   });
 });
 

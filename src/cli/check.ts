@@ -214,6 +214,8 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
               tolerance: verify.tolerance,
               kinkCrossings: verify.kinkCrossings,
               undecidedElements: verify.undecidedElements,
+              ...(verify.blockResolution !== undefined ? { blockResolution: verify.blockResolution } : {}),
+              blocksBelowFloor: verify.blocksBelowFloor,
               ...(verify.nearKinks ? { nearKinks: verify.nearKinks } : {}),
               directions: verify.directions,
               samples: verify.samples,
@@ -289,6 +291,15 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
         `  ${verify.kinkCrossings} finite difference${verify.kinkCrossings === 1 ? '' : 's'} (sample × output element ` +
           `× direction) crossed a kink (ReLU, MaxPool, Clip, Abs, Min/Max…): compared with the one-sided difference on ` +
           `the side without one${undecided}`,
+      );
+    }
+    if (verify.blockResolution !== undefined) {
+      const below = verify.blocksBelowFloor;
+      out.push(
+        `  per parameter: a block of J whose J·u is off by more than ${(100 * verify.blockResolution).toPrecision(2)}% of its own size fails the check` +
+          (below > 0
+            ? ` (${below} parameter${below === 1 ? '' : 's'} below the rounding noise along every direction: only their absolute error is bounded)`
+            : ''),
       );
     }
     if (!verify.passed && verify.reason) out.push(`  ${verify.reason}`);

@@ -1,5 +1,6 @@
 // The comparison graph: J·u for every direction, over all parameters and over each scope
-// (a parameter's block alone, or a run of consecutive parameters), against the finite
+// (a parameter's block alone, or a set of parameters whose blocks are of about the same size,
+// chosen per direction by ./verify.ts from magnitudeGraph's sizes), against the finite
 // differences, reduced to the maxima the relative error is made of. Everything is computed
 // in float64.
 //
@@ -18,7 +19,7 @@
 // elements that crossed.
 import type { Parameter } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { DataType, standaloneGraph, type Graph } from '../onnx/graph.js';
+import { DataType, standaloneGraph, type Graph, type ValueInfo } from '../onnx/graph.js';
 
 export const COMPARE_OUTPUTS = ['maxError', 'maxDifference', 'maxProduct', 'maxOutput', 'maxKinkError', 'kinks', 'undecided'] as const;
 
@@ -31,23 +32,60 @@ export interface CompareShape {
   forwardType: number;
 }
 
-/** Consecutive parameters checked together: columns [start, end) of J. */
-export interface Scope {
-  start: number;
-  end: number;
+/** J·u of each parameter's block alone: (N, elements, R) each, `directions` being (D, R). */
+function blockProducts(b: GraphBuilder, parameters: readonly Parameter[], jacobian: string, directions: string): string[] {
+  return parameters.map((p) =>
+    b.op1('MatMul', [b.slice(jacobian, [p.offset], [p.offset + p.size], [2]), b.slice(directions, [p.offset], [p.offset + p.size], [0])]),
+  );
+}
+
+function compareInputs(shape: CompareShape, D: number): ValueInfo[] {
+  return [
+    { name: 'jacobian', elemType: shape.jacobianType, dims: ['N', shape.elements, D] },
+    { name: 'directions', elemType: shape.forwardType, dims: ['R', D] },
+    { name: 'reference', elemType: shape.forwardType, dims: ['N', shape.outputElements] },
+  ];
+}
+
+/**
+ * The size of each block's J·u before any finite difference is taken, from which ./verify.ts
+ * chooses the scopes. Inputs `jacobian`, `directions` and `reference` as for compareGraph.
+ * Outputs: `blockMax` (R, P), max over samples and elements of |J_p·u_p|; `productMax` (R),
+ * the same for all parameters at once; `maxOutput`, max |f(θ)|.
+ */
+export function magnitudeGraph(parameters: readonly Parameter[], shape: CompareShape): Graph {
+  const graph = standaloneGraph('magnitudes');
+  const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
+  const D = parameters.reduce((s, p) => s + p.size, 0);
+  graph.inputs = compareInputs(shape, D);
+  const jacobian = b.op1('Cast', ['jacobian'], { to: DataType.DOUBLE });
+  const directions = b.transpose(b.op1('Cast', ['directions'], { to: DataType.DOUBLE }), [1, 0]); // (D, R)
+  const maxAbs = (v: string, axes: number[]) => b.op1('ReduceMax', [b.op1('Abs', [v])], { axes, keepdims: 0 });
+  const blocks = blockProducts(b, parameters, jacobian, directions).map((p) => b.unsqueeze(maxAbs(p, [0, 1]), [1]));
+  const results = {
+    blockMax: b.op1('Concat', blocks, { axis: 1 }),
+    productMax: maxAbs(b.op1('MatMul', [jacobian, directions]), [0, 1]),
+    maxOutput: maxAbs(b.op1('Cast', ['reference'], { to: DataType.DOUBLE }), [0, 1]),
+  };
+  for (const [name, value] of Object.entries(results)) {
+    graph.nodes.push({ name, opType: 'Identity', domain: '', inputs: [value], outputs: [name], attributes: [] });
+    graph.outputs.push({ name, elemType: DataType.DOUBLE, dims: undefined });
+  }
+  return graph;
 }
 
 /**
  * Inputs: `jacobian` (N, elements, D); `directions` (R, D); `plus` and `minus`
  * (R, S, N, outputElements), the forward outputs for each direction and scope (scope 0:
- * all parameters; scope 1 + i: `scopes[i]`); `reference` (N, outputElements), the unperturbed
+ * all parameters; scope 1 + i: the parameters p with `scopes`[r, i, p] = 1, `scopes` being
+ * (R, scopeCount, P) when scopeCount > 0); `reference` (N, outputElements), the unperturbed
  * output. Outputs (R, S): the max over samples and elements of the error of the elements that
  * cross no kink (min over the three differences), of |FD| and of |J·u|; max |f(θ)|; the max
  * error of the elements crossing a kink, and their number (see the comment at the top).
  */
 export function compareGraph(
   parameters: readonly Parameter[],
-  scopes: readonly Scope[],
+  scopeCount: number,
   shape: CompareShape,
   epsilon: number,
   tolerance: number,
@@ -58,11 +96,9 @@ export function compareGraph(
   const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
   const D = parameters.reduce((s, p) => s + p.size, 0);
   graph.inputs = [
-    { name: 'jacobian', elemType: shape.jacobianType, dims: ['N', shape.elements, D] },
-    { name: 'directions', elemType: shape.forwardType, dims: ['R', D] },
+    ...compareInputs(shape, D),
     { name: 'plus', elemType: shape.forwardType, dims: ['R', 'S', 'N', shape.outputElements] },
     { name: 'minus', elemType: shape.forwardType, dims: ['R', 'S', 'N', shape.outputElements] },
-    { name: 'reference', elemType: shape.forwardType, dims: ['N', shape.outputElements] },
     { name: 'plusPattern', elemType: shape.forwardType, dims: ['R', 'S', 'N'] },
     { name: 'minusPattern', elemType: shape.forwardType, dims: ['R', 'S', 'N'] },
     { name: 'referencePattern', elemType: shape.forwardType, dims: ['N'] },
@@ -70,17 +106,17 @@ export function compareGraph(
   const double = (v: string) => b.op1('Cast', [v], { to: DataType.DOUBLE });
   const jacobian = double('jacobian');
   const directions = b.transpose(double('directions'), [1, 0]); // (D, R)
-  const products = [b.op1('MatMul', [jacobian, directions])]; // (N, elements, R)
-  for (const { start, end } of scopes) {
-    const block = b.slice(jacobian, [start], [end], [2]);
-    products.push(b.op1('MatMul', [block, b.slice(directions, [start], [end], [0])]));
+  const all = b.unsqueeze(b.transpose(b.op1('MatMul', [jacobian, directions]), [2, 0, 1]), [1]); // (R, 1, N, elements)
+  let product = all;
+  if (scopeCount > 0) {
+    graph.inputs.push({ name: 'scopes', elemType: DataType.DOUBLE, dims: ['R', scopeCount, parameters.length] });
+    // Σ_p scopes[r, s, p] · J_p·u_p, one block at a time: no (P, N, elements, R) tensor is held.
+    const scoped = blockProducts(b, parameters, jacobian, directions).reduce((sum: string | undefined, block, p) => {
+      const term = b.mul(b.unsqueeze(b.slice('scopes', [p], [p + 1], [2]), [3]), b.unsqueeze(b.transpose(block, [2, 0, 1]), [1]));
+      return sum === undefined ? term : b.add(sum, term);
+    }, undefined)!;
+    product = b.op1('Concat', [all, scoped], { axis: 1 }); // (R, S, N, elements)
   }
-  const stacked = b.op1(
-    'Concat',
-    products.map((p) => b.unsqueeze(p, [0])),
-    { axis: 0 },
-  ); // (S, N, elements, R)
-  const product = b.transpose(stacked, [3, 0, 1, 2]); // (R, S, N, elements)
   // reduce 'sum': the differences of each sample's sum
   const perElement = (v: string) => (shape.elements !== shape.outputElements ? b.reduceSum(v, [3], true) : v);
   const plus = double('plus');

@@ -10,12 +10,9 @@
 // For each direction u (standard normal entries, from onnxruntime's RandomNormal with a fixed
 // seed) and each scope — all parameters at once, then each parameter alone (u restricted to
 // its block, so that a wrong block is not drowned by larger ones), or, beyond MAX_SCOPES
-// parameters, GROUPED_SCOPES runs of consecutive parameters (each scope costs two forward runs
-// per direction, and a float64 forward run of a CNN costs about a third of J's whole
-// computation: per-parameter scopes made the check of a 160-tensor EfficientNet-B0 take 50
-// times as long as J; with 4 groups it takes 5 to 8 times as long, and a wrong small block
-// among the tens of a group can be drowned by larger ones) — the check compares, for
-// every sample n and output element k (or each sample's sum over k with reduce 'sum'),
+// parameters, at most MAGNITUDE_SCOPES sets of blocks of about the same size (below) — the
+// check compares, for every sample n and output element k (or each sample's sum over k with
+// reduce 'sum'),
 //   J·u                                   the Jacobian rows times u, with
 //   FD = (f(θ + εu) − f(θ − εu)) / 2ε     the forward model with the parameters moved along u.
 // The relative error of a scope is
@@ -40,6 +37,33 @@
 // some scope failed outright. So a pass means: along every direction the largest derivatives
 // agree to the tolerance, and every block to within tolerance × S.
 //
+// Scopes of many parameters. Each scope costs two forward runs per direction, and a float64
+// forward run of a CNN costs about a third of J's whole computation: a scope per parameter made
+// the check of a 160-tensor EfficientNet-B0 take 50 times as long as J. Beyond MAX_SCOPES
+// parameters the blocks are therefore checked in sets, chosen per direction from what J itself
+// says before any finite difference runs: M_p = max_{n,k} |J_p·u_p|, the size of block p's
+// share of J·u (./compare.ts, magnitudeGraph). The blocks above the floor are sorted by M_p and
+// cut into scopes, largest first, wherever a block is more than a factor B below the first of
+// its scope (B = BIN_FACTOR, 4, or the smallest factor that needs at most MAGNITUDE_SCOPES − 1
+// scopes); the blocks at or below the floor form one more scope. (Runs of consecutive
+// parameters, as before, let a wrong small block hide among the tens of larger ones of its run.)
+// What this guarantees: let block p alone be wrong, Δ_p = (J_p − J_p^true)·u_p, and call
+// δ = max|Δ_p| / M_p its relative error. Its scope's error is then max|Δ_p| (up to the finite
+// difference's own error), so the scope fails once δ > tolerance · max(G, floor) / M_p, G
+// being the scope's measured scale, the wrong block included. That bound, best over the
+// directions where M_p is above the floor and worst over the blocks, is the result's
+// blockResolution; a priori it is at most
+// tolerance · ((m − 1)·B + c) for a scope of m blocks, c = max(1, M_p^true / M_p): the other
+// m − 1 blocks are at most B·M_p each and the block itself adds max(M_p, M_p^true) to G (for
+// random directions the others add up like √m rather than m). A block made too large by J
+// (M_p ≫ M_p^true) is placed among large blocks but its error, (1 − M_p^true/M_p)·M_p, is of
+// their size: it fails. A block made too small (M_p ≪ M_p^true, a J of zeros) is placed among
+// small blocks, where its true derivative is then the largest term of the finite difference:
+// |J·u − FD| is about G, a relative error near 1, and it fails. Blocks at or below the floor
+// along every direction (blocksBelowFloor) are bounded in absolute terms only, as above, by
+// tolerance × max(G, floor) of their scope. Several wrong blocks in one scope could cancel
+// each other only by conspiring at every sample, output element and direction.
+
 // The forward model runs in float64 where onnxruntime allows: data inputs, float initializers
 // and float constants are cast to float64, and the ops onnxruntime runs only in float32 are
 // rewritten (./lower.ts). Then ε = 1e-7 and the tolerance is 1e-3: the finite difference is
@@ -77,15 +101,17 @@ import { MemorySink } from '../output.js';
 import { firstSamples, planJacobian, preparePipeline, type Mode, type Pipeline, type PipelineOptions, type Reduce } from '../run/jacobian.js';
 import { sessionOptions } from '../run/session.js';
 import { paddedRows } from '../run/tensors.js';
-import { COMPARE_OUTPUTS, compareGraph } from './compare.js';
+import { COMPARE_OUTPUTS, compareGraph, magnitudeGraph } from './compare.js';
 import { ROUNDOFF_INPUT, toDouble } from './double.js';
 import { nearKinks, type NearKink } from './kinks.js';
 import { DIRECTION_INPUT, PATTERN_OUTPUT, perturbedForward, STEP_INPUT } from './perturb.js';
 
 export const MAX_SAMPLES = 64;
-/** Up to this many parameters, each is a scope of its own; beyond, GROUPED_SCOPES runs of consecutive parameters are. */
+/** Up to this many parameters, each is a scope of its own; beyond, at most MAGNITUDE_SCOPES scopes of blocks of about the same size are. */
 export const MAX_SCOPES = 12;
-export const GROUPED_SCOPES = 4;
+export const MAGNITUDE_SCOPES = 8;
+/** Blocks in one scope are within this factor of its largest, unless MAGNITUDE_SCOPES then do not suffice (see chooseScopes). */
+export const BIN_FACTOR = 4;
 export const JACOBIAN_BUDGET = 256 * 1024 * 1024;
 
 /** Precision of the forward model: float64, float64 with float32 islands ('mixed'), or float32. */
@@ -174,6 +200,20 @@ export interface VerifyResult {
   reason?: string;
   /** One check per direction and scope, directions outer. */
   details: VerifyCheck[];
+  /**
+   * The guarantee per block: a block whose J·u alone is wrong by more than this, relative to its
+   * own max|J_p·u_p|, fails the check (tolerance × max(G, floor) / max|J_p·u_p| of its scope, best
+   * over the directions where the block is above the floor, worst over such blocks). Undefined
+   * when no block is above the floor.
+   */
+  blockResolution?: number;
+  /** The block with that worst resolution. */
+  blockResolutionParameter?: string;
+  /**
+   * Blocks whose max|J_p·u_p| is at most the floor along every direction: only their absolute
+   * error is bounded (by tolerance × max(G, floor) of their scope).
+   */
+  blocksBelowFloor: number;
   /**
    * Piecewise-linear nodes with kink inputs within float32 rounding of their threshold for the
    * samples checked (./kinks.ts): there J is ill-defined. Undefined when they could not be counted.
@@ -362,33 +402,10 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
   }
   const R = options.directions ?? 3;
   const directions = await randomDirections(R, D, elemType, options.seed ?? 0, options.threads);
-  const groups = scopeGroups(parameters);
-  const scopes: (ParameterRun | undefined)[] = [undefined, ...groups];
+  const P = parameters.length;
   const still = parameters.map(() => 0);
 
   const { output: reference, pattern: referencePattern } = await forward.run(inputs, count, undefined, still);
-  const plus: FloatData[] = [];
-  const minus: FloatData[] = [];
-  const plusPattern: FloatData[] = [];
-  const minusPattern: FloatData[] = [];
-  for (let r = 0; r < R; r++) {
-    const direction = directions.subarray(r * D, (r + 1) * D);
-    for (const scope of scopes) {
-      for (const [sign, into, patterns] of [
-        [1, plus, plusPattern],
-        [-1, minus, minusPattern],
-      ] as const) {
-        const moved = await forward.run(
-          inputs,
-          count,
-          direction,
-          parameters.map((_, i) => (scope === undefined || (i >= scope.first && i < scope.last) ? sign * epsilon : 0)),
-        );
-        into.push(moved.output);
-        patterns.push(moved.pattern);
-      }
-    }
-  }
   // R: how far the float32 rounding of the islands can move the output (see the comment at the top).
   let islandSensitivity = 0;
   if (dtype === 'mixed') {
@@ -398,54 +415,103 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
     }
   }
   const tolerance = options.tolerance ?? precision.tolerance;
-  const columns = groups.map((g) => ({ start: parameters[g.first].offset, end: parameters[g.last - 1].offset + parameters[g.last - 1].size }));
-  const compare = compareGraph(
-    parameters,
-    columns,
-    { elements, outputElements, jacobianType: jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT, forwardType: elemType },
-    epsilon,
-    tolerance,
-    {
-      roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
-      islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
-      margin: NOISE_MARGIN,
-    },
-  );
-  const stackedDims = [R, scopes.length, count, outputElements];
+  const jacobianType = jacobian.data instanceof Float64Array ? DataType.DOUBLE : DataType.FLOAT;
+  const shape = { elements, outputElements, jacobianType, forwardType: elemType };
+  const common = {
+    jacobian: new ort.Tensor(jacobianType === DataType.DOUBLE ? 'float64' : 'float32', jacobian.data as never, [count, elements, D]),
+    directions: new ort.Tensor(tensorType, directions as never, [R, D]),
+    reference: new ort.Tensor(tensorType, reference as never, [count, outputElements]),
+  };
+  // Each block's J·u, known before any finite difference: the scopes are chosen from it.
+  const sizes = await runGraph(magnitudeGraph(parameters, shape), common, options.threads);
+  const [blockMax, productMax, maxOutput] = ['blockMax', 'productMax', 'maxOutput'].map((name) => sizes[name].data as Float64Array);
+  const jacobianRoundoff = UNIT_ROUNDOFF[jacobian.data instanceof Float64Array ? 'float64' : 'float32'];
+  // Rounding noise of the finite difference: of the output, and of the islands' values.
+  const forwardNoise = (UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'] * maxOutput[0] + UNIT_ROUNDOFF.float32 * islandSensitivity) / epsilon;
+  const noiseFloor = (largest: number) => (NOISE_MARGIN * (jacobianRoundoff * largest + forwardNoise)) / tolerance;
+  const blockSizes = (r: number) => Array.from(blockMax.subarray(r * P, (r + 1) * P));
+  // The scopes of each direction besides all parameters; directions with fewer are padded with empty ones (not run).
+  const scopesOf = Array.from({ length: R }, (_, r) => chooseScopes(blockSizes(r), noiseFloor(Math.max(productMax[r], ...blockSizes(r)))));
+  const S = 1 + Math.max(0, ...scopesOf.map((s) => s.length));
+  const membership = new Float64Array(R * (S - 1) * P);
+  scopesOf.forEach((scopes, r) => scopes.forEach((members, s) => members.forEach((p) => (membership[(r * (S - 1) + s) * P + p] = 1))));
+
+  const plus: FloatData[] = [];
+  const minus: FloatData[] = [];
+  const plusPattern: FloatData[] = [];
+  const minusPattern: FloatData[] = [];
+  for (let r = 0; r < R; r++) {
+    const direction = directions.subarray(r * D, (r + 1) * D);
+    for (let s = 0; s < S; s++) {
+      const members = s === 0 ? undefined : scopesOf[r][s - 1];
+      if (s > 0 && members === undefined) {
+        for (const [outputs, patterns] of [
+          [plus, plusPattern],
+          [minus, minusPattern],
+        ] as const) {
+          outputs.push(reference);
+          patterns.push(referencePattern);
+        }
+        continue;
+      }
+      const moved = membership.subarray((r * (S - 1) + s - 1) * P, (r * (S - 1) + s) * P);
+      for (const [sign, into, patterns] of [
+        [1, plus, plusPattern],
+        [-1, minus, minusPattern],
+      ] as const) {
+        const run = await forward.run(
+          inputs,
+          count,
+          direction,
+          parameters.map((_, i) => (s === 0 || moved[i] === 1 ? sign * epsilon : 0)),
+        );
+        into.push(run.output);
+        patterns.push(run.pattern);
+      }
+    }
+  }
+  const compare = compareGraph(parameters, S - 1, shape, epsilon, tolerance, {
+    roundoff: UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'],
+    islands: UNIT_ROUNDOFF.float32 * islandSensitivity,
+    margin: NOISE_MARGIN,
+  });
+  const stackedDims = [R, S, count, outputElements];
   const out = await runGraph(
     compare,
     {
-      jacobian: new ort.Tensor(jacobian.data instanceof Float64Array ? 'float64' : 'float32', jacobian.data as never, [count, elements, D]),
-      directions: new ort.Tensor(tensorType, directions as never, [R, D]),
+      ...common,
+      ...(S > 1 ? { scopes: new ort.Tensor('float64', membership, [R, S - 1, P]) } : {}),
       plus: new ort.Tensor(tensorType, concat(plus, elemType) as never, stackedDims),
       minus: new ort.Tensor(tensorType, concat(minus, elemType) as never, stackedDims),
-      reference: new ort.Tensor(tensorType, reference as never, [count, outputElements]),
-      plusPattern: new ort.Tensor(tensorType, concat(plusPattern, elemType) as never, [R, scopes.length, count]),
-      minusPattern: new ort.Tensor(tensorType, concat(minusPattern, elemType) as never, [R, scopes.length, count]),
+      plusPattern: new ort.Tensor(tensorType, concat(plusPattern, elemType) as never, [R, S, count]),
+      minusPattern: new ort.Tensor(tensorType, concat(minusPattern, elemType) as never, [R, S, count]),
       referencePattern: new ort.Tensor(tensorType, referencePattern as never, [count]),
     },
     options.threads,
   );
-  const [maxError, maxDifference, maxProduct, maxOutput, maxKinkError, kinks, undecided] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
-  const jacobianRoundoff = UNIT_ROUNDOFF[jacobian.data instanceof Float64Array ? 'float64' : 'float32'];
-  // Rounding noise of the finite difference: of the output, and of the islands' values.
-  const forwardNoise = (UNIT_ROUNDOFF[dtype === 'float32' ? 'float32' : 'float64'] * maxOutput[0] + UNIT_ROUNDOFF.float32 * islandSensitivity) / epsilon;
+  const [maxError, maxDifference, maxProduct, , maxKinkError, kinks, undecided] = COMPARE_OUTPUTS.map((name) => out[name].data as Float64Array);
   const details: VerifyCheck[] = [];
   const unresolved: { direction: number; largest: number; floor: number; jacobianNoise: number }[] = [];
+  // Per block resolved above the floor along some direction, the smallest relative error of its own J·u its scope catches, best over those directions.
+  const resolution = parameters.map(() => Infinity);
   for (let r = 0; r < R; r++) {
-    const at = (s: number) => r * scopes.length + s;
+    const at = (s: number) => r * S + s;
+    const scopes = [undefined, ...scopesOf[r]];
     const largest = Math.max(...scopes.map((_, s) => Math.max(maxDifference[at(s)], maxProduct[at(s)])));
     const jacobianNoise = jacobianRoundoff * largest;
-    const floor = (NOISE_MARGIN * (jacobianNoise + forwardNoise)) / tolerance;
+    const floor = noiseFloor(largest);
     // NaN (a forward output that is not finite) is left to fail below.
     if (largest <= floor) unresolved.push({ direction: r, largest, floor, jacobianNoise });
-    scopes.forEach((scope, s) => {
+    scopes.forEach((members, s) => {
       const derivatives = Math.max(maxDifference[at(s)], maxProduct[at(s)]);
       const scale = Math.max(derivatives, floor, Number.MIN_VALUE);
-      const names = scope === undefined ? undefined : parameters.slice(scope.first, scope.last).map((p) => p.name);
+      for (const p of members ?? (P === 1 ? [0] : [])) {
+        if (blockMax[r * P + p] > floor) resolution[p] = Math.min(resolution[p], (tolerance * scale) / blockMax[r * P + p]);
+      }
+      const names = members?.map((p) => parameters[p].name);
       details.push({
         direction: r,
-        parameter: names === undefined ? undefined : names.length === 1 ? names[0] : `${names[0]} … ${names[names.length - 1]}`,
+        parameter: names === undefined ? undefined : names.length === 1 ? names[0] : `${names[0]} and ${names.length - 1} more`,
         ...(names !== undefined && names.length > 1 ? { parameters: names } : {}),
         kinks: kinks[at(s)],
         undecided: undecided[at(s)],
@@ -472,7 +538,7 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
   const kinkCrossings = details.filter((d) => d.parameter === undefined).reduce((sum, d) => sum + d.kinks, 0);
   let reason: string | undefined;
   if (failed) {
-    const where = `${worst.parameter === undefined ? 'all parameters' : `parameter '${worst.parameter}'`}, direction ${worst.direction}`;
+    const where = `${scopeLabel(worst)}, direction ${worst.direction}`;
     reason = Number.isFinite(worstRelativeError)
       ? `J·u and the finite differences differ by ${worstRelativeError.toExponential(2)} relative (${where}), above the tolerance ${plain(tolerance)}`
       : `J·u or the finite differences are not finite (${where})`;
@@ -481,7 +547,7 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
     reason =
       `the finite differences cross kinks (ReLU, MaxPool, Clip, Abs, Min/Max…) on both sides of θ in ` +
       `${worstKink.undecided} of ${elementsPerScope} elements along direction ${worstKink.direction} ` +
-      `(${worstKink.parameter === undefined ? 'all parameters' : `parameter '${worstKink.parameter}'`}), where J·u ` +
+      `(${scopeLabel(worstKink)}), where J·u ` +
       `differs from every difference by up to ${worstKink.kinkError.toExponential(2)} relative: J there cannot be ` +
       `checked by finite differences; the samples lie on or near kinks`;
   } else if (inconclusive) {
@@ -503,21 +569,68 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
     inconclusive,
     reason,
     details,
+    ...blockResolution(parameters, resolution),
   };
 }
 
-/** Consecutive parameters [first, last) checked as one scope. */
-interface ParameterRun {
-  first: number;
-  last: number;
+/**
+ * The scopes of one direction besides all parameters (sets of parameter indices), from each
+ * block's max|J_p·u_p|: each parameter alone up to MAX_SCOPES parameters; beyond, the blocks
+ * above the noise floor sorted by size and cut, largest first, wherever a block is more than
+ * a factor B below the first of its scope, B = BIN_FACTOR or the smallest factor that keeps
+ * to MAGNITUDE_SCOPES scopes in all; the blocks at or below the floor form one more scope.
+ */
+export function chooseScopes(sizes: readonly number[], floor: number): number[][] {
+  const P = sizes.length;
+  if (P <= 1) return [];
+  if (P <= MAX_SCOPES) return sizes.map((_, p) => [p]);
+  // A size that is not finite (J·u not finite) fails the all-parameters scope anyway: it counts as the largest.
+  const size = (p: number) => (Number.isFinite(sizes[p]) ? sizes[p] : Number.MAX_VALUE);
+  const order = sizes.map((_, p) => p).sort((a, b) => size(b) - size(a) || a - b);
+  const above = order.filter((p) => size(p) > floor);
+  const below = order.filter((p) => !(size(p) > floor));
+  const budget = MAGNITUDE_SCOPES - (below.length > 0 ? 1 : 0);
+  const cut = (factor: number) => {
+    const scopes: number[][] = [];
+    for (const p of above) {
+      if (scopes.length === 0 || size(p) * factor < size(scopes[scopes.length - 1][0])) scopes.push([p]);
+      else scopes[scopes.length - 1].push(p);
+    }
+    return scopes;
+  };
+  let scopes = cut(BIN_FACTOR);
+  if (scopes.length > budget) {
+    // The smallest factor that fits the budget, by bisection on its logarithm.
+    let [low, high] = [Math.log(BIN_FACTOR), Math.log(size(above[0])) - Math.log(size(above[above.length - 1])) + 1e-9];
+    for (let i = 0; i < 60; i++) {
+      const middle = (low + high) / 2;
+      if (cut(Math.exp(middle)).length <= budget) high = middle;
+      else low = middle;
+    }
+    scopes = cut(Math.exp(high));
+  }
+  return below.length > 0 ? [...scopes, below] : scopes;
 }
 
-/** Each parameter alone, or beyond MAX_SCOPES parameters, GROUPED_SCOPES runs of about equally many consecutive ones. */
-function scopeGroups(parameters: readonly Parameter[]): ParameterRun[] {
-  const P = parameters.length;
-  if (P <= 1) return [];
-  const groups = P <= MAX_SCOPES ? P : GROUPED_SCOPES;
-  return Array.from({ length: groups }, (_, g) => ({ first: Math.floor((g * P) / groups), last: Math.floor(((g + 1) * P) / groups) }));
+/** 'all parameters', 'parameter 'w'', or the parameters of a scope of several, for messages. */
+function scopeLabel(check: VerifyCheck): string {
+  if (check.parameters === undefined) return check.parameter === undefined ? 'all parameters' : `parameter '${check.parameter}'`;
+  const names = check.parameters;
+  const listed = names.length > 4 ? [...names.slice(0, 3), '…'] : names;
+  return `one of the ${names.length} parameters ${listed.join(', ')} checked together (--params checks them alone)`;
+}
+
+/** The worst over the blocks of the smallest relative error of its own J·u that its scope would catch, best over the directions. */
+function blockResolution(
+  parameters: readonly Parameter[],
+  resolution: number[],
+): Pick<VerifyResult, 'blockResolution' | 'blockResolutionParameter' | 'blocksBelowFloor'> {
+  let worst = -1;
+  resolution.forEach((value, p) => {
+    if (Number.isFinite(value) && (worst < 0 || value > resolution[worst])) worst = p;
+  });
+  const blocksBelowFloor = resolution.filter((value) => !Number.isFinite(value)).length;
+  return worst < 0 ? { blocksBelowFloor } : { blockResolution: resolution[worst], blockResolutionParameter: parameters[worst].name, blocksBelowFloor };
 }
 
 const magnitude = (x: number) => `~1e${Math.round(Math.log10(x))}`;
