@@ -15,6 +15,7 @@ import { withLoss } from './loss.js';
 import type { LossKind } from '../loss/append.js';
 import type { StatName, Wrt } from '../stats/graph.js';
 import { formatBytes, progressPrinter } from './progress.js';
+import { widenedNote } from '../onnx/widen.js';
 
 /** The flags of statistics (`--stat`, `--wrt inputs`: ./stats.ts), which share the main command. */
 export interface StatsCliOptions {
@@ -62,6 +63,7 @@ export function planLines(plan: JacobianPlan): string[] {
   return [
     `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
     `mode: ${plan.mode} (${plan.modeReason})`,
+    ...(plan.widened ? [`precision: ${widenedNote(plan.widened)}`] : []),
     `chunks of ${plan.batchSize} sample${plan.batchSize > 1 ? 's' : ''}: ${perSample}; budget (--max-memory) ${formatBytes(m.budget)}`,
     `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated ` +
       `peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,

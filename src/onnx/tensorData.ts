@@ -209,3 +209,50 @@ export function tensorNumbers(tensor: Tensor): number[] {
   if (type === 11) return [...(t.doubleData ?? [])];
   return [...(t.int32Data ?? [])];
 }
+
+/** float32 value of every float16 bit pattern, built on first use (65536 entries, 256 KB). */
+let halfTable: Float32Array | undefined;
+
+function float16Table(): Float32Array {
+  if (halfTable) return halfTable;
+  halfTable = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    halfTable[h] =
+      exponent === 0 ? sign * fraction * 2 ** -24 : exponent === 31 ? (fraction ? NaN : sign * Infinity) : sign * (1024 + fraction) * 2 ** (exponent - 25);
+  }
+  return halfTable;
+}
+
+/** The 16-bit patterns a float16 or bfloat16 tensor holds (raw_data, or one per int32_data entry). */
+function halfBits(t: onnxProto.onnx.ITensorProto): Uint16Array {
+  const raw = t.rawData;
+  if (raw && raw.length > 0) return new Uint16Array(new Uint8Array(raw).buffer);
+  return Uint16Array.from(t.int32Data ?? []);
+}
+
+/**
+ * A float16 (10) or bfloat16 (16) tensor as the float32 tensor of the same values: every
+ * float16 and bfloat16 number is a float32 number, so the widening is exact. It is a change of
+ * storage format, done once per tensor as the model is read (a table look-up per float16 value,
+ * a shift per bfloat16 value), like the decoding of a file.
+ */
+export function widenedTensor(tensor: Tensor): Tensor {
+  const t = tensor.data as unknown as onnxProto.onnx.ITensorProto;
+  const bits = halfBits(t);
+  let values: Float32Array;
+  if (tensor.dataType === 16) {
+    const words = new Uint32Array(bits.length);
+    words.set(bits);
+    for (let i = 0; i < words.length; i++) words[i] <<= 16;
+    values = new Float32Array(words.buffer);
+  } else {
+    const table = float16Table();
+    values = Float32Array.from(bits, (h) => table[h]);
+  }
+  const { rawData: _raw, int32Data: _int32, ...rest } = t;
+  const data = { ...rest, dataType: 1, rawData: new Uint8Array(values.buffer) };
+  return { ...tensor, dataType: 1, data: data as unknown as Tensor['data'] };
+}
