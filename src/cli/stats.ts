@@ -19,6 +19,7 @@ import { bindInputs } from '../run/inputs.js';
 import { inputBindings } from './parse.js';
 import { withLoss } from './loss.js';
 import { formatBytes, progressPrinter } from './progress.js';
+import { widenedNote } from '../onnx/widen.js';
 
 interface FileStatsSink extends StatsSink {
   commit(): Promise<void>;
@@ -285,7 +286,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
       process.stderr.write(
-        `${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
+        `${plan.widened ? `precision: ${widenedNote(plan.widened)}\n` : ''}${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
           `memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,
       );
     }

@@ -101,10 +101,7 @@ export function widenedElemType(t: number): number {
 /** One line on a widened model, for check and --verbose. */
 export function widenedNote(w: Widened): string {
   const stored = [w.float16 ? `${w.float16} float16` : '', w.bfloat16 ? `${w.bfloat16} bfloat16` : ''].filter(Boolean).join(' and ');
-  const held = stored ? `holds ${stored} values` : 'has float16 or bfloat16 inputs or outputs';
-  const casts = w.casts ? `, its ${w.casts} Cast${w.casts > 1 ? 's' : ''} to them made Cast${w.casts > 1 ? 's' : ''} to float32` : '';
-  return (
-    `the model ${held}: J is computed and written in float32, of the float32 function with those values widened exactly${casts} ` +
-    '(float16 arithmetic would leave J mostly rounding noise)'
-  );
+  const held = stored ? `holds ${stored} values, widened exactly to float32` : 'has float16 or bfloat16 inputs or outputs, taken as float32';
+  const casts = w.casts ? ` and its ${w.casts} Cast${w.casts > 1 ? 's' : ''} to them made float32` : '';
+  return `the model ${held}${casts}: J (and any statistic of it) is computed and written in float32 (in float16 it would be mostly rounding noise)`;
 }
