@@ -6,7 +6,7 @@ import onnxProto from 'onnx-proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelFileError } from '../errors.js';
-import type { Tensor } from './graph.js';
+import type { Stored, Tensor } from './graph.js';
 
 const { onnx } = onnxProto;
 type Long = { toNumber(): number };
@@ -255,4 +255,15 @@ export function widenedTensor(tensor: Tensor): Tensor {
   const { rawData: _raw, int32Data: _int32, ...rest } = t;
   const data = { ...rest, dataType: 1, rawData: new Uint8Array(values.buffer) };
   return { ...tensor, dataType: 1, data: data as unknown as Tensor['data'] };
+}
+
+/** A subgraph's other fields (its `rest`) with its value_info entries of a 16-bit float type made float32. */
+export function widenedGraphRest(rest: Stored): Stored {
+  const g = rest as unknown as onnxProto.onnx.IGraphProto;
+  const half = (t: number | null | undefined) => t === 10 || t === 16;
+  if (!g.valueInfo?.some((v) => half(v.type?.tensorType?.elemType))) return rest;
+  const valueInfo = g.valueInfo.map((v) =>
+    half(v.type?.tensorType?.elemType) ? { ...v, type: { ...v.type, tensorType: { ...v.type!.tensorType, elemType: 1 } } } : v,
+  );
+  return { ...g, valueInfo } as unknown as Stored;
 }

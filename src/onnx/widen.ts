@@ -5,9 +5,8 @@
 // a subgraph's value_info) typed float32, and every Cast to float16 or bfloat16 (and every
 // dtype attribute naming them) made a Cast to float32. The Jacobian of a float16 network computed
 // in float16 would be mostly rounding noise; this way it is computed, and written, in float32.
-import onnxProto from 'onnx-proto';
 import type { Attribute, Graph, Node, Subgraph, Tensor, ValueInfo } from './graph.js';
-import { widenedTensor } from './tensorData.js';
+import { widenedGraphRest, widenedTensor } from './tensorData.js';
 
 const FLOAT = 1;
 const FLOAT16 = 10;
@@ -67,7 +66,7 @@ export function widenHalfFloats<G extends Graph>(graph: G): { graph: G; widened:
       inputs: g.inputs.map(valueInfo),
       outputs: g.outputs.map(valueInfo),
       initializers: initializers(g.initializers),
-      rest: g.rest && (widenValueInfos(g.rest as unknown as onnxProto.onnx.IGraphProto) as unknown as Subgraph['rest']),
+      rest: g.rest && widenedGraphRest(g.rest),
     };
   }
   const result: G = {
@@ -80,17 +79,6 @@ export function widenHalfFloats<G extends Graph>(graph: G): { graph: G; widened:
   };
   const changed = widened.float16 + widened.bfloat16 + widened.casts > 0 || [...graph.inputs, ...graph.outputs].some((v) => isHalf(v.elemType));
   return { graph: changed ? result : graph, widened: changed ? widened : undefined };
-}
-
-/** A subgraph's other fields with its value_info entries of a 16-bit float type made float32. */
-function widenValueInfos(rest: onnxProto.onnx.IGraphProto): onnxProto.onnx.IGraphProto {
-  if (!rest.valueInfo?.some((v) => isHalf(v.type?.tensorType?.elemType))) return rest;
-  return {
-    ...rest,
-    valueInfo: rest.valueInfo.map((v) =>
-      isHalf(v.type?.tensorType?.elemType) ? { ...v, type: { ...v.type, tensorType: { ...v.type!.tensorType, elemType: FLOAT } } } : v,
-    ),
-  };
 }
 
 /** The element type a value of type `t` has once the model is widened: float32 for float16 and bfloat16. */
