@@ -1,6 +1,6 @@
 // Models stored in float16 and bfloat16: J in float32 arithmetic of the model's function, the
 // 16-bit values widened exactly. The widening against onnxruntime's own Cast on every bit
-// pattern; the CLI (run, --verbose, --stat norm, check, check --verify) on the fixtures of
+// pattern; the CLI (run, --verbose, --stat norm, --wrt inputs, check, check --verify) on the fixtures of
 // fixtures/generate_half.py, whose references come from functorch in float32 at the rounded
 // weights and inputs (fixtures.test.ts runs the same fixtures through the library, both modes).
 import { spawnSync } from 'node:child_process';
@@ -187,6 +187,17 @@ describe('the CLI on float16 models', () => {
     const expected = Float32Array.from({ length: ref.length / D }, (_, row) => Math.hypot(...ref.subarray(row * D, (row + 1) * D)));
     expect(norm.shape).toEqual(J.shape.slice(0, 2));
     expectClose(norm.data as Float32Array, expected, 'half_cnn_io32 norms');
+  });
+
+  it.each(['half_mlp', 'half_cnn_io32', 'bf16_mlp_io32'])('--wrt inputs of %s: the Jacobian with respect to the widened inputs, equal to PyTorch', (name) => {
+    const r = jacobian([`${name}/model.onnx`, '-i', `${name}/input.npy`, '--wrt', 'inputs', '-o', `${name}_wrt.npy`]);
+    expect(r.code).toBe(0);
+    const got = readNpy(join(dir, `${name}_wrt.npy`));
+    const expected = readNpy(join(dir, name, 'jacobian_inputs.npy'));
+    expect(got.dtype).toBe('float32');
+    expect(got.shape.reduce((a, b) => a * b, 1)).toBe(expected.shape.reduce((a, b) => a * b, 1));
+    expect(got.shape.slice(0, 2)).toEqual(expected.shape.slice(0, 2));
+    expectClose(got.data as Float32Array, expected.data as Float32Array, `${name} --wrt inputs`);
   });
 
   it.each(['half_mlp', 'half_cnn_io32', 'bf16_mlp_io32'])('check says what the run does for %s; --verify passes', (name) => {
