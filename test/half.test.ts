@@ -1,6 +1,6 @@
 // Models stored in float16 and bfloat16: J in float32 arithmetic of the model's function, the
 // 16-bit values widened exactly. The widening against onnxruntime's own Cast on every bit
-// pattern; the CLI (run, --verbose, --stat norm, --wrt inputs, check, check --verify) on the fixtures of
+// pattern; the CLI (run, --verbose, --stat norm, --wrt inputs, --loss mse, check, check --verify) on the fixtures of
 // fixtures/generate_half.py, whose references come from functorch in float32 at the rounded
 // weights and inputs (fixtures.test.ts runs the same fixtures through the library, both modes).
 import { spawnSync } from 'node:child_process';
@@ -187,6 +187,27 @@ describe('the CLI on float16 models', () => {
     const expected = Float32Array.from({ length: ref.length / D }, (_, row) => Math.hypot(...ref.subarray(row * D, (row + 1) * D)));
     expect(norm.shape).toEqual(J.shape.slice(0, 2));
     expectClose(norm.data as Float32Array, expected, 'half_cnn_io32 norms');
+  });
+
+  it('--loss mse with float16 targets: J of the per-sample loss equal to PyTorch, in float32, and --verbose says so', () => {
+    const r = jacobian([
+      'half_mlp/model.onnx',
+      '-i',
+      'half_mlp/input.npy',
+      '--loss',
+      'mse',
+      '--target',
+      'half_mlp/target_mse.npy',
+      '-o',
+      'Jmse.npy',
+      '--verbose',
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/precision: the model holds 114 float16 values/);
+    const got = readNpy(join(dir, 'Jmse.npy'));
+    expect(got.dtype).toBe('float32');
+    expect(got.shape).toEqual([8, 113]);
+    expectClose(got.data as Float32Array, readNpy(join(dir, 'half_mlp', 'jacobian_mse.npy')).data as Float32Array, 'half_mlp --loss mse');
   });
 
   it.each(['half_mlp', 'half_cnn_io32', 'bf16_mlp_io32'])('--wrt inputs of %s: the Jacobian with respect to the widened inputs, equal to PyTorch', (name) => {

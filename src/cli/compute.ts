@@ -135,7 +135,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
   let planned: Awaited<ReturnType<typeof planJacobian>>;
   try {
-    const { graph, modelOutput } = await withLoss(model, inputs, opts);
+    const { graph, modelOutput, widened } = await withLoss(model, inputs, opts);
     planned = await planJacobian(graph, inputs, {
       modelOutput,
       reduce: opts.reduce,
@@ -152,6 +152,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       vectorStrategy: opts.vectorStrategy,
       onProgress: progress?.update,
     });
+    // With --loss the model was widened before the loss was appended: planJacobian saw a float32 graph.
+    planned.plan.widened ??= widened;
   } catch (err) {
     for (const input of inputs.values()) input.close();
     throw err;
