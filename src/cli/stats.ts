@@ -176,7 +176,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const { inputs } = await bindInputs(model, inputBindings(opts.input), note);
   const opened: RowSource[] = [...inputs.values()];
   try {
-    const { graph, modelOutput } = await withLoss(model, inputs, opts);
+    const { graph, modelOutput, widened: lossWidened } = await withLoss(model, inputs, opts);
     if (opts.loss && opts.input2 && opts.input2.length > 0)
       throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
@@ -286,7 +286,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
       process.stderr.write(
-        `${plan.widened ? `precision: ${widenedNote(plan.widened)}\n` : ''}${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
+        `${(plan.widened ?? lossWidened) ? `precision: ${widenedNote((plan.widened ?? lossWidened)!)}\n` : ''}${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
           `memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,
       );
     }
