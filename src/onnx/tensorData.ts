@@ -250,7 +250,8 @@ export function widenedTensor(tensor: Tensor): Tensor {
     values = new Float32Array(words.buffer);
   } else {
     const table = float16Table();
-    values = Float32Array.from(bits, (h) => table[h]);
+    values = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) values[i] = table[bits[i]];
   }
   const { rawData: _raw, int32Data: _int32, ...rest } = t;
   const data = { ...rest, dataType: 1, rawData: new Uint8Array(values.buffer) };
