@@ -3,13 +3,15 @@
 // cnn28 (bench/models.py): whole processes timed from outside, peak RSS from GNU time
 // (or /proc polling). Prints one table and the ratios the issue asks for.
 //
-//   node bench/stats.js [--only mlp784,cnn28] [--quick] [--markdown] [--repeat n]
+//   node bench/stats.js [--only mlp784,cnn28] [--stats norm,gram] [--quick] [--markdown] [--repeat n]
+//     --stats     only these statistics (default all)
 //     --quick     skip N = 10,000 (the memory rows) and functorch
 //     --repeat n  run each N = 1,000 measurement n times and keep the median wall time (default 3)
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
@@ -29,6 +31,8 @@ const repeatArg = args.find((a) => a.startsWith('--repeat'));
 const repeat = repeatArg ? Number(repeatArg.includes('=') ? repeatArg.split('=')[1] : args[args.indexOf(repeatArg) + 1]) : 3;
 const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1] : args[args.indexOf(onlyArg) + 1]).split(',') : Object.keys(D);
+const statsArg = args.find((a) => a.startsWith('--stats'));
+const statsOnly = statsArg ? (statsArg.includes('=') ? statsArg.split('=')[1] : args[args.indexOf(statsArg) + 1]).split(',') : undefined;
 const log = (line) => process.stderr.write(`${line}\n`);
 const haveTorch = spawnSync(PYTHON, ['-c', 'import torch, functorch'], { stdio: 'ignore' }).status === 0;
 const haveTime = fs.existsSync(GNU_TIME);
@@ -134,6 +138,12 @@ async function cli(model, input, out, extra) {
   return r;
 }
 
+async function plain(cmd, argv) {
+  const r = await measure(cmd, argv);
+  if (r.code !== 0) return { error: r.stderr.trim().split('\n').slice(-2).join(' | ') };
+  return r;
+}
+
 async function torch(mode, name, n, out) {
   const r = await measure(PYTHON, [path.join(BENCH, 'torch_bench.py'), mode, name, '--n', String(n), '--out', out]);
   fs.rmSync(out, { force: true });
@@ -150,6 +160,14 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jacobian-stats-bench-'));
   const rows = [];
   const checks = [];
+  // The floors of every whole-process time below: node with onnxruntime-node loaded, and the CLI
+  // doing nothing (its guard process, the child, every module of the CLI loaded).
+  const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
+  log('start-up: node + onnxruntime-node, jacobian --version ...');
+  const startOrt = await median(repeat, () => plain(process.execPath, ['-e', `require(${JSON.stringify(ortPath)})`]));
+  rows.push(['—', `node -e "require('onnxruntime-node')"`, '—', sec(startOrt), mb(startOrt)]);
+  const startCli = await median(repeat, () => plain(process.execPath, [CLI, '--version']));
+  rows.push(['—', 'jacobian --version (start-up of the CLI)', '—', sec(startCli), mb(startCli)]);
   try {
     for (const name of only) {
       const model = path.join(MODELS_DIR, name, 'model.onnx');
@@ -173,7 +191,7 @@ async function main() {
       const writeJ = await median(repeat, () => cli(model, inputs[N_SMALL], path.join(tmp, 'J.npy'), []));
       rows.push([name, 'write J', N_SMALL, sec(writeJ), mb(writeJ)]);
       const results = {};
-      for (const [stat, flags] of Object.entries(stats)) {
+      for (const [stat, flags] of Object.entries(stats).filter(([stat]) => !statsOnly || statsOnly.includes(stat))) {
         for (const n of Object.keys(inputs).map(Number)) {
           log(`${name}: --stat ${stat} (N=${n}) ...`);
           const r = await median(n === N_SMALL ? repeat : 1, () =>
@@ -197,12 +215,17 @@ async function main() {
       const gram = results[`gram/${N_SMALL}`];
       const faster = ratio(writeJ, norm);
       checks.push([name, 'write J / --stat norm (≥ 10)', faster?.toFixed(1) ?? '—', faster !== undefined && faster >= 10 ? 'yes' : 'no']);
+      // No run of the CLI can take less than its start-up: the highest ratio any statistic could reach.
+      const ceiling = ratio(writeJ, startCli);
+      checks.push([name, 'write J / jacobian --version (the ceiling of the ratio above)', ceiling?.toFixed(1) ?? '—', '—']);
+      const ortCeiling = ratio(writeJ, startOrt);
+      checks.push([name, 'write J / node + onnxruntime-node start-up', ortCeiling?.toFixed(1) ?? '—', '—']);
       const normShare = ratio(norm, fNorm);
       checks.push([name, '--stat norm / functorch norms (≤ 0.2)', normShare?.toFixed(2) ?? '—', normShare !== undefined && normShare <= 0.2 ? 'yes' : 'no']);
       const gramShare = ratio(gram, fGram);
       checks.push([name, '--stat gram / functorch J J^T (≤ 0.5)', gramShare?.toFixed(2) ?? '—', gramShare !== undefined && gramShare <= 0.5 ? 'yes' : 'no']);
       if (!quick) {
-        for (const stat of Object.keys(stats)) {
+        for (const stat of Object.keys(stats).filter((stat) => !statsOnly || statsOnly.includes(stat))) {
           const a = results[`${stat}/${N_SMALL}`];
           const b = results[`${stat}/${N_LARGE}`];
           const growth = a?.peakRss && b?.peakRss ? b.peakRss / a.peakRss : undefined;

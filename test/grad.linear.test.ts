@@ -76,6 +76,11 @@ describe('Conv', () => {
   it('matches central differences in 2-D with auto_pad SAME_LOWER (float32)', () =>
     check(conv({ auto_pad: 'SAME_LOWER', strides: [2, 1], kernel_shape: [2, 3] }, [2, 5, 4], [2, 2, 2, 3])));
   it('matches central differences in 3-D, depthwise (float32)', () => check(conv({ group: 2, pads: [1, 0, 1, 0, 1, 1] }, [2, 3, 4, 3], [2, 1, 2, 3, 2])));
+  // Stride 1: dX as a Conv with the kernel flipped and its channel axes swapped within each group.
+  it('matches central differences with stride 1, dilation 2, 3 groups and uneven pads (float32)', () =>
+    check(conv({ dilations: [2, 1], group: 3, pads: [2, 0, 1, 1] }, [6, 5, 4], [9, 2, 3, 2])));
+  it('matches central differences with stride 1 and a pad beyond the kernel reach (float32)', () =>
+    check(conv({ pads: [3, 0, 0, 2] }, [2, 4, 3], [3, 2, 2, 2])));
 });
 
 describe('ConvTranspose', () => {

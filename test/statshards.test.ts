@@ -81,7 +81,7 @@ function expectReordered(actual: NpyArray, expected: NpyArray, samples: number, 
   expect(maxErr, `${what}: max |combined − unsharded|`).toBeLessThanOrEqual(4 * samples * 2 ** -23 * Math.max(1, maxRef));
 }
 
-describe.each(['mlp', 'cnn', 'seq'])('%s: row-wise statistics', (m) => {
+describe.each(['mlp', 'cnn', 'seq', 'seqfirst'])('%s: row-wise statistics', (m) => {
   it('norm, norm_per_param and jvp of a vector output: shards and --rows are the unsharded rows, byte for byte; combine joins them', () => {
     const common = [`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'norm', '--stat', 'jvp', '--vector', `${m}_v.npy`, '--batch-size', '3', '-q'];
     ok([...common, '-o', `${m}_rw_full.npz`]);
@@ -116,7 +116,7 @@ describe.each(['mlp', 'cnn', 'seq'])('%s: row-wise statistics', (m) => {
   });
 });
 
-describe.each(['mlp', 'cnn'])('%s: sums over the samples', (m) => {
+describe.each(['mlp', 'cnn', 'seqfirst'])('%s: sums over the samples', (m) => {
   it('write partial results per shard (sums, mean and M2, count) that combine merges to the unsharded run and to functorch', () => {
     const G = summed(`${m}_J.npy`);
     const N = G.length;

@@ -98,7 +98,8 @@ export class ShapeTable {
       dims[axis] = outer * batch * inner;
       values.set(name, { ...v, dims });
     }
-    return new ShapeTable(values, batch, this.batched, this.smallConstants, this.layouts, batch);
+    // Its own set of batched values: what a graph built on it defines stays out of this table.
+    return new ShapeTable(values, batch, new Set(this.batched), this.smallConstants, this.layouts, batch);
   }
 
   /** Records a value the Jacobian graph adds, batch-first with these per-sample dims. */

@@ -2,13 +2,14 @@
 // and other tensor attributes, subgraphs, local functions): external data read in from the
 // model's own folder, and each tensor's size checked against the data it holds; and the values
 // of small tensors as plain numbers.
-import onnxProto from 'onnx-proto';
+import type onnxProto from 'onnx-proto';
+import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelFileError } from '../errors.js';
 import type { Stored, Tensor } from './graph.js';
 
-const { onnx } = onnxProto;
+const { onnx } = createRequire(import.meta.url)('onnx-proto') as typeof onnxProto; // see proto.ts
 type Long = { toNumber(): number };
 const num = (v: number | Long | null | undefined): number => (v === null || v === undefined ? 0 : typeof v === 'number' ? v : v.toNumber());
 

@@ -21,7 +21,7 @@ import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
 import { rangeChunks, resolveRows, type RowRange } from '../run/shards.js';
 import { dataInputs, termsFor, type Wrt } from './graph.js';
-import { chunkRows, columns, createSession, prepare, statsBatchSize, type Prepared } from './run.js';
+import { chunkRows, columns, createSession, prepare, runRowsFor, shapesFor, statsBatchSize, type Prepared } from './run.js';
 import type { StatsRunOptions, StatsSink } from './run.js';
 import { factorsPay, type Term } from './terms.js';
 
@@ -34,7 +34,8 @@ function flat(ctx: GradContext, value: string, size: number): string {
 
 /** Where a term's features sit in a feature row: its per-sample gradient, or its factors a and g. */
 type Segment =
-  { term: string; kind: 'gradient'; offset: number; width: number } | { term: string; kind: 'factors'; offset: number; T: number; I: number; O: number };
+  | { term: string; kind: 'gradient'; offset: number; width: number }
+  | { term: string; kind: 'factors'; offset: number; G: number; T: number; I: number; O: number };
 
 interface FeatureGraph {
   graph: Graph;
@@ -63,13 +64,13 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
     const f = term.factors;
     if (f && factorsPay(f)) {
       forms.push(`gram ${term.name}: from the factors (${f.slot}, T=${f.T})`);
-      parts.push(flat(ctx, f.a, f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.T * f.O));
-      segments.push({ term: term.name, kind: 'factors', offset, T: f.T, I: f.I, O: f.O });
-      offset += f.T * (f.I + f.O);
+      parts.push(flat(ctx, f.a, f.G * f.T * f.I), flat(ctx, b.scale(f.g, f.alpha), f.G * f.T * f.O));
+      segments.push({ term: term.name, kind: 'factors', offset, G: f.G, T: f.T, I: f.I, O: f.O });
+      offset += f.G * f.T * (f.I + f.O);
     } else {
       forms.push(`gram ${term.name}: from the per-sample gradient`);
       formed.add(term);
-      // A factored gradient as aᵀg (rows, I, O): inner products do not depend on the layout, and this one needs no transposes.
+      // A factored gradient as aᵀg (rows·G, I, O): inner products do not depend on the layout, and this one needs no transposes.
       parts.push(f ? flat(ctx, b.scale(b.op1('MatMul', [f.aT, f.g]), f.alpha), term.size) : flat(ctx, term.direct(), term.size));
       segments.push({ term: term.name, kind: 'gradient', offset, width: term.size });
       offset += term.size;
@@ -109,8 +110,17 @@ function buildKernelGraph(segments: Segment[], width: number, floatType: number)
   const product = (left: string, right: string) => b.op1('MatMul', [left, b.transpose(right, [1, 0])]);
   const blocks = segments.map((s) => {
     if (s.kind === 'gradient') return product(columns('R', s.offset, s.offset + s.width), columns('C', s.offset, s.offset + s.width));
-    const aEnd = s.offset + s.T * s.I;
-    const gEnd = aEnd + s.T * s.O;
+    const aEnd = s.offset + s.G * s.T * s.I;
+    const gEnd = aEnd + s.G * s.T * s.O;
+    if (s.G > 1) {
+      // Per block j, (r·T, c·T) products of positions as one batched MatMul over the blocks, then Σ over j, t and s.
+      const blocks = (x: string, from: number, to: number, w: number) =>
+        b.reshape(b.transpose(b.reshape(columns(x, from, to), [-1, s.G, s.T, w]), [1, 0, 2, 3]), [s.G, -1, w]);
+      const positions = (from: number, to: number, w: number) => b.op1('MatMul', [blocks('R', from, to, w), b.transpose(blocks('C', from, to, w), [0, 2, 1])]);
+      const both = b.mul(positions(s.offset, aEnd, s.I), positions(aEnd, gEnd, s.O)); // (G, r·T, c·T)
+      const shape = b.op1('Concat', [b.constInt64([s.G]), b.slice(b.op1('Shape', ['R']), [0], [1], [0]), b.constInt64([s.T, -1, s.T])], { axis: 0 });
+      return b.reduceSum(b.op1('Reshape', [both, shape]), [0, 2, 4], false);
+    }
     if (s.T === 1)
       return b.mul(product(columns('R', s.offset, aEnd), columns('C', s.offset, aEnd)), product(columns('R', aEnd, gEnd), columns('C', aEnd, gEnd)));
     // (r·T, c·T) products of positions, multiplied, summed over t and s: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ).
@@ -154,13 +164,16 @@ export async function planGram(
         `its batch size at ${p.fixedBatch}: use --reduce sum or --loss, or export the model with a dynamic batch axis`,
     );
   }
-  const features = buildFeatureGraph(p.analysis, p.shapes, p.copies, wrt);
+  let features = buildFeatureGraph(p.analysis, shapesFor(p, p.copies, 1), p.copies, wrt);
   const kernel = buildKernelGraph(features.segments, features.width, p.elemType);
   const D = columns(p, wrt);
   const itemSize = npyItemSize(p.dtype);
   const K = p.copies;
   const N1 = p.samples;
   const featureBatch = p.fixedBatch ?? options.batchSize ?? statsBatchSize(p, features.directElements, options.maxMemory);
+  // A sequence-first model's feature graph runs on chunks of one size (see runRowsFor).
+  const runRows = runRowsFor(p, featureBatch);
+  if (runRows !== undefined && p.fixedBatch === undefined) features = buildFeatureGraph(p.analysis, shapesFor(p, p.copies, runRows), p.copies, wrt);
   const featureRowBytes = features.width * itemSize;
   // Kernel blocks in rows of J (samples × output elements).
   // Each term makes one or two (r, c) products besides the block itself.
@@ -192,7 +205,7 @@ export async function planGram(
     const reuse = new Map<RowSource, ArrayBuffer>();
     // Chunks of the unsharded run, so that a kept row's features come from the same batch as in one full run.
     for (const { start, end, keepStart, keepEnd } of rangeChunks(keep, featureBatch, samples)) {
-      const rows = p.fixedBatch ?? end - start;
+      const rows = runRows ?? end - start;
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, source] of inputs) feeds[features.feeds.get(name)!] = chunkRows(source, start, end, rows, reuse);
       if (!seeds.has(rows)) seeds.set(rows, await makeSeed(rows, p.outputShape, K > 1 ? { kind: 'one-hot' } : { kind: 'ones' }, p.elemType));

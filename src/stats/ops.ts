@@ -20,7 +20,12 @@ function transposeLast(ctx: GradContext, x: string): string {
   return ctx.b.transpose(x, [0, 2, 1]);
 }
 
-/** ‖Gₙ‖² from the factors: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ), or ‖a‖²‖g‖² when T = 1. */
+/** Per-block values (rows·G,) summed over each row's G blocks: (rows,). */
+function sumBlocks(ctx: GradContext, f: Factors, perBlock: string): string {
+  return f.G === 1 ? perBlock : ctx.b.reduceSum(ctx.b.reshape(perBlock, [-1, f.G]), [1], false);
+}
+
+/** ‖Gₙ‖² from the factors: Σₜ,ₛ (aₜ·aₛ)(gₜ·gₛ), or ‖a‖²‖g‖² when T = 1, summed over the blocks. */
 function factorSquaredNorm(ctx: GradContext, f: Factors): string {
   const b = ctx.b;
   let squared: string;
@@ -31,27 +36,39 @@ function factorSquaredNorm(ctx: GradContext, f: Factors): string {
     const gg = b.op1('MatMul', [f.g, transposeLast(ctx, f.g)]);
     squared = b.reduceSum(b.mul(aa, gg), [1, 2], false);
   }
-  return b.scale(squared, f.alpha * f.alpha);
+  return b.scale(sumBlocks(ctx, f, squared), f.alpha * f.alpha);
 }
 
 /** Squared L2 norm of each row's gradient, (rows,). */
 export function rowSquaredNorm(ctx: GradContext, term: Term): { value: string; form: Form } {
   const f = term.factors;
   if (f && factorsPay(f)) return { value: factorSquaredNorm(ctx, f), form: 'factors' };
-  // The gradient itself, as aᵀg (rows, I, O): its layout does not matter to the norm, so no transposes.
-  if (f) return { value: ctx.b.scale(reduceSumSquare(ctx, ctx.b.op1('MatMul', [f.aT, f.g]), [1, 2]), f.alpha * f.alpha), form: 'gradient' };
+  // The gradient itself, as aᵀg (rows·G, I, O): its layout does not matter to the norm, so no transposes.
+  if (f)
+    return {
+      value: ctx.b.scale(sumBlocks(ctx, f, reduceSumSquare(ctx, ctx.b.op1('MatMul', [f.aT, f.g]), [1, 2])), f.alpha * f.alpha),
+      form: 'gradient',
+    };
   return { value: reduceSumSquare(ctx, flatRows(ctx, term), [1]), form: 'gradient' };
 }
 
-/** The slot matrix α·Σ_rows,t wₙ aₙₜ gₙₜᵀ (from (rows, T, I) and (rows, T, O)) mapped to the term's flat (size,). */
+/** A factor (rows·G, T, W) as (G, rows·T, W): each block's positions over all rows. */
+function byBlock(ctx: GradContext, f: Factors, x: string, width: number): string {
+  const b = ctx.b;
+  if (f.G === 1) return b.reshape(x, [1, -1, width]);
+  return b.reshape(b.transpose(b.reshape(x, [-1, f.G, f.T, width]), [1, 0, 2, 3]), [f.G, -1, width]);
+}
+
+/** The slot's blocks α·Σ_rows,t wₙ aₙₜ gₙₜᵀ (from (rows·G, T, I) and (rows·G, T, O)) mapped to the term's flat (size,). */
 function factorWeightedSum(ctx: GradContext, term: Term, a: string, g: string, w: string, alpha: number): string {
   const b = ctx.b;
   const f = term.factors!;
-  const weighted = b.mul(a, b.unsqueeze(w, [1, 2]));
-  const aFlat = b.reshape(weighted, [-1, f.I]);
-  const gFlat = b.reshape(g, [-1, f.O]);
-  const matrix = f.transposed ? b.op1('MatMul', [b.transpose(gFlat, [1, 0]), aFlat]) : b.op1('MatMul', [b.transpose(aFlat, [1, 0]), gFlat]);
-  return b.reshape(term.toTerm(b.reshape(b.scale(matrix, alpha), [1, ...f.slotDims])), [term.size]);
+  const weighted = f.G === 1 ? b.mul(a, b.unsqueeze(w, [1, 2])) : b.mul(b.reshape(a, [-1, f.G, f.T, f.I]), b.unsqueeze(w, [1, 2, 3]));
+  const aBlocks = byBlock(ctx, f, weighted, f.I);
+  const gBlocks = byBlock(ctx, f, g, f.O);
+  const swap = (x: string) => b.transpose(x, [0, 2, 1]);
+  const blocks = f.transposed ? b.op1('MatMul', [swap(gBlocks), aBlocks]) : b.op1('MatMul', [swap(aBlocks), gBlocks]); // (G, O, I) or (G, I, O)
+  return b.reshape(term.toTerm(b.reshape(b.scale(blocks, alpha), [1, ...f.slotDims])), [term.size]);
 }
 
 /** Σ_rows wᵣ Jᵣ over the term, (size,). */
@@ -82,11 +99,12 @@ export function rowDot(ctx: GradContext, term: Term, v: string): { value: string
   const b = ctx.b;
   const f = term.factors;
   if (f && term.directToSlot) {
-    // α Σₜ aₜᵀ V gₜ with V the slot matrix (I, O).
-    const matrix = b.reshape(v, f.transposed ? [f.O, f.I] : [f.I, f.O]);
-    const V = f.transposed ? b.transpose(matrix, [1, 0]) : matrix;
-    const projected = b.op1('MatMul', [f.a, V]); // (rows, T, O)
-    return { value: b.scale(b.reduceSum(b.mul(projected, f.g), [1, 2], false), f.alpha), form: 'factors' };
+    // α Σₜ aₜᵀ V gₜ with V the slot's blocks (G, I, O).
+    const blocks = b.reshape(v, f.transposed ? [f.G, f.O, f.I] : [f.G, f.I, f.O]);
+    const V = f.transposed ? b.transpose(blocks, [0, 2, 1]) : blocks;
+    const a = b.reshape(f.a, [-1, f.G, f.T, f.I]);
+    const projected = b.op1('MatMul', [a, V]); // (rows, G, T, O)
+    return { value: b.scale(b.reduceSum(b.mul(projected, b.reshape(f.g, [-1, f.G, f.T, f.O])), [1, 2, 3], false), f.alpha), form: 'factors' };
   }
   return { value: b.reshape(b.op1('MatMul', [flatRows(ctx, term), b.unsqueeze(v, [1])]), [-1]), form: 'gradient' };
 }

@@ -76,6 +76,11 @@ export interface Prepared {
   dtype: NpyDtype;
   /** What float16 / bfloat16 the model held, widened to float32 (the statistics are then float32). */
   widened: Widened | undefined;
+  /**
+   * Values carry the samples off axis 0 (a sequence-first model): as for J, the graph is built
+   * for runs of exactly the batch size (its shapes static), the last chunk padded and masked.
+   */
+  movedBatch: boolean;
   timings: Record<string, number>;
   lap: (phase: string) => void;
 }
@@ -89,12 +94,6 @@ export async function prepare(
   const wrt = options.wrt ?? 'parameters';
   const { graph, output, analysis, shapes, inputs, samples, fixedBatch, widened, timings, lap } = await preparePipeline(model, given, { ...options, wrt });
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
-  if (shapes.hasMovedBatch()) {
-    throw new ModelRefusedError(
-      "values of this model carry the samples off axis 0 (e.g. MultiheadAttention's (T, B, E)), which statistics do " +
-        'not handle yet (their graph keeps the batch size free): compute J itself, without --stat or --wrt inputs',
-    );
-  }
   const outputShape = shapes.perSample(output);
   const K = outputShape.reduce((a, b) => a * b, 1);
   const perElement = (options.reduce ?? 'none') === 'none' && K > 1;
@@ -112,6 +111,7 @@ export async function prepare(
     elemType,
     dtype: ELEM_TYPE_NAME[elemType] ?? 'float32',
     widened,
+    movedBatch: shapes.hasMovedBatch(),
     timings,
     lap,
   };
@@ -129,6 +129,19 @@ export function chunkRows(source: RowSource, start: number, end: number, rows: n
   return new ort.Tensor(ORT_TYPE[source.dtype]!, source.rows(start, end, reuse.get(source)) as never, [rows, ...source.shape.slice(1)]);
 }
 
+/**
+ * Samples per run when the graph only takes runs of one size: the batch a model fixes, or the
+ * chunk of a sequence-first model (the last chunk is padded with its last sample and masked).
+ */
+export function runRowsFor(p: Prepared, batchSize: number): number | undefined {
+  return p.fixedBatch ?? (p.movedBatch ? batchSize : undefined);
+}
+
+/** The shapes a graph is built from: for a sequence-first model, exact for runs of `rows` samples of `copies` rows each. */
+export function shapesFor(p: Prepared, copies: number, rows: number): ShapeTable {
+  return p.movedBatch && p.fixedBatch === undefined ? p.shapes.atBatch(rows * copies) : p.shapes;
+}
+
 /** Columns of J: the parameters' sizes, or the float data inputs' per-sample sizes. */
 export function columns(p: Prepared, wrt: Wrt): number {
   const sizes =
@@ -141,7 +154,8 @@ export function activationBytes(p: Prepared): number {
   let bytes = 0;
   for (const name of p.analysis.dataValues) {
     if (!p.shapes.has(name)) continue;
-    bytes += p.shapes.perSample(name).reduce((a, b) => a * b, 1) * npyItemSize(ELEM_TYPE_NAME[p.shapes.elemType(name)] ?? 'float32');
+    // All elements over the probe's samples: a sequence-first value holds them off axis 0.
+    bytes += (p.shapes.dims(name).reduce((a, b) => a * b, 1) / p.shapes.probeBatch) * npyItemSize(ELEM_TYPE_NAME[p.shapes.elemType(name)] ?? 'float32');
   }
   return bytes;
 }
@@ -217,11 +231,15 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
   // Jᵀu alone needs no per-element rows: seeding the reverse pass with u gives Σₖ uₖ ∂zₖ/∂θ per sample in one pass.
   const cotangentSeed = p.copies > 1 && options.stats.length === 1 && options.stats[0] === 'vjp';
   const copies = cotangentSeed ? 1 : p.copies;
-  const built = buildStatsGraph(p.analysis, p.shapes, { stats: options.stats, copies, wrt, clip: options.clip, jacobian: options.jacobian, cotangentSeed });
+  const graphOptions = { stats: options.stats, copies, wrt, clip: options.clip, jacobian: options.jacobian, cotangentSeed };
+  // A sequence-first model's graph is built for runs of one size; what it forms per row (for the chunk size) does not depend on that size.
+  let built = buildStatsGraph(p.analysis, shapesFor(p, copies, 1), graphOptions);
   const D = built.terms.reduce((s, t) => s + t.size, 0);
   const cotangent = options.cotangent ? asRowSource(options.cotangent) : undefined;
   const itemSize = npyItemSize(p.dtype);
   const batchSize = p.fixedBatch ?? options.batchSize ?? statsBatchSize({ ...p, copies }, built.directElements, options.maxMemory);
+  const runRows = runRowsFor(p, batchSize);
+  if (runRows !== undefined && p.fixedBatch === undefined) built = buildStatsGraph(p.analysis, shapesFor(p, copies, runRows), graphOptions);
   p.lap('graph');
   const session = await createSession(built.graph, options.threads);
   p.lap('session');
@@ -250,7 +268,7 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
     try {
       // The chunks of the unsharded run, each keeping the rows of the range: a kept row comes from the same batch as in one full run.
       for (const { start, end, keepStart, keepEnd } of rangeChunks(range, batchSize, N)) {
-        const rows = p.fixedBatch ?? end - start;
+        const rows = runRows ?? end - start;
         const feeds: Record<string, ort.Tensor> = {};
         for (const [name, arr] of p.inputs) feeds[built.feeds.get(name)!] = chunkRows(arr, start, end, rows, reuse);
         if (cotangentSeed) feeds[built.seed] = paddedRows(cotangent!, start, end, rows);

@@ -1,31 +1,37 @@
 // The blocks of J a statistic is computed from ("terms"): one per parameter (or per data
 // input with `--wrt inputs`). Every term has its per-sample gradient (rows, ...dims),
-// built only when a statistic needs it; a parameter that enters one Gemm or MatMul
-// (or a Conv with one group) also has it as factors: per row, the slot's gradient is
-// α·Σₜ aₜ gₜᵀ (Ghost Clipping), so norms, weighted sums and Gram blocks can be
-// computed from a and g without forming the (rows, I, O) gradient.
+// built only when a statistic needs it; a parameter that enters one Gemm, MatMul (either
+// operand), Conv or ConvTranspose (any group count) also has it as factors: per row, the
+// slot's gradient is α·Σₜ aₜ gₜᵀ (Ghost Clipping), per group for grouped convolutions, so
+// norms, weighted sums and Gram blocks can be computed from a and g without forming the
+// (rows, G, I, O) gradient.
 import { SELECTION_OPS, type Parameter } from '../analysis/analyze.js';
 import { isBatchFirst } from '../analysis/shapes.js';
 import type { GradContext } from '../grad/context.js';
-import { convGeometry } from '../grad/convGeometry.js';
+import { convGeometry, convTransposeGeometry } from '../grad/convGeometry.js';
 import { attrFloat, attrInt, type Node } from '../onnx/graph.js';
 import { perSampleGradient, throughLayout } from '../persample/build.js';
-import { patchKernels } from '../persample/rules/Conv.js';
+import { unfold } from '../persample/rules/Conv.js';
 
 export interface Factors {
-  /** (rows, T, I); built on first use, like aT and g. */
+  /** (rows·G, T, I); built on first use, like aT and g. */
   readonly a: string;
-  /** (rows, I, T) */
+  /** (rows·G, I, T) */
   readonly aT: string;
-  /** (rows, T, O) */
+  /** (rows·G, T, O) */
   readonly g: string;
   T: number;
   I: number;
   O: number;
+  /**
+   * Blocks of the slot's gradient (a grouped Conv's groups): each row's gradient is G
+   * independent (I, O) matrices, row r's block j at index r·G + j of a and g.
+   */
+  G: number;
   alpha: number;
-  /** The slot's gradient is the (I, O) matrix α·Σₜ aₜ gₜᵀ, or its transpose (O, I). */
+  /** The slot's gradient is the (G, I, O) blocks α·Σₜ aₜ gₜᵀ, or their transposes (G, O, I). */
   transposed: boolean;
-  /** Shape of the slot value the matrix is reshaped to (a Conv kernel (O, C, ...k)). */
+  /** Shape of the slot value the blocks are reshaped to (a Conv kernel (O, C/G, ...k)). */
   slotDims: number[];
   /** Describes the slot for --verbose. */
   slot: string;
@@ -73,6 +79,7 @@ function gemmFactors(ctx: GradContext, node: Node, g: string): Factors {
       T: 1,
       I,
       O,
+      G: 1,
       alpha: attrFloat(node, 'alpha', 1),
       transposed,
       slotDims: transposed ? [O, I] : [I, O],
@@ -81,6 +88,7 @@ function gemmFactors(ctx: GradContext, node: Node, g: string): Factors {
   );
 }
 
+/** X (rows, …, T, I) · W (I, O): a = X over the positions … × T, g likewise. */
 function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undefined {
   const weightDims = ctx.dims(node.inputs[1]);
   if (weightDims.length !== 2) return undefined;
@@ -94,6 +102,7 @@ function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undef
       T,
       I,
       O,
+      G: 1,
       alpha: 1,
       transposed: false,
       slotDims: [I, O],
@@ -102,37 +111,103 @@ function matmulFactors(ctx: GradContext, node: Node, g: string): Factors | undef
   );
 }
 
-/** A Conv with one group: a = the unfolded input patches (rows, P, C·k), g = (rows, P, O). */
-function convFactors(ctx: GradContext, node: Node, g: string): Factors | undefined {
-  const [outChannels, channels, ...kernel] = ctx.dims(node.inputs[1]);
-  const inDims = ctx.perSample(node.inputs[0]);
-  const geo = convGeometry(node, inDims.slice(1), kernel);
-  if (geo.group !== 1) return undefined;
+/**
+ * W (O, I) · X (rows, …, I, T): the gradient Σ gₜ xₜᵀ (O, I) is the transpose of Σ xₜ gₜᵀ, with
+ * a = X's columns and g = the cotangent's over the positions … × T.
+ */
+function leftMatmulFactors(ctx: GradContext, node: Node, g: string): Factors | undefined {
+  const weightDims = ctx.dims(node.inputs[0]);
+  const xDims = ctx.perSample(node.inputs[1]);
+  if (weightDims.length !== 2 || xDims.length < 2) return undefined;
+  const [O, I] = weightDims;
+  const T = xDims.reduce((p, d) => p * d, 1) / I;
+  const b = ctx.b;
+  const lastTwo = (rank: number) => [...Array.from({ length: rank - 1 }, (_, i) => i), rank, rank - 1];
+  const columns = (value: string, width: number) =>
+    xDims.length === 2 ? b.transpose(value, [0, 2, 1]) : b.reshape(b.transpose(value, lastTwo(xDims.length)), [-1, T, width]);
+  return lazyFactors(
+    ctx,
+    {
+      aT: xDims.length === 2 ? () => node.inputs[1] : undefined,
+      a: xDims.length === 2 ? undefined : () => columns(node.inputs[1], I),
+      g: () => columns(g, O),
+    },
+    {
+      T,
+      I,
+      O,
+      G: 1,
+      alpha: 1,
+      transposed: true,
+      slotDims: [O, I],
+      slot: `MatMul '${node.name}' (left operand)`,
+    },
+  );
+}
+
+function groupsLabel(G: number): string {
+  return G > 1 ? `, ${G} groups` : '';
+}
+
+/** A Conv: a = the unfolded input patches (rows·G, P, C/G·k), g = (rows·G, P, O/G), per group. */
+function convFactors(ctx: GradContext, node: Node, g: string): Factors {
+  const [outChannels, groupChannels, ...kernel] = ctx.dims(node.inputs[1]);
+  const [channels, ...inSpatial] = ctx.perSample(node.inputs[0]);
+  const geo = convGeometry(node, inSpatial, kernel);
+  const G = geo.group;
   const K = kernel.reduce((p, k) => p * k, 1);
   const P = ctx
     .perSample(node.outputs[0])
     .slice(1)
     .reduce((p, d) => p * d, 1);
   const b = ctx.b;
-  const patches = () =>
-    b.op1('Conv', [node.inputs[0], patchKernels(ctx, channels, kernel)], {
-      group: channels,
-      strides: geo.strides,
-      dilations: geo.dilations,
-      pads: [...geo.padsBegin, ...geo.padsEnd],
-      kernel_shape: kernel,
-    }); // (rows, C·K, ...P)
   return lazyFactors(
     ctx,
-    { aT: () => b.reshape(patches(), [-1, channels * K, P]), g: () => b.transpose(b.reshape(g, [-1, outChannels, P]), [0, 2, 1]) },
+    {
+      aT: () => b.reshape(unfold(ctx, node.inputs[0], channels, geo), [-1, groupChannels * K, P]), // (rows, C·K, ...P) by group
+      g: () => b.transpose(b.reshape(g, [-1, outChannels / G, P]), [0, 2, 1]),
+    },
     {
       T: P,
-      I: channels * K,
-      O: outChannels,
+      I: groupChannels * K,
+      O: outChannels / G,
+      G,
       alpha: 1,
       transposed: true,
-      slotDims: [outChannels, channels, ...kernel],
-      slot: `Conv '${node.name}'`,
+      slotDims: [outChannels, groupChannels, ...kernel],
+      slot: `Conv '${node.name}'${groupsLabel(G)}`,
+    },
+  );
+}
+
+/**
+ * A ConvTranspose y[o, s·p + d·k] += x[c, p] W[c, o, k]: a = the input at its P positions
+ * (rows·G, P, C/G), g = the cotangent's patches lined up with them (rows·G, P, O/G·k), per group.
+ */
+function convTransposeFactors(ctx: GradContext, node: Node, g: string): Factors {
+  const [, groupOutChannels, ...kernel] = ctx.dims(node.inputs[1]);
+  const [channels, ...inSpatial] = ctx.perSample(node.inputs[0]);
+  const [outChannels, ...outSpatial] = ctx.perSample(node.outputs[0]);
+  const geo = convTransposeGeometry(node, inSpatial, outSpatial, kernel);
+  const G = geo.group;
+  const K = kernel.reduce((p, k) => p * k, 1);
+  const P = inSpatial.reduce((p, d) => p * d, 1);
+  const b = ctx.b;
+  return lazyFactors(
+    ctx,
+    {
+      aT: () => b.reshape(node.inputs[0], [-1, channels / G, P]),
+      g: () => b.transpose(b.reshape(unfold(ctx, g, outChannels, geo), [-1, groupOutChannels * K, P]), [0, 2, 1]),
+    },
+    {
+      T: P,
+      I: channels / G,
+      O: groupOutChannels * K,
+      G,
+      alpha: 1,
+      transposed: false,
+      slotDims: [channels, groupOutChannels, ...kernel],
+      slot: `ConvTranspose '${node.name}'${groupsLabel(G)}`,
     },
   );
 }
@@ -146,12 +221,16 @@ function factorsOf(ctx: GradContext, parameter: Parameter, slotGrads: Map<Node, 
   if (parameter.uses.length !== 1) return undefined;
   const [{ node, input, chain }] = parameter.uses;
   const g = slotGrads.get(node);
-  if (g === undefined || input !== 1) return undefined;
+  if (g === undefined) return undefined;
+  const data = node.inputs[input === 0 ? 1 : 0];
   // Selections of the parameter (Slice, Gather, …) and slots with the samples off axis 0 take the per-sample gradient's path.
-  if (chain.some((c) => SELECTION_OPS.has(c.opType)) || batchMoved(ctx, node.outputs[0]) || batchMoved(ctx, node.inputs[0])) return undefined;
+  if (chain.some((c) => SELECTION_OPS.has(c.opType)) || batchMoved(ctx, node.outputs[0]) || batchMoved(ctx, data)) return undefined;
+  if (node.opType === 'MatMul' && input === 0) return ctx.shapes.isBatched(data) ? leftMatmulFactors(ctx, node, g) : undefined;
+  if (input !== 1) return undefined;
   if (node.opType === 'Gemm') return gemmFactors(ctx, node, g);
   if (node.opType === 'MatMul') return matmulFactors(ctx, node, g);
   if (node.opType === 'Conv') return convFactors(ctx, node, g);
+  if (node.opType === 'ConvTranspose') return convTransposeFactors(ctx, node, g);
   return undefined;
 }
 

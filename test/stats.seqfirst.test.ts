@@ -1,0 +1,197 @@
+// Every --stat on models whose values carry the samples off axis 0 (sequence-first Transformer,
+// MultiheadAttention, LSTM, a sequence-first output), against the PyTorch (functorch) J of their
+// fixtures: each statistic is recomputed here from the reference J in float64.
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
+import { readNpz } from '../src/io/npz.js';
+import { expectClose, FIXTURES, readReference, seededRandom } from './helpers.js';
+
+const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
+let dir: string;
+
+function ok(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args, '-q'], { cwd: dir, encoding: 'utf8' });
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'jacobian-stats-seqfirst-'));
+});
+
+const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+};
+
+function save(name: string, arr: NpyArray): string {
+  writeFileSync(join(dir, name), npyBytes(arr));
+  return name;
+}
+
+function normal(n: number, seed: number): Float32Array {
+  const random = seededRandom(seed);
+  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()));
+}
+
+// encoder_seq13: TransformerEncoder(batch_first=False), K = 2; seq_output14: a (T, N, 3) output, K = (4, 3);
+// lstm_time_major_h0: nn.LSTM(batch_first=False) with h0, c0 inputs, K = 3; mha_plain13: MultiheadAttention on (T, N, E), K = 1.
+describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain13'])('%s', (name) => {
+  let inputs: string[];
+  let J: { N: number; K: number; D: number; elementShape: number[]; row: (n: number, k: number) => Float64Array };
+  let sizes: number[];
+  beforeAll(() => {
+    cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+    const ref = readReference(name);
+    inputs = Object.entries(ref.inputs).flatMap(([input, file]) => ['-i', `${input}=${name}/${file}`]);
+    const arr = readNpy(join(FIXTURES, name, ref.jacobian!));
+    const [N, ...rest] = arr.shape;
+    const D = rest.pop()!;
+    const K = rest.reduce((a, b) => a * b, 1);
+    const data = Float64Array.from(arr.data as Float32Array);
+    J = { N, K, D, elementShape: rest, row: (n, k) => data.subarray((n * K + k) * D, (n * K + k + 1) * D) };
+    sizes = ref.parameters!.map((p) => p.shape.reduce((a, b) => a * b, 1));
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(D);
+  });
+
+  it('norm, norm_per_param, jvp, vjp per output element, and vjp alone, in chunks whose last one is padded', () => {
+    const v = normal(J.D, 1);
+    const u = normal(J.N * J.K, 2);
+    save(`${name}_v.npy`, { dtype: 'float32', shape: [J.D], data: v });
+    save(`${name}_u.npy`, { dtype: 'float32', shape: [J.N, ...J.elementShape], data: u });
+    const uArgs = ['--cotangent', `${name}_u.npy`];
+    ok([
+      `${name}/model.onnx`,
+      ...inputs,
+      '--stat',
+      'norm',
+      '--stat',
+      'jvp',
+      '--vector',
+      `${name}_v.npy`,
+      '--stat',
+      'vjp',
+      ...uArgs,
+      '--batch-size',
+      '3',
+      '-o',
+      `${name}.npz`,
+    ]);
+    ok([`${name}/model.onnx`, ...inputs, '--stat', 'vjp', ...uArgs, '--batch-size', '3', '-o', `${name}_vjp.npy`]);
+    const got = readNpz(join(dir, `${name}.npz`));
+    const norm: number[] = [];
+    const perParam: number[] = [];
+    const jvp: number[] = [];
+    const vjp = new Float64Array(J.D);
+    for (let n = 0; n < J.N; n++) {
+      for (let k = 0; k < J.K; k++) {
+        const row = J.row(n, k);
+        norm.push(Math.sqrt(dot(row, row)));
+        let offset = 0;
+        for (const size of sizes) {
+          const part = row.subarray(offset, (offset += size));
+          perParam.push(Math.sqrt(dot(part, part)));
+        }
+        jvp.push(dot(row, v));
+        row.forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
+      }
+    }
+    const elements = J.K > 1 ? J.elementShape : [];
+    expect(got.get('norm')!.shape).toEqual([J.N, ...elements]);
+    expect(got.get('norm_per_param')!.shape).toEqual([J.N, ...elements, sizes.length]);
+    expectClose(got.get('norm')!.data as Float32Array, norm, 'norm');
+    expectClose(got.get('norm_per_param')!.data as Float32Array, perParam, 'norm_per_param');
+    expectClose(got.get('jvp')!.data as Float32Array, jvp, 'jvp');
+    expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
+    expectClose(readNpy(join(dir, `${name}_vjp.npy`)).data as Float32Array, vjp, 'vjp alone');
+  });
+
+  it('sumsq, mean, variance, clipped-sum, norm, jvp, vjp of per-sample sums (--reduce sum)', () => {
+    const G = Array.from({ length: J.N }, (_, n) => {
+      const g = new Float64Array(J.D);
+      for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (g[i] += x));
+      return g;
+    });
+    const norms = G.map((g) => Math.sqrt(dot(g, g)));
+    const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
+    const v = normal(J.D, 3);
+    const u = normal(J.N, 4);
+    save(`${name}_v1.npy`, { dtype: 'float32', shape: [J.D], data: v });
+    save(`${name}_u1.npy`, { dtype: 'float32', shape: [J.N], data: u });
+    ok([
+      `${name}/model.onnx`,
+      ...inputs,
+      '--reduce',
+      'sum',
+      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
+      '--clip',
+      String(C),
+      '--vector',
+      `${name}_v1.npy`,
+      '--cotangent',
+      `${name}_u1.npy`,
+      '--batch-size',
+      '3',
+      '-o',
+      `${name}_sum.npz`,
+    ]);
+    const got = readNpz(join(dir, `${name}_sum.npz`));
+    const sumsq = new Float64Array(J.D);
+    const mean = new Float64Array(J.D);
+    const clipped = new Float64Array(J.D);
+    const vjp = new Float64Array(J.D);
+    G.forEach((g, n) =>
+      g.forEach((x, i) => {
+        sumsq[i] += x * x;
+        mean[i] += x / J.N;
+        clipped[i] += x * Math.min(1, C / norms[n]);
+        vjp[i] += u[n] * x;
+      }),
+    );
+    const variance = new Float64Array(J.D);
+    G.forEach((g) => g.forEach((x, i) => (variance[i] += (x - mean[i]) ** 2 / J.N)));
+    expect(norms.some((n) => n > C) && norms.some((n) => n < C)).toBe(true);
+    expectClose(got.get('norm')!.data as Float32Array, norms, 'norm');
+    expectClose(got.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
+    expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
+    expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
+    expectClose(got.get('clipped_sum')!.data as Float32Array, clipped, 'clipped_sum');
+    expectClose(
+      got.get('jvp')!.data as Float32Array,
+      G.map((g) => dot(g, v)),
+      'jvp',
+    );
+    expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
+  });
+
+  it('gram J Jᵀ in tiles, and the cross-kernel against the samples in reverse order (--input2)', () => {
+    const ref = readReference(name);
+    const reversed = Object.entries(ref.inputs).flatMap(([input, file]) => {
+      const arr = readNpy(join(FIXTURES, name, file));
+      const rowSize = arr.data.length / arr.shape[0];
+      const data = new (arr.data.constructor as Float32ArrayConstructor)(arr.data.length);
+      for (let n = 0; n < arr.shape[0]; n++)
+        data.set((arr.data as Float32Array).subarray((arr.shape[0] - 1 - n) * rowSize, (arr.shape[0] - n) * rowSize), n * rowSize);
+      return ['--input2', `${input}=${save(`${name}_rev_${input}.npy`, { ...arr, data })}`];
+    });
+    ok([`${name}/model.onnx`, ...inputs, '--stat', 'gram', '--batch-size', '3', '-o', `${name}_gram.npy`]);
+    ok([`${name}/model.onnx`, ...inputs, '--stat', 'gram', ...reversed, '--batch-size', '3', '-o', `${name}_cross.npy`]);
+    const kernel = (reverse: boolean) => {
+      const out: number[] = [];
+      for (let n = 0; n < J.N; n++)
+        for (let k = 0; k < J.K; k++)
+          for (let m = 0; m < J.N; m++) for (let l = 0; l < J.K; l++) out.push(dot(J.row(n, k), J.row(reverse ? J.N - 1 - m : m, l)));
+      return out;
+    };
+    const elements = J.K > 1 ? J.elementShape : [];
+    const gram = readNpy(join(dir, `${name}_gram.npy`));
+    expect(gram.shape).toEqual([J.N, ...elements, J.N, ...elements]);
+    expectClose(gram.data as Float32Array, kernel(false), 'gram');
+    expectClose(readNpy(join(dir, `${name}_cross.npy`)).data as Float32Array, kernel(true), 'cross-kernel');
+  });
+});
