@@ -1,4 +1,5 @@
-// Normalizes a decoded model before analysis: checks the opset, inlines local
+// Normalizes a decoded model before analysis: widens float16 and bfloat16 to float32
+// (../onnx/widen.ts: J of a float16 model is computed in float32), checks the opset, inlines local
 // functions (ModelProto.functions, e.g. torch's export_modules_as_functions) and
 // unrolls recurrent layers (./unroll.ts), so every node the analysis sees is a
 // standard op at the top level; gives the constant uses of an initializer the
@@ -9,6 +10,7 @@ import { ModelRefusedError } from '../errors.js';
 import { unrollRecurrences } from './unroll.js';
 import { attrTensor, DataType, defaultOpset, tensorNumbers, type Attribute, type Graph, type LocalFunction, type Node } from '../onnx/graph.js';
 import { splitConstantUses, type SplitConstant } from './exporter.js';
+import { widenHalfFloats, type Widened } from '../onnx/widen.js';
 
 export const MIN_OPSET = 11;
 
@@ -16,8 +18,10 @@ export function prepareGraph(model: Graph): Graph {
   return prepareGraphWithNotes(model).graph;
 }
 
-/** prepareGraph, and which shared initializers it split. */
-export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: SplitConstant[] } {
+/** prepareGraph, which shared initializers it split, and what float16 / bfloat16 it widened to float32. */
+export function prepareGraphWithNotes(given: Graph): { graph: Graph; split: SplitConstant[]; widened: Widened | undefined } {
+  // A float16 model is differentiated as the float32 model of the same function (src/onnx/widen.ts).
+  const { graph: model, widened } = widenHalfFloats(given);
   const opset = defaultOpset(model);
   if (opset < MIN_OPSET) {
     throw new ModelRefusedError(
@@ -26,7 +30,7 @@ export function prepareGraphWithNotes(model: Graph): { graph: Graph; split: Spli
     );
   }
   const inlined = model.functions.length === 0 ? model : { ...model, nodes: inlineFunctions(model.nodes, model.functions, ''), functions: [] };
-  return splitConstantUses(withoutConstantInferenceDropout(unrollRecurrences(inlined)));
+  return { ...splitConstantUses(withoutConstantInferenceDropout(unrollRecurrences(inlined))), widened };
 }
 
 /**

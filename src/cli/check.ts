@@ -4,6 +4,7 @@ import { exporterNotes } from '../analysis/exporter.js';
 import { describeProblem, ModelRefusedError, UsageError, type Problem } from '../errors.js';
 import { encodeModel } from '../onnx/proto.js';
 import { exitCodeOf } from './errors.js';
+import { widenedNote } from '../onnx/widen.js';
 import { analyseModel, planJacobian, preparePipeline, type AnalysedModel, type JacobianPlan, type Mode, type Reduce } from '../run/jacobian.js';
 import { planLines } from './compute.js';
 import { verifyJacobian, type VerifyResult } from '../verify/verify.js';
@@ -125,6 +126,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const unloadable = await loadProblem(graph);
   const noParameters = analysis.parameters.length === 0;
   const notes = exporterNotes(analysis, analysed.split);
+  if (analysed.widened) notes.push(widenedNote(analysed.widened));
   // The report's problems: the analysis's (left as it is for the pipeline), and what check finds beside it.
   const problems = [...analysis.problems];
   // Found before any run with data: a model onnxruntime cannot load, or one without data inputs, cannot be probed.

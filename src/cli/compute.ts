@@ -15,6 +15,7 @@ import { withLoss } from './loss.js';
 import type { LossKind } from '../loss/append.js';
 import type { StatName, Wrt } from '../stats/graph.js';
 import { formatBytes, progressPrinter } from './progress.js';
+import { widenedNote } from '../onnx/widen.js';
 
 /** The flags of statistics (`--stat`, `--wrt inputs`: ./stats.ts), which share the main command. */
 export interface StatsCliOptions {
@@ -62,6 +63,7 @@ export function planLines(plan: JacobianPlan): string[] {
   return [
     `J: ${plan.blocks[0].dtype} ${shape}, ${formatBytes(m.outputBytes)} on disk`,
     `mode: ${plan.mode} (${plan.modeReason})`,
+    ...(plan.widened ? [`precision: ${widenedNote(plan.widened)}`] : []),
     `chunks of ${plan.batchSize} sample${plan.batchSize > 1 ? 's' : ''}: ${perSample}; budget (--max-memory) ${formatBytes(m.budget)}`,
     `memory: fixed cost ${formatBytes(m.fixedBytes)} (node, onnxruntime, the model and its session), estimated ` +
       `peak ${formatBytes(Math.round(m.estimatedPeakBytes))}`,
@@ -133,7 +135,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
   let planned: Awaited<ReturnType<typeof planJacobian>>;
   try {
-    const { graph, modelOutput } = await withLoss(model, inputs, opts);
+    const { graph, modelOutput, widened } = await withLoss(model, inputs, opts);
     planned = await planJacobian(graph, inputs, {
       modelOutput,
       reduce: opts.reduce,
@@ -150,6 +152,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       vectorStrategy: opts.vectorStrategy,
       onProgress: progress?.update,
     });
+    // With --loss the model was widened before the loss was appended: planJacobian saw a float32 graph.
+    planned.plan.widened ??= widened;
   } catch (err) {
     for (const input of inputs.values()) input.close();
     throw err;

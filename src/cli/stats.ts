@@ -19,6 +19,7 @@ import { bindInputs } from '../run/inputs.js';
 import { inputBindings } from './parse.js';
 import { withLoss } from './loss.js';
 import { formatBytes, progressPrinter } from './progress.js';
+import { widenedNote } from '../onnx/widen.js';
 
 interface FileStatsSink extends StatsSink {
   commit(): Promise<void>;
@@ -175,7 +176,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const { inputs } = await bindInputs(model, inputBindings(opts.input), note);
   const opened: RowSource[] = [...inputs.values()];
   try {
-    const { graph, modelOutput } = await withLoss(model, inputs, opts);
+    const { graph, modelOutput, widened: lossWidened } = await withLoss(model, inputs, opts);
     if (opts.loss && opts.input2 && opts.input2.length > 0)
       throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
@@ -284,8 +285,10 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     }
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
+      const widened = plan.widened ?? lossWidened;
+      const precision = widened ? `precision: ${widenedNote(widened)}\n` : '';
       process.stderr.write(
-        `${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
+        `${precision}${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
           `memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,
       );
     }

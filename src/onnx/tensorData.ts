@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelFileError } from '../errors.js';
-import type { Tensor } from './graph.js';
+import type { Stored, Tensor } from './graph.js';
 
 const { onnx } = createRequire(import.meta.url)('onnx-proto') as typeof onnxProto; // see proto.ts
 type Long = { toNumber(): number };
@@ -209,4 +209,63 @@ export function tensorNumbers(tensor: Tensor): number[] {
   if (type === 1) return [...(t.floatData ?? [])];
   if (type === 11) return [...(t.doubleData ?? [])];
   return [...(t.int32Data ?? [])];
+}
+
+/** float32 value of every float16 bit pattern, built on first use (65536 entries, 256 KB). */
+let halfTable: Float32Array | undefined;
+
+function float16Table(): Float32Array {
+  if (halfTable) return halfTable;
+  halfTable = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    halfTable[h] =
+      exponent === 0 ? sign * fraction * 2 ** -24 : exponent === 31 ? (fraction ? NaN : sign * Infinity) : sign * (1024 + fraction) * 2 ** (exponent - 25);
+  }
+  return halfTable;
+}
+
+/** The 16-bit patterns a float16 or bfloat16 tensor holds (raw_data, or one per int32_data entry). */
+function halfBits(t: onnxProto.onnx.ITensorProto): Uint16Array {
+  const raw = t.rawData;
+  if (raw && raw.length > 0) return new Uint16Array(new Uint8Array(raw).buffer);
+  return Uint16Array.from(t.int32Data ?? []);
+}
+
+/**
+ * A float16 (10) or bfloat16 (16) tensor as the float32 tensor of the same values: every
+ * float16 and bfloat16 number is a float32 number, so the widening is exact. It is a change of
+ * storage format, done once per tensor as the model is read (a table look-up per float16 value,
+ * a shift per bfloat16 value), like the decoding of a file.
+ */
+export function widenedTensor(tensor: Tensor): Tensor {
+  const t = tensor.data as unknown as onnxProto.onnx.ITensorProto;
+  const bits = halfBits(t);
+  let values: Float32Array;
+  if (tensor.dataType === 16) {
+    const words = new Uint32Array(bits.length);
+    words.set(bits);
+    for (let i = 0; i < words.length; i++) words[i] <<= 16;
+    values = new Float32Array(words.buffer);
+  } else {
+    const table = float16Table();
+    values = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) values[i] = table[bits[i]];
+  }
+  const { rawData: _raw, int32Data: _int32, ...rest } = t;
+  const data = { ...rest, dataType: 1, rawData: new Uint8Array(values.buffer) };
+  return { ...tensor, dataType: 1, data: data as unknown as Tensor['data'] };
+}
+
+/** A subgraph's other fields (its `rest`) with its value_info entries of a 16-bit float type made float32. */
+export function widenedGraphRest(rest: Stored): Stored {
+  const g = rest as unknown as onnxProto.onnx.IGraphProto;
+  const half = (t: number | null | undefined) => t === 10 || t === 16;
+  if (!g.valueInfo?.some((v) => half(v.type?.tensorType?.elemType))) return rest;
+  const valueInfo = g.valueInfo.map((v) =>
+    half(v.type?.tensorType?.elemType) ? { ...v, type: { ...v.type, tensorType: { ...v.type!.tensorType, elemType: 1 } } } : v,
+  );
+  return { ...g, valueInfo } as unknown as Stored;
 }

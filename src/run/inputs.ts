@@ -9,6 +9,7 @@ import type { NpyArray } from '../io/npy.js';
 import { readNpz } from '../io/npz.js';
 import { arrayRows, npyRowsFromBytes, openNpyRows, readAllBytes, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
+import { widenedElemType } from '../onnx/widen.js';
 import { conformInput } from './convert.js';
 
 export interface BoundInputs {
@@ -152,9 +153,10 @@ export async function bindInputs(graph: Graph, specs: readonly InputBinding[], n
         for (const n of matching) bind(n, spec, entryRows(archive, label, n));
       }
     }
+    // A float16 or bfloat16 input takes float32 data: the model is run widened to float32 (src/onnx/widen.ts).
     for (const input of graph.inputs) {
       const source = bound.get(input.name);
-      if (source) bound.set(input.name, await conformInput(input.name, source, input.elemType, note));
+      if (source) bound.set(input.name, await conformInput(input.name, source, widenedElemType(input.elemType), note));
     }
   } catch (err) {
     for (const source of bound.values()) source.close();

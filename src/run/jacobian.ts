@@ -14,16 +14,18 @@ import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { arrayRows, asRowSource, type RowSource } from '../io/rows.js';
-import { isFloatType, type Graph } from '../onnx/graph.js';
+import { DataType, isFloatType, type Graph } from '../onnx/graph.js';
 import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
 import { chooseMode } from '../forward/choose.js';
 import { DirectionBlocks } from '../forward/blocks.js';
-import { prepareGraph, prepareGraphWithNotes } from '../analysis/prepare.js';
+import { prepareGraphWithNotes } from '../analysis/prepare.js';
 import type { SplitConstant } from '../analysis/exporter.js';
+import type { Widened } from '../onnx/widen.js';
 import type { ParameterSelection } from '../analysis/select.js';
+import { conformInput } from './convert.js';
 import { probeShapes } from './probe.js';
 import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
 import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
@@ -115,6 +117,8 @@ export interface JacobianPlan {
   /** How J is computed, and why. */
   mode: 'reverse' | 'forward';
   modeReason: string;
+  /** What float16 / bfloat16 the model held, widened to float32 (J is then float32). */
+  widened: Widened | undefined;
   /** Times of the phases so far, in milliseconds. */
   timings: Record<string, number>;
   /** The output's writes, once run. */
@@ -338,13 +342,15 @@ export interface AnalysedModel {
   analysis: Analysis;
   /** Constants the exporter shared with a parameter slot, given a copy of their own (for check's notes). */
   split: SplitConstant[];
+  /** What float16 / bfloat16 the model held, widened to float32 (for check's and --verbose's notes). */
+  widened: Widened | undefined;
 }
 
 /** The first half of the one way in: what `jacobian check` reports without data, and what preparePipeline starts from. */
 export function analyseModel(model: Graph, options: PipelineOptions = {}): AnalysedModel {
-  const { graph, split } = prepareGraphWithNotes(model);
+  const { graph, split, widened } = prepareGraphWithNotes(model);
   const output = resolveOutput(graph, options.modelOutput);
-  return { graph, output, analysis: analyze(graph, output, options), split };
+  return { graph, output, analysis: analyze(graph, output, options), split, widened };
 }
 
 /** What every computation starts from: the prepared graph, its analysis and the probe's shapes. */
@@ -357,6 +363,8 @@ export interface Pipeline {
   samples: number;
   /** The batch size the model fixes, if it does. */
   fixedBatch: number | undefined;
+  /** What float16 / bfloat16 the model held, widened to float32: J is computed and written in float32. */
+  widened: Widened | undefined;
   timings: Record<string, number>;
   lap: (phase: string) => void;
 }
@@ -391,7 +399,15 @@ export async function preparePipeline(
     t = now;
   };
   const analysed = isAnalysed(model) ? model : undefined;
-  let graph = analysed?.graph ?? prepareGraph(model as Graph);
+  const prepared = analysed ?? prepareGraphWithNotes(model as Graph);
+  let graph = prepared.graph;
+  const widened = prepared.widened;
+  // Data in the float16 model's own type, given as arrays (bindInputs converts files already), is widened as the model is.
+  for (const input of widened ? graph.inputs : []) {
+    const source = inputs.get(input.name);
+    if (source?.dtype === 'float16' && input.elemType === DataType.FLOAT)
+      inputs.set(input.name, await conformInput(input.name, source, input.elemType, () => undefined));
+  }
   let output = analysed?.output ?? resolveOutput(graph, options.modelOutput);
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
@@ -425,7 +441,7 @@ export async function preparePipeline(
   }
   lap('probe');
   refuseNonFloatOutput(output, shapes.elemType(output));
-  return { graph, output, analysis, shapes, inputs, samples, fixedBatch, timings, lap };
+  return { graph, output, analysis, shapes, inputs, samples, fixedBatch, widened, timings, lap };
 }
 
 /** The pipeline on its first `count` samples only, read into memory (no second analysis or probe: shapes are per sample). */
@@ -601,6 +617,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     memory,
     mode,
     modeReason,
+    widened: pipeline.widened,
     timings,
     writes: { chunks: 0, busyMs: 0, pieces: 0 },
   };

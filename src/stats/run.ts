@@ -16,6 +16,7 @@ import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
 import { asRowSource, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
+import type { Widened } from '../onnx/widen.js';
 import { preparePipeline, type OutputBlock, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
@@ -73,6 +74,8 @@ export interface Prepared {
   copies: number;
   elemType: number;
   dtype: NpyDtype;
+  /** What float16 / bfloat16 the model held, widened to float32 (the statistics are then float32). */
+  widened: Widened | undefined;
   /**
    * Values carry the samples off axis 0 (a sequence-first model): as for J, the graph is built
    * for runs of exactly the batch size (its shapes static), the last chunk padded and masked.
@@ -89,7 +92,7 @@ export async function prepare(
   options: ParameterSelection & { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number; strict?: boolean },
 ): Promise<Prepared> {
   const wrt = options.wrt ?? 'parameters';
-  const { graph, output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = await preparePipeline(model, given, { ...options, wrt });
+  const { graph, output, analysis, shapes, inputs, samples, fixedBatch, widened, timings, lap } = await preparePipeline(model, given, { ...options, wrt });
   if (wrt === 'inputs' && dataInputs(analysis).length === 0) throw new ModelRefusedError('the model has no float data inputs to differentiate with respect to');
   const outputShape = shapes.perSample(output);
   const K = outputShape.reduce((a, b) => a * b, 1);
@@ -107,6 +110,7 @@ export async function prepare(
     copies: perElement ? K : 1,
     elemType,
     dtype: ELEM_TYPE_NAME[elemType] ?? 'float32',
+    widened,
     movedBatch: shapes.hasMovedBatch(),
     timings,
     lap,
