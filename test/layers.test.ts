@@ -18,7 +18,7 @@ const LAYERS: [string, RegExp][] = [
   ['analysis: graph preparation (inlining, unrolling), parameters, eligibility', /^analysis\/(analyze|exporter|prepare|unroll)\.ts$/],
   [
     'graph builders (drivers)',
-    /^grad\/reverse\.ts$|^persample\/build\.ts$|^forward\/(build|pass|choose)\.ts$|^loss\/|^stats\/(graph|terms|ops)\.ts$|^verify\/(compare|double|kinks|lower|pattern|perturb)\.ts$/,
+    /^grad\/reverse\.ts$|^persample\/build\.ts$|^forward\/(build|pass|choose|blocks)\.ts$|^loss\/|^stats\/(graph|terms|ops)\.ts$|^verify\/(compare|double|kinks|lower|pattern|perturb)\.ts$/,
   ],
   ['runs: the pipeline, chunks in onnxruntime', /^run\//],
   ['sinks and runs of statistics and verification', /^output\.ts$|^stats\/|^verify\//],
