@@ -389,8 +389,9 @@ describe('exit codes and messages', () => {
     const many = new Float32Array(50 * (big.data as Float32Array).length);
     for (let k = 0; k < 50; k++) many.set(big.data as Float32Array, k * (big.data as Float32Array).length);
     writeFileSync(join(dir, 'many.npy'), npyBytes({ dtype: 'float32', shape: [50_000, 1, 6, 6, 6], data: many }));
-    // Interrupt once the output is being written (its temporary file exists) and a progress line is up.
-    const command = `"${process.execPath}" "${BIN}" seed/model.onnx -i many.npy -o interrupted.npy --batch-size 2 --threads 1 & pid=$!; for i in $(seq 200); do ls -a | grep -q '^\\.interrupted\\.npy\\.tmp-' && break; sleep 0.1; done; sleep 1; kill -INT $pid; wait $pid; echo "exit=$?"`;
+    // Interrupt once the output is being written (its temporary file exists) and a progress line is up
+    // (after the first chunk), well before the 50,000 one-sample chunks are done (about 3 s on a quiet machine).
+    const command = `"${process.execPath}" "${BIN}" seed/model.onnx -i many.npy -o interrupted.npy --batch-size 1 --threads 1 & pid=$!; for i in $(seq 200); do ls -a | grep -q '^\\.interrupted\\.npy\\.tmp-' && break; sleep 0.1; done; sleep 0.3; kill -INT $pid; wait $pid; echo "exit=$?"`;
     const r = spawnSync('script', ['-qfec', command, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
     // eslint-disable-next-line no-control-regex -- the progress line is cleared with the ANSI sequence ESC [K
     expect(r.stdout).toMatch(/samples .*\r\x1b\[Kjacobian: interrupted \(SIGINT\); no output was written\r?\n/);
