@@ -92,10 +92,31 @@ SPECS = collections.OrderedDict(
             "resnet18_fc",
             ((3, 64, 64), 256, "torchvision resnet18(num_classes=10), only fc.* differentiated (--params 'fc.*'; torch: functorch restricted to fc)"),
         ),
+        (
+            "seqdense",
+            (
+                (16, 16),
+                128,
+                "sequence-first with a dense output: (N, T=16, 16) transposed to (T, N, 16), MultiheadAttention(16, 2), "
+                "residual LayerNorm, Tanh, Linear(16, 16) per position: output (T, N, 16), K = 256, D = 1,392 "
+                "(the mode choice; --params 'norm.*' gives D = 32 < K)",
+            ),
+        ),
+        (
+            "seqdense7",
+            (
+                (7, 16),
+                128,
+                "seqdense on sequences of 7: K = 112; the biases and the LayerNorm (--params 'attn.*_bias' --params "
+                "'attn.out_proj.bias' --params 'norm.*' --params 'head.*') give D = 96, just under K",
+            ),
+        ),
     ]
 )
 
 GPT_VOCAB = 256
+# Models whose output carries the samples on axis 1 (T, N, ...): the CLI writes J batch-first.
+SEQUENCE_FIRST = {"seqdense", "seqdense7"}
 
 
 # Parameters differentiated when not all of them (torch side and --params), and the
@@ -184,11 +205,32 @@ def network(name):
             nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False),
             nn.Sigmoid(),
         )
+    if name in ("seqdense", "seqdense7"):
+        return SeqDense()
     if name == "resnet18_fc":
         import torchvision
 
         return torchvision.models.resnet18(num_classes=10)
     raise KeyError(name)
+
+
+def SeqDense():
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self, d=16, heads=2):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(d, heads)
+            self.norm = nn.LayerNorm(d)
+            self.head = nn.Linear(d, d)
+
+        def forward(self, x):
+            h = x.transpose(0, 1)  # (T, N, d): the samples on axis 1
+            a, _ = self.attn(h, h, h, need_weights=False)
+            return self.head(torch.tanh(self.norm(h + a)))
+
+    return Net()
 
 
 def gpt_network(vocab=GPT_VOCAB, t=64, d=128, heads=4, layers=2):
@@ -270,7 +312,7 @@ def export(name):
         path,
         input_names=["input"],
         output_names=["output"],
-        dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+        dynamic_axes={"input": {0: "N"}, "output": {1 if name in SEQUENCE_FIRST else 0: "N"}},
         opset_version=OPSET,
         # The GPT keeps its initializers named after the parameters (MatMul through a Transpose), for the check against functorch.
         **(
@@ -282,7 +324,8 @@ def export(name):
     onnx.checker.check_model(onnx.load(path))
     np.save(os.path.join(d, "input.npy"), np.ascontiguousarray(x.numpy(), dtype=np.int64 if name == "gpt" else np.float32))
     with torch.no_grad():
-        k_shape = list(module(x[:1]).shape[1:])
+        y = module(x[:1])
+        k_shape = list((y.transpose(0, 1) if name in SEQUENCE_FIRST else y).shape[1:])
     meta = collections.OrderedDict()
     meta["name"] = name
     meta["description"] = SPECS[name][2]

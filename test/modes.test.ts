@@ -30,14 +30,16 @@ describe('the mode', () => {
   it('auto picks forward mode for 4 columns against 10 outputs, and says why', async () => {
     const { plan, J, expected } = await lenet({ params: ['0.bias'] });
     expect(plan.mode).toBe('forward');
-    expect(plan.modeReason).toMatch(/D = 4 parameter directions < K = 10 output seeds/);
+    expect(plan.modeReason).toMatch(
+      /^forward is [\d.]+× cheaper; estimated multiply-adds per sample: reverse: K = 10 seeds × [\d.]+ k \+ runs \([\d.]+ k\) ≈ [\d.]+ k; forward: D = 4 directions × /,
+    );
     expectClose(J.data, columns(expected.data as Float32Array, 896, 100, 104), 'lenet10 0.bias, forward');
   });
 
   it('auto picks reverse mode for 896 columns against 10 outputs', async () => {
     const { plan } = await lenet({ batchSize: 6 });
     expect(plan.mode).toBe('reverse');
-    expect(plan.modeReason).toMatch(/K = 10 output seeds ≤ D = 896/);
+    expect(plan.modeReason).toMatch(/^reverse is \d+× cheaper; .*reverse: K = 10 seeds × .*; forward: D = 896 directions × /);
   });
 
   it('auto falls back to reverse mode when an op on the path has no tangent rule, and --mode forward refuses', async () => {
@@ -46,7 +48,9 @@ describe('the mode', () => {
     try {
       const { plan, J, expected } = await lenet({ params: ['0.bias'] });
       expect(plan.mode).toBe('reverse');
-      expect(plan.modeReason).toMatch(/forward mode would be cheaper \(D = 4 directions < K = 10 seeds\) but no forward \(tangent\) rule for Relu/);
+      expect(plan.modeReason).toMatch(
+        /^forward mode would be cheaper \([\d.]+×\) but no forward \(tangent\) rule for Relu; estimated multiply-adds per sample: reverse: K = 10 seeds/,
+      );
       expectClose(J.data, columns(expected.data as Float32Array, 896, 100, 104), 'lenet10 0.bias, reverse');
       await expect(lenet({ params: ['0.bias'], mode: 'forward' })).rejects.toThrow(/--mode forward: no forward \(tangent\) rule for Relu; use --mode reverse/);
     } finally {
@@ -70,7 +74,9 @@ describe('check --input', () => {
     });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/J: float32 \(6, 10, 104\), 24\.4 KiB on disk/);
-    expect(r.stdout).toMatch(/mode: reverse \(K = 10 output seeds ≤ D = 104 parameter directions per sample\)/);
+    expect(r.stdout).toMatch(
+      /mode: reverse \(reverse is [\d.]+× cheaper; estimated multiply-adds per sample: reverse: K = 10 seeds × [\d.]+ k \+ runs \([\d.]+ k\) ≈ [\d.]+ k; forward: D = 104 directions × [\d.]+ k \+ the primal pass once/,
+    );
     expect(r.stdout).toMatch(/chunks of 6 samples: .* per sample estimated; budget \(--max-memory\) 61\.0 MiB/);
     expect(r.stdout).toMatch(/memory: fixed cost [\d.]+ MiB .*, estimated peak [\d.]+ MiB/);
     const json = JSON.parse(

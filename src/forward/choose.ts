@@ -1,11 +1,16 @@
 // Reverse or forward mode, from the probe's shapes. Reverse mode runs one cotangent per
 // output element of a sample (K seeds), forward mode one tangent per column of J (D
-// directions); both carry that many copies of the activations through the network, so
-// the cheaper is the smaller count (torch.func's jacrev/jacfwd advice). Forward mode's
-// one-hot directions are built per run in the graph, in blocks that fit --max-memory.
+// directions); each carries that many copies of the values on the derivative path. Beyond
+// those counts (torch.func's jacrev/jacfwd advice) the choice weighs what each mode pays
+// besides (estimateModeCosts): the trunk before the first parameterized node, which reverse
+// mode's tiling runs once per sample; the repeats of every value and the slots' directions²
+// on models that carry the samples off axis 0; the one-hot directions forward mode rebuilds
+// in every run; and the onnxruntime runs that seed or direction blocks take.
 import type { Analysis } from '../analysis/analyze.js';
+import type { ShapeTable } from '../analysis/shapes.js';
 import { differentiableInputs, SELECTION_OPS } from '../analysis/analyze.js';
 import { UsageError } from '../errors.js';
+import { attrInt, type Node } from '../onnx/graph.js';
 import { jvpRules } from './registry.js';
 import { slotTangents } from './slots.js';
 
@@ -41,6 +46,146 @@ export function missingTangentRules(analysis: Analysis): string[] {
   return [...missing].sort();
 }
 
+/**
+ * The probe's shapes the choice weighs, as work per sample: each value computed counts its
+ * multiply-adds (a Conv's, MatMul's or Gemm's output element its fan-in, any other one).
+ */
+export interface CostShapes {
+  /** Nodes before the first node on the derivative path (a slot, or a node whose output reaches one backwards). */
+  trunk: number;
+  /** Nodes from there on. */
+  after: number;
+  /** Of those, the ones on the derivative path: each carries a cotangent (reverse) or a tangent (forward) per copy. */
+  path: number;
+  /** The parameter slots, once per use: a slot's own work per direction (forward) or per seed (reverse: the per-sample gradient). */
+  slots: number;
+  /** Nodes of the model: every onnxruntime run pays for each node of the graph built from it. */
+  nodes: number;
+}
+
+/** What the choice weighs: the shapes, and the blocks each mode would run in (planJacobian plans both). */
+export interface ModeCostInputs extends CostShapes {
+  /** Sizes of the selected parameters (forward mode's one-hot directions without blocks take Σ size² values per run). */
+  parameterSizes: number[];
+  /** Seeds per reverse run: K, fewer in seed blocks, 1 with one run per output element. */
+  seedsPerRun: number;
+  /** Samples per chunk in reverse mode (one with seed blocks). */
+  reverseRows: number;
+  /** Directions per forward run: D, fewer in direction blocks. */
+  directionsPerRun: number;
+  /** Samples per chunk in forward mode. */
+  forwardRows: number;
+}
+
+/** CostShapes of an analysed, probed model. */
+export function modeCostShapes(analysis: Analysis, shapes: ShapeTable): CostShapes {
+  const { graph } = analysis;
+  const nodes = graph.nodes;
+  const slotNodes = new Set(analysis.slotNodes);
+  let first = nodes.findIndex((n) => slotNodes.has(n) || n.outputs.some((o) => analysis.needed.has(o)));
+  if (first < 0) first = 0;
+  const dims = (v: string): readonly number[] | undefined => (shapes.has(v) ? shapes.dims(v) : graph.initializers.get(v)?.dims);
+  const perSample = (v: string) => (shapes.has(v) ? shapes.dims(v).reduce((a, b) => a * b, 1) / shapes.probeBatch : 0);
+  /** Multiply-adds per output element. */
+  const fanIn = (n: Node): number => {
+    const [a, w] = [dims(n.inputs[0]), dims(n.inputs[1])];
+    const product = (d: readonly number[]) => d.reduce((x, y) => x * y, 1);
+    if ((n.opType === 'Conv' || n.opType === 'ConvTranspose') && w && w.length > 2)
+      return (n.opType === 'Conv' ? w[1] : w[0] / attrInt(n, 'group', 1)) * product(w.slice(2));
+    if (n.opType === 'MatMul' && a && a.length > 0) return a[a.length - 1];
+    if (n.opType === 'Gemm' && a && a.length === 2) return attrInt(n, 'transA', 0) ? a[0] : a[1];
+    return 1;
+  };
+  const work = (n: Node, v: string) => perSample(v) * fanIn(n);
+  let [trunk, after, path, slots] = [0, 0, 0, 0];
+  nodes.forEach((n, i) => {
+    for (const o of n.outputs) {
+      if (!o || !analysis.dataValues.has(o)) continue;
+      const w = work(n, o);
+      if (i < first) trunk += w;
+      else after += w;
+      if (analysis.needed.has(o)) path += w;
+    }
+  });
+  for (const p of analysis.parameters) for (const use of p.uses) slots += work(use.node, use.node.outputs[0]);
+  return { trunk, after, path, slots, nodes: nodes.length };
+}
+
+/**
+ * Work of one onnxruntime run beyond its values, counted as multiply-adds: the graphs built hold a
+ * few nodes per model node, each a kernel launch of some microseconds (a multiply-add about a nanosecond).
+ */
+const RUN_COST_PER_NODE = 10_000;
+
+export interface ModeCost {
+  /** Estimated work per sample, in multiply-adds. */
+  total: number;
+  /** The estimate in words. */
+  words: string;
+}
+
+/** Work in words: 1234567 → '1.2 M'. */
+function amount(n: number): string {
+  const units: [number, string][] = [
+    [1e12, ' T'],
+    [1e9, ' G'],
+    [1e6, ' M'],
+    [1e3, ' k'],
+  ];
+  const digits = (x: number) => (x >= 10 ? `${Math.round(x)}` : x.toFixed(1));
+  for (const [size, unit] of units) if (n >= size) return `${digits(n / size)}${unit}`;
+  return `${Math.round(n)}`;
+}
+
+/**
+ * Work per sample of each mode, in multiply-adds (CostShapes; a tangent or cotangent rule counted
+ * twice its node's work). Reverse mode: per seed, the nodes from the first parameterized one on
+ * once, the path twice more (its cotangents) and the slots' per-sample gradients; the trunk before
+ * that once per run (tiled from the first parameterized node), or per seed where the samples are
+ * repeated at the inputs. Forward mode: one primal pass per run; per direction, the path's
+ * tangents and the slots' own; on a model that carries the samples off axis 0, the whole model
+ * once per direction and each slot B times per direction (B directions computed on every repeated
+ * row, then masked); the one-hot directions (B · D values per run in blocks, Σ size² without) and
+ * every run's per-node cost, shared by the chunk's samples. Both write J's K · D values; forward
+ * blocks join them once more.
+ */
+export function estimateModeCosts(
+  c: ModeCostInputs,
+  { seeds, columns, movedBatch }: { seeds: number; columns: number; movedBatch: boolean },
+): { reverse: ModeCost; forward: ModeCost } {
+  const J = seeds * columns;
+  const runCost = RUN_COST_PER_NODE * c.nodes;
+  // Reverse.
+  const S = Math.max(1, Math.min(c.seedsPerRun, seeds));
+  const reverseRuns = Math.ceil(seeds / S);
+  const perSeed = c.after + 2 * c.path + c.slots + (movedBatch ? c.trunk : 0);
+  const trunkRuns = movedBatch ? 0 : reverseRuns * c.trunk;
+  const reverseOverhead = (reverseRuns * runCost) / Math.max(1, c.reverseRows);
+  const reverseTotal = seeds * perSeed + trunkRuns + reverseOverhead + J;
+  const reverseWords =
+    `K = ${seeds} seed${seeds > 1 ? 's' : ''}${reverseRuns > 1 ? ` in ${reverseRuns} runs of ${S}` : ''} × ${amount(perSeed)}` +
+    (movedBatch ? ' (the whole model per seed: the samples are repeated at the inputs)' : '') +
+    (trunkRuns > 0 ? ` + the trunk before the first parameter ${reverseRuns > 1 ? `${reverseRuns} times` : 'once'} (${amount(c.trunk)})` : '') +
+    ` + runs (${amount(reverseOverhead)})` +
+    ` ≈ ${amount(reverseTotal)}`;
+  // Forward.
+  const B = Math.max(1, Math.min(c.directionsPerRun, columns));
+  const forwardRuns = Math.ceil(columns / B);
+  const blocked = B < columns || movedBatch;
+  const perDirection = 2 * c.path + (movedBatch ? c.trunk + c.after + B * c.slots : c.slots);
+  const primalRuns = movedBatch ? 0 : forwardRuns * (c.trunk + c.after);
+  const oneHot = blocked ? B * columns : c.parameterSizes.reduce((s, p) => s + p * p, 0);
+  const forwardOverhead = (forwardRuns * (runCost + oneHot)) / Math.max(1, c.forwardRows);
+  const forwardTotal = columns * perDirection + primalRuns + forwardOverhead + (blocked ? 2 : 1) * J;
+  const forwardWords =
+    `D = ${columns} direction${columns > 1 ? 's' : ''}${forwardRuns > 1 ? ` in ${forwardRuns} runs of ${B}` : ''} × ${amount(perDirection)}` +
+    (movedBatch ? ` (the whole model per direction and each slot ${B} times: the samples are repeated at the inputs, the slots masked)` : '') +
+    (primalRuns > 0 ? ` + the primal pass ${forwardRuns > 1 ? `${forwardRuns} times` : 'once'} (${amount(c.trunk + c.after)})` : '') +
+    ` + one-hot directions and runs (${amount(forwardOverhead)})` +
+    ` ≈ ${amount(forwardTotal)}`;
+  return { reverse: { total: reverseTotal, words: reverseWords }, forward: { total: forwardTotal, words: forwardWords } };
+}
+
 export function chooseMode(
   analysis: Analysis,
   {
@@ -50,6 +195,7 @@ export function chooseMode(
     columns,
     movedBatch = false,
     fixedBatch = false,
+    costs,
   }: {
     requested: 'auto' | 'reverse' | 'forward';
     perElement: boolean;
@@ -58,6 +204,8 @@ export function chooseMode(
     movedBatch?: boolean;
     /** The model fixes its batch size. */
     fixedBatch?: boolean;
+    /** The shapes and blocks to weigh; without them, the counts K and D alone decide. */
+    costs?: ModeCostInputs;
   },
 ): ModeChoice {
   const missing = missingTangentRules(analysis);
@@ -68,12 +216,30 @@ export function chooseMode(
         ? 'the model fixes its batch size and carries the samples off axis 0, where forward mode repeats each sample once per direction'
         : slotBlock(analysis);
   const seeds = perElement ? outputElements : 1;
-  // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike: the counts still compare.
+  const estimate = costs && estimateModeCosts(costs, { seeds, columns, movedBatch });
+  const words = estimate ? `estimated multiply-adds per sample: reverse: ${estimate.reverse.words}; forward: ${estimate.forward.words}` : undefined;
+  // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike.
   const repeated = movedBatch ? ', each sample repeated per direction (values carry the samples off axis 0)' : '';
-  if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${seeds} seed${seeds > 1 ? 's' : ''} per sample` };
+  if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${words ?? `${seeds} seed${seeds > 1 ? 's' : ''} per sample`}` };
   if (requested === 'forward') {
     if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
-    return { mode: 'forward', reason: `asked for (--mode forward): ${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}` };
+    return { mode: 'forward', reason: `asked for (--mode forward): ${words ?? `${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}`}` };
+  }
+  if (estimate) {
+    const { reverse, forward } = estimate;
+    const ratio = (a: number, b: number) => `${a / b >= 10 ? Math.round(a / b) : (a / b).toFixed(1)}×`;
+    if (forward.total < reverse.total) {
+      if (forwardBlocked)
+        return { mode: 'reverse', reason: `forward mode would be cheaper (${ratio(reverse.total, forward.total)}) but ${forwardBlocked}; ${words}` };
+      return { mode: 'forward', reason: `forward is ${ratio(reverse.total, forward.total)} cheaper; ${words}` };
+    }
+    return {
+      mode: 'reverse',
+      reason:
+        seeds === 1 && columns > 1
+          ? `one reverse pass per sample (a single output element or --reduce sum); ${words}`
+          : `reverse is ${ratio(forward.total, reverse.total)} cheaper; ${words}`,
+    };
   }
   if (columns < seeds) {
     if (forwardBlocked)

@@ -19,7 +19,7 @@ import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
-import { chooseMode } from '../forward/choose.js';
+import { chooseMode, modeCostShapes, type ModeCostInputs } from '../forward/choose.js';
 import { DirectionBlocks } from '../forward/blocks.js';
 import { prepareGraphWithNotes } from '../analysis/prepare.js';
 import type { SplitConstant } from '../analysis/exporter.js';
@@ -117,6 +117,8 @@ export interface JacobianPlan {
   /** How J is computed, and why. */
   mode: 'reverse' | 'forward';
   modeReason: string;
+  /** What the choice of mode weighed: the probe's shapes and each mode's blocks (src/forward/choose.ts). */
+  modeCosts: ModeCostInputs;
   /** What float16 / bfloat16 the model held, widened to float32 (J is then float32). */
   widened: Widened | undefined;
   /** Times of the phases so far, in milliseconds. */
@@ -474,52 +476,40 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
   const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
   const itemSize = npyItemSize(dtype);
-  const choice = chooseMode(analysis, {
-    requested: options.mode ?? 'auto',
-    perElement,
-    outputElements,
-    columns: D,
-    movedBatch: shapes.hasMovedBatch(),
-    fixedBatch: fixedBatch !== undefined,
-  });
-  const mode = choice.mode;
-  let modeReason = choice.reason;
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
   const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;
-  let blockEstimate: number | undefined;
-  if (mode === 'reverse' && copies > 1 && options.batchSize === undefined) {
-    // When one sample with all K seeds would not fit the budget, the seeds go in blocks of
-    // as many as fit, one run per block (the blocks' outputs are joined per chunk).
-    // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
-    // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
+  // Both modes' blocks are planned before the choice, which weighs their runs.
+  // Reverse mode: when one sample with all K seeds would not fit the budget, the seeds go in
+  // blocks of as many as fit, one run per block (the blocks' outputs are joined per chunk).
+  // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
+  // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
+  let seedBlock: { copies: number; estimate: number } | undefined;
+  if (copies > 1 && options.batchSize === undefined) {
     const perSeed = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
     const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0);
     const fitting = Math.max(1, Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1)));
-    if (fitting < copies) {
-      copies = fitting;
-      seedMode = { kind: 'block', first: 0, count: copies, copies };
-      modeReason += `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`;
-      blockEstimate = base + copies * perSeed;
-    }
+    if (fitting < copies) seedBlock = { copies: fitting, estimate: base + fitting * perSeed };
   }
   // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
   // one sample with all D directions does not fit, the directions go in blocks (one run each).
-  let directions = D;
-  let runBytes = 0;
   // Values that carry the samples off axis 0: forward mode repeats each sample once per direction
   // at the inputs (src/forward/build.ts), so every value is repeated, and each slot computes all
   // the run's directions on every repeat before keeping its own (directions² per sample).
-  const tiledForward = mode === 'forward' && shapes.hasMovedBatch();
-  if (mode === 'forward') {
+  const movedBatch = shapes.hasMovedBatch();
+  const forwardBlocks = (() => {
+    let directions = D;
+    let note = '';
+    let runBytes = 0;
+    let blockEstimate: number | undefined;
     const perDirection = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
     // In blocks, a chunk's runs are appended into one more copy of its rows of J (src/forward/blocks.ts).
     const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + outputBytesPerSample;
-    const untiled = tiledForward ? estimatedBytesPerSample(analysis, shapes, 0, 0) : 0;
-    const slotBytes = tiledForward
+    const untiled = movedBatch ? estimatedBytesPerSample(analysis, shapes, 0, 0) : 0;
+    const slotBytes = movedBatch
       ? analysis.slotNodes.reduce((sum, n) => sum + shapes.dims(n.outputs[0]).reduce((a, c) => a * c, 1) / shapes.probeBatch, 0) * itemSize
       : 0;
     const perSample = (B: number) => base + B * (perDirection + untiled) + SEED_BLOCK_MARGIN * B * B * slotBytes;
-    const cost = (B: number, rows: number) => directionBytes(analysis.parameters, tiledForward ? Math.min(B, D - 1) : B, itemSize) + rows * perSample(B);
+    const cost = (B: number, rows: number) => directionBytes(analysis.parameters, movedBatch ? Math.min(B, D - 1) : B, itemSize) + rows * perSample(B);
     // Sized for one sample per run unless the batch size is given (or fixed by the model).
     const given = fixedBatch ?? options.batchSize;
     const rows = given ?? 1;
@@ -538,22 +528,60 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
       };
       const halved = given === undefined ? largest(0.5 * BUDGET_SHARE * budget) : 0;
       directions = Math.max(1, halved >= 1 ? halved : largest(BUDGET_SHARE * budget));
-      modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
+      note = `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
     }
-    if (tiledForward) {
+    if (movedBatch) {
       // Past the point where the slots' directions² outweigh the repeats' own values, more directions per run only cost.
       const balanced = Math.max(1, Math.floor((perDirection + untiled) / Math.max(1, SEED_BLOCK_MARGIN * slotBytes)));
       if (balanced < directions) {
         directions = balanced;
-        modeReason =
-          modeReason.replace(/; the directions in .*$/, '') +
-          `; the directions in ${Math.ceil(D / directions)} runs of ${directions}, as many as keep the slots' cost linear`;
+        note = `; the directions in ${Math.ceil(D / directions)} runs of ${directions}, as many as keep the slots' cost linear`;
       }
     }
-    if (directions < D || tiledForward) {
+    if (directions < D || movedBatch) {
       runBytes = directionBytes(analysis.parameters, Math.min(directions, D - 1), itemSize);
       blockEstimate = perSample(directions);
     }
+    return { directions, note, runBytes, blockEstimate };
+  })();
+  // Samples per chunk each mode would run (before any trial chunk): seed blocks one sample at a time.
+  const rowBudgetFor = (runBytes: number) => Math.max(0, budget - runBytes / BUDGET_SHARE);
+  const chunkRows = (estimate: number, runBytes: number) =>
+    fixedBatch ?? options.batchSize ?? batchSizeFor(estimate, samples, outputBytesPerSample, rowBudgetFor(runBytes));
+  const modeCosts: ModeCostInputs = {
+    ...modeCostShapes(analysis, shapes),
+    parameterSizes: analysis.parameters.map((p) => p.size),
+    seedsPerRun: seedBlock?.copies ?? copies,
+    reverseRows: seedBlock ? 1 : chunkRows(estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, copies), 0),
+    directionsPerRun: forwardBlocks.directions,
+    forwardRows: chunkRows(forwardBlocks.blockEstimate ?? estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, D), forwardBlocks.runBytes),
+  };
+  const choice = chooseMode(analysis, {
+    requested: options.mode ?? 'auto',
+    perElement,
+    outputElements,
+    columns: D,
+    movedBatch,
+    fixedBatch: fixedBatch !== undefined,
+    costs: modeCosts,
+  });
+  const mode = choice.mode;
+  let modeReason = choice.reason;
+  let blockEstimate: number | undefined;
+  if (mode === 'reverse' && seedBlock) {
+    copies = seedBlock.copies;
+    seedMode = { kind: 'block', first: 0, count: copies, copies };
+    modeReason += `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`;
+    blockEstimate = seedBlock.estimate;
+  }
+  let directions = D;
+  let runBytes = 0;
+  const tiledForward = mode === 'forward' && movedBatch;
+  if (mode === 'forward') {
+    directions = forwardBlocks.directions;
+    modeReason += forwardBlocks.note;
+    runBytes = forwardBlocks.runBytes;
+    blockEstimate = forwardBlocks.blockEstimate;
   }
   const rowsPerSample = mode === 'forward' ? directions : copies;
   const estimate = blockEstimate ?? estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, rowsPerSample);
@@ -617,6 +645,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     memory,
     mode,
     modeReason,
+    modeCosts,
     widened: pipeline.widened,
     timings,
     writes: { chunks: 0, busyMs: 0, pieces: 0 },
