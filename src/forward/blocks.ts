@@ -2,7 +2,10 @@
 // the forward graph runs on `directions` columns of J at a time (the block's first column fed
 // as an input). Each run's output is direction-major, (directions, rows, K): onnxruntime writes
 // it straight into its place in one (D, rows, K) buffer, and a one-node graph transposes the
-// buffer (or each parameter's rows of it) into J's layout.
+// buffer (or each parameter's rows of it) into J's layout, into arrays kept from chunk to chunk.
+// Every J-sized array is allocated once: per chunk, only the copies onnxruntime-node makes of
+// each output are new, and they are collected before the next join (src/run/jacobian.ts), so
+// the heap does not fragment into holes that the next chunk's arrays no longer fit.
 import ort from 'onnxruntime-node';
 import type { Parameter } from '../analysis/analyze.js';
 import { standaloneGraph } from '../onnx/graph.js';
@@ -37,10 +40,13 @@ type FloatArray = Float32Array | Float64Array;
 /**
  * One chunk's direction blocks, written by onnxruntime straight into one (blocks·B, rows, K)
  * buffer (each run's output a view of it, no copy), and joined into J's output blocks. The
- * buffer is kept for the next chunk of the same size: a fresh one per chunk fragments the heap.
+ * buffer and the joined blocks are kept for the next chunk of the same size: fresh ones per
+ * chunk fragment the heap (6 to 20 MB more peak on a dense K = 128 output, J of 8.4 MB a sample).
  */
 export class DirectionBlocks {
   private buffer: FloatArray | undefined;
+  /** J's rows of the chunk (flat, or per parameter): the join's pre-allocated outputs, kept as the buffer is. */
+  private joined: FloatArray[] = [];
   private rows = 0;
   private session: Promise<ort.InferenceSession> | undefined;
 
@@ -69,12 +75,22 @@ export class DirectionBlocks {
     return this.directions * this.rows * this.elements * (this.type === 'float64' ? 8 : 4);
   }
 
+  /** Bytes of the chunk's rows of J (also of the copy onnxruntime-node returns of the join, garbage at once). */
+  get rowBytes(): number {
+    return this.layout.columns * this.rows * this.elements * (this.type === 'float64' ? 8 : 4);
+  }
+
   /** Makes room for a chunk of `rows` samples. */
   start(rows: number): void {
     if (this.buffer && this.rows === rows) return;
     this.rows = rows;
-    const n = this.capacity * rows * this.elements;
-    this.buffer = this.type === 'float64' ? new Float64Array(n) : new Float32Array(n);
+    const array = (n: number) => (this.type === 'float64' ? new Float64Array(n) : new Float32Array(n));
+    this.buffer = array(this.capacity * rows * this.elements);
+    this.joined = this.ranges.map(({ size }) => array(size * rows * this.elements));
+  }
+
+  private get ranges(): readonly { offset: number; size: number }[] {
+    return this.layout.layout === 'flat' ? [{ offset: 0, size: this.layout.columns }] : this.layout.parameters;
   }
 
   /** The output tensor (B, rows, K) of the run for columns first…first + B − 1: a view of the buffer. */
@@ -93,11 +109,13 @@ export class DirectionBlocks {
     await this.prepare();
     const session = await this.session!;
     const perColumn = this.rows * this.elements;
-    const ranges = this.layout.layout === 'flat' ? [{ offset: 0, size: this.layout.columns }] : this.layout.parameters;
     const results: ort.Tensor[] = [];
-    for (const { offset, size } of ranges) {
+    for (const [i, { offset, size }] of this.ranges.entries()) {
       const input = new ort.Tensor(this.type, this.buffer!.subarray(offset * perColumn, (offset + size) * perColumn), [size, perColumn]);
-      results.push((await session.run({ directions: input })).rows);
+      const out = new ort.Tensor(this.type, this.joined[i], [perColumn, size]);
+      // onnxruntime writes into `out`; the copy of it that onnxruntime-node returns as well is dropped at once.
+      await session.run({ directions: input }, { rows: out });
+      results.push(out);
     }
     return results;
   }

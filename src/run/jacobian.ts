@@ -145,7 +145,7 @@ export interface MemoryPlan {
   fixedBytes: number;
   /** Bytes per sample of one chunk, estimated from the probe's shapes. */
   estimatedBytesPerSample: number;
-  /** Bytes per sample measured on the first (trial) chunk, when there was one. */
+  /** Bytes per sample measured on the trial chunk (with direction blocks, on the first chunk), when there was one. */
   measuredBytesPerSample?: number;
   /** fixedBytes plus a chunk at the chosen size. */
   estimatedPeakBytes: number;
@@ -707,10 +707,20 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
               uncollected = 0;
             }
           }
-          // The runs' copies go before the join allocates its two copies of the chunk's rows, which then reuse their memory.
+          // The join writes into the arrays the previous chunk was handed to the sink in: that write is
+          // awaited (the runs take far longer). The runs' copies are collected first, so that the copy
+          // onnxruntime-node returns of the join reuses their memory rather than growing the heap.
+          await pendingWrite;
           collectGarbage();
-          uncollected = 0;
           results = await directionBlocks.join();
+          uncollected = directionBlocks.rowBytes;
+          if (memory.measuredBytesPerSample === undefined) {
+            // No trial chunk can measure below one sample: the first chunk's peak is measured instead
+            // (its one-hot directions and the join included) and reported with the estimate.
+            const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - memory.fixedBytes);
+            memory.measuredBytesPerSample = taken / rows;
+            memory.estimatedPeakBytes = Math.max(memory.estimatedPeakBytes, memory.fixedBytes + batchSize * memory.measuredBytesPerSample);
+          }
         } else if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
         } else if (seedMode.kind === 'block') {
