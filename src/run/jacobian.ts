@@ -530,18 +530,30 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     if (cost(D, rows) > BUDGET_SHARE * budget) {
       // The one-hot directions are made once per run whatever its rows: where the batch size is
       // free, they take half the budget and the samples of a chunk the other half.
-      const largest = (limit: number) => {
+      const largest = (limit: number, of = (B: number) => cost(B, rows)) => {
         let [lo, hi] = [0, D - 1];
         while (lo < hi) {
           const mid = Math.ceil((lo + hi) / 2);
-          if (cost(mid, rows) <= limit) lo = mid;
+          if (of(mid) <= limit) lo = mid;
           else hi = mid - 1;
         }
         return lo;
       };
       const halved = given === undefined ? largest(0.5 * BUDGET_SHARE * budget) : 0;
-      directions = Math.max(1, halved >= 1 ? halved : largest(BUDGET_SHARE * budget));
-      modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
+      directions = halved >= 1 ? halved : largest(BUDGET_SHARE * budget);
+      if (directions >= 1) {
+        modeReason += `; the directions in ${Math.ceil(D / directions)} runs of ${directions} to fit --max-memory`;
+      } else {
+        // The chunk's copies of its rows of J alone exceed the budget: fewer directions per run would
+        // only multiply the runs, so the directions keep half the budget for themselves.
+        directions = Math.max(
+          1,
+          largest(0.5 * BUDGET_SHARE * budget, (B) => cost(B, rows) - cost(0, rows)),
+        );
+        modeReason +=
+          `; the directions in ${Math.ceil(D / directions)} runs of ${directions}, though a chunk's copies of one ` +
+          `sample's rows of J alone exceed --max-memory (about ${Math.ceil(cost(0, 1) / BUDGET_SHARE / 2 ** 20)} MiB needed)`;
+      }
     }
     if (tiledForward) {
       // Past the point where the slots' directions² outweigh the repeats' own values, more directions per run only cost.
