@@ -57,7 +57,7 @@ export function planLines(plan: JacobianPlan): string[] {
   const m = plan.memory;
   const perSample =
     m.measuredBytesPerSample !== undefined
-      ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured on a trial chunk (estimated ${formatBytes(m.estimatedBytesPerSample)})`
+      ? `${formatBytes(Math.round(m.measuredBytesPerSample))} per sample measured (estimated ${formatBytes(m.estimatedBytesPerSample)})`
       : `${formatBytes(m.estimatedBytesPerSample)} per sample estimated`;
   const shape = plan.blocks.length === 1 ? `(${plan.blocks[0].shape.join(', ')})` : `${plan.blocks.length} arrays`;
   return [
