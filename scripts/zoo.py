@@ -385,15 +385,22 @@ def check_export(onnx_path, x_path, out_dir, refs, params, keep):
         row.update(status="error", exitCode=code, message="--as-tuple: " + (stderr.strip()[:600]))
         return row
     with np.load(tuple_path) as archive:
-        names = list(archive.keys())
+        # Entries are safe file names ('onnx::Conv_1' is stored as 'onnx%3A%3AConv_1'); __names__.json
+        # maps them back to the initializer names when any name changed (README, --as-tuple).
+        keys = [k for k in archive.keys() if k != "__names__.json"]
+        original = json.loads(bytes(archive["__names__.json"]).decode()) if "__names__.json" in archive.files else {}
+        names = [original.get(k, k) for k in keys]
         expected_names = [p["name"] for p in summary["parameters"]]
         if names != expected_names:
             problem = problem or "--as-tuple entries %s..., expected %s..." % (names[:3], expected_names[:3])
+        entry = {original.get(k, k): k for k in keys}
         for p, block in zip(summary["parameters"], blocks):
-            if p["name"] in archive:
-                e, why = compare(archive[p["name"]], block)
-                worst = max(worst, e)
-                problem = problem or why
+            if p["name"] not in entry:
+                problem = problem or "--as-tuple has no entry for %s" % p["name"]
+                continue
+            e, why = compare(archive[entry[p["name"]]], block)
+            worst = max(worst, e)
+            problem = problem or why
     if not keep:
         os.remove(tuple_path)
     row["parameters"] = len(summary["parameters"])
