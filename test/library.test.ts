@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkModel, computeJacobian, computeStats, ModelRefusedError, readNpy, readNpz, writeJacobian } from '../src/index.js';
+import { checkModel, computeJacobian, computeStats, ModelRefusedError, planJacobian, readNpy, readNpz, UsageError, writeJacobian } from '../src/index.js';
 import { expectClose, FIXTURES, readReference } from './helpers.js';
 
 describe('library API', () => {
@@ -31,6 +31,25 @@ describe('library API', () => {
     const ref = readReference('seed');
     for (const p of ref.parameters!)
       expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
+  });
+
+  it('planJacobian takes a model path and { input } as computeJacobian does, and streams the rows to a sink', async () => {
+    const { plan, run, release } = await planJacobian(join(FIXTURES, 'lenet10', 'model.onnx'), {
+      input: join(FIXTURES, 'lenet10', 'input.npy'),
+      batchSize: 4,
+    });
+    expect(plan.blocks).toEqual([{ name: 'jacobian', dtype: 'float32', shape: [6, 10, 896] }]);
+    const chunks: Uint8Array[] = [];
+    await run({ write: async (blocks) => void chunks.push(new Uint8Array(blocks[0])) });
+    expect(chunks.length).toBe(2);
+    const bytes = Buffer.concat(chunks);
+    expectClose(
+      new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4),
+      readNpy(join(FIXTURES, 'lenet10', 'jacobian.npy')).data as Float32Array,
+      'lenet10',
+    );
+    await release(); // after run: nothing left to free, the inputs closed once
+    await expect(planJacobian(join(FIXTURES, 'lenet10', 'model.onnx'), 'input.npy' as never)).rejects.toBeInstanceOf(UsageError);
   });
 
   it('computeStats gives the per-sample norms and the Gram matrix of the PyTorch J', async () => {
