@@ -26,7 +26,7 @@ export { planGram, type GramOptions } from './stats/gram.js';
 export { planCombine, type Combined } from './stats/combine.js';
 export { STATS, type StatName, type Wrt } from './stats/graph.js';
 export { appendLoss, LOSSES, type LossKind } from './loss/append.js';
-export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
+export { readNpy, NpyWriter, NpyFormatError, type NpyArray } from './io/npy.js';
 export { readNpz, NpzWriter } from './io/npz.js';
 export { loadModel } from './onnx/proto.js';
 

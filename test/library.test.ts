@@ -74,6 +74,15 @@ describe('library API', () => {
     );
   });
 
+  it('an unreadable input file rejects with a UsageError (exit code 2) naming it', async () => {
+    const missing = computeJacobian(join(FIXTURES, 'seed', 'model.onnx'), { input: join(FIXTURES, 'seed', 'no-such-input.npy') });
+    await expect(missing).rejects.toBeInstanceOf(UsageError);
+    await expect(missing).rejects.toMatchObject({
+      exitCode: 2,
+      message: expect.stringMatching(/no-such-input\.npy: cannot open the \.npy file: no such file/),
+    });
+  });
+
   it('checkModel reports the problems; computeJacobian refuses with ModelRefusedError', async () => {
     const analysis = checkModel(join(FIXTURES, 'ineligible_exp', 'model.onnx'));
     expect(analysis.problems.map((p) => p.parameter)).toContain('w');
