@@ -5,10 +5,11 @@ import type { ParameterSelection } from './analysis/select.js';
 import type { NpyArray } from './io/npy.js';
 import type { RowSource } from './io/rows.js';
 import type { Graph } from './onnx/graph.js';
+import { UsageError } from './errors.js';
 import { loadModel } from './onnx/proto.js';
 import { jacobianFormat, MemorySink, writePlannedJacobian } from './output.js';
 import type { ZarrCompressor } from './io/zarr.js';
-import { analyseModel, planJacobian, type JacobianOptions, type OutputBlock } from './run/jacobian.js';
+import { analyseModel, planJacobian as planRuns, type JacobianOptions, type JacobianSink, type OutputBlock } from './run/jacobian.js';
 import { bindInputs, parseInputPath, type InputBinding } from './run/inputs.js';
 import { planGram } from './stats/gram.js';
 import type { StatName } from './stats/graph.js';
@@ -20,13 +21,12 @@ export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
 export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan } from './run/jacobian.js';
 export type { RowSelection, RowRange } from './run/shards.js';
-export { planJacobian } from './run/jacobian.js';
 export { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
 export { planGram, type GramOptions } from './stats/gram.js';
 export { planCombine, type Combined } from './stats/combine.js';
 export { STATS, type StatName, type Wrt } from './stats/graph.js';
 export { appendLoss, LOSSES, type LossKind } from './loss/append.js';
-export { readNpy, NpyWriter, type NpyArray } from './io/npy.js';
+export { readNpy, NpyWriter, NpyFormatError, type NpyArray } from './io/npy.js';
 export { readNpz, NpzWriter } from './io/npz.js';
 export { loadModel } from './onnx/proto.js';
 
@@ -49,6 +49,59 @@ async function withInputs<T>(graph: Graph, input: InputSpec, use: (inputs: Map<s
     return await use(inputs);
   } finally {
     for (const source of inputs.values()) source.close();
+  }
+}
+
+/**
+ * Plans J as the command does and returns `{ plan, run, release }`: `plan` says what will be
+ * computed (parameters, output blocks, batch size, mode, memory), `run(sink)` streams each chunk's
+ * rows to `sink.write(blocks)` (one buffer per block, in block order) and then closes the inputs,
+ * `release()` frees the session and the inputs when `run` is not called. The model is a path or a
+ * loaded graph, the inputs as computeJacobian takes them; `planJacobian(graph, inputs, options)`
+ * with a Map of arrays or row sources by input name is the form the package's own code uses.
+ */
+export async function planJacobian(model: string | Graph, options: JacobianOptions & { input: InputSpec }): Promise<Awaited<ReturnType<typeof planRuns>>>;
+export async function planJacobian(
+  model: Graph,
+  given?: Map<string, NpyArray | RowSource>,
+  options?: JacobianOptions,
+): Promise<Awaited<ReturnType<typeof planRuns>>>;
+export async function planJacobian(
+  model: string | Graph,
+  second?: (JacobianOptions & { input: InputSpec }) | Map<string, NpyArray | RowSource>,
+  options?: JacobianOptions,
+) {
+  const graph = typeof model === 'string' ? loadModel(model) : model;
+  if (second === undefined || second instanceof Map) return planRuns(graph, second, options);
+  if (second.input === undefined) throw new UsageError('planJacobian: give the inputs as { input: ... } (a path, an array, or one per input by name)');
+  const { inputs } = await bindInputs(graph, bindings(second.input));
+  let open = true;
+  let ran = false;
+  const close = () => {
+    if (open) for (const source of inputs.values()) source.close();
+    open = false;
+  };
+  try {
+    const planned = await planRuns(graph, inputs, second);
+    return {
+      ...planned,
+      run: async (sink: JacobianSink) => {
+        ran = true;
+        try {
+          await planned.run(sink);
+        } finally {
+          close();
+        }
+      },
+      // After run the session is freed already: releasing it again would reject.
+      release: () => {
+        close();
+        return ran ? Promise.resolve() : planned.release();
+      },
+    };
+  } catch (err) {
+    close();
+    throw err;
   }
 }
 

@@ -247,6 +247,15 @@ describe('exit codes and messages', () => {
     expect(existsSync(join(dir, 'ulimit.npy'))).toBe(false);
   });
 
+  it('a missing model file or a directory as the model is a usage error saying so in words', () => {
+    const missing = jacobian(['nope.onnx', '-i', 'seed/input.npy', '-o', 'nope.npy']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('jacobian: cannot read model file nope.onnx: no such file\n');
+    const folder = jacobian(['check', 'seed']);
+    expect(folder.code).toBe(2);
+    expect(folder.stderr).toBe('jacobian: cannot read model file seed: it is a directory; pass the .onnx file inside it\n');
+  });
+
   it('a directory as --input is a usage error naming it', () => {
     const r = jacobian(['seed/model.onnx', '-i', 'seed', '-o', 'dir.npy']);
     expect(r.code).toBe(2);

@@ -98,6 +98,14 @@ describe('jacobian <model> --input', () => {
     expectClose(readNpy(join(dir, 'small.npy')).data as Float32Array, readNpy(join(dir, 'lenet10', 'jacobian.npy')).data as Float32Array, 'chunked lenet');
   });
 
+  it('says so when --max-memory is below one sample, and computes J all the same', () => {
+    const r = jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '--max-memory', '1KB', '-o', 'tiny.npy']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^note: --max-memory 1000 B is below the estimated memory of a one-sample chunk \(.+\): the run goes on in chunks of one sample/m);
+    expectClose(readNpy(join(dir, 'tiny.npy')).data as Float32Array, readNpy(join(dir, 'seed', 'jacobian.npy')).data as Float32Array, 'tiny budget');
+    expect(jacobian(['seed/model.onnx', '-i', 'seed/input.npy', '-o', 'roomy.npy']).stderr).not.toMatch(/max-memory/);
+  });
+
   it("writes the .npy to stdout with '-o -'", () => {
     const r = spawnSync(process.execPath, [BIN, 'seed/model.onnx', '-i', 'seed/input.npy', '-o', '-', '--batch-size', '300'], { cwd: dir });
     expect(r.status).toBe(0);

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkModel, computeJacobian, computeStats, ModelRefusedError, readNpy, readNpz, writeJacobian } from '../src/index.js';
+import { checkModel, computeJacobian, computeStats, ModelRefusedError, planJacobian, readNpy, readNpz, UsageError, writeJacobian } from '../src/index.js';
 import { expectClose, FIXTURES, readReference } from './helpers.js';
 
 describe('library API', () => {
@@ -33,6 +33,25 @@ describe('library API', () => {
       expectClose(entries.get(p.name)!.data as Float32Array, readNpy(join(FIXTURES, 'seed', p.file)).data as Float32Array, p.name);
   });
 
+  it('planJacobian takes a model path and { input } as computeJacobian does, and streams the rows to a sink', async () => {
+    const { plan, run, release } = await planJacobian(join(FIXTURES, 'lenet10', 'model.onnx'), {
+      input: join(FIXTURES, 'lenet10', 'input.npy'),
+      batchSize: 4,
+    });
+    expect(plan.blocks).toEqual([{ name: 'jacobian', dtype: 'float32', shape: [6, 10, 896] }]);
+    const chunks: Uint8Array[] = [];
+    await run({ write: async (blocks) => void chunks.push(new Uint8Array(blocks[0])) });
+    expect(chunks.length).toBe(2);
+    const bytes = Buffer.concat(chunks);
+    expectClose(
+      new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4),
+      readNpy(join(FIXTURES, 'lenet10', 'jacobian.npy')).data as Float32Array,
+      'lenet10',
+    );
+    await release(); // after run: nothing left to free, the inputs closed once
+    await expect(planJacobian(join(FIXTURES, 'lenet10', 'model.onnx'), 'input.npy' as never)).rejects.toBeInstanceOf(UsageError);
+  });
+
   it('computeStats gives the per-sample norms and the Gram matrix of the PyTorch J', async () => {
     const J = readNpy(join(FIXTURES, 'stats', 'mlp_J.npy'));
     const [N, K, D] = J.shape;
@@ -53,6 +72,15 @@ describe('library API', () => {
       Array.from({ length: N * K * N * K }, (_, i) => dot(row(Math.floor(i / (N * K))), row(i % (N * K)))),
       'gram',
     );
+  });
+
+  it('an unreadable input file rejects with a UsageError (exit code 2) naming it', async () => {
+    const missing = computeJacobian(join(FIXTURES, 'seed', 'model.onnx'), { input: join(FIXTURES, 'seed', 'no-such-input.npy') });
+    await expect(missing).rejects.toBeInstanceOf(UsageError);
+    await expect(missing).rejects.toMatchObject({
+      exitCode: 2,
+      message: expect.stringMatching(/no-such-input\.npy: cannot open the \.npy file: no such file/),
+    });
   });
 
   it('checkModel reports the problems; computeJacobian refuses with ModelRefusedError', async () => {

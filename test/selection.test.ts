@@ -106,6 +106,12 @@ describe('parameter selection', () => {
     const graph = prepareGraph(loadModel(join(FIXTURES, 'lenet10', 'model.onnx')));
     expect(() => analyze(graph, 'output', { params: ['fc.*'] })).toThrow(UsageError);
     expect(() => analyze(graph, 'output', { params: ['0-50'] })).toThrow(/covers only part of parameter '0.weight' \(columns 0–99\)/);
+    // A range that cuts a parameter at each end: the suggested range covers both whole (copying it works).
+    expect(() => analyze(graph, 'output', { params: ['50-200'] })).toThrow(
+      /parameters '0.weight' \(columns 0–99\) and '3.weight' \(columns 104–319\): .* widen it to 0–319 /,
+    );
+    expect(analyze(graph, 'output', { params: ['0-319'] }).parameters.map((p) => p.name)).toEqual(['0.weight', '0.bias', '3.weight']);
+    expect(() => analyze(graph, 'output', { exclude: ['720-800'] })).toThrow(/--exclude 720-800 .* widen it to 710–885 /);
     expect(() => analyze(graph, 'output', { exclude: ['*'] })).toThrow(/no parameter selected/);
   });
 });

@@ -49,12 +49,26 @@ class Pattern {
     const last = c.first + c.size - 1;
     if (last < lo || c.first > hi) return false;
     if (c.first < lo || last > hi) {
-      throw new UsageError(
-        `${this.flag} ${this.text} covers only part of parameter '${c.name}' (columns ${c.first}–${last}): a range ` +
-          `selects whole parameters; widen it to ${Math.min(lo, c.first)}–${Math.max(hi, last)} or name the parameters`,
-      );
+      // Refused in finish, once every parameter the range cuts is known (one at each end at most).
+      this.cut.push(c);
+      return false;
     }
     return true;
+  }
+
+  /** Parameters the range covers only in part. */
+  readonly cut: Candidate[] = [];
+
+  /** The refusal of a range that cuts parameters, with the range that covers them whole. */
+  cutError(): UsageError {
+    const [lo, hi] = this.range!;
+    const parts = this.cut.map((c) => `'${c.name}' (columns ${c.first}–${c.first + c.size - 1})`);
+    const from = Math.min(lo, ...this.cut.map((c) => c.first));
+    const to = Math.max(hi, ...this.cut.map((c) => c.first + c.size - 1));
+    return new UsageError(
+      `${this.flag} ${this.text} covers only part of parameter${parts.length > 1 ? 's' : ''} ${parts.join(' and ')}: a range ` +
+        `selects whole parameters; widen it to ${from}–${to} or name the parameters`,
+    );
   }
 }
 
@@ -96,6 +110,8 @@ export class ParameterSelector {
   }
 
   finish(candidates: readonly Candidate[], selectedCount: number): void {
+    const cutting = [...this.params, ...this.exclude].find((p) => p.cut.length > 0);
+    if (cutting) throw cutting.cutError();
     const unused = [...this.params, ...this.exclude].filter((p) => !p.used);
     if (unused.length > 0) {
       const list = candidates.slice(0, 8).map((c) => `${c.name} (${c.first}–${c.first + c.size - 1})`);

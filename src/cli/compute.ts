@@ -159,6 +159,13 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     throw err;
   }
   const { plan } = planned;
+  const run = plan.memory.estimatedPeakBytes - plan.memory.fixedBytes;
+  if (plan.batchSize === 1 && run > plan.memory.budget) {
+    note(
+      `--max-memory ${formatBytes(plan.memory.budget)} is below the estimated memory of a one-sample chunk (${formatBytes(run)}): ` +
+        'the run goes on in chunks of one sample, beyond the budget',
+    );
+  }
   let finishMs = 0;
   try {
     finishMs = await writePlannedJacobian(outputPath, planned, {

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import type { Writable } from 'node:stream';
+import { UsageError } from '../errors.js';
 import { AtomicFile, IO_CHUNK, StreamSink, WriterCore, type OutputSink } from './atomic.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'float16' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'bool';
@@ -44,8 +45,11 @@ export interface NpyArray {
   data: NpyData;
 }
 
-/** A file that is not a .npy/.npz we can read. The message names the file, the problem and what to do. */
-export class NpyFormatError extends Error {
+/**
+ * A file that is not a .npy/.npz we can read. The message names the file, the problem and what to do.
+ * A UsageError (exit 2), so that a library caller catches it as one.
+ */
+export class NpyFormatError extends UsageError {
   constructor(message: string) {
     super(message);
     this.name = 'NpyFormatError';

@@ -211,7 +211,16 @@ export function loadModel(path: string): Graph {
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    throw new ModelFileError(`cannot read model file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'it is a directory; pass the .onnx file inside it'
+          : code === 'EACCES' || code === 'EPERM'
+            ? 'permission denied'
+            : (code ?? (err as Error).message);
+    throw new ModelFileError(`cannot read model file ${path}: ${why}`);
   }
   try {
     return decodeModel(bytes, path, path);
