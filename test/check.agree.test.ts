@@ -2,23 +2,18 @@
 // initializer that changes the output outside any parameter slot (a temperature in
 // x / exp(t)) is listed with how it enters, and --strict refuses it in check and in the run.
 // Exporter quirks are explained where they happen.
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes } from '../src/io/npy.js';
 import { encodeModel } from '../src/onnx/proto.js';
-import { FIXTURES } from './helpers.js';
+import { FIXTURES, runCli } from './helpers.js';
 import { slotModel } from './persample.model.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-agree-'));

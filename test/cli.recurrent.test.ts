@@ -1,7 +1,6 @@
 // Recurrent models through the CLI as users run it: `check` and the run agree (an LSTM as
 // the first layer used to pass `check` with its weights taken for constants, then be
 // refused by the run), and a model they both refuse exits 1 with the same reason.
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,15 +9,11 @@ import { npyBytes, readNpy } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
-import { expectClose, FIXTURES, readReference } from './helpers.js';
+import { expectClose, FIXTURES, readReference, runCli } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 /** An LSTM whose sequence axis the model leaves symbolic: x (N, T, 2). */
 function openLengthModel(): Graph {

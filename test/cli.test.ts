@@ -7,15 +7,11 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES, readReference } from './helpers.js';
+import { expectClose, FIXTURES, readReference, runCli, BIN } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-cli-'));

@@ -3,7 +3,6 @@
 // pattern; the CLI (run, --verbose, --stat norm, --wrt inputs, --loss mse, check, check --verify) on the fixtures of
 // fixtures/generate_half.py, whose references come from functorch in float32 at the rounded
 // weights and inputs (fixtures.test.ts runs the same fixtures through the library, both modes).
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,16 +14,12 @@ import { readNpz } from '../src/io/npz.js';
 import { standaloneGraph, tensorNumbers } from '../src/onnx/graph.js';
 import { decodeModel, encodeModel, makeTensor } from '../src/onnx/proto.js';
 import { widenHalfFloats } from '../src/onnx/widen.js';
-import { expectClose, FIXTURES } from './helpers.js';
+import { expectClose, FIXTURES, runCli } from './helpers.js';
 
 const { onnx } = onnxProto;
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-half-'));

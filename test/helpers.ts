@@ -1,9 +1,19 @@
 // Shared test helpers: fixture loading and the tolerance of the project's numeric tests.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 
 export const FIXTURES = join(__dirname, '..', 'fixtures');
+
+/** The CLI as users start it. */
+export const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
+
+/** Runs the CLI in `cwd` with `args`: its exit code and its output as text. */
+export function runCli(cwd: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 export interface Reference {
   description: string;

@@ -1,5 +1,4 @@
 // --loss: per-sample loss gradients against functorch.vmap(grad(loss)) (fixtures/losses/generate.py).
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,15 +6,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { gradRules } from '../src/grad/registry.js';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES } from './helpers.js';
+import { expectClose, FIXTURES, runCli } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-loss-'));

@@ -10,16 +10,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { computeJacobian, writeJacobian } from '../src/index.js';
 import { readNpy } from '../src/io/npy.js';
 import { parseRows, parseShard, rangeChunks, shardRange } from '../src/run/shards.js';
-import { expectClose, FIXTURES, readReference } from './helpers.js';
+import { expectClose, FIXTURES, readReference, runCli } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 const PYTHON = '/usr/bin/python3';
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 /** The data bytes of a .npy file (after its header). */
 function npyData(file: string): Buffer {

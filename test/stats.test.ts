@@ -2,22 +2,17 @@
 // each statistic is recomputed here from the reference J in float64. The models take every
 // factor path (Gemm, MatMul with the parameter on either side, Conv with one group, grouped and
 // depthwise, ConvTranspose with groups) and a sequence-first model (samples on axis 1).
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES } from './helpers.js';
+import { expectClose, FIXTURES, runCli } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 function ok(args: string[]) {
   const r = jacobian(args);

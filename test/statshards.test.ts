@@ -2,22 +2,17 @@
 // the shards are the unsharded run's bytes; partial sums merge to the unsharded result within
 // float32 rounding; both against functorch's per-sample Jacobians (fixtures/stats/generate.py),
 // each statistic recomputed here in float64.
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES } from './helpers.js';
+import { expectClose, FIXTURES, runCli } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function jacobian(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const jacobian = (args: string[]) => runCli(dir, args);
 
 function ok(args: string[]) {
   const r = jacobian(args);
