@@ -1,5 +1,6 @@
 // Shared test helpers: fixture loading and the tolerance of the project's numeric tests.
 import { spawnSync } from 'node:child_process';
+import { expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
@@ -71,3 +72,45 @@ export function seededRandom(seed: number): () => number {
 
 /** A file of the numpy-written fixtures of the .npy/.npz readers (fixtures/npy/generate.py). */
 export const npyFixture = (name: string): string => join(FIXTURES, 'npy', name);
+
+/**
+ * The `--reduce sum` statistics of per-sample gradients G (N rows of D), computed here in float64
+ * from a reference J, checked against what the tool wrote: norm, sumsq, mean, variance,
+ * clipped_sum (bound C), jvp (vector v) and vjp (cotangent u).
+ */
+export function expectSumStatistics(got: Map<string, { data: unknown }>, G: ArrayLike<number>[], v: ArrayLike<number>, u: ArrayLike<number>, C: number): void {
+  const N = G.length;
+  const D = G[0].length;
+  const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+    let t = 0;
+    for (let i = 0; i < a.length; i++) t += a[i] * b[i];
+    return t;
+  };
+  const norms = G.map((g) => Math.sqrt(dot(g, g)));
+  const [sumsq, mean, clipped, vjp, variance] = Array.from({ length: 5 }, () => new Float64Array(D));
+  G.forEach((g, n) => {
+    for (let i = 0; i < D; i++) {
+      sumsq[i] += g[i] * g[i];
+      mean[i] += g[i] / N;
+      clipped[i] += g[i] * Math.min(1, C / norms[n]);
+      vjp[i] += u[n] * g[i];
+    }
+  });
+  G.forEach((g) => {
+    for (let i = 0; i < D; i++) variance[i] += (g[i] - mean[i]) ** 2 / N;
+  });
+  // Some gradients clipped and some not, or the clipped sum tests only one branch.
+  expect(norms.some((n) => n > C) && norms.some((n) => n < C) ? 'both' : 'one side').toBe('both');
+  const stat = (name: string) => got.get(name)!.data as Float32Array;
+  expectClose(stat('norm'), norms, 'norm');
+  expectClose(stat('sumsq'), sumsq, 'sumsq');
+  expectClose(stat('mean'), mean, 'mean');
+  expectClose(stat('variance'), variance, 'variance');
+  expectClose(stat('clipped_sum'), clipped, 'clipped_sum');
+  expectClose(
+    stat('jvp'),
+    G.map((g) => dot(g, v)),
+    'jvp',
+  );
+  expectClose(stat('vjp'), vjp, 'vjp');
+}

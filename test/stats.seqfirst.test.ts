@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES, readReference, seededRandom } from './helpers.js';
+import { expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
@@ -141,32 +141,7 @@ describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain
       `${name}_sum.npz`,
     ]);
     const got = readNpz(join(dir, `${name}_sum.npz`));
-    const sumsq = new Float64Array(J.D);
-    const mean = new Float64Array(J.D);
-    const clipped = new Float64Array(J.D);
-    const vjp = new Float64Array(J.D);
-    G.forEach((g, n) =>
-      g.forEach((x, i) => {
-        sumsq[i] += x * x;
-        mean[i] += x / J.N;
-        clipped[i] += x * Math.min(1, C / norms[n]);
-        vjp[i] += u[n] * x;
-      }),
-    );
-    const variance = new Float64Array(J.D);
-    G.forEach((g) => g.forEach((x, i) => (variance[i] += (x - mean[i]) ** 2 / J.N)));
-    expect(norms.some((n) => n > C) && norms.some((n) => n < C)).toBe(true);
-    expectClose(got.get('norm')!.data as Float32Array, norms, 'norm');
-    expectClose(got.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
-    expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
-    expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
-    expectClose(got.get('clipped_sum')!.data as Float32Array, clipped, 'clipped_sum');
-    expectClose(
-      got.get('jvp')!.data as Float32Array,
-      G.map((g) => dot(g, v)),
-      'jvp',
-    );
-    expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
+    expectSumStatistics(got, G, v, u, C);
   });
 
   it('gram J Jᵀ in tiles, and the cross-kernel against the samples in reverse order (--input2)', () => {

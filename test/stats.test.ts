@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES, runCli } from './helpers.js';
+import { expectClose, expectSumStatistics, FIXTURES, runCli } from './helpers.js';
 
 let dir: string;
 
@@ -142,32 +142,7 @@ describe.each(MODELS)('%s', (m) => {
     const got = readNpz(join(dir, `${m}_sum.npz`));
     const v = array(`${m}_v.npy`);
     const u = array(`${m}_u1.npy`);
-    const sumsq = new Float64Array(J.D);
-    const mean = new Float64Array(J.D);
-    const clipped = new Float64Array(J.D);
-    const vjp = new Float64Array(J.D);
-    G.forEach((g, n) =>
-      g.forEach((x, i) => {
-        sumsq[i] += x * x;
-        mean[i] += x / J.N;
-        clipped[i] += x * Math.min(1, C / norms[n]);
-        vjp[i] += u[n] * x;
-      }),
-    );
-    const variance = new Float64Array(J.D);
-    G.forEach((g) => g.forEach((x, i) => (variance[i] += (x - mean[i]) ** 2 / J.N)));
-    expect(norms.some((n) => n > C) && norms.some((n) => n < C) ? 'both' : 'one side').toBe('both');
-    expectClose(got.get('norm')!.data as Float32Array, norms, 'norm');
-    expectClose(got.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
-    expectClose(got.get('mean')!.data as Float32Array, mean, 'mean');
-    expectClose(got.get('variance')!.data as Float32Array, variance, 'variance');
-    expectClose(got.get('clipped_sum')!.data as Float32Array, clipped, 'clipped_sum');
-    expectClose(
-      got.get('jvp')!.data as Float32Array,
-      G.map((g) => dot(g, v)),
-      'jvp',
-    );
-    expectClose(got.get('vjp')!.data as Float32Array, vjp, 'vjp');
+    expectSumStatistics(got, G, v, u, C);
   });
 
   it('gram: J Jᵀ (N, K, N, K) in tiles, the cross-kernel with --input2, and (N, N) for --reduce sum', () => {
