@@ -5,7 +5,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readNpy } from '../src/io/npy.js';
+import { npyBytes, readNpy } from '../src/io/npy.js';
 import { expectClose, FIXTURES } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
@@ -22,7 +22,7 @@ const result = (file: string) => readNpy(join(dir, file)).data as Float32Array;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-inputs-'));
-  for (const name of ['seed', 'inputs', 'two_inputs']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+  for (const name of ['seed', 'inputs', 'two_inputs', 'embedding']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
 });
 
 describe('inputs', () => {
@@ -47,6 +47,18 @@ describe('inputs', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expectClose(result('two.npy'), readNpy(join(dir, 'two_inputs', 'jacobian.npy')).data as Float32Array, 'two inputs from .npz');
+  });
+
+  it('widens int32 indices to the int64 input of an Embedding, with a note', () => {
+    const tokens = readNpy(join(dir, 'embedding', 'input.npy'));
+    expect(tokens.dtype).toBe('int64');
+    const narrow = Int32Array.from(tokens.data as BigInt64Array, Number);
+    writeFileSync(join(dir, 'tokens32.npy'), npyBytes({ dtype: 'int32', shape: tokens.shape, data: narrow }));
+    const r = jacobian(['embedding/model.onnx', '-i', 'tokens32.npy', '-o', 'emb32.npy']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("input 'input' (tokens32.npy) converted int32 → int64");
+    // The PyTorch reference of the fixture (computed from the int64 indices).
+    expectClose(result('emb32.npy'), readNpy(join(dir, 'embedding', 'jacobian.npy')).data as Float32Array, 'int32 indices');
   });
 
   it("reads standard input with '-i -' (.npy or .npz)", () => {

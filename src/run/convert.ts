@@ -1,4 +1,4 @@
-// Input data made to fit the model: float16/float64 ⇄ float32 and Fortran-ordered arrays
+// Input data made to fit the model: float16/float64 ⇄ float32, int32 → int64 and Fortran-ordered arrays
 // converted (by a typed-array copy or a Cast/Transpose graph in onnxruntime, never by a
 // TypeScript loop), and rows holding NaN or ±Inf counted by a reduction graph.
 import ort from 'onnxruntime-node';
@@ -53,12 +53,14 @@ function wholeArray(source: RowSource): NpyData {
  */
 export async function conformInput(name: string, source: RowSource, elemType: number, note: (line: string) => void): Promise<RowSource> {
   const wanted = ELEM_TYPE_NAME[elemType];
-  const convertType = wanted !== undefined && wanted !== source.dtype && FLOATS.has(wanted) && FLOATS.has(source.dtype);
+  // Floats to floats, and int32 indices (numpy's default integer on some platforms) widened to int64.
+  const widenIndices = wanted === 'int64' && source.dtype === 'int32';
+  const convertType = wanted !== undefined && wanted !== source.dtype && ((FLOATS.has(wanted) && FLOATS.has(source.dtype)) || widenIndices);
   if (!convertType && !source.fortranOrder) return source;
   const target = convertType ? wanted : source.dtype;
   const what = [convertType ? `${source.dtype} → ${target}` : '', source.fortranOrder ? 'Fortran order → C order' : ''].filter(Boolean).join(', ');
   // float32 ⇄ float64 row by row: the typed-array constructors convert in native code, so memory stays bounded.
-  if (!source.fortranOrder && target !== 'float16' && source.dtype !== 'float16') {
+  if (!source.fortranOrder && !widenIndices && target !== 'float16' && source.dtype !== 'float16') {
     note(`input '${name}' (${source.source}) converted ${what} as it is read`);
     const Target = target === 'float32' ? Float32Array : Float64Array;
     return {
@@ -68,7 +70,7 @@ export async function conformInput(name: string, source: RowSource, elemType: nu
       pick: (rows) => new Target(source.pick(rows) as Float64Array),
     };
   }
-  // float16 or Fortran order: the whole array through a Cast / Transpose graph in onnxruntime.
+  // float16, int32 → int64 or Fortran order: the whole array through a Cast / Transpose graph in onnxruntime.
   const shape = source.shape;
   const stored = source.fortranOrder ? [...shape].reverse() : shape;
   const nodes: Node[] = [];
