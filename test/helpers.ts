@@ -16,6 +16,21 @@ export function runCli(cwd: string, args: string[]): { code: number | null; stdo
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Runs the CLI and expects it to succeed without a word on stderr. */
+export function runCliOk(cwd: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = runCli(cwd, args);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  return r;
+}
+
+/** Σ aᵢbᵢ in float64. */
+export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+};
+
 export interface Reference {
   description: string;
   opset: number;
@@ -81,11 +96,6 @@ export const npyFixture = (name: string): string => join(FIXTURES, 'npy', name);
 export function expectSumStatistics(got: Map<string, { data: unknown }>, G: ArrayLike<number>[], v: ArrayLike<number>, u: ArrayLike<number>, C: number): void {
   const N = G.length;
   const D = G[0].length;
-  const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-    let t = 0;
-    for (let i = 0; i < a.length; i++) t += a[i] * b[i];
-    return t;
-  };
   const norms = G.map((g) => Math.sqrt(dot(g, g)));
   const [sumsq, mean, clipped, vjp, variance] = Array.from({ length: 5 }, () => new Float64Array(D));
   G.forEach((g, n) => {

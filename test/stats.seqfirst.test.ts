@@ -1,33 +1,21 @@
 // Every --stat on models whose values carry the samples off axis 0 (sequence-first Transformer,
 // MultiheadAttention, LSTM, a sequence-first output), against the PyTorch (functorch) J of their
 // fixtures: each statistic is recomputed here from the reference J in float64.
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom } from './helpers.js';
+import { expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom, dot, runCliOk } from './helpers.js';
 
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 let dir: string;
 
-function ok(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args, '-q'], { cwd: dir, encoding: 'utf8' });
-  expect(r.stderr).toBe('');
-  expect(r.status).toBe(0);
-}
+const ok = (args: string[]) => runCliOk(dir, [...args, '-q']);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-stats-seqfirst-'));
 });
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 
 function save(name: string, arr: NpyArray): string {
   writeFileSync(join(dir, name), npyBytes(arr));

@@ -8,18 +8,13 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, runCli } from './helpers.js';
+import { expectClose, expectSumStatistics, FIXTURES, runCli, dot, runCliOk } from './helpers.js';
 
 let dir: string;
 
 const jacobian = (args: string[]) => runCli(dir, args);
 
-function ok(args: string[]) {
-  const r = jacobian(args);
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  return r;
-}
+const ok = (args: string[]) => runCliOk(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-stats-'));
@@ -36,11 +31,6 @@ function load(name: string) {
 }
 
 const array = (name: string) => Float64Array.from(readNpy(join(dir, name)).data as Float32Array);
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 /** Per-sample gradient of Σₖ zₖ (what --reduce sum differentiates). */
 function summed(J: ReturnType<typeof load>): Float64Array[] {
   return Array.from({ length: J.N }, (_, n) => {

@@ -8,18 +8,13 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES, runCli } from './helpers.js';
+import { expectClose, FIXTURES, runCli, dot, runCliOk } from './helpers.js';
 
 let dir: string;
 
 const jacobian = (args: string[]) => runCli(dir, args);
 
-function ok(args: string[]) {
-  const r = jacobian(args);
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  return r;
-}
+const ok = (args: string[]) => runCliOk(dir, args);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-statshards-'));
@@ -30,11 +25,6 @@ beforeAll(() => {
 
 const npz = (name: string) => readNpz(join(dir, name));
 const bytes = (a: NpyArray) => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 
 /** Per-sample gradients of Σₖ zₖ (what --reduce sum differentiates), from functorch's J (N, K, D), in float64. */
 function summed(file: string): Float64Array[] {
