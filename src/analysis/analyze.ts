@@ -27,6 +27,11 @@ export interface ParameterUse {
   input: number;
 }
 
+/** D, the columns of J: the parameters' sizes summed (or any blocks' with a size, such as the statistics' terms). */
+export function totalSize(items: readonly { size: number }[]): number {
+  return items.reduce((sum, item) => sum + item.size, 0);
+}
+
 export interface Parameter {
   name: string;
   dims: number[];

@@ -15,6 +15,7 @@ import { syntheticInputs } from '../run/synthetic.js';
 import { arrayRows, type RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
 import { nodeLabel, type Graph } from '../onnx/graph.js';
+import { totalSize } from '../analysis/analyze.js';
 
 export interface CheckOptions {
   json?: boolean;
@@ -180,7 +181,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
       model: modelPath,
       eligible,
       output,
-      columns: analysis.parameters.reduce((s, p) => s + p.size, 0),
+      columns: totalSize(analysis.parameters),
       parameters,
       constants: analysis.constants,
       excluded: analysis.excluded.map((e) => ({
@@ -243,7 +244,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
   const header = ['parameter', 'shape', 'size', 'columns', 'used by'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
-  const out: string[] = [`${modelPath}: output '${output}', ${parameters.length} parameters, D = ${analysis.parameters.reduce((s, p) => s + p.size, 0)}`];
+  const out: string[] = [`${modelPath}: output '${output}', ${parameters.length} parameters, D = ${totalSize(analysis.parameters)}`];
   if (rows.length > 0) out.push('', line(header), ...rows.map(line));
   if (analysis.excluded.length > 0) {
     out.push(

@@ -16,6 +16,7 @@ import type { LossKind } from '../loss/append.js';
 import type { StatName, Wrt } from '../stats/graph.js';
 import { formatBytes, progressPrinter } from './progress.js';
 import { widenedNote } from '../onnx/widen.js';
+import { totalSize } from '../analysis/analyze.js';
 
 /** The flags of statistics (`--stat`, `--wrt inputs`: ./stats.ts), which share the main command. */
 export interface StatsCliOptions {
@@ -183,7 +184,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
     );
   }
   const seconds = (performance.now() - started) / 1000;
-  const D = plan.parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(plan.parameters);
   const bytes = plan.blocks.reduce((s, b) => s + b.shape.reduce((a, c) => a * c, 1) * npyItemSize(b.dtype), 0);
   if (opts.json) {
     const summary = {

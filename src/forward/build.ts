@@ -9,7 +9,7 @@
 // D directions of the selected parameters (one per column of J) enter at their slots,
 // batched as a direction axis: rows·D tangent rows in one onnxruntime run. The output's
 // tangent (rows·D, ...K) is laid out as reverse mode's J, (rows, ...K, D) or per parameter.
-import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse, totalSize } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, attrInts, DataType, type Graph, type Node } from '../onnx/graph.js';
@@ -129,7 +129,7 @@ export function buildForwardJacobianGraph(analysis: Analysis, shapes: ShapeTable
   const view = analysisOnClone(analysis, graph);
   const floatType = shapes.elemType(analysis.output);
   const b = new GraphBuilder(graph, floatType);
-  const columns = view.parameters.reduce((sum, p) => sum + p.size, 0);
+  const columns = totalSize(view.parameters);
   // D: directions per run, all the columns or one block of them.
   const D = Math.min(columns, options.directions ?? columns);
   // Values that carry the samples off axis 0 (a static table, one run size): the samples are

@@ -7,7 +7,7 @@
 //
 // Assembles the Jacobian graph: forward nodes, the reverse pass, and the per-sample
 // parameter gradients, with the Jacobian blocks (or their concatenation) as outputs.
-import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse } from '../analysis/analyze.js';
+import { SELECTION_OPS, type Analysis, type Parameter, type ParameterUse, totalSize } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { GradContext } from '../grad/context.js';
 import { reversePass } from '../grad/reverse.js';
@@ -291,9 +291,7 @@ export function buildJacobianGraph(analysis: Analysis, shapes: ShapeTable, optio
   } else {
     outputs = blocks;
   }
-  const named = setGraphOutputs(b, outputs, floatType, (i) =>
-    options.layout === 'flat' ? ['rows', parameters.reduce((s, p) => s + p.size, 0)] : ['rows', ...parameters[i].dims],
-  );
+  const named = setGraphOutputs(b, outputs, floatType, (i) => (options.layout === 'flat' ? ['rows', totalSize(parameters)] : ['rows', ...parameters[i].dims]));
   return { graph, seed, outputs: named, feeds };
 }
 

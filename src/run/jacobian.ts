@@ -9,7 +9,7 @@
 import ort from 'onnxruntime-node';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { analyze, problemLines, type Analysis, type AnalyzeOptions, type Parameter } from '../analysis/analyze.js';
+import { analyze, problemLines, type Analysis, type AnalyzeOptions, type Parameter, totalSize } from '../analysis/analyze.js';
 import { isBatchFirst, type ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, type NpyArray, type NpyDtype } from '../io/npy.js';
@@ -306,7 +306,7 @@ const SEED_BLOCK_MARGIN = 4;
  */
 const DIRECTION_MARGIN = 3;
 function directionBytes(parameters: readonly Parameter[], directions: number, itemSize: number): number {
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   const entries = directions >= D ? parameters.reduce((s, p) => s + p.size * p.size, 0) : directions * D;
   return DIRECTION_MARGIN * entries * itemSize;
 }
@@ -477,7 +477,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   const layout = options.layout ?? 'flat';
   const elemType = shapes.elemType(output);
   const dtype = ELEM_TYPE_NAME[elemType] ?? 'float32';
-  const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(analysis.parameters);
   const itemSize = npyItemSize(dtype);
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
   const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;

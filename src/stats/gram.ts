@@ -6,7 +6,7 @@
 import type ort from 'onnxruntime-node';
 import ortRuntime from 'onnxruntime-node';
 import type { GradContext } from '../grad/context.js';
-import type { Analysis } from '../analysis/analyze.js';
+import { type Analysis, totalSize } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, npyTypedArray, type NpyArray } from '../io/npy.js';
@@ -94,7 +94,7 @@ function buildFeatureGraph(analysis: Analysis, shapes: ShapeTable, copies: numbe
     width: offset,
     segments,
     forms,
-    directElements: [...formed].reduce((s, t) => s + t.size, 0),
+    directElements: totalSize([...formed]),
   };
 }
 

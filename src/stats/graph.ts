@@ -2,7 +2,7 @@
 // of J, per-row statistics (norms, J·v) and running accumulators over the samples (Σ J²,
 // mean and variance, the clipped sum, Jᵀu). An accumulator's running value is a graph
 // input and its update an output, so the sums across chunks run in onnxruntime too.
-import type { Analysis } from '../analysis/analyze.js';
+import { type Analysis, totalSize } from '../analysis/analyze.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import type { GradContext } from '../grad/context.js';
 import { DataType, type Graph } from '../onnx/graph.js';
@@ -104,7 +104,7 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     const direct = t.direct;
     return Object.assign(t, { direct: () => (formed.add(t), direct()) });
   });
-  const D = terms.reduce((s, t) => s + t.size, 0);
+  const D = totalSize(terms);
   const stats = new Set(options.stats);
   const forms: string[] = [];
   const note = (stat: string, term: Term, form: Form) => {
@@ -264,6 +264,6 @@ export function buildStatsGraph(analysis: Analysis, shapes: ShapeTable, options:
     finals,
     terms: terms.map(({ name, dims, size }) => ({ name, dims, size })),
     forms,
-    directElements: [...formed].reduce((s, t) => s + t.size, 0),
+    directElements: totalSize([...formed]),
   };
 }

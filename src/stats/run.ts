@@ -8,7 +8,7 @@
 // chunked runs whose per-row outputs stream to the sink and whose accumulators are
 // carried from run to run; J itself is never written.
 import ort from 'onnxruntime-node';
-import type { Analysis } from '../analysis/analyze.js';
+import { type Analysis, totalSize } from '../analysis/analyze.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import type { ShapeTable } from '../analysis/shapes.js';
 import { ModelRefusedError, RuntimeFailure, UsageError } from '../errors.js';
@@ -234,7 +234,7 @@ export async function planStats(model: Graph, given: Map<string, NpyArray | RowS
   const graphOptions = { stats: options.stats, copies, wrt, clip: options.clip, jacobian: options.jacobian, cotangentSeed };
   // A sequence-first model's graph is built for runs of one size; what it forms per row (for the chunk size) does not depend on that size.
   let built = buildStatsGraph(p.analysis, shapesFor(p, copies, 1), graphOptions);
-  const D = built.terms.reduce((s, t) => s + t.size, 0);
+  const D = totalSize(built.terms);
   const cotangent = options.cotangent ? asRowSource(options.cotangent) : undefined;
   const itemSize = npyItemSize(p.dtype);
   const batchSize = p.fixedBatch ?? options.batchSize ?? statsBatchSize({ ...p, copies }, built.directElements, options.maxMemory);
@@ -332,5 +332,5 @@ export const PARTIAL_COUNT = 'count';
 
 /** An accumulated statistic has J's column shape (D,). */
 function statShape(built: StatsGraph): number[] {
-  return [built.terms.reduce((s, t) => s + t.size, 0)];
+  return [totalSize(built.terms)];
 }

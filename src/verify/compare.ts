@@ -17,7 +17,7 @@
 // such an unknown kink, cannot be decided: their error is kept apart (maxKinkError, and
 // `undecided` counts those beyond the tolerance), never failing the check. `kinks` counts the
 // elements that crossed.
-import type { Parameter } from '../analysis/analyze.js';
+import { type Parameter, totalSize } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph, type Graph, type ValueInfo } from '../onnx/graph.js';
 
@@ -56,7 +56,7 @@ function compareInputs(shape: CompareShape, D: number): ValueInfo[] {
 export function magnitudeGraph(parameters: readonly Parameter[], shape: CompareShape): Graph {
   const graph = standaloneGraph('magnitudes');
   const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   graph.inputs = compareInputs(shape, D);
   const jacobian = b.op1('Cast', ['jacobian'], { to: DataType.DOUBLE });
   const directions = b.transpose(b.op1('Cast', ['directions'], { to: DataType.DOUBLE }), [1, 0]); // (D, R)
@@ -94,7 +94,7 @@ export function compareGraph(
 ): Graph {
   const graph = standaloneGraph('compare');
   const b = new GraphBuilder(graph, DataType.DOUBLE, 'verify');
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   graph.inputs = [
     ...compareInputs(shape, D),
     { name: 'plus', elemType: shape.forwardType, dims: ['R', 'S', 'N', shape.outputElements] },

@@ -3,7 +3,7 @@
 // vector u (graph input, D values, reshaped to P's shape) and s_P its entry of the step vector
 // s (graph input, one value per parameter). One session then gives f(θ + εu), f(θ − εu), and
 // the same for one parameter at a time (the other steps 0).
-import type { Parameter } from '../analysis/analyze.js';
+import { type Parameter, totalSize } from '../analysis/analyze.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Graph } from '../onnx/graph.js';
 import { addKinkPattern } from './pattern.js';
@@ -33,7 +33,7 @@ export function perturbedForward(
     initializers: new Map(source.initializers),
   };
   const b = new GraphBuilder(graph, floatType, 'verify');
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   graph.inputs.push({ name: DIRECTION_INPUT, elemType: floatType, dims: [D] }, { name: STEP_INPUT, elemType: floatType, dims: [parameters.length] });
   const start = graph.nodes.length;
   const moved = new Map<string, string>();

@@ -89,7 +89,7 @@
 // Verification is for small batches: it uses the first MAX_SAMPLES samples at most (fewer when
 // J for them would exceed JACOBIAN_BUDGET bytes, or the model fixes a smaller batch size).
 import ort from 'onnxruntime-node';
-import type { Parameter } from '../analysis/analyze.js';
+import { type Parameter, totalSize } from '../analysis/analyze.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { RuntimeFailure, UsageError } from '../errors.js';
 import type { NpyArray } from '../io/npy.js';
@@ -267,7 +267,7 @@ async function openForward(pipeline: Pipeline, options: VerifyOptions): Promise<
   const { threads, precision = 'auto' } = options;
   const { graph, output, analysis, shapes, fixedBatch, inputs } = pipeline;
   const parameters = analysis.parameters;
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   const dataInputs = graph.inputs.map((i) => i.name);
   const attempt = async (dtype: 'float64' | 'float32', float32Ops: ReadonlySet<string>): Promise<Omit<Forward, 'fallback' | 'forced'>> => {
     const elemType = dtype === 'float64' ? DataType.DOUBLE : DataType.FLOAT;
@@ -391,7 +391,7 @@ async function compareAlongDirections(forward: Forward, inputs: Map<string, RowS
   const precision = PRECISION[dtype];
   const epsilon = options.epsilon ?? precision.epsilon;
   const count = jacobian.shape[0];
-  const D = parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(parameters);
   const outputElements = forward.outputShape.reduce((a, b) => a * b, 1);
   const elements = jacobian.data.length / (count * D);
   if (jacobian.shape[jacobian.shape.length - 1] !== D || (elements !== 1 && elements !== outputElements)) {
@@ -729,7 +729,7 @@ async function compareWithForward(batch: Pipeline, jacobian: JacobianRows, optio
 export async function verifyJacobian(model: Graph | Pipeline, given: Inputs = new Map(), options: VerifyOptions = {}): Promise<VerifyResult> {
   const pipeline = 'shapes' in model ? model : await preparePipeline(model, given, pipelineOptions(options));
   const { analysis, shapes, output, samples, fixedBatch } = pipeline;
-  const D = analysis.parameters.reduce((s, p) => s + p.size, 0);
+  const D = totalSize(analysis.parameters);
   const rowsPerSample = options.reduce === 'sum' ? 1 : shapes.perSample(output).reduce((a, b) => a * b, 1);
   const count = Math.max(1, Math.min(samples, MAX_SAMPLES, fixedBatch ?? MAX_SAMPLES, Math.floor(JACOBIAN_BUDGET / (rowsPerSample * D * 8))));
   const batch = firstSamples(pipeline, count);
