@@ -13,7 +13,9 @@ process.env.ORT_DISABLE_TELEMETRY ??= '1';
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
 
-const entry = new URL('../dist/cli/main.js', import.meta.url);
+// The CLI bundled into one module (npm run build): loading the hundred-odd modules of dist/ one by
+// one took about a third of the start-up (docs/performance.md).
+const entry = new URL('../dist/cli/jacobian.js', import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
   process.stderr.write('jacobian: the CLI is not built yet; run `npm install` (or `npm run build`) in the onnx-jacobian folder\n');
   process.exit(3);

@@ -38,7 +38,8 @@ const RULE_NOTES = {
   LayerNormalization: 'not from axis 0',
   LogSoftmax: 'not along axis 0',
   LpNormalization: 'not along axis 0',
-  MaxPool: 'overlapping windows at every opset; storage_order=1 refused',
+  MaxPool:
+    'ties go to the first largest element, as in PyTorch; windows that tile the input route by ArgMax without Indices; overlapping windows at every opset; storage_order=1 refused',
   MeanVarianceNormalization: 'axes must not include 0 (the default 0, 2, 3 does: refused)',
   Mod: 'fmod=1 on floats',
   NegativeLogLikelihoodLoss: "reduction='none' (mean and sum reduce over the batch: refused)",

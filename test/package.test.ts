@@ -20,7 +20,7 @@ describe('npm pack', () => {
       'fixtures/seed/model.onnx',
       'package.json',
     ]);
-    expect(files).toContain('dist/cli/main.js');
+    expect(files).toContain('dist/cli/jacobian.js');
     expect(files).toContain('dist/index.d.ts');
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
     // Every doc the CLI's help names is in the package.
