@@ -27,6 +27,7 @@ import type { Widened } from '../onnx/widen.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { conformInput } from './convert.js';
 import { probeShapes } from './probe.js';
+import { checkIndexRanges } from './indices.js';
 import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
 import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
@@ -417,6 +418,8 @@ export async function preparePipeline(
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
+  // Ids outside a table would fail inside the probe or a later chunk: refused before any run.
+  await checkIndexRanges(graph, inputs);
   let analysis = analysed?.analysis ?? analyze(graph, output, options);
   lap('analysis');
   let shapes: ShapeTable | undefined;
