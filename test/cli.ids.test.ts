@@ -33,7 +33,7 @@ const embeddingMessage = (file: string, low: number, high: number, bad: number, 
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'jacobian-ids-'));
-  for (const name of ['embedding', 'embedding_cast']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
+  for (const name of ['embedding', 'embedding_cast', 'bert17']) cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
   // Row 0 is one of the probe's samples; rows 5 and 6 reach onnxruntime only in a later chunk.
   save('first.npy', editedIds('embedding', [[0, 2, 20]]));
   save(
@@ -103,6 +103,19 @@ describe('ids outside an embedding table', () => {
         readNpy(join(dir, `negative_${mode}.npy`)).data as Float32Array,
         readNpy(join(dir, 'embedding', 'jacobian.npy')).data as Float32Array,
         `negative ids, ${mode} mode`,
+      );
+    }
+    // Opset 17 (the table's per-sample gradient by ScatterElements), a 30-word table among three inputs.
+    const words = readNpy(join(FIXTURES, 'bert17', 'input_ids.npy'));
+    save('words.npy', { ...words, data: (words.data as BigInt64Array).map((id, i) => (i % 2 === 0 ? id - 30n : id)) });
+    const others = ['-i', 'token_type_ids=bert17/token_type_ids.npy', '-i', 'attention_mask=bert17/attention_mask.npy'];
+    for (const mode of ['reverse', 'forward']) {
+      const r = jacobian(['bert17/model.onnx', '-i', 'input_ids=words.npy', ...others, '-o', `words_${mode}.npy`, '--mode', mode, '-q']);
+      expect(r.code, r.stderr).toBe(0);
+      expectClose(
+        readNpy(join(dir, `words_${mode}.npy`)).data as Float32Array,
+        readNpy(join(dir, 'bert17', 'jacobian.npy')).data as Float32Array,
+        `negative word ids, ${mode} mode`,
       );
     }
   });
