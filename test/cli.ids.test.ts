@@ -87,6 +87,11 @@ describe('ids outside an embedding table', () => {
     expect(stat.code).toBe(2);
     expect(stat.stderr).toBe(embeddingMessage('first.npy', 0, 20, 1, 0));
     expect(existsSync(join(dir, 'norms.npz'))).toBe(false);
+    // The Gram matrix's second set of samples.
+    const gram = jacobian(['embedding/model.onnx', '-i', 'embedding/input.npy', '--input2', 'later.npy', '--stat', 'gram', '-o', 'gram.npy']);
+    expect(gram.code).toBe(2);
+    expect(gram.stderr).toBe(embeddingMessage('later.npy', -21, 25, 2, 5));
+    expect(existsSync(join(dir, 'gram.npy'))).toBe(false);
   });
 
   it('inside the range give the PyTorch Jacobian, negative ids counting from the end (both modes)', () => {
