@@ -19,7 +19,7 @@ export type { Analysis, Parameter, Constant, ExcludedParameter } from './analysi
 export type { ParameterSelection } from './analysis/select.js';
 export type { Problem } from './errors.js';
 export { JacobianError, ModelRefusedError, UsageError, RuntimeFailure } from './errors.js';
-export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan } from './run/jacobian.js';
+export type { JacobianOptions, Progress, OutputBlock, JacobianSink, Mode, MemoryPlan, ModeSummary } from './run/jacobian.js';
 export type { RowSelection, RowRange } from './run/shards.js';
 export { planStats, type StatsOptions, type StatsSink } from './stats/run.js';
 export { planGram, type GramOptions } from './stats/gram.js';

@@ -259,7 +259,7 @@ describe('exit codes and messages', () => {
   it('a directory as --input is a usage error naming it', () => {
     const r = jacobian(['seed/model.onnx', '-i', 'seed', '-o', 'dir.npy']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe('jacobian: seed: is a directory, not a .npy file; pass the file inside it, e.g. --input seed/input.npy\n');
+    expect(r.stderr).toBe('jacobian: seed: is a directory, not a .npy file; pass one of the files inside it: seed/input.npy, seed/jacobian.npy\n');
     expect(existsSync(join(dir, 'dir.npy'))).toBe(false);
     // An endless device is read no further than its first bytes.
     const zero = jacobian(['seed/model.onnx', '-i', '/dev/zero', '-o', 'zero.npy']);

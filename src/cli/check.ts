@@ -201,6 +201,7 @@ async function checkOne(modelPath: string, opts: CheckOptions, collect?: (report
               bytes: withData.plan.memory.outputBytes,
               mode: withData.plan.mode,
               modeReason: withData.plan.modeReason,
+              modeChoice: withData.plan.modeChoice,
               batchSize: withData.plan.batchSize,
               memory: withData.plan.memory,
             },

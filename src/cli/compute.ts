@@ -201,6 +201,7 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       batchSize: plan.batchSize,
       mode: plan.mode,
       modeReason: plan.modeReason,
+      modeChoice: plan.modeChoice,
       memory: plan.memory,
       bytes,
       seconds,

@@ -31,6 +31,10 @@ function slotBlock(analysis: Analysis): string | undefined {
 export interface ModeChoice {
   mode: 'reverse' | 'forward';
   reason: string;
+  /** Each mode's estimated work, when the shapes were weighed (costs given). */
+  estimates?: { reverse: ModeCost; forward: ModeCost };
+  /** Why forward mode cannot run this model, when it cannot. */
+  forwardUnavailable?: string;
 }
 
 /** Op types on the tangent path that have no forward rule, and parameter slots that have no slot tangent. */
@@ -120,6 +124,10 @@ const RUN_COST_PER_NODE = 10_000;
 export interface ModeCost {
   /** Estimated work per sample, in multiply-adds. */
   total: number;
+  /** onnxruntime runs per chunk: one, or one per seed or direction block. */
+  runs: number;
+  /** Seeds (reverse) or directions (forward) per run. */
+  perRun: number;
   /** The estimate in words. */
   words: string;
 }
@@ -183,7 +191,10 @@ export function estimateModeCosts(
     (primalRuns > 0 ? ` + the primal pass ${forwardRuns > 1 ? `${forwardRuns} times` : 'once'} (${amount(c.trunk + c.after)})` : '') +
     ` + one-hot directions and runs (${amount(forwardOverhead)})` +
     ` ≈ ${amount(forwardTotal)}`;
-  return { reverse: { total: reverseTotal, words: reverseWords }, forward: { total: forwardTotal, words: forwardWords } };
+  return {
+    reverse: { total: reverseTotal, runs: reverseRuns, perRun: S, words: reverseWords },
+    forward: { total: forwardTotal, runs: forwardRuns, perRun: B, words: forwardWords },
+  };
 }
 
 export function chooseMode(
@@ -220,37 +231,39 @@ export function chooseMode(
   const words = estimate ? `estimated multiply-adds per sample: reverse: ${estimate.reverse.words}; forward: ${estimate.forward.words}` : undefined;
   // Samples off axis 0 are repeated once per direction (forward) or seed (reverse) alike.
   const repeated = movedBatch ? ', each sample repeated per direction (values carry the samples off axis 0)' : '';
-  if (requested === 'reverse') return { mode: 'reverse', reason: `asked for (--mode reverse): ${words ?? `${seeds} seed${seeds > 1 ? 's' : ''} per sample`}` };
+  const choice = (mode: ModeChoice['mode'], reason: string): ModeChoice => ({
+    mode,
+    reason,
+    ...(estimate ? { estimates: estimate } : {}),
+    ...(forwardBlocked ? { forwardUnavailable: forwardBlocked } : {}),
+  });
+  if (requested === 'reverse') return choice('reverse', `asked for (--mode reverse): ${words ?? `${seeds} seed${seeds > 1 ? 's' : ''} per sample`}`);
   if (requested === 'forward') {
     if (forwardBlocked) throw new UsageError(`--mode forward: ${forwardBlocked}; use --mode reverse`);
-    return { mode: 'forward', reason: `asked for (--mode forward): ${words ?? `${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}`}` };
+    return choice('forward', `asked for (--mode forward): ${words ?? `${columns} direction${columns > 1 ? 's' : ''} per sample${repeated}`}`);
   }
   if (estimate) {
     const { reverse, forward } = estimate;
     const ratio = (a: number, b: number) => `${a / b >= 10 ? Math.round(a / b) : (a / b).toFixed(1)}×`;
     if (forward.total < reverse.total) {
-      if (forwardBlocked)
-        return { mode: 'reverse', reason: `forward mode would be cheaper (${ratio(reverse.total, forward.total)}) but ${forwardBlocked}; ${words}` };
-      return { mode: 'forward', reason: `forward is ${ratio(reverse.total, forward.total)} cheaper; ${words}` };
+      if (forwardBlocked) return choice('reverse', `forward mode would be cheaper (${ratio(reverse.total, forward.total)}) but ${forwardBlocked}; ${words}`);
+      return choice('forward', `forward is ${ratio(reverse.total, forward.total)} cheaper; ${words}`);
     }
-    return {
-      mode: 'reverse',
-      reason:
-        seeds === 1 && columns > 1
-          ? `one reverse pass per sample (a single output element or --reduce sum); ${words}`
-          : `reverse is ${ratio(forward.total, reverse.total)} cheaper; ${words}`,
-    };
+    return choice(
+      'reverse',
+      seeds === 1 && columns > 1
+        ? `one reverse pass per sample (a single output element or --reduce sum); ${words}`
+        : `reverse is ${ratio(forward.total, reverse.total)} cheaper; ${words}`,
+    );
   }
   if (columns < seeds) {
-    if (forwardBlocked)
-      return { mode: 'reverse', reason: `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}` };
-    return { mode: 'forward', reason: `D = ${columns} parameter directions < K = ${seeds} output seeds per sample${repeated}` };
+    if (forwardBlocked) return choice('reverse', `forward mode would be cheaper (D = ${columns} directions < K = ${seeds} seeds) but ${forwardBlocked}`);
+    return choice('forward', `D = ${columns} parameter directions < K = ${seeds} output seeds per sample${repeated}`);
   }
-  return {
-    mode: 'reverse',
-    reason:
-      seeds === 1
-        ? 'one reverse pass per sample (a single output element or --reduce sum)'
-        : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample`,
-  };
+  return choice(
+    'reverse',
+    seeds === 1
+      ? 'one reverse pass per sample (a single output element or --reduce sum)'
+      : `K = ${seeds} output seeds ≤ D = ${columns} parameter directions per sample`,
+  );
 }

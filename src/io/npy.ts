@@ -599,7 +599,7 @@ export function readNpy(path: string): NpyArray {
 }
 
 /** Opens a file to read and stats it; failures (missing, a directory, permissions) are NpyFormatErrors naming the path. */
-export function openForReading(path: string, kind: '.npy' | '.npz', directoryHint = ''): { fd: number; stat: fs.Stats } {
+export function openForReading(path: string, kind: '.npy' | '.npz', directoryHint: () => string = () => ''): { fd: number; stat: fs.Stats } {
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
@@ -608,7 +608,7 @@ export function openForReading(path: string, kind: '.npy' | '.npz', directoryHin
   }
   try {
     const stat = fs.fstatSync(fd);
-    if (stat.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not ${kind === '.npz' ? 'an' : 'a'} ${kind} file${directoryHint}`);
+    if (stat.isDirectory()) throw new NpyFormatError(`${path}: is a directory, not ${kind === '.npz' ? 'an' : 'a'} ${kind} file${directoryHint()}`);
     return { fd, stat };
   } catch (err) {
     fs.closeSync(fd);

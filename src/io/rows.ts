@@ -1,6 +1,7 @@
 // Row-wise access to a batch: from a .npy file read chunk by chunk (memory bounded by
 // the chunk, not by N), or from an array already in memory.
 import fs from 'node:fs';
+import { join } from 'node:path';
 import {
   checkNpyDataSize,
   npyHeaderLength,
@@ -129,13 +130,28 @@ function withOrder(source: RowSource, fortranOrder: boolean, raw: () => NpyData)
   return { ...source, fortranOrder: true, raw, rows: refuse, pick: refuse };
 }
 
+/** Files a folder given as an input holds that could be meant instead: its .npy and .npz files, a few at most. */
+function filesInside(folder: string): string {
+  let names: string[];
+  try {
+    names = fs
+      .readdirSync(folder, { withFileTypes: true })
+      .filter((entry) => !entry.isDirectory() && /\.np[yz]$/i.test(entry.name))
+      .map((entry) => entry.name)
+      .sort();
+  } catch {
+    return '; pass a .npy or .npz file';
+  }
+  if (names.length === 0) return '; it holds no .npy or .npz file: pass the path of one';
+  const shown = names.slice(0, 3).map((name) => join(folder, name));
+  const more = names.length > shown.length ? ` (and ${names.length - shown.length} more)` : '';
+  return names.length === 1 ? `; pass the file inside it: --input ${shown[0]}` : `; pass one of the files inside it: ${shown.join(', ')}${more}`;
+}
+
 /** `path` '-' is standard input; FIFOs and devices are read whole; regular files chunk by chunk. */
 export function openNpyRows(path: string): RowSource {
   const label = path === '-' ? '<stdin>' : path;
-  const { fd, stat } =
-    path === '-'
-      ? { fd: 0, stat: fs.fstatSync(0) }
-      : openForReading(path, '.npy', `; pass the file inside it, e.g. --input ${path.replace(/\/$/, '')}/input.npy`);
+  const { fd, stat } = path === '-' ? { fd: 0, stat: fs.fstatSync(0) } : openForReading(path, '.npy', () => filesInside(path));
   try {
     if (!stat.isFile()) {
       const rows = npyRowsFromBytes(readWhole(fd, label), label);

@@ -19,7 +19,7 @@ import { encodeModel, makeAttribute } from '../onnx/proto.js';
 import { buildJacobianGraph, constantLookup } from '../persample/build.js';
 import { isBatchAxisProblem, moveBatchToFront } from './batchFront.js';
 import { buildForwardJacobianGraph } from '../forward/build.js';
-import { chooseMode, modeCostShapes, type ModeCostInputs } from '../forward/choose.js';
+import { chooseMode, modeCostShapes, type ModeCost, type ModeCostInputs } from '../forward/choose.js';
 import { DirectionBlocks } from '../forward/blocks.js';
 import { prepareGraphWithNotes } from '../analysis/prepare.js';
 import type { SplitConstant } from '../analysis/exporter.js';
@@ -27,6 +27,7 @@ import type { Widened } from '../onnx/widen.js';
 import type { ParameterSelection } from '../analysis/select.js';
 import { conformInput } from './convert.js';
 import { probeShapes } from './probe.js';
+import { checkIndexRanges } from './indices.js';
 import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
 import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
 import { sessionOptions } from './session.js';
@@ -119,6 +120,8 @@ export interface JacobianPlan {
   modeReason: string;
   /** What the choice of mode weighed: the probe's shapes and each mode's blocks (src/forward/choose.ts). */
   modeCosts: ModeCostInputs;
+  /** The choice as data (--json's modeChoice): asked, chosen, each mode's estimate, why. */
+  modeChoice: ModeSummary;
   /** What float16 / bfloat16 the model held, widened to float32 (J is then float32). */
   widened: Widened | undefined;
   /** Times of the phases so far, in milliseconds. */
@@ -138,6 +141,20 @@ export interface WriteTimes {
   busyMs: number;
   /** Pieces handed to the sink: more than `chunks` when the flat J's rows arrive per parameter. */
   pieces: number;
+}
+
+/** How the mode was chosen, for machines: `reason` is modeReason, the estimates are estimateModeCosts'. */
+export interface ModeSummary {
+  requested: Mode;
+  chosen: 'reverse' | 'forward';
+  /** Estimated work per sample of each mode (multiply-adds), its onnxruntime runs per chunk and seeds or directions per run. */
+  estimates?: {
+    reverse: { multiplyAddsPerSample: number; runsPerChunk: number; seedsPerRun: number; words: string };
+    forward: { multiplyAddsPerSample: number; runsPerChunk: number; directionsPerRun: number; words: string };
+  };
+  /** Why forward mode cannot run this model, when it cannot. */
+  forwardUnavailable?: string;
+  reason: string;
 }
 
 export interface MemoryPlan {
@@ -417,6 +434,8 @@ export async function preparePipeline(
   const samples = checkInputs(graph, inputs);
   const fixedBatch = fixedBatchSize(graph);
   refuseOversizedBatch(fixedBatch, inputs, options.maxMemory);
+  // Ids outside a table would fail inside the probe or a later chunk: refused before any run.
+  await checkIndexRanges(graph, inputs);
   let analysis = analysed?.analysis ?? analyze(graph, output, options);
   lap('analysis');
   let shapes: ShapeTable | undefined;
@@ -461,6 +480,8 @@ export function firstSamples(pipeline: Pipeline, count: number): Pipeline {
 }
 
 const isPipeline = (model: Graph | Pipeline): model is Pipeline => 'shapes' in model && 'analysis' in model;
+
+const estimateSummary = (cost: ModeCost) => ({ multiplyAddsPerSample: Math.round(cost.total), runsPerChunk: cost.runs, words: cost.words });
 
 /** Analysis, probe (or a pipeline prepared already) and Jacobian graph; then `run` streams the chunks into a sink. */
 export async function planJacobian(model: Graph | Pipeline, given: Map<string, NpyArray | RowSource> = new Map(), options: JacobianOptions = {}) {
@@ -670,6 +691,20 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
     mode,
     modeReason,
     modeCosts,
+    modeChoice: {
+      requested: options.mode ?? 'auto',
+      chosen: mode,
+      ...(choice.estimates
+        ? {
+            estimates: {
+              reverse: { ...estimateSummary(choice.estimates.reverse), seedsPerRun: choice.estimates.reverse.perRun },
+              forward: { ...estimateSummary(choice.estimates.forward), directionsPerRun: choice.estimates.forward.perRun },
+            },
+          }
+        : {}),
+      ...(choice.forwardUnavailable ? { forwardUnavailable: choice.forwardUnavailable } : {}),
+      reason: modeReason,
+    },
     widened: pipeline.widened,
     timings,
     writes: { chunks: 0, busyMs: 0, pieces: 0 },

@@ -16,6 +16,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { ScratchRows } from './scratch.js';
 import { GarbageMeter } from './collect.js';
 import { buildGradientGraph } from '../persample/build.js';
+import { checkIndexRanges } from '../run/indices.js';
 import { checkInputs, type OutputBlock } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
@@ -149,6 +150,7 @@ export async function planGram(
   const wrt = options.wrt ?? 'parameters';
   const columnInputs = second ? new Map([...second].map(([name, input]) => [name, asRowSource(input)])) : undefined;
   const N2 = columnInputs ? checkInputs(p.graph, columnInputs) : p.samples;
+  if (columnInputs) await checkIndexRanges(p.graph, columnInputs);
   for (const [name, source] of columnInputs ?? []) {
     const rowSource = p.inputs.get(name)!;
     if (source.dtype !== rowSource.dtype || source.shape.slice(1).join() !== rowSource.shape.slice(1).join()) {

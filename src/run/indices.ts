@@ -1,0 +1,175 @@
+// Integer inputs that index a table (token ids into an embedding): ids outside the table make
+// onnxruntime fail inside a run, on whichever chunk holds them, with a message about a Gather
+// node. Before any run (the probe included), each integer input that reaches a Gather on an
+// initializer unchanged (through Cast, Reshape and other ops that keep every value) is scanned
+// chunk by chunk in onnxruntime: its smallest and largest id, and the rows holding ids out of
+// range, counted by a reduction graph. Ids out of range are bad input (exit 2), named here.
+import ort from 'onnxruntime-node';
+import { UsageError } from '../errors.js';
+import { npyItemSize } from '../io/npy.js';
+import type { RowSource } from '../io/rows.js';
+import { attrInt, DataType, isFloatType, nodeLabel, standaloneGraph, type Graph, type Node } from '../onnx/graph.js';
+import { encodeModel, makeAttribute, makeTensor } from '../onnx/proto.js';
+import { ELEM_TYPE_OF, ORT_TYPE } from './tensors.js';
+
+/** Ops that pass every id on unchanged (only their layout changes). */
+const KEEP_VALUES = new Set(['Identity', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose']);
+
+/** A table an input indexes: the Gather node, its table, and the table's length along the gathered axis. */
+export interface IndexedTable {
+  node: string;
+  table: string;
+  size: number;
+}
+
+const isIntegerType = (t: number) => t !== 0 && t !== DataType.BOOL && !isFloatType(t);
+
+/** The initializer a value is, directly or through Identity and Cast (a widened float16 table), with its dims. */
+function initializerDims(graph: Graph, value: string, producers: Map<string, Node>): { name: string; dims: number[] } | undefined {
+  for (let name = value, hops = 0; hops < 8; hops++) {
+    const init = graph.initializers.get(name);
+    if (init) return { name, dims: init.dims };
+    const producer = producers.get(name);
+    if (!producer || (producer.opType !== 'Identity' && producer.opType !== 'Cast')) return undefined;
+    name = producer.inputs[0];
+  }
+  return undefined;
+}
+
+/**
+ * The tables each integer data input indexes: Gather nodes whose data is an initializer and
+ * whose indices are the input itself, or the input through ops that keep its values (layout
+ * ops, and Casts to an integer type).
+ */
+export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
+  const producers = new Map<string, Node>();
+  const consumers = new Map<string, Node[]>();
+  for (const n of graph.nodes) {
+    for (const o of n.outputs) producers.set(o, n);
+    for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  }
+  const found = new Map<string, IndexedTable[]>();
+  for (const input of graph.inputs) {
+    if (!isIntegerType(input.elemType)) continue;
+    const tables: IndexedTable[] = [];
+    const seen = new Set<string>();
+    const stack = [input.name];
+    while (stack.length > 0) {
+      const value = stack.pop()!;
+      if (seen.has(value)) continue;
+      seen.add(value);
+      for (const n of consumers.get(value) ?? []) {
+        if (n.opType === 'Gather' && n.inputs[1] === value && n.inputs[0] !== value) {
+          const table = initializerDims(graph, n.inputs[0], producers);
+          if (!table || table.dims.length === 0) continue;
+          const rank = table.dims.length;
+          const axis = attrInt(n, 'axis', 0);
+          const size = table.dims[axis < 0 ? axis + rank : axis];
+          if (size !== undefined) tables.push({ node: nodeLabel(n), table: table.name, size });
+        } else if ((KEEP_VALUES.has(n.opType) && n.inputs[0] === value) || (n.opType === 'Cast' && isIntegerType(attrInt(n, 'to', 0)))) {
+          stack.push(n.outputs[0]);
+        }
+      }
+    }
+    if (tables.length > 0) found.set(input.name, tables);
+  }
+  return found;
+}
+
+/** Largest number of bytes scanned per onnxruntime run. */
+const SCAN_BYTES = 64 * 1024 * 1024;
+
+/** What a scan of one input found: its smallest and largest id, and the rows holding ids outside [low, high]. */
+interface IdScan {
+  min: bigint;
+  max: bigint;
+  badRows: number;
+  firstBadRow?: number;
+}
+
+/** The reduction graph: ids as int64; their min and max; per row, whether any lies outside [low, high]; the count and the first such row. */
+function scanGraph(elemType: number, rank: number, low: number, high: number): Graph {
+  const graph = standaloneGraph('id-range');
+  const attrs = (values: Record<string, number | number[]>) => Object.entries(values).map(([name, value]) => makeAttribute(name, value));
+  const node = (opType: string, inputs: string[], output: string, attributes = {}): Node => ({
+    name: output,
+    opType,
+    domain: '',
+    inputs,
+    outputs: [output],
+    attributes: attrs(attributes),
+  });
+  const axes = Array.from({ length: rank - 1 }, (_, i) => i + 1);
+  // The bounds as int64 scalars (Less and Greater broadcast them).
+  for (const [name, value] of [
+    ['low', low],
+    ['high', high],
+  ] as const)
+    graph.initializers.set(name, makeTensor(name, DataType.INT64, [], new Uint8Array(new BigInt64Array([BigInt(value)]).buffer)));
+  graph.inputs = [{ name: 'x', elemType, dims: undefined }];
+  graph.nodes = [
+    node('Cast', ['x'], 'ids', { to: DataType.INT64 }),
+    node('ReduceMin', ['ids'], 'min', { keepdims: 0 }),
+    node('ReduceMax', ['ids'], 'max', { keepdims: 0 }),
+    node('Less', ['ids', 'low'], 'below'),
+    node('Greater', ['ids', 'high'], 'above'),
+    node('Or', ['below', 'above'], 'outside'),
+    node('Cast', ['outside'], 'flag', { to: DataType.INT64 }),
+    axes.length > 0 ? node('ReduceMax', ['flag'], 'row', { axes, keepdims: 0 }) : node('Identity', ['flag'], 'row'),
+    node('ReduceSum', ['row'], 'count', { keepdims: 0 }),
+    node('ArgMax', ['row'], 'first', { axis: 0, keepdims: 0 }),
+  ];
+  graph.outputs = ['min', 'max', 'count', 'first'].map((name) => ({ name, elemType: DataType.INT64, dims: undefined }));
+  return graph;
+}
+
+async function scanIds(source: RowSource, low: number, high: number): Promise<IdScan | undefined> {
+  const type = ORT_TYPE[source.dtype];
+  const samples = source.shape[0];
+  const rowElements = source.shape.slice(1).reduce((a, b) => a * b, 1);
+  if (!type || samples === 0 || rowElements === 0) return undefined;
+  const session = await ort.InferenceSession.create(encodeModel(scanGraph(ELEM_TYPE_OF[source.dtype], source.shape.length, low, high)), {
+    executionProviders: ['cpu'],
+    logSeverityLevel: 4,
+  });
+  const chunk = Math.max(1, Math.floor(SCAN_BYTES / (rowElements * npyItemSize(source.dtype))));
+  let scan: IdScan | undefined;
+  try {
+    for (let start = 0; start < samples; start += chunk) {
+      const end = Math.min(samples, start + chunk);
+      const out = await session.run({ x: new ort.Tensor(type, source.rows(start, end) as never, [end - start, ...source.shape.slice(1)]) });
+      const [min, max, count, first] = ['min', 'max', 'count', 'first'].map((name) => (out[name].data as BigInt64Array)[0]);
+      scan ??= { min, max, badRows: 0 };
+      if (min < scan.min) scan.min = min;
+      if (max > scan.max) scan.max = max;
+      if (count > 0n && scan.firstBadRow === undefined) scan.firstBadRow = start + Number(first);
+      scan.badRows += Number(count);
+    }
+  } finally {
+    await session.release();
+  }
+  return scan;
+}
+
+/**
+ * Refuses (exit 2) an integer input holding ids outside a table it indexes (indexedTables),
+ * naming the input, its file, the ids found, the range the table takes and the first row at
+ * fault. ONNX's Gather takes ids in [-size, size − 1], a negative id counting from the end.
+ */
+export async function checkIndexRanges(graph: Graph, inputs: Map<string, RowSource>): Promise<void> {
+  for (const [name, tables] of indexedTables(graph)) {
+    const source = inputs.get(name);
+    if (!source) continue;
+    // The smallest table bounds the ids of every table the input indexes.
+    const tightest = tables.reduce((a, b) => (b.size < a.size ? b : a));
+    const scan = await scanIds(source, -tightest.size, tightest.size - 1);
+    if (!scan || scan.badRows === 0) continue;
+    const samples = source.shape[0];
+    throw new UsageError(
+      `input '${name}' (${source.source}) holds ids from ${scan.min} to ${scan.max}, but it indexes the ${tightest.size} ` +
+        `rows of '${tightest.table}' (Gather node '${tightest.node}'), which take ids in [${-tightest.size}, ${tightest.size - 1}] ` +
+        `(a negative id counts from the end): ${scan.badRows} of ${samples} sample${samples > 1 ? 's' : ''} hold ids ` +
+        `outside it (the first is row ${scan.firstBadRow}); fix those ids, or pass the model whose vocabulary they come from`,
+    );
+  }
+}
