@@ -3,7 +3,7 @@
 // GradContext and probe) gives the input cotangents dx, and for random directions u
 // ⟨dx[n], u[n]⟩ must match the central difference ⟨(f(x+εu) − f(x−εu))[n]/2ε, g[n]⟩
 // of the forward graph run in onnxruntime, for every sample n on its own.
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 import ort from 'onnxruntime-node';
 import { analyze, differentiableInputs, type Analysis } from '../src/analysis/analyze.js';
 import { GradContext } from '../src/grad/context.js';
@@ -100,16 +100,7 @@ interface Prepared {
 
 function prepare(c: GradCase): Prepared {
   const floatType = c.float32 ? DataType.FLOAT : DataType.DOUBLE;
-  const graph: Graph = {
-    name: 'gradcheck',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('gradcheck', c.opset);
   const b = new GraphBuilder(graph, floatType, 'case');
   const x: Record<string, string> = {};
   const entries = new Map<string, Node>();

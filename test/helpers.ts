@@ -4,6 +4,7 @@ import { expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
+import type { Graph } from '../src/onnx/graph.js';
 
 export const FIXTURES = join(__dirname, '..', 'fixtures');
 
@@ -22,6 +23,11 @@ export function runCliOk(cwd: string, args: string[]): { code: number | null; st
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   return r;
+}
+
+/** An empty model (ONNX IR 8) importing the default domain at `opset`, for the tests to build into. */
+export function emptyGraph(name: string, opset: number, inputs: Graph['inputs'] = []): Graph {
+  return { name, nodes: [], inputs, outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 8, functions: [] };
 }
 
 /** Σ aᵢbᵢ in float64. */

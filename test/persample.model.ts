@@ -8,7 +8,7 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian, type VerifyResult } from '../src/verify/verify.js';
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 
 export { seededRandom };
 
@@ -36,16 +36,7 @@ const size = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 
 export function slotModel(c: SlotCase): { graph: Graph; inputs: Map<string, NpyArray> } {
   const random = seededRandom(c.seed ?? 7);
-  const graph: Graph = {
-    name: 'slot',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('slot', c.opset);
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const batch = c.batch ?? 3;
   const inputs = new Map<string, NpyArray>();
@@ -70,6 +61,39 @@ export function slotModel(c: SlotCase): { graph: Graph; inputs: Map<string, NpyA
   graph.outputs = [{ name: output, elemType: DataType.FLOAT, dims: undefined }];
   return { graph, inputs };
 }
+
+/** Shape (N, ...rest) with N the batch size of `x` (the data's first axis). */
+function batchShape(b: GraphBuilder, x: string, rest: number[]): string {
+  return b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64(rest)], { axis: 0 });
+}
+
+/**
+ * A parameter copied to every sample (a class token), by Expand and by Tile: one table for the
+ * reverse mode (persample.layout.test.ts) and the forward mode (jvp.slots.test.ts).
+ */
+export const CLASS_TOKEN_CASES: { name: string; case: SlotCase }[] = [
+  {
+    name: 'Expand of a (1, 1, 4) token to (N, 1, 4), concatenated with the data along the sequence',
+    case: {
+      opset: 13,
+      data: { x: [3, 4] },
+      parameters: { token: [1, 1, 4], W: [4, 2] },
+      build: (b, { x }, { token, W }) => {
+        const tokens = b.op1('Expand', [token, batchShape(b, x, [1, 4])]);
+        return b.op1('MatMul', [b.op1('Tanh', [b.op1('Concat', [tokens, x], { axis: 1 })]), W]);
+      },
+    },
+  },
+  {
+    name: 'Tile of a (1, 2, 3) token by (N, 2, 1) to (N, 4, 3): the repeats summed per sample',
+    case: {
+      opset: 13,
+      data: { x: [4, 3] },
+      parameters: { token: [1, 2, 3] },
+      build: (b, { x }, { token }) => b.op1('Tanh', [b.op1('Mul', [b.op1('Tile', [token, batchShape(b, x, [2, 1])]), x])]),
+    },
+  },
+];
 
 /** Tiny models keep J's float32 rounding near 1e-7, so the rule tests ask for more than the default 1e-3. */
 export const SLOT_TOLERANCE = 1e-5;
