@@ -1,7 +1,7 @@
 // Shared test helpers: fixture loading and the tolerance of the project's numeric tests.
 import { spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 import type { Graph } from '../src/onnx/graph.js';
@@ -28,6 +28,29 @@ export function runCliOk(cwd: string, args: string[]): { code: number | null; st
 /** An empty model (ONNX IR 8) importing the default domain at `opset`, for the tests to build into. */
 export function emptyGraph(name: string, opset: number, inputs: Graph['inputs'] = []): Graph {
   return { name, nodes: [], inputs, outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 8, functions: [] };
+}
+
+/** Debian's Python, for the checks against Python tools (numpy, zarr, Dask, torch). */
+export const PYTHON = '/usr/bin/python3';
+
+/**
+ * Whether PYTHON can import `modules` (comma-separated, as in an import statement); when not,
+ * warns that `what` is skipped, with Python's reason and the Debian packages to install.
+ */
+export function pythonCanImport(modules: string, what: string, packages: string): boolean {
+  const probe = spawnSync(PYTHON, ['-c', `import ${modules}`], { encoding: 'utf8' });
+  if (probe.status === 0) return true;
+  const reason = (probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop();
+  console.warn(`skipping ${what}: ${PYTHON} cannot import ${modules} (${reason}); install ${packages}`);
+  return false;
+}
+
+/** Runs the Python `script` with the JSON `spec` (written to `dir`), expects exit 0 and returns the JSON of its last line. */
+export function runPythonJson<T>(script: string, dir: string, spec: object, timeout = 110_000): T {
+  writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
+  const r = spawnSync(PYTHON, [script, join(dir, 'spec.json')], { encoding: 'utf8', timeout });
+  expect(r.status, `${r.stderr}\n${r.error?.message ?? ''}`).toBe(0);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
 }
 
 /** Σ aᵢbᵢ in float64. */
