@@ -117,12 +117,36 @@ export function seededRandom(seed: number): () => number {
 /** A file of the numpy-written fixtures of the .npy/.npz readers (fixtures/npy/generate.py). */
 export const npyFixture = (name: string): string => join(FIXTURES, 'npy', name);
 
+/** Norms of the rows of G, and a clip bound between them, so that some gradients are clipped and some not. */
+export function clipBetween(G: ArrayLike<number>[]): { norms: number[]; C: number } {
+  const norms = G.map((g) => Math.sqrt(dot(g, g)));
+  return { norms, C: [...norms].sort((a, b) => a - b)[Math.floor(G.length / 2)] * 0.999 };
+}
+
+/** The flags of the seven `--reduce sum` statistics, with the clip bound C, the vector and the cotangent files, in chunks of 3. */
+export const sumStatisticsFlags = (C: number, vector: string, cotangent: string): string[] => [
+  '--reduce',
+  'sum',
+  ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
+  '--clip',
+  String(C),
+  '--vector',
+  vector,
+  '--cotangent',
+  cotangent,
+  '--batch-size',
+  '3',
+];
+
 /**
- * The `--reduce sum` statistics of per-sample gradients G (N rows of D), computed here in float64
- * from a reference J, checked against what the tool wrote: norm, sumsq, mean, variance,
- * clipped_sum (bound C), jvp (vector v) and vjp (cotangent u).
+ * The sums over the samples of per-sample gradients G (N rows of D), in float64: sumsq, mean,
+ * variance, clipped_sum (bound C) and vjp (cotangent u), by the names the tool writes them under.
  */
-export function expectSumStatistics(got: Map<string, { data: unknown }>, G: ArrayLike<number>[], v: ArrayLike<number>, u: ArrayLike<number>, C: number): void {
+export function sumStatistics(
+  G: ArrayLike<number>[],
+  u: ArrayLike<number>,
+  C: number,
+): Record<'sumsq' | 'mean' | 'variance' | 'clipped_sum' | 'vjp', Float64Array> {
   const N = G.length;
   const D = G[0].length;
   const norms = G.map((g) => Math.sqrt(dot(g, g)));
@@ -138,18 +162,24 @@ export function expectSumStatistics(got: Map<string, { data: unknown }>, G: Arra
   G.forEach((g) => {
     for (let i = 0; i < D; i++) variance[i] += (g[i] - mean[i]) ** 2 / N;
   });
+  return { sumsq, mean, variance, clipped_sum: clipped, vjp };
+}
+
+/**
+ * The `--reduce sum` statistics of per-sample gradients G (N rows of D), computed here in float64
+ * from a reference J, checked against what the tool wrote: norm, sumsq, mean, variance,
+ * clipped_sum (bound C), jvp (vector v) and vjp (cotangent u).
+ */
+export function expectSumStatistics(got: Map<string, { data: unknown }>, G: ArrayLike<number>[], v: ArrayLike<number>, u: ArrayLike<number>, C: number): void {
+  const norms = G.map((g) => Math.sqrt(dot(g, g)));
   // Some gradients clipped and some not, or the clipped sum tests only one branch.
   expect(norms.some((n) => n > C) && norms.some((n) => n < C) ? 'both' : 'one side').toBe('both');
   const stat = (name: string) => got.get(name)!.data as Float32Array;
   expectClose(stat('norm'), norms, 'norm');
-  expectClose(stat('sumsq'), sumsq, 'sumsq');
-  expectClose(stat('mean'), mean, 'mean');
-  expectClose(stat('variance'), variance, 'variance');
-  expectClose(stat('clipped_sum'), clipped, 'clipped_sum');
+  for (const [name, want] of Object.entries(sumStatistics(G, u, C))) expectClose(stat(name), want, name);
   expectClose(
     stat('jvp'),
     G.map((g) => dot(g, v)),
     'jvp',
   );
-  expectClose(stat('vjp'), vjp, 'vjp');
 }

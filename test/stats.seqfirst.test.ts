@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom, dot, runCliOk } from './helpers.js';
+import { clipBetween, expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom, dot, runCliOk, sumStatisticsFlags } from './helpers.js';
 
 let dir: string;
 
@@ -105,29 +105,12 @@ describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain
       for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (g[i] += x));
       return g;
     });
-    const norms = G.map((g) => Math.sqrt(dot(g, g)));
-    const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
+    const { C } = clipBetween(G);
     const v = normal(J.D, 3);
     const u = normal(J.N, 4);
     save(`${name}_v1.npy`, { dtype: 'float32', shape: [J.D], data: v });
     save(`${name}_u1.npy`, { dtype: 'float32', shape: [J.N], data: u });
-    ok([
-      `${name}/model.onnx`,
-      ...inputs,
-      '--reduce',
-      'sum',
-      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
-      '--clip',
-      String(C),
-      '--vector',
-      `${name}_v1.npy`,
-      '--cotangent',
-      `${name}_u1.npy`,
-      '--batch-size',
-      '3',
-      '-o',
-      `${name}_sum.npz`,
-    ]);
+    ok([`${name}/model.onnx`, ...inputs, ...sumStatisticsFlags(C, `${name}_v1.npy`, `${name}_u1.npy`), '-o', `${name}_sum.npz`]);
     const got = readNpz(join(dir, `${name}_sum.npz`));
     expectSumStatistics(got, G, v, u, C);
   });

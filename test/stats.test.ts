@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, runCli, dot, runCliOk } from './helpers.js';
+import { clipBetween, expectClose, expectSumStatistics, FIXTURES, runCli, dot, runCliOk, sumStatisticsFlags } from './helpers.js';
 
 let dir: string;
 
@@ -107,28 +107,8 @@ describe.each(MODELS)('%s', (m) => {
   it('sumsq, mean, variance, clipped-sum, norm, jvp, vjp of per-sample scalars (--reduce sum)', () => {
     const J = load(`${m}_J.npy`);
     const G = summed(J);
-    const norms = G.map((g) => Math.sqrt(dot(g, g)));
-    // A bound between the norms, so that some gradients are clipped and some not.
-    const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
-    ok([
-      `${m}.onnx`,
-      '-i',
-      `${m}_x.npy`,
-      '--reduce',
-      'sum',
-      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
-      '--clip',
-      String(C),
-      '--vector',
-      `${m}_v.npy`,
-      '--cotangent',
-      `${m}_u1.npy`,
-      '--batch-size',
-      '3',
-      '-o',
-      `${m}_sum.npz`,
-      '-q',
-    ]);
+    const { C } = clipBetween(G);
+    ok([`${m}.onnx`, '-i', `${m}_x.npy`, ...sumStatisticsFlags(C, `${m}_v.npy`, `${m}_u1.npy`), '-o', `${m}_sum.npz`, '-q']);
     const got = readNpz(join(dir, `${m}_sum.npz`));
     const v = array(`${m}_v.npy`);
     const u = array(`${m}_u1.npy`);
