@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { DataType, tensorNumbers } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
-import { CLASS_TOKEN_CASES, expectSlotCase, slotModel } from './persample.model.js';
+import { expectSlotCase, slotModel } from './persample.model.js';
+import { CLASS_TOKEN_CASES } from './slot.cases.js';
 
 describe('parameters behind layout ops', () => {
   it('Reshape, Transpose and Cast before a MatMul', () =>

@@ -62,39 +62,6 @@ export function slotModel(c: SlotCase): { graph: Graph; inputs: Map<string, NpyA
   return { graph, inputs };
 }
 
-/** Shape (N, ...rest) with N the batch size of `x` (the data's first axis). */
-function batchShape(b: GraphBuilder, x: string, rest: number[]): string {
-  return b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64(rest)], { axis: 0 });
-}
-
-/**
- * A parameter copied to every sample (a class token), by Expand and by Tile: one table for the
- * reverse mode (persample.layout.test.ts) and the forward mode (jvp.slots.test.ts).
- */
-export const CLASS_TOKEN_CASES: { name: string; case: SlotCase }[] = [
-  {
-    name: 'Expand of a (1, 1, 4) token to (N, 1, 4), concatenated with the data along the sequence',
-    case: {
-      opset: 13,
-      data: { x: [3, 4] },
-      parameters: { token: [1, 1, 4], W: [4, 2] },
-      build: (b, { x }, { token, W }) => {
-        const tokens = b.op1('Expand', [token, batchShape(b, x, [1, 4])]);
-        return b.op1('MatMul', [b.op1('Tanh', [b.op1('Concat', [tokens, x], { axis: 1 })]), W]);
-      },
-    },
-  },
-  {
-    name: 'Tile of a (1, 2, 3) token by (N, 2, 1) to (N, 4, 3): the repeats summed per sample',
-    case: {
-      opset: 13,
-      data: { x: [4, 3] },
-      parameters: { token: [1, 2, 3] },
-      build: (b, { x }, { token }) => b.op1('Tanh', [b.op1('Mul', [b.op1('Tile', [token, batchShape(b, x, [2, 1])]), x])]),
-    },
-  },
-];
-
 /** Tiny models keep J's float32 rounding near 1e-7, so the rule tests ask for more than the default 1e-3. */
 export const SLOT_TOLERANCE = 1e-5;
 
