@@ -49,6 +49,9 @@ export interface GradcheckReport {
 
 const DIRECTIONS = 2;
 
+/** The central-difference step ε and the tolerance atol + rtol·magnitude of the analytic against the numeric derivative (float32 or float64 graphs). */
+export const centralDifference = (float32 = false) => (float32 ? { eps: 1e-2, rtol: 1e-3, atol: 1e-4 } : { eps: 1e-6, rtol: 1e-6, atol: 1e-9 });
+
 export const awayFromZero = (random: () => number): number => (random() < 0.5 ? -1 : 1) * (0.25 + 1.75 * random());
 export const positive = (random: () => number): number => 0.25 + 1.75 * random();
 
@@ -202,9 +205,7 @@ export async function gradcheck(c: GradCase): Promise<GradcheckReport> {
     );
   const result = await reverse.run({ ...feeds(), cotangent: tensor(floatType, g, [batch, ...outDims]) });
 
-  const eps = c.float32 ? 1e-2 : 1e-6;
-  const rtol = c.float32 ? 1e-3 : 1e-6;
-  const atol = c.float32 ? 1e-4 : 1e-9;
+  const { eps, rtol, atol } = centralDifference(c.float32);
   let worst = 0;
   let largest = 0;
   const failures: string[] = [];

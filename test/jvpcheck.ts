@@ -14,7 +14,7 @@ import { probeShapes } from '../src/run/probe.js';
 import { TangentContext } from '../src/forward/context.js';
 import { tangentPass } from '../src/forward/pass.js';
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../src/grad/registry.js';
-import { awayFromZero, type GradCase, type InputSpec } from './gradcheck.js';
+import { awayFromZero, centralDifference, type GradCase, type InputSpec } from './gradcheck.js';
 import { emptyGraph, seededRandom } from './helpers.js';
 
 /** Directions per sample: more than one, so that mixing up directions and samples shows. */
@@ -99,9 +99,7 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
   const result = (await jvp.run(feeds)).tangent_output.data as Float64Array | Float32Array;
   const outSize = result.length / (batch * DIRECTIONS);
 
-  const eps = c.float32 ? 1e-2 : 1e-6;
-  const rtol = c.float32 ? 1e-3 : 1e-6;
-  const atol = c.float32 ? 1e-4 : 1e-9;
+  const { eps, rtol, atol } = centralDifference(c.float32);
   let worst = 0;
   let largest = 0;
   const failures: string[] = [];
