@@ -25,9 +25,9 @@ export function runCliOk(cwd: string, args: string[]): { code: number | null; st
   return r;
 }
 
-/** An empty model (ONNX IR 8) importing the default domain at `opset`, for the tests to build into. */
-export function emptyGraph(name: string, opset: number, inputs: Graph['inputs'] = []): Graph {
-  return { name, nodes: [], inputs, outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion: 8, functions: [] };
+/** An empty model (ONNX IR 8 unless given) importing the default domain at `opset`, for the tests to build into. */
+export function emptyGraph(name: string, opset: number, inputs: Graph['inputs'] = [], irVersion = 8): Graph {
+  return { name, nodes: [], inputs, outputs: [], initializers: new Map(), opsetImports: new Map([['', opset]]), irVersion, functions: [] };
 }
 
 /** Debian's Python, for the checks against Python tools (numpy, zarr, Dask, torch). */
