@@ -4,7 +4,7 @@ import { expect } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
-import type { Graph } from '../src/onnx/graph.js';
+import { DataType, type Graph } from '../src/onnx/graph.js';
 
 export const FIXTURES = join(__dirname, '..', 'fixtures');
 
@@ -51,6 +51,28 @@ export function runPythonJson<T>(script: string, dir: string, spec: object, time
   const r = spawnSync(PYTHON, [script, join(dir, 'spec.json')], { encoding: 'utf8', timeout });
   expect(r.status, `${r.stderr}\n${r.error?.message ?? ''}`).toBe(0);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
+}
+
+/**
+ * Declares a float32 data input (N, ...symbolic) on the graph and puts its values, (N, ...dims)
+ * uniform in (−1, 1) from `random`, in `inputs`; returns its name.
+ */
+export function addDataInput(
+  graph: Graph,
+  inputs: Map<string, NpyArray>,
+  random: () => number,
+  N: number,
+  name: string,
+  dims: number[],
+  symbolic: (number | string)[] = dims,
+): string {
+  inputs.set(name, {
+    dtype: 'float32',
+    shape: [N, ...dims],
+    data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1),
+  });
+  graph.inputs.push({ name, elemType: DataType.FLOAT, dims: ['N', ...symbolic] });
+  return name;
 }
 
 /** Σ aᵢbᵢ in float64. */
