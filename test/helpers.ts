@@ -75,6 +75,59 @@ export function addDataInput(
   return name;
 }
 
+/** A reference J (N, ...K, D) as float64 rows of D: N samples of K output elements (of shape elementShape). */
+export interface JacobianRows {
+  N: number;
+  K: number;
+  D: number;
+  elementShape: number[];
+  row: (n: number, k: number) => Float64Array;
+}
+
+/** The rows of the J held in a float32 .npy file. */
+export function jacobianRows(path: string): JacobianRows {
+  const arr = readNpy(path);
+  const [N, ...elementShape] = arr.shape;
+  const D = elementShape.pop()!;
+  const K = elementShape.reduce((a, b) => a * b, 1);
+  const data = Float64Array.from(arr.data as Float32Array);
+  return { N, K, D, elementShape, row: (n, k) => data.subarray((n * K + k) * D, (n * K + k + 1) * D) };
+}
+
+/** Per-sample gradients of Σₖ zₖ (what --reduce sum differentiates), in float64. */
+export function summedRows(J: JacobianRows): Float64Array[] {
+  return Array.from({ length: J.N }, (_, n) => {
+    const g = new Float64Array(J.D);
+    for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (g[i] += x));
+    return g;
+  });
+}
+
+/**
+ * The per-row statistics of J in float64: norm and norm_per_param (parameter sizes `sizes`) of
+ * every row, jvp = J·v, and vjp = Σₙₖ u[n, k] J[n, k] (cotangent u of N·K values).
+ */
+export function rowStatistics(J: JacobianRows, sizes: number[], v: ArrayLike<number>, u: ArrayLike<number>) {
+  const norm: number[] = [];
+  const perParam: number[] = [];
+  const jvp: number[] = [];
+  const vjp = new Float64Array(J.D);
+  for (let n = 0; n < J.N; n++) {
+    for (let k = 0; k < J.K; k++) {
+      const row = J.row(n, k);
+      norm.push(Math.sqrt(dot(row, row)));
+      let offset = 0;
+      for (const size of sizes) {
+        const part = row.subarray(offset, (offset += size));
+        perParam.push(Math.sqrt(dot(part, part)));
+      }
+      jvp.push(dot(row, v));
+      row.forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
+    }
+  }
+  return { norm, norm_per_param: perParam, jvp, vjp };
+}
+
 /** Σ aᵢbᵢ in float64. */
 export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let s = 0;

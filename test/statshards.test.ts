@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { clipBetween, expectClose, FIXTURES, runCli, dot, runCliOk, sumStatistics, sumStatisticsFlags } from './helpers.js';
+import { clipBetween, expectClose, FIXTURES, jacobianRows, runCli, dot, runCliOk, summedRows, sumStatistics, sumStatisticsFlags } from './helpers.js';
 
 let dir: string;
 
@@ -27,16 +27,7 @@ const npz = (name: string) => readNpz(join(dir, name));
 const bytes = (a: NpyArray) => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
 
 /** Per-sample gradients of Σₖ zₖ (what --reduce sum differentiates), from functorch's J (N, K, D), in float64. */
-function summed(file: string): Float64Array[] {
-  const arr = readNpy(join(dir, file));
-  const [N, K, D] = arr.shape;
-  const J = Float64Array.from(arr.data as Float32Array);
-  return Array.from({ length: N }, (_, n) => {
-    const g = new Float64Array(D);
-    for (let k = 0; k < K; k++) J.subarray((n * K + k) * D, (n * K + k + 1) * D).forEach((v, i) => (g[i] += v));
-    return g;
-  });
-}
+const summed = (file: string): Float64Array[] => summedRows(jacobianRows(join(dir, file)));
 
 /** Entry by entry, the bytes of the concatenated pieces equal those of one unsharded run. */
 function expectConcatenated(full: Map<string, NpyArray>, pieces: Map<string, NpyArray>[], names: string[]): void {
