@@ -11,7 +11,7 @@ import { loadModel } from '../src/onnx/proto.js';
 import { MemorySink } from '../src/output.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
-import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
+import { emptyGraph, expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 async function layouts(name: string) {
   const ref = readReference(name);
@@ -67,16 +67,7 @@ describe('an output that carries the samples on another axis', () => {
     const { DataType } = await import('../src/onnx/graph.js');
     const { makeTensor } = await import('../src/onnx/proto.js');
     const W = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6]; // (3, 2)
-    const graph = {
-      name: 'g',
-      nodes: [],
-      inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }],
-      outputs: [],
-      initializers: new Map(),
-      opsetImports: new Map([['', 13]]),
-      irVersion: 7,
-      functions: [],
-    } as never as import('../src/onnx/graph.js').Graph;
+    const graph = emptyGraph('g', 13, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], 7);
     graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array(W).buffer)));
     const b = new GraphBuilder(graph);
     const y = b.op1('Transpose', [b.op1('Tanh', [b.op1('MatMul', ['x', 'w'])])], { perm: [1, 0] });

@@ -9,7 +9,7 @@ import { npyBytes, readNpy } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
-import { expectClose, FIXTURES, readReference, runCli } from './helpers.js';
+import { emptyGraph, expectClose, FIXTURES, readReference, runCli } from './helpers.js';
 
 let dir: string;
 
@@ -17,16 +17,7 @@ const jacobian = (args: string[]) => runCli(dir, args);
 
 /** An LSTM whose sequence axis the model leaves symbolic: x (N, T, 2). */
 function openLengthModel(): Graph {
-  const graph: Graph = {
-    name: 'open',
-    nodes: [],
-    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 'T', 2] }],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', 14]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('open', 14, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 'T', 2] }]);
   const b = new GraphBuilder(graph);
   const param = (name: string, dims: number[]) => {
     graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(new Float32Array(dims.reduce((a, d) => a * d, 1)).fill(0.1).buffer)));

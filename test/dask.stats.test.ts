@@ -3,22 +3,13 @@
 // then `jacobian combine` as one more task (test/dask/stats_on_dask.py). Needs Debian's
 // python3-dask, python3-distributed and python3-numpy; skipped with a message when absent.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FIXTURES } from './helpers.js';
+import { BIN, FIXTURES, pythonCanImport, runPythonJson } from './helpers.js';
 
-const PYTHON = '/usr/bin/python3';
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
-const probe = spawnSync(PYTHON, ['-c', 'import distributed, numpy'], { encoding: 'utf8' });
-const available = probe.status === 0;
-if (!available) {
-  console.warn(
-    `skipping the Dask statistics test: ${PYTHON} cannot import distributed and numpy ` +
-      `(${(probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop()}); install python3-dask python3-distributed python3-numpy`,
-  );
-}
+const available = pythonCanImport('distributed, numpy', 'the Dask statistics test', 'python3-dask python3-distributed python3-numpy');
 
 describe.skipIf(!available)('sharded statistics as Dask tasks', () => {
   it('3 worker processes write partial results; combine (a Dask task too) equals the single run and the numpy merge', () => {
@@ -29,10 +20,7 @@ describe.skipIf(!available)('sharded statistics as Dask tasks', () => {
     const single = spawnSync(process.execPath, [BIN, model, '-i', input, '-o', join(dir, 'single.npz'), '-q', ...extra], { encoding: 'utf8' });
     expect(single.status, single.stderr).toBe(0);
     const spec = { node: process.execPath, bin: BIN, model, input, dir, shards: 3, workers: 3, extra, single: join(dir, 'single.npz'), timeout: 90 };
-    writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
-    const r = spawnSync(PYTHON, [join(__dirname, 'dask', 'stats_on_dask.py'), join(dir, 'spec.json')], { encoding: 'utf8', timeout: 110_000 });
-    expect(r.status, `${r.stderr}\n${r.error?.message ?? ''}`).toBe(0);
-    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    const got = runPythonJson<{
       tasks: { shard: number; exit: number; stderr: string }[];
       combine: { exit: number; stderr: string };
       workerPids: number[];
@@ -40,7 +28,7 @@ describe.skipIf(!available)('sharded statistics as Dask tasks', () => {
       normBytesEqualSingle: boolean;
       relErrSingle: Record<string, number>;
       relErrNumpy: Record<string, number>;
-    };
+    }>(join(__dirname, 'dask', 'stats_on_dask.py'), dir, spec);
     for (const task of got.tasks) expect(task.exit, task.stderr).toBe(0);
     expect(got.combine.exit, got.combine.stderr).toBe(0);
     expect(got.workerPids.length).toBe(3);

@@ -3,22 +3,13 @@
 // (test/dask/shards_on_dask.py). Needs Debian's python3-dask, python3-distributed,
 // python3-zarr and python3-numpy; skipped with a message when they are absent.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FIXTURES } from './helpers.js';
+import { BIN, FIXTURES, pythonCanImport, runPythonJson } from './helpers.js';
 
-const PYTHON = '/usr/bin/python3';
-const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
-const probe = spawnSync(PYTHON, ['-c', 'import dask.array, distributed, zarr, numpy'], { encoding: 'utf8' });
-const available = probe.status === 0;
-if (!available) {
-  console.warn(
-    `skipping the Dask test: ${PYTHON} cannot import dask.array, distributed, zarr and numpy ` +
-      `(${(probe.stderr ?? probe.error?.message ?? '').trim().split('\n').pop()}); install python3-dask python3-distributed python3-zarr python3-numpy`,
-  );
-}
+const available = pythonCanImport('dask.array, distributed, zarr, numpy', 'the Dask test', 'python3-dask python3-distributed python3-zarr python3-numpy');
 
 describe.skipIf(!available)('shards as Dask tasks', () => {
   it('3 worker processes write lenet10 shards into one store; from_zarr equals the single run and PyTorch', () => {
@@ -44,10 +35,7 @@ describe.skipIf(!available)('shards as Dask tasks', () => {
       reference: join(fixture, 'jacobian.npy'),
       timeout: 90,
     };
-    writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
-    const r = spawnSync(PYTHON, [join(__dirname, 'dask', 'shards_on_dask.py'), join(dir, 'spec.json')], { encoding: 'utf8', timeout: 110_000 });
-    expect(r.status, `${r.stderr}\n${r.error?.message ?? ''}`).toBe(0);
-    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    const got = runPythonJson<{
       tasks: { shard: number; exit: number; stderr: string }[];
       workerPids: number[];
       daskChunks: number;
@@ -57,7 +45,7 @@ describe.skipIf(!available)('shards as Dask tasks', () => {
       maxErrReference: number;
       maxAbsReference: number;
       anyNaN: boolean;
-    };
+    }>(join(__dirname, 'dask', 'shards_on_dask.py'), dir, spec);
     for (const task of got.tasks) expect(task.exit, task.stderr).toBe(0);
     expect(got.workerPids.length).toBe(3); // one shard per worker process
     expect(got.daskChunks).toBe(3);

@@ -3,7 +3,7 @@
 // GradContext and probe) gives the input cotangents dx, and for random directions u
 // ⟨dx[n], u[n]⟩ must match the central difference ⟨(f(x+εu) − f(x−εu))[n]/2ε, g[n]⟩
 // of the forward graph run in onnxruntime, for every sample n on its own.
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 import ort from 'onnxruntime-node';
 import { analyze, differentiableInputs, type Analysis } from '../src/analysis/analyze.js';
 import { GradContext } from '../src/grad/context.js';
@@ -48,6 +48,9 @@ export interface GradcheckReport {
 }
 
 const DIRECTIONS = 2;
+
+/** The central-difference step ε and the tolerance atol + rtol·magnitude of the analytic against the numeric derivative (float32 or float64 graphs). */
+export const centralDifference = (float32 = false) => (float32 ? { eps: 1e-2, rtol: 1e-3, atol: 1e-4 } : { eps: 1e-6, rtol: 1e-6, atol: 1e-9 });
 
 export const awayFromZero = (random: () => number): number => (random() < 0.5 ? -1 : 1) * (0.25 + 1.75 * random());
 export const positive = (random: () => number): number => 0.25 + 1.75 * random();
@@ -100,16 +103,7 @@ interface Prepared {
 
 function prepare(c: GradCase): Prepared {
   const floatType = c.float32 ? DataType.FLOAT : DataType.DOUBLE;
-  const graph: Graph = {
-    name: 'gradcheck',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('gradcheck', c.opset);
   const b = new GraphBuilder(graph, floatType, 'case');
   const x: Record<string, string> = {};
   const entries = new Map<string, Node>();
@@ -211,9 +205,7 @@ export async function gradcheck(c: GradCase): Promise<GradcheckReport> {
     );
   const result = await reverse.run({ ...feeds(), cotangent: tensor(floatType, g, [batch, ...outDims]) });
 
-  const eps = c.float32 ? 1e-2 : 1e-6;
-  const rtol = c.float32 ? 1e-3 : 1e-6;
-  const atol = c.float32 ? 1e-4 : 1e-9;
+  const { eps, rtol, atol } = centralDifference(c.float32);
   let worst = 0;
   let largest = 0;
   const failures: string[] = [];

@@ -11,9 +11,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AtomicFile, IOV_MAX } from '../src/io/atomic.js';
 import { NpyWriter, npyBytes, readNpy } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph } from '../src/onnx/graph.js';
+import { DataType } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
-import { expectClose, FIXTURES, readReference, seededRandom } from './helpers.js';
+import { emptyGraph, expectClose, FIXTURES, readReference, seededRandom } from './helpers.js';
 
 const BIN = path.join(__dirname, '..', 'bin', 'jacobian.js');
 
@@ -127,16 +127,7 @@ describe('NpyWriter.writePieces', () => {
  */
 function linearModel(dir: string, elemType: number, name: string): string {
   const itemBytes = elemType === DataType.DOUBLE ? 8 : 4;
-  const graph: Graph = {
-    name,
-    nodes: [],
-    inputs: [{ name: 'x', elemType, dims: ['N', 3] }],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', 13]]),
-    irVersion: 7,
-    functions: [],
-  };
+  const graph = emptyGraph(name, 13, [{ name: 'x', elemType, dims: ['N', 3] }], 7);
   const weight = (w: string, dims: number[]) => {
     const n = dims.reduce((a, b) => a * b, 1);
     const values = itemBytes === 8 ? Float64Array.from({ length: n }, (_, i) => 0.1 * (i + 1)) : Float32Array.from({ length: n }, (_, i) => 0.1 * (i + 1));

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { FloatValue } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { SLOT_TOLERANCE, slotModel, type SlotCase } from './persample.model.js';
+import { CLASS_TOKEN_CASES, DEFORMCONV_CASES, EINSUM_CASES } from './slot.cases.js';
 
 /** `mixed`: ops that onnxruntime runs in float32 only (LRN) make float32 islands, checked at verify's default tolerance. */
 async function expectForward(c: SlotCase, mixed = false): Promise<void> {
@@ -22,49 +23,11 @@ async function expectForward(c: SlotCase, mixed = false): Promise<void> {
 }
 
 describe('forward mode at the Einsum slot', () => {
-  it('a Linear written as an Einsum: W (K, M) with X (N, T, K)', () =>
-    expectForward({
-      opset: 12,
-      data: { x: [5, 4] },
-      parameters: { W: [4, 3] },
-      build: (b, { x }, { W }) => b.op1('Tanh', [b.op1('Einsum', [x, W], { equation: 'ntk,km->ntm' })]),
-    }));
-  it('two parameters and two data operands in one bilinear form, with an ellipsis', () =>
-    expectForward({
-      opset: 12,
-      data: { x: [2, 4], y: [2, 3] },
-      parameters: { A: [4, 3], c: [2] },
-      build: (b, { x, y }, { A, c }) => b.op1('Einsum', [x, A, y, c], { equation: '...i,ij,...j,h->...h' }),
-    }));
-  it('a parameter whose diagonal is used, and one summed over a letter of its own', () =>
-    expectForward({
-      opset: 12,
-      data: { x: [3] },
-      parameters: { D: [3, 3], V: [3, 2] },
-      build: (b, { x }, { D, V }) =>
-        b.op1('Concat', [b.op1('Einsum', [x, D], { equation: 'ni,ii->ni' }), b.op1('Einsum', [x, V], { equation: 'ni,ij->ni' })], { axis: 1 }),
-    }));
+  for (const { name, case: c } of EINSUM_CASES) it(name, () => expectForward(c));
 });
 
 describe('forward mode at the DeformConv slots', () => {
-  it('weight and bias, with offsets and a mask that hold data', () =>
-    expectForward({
-      opset: 19,
-      data: { x: [2, 4, 5], offset: [8, 3, 4], mask: { dims: [4, 3, 4], draw: (r) => r() } },
-      parameters: { W: [3, 2, 2, 2], B: [3] },
-      build: (b, { x, offset, mask }, { W, B }) => b.op1('Tanh', [b.op1('DeformConv', [x, W, offset, B, mask], { kernel_shape: [2, 2] })]),
-    }));
-  it('grouped weight, offsets computed from the input by a Conv with parameters (their tangents go through the offsets)', () =>
-    expectForward({
-      opset: 19,
-      data: { x: [4, 5, 5] },
-      parameters: { W: [2, 2, 2, 2], O: [16, 4, 2, 2] },
-      build: (b, { x }, { W, O }) => {
-        const offset = b.op1('Conv', [x, O], { kernel_shape: [2, 2], pads: [1, 0, 1, 1], strides: [2, 1], dilations: [1, 2] });
-        return b.op1('DeformConv', [x, W, offset], { kernel_shape: [2, 2], pads: [1, 0, 1, 1], strides: [2, 1], dilations: [1, 2], group: 2, offset_group: 2 });
-      },
-      reduce: 'sum',
-    }));
+  for (const { name, case: c } of DEFORMCONV_CASES) it(name, () => expectForward(c));
 });
 
 describe('forward mode through the newer tangent rules, end to end', () => {
@@ -112,27 +75,7 @@ describe('forward mode through the newer tangent rules, end to end', () => {
 });
 
 describe('forward mode at a parameter copied to every sample (a class token)', () => {
-  const batchShape = (b: import('../src/onnx/builder.js').GraphBuilder, x: string, rest: number[]) =>
-    b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64(rest)], { axis: 0 });
-
-  it('Expand of a (1, 1, 4) token to (N, 1, 4), concatenated with the data along the sequence', () =>
-    expectForward({
-      opset: 13,
-      data: { x: [3, 4] },
-      parameters: { token: [1, 1, 4], W: [4, 2] },
-      build: (b, { x }, { token, W }) => {
-        const tokens = b.op1('Expand', [token, batchShape(b, x, [1, 4])]);
-        return b.op1('MatMul', [b.op1('Tanh', [b.op1('Concat', [tokens, x], { axis: 1 })]), W]);
-      },
-    }));
-
-  it('Tile of a (1, 2, 3) token by (N, 2, 1) to (N, 4, 3)', () =>
-    expectForward({
-      opset: 13,
-      data: { x: [4, 3] },
-      parameters: { token: [1, 2, 3] },
-      build: (b, { x }, { token }) => b.op1('Tanh', [b.op1('Mul', [b.op1('Tile', [token, batchShape(b, x, [2, 1])]), x])]),
-    }));
+  for (const { name, case: c } of CLASS_TOKEN_CASES) it(name, () => expectForward(c));
 });
 
 describe('forward mode through selections of parameters on their way to the slot', () => {

@@ -7,15 +7,15 @@ import ort from 'onnxruntime-node';
 import { analyze, differentiableInputs } from '../src/analysis/analyze.js';
 import { arrayRows, type RowSource } from '../src/io/rows.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph } from '../src/onnx/graph.js';
+import { DataType } from '../src/onnx/graph.js';
 import { encodeModel } from '../src/onnx/proto.js';
 import { constantLookup } from '../src/persample/build.js';
 import { probeShapes } from '../src/run/probe.js';
 import { TangentContext } from '../src/forward/context.js';
 import { tangentPass } from '../src/forward/pass.js';
 import { gradRules, NON_DIFFERENTIABLE_OPS } from '../src/grad/registry.js';
-import { awayFromZero, type GradCase, type InputSpec } from './gradcheck.js';
-import { seededRandom } from './helpers.js';
+import { awayFromZero, centralDifference, type GradCase, type InputSpec } from './gradcheck.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 
 /** Directions per sample: more than one, so that mixing up directions and samples shows. */
 const DIRECTIONS = 3;
@@ -24,16 +24,7 @@ const spec = (input: number[] | InputSpec): InputSpec => (Array.isArray(input) ?
 
 /** Every op type the graph of a case uses (for the coverage check). */
 export function opsOf(c: GradCase): string[] {
-  const graph: Graph = {
-    name: 'ops',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('ops', c.opset);
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const x = Object.fromEntries(Object.keys(c.inputs).map((name) => [name, name]));
   c.build(b, x);
@@ -42,16 +33,7 @@ export function opsOf(c: GradCase): string[] {
 
 export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: number }> {
   const floatType = c.float32 ? DataType.FLOAT : DataType.DOUBLE;
-  const graph: Graph = {
-    name: 'jvpcheck',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('jvpcheck', c.opset);
   const b = new GraphBuilder(graph, floatType, 'case');
   const specs = Object.entries(c.inputs).map(([name, input]) => ({ name, ...spec(input) }));
   for (const s of specs) graph.inputs.push({ name: s.name, elemType: floatType, dims: ['N', ...s.dims] });
@@ -117,9 +99,7 @@ export async function jvpcheck(c: GradCase): Promise<{ worst: number; largest: n
   const result = (await jvp.run(feeds)).tangent_output.data as Float64Array | Float32Array;
   const outSize = result.length / (batch * DIRECTIONS);
 
-  const eps = c.float32 ? 1e-2 : 1e-6;
-  const rtol = c.float32 ? 1e-3 : 1e-6;
-  const atol = c.float32 ? 1e-4 : 1e-9;
+  const { eps, rtol, atol } = centralDifference(c.float32);
   let worst = 0;
   let largest = 0;
   const failures: string[] = [];

@@ -9,24 +9,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { npyBytes } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph } from '../src/onnx/graph.js';
+import { DataType } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 
 function model(dir: string, name: string, input: number[], build: (b: GraphBuilder, weight: (name: string, dims: number[]) => string) => string): string {
   const random = seededRandom(5);
-  const graph: Graph = {
-    name,
-    nodes: [],
-    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', ...input] }],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', 13]]),
-    irVersion: 7,
-    functions: [],
-  };
+  const graph = emptyGraph(name, 13, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', ...input] }], 7);
   const weight = (w: string, dims: number[]) => {
     const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (random() - 0.5) / 4);
     graph.initializers.set(w, makeTensor(w, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

@@ -7,24 +7,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { npyBytes } from '../src/io/npy.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
-import { DataType, type Graph } from '../src/onnx/graph.js';
+import { DataType } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 
 const BIN = join(__dirname, '..', 'bin', 'jacobian.js');
 
 function mlp(dir: string): string {
   const random = seededRandom(3);
-  const graph: Graph = {
-    name: 'mlp',
-    nodes: [],
-    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 256] }],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', 13]]),
-    irVersion: 7,
-    functions: [],
-  };
+  const graph = emptyGraph('mlp', 13, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 256] }], 7);
   const weight = (name: string, dims: number[]) => {
     const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (random() - 0.5) / 8);
     graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

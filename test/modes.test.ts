@@ -10,7 +10,7 @@ import { MemorySink } from '../src/output.js';
 import { planJacobian, type JacobianOptions } from '../src/run/jacobian.js';
 import { jvpRules } from '../src/forward/registry.js';
 import { chooseMode } from '../src/forward/choose.js';
-import { expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
+import { emptyGraph, expectClose, FIXTURES, fixtureInputs, readReference } from './helpers.js';
 
 function columns(data: Float32Array, D: number, lo: number, hi: number): Float32Array {
   const out: number[] = [];
@@ -97,16 +97,7 @@ describe('forward mode on slots no fixture has', () => {
     const { verifyJacobian } = await import('../src/verify/verify.js');
     const { seededRandom } = await import('./helpers.js');
     const random = seededRandom(11);
-    const graph = {
-      name: 'slots',
-      nodes: [],
-      inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 2, 3] as (string | number)[] }],
-      outputs: [],
-      initializers: new Map(),
-      opsetImports: new Map([['', 13]]),
-      irVersion: 8,
-      functions: [],
-    };
+    const graph = emptyGraph('slots', 13, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 2, 3] }]);
     const weight = (name: string, dims: number[], offset = 0) => {
       const values = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => offset + random() - 0.5);
       graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

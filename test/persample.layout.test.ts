@@ -5,6 +5,7 @@ import { DataType, tensorNumbers } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
 import { expectSlotCase, slotModel } from './persample.model.js';
+import { CLASS_TOKEN_CASES } from './slot.cases.js';
 
 describe('parameters behind layout ops', () => {
   it('Reshape, Transpose and Cast before a MatMul', () =>
@@ -78,25 +79,5 @@ describe('slice bounds computed from shapes', () => {
 });
 
 describe('a parameter copied to every sample (a class token)', () => {
-  const batchShape = (b: import('../src/onnx/builder.js').GraphBuilder, x: string, rest: number[]) =>
-    b.op1('Concat', [b.slice(b.op1('Shape', [x]), [0], [1], [0]), b.constInt64(rest)], { axis: 0 });
-
-  it('Expand of a (1, 1, 4) token to (N, 1, 4), concatenated with the data along the sequence', () =>
-    expectSlotCase({
-      opset: 13,
-      data: { x: [3, 4] },
-      parameters: { token: [1, 1, 4], W: [4, 2] },
-      build: (b, { x }, { token, W }) => {
-        const tokens = b.op1('Expand', [token, batchShape(b, x, [1, 4])]);
-        return b.op1('MatMul', [b.op1('Tanh', [b.op1('Concat', [tokens, x], { axis: 1 })]), W]);
-      },
-    }));
-
-  it('Tile of a (1, 2, 3) token by (N, 2, 1) to (N, 4, 3): the repeats summed per sample', () =>
-    expectSlotCase({
-      opset: 13,
-      data: { x: [4, 3] },
-      parameters: { token: [1, 2, 3] },
-      build: (b, { x }, { token }) => b.op1('Tanh', [b.op1('Mul', [b.op1('Tile', [token, batchShape(b, x, [2, 1])]), x])]),
-    }));
+  for (const { name, case: c } of CLASS_TOKEN_CASES) it(name, () => expectSlotCase(c));
 });

@@ -8,7 +8,7 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph } from '../src/onnx/graph.js';
 import { makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian, type VerifyResult } from '../src/verify/verify.js';
-import { seededRandom } from './helpers.js';
+import { emptyGraph, seededRandom } from './helpers.js';
 
 export { seededRandom };
 
@@ -36,16 +36,7 @@ const size = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 
 export function slotModel(c: SlotCase): { graph: Graph; inputs: Map<string, NpyArray> } {
   const random = seededRandom(c.seed ?? 7);
-  const graph: Graph = {
-    name: 'slot',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('slot', c.opset);
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const batch = c.batch ?? 3;
   const inputs = new Map<string, NpyArray>();

@@ -10,18 +10,10 @@ import { planJacobian, resolveOutput } from '../src/run/jacobian.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
 import { probeShapes } from '../src/run/probe.js';
 import { arrayRows } from '../src/io/rows.js';
+import { emptyGraph } from './helpers.js';
 
 function graphWith(opset: number, build: (b: GraphBuilder, x: string, w: string) => string): Graph {
-  const graph: Graph = {
-    name: 'g',
-    nodes: [],
-    inputs: [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', opset]]),
-    irVersion: 7,
-    functions: [],
-  };
+  const graph = emptyGraph('g', opset, [{ name: 'x', elemType: DataType.FLOAT, dims: ['N', 3] }], 7);
   graph.initializers.set('w', makeTensor('w', DataType.FLOAT, [3, 2], new Uint8Array(new Float32Array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6]).buffer)));
   const b = new GraphBuilder(graph);
   const y = build(b, 'x', 'w');

@@ -7,7 +7,21 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, readReference, seededRandom, dot, runCliOk } from './helpers.js';
+import {
+  clipBetween,
+  expectClose,
+  expectSumStatistics,
+  FIXTURES,
+  jacobianRows,
+  readReference,
+  rowStatistics,
+  seededRandom,
+  dot,
+  runCliOk,
+  summedRows,
+  sumStatisticsFlags,
+  type JacobianRows,
+} from './helpers.js';
 
 let dir: string;
 
@@ -31,20 +45,15 @@ function normal(n: number, seed: number): Float32Array {
 // lstm_time_major_h0: nn.LSTM(batch_first=False) with h0, c0 inputs, K = 3; mha_plain13: MultiheadAttention on (T, N, E), K = 1.
 describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain13'])('%s', (name) => {
   let inputs: string[];
-  let J: { N: number; K: number; D: number; elementShape: number[]; row: (n: number, k: number) => Float64Array };
+  let J: JacobianRows;
   let sizes: number[];
   beforeAll(() => {
     cpSync(join(FIXTURES, name), join(dir, name), { recursive: true });
     const ref = readReference(name);
     inputs = Object.entries(ref.inputs).flatMap(([input, file]) => ['-i', `${input}=${name}/${file}`]);
-    const arr = readNpy(join(FIXTURES, name, ref.jacobian!));
-    const [N, ...rest] = arr.shape;
-    const D = rest.pop()!;
-    const K = rest.reduce((a, b) => a * b, 1);
-    const data = Float64Array.from(arr.data as Float32Array);
-    J = { N, K, D, elementShape: rest, row: (n, k) => data.subarray((n * K + k) * D, (n * K + k + 1) * D) };
+    J = jacobianRows(join(FIXTURES, name, ref.jacobian!));
     sizes = ref.parameters!.map((p) => p.shape.reduce((a, b) => a * b, 1));
-    expect(sizes.reduce((a, b) => a + b, 0)).toBe(D);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(J.D);
   });
 
   it('norm, norm_per_param, jvp, vjp per output element, and vjp alone, in chunks whose last one is padded', () => {
@@ -72,23 +81,7 @@ describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain
     ]);
     ok([`${name}/model.onnx`, ...inputs, '--stat', 'vjp', ...uArgs, '--batch-size', '3', '-o', `${name}_vjp.npy`]);
     const got = readNpz(join(dir, `${name}.npz`));
-    const norm: number[] = [];
-    const perParam: number[] = [];
-    const jvp: number[] = [];
-    const vjp = new Float64Array(J.D);
-    for (let n = 0; n < J.N; n++) {
-      for (let k = 0; k < J.K; k++) {
-        const row = J.row(n, k);
-        norm.push(Math.sqrt(dot(row, row)));
-        let offset = 0;
-        for (const size of sizes) {
-          const part = row.subarray(offset, (offset += size));
-          perParam.push(Math.sqrt(dot(part, part)));
-        }
-        jvp.push(dot(row, v));
-        row.forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
-      }
-    }
+    const { norm, norm_per_param: perParam, jvp, vjp } = rowStatistics(J, sizes, v, u);
     const elements = J.K > 1 ? J.elementShape : [];
     expect(got.get('norm')!.shape).toEqual([J.N, ...elements]);
     expect(got.get('norm_per_param')!.shape).toEqual([J.N, ...elements, sizes.length]);
@@ -100,34 +93,13 @@ describe.each(['encoder_seq13', 'seq_output14', 'lstm_time_major_h0', 'mha_plain
   });
 
   it('sumsq, mean, variance, clipped-sum, norm, jvp, vjp of per-sample sums (--reduce sum)', () => {
-    const G = Array.from({ length: J.N }, (_, n) => {
-      const g = new Float64Array(J.D);
-      for (let k = 0; k < J.K; k++) J.row(n, k).forEach((x, i) => (g[i] += x));
-      return g;
-    });
-    const norms = G.map((g) => Math.sqrt(dot(g, g)));
-    const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
+    const G = summedRows(J);
+    const { C } = clipBetween(G);
     const v = normal(J.D, 3);
     const u = normal(J.N, 4);
     save(`${name}_v1.npy`, { dtype: 'float32', shape: [J.D], data: v });
     save(`${name}_u1.npy`, { dtype: 'float32', shape: [J.N], data: u });
-    ok([
-      `${name}/model.onnx`,
-      ...inputs,
-      '--reduce',
-      'sum',
-      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
-      '--clip',
-      String(C),
-      '--vector',
-      `${name}_v1.npy`,
-      '--cotangent',
-      `${name}_u1.npy`,
-      '--batch-size',
-      '3',
-      '-o',
-      `${name}_sum.npz`,
-    ]);
+    ok([`${name}/model.onnx`, ...inputs, ...sumStatisticsFlags(C, `${name}_v1.npy`, `${name}_u1.npy`), '-o', `${name}_sum.npz`]);
     const got = readNpz(join(dir, `${name}_sum.npz`));
     expectSumStatistics(got, G, v, u, C);
   });

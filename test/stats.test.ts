@@ -8,7 +8,19 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, expectSumStatistics, FIXTURES, runCli, dot, runCliOk } from './helpers.js';
+import {
+  clipBetween,
+  expectClose,
+  expectSumStatistics,
+  FIXTURES,
+  jacobianRows,
+  rowStatistics,
+  runCli,
+  dot,
+  runCliOk,
+  summedRows,
+  sumStatisticsFlags,
+} from './helpers.js';
 
 let dir: string;
 
@@ -22,24 +34,8 @@ beforeAll(() => {
   cpSync(join(FIXTURES, 'losses'), join(dir, 'losses'), { recursive: true });
 });
 
-/** J (N, K, D) as rows of float64. */
-function load(name: string) {
-  const arr = readNpy(join(dir, name));
-  const [N, K, D] = arr.shape;
-  const data = Float64Array.from(arr.data as Float32Array);
-  return { N, K, D, row: (n: number, k: number) => data.subarray((n * K + k) * D, (n * K + k + 1) * D) };
-}
-
+const load = (name: string) => jacobianRows(join(dir, name));
 const array = (name: string) => Float64Array.from(readNpy(join(dir, name)).data as Float32Array);
-/** Per-sample gradient of Σₖ zₖ (what --reduce sum differentiates). */
-function summed(J: ReturnType<typeof load>): Float64Array[] {
-  return Array.from({ length: J.N }, (_, n) => {
-    const g = new Float64Array(J.D);
-    for (let k = 0; k < J.K; k++) J.row(n, k).forEach((v, i) => (g[i] += v));
-    return g;
-  });
-}
-
 const MODELS = ['mlp', 'cnn', 'seq', 'gconv', 'convt', 'left', 'seqfirst'];
 
 describe.each(MODELS)('%s', (m) => {
@@ -69,24 +65,7 @@ describe.each(MODELS)('%s', (m) => {
     const sizes = Array.from(readNpy(join(dir, `${m}_sizes.npy`)).data as BigInt64Array, Number);
     const v = array(`${m}_v.npy`);
     const u = array(`${m}_u.npy`);
-    const norm: number[] = [];
-    const perParam: number[] = [];
-    const jvp: number[] = [];
-    const vjp = new Float64Array(J.D);
-    for (let n = 0; n < J.N; n++) {
-      for (let k = 0; k < J.K; k++) {
-        const row = J.row(n, k);
-        norm.push(Math.sqrt(dot(row, row)));
-        let offset = 0;
-        for (const size of sizes) {
-          const part = row.subarray(offset, offset + size);
-          perParam.push(Math.sqrt(dot(part, part)));
-          offset += size;
-        }
-        jvp.push(dot(row, v));
-        row.forEach((x, i) => (vjp[i] += u[n * J.K + k] * x));
-      }
-    }
+    const { norm, norm_per_param: perParam, jvp, vjp } = rowStatistics(J, sizes, v, u);
     expect(got.get('norm')!.shape).toEqual([J.N, J.K]);
     expect(got.get('norm_per_param')!.shape).toEqual([J.N, J.K, sizes.length]);
     expectClose(got.get('norm')!.data as Float32Array, norm, 'norm');
@@ -106,29 +85,9 @@ describe.each(MODELS)('%s', (m) => {
 
   it('sumsq, mean, variance, clipped-sum, norm, jvp, vjp of per-sample scalars (--reduce sum)', () => {
     const J = load(`${m}_J.npy`);
-    const G = summed(J);
-    const norms = G.map((g) => Math.sqrt(dot(g, g)));
-    // A bound between the norms, so that some gradients are clipped and some not.
-    const C = [...norms].sort((a, b) => a - b)[Math.floor(J.N / 2)] * 0.999;
-    ok([
-      `${m}.onnx`,
-      '-i',
-      `${m}_x.npy`,
-      '--reduce',
-      'sum',
-      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
-      '--clip',
-      String(C),
-      '--vector',
-      `${m}_v.npy`,
-      '--cotangent',
-      `${m}_u1.npy`,
-      '--batch-size',
-      '3',
-      '-o',
-      `${m}_sum.npz`,
-      '-q',
-    ]);
+    const G = summedRows(J);
+    const { C } = clipBetween(G);
+    ok([`${m}.onnx`, '-i', `${m}_x.npy`, ...sumStatisticsFlags(C, `${m}_v.npy`, `${m}_u1.npy`), '-o', `${m}_sum.npz`, '-q']);
     const got = readNpz(join(dir, `${m}_sum.npz`));
     const v = array(`${m}_v.npy`);
     const u = array(`${m}_u1.npy`);
@@ -153,7 +112,7 @@ describe.each(MODELS)('%s', (m) => {
     expect(cross.shape).toEqual([J.N, J.K, J2.N, J2.K]);
     expectClose(cross.data as Float32Array, kernel(J, J2), 'cross-kernel');
     ok([`${m}.onnx`, '-i', `${m}_x.npy`, '--stat', 'gram', '--reduce', 'sum', '-o', `${m}_gram1.npy`, '-q']);
-    const G = summed(J);
+    const G = summedRows(J);
     expectClose(
       readNpy(join(dir, `${m}_gram1.npy`)).data as Float32Array,
       G.flatMap((a) => G.map((b) => dot(a, b))),
@@ -194,7 +153,7 @@ describe('a model that fixes its batch size (padding rows masked out of the sums
     ok(['fixed_batch/model.onnx', '-i', 'fixed_batch/input.npy', '--reduce', 'sum', '--stat', 'gram', '-o', 'fixed_gram.npy', '-q']);
     const J = load('fixed_batch/jacobian.npy');
     expect(J.N % 4).not.toBe(0);
-    const G = summed(J);
+    const G = summedRows(J);
     const got = readNpz(join(dir, 'fixed.npz'));
     const mean = new Float64Array(J.D);
     G.forEach((g) => g.forEach((x, i) => (mean[i] += x / J.N)));

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy, type NpyArray } from '../src/io/npy.js';
 import { readNpz } from '../src/io/npz.js';
-import { expectClose, FIXTURES, runCli, dot, runCliOk } from './helpers.js';
+import { clipBetween, expectClose, FIXTURES, jacobianRows, runCli, dot, runCliOk, summedRows, sumStatistics, sumStatisticsFlags } from './helpers.js';
 
 let dir: string;
 
@@ -27,16 +27,7 @@ const npz = (name: string) => readNpz(join(dir, name));
 const bytes = (a: NpyArray) => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
 
 /** Per-sample gradients of Σₖ zₖ (what --reduce sum differentiates), from functorch's J (N, K, D), in float64. */
-function summed(file: string): Float64Array[] {
-  const arr = readNpy(join(dir, file));
-  const [N, K, D] = arr.shape;
-  const J = Float64Array.from(arr.data as Float32Array);
-  return Array.from({ length: N }, (_, n) => {
-    const g = new Float64Array(D);
-    for (let k = 0; k < K; k++) J.subarray((n * K + k) * D, (n * K + k + 1) * D).forEach((v, i) => (g[i] += v));
-    return g;
-  });
-}
+const summed = (file: string): Float64Array[] => summedRows(jacobianRows(join(dir, file)));
 
 /** Entry by entry, the bytes of the concatenated pieces equal those of one unsharded run. */
 function expectConcatenated(full: Map<string, NpyArray>, pieces: Map<string, NpyArray>[], names: string[]): void {
@@ -106,25 +97,8 @@ describe.each(['mlp', 'cnn', 'seqfirst'])('%s: sums over the samples', (m) => {
     const G = summed(`${m}_J.npy`);
     const N = G.length;
     const D = G[0].length;
-    const norms = G.map((g) => Math.sqrt(dot(g, g)));
-    const C = [...norms].sort((a, b) => a - b)[Math.floor(N / 2)] * 0.999;
-    const common = [
-      `${m}.onnx`,
-      '-i',
-      `${m}_x.npy`,
-      '--reduce',
-      'sum',
-      ...['norm', 'sumsq', 'mean', 'variance', 'clipped-sum', 'jvp', 'vjp'].flatMap((s) => ['--stat', s]),
-      '--clip',
-      String(C),
-      '--vector',
-      `${m}_v.npy`,
-      '--cotangent',
-      `${m}_u1.npy`,
-      '--batch-size',
-      '3',
-      '-q',
-    ];
+    const { C } = clipBetween(G);
+    const common = [`${m}.onnx`, '-i', `${m}_x.npy`, ...sumStatisticsFlags(C, `${m}_v.npy`, `${m}_u1.npy`), '-q'];
     ok([...common, '-o', `${m}_sum_full.npz`]);
     // 3 chunks in 4 shards: shard 0 has no rows and writes zero sums with count 0.
     for (const i of [0, 1, 2, 3]) ok([...common, '--shard', `${i}/4`, '-o', `${m}_sum_${i}.npz`]);
@@ -160,25 +134,7 @@ describe.each(['mlp', 'cnn', 'seqfirst'])('%s: sums over the samples', (m) => {
       for (const name of ['sumsq', 'clipped_sum', 'vjp', 'mean', 'variance']) expectReordered(combined.get(name)!, full.get(name)!, N, `${file} ${name}`);
       // Against functorch.
       const u = Float64Array.from(readNpy(join(dir, `${m}_u1.npy`)).data as Float32Array);
-      const sumsq = new Float64Array(D);
-      const mean = new Float64Array(D);
-      const clipped = new Float64Array(D);
-      const vjp = new Float64Array(D);
-      G.forEach((g, n) =>
-        g.forEach((x, i) => {
-          sumsq[i] += x * x;
-          mean[i] += x / N;
-          clipped[i] += x * Math.min(1, C / norms[n]);
-          vjp[i] += u[n] * x;
-        }),
-      );
-      const variance = new Float64Array(D);
-      G.forEach((g) => g.forEach((x, i) => (variance[i] += (x - mean[i]) ** 2 / N)));
-      expectClose(combined.get('sumsq')!.data as Float32Array, sumsq, 'sumsq');
-      expectClose(combined.get('mean')!.data as Float32Array, mean, 'mean');
-      expectClose(combined.get('variance')!.data as Float32Array, variance, 'variance');
-      expectClose(combined.get('clipped_sum')!.data as Float32Array, clipped, 'clipped_sum');
-      expectClose(combined.get('vjp')!.data as Float32Array, vjp, 'vjp');
+      for (const [name, want] of Object.entries(sumStatistics(G, u, C))) expectClose(combined.get(name)!.data as Float32Array, want, name);
     }
   });
 });

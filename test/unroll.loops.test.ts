@@ -10,7 +10,7 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { DataType, type Graph, type Node, type Subgraph, type ValueInfo } from '../src/onnx/graph.js';
 import { encodeModel, makeTensor } from '../src/onnx/proto.js';
 import { verifyJacobian } from '../src/verify/verify.js';
-import { seededRandom } from './helpers.js';
+import { addDataInput, emptyGraph, seededRandom } from './helpers.js';
 
 const [N, T, I, H] = [3, 4, 2, 3];
 
@@ -44,27 +44,10 @@ function base(opset = 13): {
   param: (name: string, dims: number[], into?: Graph) => string;
 } {
   const random = seededRandom(5);
-  const graph: Graph = {
-    name: 'loops',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', opset]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('loops', opset);
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const inputs = new Map<string, NpyArray>();
-  const data = (name: string, dims: number[], symbolic: (number | string)[] = dims) => {
-    inputs.set(name, {
-      dtype: 'float32',
-      shape: [N, ...dims],
-      data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1),
-    });
-    graph.inputs.push({ name, elemType: DataType.FLOAT, dims: ['N', ...symbolic] });
-    return name;
-  };
+  const data = (name: string, dims: number[], symbolic: (number | string)[] = dims) => addDataInput(graph, inputs, random, N, name, dims, symbolic);
   const param = (name: string, dims: number[], into: Graph = graph) => {
     const values = Float32Array.from({ length: dims.reduce((a, d) => a * d, 1) }, () => 0.8 * (2 * random() - 1));
     into.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));
@@ -75,16 +58,7 @@ function base(opset = 13): {
 
 /** An Elman cell as a body: h' = Tanh(x·W + h·U + b) ⊙ scale, scale an initializer of the body. */
 function cellBody(param: (name: string, dims: number[], into?: Graph) => string, stateFirst: boolean, extraInputs: [string, number][] = []) {
-  const scratch: Graph = {
-    name: 'body',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', 13]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const scratch = emptyGraph('body', 13);
   const bb = new GraphBuilder(scratch, DataType.FLOAT, 'body');
   const scale = param('scale', [H], scratch);
   const pre = bb.add(bb.add(bb.op1('MatMul', ['x_t', 'W']), bb.op1('MatMul', ['h_in', 'U'])), 'b');

@@ -12,7 +12,7 @@ import { DataType, type Graph } from '../src/onnx/graph.js';
 import { encodeModel, FloatsValue, makeAttribute, makeTensor } from '../src/onnx/proto.js';
 import { planJacobian } from '../src/run/jacobian.js';
 import { verifyJacobian } from '../src/verify/verify.js';
-import { seededRandom } from './helpers.js';
+import { addDataInput, emptyGraph, seededRandom } from './helpers.js';
 
 interface RnnCase {
   op: 'LSTM' | 'GRU' | 'RNN';
@@ -51,27 +51,10 @@ function rnnModel(c: RnnCase, head: boolean): { graph: Graph; inputs: Map<string
   const [H, I, T, N] = [c.hidden ?? 3, c.input ?? 2, c.steps ?? 4, c.batch ?? 3];
   const layout = c.layout ?? 0;
   const G = GATES[c.op];
-  const graph: Graph = {
-    name: 'rnn',
-    nodes: [],
-    inputs: [],
-    outputs: [],
-    initializers: new Map(),
-    opsetImports: new Map([['', c.opset ?? 14]]),
-    irVersion: 8,
-    functions: [],
-  };
+  const graph = emptyGraph('rnn', c.opset ?? 14);
   const b = new GraphBuilder(graph, DataType.FLOAT, 'case');
   const inputs = new Map<string, NpyArray>();
-  const data = (name: string, dims: number[], symbolic: (number | string)[]) => {
-    inputs.set(name, {
-      dtype: 'float32',
-      shape: [N, ...dims],
-      data: Float32Array.from({ length: N * dims.reduce((a, d) => a * d, 1) }, () => 2 * random() - 1),
-    });
-    graph.inputs.push({ name, elemType: DataType.FLOAT, dims: ['N', ...symbolic] });
-    return name;
-  };
+  const data = (name: string, dims: number[], symbolic: (number | string)[]) => addDataInput(graph, inputs, random, N, name, dims, symbolic);
   const parameter = (name: string, dims: number[], scale = 0.6) => {
     const values = Float32Array.from({ length: dims.reduce((a, d) => a * d, 1) }, () => scale * (2 * random() - 1));
     graph.initializers.set(name, makeTensor(name, DataType.FLOAT, dims, new Uint8Array(values.buffer)));

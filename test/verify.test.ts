@@ -8,12 +8,13 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { analyze } from '../src/analysis/analyze.js';
 import { UsageError } from '../src/errors.js';
-import { arrayRows } from '../src/io/rows.js';
+import type { NpyArray } from '../src/io/npy.js';
+import { arrayRows, type RowSource } from '../src/io/rows.js';
 import type { Attrs, GraphBuilder } from '../src/onnx/builder.js';
 import type { Graph } from '../src/onnx/graph.js';
 import { encodeModel, loadModel } from '../src/onnx/proto.js';
 import { MemorySink } from '../src/output.js';
-import { planJacobian } from '../src/run/jacobian.js';
+import { planJacobian, type JacobianOptions } from '../src/run/jacobian.js';
 import { probeShapes } from '../src/run/probe.js';
 import { ROUNDOFF_INPUT, toDouble } from '../src/verify/double.js';
 import { nearKinks } from '../src/verify/kinks.js';
@@ -31,6 +32,24 @@ function describeWorst(result: VerifyResult): string {
   return `worst relative error ${worst.relativeError} (${worst.parameter ?? 'all parameters'}, direction ${worst.direction}) against tolerance ${result.tolerance}`;
 }
 
+/** The pipeline's J (flat) of a model on inputs in memory, its parameters, and J × factor. */
+async function pipelineJacobian(graph: Graph, inputs: Map<string, NpyArray | RowSource>, options: JacobianOptions = {}) {
+  const { plan, run } = await planJacobian(graph, inputs, { ...options, layout: 'flat' });
+  const sink = new MemorySink(plan.blocks);
+  await run(sink);
+  const [jacobian] = sink.result();
+  const scaled = (factor: number) => ({ ...jacobian, data: jacobian.data.map((v) => v * factor) });
+  return { jacobian, parameters: plan.parameters, scaled };
+}
+
+/** J with the columns of one parameter's block multiplied by `factor`. */
+function scaleBlock<T extends NpyArray>(jacobian: T, block: { offset: number; size: number }, factor: number): T {
+  const D = jacobian.shape[jacobian.shape.length - 1];
+  const data = (jacobian.data as Float32Array | Float64Array).slice();
+  for (let row = 0; row < data.length; row += D) for (let i = block.offset; i < block.offset + block.size; i++) data[row + i] *= factor;
+  return { ...jacobian, data };
+}
+
 /** J for the first `count` samples of a fixture, from the pipeline. */
 async function fixtureJacobian(name: string, count: number) {
   const { graph, inputs, options } = fixture(name);
@@ -40,10 +59,8 @@ async function fixtureJacobian(name: string, count: number) {
       arrayRows({ ...arr, shape: [count, ...arr.shape.slice(1)], data: arr.data.subarray(0, (count * arr.data.length) / arr.shape[0]) }),
     ]),
   );
-  const { plan, run } = await planJacobian(graph, batch, { ...options, layout: 'flat' });
-  const sink = new MemorySink(plan.blocks);
-  await run(sink);
-  return { graph, inputs, options, jacobian: sink.result()[0], parameters: plan.parameters };
+  const { jacobian, parameters } = await pipelineJacobian(graph, batch, options);
+  return { graph, inputs, options, jacobian, parameters };
 }
 
 describe('verifyJacobian on the fixtures', () => {
@@ -149,11 +166,8 @@ describe('checkJacobian on corrupted Jacobians', () => {
 
   it('a bias block off by 1% fails in float64', async () => {
     const { graph, inputs, options, jacobian, parameters } = await fixtureJacobian('lenet10', 4);
-    const D = jacobian.shape[jacobian.shape.length - 1];
     const bias = parameters.find((p) => p.name === '3.bias')!;
-    const corrupted = jacobian.data.slice();
-    for (let row = 0; row < corrupted.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) corrupted[row + i] *= 1.01;
-    const result = await checkJacobian(graph, inputs, { ...jacobian, data: corrupted }, options);
+    const result = await checkJacobian(graph, inputs, scaleBlock(jacobian, bias, 1.01), options);
     expect(result.passed).toBe(false);
     const failing = result.details.filter((d) => d.relativeError > result.tolerance);
     expect(failing.filter((d) => d.parameter === '3.bias')).toHaveLength(result.directions);
@@ -216,17 +230,11 @@ describe('scopes of many parameters', () => {
     // worst relative error 3.9e-4 (W0, B0, W1, direction 0) against the tolerance 1e-3. Now
     // B0 is checked with blocks of its own size: failed, 6.0e-3.
     const { graph, inputs } = deepModel();
-    const { plan, run } = await planJacobian(graph, new Map([...inputs].map(([k, v]) => [k, arrayRows(v)])), { layout: 'flat' });
-    const sink = new MemorySink(plan.blocks);
-    await run(sink);
-    const [jacobian] = sink.result();
-    const D = jacobian.shape[jacobian.shape.length - 1];
-    const bias = plan.parameters.find((p) => p.name === 'B0')!;
-    const weight = plan.parameters.find((p) => p.name === 'W0')!;
-    const corrupted = jacobian.data.slice();
-    for (let row = 0; row < corrupted.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) corrupted[row + i] *= 1.005;
+    const { jacobian, parameters } = await pipelineJacobian(graph, inputs);
+    const bias = parameters.find((p) => p.name === 'B0')!;
+    const weight = parameters.find((p) => p.name === 'W0')!;
     const honest = await checkJacobian(graph, inputs, jacobian);
-    const result = await checkJacobian(graph, inputs, { ...jacobian, data: corrupted });
+    const result = await checkJacobian(graph, inputs, scaleBlock(jacobian, bias, 1.005));
     expect(honest.passed, describeWorst(honest)).toBe(true);
     // B0 is a small block: along no direction is it checked with W0.
     for (let r = 0; r < honest.directions; r++) {
@@ -240,9 +248,7 @@ describe('scopes of many parameters', () => {
     expect(weight.size).toBeGreaterThan(bias.size);
     // A block J makes too large lands among large blocks, one made too small (zeros) among small ones: both fail.
     for (const factor of [20, 0]) {
-      const scaled = jacobian.data.slice();
-      for (let row = 0; row < scaled.length; row += D) for (let i = bias.offset; i < bias.offset + bias.size; i++) scaled[row + i] *= factor;
-      const wrong = await checkJacobian(graph, inputs, { ...jacobian, data: scaled });
+      const wrong = await checkJacobian(graph, inputs, scaleBlock(jacobian, bias, factor));
       expect([factor, wrong.passed, wrong.inconclusive]).toEqual([factor, false, false]);
       const failing = wrong.details.filter((d) => d.parameter !== undefined && d.relativeError > wrong.tolerance);
       expect(failing.length).toBeGreaterThan(0);
@@ -303,11 +309,7 @@ describe('finite differences across kinks', () => {
       build: (b, { x }, p) => b.op1('Gemm', [b.op1('Relu', [b.op1('Gemm', [x, p.W1, p.B1])]), p.W2]),
       batch: 2,
     });
-    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
-    const sink = new MemorySink(plan.blocks);
-    await run(sink);
-    const [jacobian] = sink.result();
-    const scaled = (factor: number) => ({ ...jacobian, data: jacobian.data.map((v) => v * factor) });
+    const { scaled } = await pipelineJacobian(graph, inputs);
     return { graph, inputs, scaled };
   }
 
@@ -334,10 +336,7 @@ describe('finite differences across kinks', () => {
       },
       batch: 64,
     });
-    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
-    const sink = new MemorySink(plan.blocks);
-    await run(sink);
-    const [jacobian] = sink.result();
+    const { jacobian } = await pipelineJacobian(graph, inputs);
     const options = { precision: 'float32' as const };
     const honest = await checkJacobian(graph, inputs, jacobian, options);
     expect(honest.kinkCrossings).toBeGreaterThan(10);
@@ -401,11 +400,7 @@ describe('outputs much larger than their derivatives (a bias of 1000 after an Er
       build: (b, { x }, p) => b.op1('Gemm', [b.op1('Erf', [b.op1('Gemm', [x, p.W1])]), p.W2, p.C]),
       batch: 4,
     });
-    const { plan, run } = await planJacobian(graph, new Map([['x', arrayRows(inputs.get('x')!)]]), { layout: 'flat' });
-    const sink = new MemorySink(plan.blocks);
-    await run(sink);
-    const [jacobian] = sink.result();
-    const scaled = (factor: number) => ({ ...jacobian, data: jacobian.data.map((v) => v * factor) });
+    const { scaled } = await pipelineJacobian(graph, inputs);
     return { graph, inputs, scaled };
   }
 

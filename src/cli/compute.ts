@@ -136,8 +136,8 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
   const progress = showProgress ? progressPrinter(process.stderr) : undefined;
   let planned: Awaited<ReturnType<typeof planJacobian>>;
   try {
-    const { graph, modelOutput, widened } = await withLoss(model, inputs, opts);
-    planned = await planJacobian(graph, inputs, {
+    const { model: differentiated, modelOutput } = await withLoss(model, inputs, opts);
+    planned = await planJacobian(differentiated, inputs, {
       modelOutput,
       reduce: opts.reduce,
       layout,
@@ -153,8 +153,6 @@ export async function computeCommand(modelPath: string, opts: ComputeOptions): P
       vectorStrategy: opts.vectorStrategy,
       onProgress: progress?.update,
     });
-    // With --loss the model was widened before the loss was appended: planJacobian saw a float32 graph.
-    planned.plan.widened ??= widened;
   } catch (err) {
     for (const input of inputs.values()) input.close();
     throw err;

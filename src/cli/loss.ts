@@ -4,9 +4,8 @@ import { openNpyRows, type RowSource } from '../io/rows.js';
 import { appendLoss, type LossKind } from '../loss/append.js';
 import { checkClassTargets } from '../loss/targets.js';
 import { DataType, type Graph } from '../onnx/graph.js';
-import type { Widened } from '../onnx/widen.js';
 import { conformInput } from '../run/convert.js';
-import { resolveOutput } from '../run/jacobian.js';
+import { resolveOutput, type PreparedModel } from '../run/jacobian.js';
 import { prepareGraphWithNotes } from '../analysis/prepare.js';
 
 export interface LossOptions {
@@ -16,16 +15,19 @@ export interface LossOptions {
   modelOutput?: string;
 }
 
-/** The graph to differentiate and its output: the model's, or the loss appended to it (the target joins `inputs`). */
+/**
+ * The model to differentiate and its output: the model's, or the loss appended to the prepared
+ * model (the target joins `inputs`), which the pipeline takes as prepared.
+ */
 export async function withLoss(
   model: Graph,
   inputs: Map<string, RowSource>,
   opts: LossOptions,
-): Promise<{ graph: Graph; modelOutput: string | undefined; widened?: Widened }> {
+): Promise<{ model: Graph | PreparedModel; modelOutput: string | undefined }> {
   if (opts.loss === undefined) {
     if (opts.target !== undefined) throw new UsageError('--target is the target of --loss: pass --loss <kind> too');
     if (opts.huberDelta !== undefined) throw new UsageError('--huber-delta goes with --loss huber');
-    return { graph: model, modelOutput: opts.modelOutput };
+    return { model, modelOutput: opts.modelOutput };
   }
   if (opts.target === undefined) throw new UsageError(`--loss ${opts.loss} needs the targets: --target y.npy (axis 0 = samples)`);
   if (opts.huberDelta !== undefined && opts.loss !== 'huber') throw new UsageError('--huber-delta goes with --loss huber');
@@ -39,7 +41,7 @@ export async function withLoss(
     const appended = appendLoss(graph, output, opts.loss, target, opts.huberDelta ?? 1);
     if (appended.classes !== undefined) await checkClassTargets(target, appended.classes);
     inputs.set(appended.targetInput, target);
-    return { graph: appended.graph, modelOutput: appended.output, widened };
+    return { model: { graph: appended.graph, widened }, modelOutput: appended.output };
   } catch (err) {
     target.close(); // (conformInput closed the file it read)
     throw err;

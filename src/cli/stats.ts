@@ -176,7 +176,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
   const { inputs } = await bindInputs(model, inputBindings(opts.input), note);
   const opened: RowSource[] = [...inputs.values()];
   try {
-    const { graph, modelOutput, widened: lossWidened } = await withLoss(model, inputs, opts);
+    const { model: differentiated, modelOutput } = await withLoss(model, inputs, opts);
     if (opts.loss && opts.input2 && opts.input2.length > 0)
       throw new UsageError('--input2 with --loss would need targets for the second set; compute the kernel of the model output');
     const showProgress = !opts.quiet && !opts.json && process.stderr.isTTY === true;
@@ -198,11 +198,11 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     if (stats.includes('gram')) {
       const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, inputBindings(opts.input2), note)).inputs : undefined;
       if (second) opened.push(...second.values());
-      planned = await planGram(graph, inputs, second, common);
+      planned = await planGram(differentiated, inputs, second, common);
     } else {
       const cotangent = opts.cotangent ? openNpyRows(opts.cotangent) : undefined;
       if (cotangent) opened.push(cotangent);
-      planned = await planStats(graph, inputs, {
+      planned = await planStats(differentiated, inputs, {
         ...common,
         stats,
         clip: opts.clip,
@@ -285,8 +285,7 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     }
     if (opts.verbose) {
       const lines = Object.entries({ ...plan.timings, total: performance.now() - started }).map(([k, v]) => `  ${k.padEnd(9)} ${(v / 1000).toFixed(3)} s`);
-      const widened = plan.widened ?? lossWidened;
-      const precision = widened ? `precision: ${widenedNote(widened)}\n` : '';
+      const precision = plan.widened ? `precision: ${widenedNote(plan.widened)}\n` : '';
       process.stderr.write(
         `${precision}${plan.forms.map((f) => `${f}\n`).join('')}timing (batch size ${plan.batchSize}):\n${lines.join('\n')}\npeak ` +
           `memory (RSS) ${formatBytes(process.resourceUsage().maxRSS * 1024)}\n`,

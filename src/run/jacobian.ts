@@ -357,6 +357,16 @@ export interface PipelineOptions extends AnalyzeOptions {
   maxMemory?: number;
 }
 
+/**
+ * A model prepared already (prepareGraphWithNotes: functions inlined, recurrences unrolled, float16
+ * widened), which preparePipeline takes as it is: --loss prepares the model before it appends the loss.
+ */
+export interface PreparedModel {
+  graph: Graph;
+  /** What float16 / bfloat16 the model held, widened to float32. */
+  widened: Widened | undefined;
+}
+
 /** The model before any data: prepared (functions inlined, recurrences unrolled), its output chosen, analysed. */
 export interface AnalysedModel {
   graph: Graph;
@@ -398,17 +408,18 @@ function refuseFor(analysis: Analysis, wrt: AnalyzeOptions['wrt']): void {
   }
 }
 
-const isAnalysed = (model: Graph | AnalysedModel): model is AnalysedModel => 'analysis' in model;
+const isAnalysed = (model: Graph | PreparedModel | AnalysedModel): model is AnalysedModel => 'analysis' in model;
+const isPrepared = (model: Graph | PreparedModel): model is PreparedModel => 'graph' in model;
 
 /**
  * The one way in, for J, its statistics, `check` and `check --verify` alike: inputs checked,
- * the model prepared and analysed (or taken as analyseModel left it, analysed with the same
- * options), refused if ineligible, and probed. Ops along axis 0 read it as the batch; where the
- * probe finds the samples elsewhere, the graph is rewritten to run them on batch-first data,
- * and a sequence-first output is transposed to batch-first.
+ * the model prepared and analysed (or taken as prepared already, or as analyseModel left it,
+ * analysed with the same options), refused if ineligible, and probed. Ops along axis 0 read it
+ * as the batch; where the probe finds the samples elsewhere, the graph is rewritten to run them
+ * on batch-first data, and a sequence-first output is transposed to batch-first.
  */
 export async function preparePipeline(
-  model: Graph | AnalysedModel,
+  model: Graph | PreparedModel | AnalysedModel,
   given: Map<string, NpyArray | RowSource>,
   options: PipelineOptions = {},
 ): Promise<Pipeline> {
@@ -421,7 +432,7 @@ export async function preparePipeline(
     t = now;
   };
   const analysed = isAnalysed(model) ? model : undefined;
-  const prepared = analysed ?? prepareGraphWithNotes(model as Graph);
+  const prepared = isPrepared(model) ? model : prepareGraphWithNotes(model);
   let graph = prepared.graph;
   const widened = prepared.widened;
   // Data in the float16 model's own type, given as arrays (bindInputs converts files already), is widened as the model is.
@@ -479,12 +490,16 @@ export function firstSamples(pipeline: Pipeline, count: number): Pipeline {
   return { ...pipeline, inputs, samples: count };
 }
 
-const isPipeline = (model: Graph | Pipeline): model is Pipeline => 'shapes' in model && 'analysis' in model;
+const isPipeline = (model: Graph | PreparedModel | Pipeline): model is Pipeline => 'shapes' in model && 'analysis' in model;
 
 const estimateSummary = (cost: ModeCost) => ({ multiplyAddsPerSample: Math.round(cost.total), runsPerChunk: cost.runs, words: cost.words });
 
 /** Analysis, probe (or a pipeline prepared already) and Jacobian graph; then `run` streams the chunks into a sink. */
-export async function planJacobian(model: Graph | Pipeline, given: Map<string, NpyArray | RowSource> = new Map(), options: JacobianOptions = {}) {
+export async function planJacobian(
+  model: Graph | PreparedModel | Pipeline,
+  given: Map<string, NpyArray | RowSource> = new Map(),
+  options: JacobianOptions = {},
+) {
   const pipeline = isPipeline(model) ? model : await preparePipeline(model, given, options);
   const { output, analysis, shapes, inputs, samples, fixedBatch, timings, lap } = pipeline;
   const outputShape = shapes.perSample(output);

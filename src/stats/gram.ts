@@ -17,7 +17,7 @@ import { ScratchRows } from './scratch.js';
 import { GarbageMeter } from './collect.js';
 import { buildGradientGraph } from '../persample/build.js';
 import { checkIndexRanges } from '../run/indices.js';
-import { checkInputs, type OutputBlock } from '../run/jacobian.js';
+import { checkInputs, type OutputBlock, type PreparedModel } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { ORT_TYPE } from '../run/tensors.js';
 import { rangeChunks, resolveRows, type RowRange } from '../run/shards.js';
@@ -141,7 +141,7 @@ const KERNEL_INPUT_TARGET = 32 * 1024 * 1024;
 const SLAB_TARGET = 8 * 1024 * 1024;
 
 export async function planGram(
-  model: Graph,
+  model: Graph | PreparedModel,
   given: Map<string, NpyArray | RowSource>,
   second: Map<string, NpyArray | RowSource> | undefined,
   options: GramOptions,

@@ -17,7 +17,7 @@ import { asRowSource, type RowSource } from '../io/rows.js';
 import type { Graph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
 import type { Widened } from '../onnx/widen.js';
-import { preparePipeline, type OutputBlock, type Reduce } from '../run/jacobian.js';
+import { preparePipeline, type OutputBlock, type PreparedModel, type Reduce } from '../run/jacobian.js';
 import { makeSeed } from '../run/seed.js';
 import { sessionOptions } from '../run/session.js';
 import { ELEM_TYPE_NAME, ORT_TYPE, paddedRows } from '../run/tensors.js';
@@ -87,7 +87,7 @@ export interface Prepared {
 
 /** Everything before the graph (the pipeline J starts from too), and what statistics need beyond it. */
 export async function prepare(
-  model: Graph,
+  model: Graph | PreparedModel,
   given: Map<string, NpyArray | RowSource>,
   options: ParameterSelection & { wrt?: Wrt; modelOutput?: string; reduce?: Reduce; threads?: number; strict?: boolean },
 ): Promise<Prepared> {
@@ -224,7 +224,7 @@ export function statsBatchSize(p: Prepared, directElements: number, maxMemory = 
   return Math.max(1, Math.min(p.samples, MAX_CHUNK, byBudget, Math.max(byTarget, MIN_CHUNK)));
 }
 
-export async function planStats(model: Graph, given: Map<string, NpyArray | RowSource>, options: StatsOptions) {
+export async function planStats(model: Graph | PreparedModel, given: Map<string, NpyArray | RowSource>, options: StatsOptions) {
   const p = await prepare(model, given, options);
   const wrt = options.wrt ?? 'parameters';
   checkStatOptions(p, options, columns(p, wrt));

@@ -9,7 +9,8 @@ Prints one JSON line: what ran where, and the comparisons.
 import json
 import os
 import subprocess
-import sys
+
+from cluster import cluster_client, read_spec, run_per_shard
 
 
 def run_shard(spec, index):
@@ -22,27 +23,16 @@ def run_shard(spec, index):
 
 
 def main():
-    with open(sys.argv[1]) as f:
-        spec = json.load(f)
+    spec = read_spec()
     import numpy as np
     import dask.array as da
-    from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=spec["workers"], threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
-    try:
-        with Client(cluster, timeout=spec["timeout"]) as client:
-            workers = sorted(client.scheduler_info()["workers"])
-            # Pinned round-robin, so the shards provably run in different processes.
-            futures = [client.submit(run_shard, spec, i, workers=[workers[i % len(workers)]], pure=False)
-                       for i in range(spec["shards"])]
-            tasks = client.gather(futures, errors="raise")
-            # Read on the cluster too: one dask task per Zarr chunk.
-            J = da.from_zarr(spec["store"])
-            chunks = J.numblocks[0]
-            values = J.compute()
-    finally:
-        cluster.close()
+    with cluster_client(spec) as client:
+        tasks = run_per_shard(client, spec, run_shard)
+        # Read on the cluster too: one dask task per Zarr chunk.
+        J = da.from_zarr(spec["store"])
+        chunks = J.numblocks[0]
+        values = J.compute()
 
     single = np.load(spec["single"])
     reference = np.load(spec["reference"])

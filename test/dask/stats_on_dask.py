@@ -10,7 +10,8 @@ Prints one JSON line: what ran where, and the comparisons.
 import json
 import os
 import subprocess
-import sys
+
+from cluster import cluster_client, read_spec, run_per_shard
 
 
 def run_shard(spec, index):
@@ -30,23 +31,13 @@ def run_combine(spec, parts):
 
 
 def main():
-    with open(sys.argv[1]) as f:
-        spec = json.load(f)
+    spec = read_spec()
     import numpy as np
-    from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=spec["workers"], threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
-    try:
-        with Client(cluster, timeout=spec["timeout"]) as client:
-            workers = sorted(client.scheduler_info()["workers"])
-            futures = [client.submit(run_shard, spec, i, workers=[workers[i % len(workers)]], pure=False)
-                       for i in range(spec["shards"])]
-            tasks = client.gather(futures, errors="raise")
-            # Shards in reverse order: combine sorts the pieces by their rows.
-            combined = client.submit(run_combine, spec, [t["path"] for t in reversed(tasks)], pure=False).result()
-    finally:
-        cluster.close()
+    with cluster_client(spec) as client:
+        tasks = run_per_shard(client, spec, run_shard)
+        # Shards in reverse order: combine sorts the pieces by their rows.
+        combined = client.submit(run_combine, spec, [t["path"] for t in reversed(tasks)], pure=False).result()
 
     single = np.load(spec["single"])
     got = np.load(combined["path"])
