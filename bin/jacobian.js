@@ -4,7 +4,7 @@
 // JavaScript handler runs, so this parent reports what was running, removes the child's
 // temporary output file and exits with code 3 (runtime failure) instead of dying silently.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+// The codes the CLI itself exits with: 0–3 (src/errors.ts) and those of the signals it handles.
+const OWN_EXIT_CODES = [0, 1, 2, 3, ...Object.values(SIGNAL_EXIT)];
 
 // The CLI bundled into one module (npm run build): loading the hundred-odd modules of dist/ one by
 // one took about a third of the start-up (docs/performance.md).
@@ -66,6 +68,16 @@ function removeTemporaryOutput(args, pid) {
   }
 }
 
+/** The address-space limit of this process (ulimit -v, which the child inherits) in words, or undefined when unlimited or unknown. */
+function addressSpaceLimit() {
+  try {
+    const m = /^Max address space\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? `${Math.round(Number(m[1]) / 2 ** 20)} MiB` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function guard() {
   const args = process.argv.slice(2);
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
@@ -97,23 +109,30 @@ function guard() {
     child.on('close', (code, signal) => {
       for (const s of FORWARDED) process.off(s, forward);
       if (pending) stage = pending;
-      if (signal === null) {
+      if (signal === null && (code === null || OWN_EXIT_CODES.includes(code))) {
         process.exitCode = code ?? 3;
       } else if (signal in SIGNAL_EXIT) {
         removeTemporaryOutput(args, child.pid);
         process.exitCode = SIGNAL_EXIT[signal];
       } else {
+        // A signal, or an exit code the CLI never gives (the dynamic loader's 127 when it cannot
+        // map onnxruntime's thread-local storage, say): the child died before any handler of ours ran.
         removeTemporaryOutput(args, child.pid);
+        const ended = signal === null ? `ended with exit code ${code}` : `crashed with ${signal}`;
         const during = stage ? ` while ${stage}` : '';
-        const why = signal === 'SIGKILL' ? ' (killed from outside, often by the out-of-memory killer: try a smaller --batch-size or --max-memory)' : '';
+        const limit = addressSpaceLimit();
+        const why =
+          signal === 'SIGKILL'
+            ? ' (killed from outside, often by the out-of-memory killer: try a smaller --batch-size or --max-memory)'
+            : limit
+              ? ` (the address space is limited to ${limit} (ulimit -v), and memory running out under it stops native code: raise the limit, or lower --max-memory or --threads)`
+              : '';
         process.stderr.write(
-          `jacobian: runtime failure: the computation crashed with ${signal}${during}${why}; no output was written. ` +
+          `jacobian: runtime failure: the computation ${ended}${during}${why}; no output was written. ` +
             `This is a bug in onnxruntime or in the graph onnx-jacobian built: please report it with the model and the command line (jacobian ${args.join(' ')}).\n`,
         );
         if (args.includes('--json'))
-          process.stdout.write(
-            `${JSON.stringify({ ok: false, exitCode: 3, error: `crashed with ${signal}${during}`, signal, stage: stage || null }, null, 2)}\n`,
-          );
+          process.stdout.write(`${JSON.stringify({ ok: false, exitCode: 3, error: `${ended}${during}`, signal, stage: stage || null }, null, 2)}\n`);
         process.exitCode = 3;
       }
       done();

@@ -46,6 +46,18 @@ describe('a crash of the computing process', () => {
     expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
 
+  it('an exit code the CLI never gives (the dynamic loader stopping the process) is a runtime failure too', () => {
+    writeFileSync(join(dir, 'J127.npy'), 'keep');
+    const r = jacobian(['embedding/model.onnx', '-i', 'embedding/input.npy', '-o', 'J127.npy'], {
+      JACOBIAN_TEST_CRASH_AT: 'running the Jacobian graph',
+      JACOBIAN_TEST_CRASH_EXIT: '127',
+    });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/^jacobian: runtime failure: the computation ended with exit code 127 while running the Jacobian graph/);
+    expect(readFileSync(join(dir, 'J127.npy'), 'utf8')).toBe('keep');
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+
   it('in check --json: exit 3 and a JSON error naming the probe', () => {
     const r = jacobian(['check', 'embedding/model.onnx', '-i', 'embedding/input.npy', '--json'], { JACOBIAN_TEST_CRASH_AT: 'probe graph' });
     expect(r.code).toBe(3);

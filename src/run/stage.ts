@@ -6,8 +6,11 @@ import { writeSync } from 'node:fs';
 
 const fd = Number(process.env.JACOBIAN_STAGE_FD ?? NaN);
 // Fault injection for the guard's tests: the process kills itself with SIGSEGV at the first
-// stage whose description contains this text, as a crash inside onnxruntime would.
+// stage whose description contains this text, as a crash inside onnxruntime would; with
+// JACOBIAN_TEST_CRASH_EXIT it ends there with that exit code and no handler run, as the dynamic
+// loader does when it cannot map a library's thread-local storage (exit code 127).
 const crashAt = process.env.JACOBIAN_TEST_CRASH_AT;
+const crashExit = Number(process.env.JACOBIAN_TEST_CRASH_EXIT ?? NaN);
 
 export function reportStage(what: string): void {
   try {
@@ -15,5 +18,7 @@ export function reportStage(what: string): void {
   } catch {
     // The guard is gone or never listened: nothing to tell.
   }
-  if (crashAt && what.includes(crashAt)) process.kill(process.pid, 'SIGSEGV');
+  if (!crashAt || !what.includes(crashAt)) return;
+  if (Number.isInteger(crashExit)) (process as unknown as { reallyExit(code: number): never }).reallyExit(crashExit);
+  process.kill(process.pid, 'SIGSEGV');
 }
