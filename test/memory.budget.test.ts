@@ -95,7 +95,7 @@ describe('the memory budget', () => {
     expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
   });
 
-  it('holds in reverse mode with a dense output, K = 128 and D = 16,512, its seeds in blocks at 32 MB', () => {
+  it('holds in reverse mode with a dense output, K = 128 and D = 16,512, its seeds in blocks at 32 MB; at 16 MB it says it cannot', () => {
     // One sample per chunk, each run's outputs written in place in its rows of J: about 3 copies of
     // them (24 to 29 MiB). Joining the blocks by an in-graph Concat (a memory arena, a seed session
     // per block) took 56 to 79 MiB.

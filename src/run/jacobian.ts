@@ -86,7 +86,10 @@ export interface OutputBlock {
   shape: number[];
 }
 
-/** Receives each chunk's rows: one buffer per output block, in block order. */
+/**
+ * Receives each chunk's rows: one buffer per output block, in block order. Once a write resolves,
+ * its buffers may be reused for a later chunk (seed and direction blocks do): a sink copies what it keeps.
+ */
 export interface JacobianSink {
   write(blocks: Uint8Array[]): Promise<void>;
   /**
