@@ -304,10 +304,10 @@ function trialRows(batchSize: number): number {
 const SEED_BLOCK_MARGIN = 4;
 
 /**
- * Copies of one sample's rows of J with seed blocks: the chunk's, the previous chunk's still being
- * written, and onnxruntime-node's copies of the runs' outputs (collected every eighth of the budget).
+ * A seed's row of J in a seed block's run: onnxruntime's output (in its arena, grown in powers of
+ * two) and onnxruntime-node's copy of it (measured: 3.4 rows per seed on a dense K = 128 output).
  */
-const SEED_BLOCK_ROW_COPIES = 3;
+const SEED_ROW_COPIES = 3;
 
 /**
  * Forward mode's one-hot directions E (s, ...W) per parameter, made in every run: with all D
@@ -494,18 +494,27 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   // Both modes' blocks are planned before the choice, which weighs their runs.
   // Reverse mode: when one sample with all K seeds would not fit the budget, the chunks hold one
   // sample and its seeds go in blocks of as many as fit, one run per block, each run's outputs
-  // written in place in the sample's rows of J (src/run/seedBlocks.ts): SEED_BLOCK_ROW_COPIES
-  // copies of those rows, not the four of a chunk whose outputs come out of onnxruntime whole.
+  // written in place in the sample's rows of J (src/run/seedBlocks.ts): two sets of those rows (the
+  // chunk's and the previous chunk's, still being written), onnxruntime-node's copies of the runs'
+  // outputs (collected every eighth of the budget), and per seed the path and SEED_ROW_COPIES of its row.
   // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
   // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
-  let seedBlock: { copies: number; estimate: number } | undefined;
+  let seedBlock: { copies: number; estimate: number; note: string } | undefined;
   if (copies > 1 && options.batchSize === undefined) {
-    const perSeed = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
-    const whole = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + copies * perSeed;
+    const perPath = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    const whole = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + copies * perPath;
     if (whole > BUDGET_SHARE * budget) {
-      const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + SEED_BLOCK_ROW_COPIES * outputBytesPerSample;
-      const fitting = Math.min(copies, Math.max(1, Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1))));
-      seedBlock = { copies: fitting, estimate: base + fitting * perSeed };
+      const perSeed = perPath + (SEED_ROW_COPIES * outputBytesPerSample) / copies;
+      const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + 2 * outputBytesPerSample + budget / 8;
+      const room = Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1));
+      const fitting = Math.min(copies, Math.max(1, room));
+      const estimate = base + fitting * perSeed;
+      const runs = Math.ceil(copies / fitting);
+      const note =
+        room < 1
+          ? `; the seeds in ${runs} runs of ${fitting}, though one sample's rows of J with one seed a run exceed --max-memory (about ${Math.ceil(estimate / BUDGET_SHARE / 2 ** 20)} MiB needed)`
+          : `; the seeds in ${runs} runs of ${fitting} to fit --max-memory`;
+      seedBlock = { copies: fitting, estimate, note };
     }
   }
   // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
@@ -601,10 +610,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   if (mode === 'reverse' && seedBlock) {
     copies = seedBlock.copies;
     seedMode = { kind: 'block', copies };
-    modeReason +=
-      copies < outputElements
-        ? `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`
-        : `; one sample per chunk, its ${copies} seeds in one run, to fit --max-memory`;
+    modeReason += seedBlock.note;
     blockEstimate = seedBlock.estimate;
   }
   let directions = D;
