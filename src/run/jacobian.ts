@@ -508,13 +508,18 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
       const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + 2 * outputBytesPerSample + budget / 8;
       const room = Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1));
       const fitting = Math.min(copies, Math.max(1, room));
-      const estimate = base + fitting * perSeed;
       const runs = Math.ceil(copies / fitting);
-      const note =
+      // Where not even one seed a run fits the budget's share, what the chunk needs is the budget that would hold it
+      // (the run then says it goes beyond --max-memory wherever that exceeds it).
+      const needed = (base + fitting * perSeed) / BUDGET_SHARE;
+      seedBlock =
         room < 1
-          ? `; the seeds in ${runs} runs of ${fitting}, though one sample's rows of J with one seed a run exceed --max-memory (about ${Math.ceil(estimate / BUDGET_SHARE / 2 ** 20)} MiB needed)`
-          : `; the seeds in ${runs} runs of ${fitting} to fit --max-memory`;
-      seedBlock = { copies: fitting, estimate, note };
+          ? {
+              copies: fitting,
+              estimate: needed,
+              note: `; the seeds in ${runs} runs of ${fitting}, though one sample's rows of J with one seed a run exceed --max-memory (about ${Math.ceil(needed / 2 ** 20)} MiB needed)`,
+            }
+          : { copies: fitting, estimate: base + fitting * perSeed, note: `; the seeds in ${runs} runs of ${fitting} to fit --max-memory` };
     }
   }
   // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
