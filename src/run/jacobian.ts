@@ -495,20 +495,23 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
   // Reverse mode: when one sample with all K seeds would not fit the budget, the chunks hold one
   // sample and its seeds go in blocks of as many as fit, one run per block, each run's outputs
   // written in place in the sample's rows of J (src/run/seedBlocks.ts): two sets of those rows (the
-  // chunk's and the previous chunk's, still being written), onnxruntime-node's copies of the runs'
-  // outputs (collected every eighth of the budget), and per seed the path and SEED_ROW_COPIES of its row.
+  // chunk's and the previous chunk's, still being written) where they take no more than a quarter of
+  // the budget, else one (the write then awaited before the next chunk), onnxruntime-node's copies of
+  // the runs' outputs (collected every eighth of the budget), and per seed the path and SEED_ROW_COPIES of its row.
   // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
   // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
-  let seedBlock: { copies: number; estimate: number; note: string } | undefined;
+  let seedBlock: { copies: number; estimate: number; note: string; sets: 1 | 2 } | undefined;
   if (copies > 1 && options.batchSize === undefined) {
     const perPath = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
     const whole = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + copies * perPath;
     if (whole > BUDGET_SHARE * budget) {
       const perSeed = perPath + (SEED_ROW_COPIES * outputBytesPerSample) / copies;
-      const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + 2 * outputBytesPerSample + budget / 8;
+      const sets = 2 * outputBytesPerSample <= budget / 4 ? 2 : 1;
+      const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + sets * outputBytesPerSample + budget / 8;
       const room = Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1));
-      const fitting = Math.min(copies, Math.max(1, room));
-      const runs = Math.ceil(copies / fitting);
+      // As few runs as fit, of equal size: the last run's zero-seeded rows are computed all the same.
+      const runs = Math.ceil(copies / Math.min(copies, Math.max(1, room)));
+      const fitting = Math.ceil(copies / runs);
       // Where not even one seed a run fits the budget's share, what the chunk needs is the budget that would hold it
       // (the run then says it goes beyond --max-memory wherever that exceeds it).
       const needed = (base + fitting * perSeed) / BUDGET_SHARE;
@@ -516,10 +519,11 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
         room < 1
           ? {
               copies: fitting,
+              sets,
               estimate: needed,
               note: `; the seeds in ${runs} runs of ${fitting}, though one sample's rows of J with one seed a run exceed --max-memory (about ${Math.ceil(needed / 2 ** 20)} MiB needed)`,
             }
-          : { copies: fitting, estimate: base + fitting * perSeed, note: `; the seeds in ${runs} runs of ${fitting} to fit --max-memory` };
+          : { copies: fitting, sets, estimate: base + fitting * perSeed, note: `; the seeds in ${runs} runs of ${fitting} to fit --max-memory` };
     }
   }
   // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
@@ -683,6 +687,7 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
           copies,
           outputShape,
           dtype === 'float64' ? 'float64' : 'float32',
+          seedBlock?.sets ?? 2,
           options.threads,
         )
       : undefined;
@@ -811,7 +816,8 @@ export async function planJacobian(model: Graph | Pipeline, given: Map<string, N
         } else if (seedMode.kind === 'block') {
           const seedBlocks = blocksOfSeeds!;
           if (rows !== 1) throw new Error(`seed blocks run one sample per chunk, not ${rows}`);
-          // The arrays written two chunks ago: the loop awaited that write before handing the previous chunk over.
+          // With two sets, the arrays written two chunks ago: the loop awaited that write before handing the previous chunk over.
+          if (seedBlocks.setCount === 1) await pendingWrite;
           seedBlocks.start();
           for (let first = 0; first < outputElements; first += copies) {
             feeds[jacobianGraph.seed] = await seedBlocks.seed(first);

@@ -4,7 +4,8 @@
 // (K, ...rest) rows of J: onnxruntime writes each straight into its place in arrays kept from chunk
 // to chunk, so there is no join, and no J-sized buffer is allocated per chunk but the copies
 // onnxruntime-node makes of each run's outputs (which the caller collects every eighth of the budget).
-// Two sets of arrays alternate: one chunk's rows are written to the sink while the next computes.
+// Two sets of arrays alternate where the budget has room for them: one chunk's rows are written to
+// the sink while the next computes. With one set, the caller awaits the write before the next chunk.
 // The seeds come from one session for all blocks, the block's first element its input.
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
@@ -36,7 +37,7 @@ function seedSession(copies: number, perSample: readonly number[], elemType: num
 }
 
 export class SeedBlocks {
-  /** Two sets of arrays, one per output: a sample's rows of J (whole blocks, the last one's zero-seeded rows after K). */
+  /** One or two sets of arrays, one per output: a sample's rows of J (whole blocks, the last one's zero-seeded rows after K). */
   private readonly sets: FloatArray[][] = [];
   private current = 0;
   private readonly seedArray: FloatArray;
@@ -50,6 +51,8 @@ export class SeedBlocks {
     /** The per-sample output's shape (K elements). */
     private readonly perSample: readonly number[],
     private readonly type: 'float32' | 'float64',
+    /** Sets of arrays that alternate from chunk to chunk: 2 lets a chunk be written while the next computes. */
+    readonly setCount: 1 | 2,
     private readonly threads?: number,
   ) {
     this.seedArray = this.array(copies * this.elements);
@@ -88,11 +91,11 @@ export class SeedBlocks {
   }
 
   /**
-   * Starts a chunk (one sample) in the set of arrays the chunk before last was written from: the
-   * caller has awaited that write before handing the previous chunk to the sink.
+   * Starts a chunk (one sample) in the set of arrays the chunk before last (with one set, the last
+   * chunk) was written from: the caller has awaited that write.
    */
   start(): void {
-    this.current = 1 - this.current;
+    this.current = (this.current + 1) % this.setCount;
     this.sets[this.current] ??= this.rowSizes.map((size) => this.array(this.blocks * this.copies * size));
   }
 
