@@ -1,7 +1,7 @@
 // --max-memory is a bound: peak RSS stays within the budget plus the fixed cost that
 // --json reports (node, onnxruntime, the model and its session, measured after one sample),
-// on dense-output models (forward mode, K = 1,024; K = 128 with D = 16,512 in direction blocks) and on
-// mlp784 (reverse mode, J of 936 KB per sample).
+// on dense-output models (forward mode, K = 1,024; K = 128 with D = 16,512 in direction blocks, and in
+// reverse mode's seed blocks) and on mlp784 (reverse mode, J of 936 KB per sample).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,20 +68,44 @@ describe('the memory budget', () => {
     expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
   });
 
+  /** A dense output, K = 128, with D = 16,512 (J of 8.4 MB a sample). */
+  const dense128 = () =>
+    model(dir, 'dense128', [128], (b, w) => b.op1('Tanh', [b.op1('Gemm', ['x', w('wide.weight', [128, 128]), w('wide.bias', [128])], { transB: 1 })]));
+
   it('holds in forward mode with a dense output, K = 128 and D = 16,512 in direction blocks (J of 8.4 MB a sample)', () => {
     // Each chunk (one sample) holds its direction blocks, their transposition into J's layout and
     // onnxruntime-node's copies: 4 to 5 times J's rows, most of a 64 MB budget. Joining through
     // fresh onnxruntime buffers each chunk (Slice, Reshape, Identity, a memory arena) took 76 to 98 MB.
     const input = [128];
-    const path = model(dir, 'dense128', input, (b, w) =>
-      b.op1('Tanh', [b.op1('Gemm', ['x', w('wide.weight', [128, 128]), w('wide.bias', [128])], { transB: 1 })]),
-    );
+    const path = dense128();
     const summary = run(dir, path, input, 6, '64MB', ['--mode', 'forward']);
     expect(summary.mode).toBe('forward');
     expect(summary.modeReason).toMatch(/the directions in \d+ runs of \d+ to fit --max-memory/);
     expect(summary.bytes).toBe(6 * 128 * 16512 * 4);
     expect(summary.memory.measuredBytesPerSample).toBeGreaterThan(0);
     expect(summary.peakMemoryBytes - summary.memory.fixedBytes).toBeLessThanOrEqual(summary.memory.budget);
+  });
+
+  it('holds in reverse mode with a dense output, K = 128 and D = 16,512, its seeds in blocks at 32 MB; at 12 MB it says it cannot', () => {
+    // One sample per chunk, each run's outputs written in place in its rows of J, one set of them at
+    // this budget (22 to 24 MiB). Joining the blocks by an in-graph Concat (a memory arena, a seed
+    // session per block) took 61 to 80 MiB.
+    const path = dense128();
+    const blocked = run(dir, path, [128], 24, '32MB', ['--mode', 'reverse']);
+    expect(blocked.mode).toBe('reverse');
+    expect(blocked.modeReason).toMatch(/the seeds in \d+ runs of \d+ to fit --max-memory/);
+    expect(blocked.bytes).toBe(24 * 128 * 16512 * 4);
+    expect(blocked.memory.measuredBytesPerSample).toBeGreaterThan(0);
+    expect(blocked.peakMemoryBytes - blocked.memory.fixedBytes).toBeLessThanOrEqual(blocked.memory.budget);
+    // All 128 seeds of a sample fit one run at 64 MB.
+    const whole = run(dir, path, [128], 12, '64MB', ['--mode', 'reverse']);
+    expect(whole.modeReason).not.toMatch(/seeds in/);
+    expect(whole.peakMemoryBytes - whole.memory.fixedBytes).toBeLessThanOrEqual(whole.memory.budget);
+    // At 12 MB, one seed a run with the sample's rows of J does not fit: the run says it goes beyond the budget.
+    const over = run(dir, path, [128], 2, '12MB', ['--mode', 'reverse']);
+    expect(over.modeReason).toMatch(/the seeds in 128 runs of 1, though one sample's rows of J with one seed a run exceed --max-memory/);
+    expect(over.memory.estimatedPeakBytes - over.memory.fixedBytes).toBeGreaterThan(over.memory.budget);
+    expect(over.notes.join('\n')).toMatch(/--max-memory .* is below the estimated memory of a one-sample chunk .*beyond the budget/);
   });
 
   it('holds on mlp784 in reverse mode (J of 187 MB)', () => {

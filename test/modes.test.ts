@@ -60,8 +60,28 @@ describe('the mode', () => {
 
   it('reverse mode runs the seeds in blocks when one sample does not fit the budget', async () => {
     const { plan, J, expected } = await lenet({ mode: 'reverse', maxMemory: 300_000 });
-    expect(plan.modeReason).toMatch(/the seeds in \d+ runs of \d+ to fit --max-memory/);
+    expect(plan.modeReason).toMatch(/the seeds in 10 runs of 1 to fit --max-memory/);
     expectClose(J.data, expected.data as Float32Array, 'lenet10 in seed blocks');
+  });
+
+  it('seed blocks whose last block has zero-seeded rows past K, flat and per parameter, against PyTorch', async () => {
+    // 4 runs of 3 seeds and 3 runs of 4 for K = 10: the last run's rows past K are dropped.
+    const flat = await lenet({ mode: 'reverse', maxMemory: 600_000 });
+    expect(flat.plan.modeReason).toMatch(/the seeds in 4 runs of 3 to fit --max-memory/);
+    expectClose(flat.J.data, flat.expected.data as Float32Array, 'lenet10 in 4 seed blocks');
+    const { plan, run } = await planJacobian(loadModel(join(FIXTURES, 'lenet10', 'model.onnx')), fixtureInputs('lenet10', readReference('lenet10')), {
+      mode: 'reverse',
+      maxMemory: 700_000,
+      layout: 'tuple',
+    });
+    expect(plan.modeReason).toMatch(/the seeds in 3 runs of 4 to fit --max-memory/);
+    const sink = new MemorySink(plan.blocks);
+    await run(sink);
+    const D = plan.parameters.reduce((s, p) => s + p.size, 0);
+    sink.result().forEach((block, i) => {
+      const { offset, size, name } = plan.parameters[i];
+      expectClose(block.data as Float32Array, columns(flat.expected.data as Float32Array, D, offset, offset + size), `lenet10 ${name} in 3 seed blocks`);
+    });
   });
 });
 

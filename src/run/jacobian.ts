@@ -29,7 +29,8 @@ import { conformInput } from './convert.js';
 import { probeShapes } from './probe.js';
 import { checkIndexRanges } from './indices.js';
 import { rangeChunks, resolveRows, type RangeChunk, type RowRange, type RowSelection } from './shards.js';
-import { joinSeedBlocks, makeSeed, stackElements, type SeedMode } from './seed.js';
+import { makeSeed, stackElements, type SeedMode } from './seed.js';
+import { SeedBlocks } from './seedBlocks.js';
 import { sessionOptions } from './session.js';
 import { reportStage } from './stage.js';
 import { checkGraphConsistency } from '../analysis/consistency.js';
@@ -86,7 +87,10 @@ export interface OutputBlock {
   shape: number[];
 }
 
-/** Receives each chunk's rows: one buffer per output block, in block order. */
+/**
+ * Receives each chunk's rows: one buffer per output block, in block order. Once a write resolves,
+ * its buffers may be reused for a later chunk (seed and direction blocks do): a sink copies what it keeps.
+ */
 export interface JacobianSink {
   write(blocks: Uint8Array[]): Promise<void>;
   /**
@@ -317,6 +321,12 @@ function trialRows(batchSize: number): number {
 const SEED_BLOCK_MARGIN = 4;
 
 /**
+ * A seed's row of J in a seed block's run: onnxruntime's output (in its arena, grown in powers of
+ * two) and onnxruntime-node's copy of it (measured: 3.4 rows per seed on a dense K = 128 output).
+ */
+const SEED_ROW_COPIES = 3;
+
+/**
  * Forward mode's one-hot directions E (s, ...W) per parameter, made in every run: with all D
  * directions, s = size per parameter; in blocks of B, B rows per parameter (B·D entries). The
  * slot tangents take copies of E (transposed, stacked as channels): counted DIRECTION_MARGIN times.
@@ -518,16 +528,39 @@ export async function planJacobian(
   const outputBytesPerSample = (perElement ? outputElements : 1) * D * itemSize;
   const budget = options.maxMemory ?? DEFAULT_MAX_MEMORY;
   // Both modes' blocks are planned before the choice, which weighs their runs.
-  // Reverse mode: when one sample with all K seeds would not fit the budget, the seeds go in
-  // blocks of as many as fit, one run per block (the blocks' outputs are joined per chunk).
+  // Reverse mode: when one sample with all K seeds would not fit the budget, the chunks hold one
+  // sample and its seeds go in blocks of as many as fit, one run per block, each run's outputs
+  // written in place in the sample's rows of J (src/run/seedBlocks.ts): two sets of those rows (the
+  // chunk's and the previous chunk's, still being written) where they take no more than a quarter of
+  // the budget, else one (the write then awaited before the next chunk), onnxruntime-node's copies of
+  // the runs' outputs (collected every eighth of the budget), and per seed the path and SEED_ROW_COPIES of its row.
   // Per seed, the reverse pass's temporaries (normalizations make a dozen per value) count
   // several times the 3 × path bytes of the estimate: no trial chunk can measure below one sample.
-  let seedBlock: { copies: number; estimate: number } | undefined;
+  let seedBlock: { copies: number; estimate: number; note: string; sets: 1 | 2 } | undefined;
   if (copies > 1 && options.batchSize === undefined) {
-    const perSeed = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
-    const base = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0);
-    const fitting = Math.max(1, Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1)));
-    if (fitting < copies) seedBlock = { copies: fitting, estimate: base + fitting * perSeed };
+    const perPath = SEED_BLOCK_MARGIN * (estimatedBytesPerSample(analysis, shapes, 0, 1) - estimatedBytesPerSample(analysis, shapes, 0, 0));
+    const whole = estimatedBytesPerSample(analysis, shapes, outputBytesPerSample, 0) + copies * perPath;
+    if (whole > BUDGET_SHARE * budget) {
+      const perSeed = perPath + (SEED_ROW_COPIES * outputBytesPerSample) / copies;
+      const sets = 2 * outputBytesPerSample <= budget / 4 ? 2 : 1;
+      const base = estimatedBytesPerSample(analysis, shapes, 0, 0) + sets * outputBytesPerSample + budget / 8;
+      const room = Math.floor((BUDGET_SHARE * budget - base) / Math.max(perSeed, 1));
+      // As few runs as fit, of equal size: the last run's zero-seeded rows are computed all the same.
+      const runs = Math.ceil(copies / Math.min(copies, Math.max(1, room)));
+      const fitting = Math.ceil(copies / runs);
+      // Where not even one seed a run fits the budget's share, what the chunk needs is the budget that would hold it
+      // (the run then says it goes beyond --max-memory wherever that exceeds it).
+      const needed = (base + fitting * perSeed) / BUDGET_SHARE;
+      seedBlock =
+        room < 1
+          ? {
+              copies: fitting,
+              sets,
+              estimate: needed,
+              note: `; the seeds in ${runs} runs of ${fitting}, though one sample's rows of J with one seed a run exceed --max-memory (about ${Math.ceil(needed / 2 ** 20)} MiB needed)`,
+            }
+          : { copies: fitting, sets, estimate: base + fitting * perSeed, note: `; the seeds in ${runs} runs of ${fitting} to fit --max-memory` };
+    }
   }
   // Forward mode: the parameters' one-hot directions are made once per run, not per sample; when
   // one sample with all D directions does not fit, the directions go in blocks (one run each).
@@ -621,8 +654,8 @@ export async function planJacobian(
   let blockEstimate: number | undefined;
   if (mode === 'reverse' && seedBlock) {
     copies = seedBlock.copies;
-    seedMode = { kind: 'block', first: 0, count: copies, copies };
-    modeReason += `; the seeds in ${Math.ceil(outputElements / copies)} runs of ${copies} to fit --max-memory`;
+    seedMode = { kind: 'block', copies };
+    modeReason += seedBlock.note;
     blockEstimate = seedBlock.estimate;
   }
   let directions = D;
@@ -682,8 +715,21 @@ export async function planJacobian(
     dtype === 'float64' ? 'float64' : 'float32',
     options.threads,
   );
-  // The join's session is part of the fixed cost, as the Jacobian graph's is.
+  // Seed blocks run one sample per chunk: each run's outputs are rows of that sample's J (src/run/seedBlocks.ts).
+  const blocksOfSeeds =
+    seedMode.kind === 'block'
+      ? new SeedBlocks(
+          jacobianGraph.outputs.map((_, i) => (piecewise || layout === 'tuple' ? analysis.parameters[i].dims : [D])),
+          copies,
+          outputShape,
+          dtype === 'float64' ? 'float64' : 'float32',
+          seedBlock?.sets ?? 2,
+          options.threads,
+        )
+      : undefined;
+  // The join's and the seeds' sessions are part of the fixed cost, as the Jacobian graph's is.
   if (firstDirection !== undefined) await directionBlocks.prepare();
+  await blocksOfSeeds?.prepare();
   const fixedBytes = process.memoryUsage().rss;
   const memory: MemoryPlan = {
     budget,
@@ -740,9 +786,7 @@ export async function planJacobian(
   };
 
   const seeds = new Map<string, ort.Tensor>();
-  async function seedFor(rows: number, mode: SeedMode): Promise<ort.Tensor> {
-    // Seed blocks are made afresh: kept, all of them would hold K seeds per row.
-    if (mode.kind === 'block') return makeSeed(rows, outputShape, mode, elemType);
+  async function seedFor(rows: number, mode: Exclude<SeedMode, { kind: 'block' }>): Promise<ort.Tensor> {
     const key = `${rows}/${mode.kind}/${mode.kind === 'element' ? mode.element : ''}`;
     if (!seeds.has(key)) seeds.set(key, await makeSeed(rows, outputShape, mode, elemType));
     return seeds.get(key)!;
@@ -756,6 +800,17 @@ export async function planJacobian(
     } catch (err) {
       throw new RuntimeFailure(`onnxruntime failed on samples ${first}–${last}: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * Direction and seed blocks: no trial chunk can measure below one sample, so the first chunk's
+   * peak is measured instead (its blocks included) and reported with the estimate.
+   */
+  function measureFirstChunk(rows: number): void {
+    if (memory.measuredBytesPerSample !== undefined) return;
+    const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - memory.fixedBytes);
+    memory.measuredBytesPerSample = taken / rows;
+    memory.estimatedPeakBytes = Math.max(memory.estimatedPeakBytes, memory.fixedBytes + batchSize * memory.measuredBytesPerSample);
   }
 
   async function run(sink: JacobianSink): Promise<void> {
@@ -805,22 +860,27 @@ export async function planJacobian(
           collectGarbage();
           results = await directionBlocks.join();
           uncollected = directionBlocks.rowBytes;
-          if (memory.measuredBytesPerSample === undefined) {
-            // No trial chunk can measure below one sample: the first chunk's peak is measured instead
-            // (its one-hot directions and the join included) and reported with the estimate.
-            const taken = Math.max(0, process.resourceUsage().maxRSS * 1024 - memory.fixedBytes);
-            memory.measuredBytesPerSample = taken / rows;
-            memory.estimatedPeakBytes = Math.max(memory.estimatedPeakBytes, memory.fixedBytes + batchSize * memory.measuredBytesPerSample);
-          }
+          measureFirstChunk(rows);
         } else if (mode === 'forward') {
           results = await runOnce(feeds, start, end - 1);
         } else if (seedMode.kind === 'block') {
-          const perBlock: ort.Tensor[][] = [];
+          const seedBlocks = blocksOfSeeds!;
+          if (rows !== 1) throw new Error(`seed blocks run one sample per chunk, not ${rows}`);
+          // With two sets, the arrays written two chunks ago: the loop awaited that write before handing the previous chunk over.
+          if (seedBlocks.setCount === 1) await pendingWrite;
+          seedBlocks.start();
           for (let first = 0; first < outputElements; first += copies) {
-            feeds[jacobianGraph.seed] = await seedFor(rows, { kind: 'block', first, count: Math.min(copies, outputElements - first), copies });
-            perBlock.push(await runOnce(feeds, start, end - 1));
+            feeds[jacobianGraph.seed] = await seedBlocks.seed(first);
+            await runOnce(feeds, start, end - 1, seedBlocks.outputs(jacobianGraph.outputs, first));
+            // onnxruntime-node returns a copy of each run's outputs (and of the seed) as well: garbage at once.
+            uncollected += seedBlocks.runBytes;
+            if (uncollected > budget / 8) {
+              collectGarbage();
+              uncollected = 0;
+            }
           }
-          results = await joinSeedBlocks(perBlock, copies, outputElements);
+          results = seedBlocks.results();
+          measureFirstChunk(rows);
         } else if (seedMode.kind !== 'element') {
           feeds[jacobianGraph.seed] = await seedFor(rows, seedMode);
           results = await runOnce(feeds, start, end - 1);
