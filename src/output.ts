@@ -215,7 +215,7 @@ export async function openZarrSink(
     );
   }
   const elementAxes = plan.elementShape.map((_, i) => `output_${i}`);
-  // `source` (the model's hash, the inputs' shapes) makes a shard of another model refuse the store instead of mixing chunks into it.
+  // `source` (the model's hash, the inputs' shapes and a hash of sampled rows) makes a shard of another model refuse the store instead of mixing chunks into it.
   const common = { model_output: plan.analysis.output, output_shape: plan.outputShape, ...(options.source ? { source: options.source } : {}) };
   const parameters = plan.parameters.map((p) => ({ name: p.name, shape: p.dims, offset: p.offset, size: p.size }));
   const taken = new Set<string>();

@@ -231,6 +231,14 @@ describe('-o J.zarr', () => {
     expect(otherModel.code).toBe(2);
     expect(otherModel.stderr).toMatch(/rerun\.zarr already holds a different array \(\.zattrs differs/);
     expect(filesOf('rerun.zarr')).toEqual(before);
+    // The same shapes with other values (the last sample's last pixel changed) are another input.
+    const input = Buffer.from(readFileSync(join(dir, 'lenet10', 'input.npy')));
+    input.writeFloatLE(input.readFloatLE(input.length - 4) + 0.5, input.length - 4);
+    writeFileSync(join(dir, 'lenet10', 'other_input.npy'), input);
+    const otherInput = jacobian(['lenet10/model.onnx', '-i', 'lenet10/other_input.npy', '--batch-size', '2', '--shard', '0/3', '-o', 'rerun.zarr']);
+    expect(otherInput.code).toBe(2);
+    expect(otherInput.stderr).toMatch(/rerun\.zarr already holds a different array \(\.zattrs differs/);
+    expect(filesOf('rerun.zarr')).toEqual(before);
     expect(jacobian(['lenet10/other.onnx', '-i', 'lenet10/input.npy', '--batch-size', '2', '-o', 'other.npy']).code).toBe(0);
     expect(npyData('other.npy').equals(npyData('lenet.npy'))).toBe(true); // the appended field changes nothing but the file
   });

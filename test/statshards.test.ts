@@ -324,6 +324,22 @@ describe('refusals', () => {
     ok([...clipped, '--clip', '1', '--shard', '0/2', '-o', 'c0.npz']);
     ok([...clipped, '--clip', '2', '--shard', '1/2', '-o', 'c1.npz']);
     expectUsage(['combine', 'c0.npz', 'c1.npz', '-o', 'keep.npz'], /c1\.npz and c0\.npz come from different runs/);
+    // Same options and shapes, other input values (the last sample changed): another run too.
+    const x = Buffer.from(readFileSync(join(dir, 'mlp_x.npy')));
+    x.writeFloatLE(x.readFloatLE(x.length - 4) + 0.5, x.length - 4);
+    writeFileSync(join(dir, 'mlp_x_other.npy'), x);
+    ok([...clipped, '--clip', '1', '--shard', '1/2', '-o', 'c1same.npz']);
+    ok(['mlp.onnx', '-i', 'mlp_x_other.npy', ...clipped.slice(3), '--clip', '1', '--shard', '1/2', '-o', 'c1other.npz']);
+    ok(['combine', 'c0.npz', 'c1same.npz', '-o', 'csame.npz']);
+    expectUsage(['combine', 'c0.npz', 'c1other.npz', '-o', 'keep.npz'], /c1other\.npz and c0\.npz come from different runs/);
+    // And another --vector.
+    const v = Buffer.from(readFileSync(join(dir, 'mlp_v.npy')));
+    v.writeFloatLE(v.readFloatLE(v.length - 4) + 0.5, v.length - 4);
+    writeFileSync(join(dir, 'mlp_v_other.npy'), v);
+    const jvp = ['mlp.onnx', '-i', 'mlp_x.npy', '--stat', 'jvp', '--batch-size', '3', '-q'];
+    ok([...jvp, '--vector', 'mlp_v.npy', '--shard', '0/2', '-o', 'v0.npz']);
+    ok([...jvp, '--vector', 'mlp_v_other.npy', '--shard', '1/2', '-o', 'v1.npz']);
+    expectUsage(['combine', 'v0.npz', 'v1.npz', '-o', 'keep.npz'], /v1\.npz and v0\.npz come from different runs/);
     // The help names the command and its examples.
     expect(jacobian(['help', 'combine']).stdout).toMatch(/jacobian combine part0\.npz part1\.npz/);
   });

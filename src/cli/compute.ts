@@ -71,13 +71,43 @@ export function planLines(plan: JacobianPlan): string[] {
   ];
 }
 
-/** What a Zarr store was computed from, so shards of another model or input refuse it (the input's values are not hashed: it may be huge). */
-export function zarrSource(modelPath: string, inputs: Map<string, { dtype: string; shape: number[] }>, reduce: Reduce): Record<string, unknown> {
+/**
+ * What a Zarr store (or a statistics piece) was computed from, so shards of another model or
+ * input refuse it: the model's hash, the inputs' shapes and a hash of sampled rows (inputSample;
+ * the whole input is not hashed: it may be huge, and each shard reads only its rows).
+ */
+export function zarrSource(modelPath: string, inputs: Map<string, SampledInput>, reduce: Reduce, others: SampledInput[] = []): Record<string, unknown> {
   return {
     model_sha256: createHash('sha256').update(readFileSync(modelPath)).digest('hex'),
     inputs: Object.fromEntries([...inputs].map(([name, input]) => [name, { dtype: input.dtype, shape: input.shape }])),
+    inputs_sample_sha256: inputSample([...inputs.values(), ...others]),
     reduce,
   };
+}
+
+type SampledInput = { dtype: string; shape: number[]; pick?(rows: readonly number[]): ArrayBufferView };
+
+/**
+ * SHA-256 of the first, middle and last rows of every input (and of the other row-wise files
+ * of a run: --input2, --cotangent): every shard reads the whole input file, so every shard of one run gets the same value, and shards given different
+ * files of one shape (which the shapes alone cannot tell apart) do not merge into one store or
+ * one combined result. Three rows per input are read, whatever N.
+ */
+function inputSample(inputs: SampledInput[]): string {
+  const hash = createHash('sha256');
+  for (const input of inputs) {
+    const n = input.shape[0] ?? 0;
+    if (!input.pick || n === 0) continue;
+    const rows = [...new Set([0, Math.floor((n - 1) / 2), n - 1])];
+    let data: ArrayBufferView;
+    try {
+      data = input.pick(rows);
+    } catch {
+      continue; // column-major data: rows are not read one by one
+    }
+    hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+  return hash.digest('hex');
 }
 
 /** Where --json goes: stdout, unless the Jacobian itself goes there. */

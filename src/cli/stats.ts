@@ -54,8 +54,9 @@ async function openStatsSink(path: string, entries: OutputBlock[], archive: bool
 
 /**
  * The entries a --rows/--shard piece adds for jacobian combine: `row_range` int64 [A, B, N],
- * and `run_sha256` uint8 (32,), a hash of the model file, the inputs' shapes and the options
- * that change the numbers, so that pieces of different runs refuse to combine.
+ * and `run_sha256` uint8 (32,), a hash of the model file, the inputs' shapes, a sample of their
+ * values (zarrSource), --vector and the options that change the numbers, so that pieces of
+ * different runs refuse to combine.
  */
 function rangeEntries(entries: OutputBlock[], range: RowRange, samples: number, run: Record<string, unknown>): { entries: OutputBlock[]; bytes: Uint8Array[] } {
   for (const name of [ROW_RANGE, RUN_FINGERPRINT]) {
@@ -195,18 +196,22 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
       onProgress: progress?.update,
     };
     let planned;
+    let second: Awaited<ReturnType<typeof bindInputs>>['inputs'] | undefined;
+    let cotangent: ReturnType<typeof openNpyRows> | undefined;
+    let vector: ReturnType<typeof readNpy> | undefined;
     if (stats.includes('gram')) {
-      const second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, inputBindings(opts.input2), note)).inputs : undefined;
+      second = opts.input2 && opts.input2.length > 0 ? (await bindInputs(model, inputBindings(opts.input2), note)).inputs : undefined;
       if (second) opened.push(...second.values());
       planned = await planGram(differentiated, inputs, second, common);
     } else {
-      const cotangent = opts.cotangent ? openNpyRows(opts.cotangent) : undefined;
+      cotangent = opts.cotangent ? openNpyRows(opts.cotangent) : undefined;
       if (cotangent) opened.push(cotangent);
+      vector = opts.vector ? readNpy(opts.vector) : undefined;
       planned = await planStats(differentiated, inputs, {
         ...common,
         stats,
         clip: opts.clip,
-        vector: opts.vector ? readNpy(opts.vector) : undefined,
+        vector,
         cotangent,
         jacobian: stats.length === 0 ? (archive ? 'tuple' : 'flat') : undefined,
       });
@@ -214,7 +219,14 @@ export async function statsCommand(modelPath: string, opts: ComputeOptions & Sta
     const { plan } = planned;
     // A range's .npz says which rows it holds, so that jacobian combine can put the pieces together.
     const run = {
-      ...zarrSource(modelPath, inputs, opts.reduce),
+      ...zarrSource(modelPath, inputs, opts.reduce, [...(second?.values() ?? []), ...(cotangent ? [cotangent] : [])]),
+      ...(vector
+        ? {
+            vector_sha256: createHash('sha256')
+              .update(new Uint8Array(vector.data.buffer, vector.data.byteOffset, vector.data.byteLength))
+              .digest('hex'),
+          }
+        : {}),
       ...{
         wrt,
         stats: [...stats].sort(),

@@ -17,7 +17,7 @@ import { PARTIAL_COUNT } from './run.js';
 
 /** int64 [A, B, N]: the piece holds rows A … B−1 of N samples (written by every --rows/--shard statistics run into its .npz). */
 export const ROW_RANGE = 'row_range';
-/** uint8 (32,): SHA-256 of the model file, the inputs' shapes and the options of the run (pieces of different runs do not combine). */
+/** uint8 (32,): SHA-256 of the model file, the inputs' shapes, a sample of their values and the options of the run (pieces of different runs do not combine). */
 export const RUN_FINGERPRINT = 'run_sha256';
 /** Partial sums merged by addition. */
 const ADDED = ['sumsq', 'clipped_sum', 'vjp'];
@@ -100,7 +100,7 @@ function orderPieces(pieces: Piece[]): Piece[] {
     }
     if (p.fingerprint !== first.fingerprint) {
       throw new UsageError(
-        `${p.path} and ${first.path} come from different runs (the model, the inputs' shapes or the options differ; ` +
+        `${p.path} and ${first.path} come from different runs (the model, the inputs (their shapes or sampled rows) or the options differ; ` +
           `'${RUN_FINGERPRINT}' does not match): combine the pieces of one run`,
       );
     }
