@@ -32,7 +32,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { inflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
 import { AtomicFile, WriterCore } from './atomic.js';
 import {
   NpyFormatError,
@@ -40,12 +40,16 @@ import {
   crc32Update,
   formatShape,
   npyHeader,
+  npyHeaderLength,
   npyItemSize,
   openForReading,
   parseNpy,
+  parseNpyHeader,
   readExact,
+  readNpyHeader,
   readNpyRegion,
   shapeSize,
+  toHostOrder,
   type NpyArray,
   type NpyDtype,
 } from './npy.js';
@@ -536,10 +540,47 @@ function readCentralDirectory(fd: number, fileSize: number, source: string): Cen
  * NpyFormatError naming the file and the member.
  */
 export function readNpz(path: string): Map<string, NpyArray> {
+  const archive = openNpz(path);
+  try {
+    return new Map([...archive.members].map(([name, member]) => [name, member.read()]));
+  } finally {
+    archive.close();
+  }
+}
+
+/** One .npz member: its header read, its data read on demand. */
+export interface NpzMember {
+  dtype: NpyDtype;
+  shape: number[];
+  /** The whole array, its CRC-32 checked. */
+  read(): NpyArray;
+  /**
+   * The data bytes in C order and host byte order, handed to `each` in pieces of at most
+   * `chunkBytes` (whole elements), each awaited before the next is read, so that memory is
+   * bounded by the piece, not by the member; the CRC-32 is checked after the last piece
+   * (a caller writing the pieces aborts its output on the error). Deflated members are
+   * inflated whole first: np.savez_compressed's, never the tool's own.
+   */
+  stream(each: (bytes: Uint8Array) => Promise<void>, chunkBytes?: number): Promise<void>;
+}
+
+export interface NpzArchive {
+  /** By array name (the `__names__.json` originals where the archive has them), in archive order. */
+  members: Map<string, NpzMember>;
+  close(): void;
+}
+
+/** Opens an .npz archive: its central directory and every member's .npy header, no data. */
+export function openNpz(path: string): NpzArchive {
   const { fd, stat: st } = openForReading(path, '.npz');
+  let closed = false;
+  const close = () => {
+    if (!closed) fs.closeSync(fd);
+    closed = true;
+  };
   try {
     const entries = readCentralDirectory(fd, st.size, path);
-    const result = new Map<string, NpyArray>();
+    const members = new Map<string, NpzMember>();
     let originals: Record<string, unknown> | undefined;
     for (const e of entries) {
       const source = `${path}: member '${e.name}'`;
@@ -551,7 +592,7 @@ export function readNpz(path: string): Map<string, NpyArray> {
         throw new NpyFormatError(`${source} is not a .npy array; an .npz must contain only .npy members (write it with np.savez)`);
       }
       const key = e.name.slice(0, -4);
-      if (result.has(key)) throw new NpyFormatError(`${path}: two members are named '${e.name}'; ${REMEDY_NPZ}`);
+      if (members.has(key)) throw new NpyFormatError(`${path}: two members are named '${e.name}'; ${REMEDY_NPZ}`);
       if (e.flags & FLAG_ENCRYPTED) throw new NpyFormatError(`${source} is encrypted, which is not supported; re-create the archive with np.savez`);
       if (e.method !== METHOD_STORED && e.method !== METHOD_DEFLATED) {
         const m = METHOD_NAMES[e.method];
@@ -561,37 +602,106 @@ export function readNpz(path: string): Map<string, NpyArray> {
         );
       }
       const dataPos = memberDataPosition(fd, e, st.size, source);
-      let array: NpyArray;
-      let crc: number;
-      if (e.method === METHOD_STORED) {
-        if (e.compressedSize !== e.size) throw new NpyFormatError(`${source}: stored member sizes disagree; ${REMEDY_NPZ}`);
-        ({ array, crc } = readNpyRegion(fd, dataPos, e.size, source, true));
-      } else {
-        const compressed = Buffer.alloc(e.compressedSize);
-        readExact(fd, compressed, dataPos, source);
-        let raw: Buffer;
-        try {
-          raw = inflateRawSync(compressed);
-        } catch (err) {
-          throw new NpyFormatError(`${source}: cannot decompress: ${err instanceof Error ? err.message : String(err)}; ${REMEDY_NPZ}`);
-        }
-        if (raw.length !== e.size) {
-          throw new NpyFormatError(`${source}: decompressed to ${raw.length} bytes, the archive says ${e.size}; ${REMEDY_NPZ}`);
-        }
-        crc = crc32Update(0, raw);
-        array = parseNpy(raw, source);
-      }
-      if (crc >>> 0 !== e.crc >>> 0) {
-        throw new NpyFormatError(`${source}: CRC-32 mismatch (archive says ${hex32(e.crc)}, data has ${hex32(crc)}); the file is corrupt, re-create it`);
-      }
-      result.set(key, array);
+      members.set(key, e.method === METHOD_STORED ? storedMember(fd, e, dataPos, source) : deflatedMember(fd, e, dataPos, source));
     }
-    return originals ? restoreNames(result, originals, path) : result;
+    if (originals) {
+      const named = new Map<string, NpzMember>();
+      for (const [key, member] of members) {
+        const original = Object.prototype.hasOwnProperty.call(originals, key) ? originals[key] : key;
+        const name = typeof original === 'string' ? original : key;
+        if (named.has(name)) throw new NpyFormatError(`${path}: ${NAMES_MEMBER} gives two members the name '${name}'; ${REMEDY_NPZ}`);
+        named.set(name, member);
+      }
+      return { members: named, close };
+    }
+    return { members, close };
   } catch (err) {
+    close();
     if (err instanceof NpyFormatError) throw err;
     throw new NpyFormatError(`${path}: cannot read the .npz file: ${err instanceof Error ? err.message : String(err)}`);
-  } finally {
-    fs.closeSync(fd);
+  }
+}
+
+function checkCrc(e: CentralEntry, crc: number, source: string): void {
+  if (crc >>> 0 !== e.crc >>> 0) {
+    throw new NpyFormatError(`${source}: CRC-32 mismatch (archive says ${hex32(e.crc)}, data has ${hex32(crc)}); the file is corrupt, re-create it`);
+  }
+}
+
+function storedMember(fd: number, e: CentralEntry, dataPos: number, source: string): NpzMember {
+  if (e.compressedSize !== e.size) throw new NpyFormatError(`${source}: stored member sizes disagree; ${REMEDY_NPZ}`);
+  const { info, headerBytes } = readNpyHeader(fd, dataPos, e.size, source, true);
+  return {
+    dtype: info.dtype,
+    shape: info.shape,
+    read() {
+      const { array, crc } = readNpyRegion(fd, dataPos, e.size, source, true);
+      checkCrc(e, crc, source);
+      return array;
+    },
+    async stream(each, chunkBytes = 8 << 20) {
+      if (info.fortranOrder) throw new NpyFormatError(`${source}: column-major (Fortran-order) data cannot be read row by row; save it in C order`);
+      const itemSize = npyItemSize(info.dtype);
+      const buffer = new Uint8Array(Math.max(itemSize, chunkBytes - (chunkBytes % itemSize)));
+      let crc = crc32Update(0, headerBytes);
+      for (let off = 0; off < info.dataBytes; off += buffer.length) {
+        const piece = buffer.subarray(0, Math.min(buffer.length, info.dataBytes - off));
+        readExact(fd, piece, dataPos + info.dataOffset + off, source);
+        crc = crc32Update(crc, piece);
+        toHostOrder(piece, itemSize, info.littleEndian);
+        await each(piece);
+      }
+      checkCrc(e, crc, source);
+    },
+  };
+}
+
+function deflatedMember(fd: number, e: CentralEntry, dataPos: number, source: string): NpzMember {
+  const inflate = (): Buffer => {
+    const compressed = Buffer.alloc(e.compressedSize);
+    readExact(fd, compressed, dataPos, source);
+    let raw: Buffer;
+    try {
+      raw = inflateRawSync(compressed);
+    } catch (err) {
+      throw new NpyFormatError(`${source}: cannot decompress: ${err instanceof Error ? err.message : String(err)}; ${REMEDY_NPZ}`);
+    }
+    if (raw.length !== e.size) {
+      throw new NpyFormatError(`${source}: decompressed to ${raw.length} bytes, the archive says ${e.size}; ${REMEDY_NPZ}`);
+    }
+    checkCrc(e, crc32Update(0, raw), source);
+    return raw;
+  };
+  // The header from the start of the deflated stream (4 KiB of it inflate to at most ~4 MiB);
+  // a header longer than that is read from the whole member, kept for read().
+  let whole: Buffer | undefined;
+  const head = inflatePrefix(fd, e, dataPos, source);
+  const info = head.length >= 12 && head.length >= npyHeaderLength(head, source) ? parseNpyHeader(head, source, { allowFortran: true }) : undefined;
+  const header = info ?? parseNpyHeader((whole = inflate()), source, { allowFortran: true });
+  const member: NpzMember = {
+    dtype: header.dtype,
+    shape: header.shape,
+    read() {
+      const raw = whole ?? inflate();
+      whole = undefined;
+      return parseNpy(raw, source);
+    },
+    async stream(each) {
+      const data = member.read().data;
+      await each(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    },
+  };
+  return member;
+}
+
+/** What the first 4 KiB of a deflated member inflate to (the .npy header and some data). */
+function inflatePrefix(fd: number, e: CentralEntry, dataPos: number, source: string): Buffer {
+  const compressed = Buffer.alloc(Math.min(e.compressedSize, 4096));
+  readExact(fd, compressed, dataPos, source);
+  try {
+    return inflateRawSync(compressed, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+  } catch (err) {
+    throw new NpyFormatError(`${source}: cannot decompress: ${err instanceof Error ? err.message : String(err)}; ${REMEDY_NPZ}`);
   }
 }
 
@@ -625,17 +735,6 @@ function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: 
 }
 
 /** Gives the arrays back under their original names (keys not listed stay as they are). */
-function restoreNames(arrays: Map<string, NpyArray>, originals: Record<string, unknown>, path: string): Map<string, NpyArray> {
-  const out = new Map<string, NpyArray>();
-  for (const [key, array] of arrays) {
-    const original = Object.prototype.hasOwnProperty.call(originals, key) ? originals[key] : key;
-    const name = typeof original === 'string' ? original : key;
-    if (out.has(name)) throw new NpyFormatError(`${path}: ${NAMES_MEMBER} gives two members the name '${name}'; ${REMEDY_NPZ}`);
-    out.set(name, array);
-  }
-  return out;
-}
-
 function hex32(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 }

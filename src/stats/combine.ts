@@ -6,7 +6,7 @@
 import ort from 'onnxruntime-node';
 import { RuntimeFailure, UsageError } from '../errors.js';
 import { npyItemSize, NpyFormatError, type NpyArray, type NpyDtype } from '../io/npy.js';
-import { readNpz } from '../io/npz.js';
+import { openNpz, type NpzMember } from '../io/npz.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { DataType, standaloneGraph } from '../onnx/graph.js';
 import { encodeModel } from '../onnx/proto.js';
@@ -41,21 +41,30 @@ function isSum(name: string): boolean {
   return ADDED.includes(name) || name === MEAN || name === M2 || name === PARTIAL_COUNT;
 }
 
+/** A piece's rows, fingerprint and partial sums (small); its row entries are read when they are written. */
 function readPiece(path: string): Piece {
-  const arrays = readNpz(path);
-  const range = arrays.get(ROW_RANGE);
+  const archive = openNpz(path);
+  try {
+    return pieceOf(path, archive.members);
+  } finally {
+    archive.close();
+  }
+}
+
+function pieceOf(path: string, members: Map<string, NpzMember>): Piece {
+  const range = members.get(ROW_RANGE)?.read();
   if (!range || range.dtype !== 'int64' || range.shape.length !== 1 || range.shape[0] !== 3) {
     throw new UsageError(`${path} holds no '${ROW_RANGE}' entry (int64 [A, B, N]): it is not the output of a statistics run with --rows or --shard`);
   }
   const [start, end, samples] = Array.from(range.data as BigInt64Array, Number);
   // Sums are only recognised next to the count: an input named 'mean' in a row-only piece stays a row entry.
-  const partial = arrays.has(PARTIAL_COUNT);
+  const partial = members.has(PARTIAL_COUNT);
   const entries: Piece['entries'] = [];
   const sums = new Map<string, NpyArray>();
-  for (const [name, array] of arrays) {
+  for (const [name, array] of members) {
     if (name === ROW_RANGE || name === RUN_FINGERPRINT) continue;
     entries.push({ name, dtype: array.dtype, shape: [...array.shape] });
-    if (partial && isSum(name)) sums.set(name, array);
+    if (partial && isSum(name)) sums.set(name, array.read());
     else if (array.shape[0] !== end - start) {
       throw new UsageError(
         `${path}: entry '${name}' has ${array.shape[0]} rows but the piece holds rows ${start}–${end - 1} ` +
@@ -70,7 +79,7 @@ function readPiece(path: string): Piece {
     }
     if (sums.has(M2) && !sums.has(MEAN)) throw new UsageError(`${path}: the partial variance '${M2}' comes without its '${MEAN}'`);
   }
-  const fingerprint = arrays.get(RUN_FINGERPRINT);
+  const fingerprint = members.get(RUN_FINGERPRINT)?.read();
   return {
     path,
     start,
@@ -132,7 +141,7 @@ export interface Combined {
 }
 
 /** Reads and checks the pieces; run() writes the merged entries. */
-export function planCombine(paths: string[]): Combined {
+export function planCombine(paths: string[], chunkBytes = 8 << 20): Combined {
   if (paths.length === 0) throw new UsageError('jacobian combine needs the partial results to merge: jacobian combine part-*.npz -o stats.npz');
   let pieces: Piece[];
   try {
@@ -153,16 +162,19 @@ export function planCombine(paths: string[]): Combined {
   const sumNames = template.entries.filter((e) => template.sums.has(e.name) && e.name !== PARTIAL_COUNT).map((e) => e.name);
 
   async function run(write: (entry: number, bytes: Uint8Array) => Promise<void>): Promise<void> {
-    // Row entries: the pieces' rows in order, read one piece at a time.
+    // Row entries: the pieces' rows in order, each entry streamed in pieces of at most
+    // chunkBytes, so that memory is bounded by that, not by a piece (a Gram piece holds
+    // rows × N, an input Jacobian rows × the input's size).
     for (const piece of pieces) {
       if (piece.end === piece.start) continue;
-      const arrays = readNpz(piece.path);
-      for (let i = 0; i < rowEntries.length; i++) {
-        const data = arrays.get(rowEntries[i].name)!.data;
-        await write(
-          entries.findIndex((e) => e.name === rowEntries[i].name),
-          new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-        );
+      const archive = openNpz(piece.path);
+      try {
+        for (const rowEntry of rowEntries) {
+          const index = entries.findIndex((e) => e.name === rowEntry.name);
+          await archive.members.get(rowEntry.name)!.stream((bytes) => write(index, bytes), chunkBytes);
+        }
+      } finally {
+        archive.close();
       }
     }
     if (sumNames.length === 0) return;
