@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { npyBytes, readNpy, type NpyArray } from '../src/io/npy.js';
-import { loadModel } from '../src/onnx/proto.js';
+import { encodeModel, loadModel, makeAttribute } from '../src/onnx/proto.js';
 import { prepareGraph } from '../src/analysis/prepare.js';
+import { DataType, type Graph } from '../src/onnx/graph.js';
 import { indexedTables } from '../src/run/indices.js';
 import { expectClose, FIXTURES, runCli } from './helpers.js';
 
@@ -123,6 +124,34 @@ describe('ids outside an embedding table', () => {
         `negative word ids, ${mode} mode`,
       );
     }
+  });
+});
+
+/** The embedding fixture with its ids cast to uint8 and back before the lookup, as `emb(ids.to(torch.uint8).long())` exports. */
+function narrowedEmbedding(): Graph {
+  const graph = loadModel(join(FIXTURES, 'embedding', 'model.onnx'));
+  const cast = (input: string, output: string, to: number) => ({
+    name: output,
+    opType: 'Cast',
+    domain: '',
+    inputs: [input],
+    outputs: [output],
+    attributes: [makeAttribute('to', to)],
+  });
+  graph.nodes = [cast('input', 'ids_uint8', DataType.UINT8), cast('ids_uint8', 'ids_wrapped', DataType.INT64), ...graph.nodes];
+  graph.nodes.find((n) => n.opType === 'Gather')!.inputs[1] = 'ids_wrapped';
+  return graph;
+}
+
+describe('ids through a narrowing Cast', () => {
+  it('are not held to the table (the Gather meets them wrapped): ids + 256 through a uint8 Cast give the PyTorch Jacobian of the ids', () => {
+    writeFileSync(join(dir, 'narrowed.onnx'), encodeModel(narrowedEmbedding()));
+    const ids = readNpy(join(FIXTURES, 'embedding', 'input.npy'));
+    save('wrapping.npy', { ...ids, data: (ids.data as BigInt64Array).map((id) => id + 256n) });
+    const r = jacobian(['narrowed.onnx', '-i', 'wrapping.npy', '-o', 'narrowed_J.npy', '-q']);
+    expect(r.code, r.stderr).toBe(0);
+    expectClose(readNpy(join(dir, 'narrowed_J.npy')).data as Float32Array, readNpy(join(dir, 'embedding', 'jacobian.npy')).data as Float32Array, 'wrapped ids');
+    expect(Object.fromEntries(indexedTables(prepareGraph(narrowedEmbedding())))).toEqual({});
   });
 });
 

@@ -8,7 +8,7 @@ import ort from 'onnxruntime-node';
 import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import type { RowSource } from '../io/rows.js';
-import { attrInt, DataType, isFloatType, nodeLabel, standaloneGraph, type Graph, type Node } from '../onnx/graph.js';
+import { attrInt, DataType, nodeLabel, standaloneGraph, type Graph, type Node } from '../onnx/graph.js';
 import { encodeModel, makeAttribute, makeTensor } from '../onnx/proto.js';
 import { ELEM_TYPE_OF, ORT_TYPE } from './tensors.js';
 
@@ -22,8 +22,6 @@ export interface IndexedTable {
   size: number;
 }
 
-const isIntegerType = (t: number) => t !== 0 && t !== DataType.BOOL && !isFloatType(t);
-
 /** The initializer a value is, directly or through Identity and Cast (a widened float16 table), with its dims. */
 function initializerDims(graph: Graph, value: string, producers: Map<string, Node>): { name: string; dims: number[] } | undefined {
   for (let name = value, hops = 0; hops < 8; hops++) {
@@ -36,10 +34,29 @@ function initializerDims(graph: Graph, value: string, producers: Map<string, Nod
   return undefined;
 }
 
+/** Each integer type's smallest and largest value (ONNX TensorProto.DataType numbers). */
+const INTEGER_RANGES: Record<number, [bigint, bigint]> = {
+  2: [0n, 255n], // uint8
+  3: [-128n, 127n], // int8
+  4: [0n, 65535n], // uint16
+  5: [-32768n, 32767n], // int16
+  6: [-(2n ** 31n), 2n ** 31n - 1n], // int32
+  7: [-(2n ** 63n), 2n ** 63n - 1n], // int64
+  12: [0n, 2n ** 32n - 1n], // uint32
+  13: [0n, 2n ** 64n - 1n], // uint64
+};
+
+/** Whether a Cast from one integer type to another keeps every value (int32 to int64, uint8 to int32); a narrowing one wraps some. */
+function keepsEveryValue(from: number, to: number): boolean {
+  const [a, b] = [INTEGER_RANGES[from], INTEGER_RANGES[to]];
+  return a !== undefined && b !== undefined && b[0] <= a[0] && a[1] <= b[1];
+}
+
 /**
  * The tables each integer data input indexes: Gather nodes whose data is an initializer and
  * whose indices are the input itself, or the input through ops that keep its values (layout
- * ops, and Casts to an integer type).
+ * ops, and Casts to an integer type that holds every value of the one before: after a narrowing
+ * Cast, the ids the Gather meets are not the input's).
  */
 export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
   const producers = new Map<string, Node>();
@@ -50,12 +67,12 @@ export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
   }
   const found = new Map<string, IndexedTable[]>();
   for (const input of graph.inputs) {
-    if (!isIntegerType(input.elemType)) continue;
+    if (INTEGER_RANGES[input.elemType] === undefined) continue;
     const tables: IndexedTable[] = [];
     const seen = new Set<string>();
-    const stack = [input.name];
+    const stack: [string, number][] = [[input.name, input.elemType]];
     while (stack.length > 0) {
-      const value = stack.pop()!;
+      const [value, type] = stack.pop()!;
       if (seen.has(value)) continue;
       seen.add(value);
       for (const n of consumers.get(value) ?? []) {
@@ -66,8 +83,10 @@ export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
           const axis = attrInt(n, 'axis', 0);
           const size = table.dims[axis < 0 ? axis + rank : axis];
           if (size !== undefined) tables.push({ node: nodeLabel(n), table: table.name, size });
-        } else if ((KEEP_VALUES.has(n.opType) && n.inputs[0] === value) || (n.opType === 'Cast' && isIntegerType(attrInt(n, 'to', 0)))) {
-          stack.push(n.outputs[0]);
+        } else if (KEEP_VALUES.has(n.opType) && n.inputs[0] === value) {
+          stack.push([n.outputs[0], type]);
+        } else if (n.opType === 'Cast' && keepsEveryValue(type, attrInt(n, 'to', 0))) {
+          stack.push([n.outputs[0], attrInt(n, 'to', 0)]);
         }
       }
     }
