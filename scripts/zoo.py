@@ -323,13 +323,20 @@ def expected_block(refs, params, entry, n, k_shape):
 
 
 def build_cli(out):
-    """Compiles the CLI into zoo-out/.cli-<pid> (bin, dist, package.json), inside the repository so
+    """Compiles and bundles the CLI into zoo-out/.cli-<pid> (bin, dist, package.json), inside the repository so
     that node_modules resolve from it."""
     global CLI
     target = os.path.join(ROOT, "zoo-out", ".cli-%d" % os.getpid())
     if os.path.isdir(target):
         shutil.rmtree(target)
-    subprocess.run(["npx", "tsc", "-p", os.path.join(ROOT, "tsconfig.json"), "--outDir", os.path.join(target, "dist")], check=True, cwd=ROOT)
+    dist = os.path.join(target, "dist")
+    subprocess.run(["npx", "tsc", "-p", os.path.join(ROOT, "tsconfig.json"), "--outDir", dist], check=True, cwd=ROOT)
+    # bin/jacobian.js runs the bundled CLI, as npm run build makes it (package.json's build script).
+    subprocess.run(
+        ["npx", "esbuild", os.path.join(dist, "cli", "main.js"), "--bundle", "--platform=node", "--format=esm", "--packages=external",
+         "--log-level=warning", "--outfile=" + os.path.join(dist, "cli", "jacobian.js")],
+        check=True, cwd=ROOT,
+    )
     shutil.copytree(os.path.join(ROOT, "bin"), os.path.join(target, "bin"))
     shutil.copy(os.path.join(ROOT, "package.json"), target)
     CLI = os.path.join(target, "bin", "jacobian.js")
