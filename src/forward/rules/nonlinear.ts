@@ -300,8 +300,11 @@ export const MaxPool: JvpRule = {
     const size = product(inDims);
     const positions = product(outDims);
     const local = b.reshape(b.op1('Mod', [node.outputs[1], b.constInt64([size], [])]), [-1, 1, positions]);
-    const shape = b.op1('Concat', [ctx.primalRows(), b.constInt64([ctx.directions, positions])], { axis: 0 });
-    const picked = b.op1('GatherElements', [b.reshape(t, [-1, ctx.directions, size]), b.op1('Expand', [local, shape])], { axis: 2 });
+    // Broadcast over the directions, the rows kept as they are: the pool's axis 0 need not be the
+    // primal's (frames of a clip folded into it: (N·T, C, H, W)).
+    const picked = b.op1('GatherElements', [b.reshape(t, [-1, ctx.directions, size]), b.op1('Expand', [local, b.constInt64([1, ctx.directions, positions])])], {
+      axis: 2,
+    });
     return [ctx.fromDirections(picked, outDims), undefined];
   },
 };
