@@ -155,9 +155,10 @@ export const MaxUnpool: JvpRule = {
     const outDims = ctx.perSample(node.outputs[0]);
     const size = product(outDims);
     const count = product(ctx.perSample(x));
-    const shape = b.op1('Concat', [ctx.primalRows(), b.constInt64([ctx.directions, count])], { axis: 0 });
-    const local = b.op1('Expand', [b.reshape(b.op1('Mod', [indices, b.constInt64([size], [])]), [-1, 1, count]), shape]);
-    const zeros = b.op1('Expand', [b.scalar(0), b.op1('Concat', [ctx.primalRows(), b.constInt64([ctx.directions, size])], { axis: 0 })]);
+    // The rows are the unpool's own (N·T where frames are folded into the batch axis), not the primal's.
+    const local = b.op1('Expand', [b.reshape(b.op1('Mod', [indices, b.constInt64([size], [])]), [-1, 1, count]), b.constInt64([1, ctx.directions, count])]);
+    const rows = b.slice(b.op1('Shape', [local]), [0], [1], [0]);
+    const zeros = b.op1('Expand', [b.scalar(0), b.op1('Concat', [rows, b.constInt64([ctx.directions, size])], { axis: 0 })]);
     const scattered = b.op1('ScatterElements', [zeros, local, b.reshape(t, [-1, ctx.directions, count])], { axis: 2 });
     return [ctx.fromDirections(scattered, outDims)];
   },
