@@ -5,7 +5,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', 'fixtures/', 'bench/models/'] },
+  { ignores: ['dist/', 'node_modules/', 'coverage/', 'fixtures/', 'bench/models/', 'zoo-out/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
