@@ -144,14 +144,24 @@ function narrowedEmbedding(): Graph {
 }
 
 describe('ids through a narrowing Cast', () => {
-  it('are not held to the table (the Gather meets them wrapped): ids + 256 through a uint8 Cast give the PyTorch Jacobian of the ids', () => {
+  it('are not held to the table where the Cast wraps them: ids + 256 through a uint8 Cast give the PyTorch Jacobian of the ids', () => {
     writeFileSync(join(dir, 'narrowed.onnx'), encodeModel(narrowedEmbedding()));
     const ids = readNpy(join(FIXTURES, 'embedding', 'input.npy'));
     save('wrapping.npy', { ...ids, data: (ids.data as BigInt64Array).map((id) => id + 256n) });
     const r = jacobian(['narrowed.onnx', '-i', 'wrapping.npy', '-o', 'narrowed_J.npy', '-q']);
     expect(r.code, r.stderr).toBe(0);
     expectClose(readNpy(join(dir, 'narrowed_J.npy')).data as Float32Array, readNpy(join(dir, 'embedding', 'jacobian.npy')).data as Float32Array, 'wrapped ids');
-    expect(Object.fromEntries(indexedTables(prepareGraph(narrowedEmbedding())))).toEqual({});
+    expect(Object.fromEntries(indexedTables(prepareGraph(narrowedEmbedding())))).toEqual({
+      input: [{ node: '/emb/Gather', table: 'emb.weight', size: 20, unchanged: [0n, 255n] }],
+    });
+  });
+
+  it('are held to the table where the Cast keeps them: id 25 reaches the 20-row table as 25', () => {
+    save('kept_bad.npy', editedIds('embedding', [[3, 1, 25]]));
+    const r = jacobian(['narrowed.onnx', '-i', 'kept_bad.npy', '-o', 'kept_bad_J.npy']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(embeddingMessage('kept_bad.npy', 0, 25, 1, 3));
+    expect(existsSync(join(dir, 'kept_bad_J.npy'))).toBe(false);
   });
 });
 

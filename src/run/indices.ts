@@ -15,11 +15,16 @@ import { ELEM_TYPE_OF, ORT_TYPE } from './tensors.js';
 /** Ops that pass every id on unchanged (only their layout changes). */
 const KEEP_VALUES = new Set(['Identity', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose']);
 
-/** A table an input indexes: the Gather node, its table, and the table's length along the gathered axis. */
+/**
+ * A table an input indexes: the Gather node, its table, and the table's length along the gathered
+ * axis; `unchanged`, where the ids reach it through a narrowing Cast (int64 to int32, say), the ids
+ * that reach it as they are (the others wrap into values the input does not show).
+ */
 export interface IndexedTable {
   node: string;
   table: string;
   size: number;
+  unchanged?: [bigint, bigint];
 }
 
 /** The initializer a value is, directly or through Identity and Cast (a widened float16 table), with its dims. */
@@ -46,17 +51,15 @@ const INTEGER_RANGES: Record<number, [bigint, bigint]> = {
   13: [0n, 2n ** 64n - 1n], // uint64
 };
 
-/** Whether a Cast from one integer type to another keeps every value (int32 to int64, uint8 to int32); a narrowing one wraps some. */
-function keepsEveryValue(from: number, to: number): boolean {
-  const [a, b] = [INTEGER_RANGES[from], INTEGER_RANGES[to]];
-  return a !== undefined && b !== undefined && b[0] <= a[0] && a[1] <= b[1];
-}
+/** The values two ranges share. */
+const within = (a: [bigint, bigint], b: [bigint, bigint]): [bigint, bigint] => [a[0] > b[0] ? a[0] : b[0], a[1] < b[1] ? a[1] : b[1]];
 
 /**
  * The tables each integer data input indexes: Gather nodes whose data is an initializer and
  * whose indices are the input itself, or the input through ops that keep its values (layout
- * ops, and Casts to an integer type that holds every value of the one before: after a narrowing
- * Cast, the ids the Gather meets are not the input's).
+ * ops) and Casts to integer types. A narrowing Cast (int64 to int32, or to uint8) keeps only the
+ * ids its type holds; the others wrap, and the Gather meets values the input does not show: the
+ * table then says which ids reach it unchanged.
  */
 export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
   const producers = new Map<string, Node>();
@@ -70,9 +73,10 @@ export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
     if (INTEGER_RANGES[input.elemType] === undefined) continue;
     const tables: IndexedTable[] = [];
     const seen = new Set<string>();
-    const stack: [string, number][] = [[input.name, input.elemType]];
+    const full = INTEGER_RANGES[input.elemType];
+    const stack: [string, [bigint, bigint]][] = [[input.name, full]];
     while (stack.length > 0) {
-      const [value, type] = stack.pop()!;
+      const [value, unchanged] = stack.pop()!;
       if (seen.has(value)) continue;
       seen.add(value);
       for (const n of consumers.get(value) ?? []) {
@@ -82,11 +86,12 @@ export function indexedTables(graph: Graph): Map<string, IndexedTable[]> {
           const rank = table.dims.length;
           const axis = attrInt(n, 'axis', 0);
           const size = table.dims[axis < 0 ? axis + rank : axis];
-          if (size !== undefined) tables.push({ node: nodeLabel(n), table: table.name, size });
+          const narrowed = unchanged[0] > full[0] || unchanged[1] < full[1];
+          if (size !== undefined) tables.push({ node: nodeLabel(n), table: table.name, size, ...(narrowed ? { unchanged } : {}) });
         } else if (KEEP_VALUES.has(n.opType) && n.inputs[0] === value) {
-          stack.push([n.outputs[0], type]);
-        } else if (n.opType === 'Cast' && keepsEveryValue(type, attrInt(n, 'to', 0))) {
-          stack.push([n.outputs[0], attrInt(n, 'to', 0)]);
+          stack.push([n.outputs[0], unchanged]);
+        } else if (n.opType === 'Cast' && INTEGER_RANGES[attrInt(n, 'to', 0)] !== undefined) {
+          stack.push([n.outputs[0], within(unchanged, INTEGER_RANGES[attrInt(n, 'to', 0)])]);
         }
       }
     }
@@ -106,8 +111,15 @@ interface IdScan {
   firstBadRow?: number;
 }
 
-/** The reduction graph: ids as int64; their min and max; per row, whether any lies outside [low, high]; the count and the first such row. */
-function scanGraph(elemType: number, rank: number, low: number, high: number): Graph {
+/** The int64 range: every id, as the scan casts the ids to int64. */
+const INT64_RANGE = INTEGER_RANGES[DataType.INT64];
+
+/**
+ * The reduction graph: ids as int64; their min and max; per row, whether any lies outside
+ * [low, high] but inside `unchanged` (the ids that reach the table as they are); the count and
+ * the first such row.
+ */
+function scanGraph(elemType: number, rank: number, low: number, high: number, unchanged: [bigint, bigint]): Graph {
   const graph = standaloneGraph('id-range');
   const attrs = (values: Record<string, number | number[]>) => Object.entries(values).map(([name, value]) => makeAttribute(name, value));
   const node = (opType: string, inputs: string[], output: string, attributes = {}): Node => ({
@@ -120,11 +132,14 @@ function scanGraph(elemType: number, rank: number, low: number, high: number): G
   });
   const axes = Array.from({ length: rank - 1 }, (_, i) => i + 1);
   // The bounds as int64 scalars (Less and Greater broadcast them).
+  const [first, last] = within(unchanged, INT64_RANGE);
   for (const [name, value] of [
-    ['low', low],
-    ['high', high],
+    ['low', BigInt(low)],
+    ['high', BigInt(high)],
+    ['first_unchanged', first],
+    ['last_unchanged', last],
   ] as const)
-    graph.initializers.set(name, makeTensor(name, DataType.INT64, [], new Uint8Array(new BigInt64Array([BigInt(value)]).buffer)));
+    graph.initializers.set(name, makeTensor(name, DataType.INT64, [], new Uint8Array(new BigInt64Array([value]).buffer)));
   graph.inputs = [{ name: 'x', elemType, dims: undefined }];
   graph.nodes = [
     node('Cast', ['x'], 'ids', { to: DataType.INT64 }),
@@ -132,7 +147,12 @@ function scanGraph(elemType: number, rank: number, low: number, high: number): G
     node('ReduceMax', ['ids'], 'max', { keepdims: 0 }),
     node('Less', ['ids', 'low'], 'below'),
     node('Greater', ['ids', 'high'], 'above'),
-    node('Or', ['below', 'above'], 'outside'),
+    node('Or', ['below', 'above'], 'outside_table'),
+    node('Less', ['ids', 'first_unchanged'], 'wraps_below'),
+    node('Greater', ['ids', 'last_unchanged'], 'wraps_above'),
+    node('Or', ['wraps_below', 'wraps_above'], 'wraps'),
+    node('Not', ['wraps'], 'kept'),
+    node('And', ['outside_table', 'kept'], 'outside'),
     node('Cast', ['outside'], 'flag', { to: DataType.INT64 }),
     axes.length > 0 ? node('ReduceMax', ['flag'], 'row', { axes, keepdims: 0 }) : node('Identity', ['flag'], 'row'),
     node('ReduceSum', ['row'], 'count', { keepdims: 0 }),
@@ -142,12 +162,12 @@ function scanGraph(elemType: number, rank: number, low: number, high: number): G
   return graph;
 }
 
-async function scanIds(source: RowSource, low: number, high: number): Promise<IdScan | undefined> {
+async function scanIds(source: RowSource, low: number, high: number, unchanged: [bigint, bigint]): Promise<IdScan | undefined> {
   const type = ORT_TYPE[source.dtype];
   const samples = source.shape[0];
   const rowElements = source.shape.slice(1).reduce((a, b) => a * b, 1);
   if (!type || samples === 0 || rowElements === 0) return undefined;
-  const session = await ort.InferenceSession.create(encodeModel(scanGraph(ELEM_TYPE_OF[source.dtype], source.shape.length, low, high)), {
+  const session = await ort.InferenceSession.create(encodeModel(scanGraph(ELEM_TYPE_OF[source.dtype], source.shape.length, low, high, unchanged)), {
     executionProviders: ['cpu'],
     logSeverityLevel: 4,
   });
@@ -174,21 +194,31 @@ async function scanIds(source: RowSource, low: number, high: number): Promise<Id
  * Refuses (exit 2) an integer input holding ids outside a table it indexes (indexedTables),
  * naming the input, its file, the ids found, the range the table takes and the first row at
  * fault. ONNX's Gather takes ids in [-size, size − 1], a negative id counting from the end.
+ * Ids that a narrowing Cast wraps on their way to the table are not held to it.
  */
 export async function checkIndexRanges(graph: Graph, inputs: Map<string, RowSource>): Promise<void> {
   for (const [name, tables] of indexedTables(graph)) {
     const source = inputs.get(name);
     if (!source) continue;
-    // The smallest table bounds the ids of every table the input indexes.
-    const tightest = tables.reduce((a, b) => (b.size < a.size ? b : a));
-    const scan = await scanIds(source, -tightest.size, tightest.size - 1);
-    if (!scan || scan.badRows === 0) continue;
-    const samples = source.shape[0];
-    throw new UsageError(
-      `input '${name}' (${source.source}) holds ids from ${scan.min} to ${scan.max}, but it indexes the ${tightest.size} ` +
-        `rows of '${tightest.table}' (Gather node '${tightest.node}'), which take ids in [${-tightest.size}, ${tightest.size - 1}] ` +
-        `(a negative id counts from the end): ${scan.badRows} of ${samples} sample${samples > 1 ? 's' : ''} hold ids ` +
-        `outside it (the first is row ${scan.firstBadRow}); fix those ids, or pass the model whose vocabulary they come from`,
-    );
+    // Among the tables the same ids reach unchanged, the smallest bounds them all: one scan per such set.
+    const byReach = new Map<string, IndexedTable>();
+    for (const table of tables) {
+      const key = table.unchanged?.join(':') ?? '';
+      const known = byReach.get(key);
+      if (!known || table.size < known.size) byReach.set(key, table);
+    }
+    for (const tightest of byReach.values()) await checkTable(name, source, tightest);
   }
+}
+
+async function checkTable(name: string, source: RowSource, tightest: IndexedTable): Promise<void> {
+  const scan = await scanIds(source, -tightest.size, tightest.size - 1, tightest.unchanged ?? INT64_RANGE);
+  if (!scan || scan.badRows === 0) return;
+  const samples = source.shape[0];
+  throw new UsageError(
+    `input '${name}' (${source.source}) holds ids from ${scan.min} to ${scan.max}, but it indexes the ${tightest.size} ` +
+      `rows of '${tightest.table}' (Gather node '${tightest.node}'), which take ids in [${-tightest.size}, ${tightest.size - 1}] ` +
+      `(a negative id counts from the end): ${scan.badRows} of ${samples} sample${samples > 1 ? 's' : ''} hold ids ` +
+      `outside it (the first is row ${scan.firstBadRow}); fix those ids, or pass the model whose vocabulary they come from`,
+  );
 }
