@@ -347,6 +347,29 @@ describe('exit codes and messages', () => {
     expect(JSON.parse(withData.stdout).eligible).toBe(false);
   });
 
+  it('a float64 Conv model (no onnxruntime CPU kernel) is refused (exit 1) saying which node and what to export instead', () => {
+    const doubled = (values: Uint8Array) => new Uint8Array(Float64Array.from(new Float32Array(Uint8Array.from(values).buffer)).buffer);
+    seedVariant('f64conv.onnx', (m) => {
+      for (const t of m.graph!.initializer!) {
+        t.rawData = doubled(t.rawData!);
+        t.dataType = onnx.TensorProto.DataType.DOUBLE;
+      }
+      for (const v of [...m.graph!.input!, ...m.graph!.output!]) v.type!.tensorType!.elemType = onnx.TensorProto.DataType.DOUBLE;
+      m.graph!.valueInfo = [];
+    });
+    const x = readNpy(join(dir, 'seed', 'input.npy'));
+    writeFileSync(join(dir, 'f64x.npy'), npyBytes({ dtype: 'float64', shape: x.shape, data: Float64Array.from(x.data as Float32Array) }));
+    const message =
+      /onnxruntime has no CPU kernel for node '\/0\/Conv' \(Conv, version \d+\) with the types this model gives it .*export the model with float32 tensors/;
+    const run = jacobian(['f64conv.onnx', '-i', 'f64x.npy', '-o', 'f64.npy']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(message);
+    expect(existsSync(join(dir, 'f64.npy'))).toBe(false);
+    const check = jacobian(['check', 'f64conv.onnx']);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toMatch(message);
+  });
+
   it('a model without data inputs is refused with a clear message', () => {
     seedVariant('noinputs.onnx', (m) => {
       const input = m.graph!.input![0];

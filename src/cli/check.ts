@@ -16,6 +16,7 @@ import { arrayRows, type RowSource } from '../io/rows.js';
 import { loadModel } from '../onnx/proto.js';
 import { nodeLabel, type Graph } from '../onnx/graph.js';
 import { totalSize } from '../analysis/analyze.js';
+import { loadFailure } from '../run/session.js';
 
 export interface CheckOptions {
   json?: boolean;
@@ -75,8 +76,7 @@ async function loadProblem(graph: Graph): Promise<Problem | undefined> {
   try {
     session = await ort.InferenceSession.create(encodeModel(graph), { executionProviders: ['cpu'], graphOptimizationLevel: 'disabled', logSeverityLevel: 4 });
   } catch (err) {
-    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-    return { reason: `onnxruntime cannot load the model: ${message}; check it with onnx.checker.check_model(onnx.load(path), full_check=True)` };
+    return { reason: loadFailure(err instanceof Error ? err.message : String(err)).reason };
   }
   await session.release();
   return undefined;

@@ -10,7 +10,7 @@ import { encodeModel } from '../onnx/proto.js';
 import type { RowSource } from '../io/rows.js';
 import { maxAbsDifference } from './compare.js';
 import { ELEM_TYPE_OF, pickRows } from './tensors.js';
-import { sessionOptions } from './session.js';
+import { loadFailure, sessionOptions } from './session.js';
 import { reportStage } from './stage.js';
 import { checkGraphConsistency } from '../analysis/consistency.js';
 
@@ -46,7 +46,8 @@ export async function probeShapes(
     reportStage(`loading the probe graph (the model with every value as an output) into onnxruntime`);
     session = await ort.InferenceSession.create(encodeModel(probe), { ...sessionOptions(options.threads), graphOptimizationLevel: 'disabled' });
   } catch (err) {
-    throw new RuntimeFailure(`onnxruntime cannot load the model: ${(err as Error).message}`);
+    const { reason, missingKernel } = loadFailure((err as Error).message);
+    throw missingKernel ? new ModelRefusedError(reason, [{ reason }]) : new RuntimeFailure(reason);
   }
   const rows = Array.from({ length: batch }, (_, i) => i % samples);
   const feedsFor = (r: number[]) => Object.fromEntries([...inputs].map(([name, arr]) => [name, pickRows(arr, r)]));
