@@ -74,7 +74,7 @@ export function planLines(plan: JacobianPlan): string[] {
 /**
  * What a Zarr store (or a statistics piece) was computed from, so shards of another model or
  * input refuse it: the model's hash, the inputs' shapes and a hash of sampled rows (inputSample;
- * the whole input is not hashed: it may be huge, and each shard reads only its rows).
+ * not of the whole input: it may be huge, and each shard reads only its own rows).
  */
 export function zarrSource(modelPath: string, inputs: Map<string, SampledInput>, reduce: Reduce, others: SampledInput[] = []): Record<string, unknown> {
   return {
@@ -88,10 +88,11 @@ export function zarrSource(modelPath: string, inputs: Map<string, SampledInput>,
 type SampledInput = { dtype: string; shape: number[]; pick?(rows: readonly number[]): ArrayBufferView };
 
 /**
- * SHA-256 of the first, middle and last rows of every input (and of the other row-wise files
- * of a run: --input2, --cotangent): every shard reads the whole input file, so every shard of one run gets the same value, and shards given different
- * files of one shape (which the shapes alone cannot tell apart) do not merge into one store or
- * one combined result. Three rows per input are read, whatever N.
+ * SHA-256 of the first, middle and last rows of every input (and of the other row-wise files of
+ * a run: --input2, --cotangent). Every shard of one run is given the same files, so every shard
+ * gets the same value, and shards given different files of one shape (which the shapes alone
+ * cannot tell apart) do not merge into one store or one combined result. Three rows per input
+ * are read, whatever N.
  */
 function inputSample(inputs: SampledInput[]): string {
   const hash = createHash('sha256');

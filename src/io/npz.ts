@@ -734,7 +734,6 @@ function readNamesMember(fd: number, e: CentralEntry, fileSize: number, source: 
   }
 }
 
-/** Gives the arrays back under their original names (keys not listed stay as they are). */
 function hex32(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 }
