@@ -8,8 +8,9 @@ import ort from 'onnxruntime-node';
 import { UsageError } from '../errors.js';
 import { npyItemSize } from '../io/npy.js';
 import type { RowSource } from '../io/rows.js';
+import { GraphBuilder } from '../onnx/builder.js';
 import { attrInt, DataType, nodeLabel, standaloneGraph, type Graph, type Node } from '../onnx/graph.js';
-import { encodeModel, makeAttribute, makeTensor } from '../onnx/proto.js';
+import { encodeModel, makeTensor } from '../onnx/proto.js';
 import { ELEM_TYPE_OF, ORT_TYPE } from './tensors.js';
 
 /** Ops that pass every id on unchanged (only their layout changes). */
@@ -114,52 +115,39 @@ interface IdScan {
 /** The int64 range: every id, as the scan casts the ids to int64. */
 const INT64_RANGE = INTEGER_RANGES[DataType.INT64];
 
+/** The scan graph's outputs, int64 scalars: the ids' min and max, the rows at fault and the first of them. */
+type ScanOutputs = Record<'min' | 'max' | 'count' | 'first', string>;
+
 /**
  * The reduction graph: ids as int64; their min and max; per row, whether any lies outside
  * [low, high] but inside `unchanged` (the ids that reach the table as they are); the count and
  * the first such row.
  */
-function scanGraph(elemType: number, rank: number, low: number, high: number, unchanged: [bigint, bigint]): Graph {
+function scanGraph(elemType: number, rank: number, low: number, high: number, unchanged: [bigint, bigint]): { graph: Graph; outputs: ScanOutputs } {
   const graph = standaloneGraph('id-range');
-  const attrs = (values: Record<string, number | number[]>) => Object.entries(values).map(([name, value]) => makeAttribute(name, value));
-  const node = (opType: string, inputs: string[], output: string, attributes = {}): Node => ({
-    name: output,
-    opType,
-    domain: '',
-    inputs,
-    outputs: [output],
-    attributes: attrs(attributes),
-  });
-  const axes = Array.from({ length: rank - 1 }, (_, i) => i + 1);
-  // The bounds as int64 scalars (Less and Greater broadcast them).
-  const [first, last] = within(unchanged, INT64_RANGE);
-  for (const [name, value] of [
-    ['low', BigInt(low)],
-    ['high', BigInt(high)],
-    ['first_unchanged', first],
-    ['last_unchanged', last],
-  ] as const)
-    graph.initializers.set(name, makeTensor(name, DataType.INT64, [], new Uint8Array(new BigInt64Array([value]).buffer)));
   graph.inputs = [{ name: 'x', elemType, dims: undefined }];
-  graph.nodes = [
-    node('Cast', ['x'], 'ids', { to: DataType.INT64 }),
-    node('ReduceMin', ['ids'], 'min', { keepdims: 0 }),
-    node('ReduceMax', ['ids'], 'max', { keepdims: 0 }),
-    node('Less', ['ids', 'low'], 'below'),
-    node('Greater', ['ids', 'high'], 'above'),
-    node('Or', ['below', 'above'], 'outside_table'),
-    node('Less', ['ids', 'first_unchanged'], 'wraps_below'),
-    node('Greater', ['ids', 'last_unchanged'], 'wraps_above'),
-    node('Or', ['wraps_below', 'wraps_above'], 'wraps'),
-    node('Not', ['wraps'], 'kept'),
-    node('And', ['outside_table', 'kept'], 'outside'),
-    node('Cast', ['outside'], 'flag', { to: DataType.INT64 }),
-    axes.length > 0 ? node('ReduceMax', ['flag'], 'row', { axes, keepdims: 0 }) : node('Identity', ['flag'], 'row'),
-    node('ReduceSum', ['row'], 'count', { keepdims: 0 }),
-    node('ArgMax', ['row'], 'first', { axis: 0, keepdims: 0 }),
-  ];
-  graph.outputs = ['min', 'max', 'count', 'first'].map((name) => ({ name, elemType: DataType.INT64, dims: undefined }));
-  return graph;
+  const b = new GraphBuilder(graph);
+  // The bounds of `unchanged` may be int64's own (±2⁶³), past what a number holds: made from bigints.
+  const bound = (value: bigint) => {
+    const name = b.fresh('bound');
+    graph.initializers.set(name, makeTensor(name, DataType.INT64, [], new Uint8Array(new BigInt64Array([value]).buffer)));
+    return name;
+  };
+  const [first, last] = within(unchanged, INT64_RANGE);
+  const ids = b.op1('Cast', ['x'], { to: DataType.INT64 });
+  const outsideTable = b.op1('Or', [b.op1('Less', [ids, bound(BigInt(low))]), b.op1('Greater', [ids, bound(BigInt(high))])]);
+  const wraps = b.op1('Or', [b.op1('Less', [ids, bound(first)]), b.op1('Greater', [ids, bound(last)])]);
+  const flag = b.op1('Cast', [b.op1('And', [outsideTable, b.op1('Not', [wraps])])], { to: DataType.INT64 });
+  const axes = Array.from({ length: rank - 1 }, (_, i) => i + 1);
+  const row = axes.length > 0 ? b.op1('ReduceMax', [flag], { axes, keepdims: 0 }) : flag;
+  const outputs: ScanOutputs = {
+    min: b.op1('ReduceMin', [ids], { keepdims: 0 }),
+    max: b.op1('ReduceMax', [ids], { keepdims: 0 }),
+    count: b.op1('ReduceSum', [row], { keepdims: 0 }),
+    first: b.op1('ArgMax', [row], { axis: 0, keepdims: 0 }),
+  };
+  graph.outputs = Object.values(outputs).map((name) => ({ name, elemType: DataType.INT64, dims: undefined }));
+  return { graph, outputs };
 }
 
 async function scanIds(source: RowSource, low: number, high: number, unchanged: [bigint, bigint]): Promise<IdScan | undefined> {
@@ -167,7 +155,8 @@ async function scanIds(source: RowSource, low: number, high: number, unchanged: 
   const samples = source.shape[0];
   const rowElements = source.shape.slice(1).reduce((a, b) => a * b, 1);
   if (!type || samples === 0 || rowElements === 0) return undefined;
-  const session = await ort.InferenceSession.create(encodeModel(scanGraph(ELEM_TYPE_OF[source.dtype], source.shape.length, low, high, unchanged)), {
+  const { graph, outputs } = scanGraph(ELEM_TYPE_OF[source.dtype], source.shape.length, low, high, unchanged);
+  const session = await ort.InferenceSession.create(encodeModel(graph), {
     executionProviders: ['cpu'],
     logSeverityLevel: 4,
   });
@@ -177,7 +166,7 @@ async function scanIds(source: RowSource, low: number, high: number, unchanged: 
     for (let start = 0; start < samples; start += chunk) {
       const end = Math.min(samples, start + chunk);
       const out = await session.run({ x: new ort.Tensor(type, source.rows(start, end) as never, [end - start, ...source.shape.slice(1)]) });
-      const [min, max, count, first] = ['min', 'max', 'count', 'first'].map((name) => (out[name].data as BigInt64Array)[0]);
+      const [min, max, count, first] = [outputs.min, outputs.max, outputs.count, outputs.first].map((name) => (out[name].data as BigInt64Array)[0]);
       scan ??= { min, max, badRows: 0 };
       if (min < scan.min) scan.min = min;
       if (max > scan.max) scan.max = max;

@@ -42,6 +42,15 @@ export class SeedBlocks {
   private current = 0;
   private readonly seedArray: FloatArray;
   private session: Promise<ort.InferenceSession> | undefined;
+  /** Elements of one row of each output. */
+  private readonly rowSizes: number[];
+  /** K: elements of the per-sample output. */
+  private readonly elements: number;
+  private readonly itemSize: number;
+  /** Runs per sample. */
+  readonly blocks: number;
+  /** Bytes of one run's outputs and seed (the copies onnxruntime-node returns of them are garbage at once). */
+  readonly runBytes: number;
 
   constructor(
     /** Each output's dims after its first axis: the Jacobian graph's outputs are (rows · copies, ...dims). */
@@ -55,39 +64,22 @@ export class SeedBlocks {
     readonly setCount: 1 | 2,
     private readonly threads?: number,
   ) {
+    this.rowSizes = rowDims.map((dims) => dims.reduce((a, c) => a * c, 1));
+    this.elements = perSample.reduce((a, c) => a * c, 1);
+    this.itemSize = type === 'float64' ? 8 : 4;
+    this.blocks = Math.ceil(this.elements / copies);
+    this.runBytes = copies * (this.elements + this.rowSizes.reduce((a, c) => a + c, 0)) * this.itemSize;
     this.seedArray = this.array(copies * this.elements);
-  }
-
-  private get rowSizes(): number[] {
-    return this.rowDims.map((dims) => dims.reduce((a, c) => a * c, 1));
-  }
-
-  private get elements(): number {
-    return this.perSample.reduce((a, c) => a * c, 1);
-  }
-
-  /** Runs per sample. */
-  get blocks(): number {
-    return Math.ceil(this.elements / this.copies);
   }
 
   private array(n: number): FloatArray {
     return this.type === 'float64' ? new Float64Array(n) : new Float32Array(n);
   }
 
-  private get itemSize(): number {
-    return this.type === 'float64' ? 8 : 4;
-  }
-
   /** Loads the seed's session (before the fixed cost is measured: it is part of it). */
   async prepare(): Promise<void> {
     this.session ??= seedSession(this.copies, this.perSample, ELEM_TYPE_OF[this.type], this.threads);
     await this.session;
-  }
-
-  /** Bytes of one run's outputs and seed (the copies onnxruntime-node returns of them are garbage at once). */
-  get runBytes(): number {
-    return this.copies * (this.elements + this.rowSizes.reduce((a, c) => a + c, 0)) * this.itemSize;
   }
 
   /**
